@@ -1,0 +1,3 @@
+"""sharpdarts: sharpDARTS and DARTS as a configuration-driven experiment registry."""
+
+__version__ = "0.1.0"

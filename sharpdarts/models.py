@@ -1,0 +1,324 @@
+"""Networks: the search supernet, the CIFAR and ImageNet networks of a genotype, their heads.
+
+Module names follow the original DARTS / sharpDARTS code (``stem``, ``cells.N.preprocess0``,
+``cells.N._ops.K.op.J``, ``auxiliary_head.features``, ``classifier``), so checkpoints of the
+original code load with :func:`load_original_state_dict`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Sequence
+
+import gin
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sharpdarts import genotypes as genotypes_lib
+from sharpdarts.cells import Cell, SearchCell, num_edges
+from sharpdarts.ops import DEFAULT_C_MID, op_table
+from sharpdarts.weighting import get_weighting
+
+
+def _resolve_genotype(genotype) -> tuple[genotypes_lib.Genotype, str]:
+    """A Genotype, or a registry name; returns it with a name for error messages."""
+    if isinstance(genotype, str):
+        return genotypes_lib.get(genotype), genotype
+    return genotype, "genotype"
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Auxiliary classifier on the 8x8 feature map after the second reduction."""
+
+    def __init__(self, C: int, num_classes: int, pool_stride: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.classifier(x.flatten(1))
+
+
+class AuxiliaryHeadImageNet(AuxiliaryHeadCIFAR):
+    """The ImageNet head: the same layers with an average pool of stride 2."""
+
+    def __init__(self, C: int, num_classes: int):
+        super().__init__(C, num_classes, pool_stride=2)
+
+
+class _FixedNetwork(nn.Module):
+    """The cell stack shared by NetworkCIFAR and NetworkImageNet."""
+
+    def _build_cells(self, C: int, C_stem: int, num_classes: int, layers: int, genotype,
+                     op_dict, C_mid: int | None, reduction_prev: bool) -> int:
+        genotype, name = _resolve_genotype(genotype)
+        if genotype.layout != "cell":
+            raise ValueError(f"{name} is a '{genotype.layout}' genotype, not a cell genotype")
+        self.genotype = genotype
+        op_dict = op_table(op_dict)
+        C_mid = DEFAULT_C_MID if C_mid is None else C_mid
+        C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
+        self.cells = nn.ModuleList()
+        C_to_auxiliary = None
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+                ops, concat, half = genotype.reduce, genotype.reduce_concat, "reduce"
+            else:
+                ops, concat, half = genotype.normal, genotype.normal_concat, "normal"
+            cell = Cell(ops, concat, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
+                        op_dict, C_mid, name=f"{name}.{half}")
+            reduction_prev = reduction
+            self.cells.append(cell)
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+            if i == 2 * layers // 3:
+                C_to_auxiliary = C_prev
+        return C_prev, C_to_auxiliary
+
+    def _forward_cells(self, s0: torch.Tensor, s1: torch.Tensor):
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == 2 * self._layers // 3 and self._auxiliary and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        out = self.global_pooling(s1)
+        return self.classifier(out.flatten(1)), logits_aux
+
+
+@gin.configurable
+class NetworkCIFAR(_FixedNetwork):
+    """The CIFAR network of a genotype: stem, ``layers`` cells, global pooling, linear.
+
+    Args:
+        C: initial channels (36 in the paper).
+        num_classes: classes.
+        layers: cells (20 in the paper); reductions at layers//3 and 2*layers//3.
+        auxiliary: add the auxiliary head after cell 2*layers//3.
+        genotype: a Genotype or a registry name.
+        in_channels: image channels.
+        op_dict: op table (name or mapping); None is OPS.
+        C_mid: middle width of the choke ops (32 when None).
+        stem_multiplier: stem width is stem_multiplier * C.
+
+    ``forward(x)`` returns ``(logits, logits_aux)``; ``logits_aux`` is None unless training
+    with the auxiliary head. Set ``drop_path_prob`` to enable drop path during training.
+    """
+
+    def __init__(self, C: int = 36, num_classes: int = 10, layers: int = 20,
+                 auxiliary: bool = False, genotype=gin.REQUIRED, in_channels: int = 3,
+                 op_dict=None, C_mid: int | None = None, stem_multiplier: int = 3):
+        super().__init__()
+        self._layers = layers
+        self._auxiliary = auxiliary
+        self.drop_path_prob = 0.0
+        C_stem = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem),
+        )
+        C_prev, C_aux = self._build_cells(C, C_stem, num_classes, layers, genotype, op_dict,
+                                          C_mid, reduction_prev=False)
+        if auxiliary:
+            self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def forward(self, x: torch.Tensor):
+        s = self.stem(x)
+        return self._forward_cells(s, s)
+
+
+@gin.configurable
+class NetworkImageNet(_FixedNetwork):
+    """The ImageNet network of a genotype: two strided stems, cells, pooling, linear.
+
+    Same arguments as :class:`NetworkCIFAR` (paper: C=48, 14 layers, 1000 classes);
+    ``stem_multiplier`` is accepted for a uniform signature and unused, as in the original.
+    Global pooling is adaptive, which equals the original's 7x7 average pool at 224x224 and
+    also allows reduced resolutions.
+    """
+
+    def __init__(self, C: int = 48, num_classes: int = 1000, layers: int = 14,
+                 auxiliary: bool = False, genotype=gin.REQUIRED, in_channels: int = 3,
+                 op_dict=None, C_mid: int | None = None, stem_multiplier: int = 3):
+        super().__init__()
+        self._layers = layers
+        self._auxiliary = auxiliary
+        self.drop_path_prob = 0.0
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        C_prev, C_aux = self._build_cells(C, C, num_classes, layers, genotype, op_dict, C_mid,
+                                          reduction_prev=True)
+        if auxiliary:
+            self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def forward(self, x: torch.Tensor):
+        s0 = self.stem0(x)
+        return self._forward_cells(s0, self.stem1(s0))
+
+
+@gin.configurable
+class SearchNetwork(nn.Module):
+    """The DARTS supernet: every edge of every cell mixes all primitives.
+
+    Args:
+        C: initial channels (16 in the paper's searches).
+        num_classes: classes.
+        layers: cells (8); reductions at layers//3 and 2*layers//3.
+        steps: intermediate nodes per cell (4).
+        multiplier: states concatenated into a cell's output (the last ``multiplier``).
+        stem_multiplier: stem width is stem_multiplier * C.
+        in_channels: image channels.
+        primitives: a primitive set name (e.g. 'DARTS_PRIMITIVES') or a list; None is PRIMITIVES.
+        op_dict: op table (name or mapping); None is OPS.
+        weighting: 'scalar', 'max_w' or a callable mapping softmax weights to coefficients.
+
+    The architecture parameters ``alphas_normal`` and ``alphas_reduce`` (edges x ops) are
+    returned by :meth:`arch_parameters`; :meth:`weights` returns all other parameters.
+    """
+
+    def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, steps: int = 4,
+                 multiplier: int = 4, stem_multiplier: int = 3, in_channels: int = 3,
+                 primitives: str | Sequence[str] | None = None, op_dict=None,
+                 weighting="scalar"):
+        super().__init__()
+        self.primitives = list(genotypes_lib.primitives(primitives or "PRIMITIVES"))
+        op_dict = op_table(op_dict)
+        missing = [p for p in self.primitives if p not in op_dict]
+        if missing:
+            raise ValueError(f"primitives {missing} are not in the op table "
+                             f"{getattr(op_dict, 'name', '')}".rstrip())
+        self._steps = steps
+        self._multiplier = multiplier
+        self._layers = layers
+        self.weighting = get_weighting(weighting)
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
+            nn.BatchNorm2d(C_curr),
+        )
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            cell = SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction,
+                              reduction_prev, self.primitives, op_dict)
+            reduction_prev = reduction
+            self.cells.append(cell)
+            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+        shape = (num_edges(steps), len(self.primitives))
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(shape))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture parameters, trained by the architect."""
+        return [self.alphas_normal, self.alphas_reduce]
+
+    def weights(self) -> list[nn.Parameter]:
+        """Every parameter but the architecture's, trained by the weight optimizer."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mixing coefficients of normal and reduction cells under the weighting scheme."""
+        return (self.weighting(F.softmax(self.alphas_normal, dim=-1)),
+                self.weighting(F.softmax(self.alphas_reduce, dim=-1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normal, reduce = self.coefficients()
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal)
+        out = self.global_pooling(s1)
+        return self.classifier(out.flatten(1))
+
+    @torch.no_grad()
+    def genotype(self, skip_primitive: str | None = "none") -> genotypes_lib.Genotype:
+        """The cell genotype read from softmax(alpha) (see genotypes.parse_cell)."""
+        return genotypes_lib.genotype_from_weights(
+            F.softmax(self.alphas_normal, dim=-1).cpu().numpy(),
+            F.softmax(self.alphas_reduce, dim=-1).cpu().numpy(),
+            self.primitives, steps=self._steps, multiplier=self._multiplier,
+            skip_primitive=skip_primitive)
+
+
+def _unwrap_state(state) -> dict:
+    """Finds the tensor dict inside a checkpoint of the original code (or ours)."""
+    if isinstance(state, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = state.get(key)
+            if isinstance(inner, Mapping):
+                return dict(inner)
+    return dict(state)
+
+
+def load_original_state_dict(model: nn.Module, state) -> nn.Module:
+    """Loads weights saved by the original DARTS / sharpDARTS code, strictly.
+
+    Handles the differences between their checkpoints and a plain ``state_dict``: a wrapping
+    dict (``{'state_dict': ...}``, as their ImageNet trainer saves), the ``module.`` prefix of
+    (Distributed)DataParallel, and batch norms without ``num_batches_tracked`` (saved before
+    PyTorch 0.4.1). Every tensor of the model must be placed and none may be left over.
+
+    Args:
+        model: a NetworkCIFAR or NetworkImageNet built with the checkpoint's genotype.
+        state: the loaded checkpoint or state dict.
+
+    Returns:
+        The model, with the weights loaded.
+
+    Raises:
+        ValueError: naming the missing, unexpected or wrongly shaped tensors.
+    """
+    tensors = {}
+    for key, value in _unwrap_state(state).items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        tensors[key] = value
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in tensors:
+            tensors[key] = torch.zeros_like(value)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(tensors)
+                         if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("wrong shape", wrong_shape)):
+            if keys:
+                more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+                parts.append(f"{label}: {', '.join(keys[:5])}{more}")
+        raise ValueError("the checkpoint does not fit this network (is it the same genotype, "
+                         "width, depth and C_mid?): " + "; ".join(parts))
+    model.load_state_dict(tensors, strict=True)
+    return model

@@ -1,0 +1,304 @@
+"""Primitive operations and the op tables that name them.
+
+An op table maps a primitive name to a factory called as
+``factory(C_in, C_out, stride, affine, C_mid)``. Fixed cells pass ``affine=True`` and the
+choke width ``C_mid``; search cells pass ``affine=False`` and no ``C_mid``. Module layouts
+(``op.0``, ``op.1``, ... inside each op) follow the original DARTS / sharpDARTS code so that
+their checkpoints load into our networks unchanged.
+
+Tables: ``OPS`` (sharpDARTS, the default everywhere), ``DARTS_OPS`` (the original DARTS
+definitions) and ``MULTICHANNELNET_OPS`` (the HyperCuboid grid). Users extend a table with
+``@OPS.register('my_op')`` or create a new one with ``OpTable('MY_OPS')``.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+import gin
+import torch
+from torch import nn
+
+OpFactory = Callable[..., nn.Module]
+
+# The choke ops' middle width when no one says otherwise (the CIFAR scripts' default).
+DEFAULT_C_MID = 32
+
+
+class OpTable(dict):
+    """A named registry ``primitive name -> op factory``."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        OP_TABLES[name] = self
+
+    def register(self, primitive: str) -> Callable[[OpFactory], OpFactory]:
+        """Decorator adding ``factory(C_in, C_out, stride, affine, C_mid=None)`` as ``primitive``."""
+
+        def decorate(factory: OpFactory) -> OpFactory:
+            self[primitive] = factory
+            return factory
+
+        return decorate
+
+    def __missing__(self, primitive: str) -> OpFactory:
+        close = difflib.get_close_matches(str(primitive), list(self), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"op '{primitive}' is not in the op table {self.name}{hint}")
+
+
+OP_TABLES: dict[str, OpTable] = {}
+
+
+@gin.configurable
+def op_table(table: str | dict | None = "OPS") -> dict:
+    """Resolves an op table given by name (``'OPS'``, ``'DARTS_OPS'``, ...), mapping or None.
+
+    None means ``OPS``. Gin configs name tables by string, e.g.
+    ``SearchNetwork.op_dict = 'DARTS_OPS'``.
+    """
+    if table is None:
+        return OPS
+    if isinstance(table, str):
+        if table not in OP_TABLES:
+            close = difflib.get_close_matches(table, list(OP_TABLES), n=3)
+            raise KeyError(f"unknown op table '{table}'; known: {', '.join(OP_TABLES)}"
+                           + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        return OP_TABLES[table]
+    return table
+
+
+class Zero(nn.Module):
+    """The 'none' op: zeros of the (strided) input's shape."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class Identity(nn.Module):
+    """The stride-1 skip connection. Drop path never applies to it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU, convolution (no bias), batch norm."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class ConvBNReLU(nn.Module):
+    """Convolution (no bias), batch norm, ReLU: the 'nor_conv' ops of DARTS_OPS."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+            nn.ReLU(inplace=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """The original DARTS dilated conv: one stage of ReLU, depthwise conv, 1x1 conv, BN."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 dilation: int, affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding,
+                      dilation=dilation, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class SharpSepConv(nn.Module):
+    """sharpDARTS' separable conv block with an adjustable middle width.
+
+    ReLU, depthwise k x k (stride, dilation), 1x1 to C_mid, BN, ReLU, depthwise k x k
+    (stride 1, no dilation), 1x1 to C_out, BN. Stride and dilation apply to the first
+    depthwise conv only, so a dilated op is as deep as a plain one.
+
+    Args:
+        C_in: input channels.
+        C_out: output channels.
+        kernel_size: depthwise kernel size.
+        stride: stride of the first depthwise conv.
+        padding: padding of the first depthwise conv.
+        dilation: dilation of the first depthwise conv.
+        affine: learn the batch norms' scale and shift.
+        C_mid_mult: middle width as a multiple of C_out (when C_mid is None).
+        C_mid: explicit middle width.
+    """
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int = 1, dilation: int = 1, affine: bool = True,
+                 C_mid_mult: float = 1, C_mid: int | None = None):
+        super().__init__()
+        c_mid = C_mid if C_mid is not None else int(C_out * C_mid_mult)
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding,
+                      dilation=dilation, groups=C_in, bias=False),
+            nn.Conv2d(C_in, c_mid, 1, padding=0, bias=False),
+            nn.BatchNorm2d(c_mid, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_mid, c_mid, kernel_size, stride=1, padding=(kernel_size - 1) // 2,
+                      groups=c_mid, bias=False),
+            nn.Conv2d(c_mid, C_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class ResizablePool(nn.Module):
+    """A 3x3 pool that can change the channel count (pool, then 1x1 conv + BN)."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int = 1, affine: bool = True, pool_type: type = nn.MaxPool2d):
+        super().__init__()
+        pool = pool_type(kernel_size=kernel_size, stride=stride, padding=padding)
+        if C_in == C_out:
+            self.op = pool
+        else:
+            self.op = nn.Sequential(
+                pool,
+                nn.Conv2d(C_in, C_out, 1, stride=1, padding=0, bias=False),
+                nn.BatchNorm2d(C_out, eps=1e-3, affine=affine),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class FactorizedReduce(nn.Module):
+    """Halves the resolution with two offset 1x1 stride-2 convs, concatenated, then BN."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int = 1, stride: int = 2,
+                 padding: int = 0, affine: bool = True):
+        super().__init__()
+        if C_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even C_out, got {C_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, kernel_size, stride=stride, padding=padding,
+                                bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, kernel_size, stride=stride, padding=padding,
+                                bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+        # Pad right and bottom, then drop the first row and column: a one-pixel shift.
+        self.pad = nn.ConstantPad2d((0, 1, 0, 1), 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        shifted = self.pad(x)[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+def conv_7x1_1x7(C_in: int, C_out: int, stride: int, affine: bool, eps: float = 1e-5) -> nn.Module:
+    """ReLU, 1x7 conv, 7x1 conv, BN (a plain Sequential, as the original)."""
+    return nn.Sequential(
+        nn.ReLU(inplace=False),
+        nn.Conv2d(C_in, C_in, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+        nn.Conv2d(C_in, C_out, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+        nn.BatchNorm2d(C_out, eps=eps, affine=affine),
+    )
+
+
+def _skip(C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:
+    return Identity() if stride == 1 else FactorizedReduce(C_in, C_out, affine=affine)
+
+
+def _sharp(kernel: int, padding: int, dilation: int = 1, mult: float = 1) -> OpFactory:
+    def factory(C_in, C_out, stride, affine, C_mid=None):
+        return SharpSepConv(C_in, C_out, kernel, stride, padding, dilation, affine, mult)
+    return factory
+
+
+def _choke(padding: int, dilation: int) -> OpFactory:
+    def factory(C_in, C_out, stride, affine, C_mid=None):
+        c_mid = DEFAULT_C_MID if C_mid is None else C_mid
+        return SharpSepConv(C_in, C_out, 3, stride, padding, dilation, affine, C_mid=c_mid)
+    return factory
+
+
+def _resizable_pool(pool_type: type) -> OpFactory:
+    def factory(C_in, C_out, stride, affine, C_mid=None):
+        return ResizablePool(C_in, C_out, 3, stride, padding=1, affine=affine, pool_type=pool_type)
+    return factory
+
+
+OPS = OpTable("OPS")
+OPS.update({
+    "none": lambda C_in, C_out, stride, affine, C_mid=None: Zero(stride),
+    "avg_pool_3x3": _resizable_pool(nn.AvgPool2d),
+    "max_pool_3x3": _resizable_pool(nn.MaxPool2d),
+    "skip_connect": lambda C_in, C_out, stride, affine, C_mid=None: _skip(C_in, C_out, stride, affine),
+    "sep_conv_3x3": _sharp(3, 1),
+    "sep_conv_5x5": _sharp(5, 2),
+    "sep_conv_7x7": _sharp(7, 3),
+    "dil_conv_3x3": _sharp(3, 2, dilation=2),
+    "dil_conv_5x5": _sharp(5, 4, dilation=2),
+    "flood_conv_3x3": _sharp(3, 1, mult=4),
+    "flood_conv_5x5": _sharp(5, 2, mult=4),
+    "dil_flood_conv_3x3": _sharp(3, 2, dilation=2, mult=4),
+    "choke_conv_3x3": _choke(1, 1),
+    "dil_choke_conv_3x3": _choke(2, 2),
+    "conv_7x1_1x7": lambda C_in, C_out, stride, affine, C_mid=None: conv_7x1_1x7(
+        C_in, C_out, stride, affine, eps=1e-3),
+})
+
+# The original DARTS definitions: ops map C -> C (C_out is ignored, as in the original),
+# dilated convs are a single stage and the pools are plain (average excludes padding).
+DARTS_OPS = OpTable("DARTS_OPS")
+DARTS_OPS.update({
+    "none": lambda C, C_out, stride, affine, C_mid=None: Zero(stride),
+    "avg_pool_3x3": lambda C, C_out, stride, affine, C_mid=None: nn.AvgPool2d(
+        3, stride=stride, padding=1, count_include_pad=False),
+    "max_pool_3x3": lambda C, C_out, stride, affine, C_mid=None: nn.MaxPool2d(3, stride=stride, padding=1),
+    "skip_connect": lambda C, C_out, stride, affine, C_mid=None: _skip(C, C, stride, affine),
+    "sep_conv_3x3": lambda C, C_out, stride, affine, C_mid=None: SharpSepConv(C, C, 3, stride, 1, affine=affine),
+    "sep_conv_5x5": lambda C, C_out, stride, affine, C_mid=None: SharpSepConv(C, C, 5, stride, 2, affine=affine),
+    "sep_conv_7x7": lambda C, C_out, stride, affine, C_mid=None: SharpSepConv(C, C, 7, stride, 3, affine=affine),
+    "dil_conv_3x3": lambda C, C_out, stride, affine, C_mid=None: DilConv(C, C, 3, stride, 2, 2, affine),
+    "dil_conv_5x5": lambda C, C_out, stride, affine, C_mid=None: DilConv(C, C, 5, stride, 4, 2, affine),
+    "conv_7x1_1x7": lambda C, C_out, stride, affine, C_mid=None: conv_7x1_1x7(C, C, stride, affine),
+    "nor_conv_3x3": lambda C, C_out, stride, affine, C_mid=None: ConvBNReLU(C, C, 3, stride, 1, affine),
+    "nor_conv_5x5": lambda C, C_out, stride, affine, C_mid=None: ConvBNReLU(C, C, 5, stride, 2, affine),
+    "nor_conv_7x7": lambda C, C_out, stride, affine, C_mid=None: ConvBNReLU(C, C, 7, stride, 3, affine),
+})
+
+# The HyperCuboid grid joins every (C_in, C_out) pair with each of these.
+MULTICHANNELNET_OPS = OpTable("MULTICHANNELNET_OPS")
+MULTICHANNELNET_OPS.update({
+    "ResizablePool": _resizable_pool(nn.MaxPool2d),
+    "SharpSepConv": _sharp(3, 1),
+})

@@ -1,0 +1,50 @@
+"""Mixed-op weighting schemes: how softmax(alpha) becomes each op's coefficient.
+
+A scheme maps softmax weights ``w`` (the last dimension runs over the ops of one edge, or over
+a whole block in the multi-channel grid) to coefficients ``c``; a mixed op outputs
+``sum_i c_i * op_i(x)``. Genotypes are always read from ``w`` itself, never from ``c``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import gin
+import torch
+
+Weighting = Callable[[torch.Tensor], torch.Tensor]
+
+
+@gin.configurable
+def scalar(weights: torch.Tensor) -> torch.Tensor:
+    """The DARTS baseline: each op is scaled by its softmax weight."""
+    return weights
+
+
+@gin.configurable
+def max_w(weights: torch.Tensor, detach_max: bool = False) -> torch.Tensor:
+    """Max-W regularization: ``c_i = 1 - max_j w_j + w_i``.
+
+    The top op always gets coefficient 1 and every other op 1 minus its gap to the top.
+
+    Args:
+        weights: softmax weights, ops (or the block) in the last dimension.
+        detach_max: stop the gradient through the max. The original code passes it (its
+            comment says the authors meant to block it), so the default follows the code.
+    """
+    top = weights.max(dim=-1, keepdim=True).values
+    if detach_max:
+        top = top.detach()
+    return 1.0 - top + weights
+
+
+WEIGHTINGS: dict[str, Weighting] = {"scalar": scalar, "max_w": max_w}
+
+
+def get_weighting(weighting: str | Weighting) -> Weighting:
+    """Resolves a scheme given by name (``'scalar'``, ``'max_w'``) or passes a callable through."""
+    if callable(weighting):
+        return weighting
+    try:
+        return WEIGHTINGS[weighting]
+    except KeyError:
+        raise KeyError(f"unknown weighting '{weighting}'; known: {', '.join(WEIGHTINGS)}") from None

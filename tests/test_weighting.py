@@ -1,0 +1,35 @@
+"""The scalar and max_w mixing schemes, on known weights and through their gradients."""
+import pytest
+import torch
+
+from sharpdarts import weighting
+
+
+def test_scalar_is_the_softmax_weight():
+    w = torch.tensor([0.2, 0.5, 0.3])
+    assert torch.equal(weighting.scalar(w), w)
+
+
+def test_max_w_known_values_per_row():
+    w = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    expected = torch.tensor([[0.7, 1.0, 0.8], [1.0, 0.5, 0.7]])
+    assert torch.allclose(weighting.max_w(w), expected)
+
+
+@pytest.mark.parametrize("detach,expected_grad_of_top", [(False, -1.0), (True, 0.0)])
+def test_max_w_gradient_through_the_max(detach, expected_grad_of_top):
+    w = torch.tensor([0.2, 0.5, 0.3], requires_grad=True)
+    c = weighting.max_w(w, detach_max=detach)
+    c[0].backward()  # c_0 = 1 - w_max + w_0
+    assert w.grad[0].item() == pytest.approx(1.0)
+    assert w.grad[1].item() == pytest.approx(expected_grad_of_top)
+    assert w.grad[2].item() == 0.0
+    w.grad = None
+    weighting.max_w(w, detach_max=detach)[1].backward()  # the top op's own coefficient is 1
+    assert w.grad.abs().sum().item() == pytest.approx(0.0 if not detach else 1.0)
+
+
+def test_get_weighting_by_name():
+    assert weighting.get_weighting("max_w") is weighting.max_w
+    with pytest.raises(KeyError, match="scalar"):
+        weighting.get_weighting("maxw")
