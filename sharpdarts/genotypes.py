@@ -429,7 +429,8 @@ def _write_atomic(path: Path, data: dict) -> None:
         raise
 
 
-def promote(name: str, genotype: Genotype, lineage: dict, path: str | os.PathLike | None = None) -> Genotype:
+def promote(name: str, genotype: Genotype, lineage: dict, path: str | os.PathLike | None = None,
+            replace: bool = False) -> Genotype:
     """Adds a genotype to the user registry under a new name, with its lineage.
 
     Args:
@@ -437,6 +438,7 @@ def promote(name: str, genotype: Genotype, lineage: dict, path: str | os.PathLik
         genotype: The genotype to store (any layout).
         lineage: Where it came from (e.g. run id, commit, epoch); must be JSON-serialisable.
         path: The registry file; ``user_registry_path()`` when None.
+        replace: Replace a promoted genotype of the same name (never a builtin one).
 
     Returns:
         The stored genotype, as ``get(name)`` will return it.
@@ -463,8 +465,8 @@ def promote(name: str, genotype: Genotype, lineage: dict, path: str | os.PathLik
     path.parent.mkdir(parents=True, exist_ok=True)
     with _DirLock(path.parent):
         data = _read_registry(path)
-        if name in data["genotypes"]:
-            raise ValueError(f"Genotype name {name!r} is already taken in {path}; choose another name.")
+        if name in data["genotypes"] and not replace:
+            raise ValueError(f"Genotype name {name!r} is already taken in {path}; choose another name (or replace it).")
         data["genotypes"][name] = entry
         _write_atomic(path, data)
     return from_dict(entry["genotype"])

@@ -21,9 +21,11 @@ from sharpdarts.weighting import get_weighting
 
 
 def _resolve_genotype(genotype) -> tuple[genotypes_lib.Genotype, str]:
-    """A Genotype, or a registry name; returns it with a name for error messages."""
+    """A Genotype, a registry name or a Genotype dict; returns it with a name for messages."""
     if isinstance(genotype, str):
         return genotypes_lib.get(genotype), genotype
+    if isinstance(genotype, Mapping):
+        return genotypes_lib.from_dict(genotype), "genotype"
     return genotype, "genotype"
 
 
