@@ -1,4 +1,9 @@
 # sharpdarts: `make demo` and `make test` do all set-up (they create .venv on first use).
+#   make test                                   the test suite
+#   make demo                                   offline demo: search, promote, train, table
+#   make cifar10-sharpsepconv-darts SEEDS="1 2 3"   one paper row, one run per seed
+#   make tables                                 every table (markdown) and figure into results/tables
+#   make list                                   every experiment and its paper row
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,8 +12,11 @@ STAMP := $(VENV)/.installed
 # The torch / torchvision pair this project is tested with.
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -n 2
+RESULTS ?= results
+SEEDS ?= 1
+RUN_ARGS ?=
 
-.PHONY: install test demo
+.PHONY: install test demo tables list figures
 install: $(STAMP)
 
 $(STAMP): setup.py
@@ -19,3 +27,35 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+list: $(STAMP)
+	@$(SHARPDARTS) list
+
+# The demo's promoted genotype goes to its own registry file in the results store, so the
+# repository's experiments/genotypes.json only ever holds genotypes you promote yourself.
+DEMO_REGISTRY := $(RESULTS)/demo_genotypes.json
+demo: $(STAMP)
+	@set -e; \
+	search=$$($(SHARPDARTS) run demo/search --seed 1 --results $(RESULTS) | tail -n 1 | awk '{print $$NF}'); \
+	echo "demo search run: $$search"; \
+	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) genotype promote $$search DEMO --replace --results $(RESULTS); \
+	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train --seed 1 --results $(RESULTS) | tail -n 1; \
+	$(SHARPDARTS) table demo --results $(RESULTS); \
+	echo; echo "run folders: $(RESULTS)/runs/demo/"
+
+tables: $(STAMP)
+	$(SHARPDARTS) tables --results $(RESULTS) --out $(RESULTS)/tables
+
+figures: $(STAMP)
+	$(PY) docs/make_figures.py
+
+# One target per experiment: experiments/cifar10/sharpsepconv_darts.gin is
+# `make cifar10-sharpsepconv-darts`; SEEDS runs it once per seed, RUN_ARGS adds options.
+EXPERIMENTS := $(patsubst experiments/%.gin,%,$(sort $(wildcard experiments/*/*.gin)))
+target_of = $(subst _,-,$(subst /,-,$(1)))
+define experiment_rule
+.PHONY: $(call target_of,$(1))
+$(call target_of,$(1)): $(STAMP)
+	@for seed in $$(SEEDS); do $(SHARPDARTS) run $(1) --seed $$$$seed --results $$(RESULTS) $$(RUN_ARGS) || exit $$$$?; done
+endef
+$(foreach e,$(EXPERIMENTS),$(eval $(call experiment_rule,$(e))))

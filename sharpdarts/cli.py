@@ -57,18 +57,27 @@ def resolve_experiment(name: str) -> tuple[str, Path]:
 
 
 def describe_experiments() -> list[dict]:
-    """Each experiment with its table and row (from the paper's table data) and its summary."""
-    import pandas as pd
+    """Each experiment with its table and row, read from the table definitions (data)."""
+    from sharpdarts import results
 
-    paper = pd.read_csv(Path(__file__).parent / "reference" / "paper_tables.csv")
-    rows = {r.experiment: (r.table, r.architecture) for r in paper.itertuples()
-            if isinstance(r.experiment, str)}
+    rows = {}
+    paper = results.paper_tables()
+    for r in paper.itertuples():
+        if isinstance(r.experiment, str):
+            without = " (without AutoAugment)" if r.table == "cifar10" and r.autoaugment == "no" else ""
+            rows[r.experiment] = (r.table, f"{r.architecture}{without}")
+    prefixes = {}
+    for table, definition in results.load_table_defs().items():
+        for name in definition.get("rows", {}).get("experiments", []):
+            rows.setdefault(name, (table, name.split("/")[-1]))
+        if "experiment_prefix" in definition.get("rows", {}):
+            prefixes[definition["rows"]["experiment_prefix"]] = table
     out = []
     for name in experiment_names():
         header = [line[1:].strip() for line in
                   (EXPERIMENTS_DIR / f"{name}.gin").read_text().splitlines() if line.startswith("#")]
-        table, row = rows.get(name, (name.split("/")[0] if name.split("/")[0] in
-                                     ("search", "demo", "hyperparameter") else "-", "-"))
+        table = next((t for prefix, t in prefixes.items() if name.startswith(prefix)), "-")
+        table, row = rows.get(name, (table, "-"))
         out.append({"experiment": name, "table": table, "row": row,
                     "summary": header[0] if header else ""})
     return out
@@ -83,13 +92,25 @@ def _parse_config(files: list[Path], bindings: list[str]) -> None:
         try:
             gin.parse_config_file(str(path))
         except Exception as exc:  # gin reports syntax and name errors in several types
-            raise UserError(f"The gin config {path} could not be read: {_one_line(exc)}") from None
+            raise UserError(f"The gin config {path} could not be read: {_gin_error(exc)}") from None
     for binding in bindings:
         try:
             gin.parse_config(binding)
         except Exception as exc:
             raise UserError(f"The binding --gin_param \"{binding}\" is not valid: "
                             f"{_one_line(exc)}") from None
+
+
+def _gin_error(exc: BaseException) -> str:
+    """A gin parse error with its line: gin's own messages name it, tokenizer errors do not."""
+    import tokenize
+
+    if isinstance(exc, tokenize.TokenError) and len(exc.args) == 2:
+        message, (line, _) = exc.args
+        return f"line {line}: {message} (an unclosed bracket or quote above?)"
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"line {exc.lineno}: {exc.msg}: {(exc.text or '').strip()}"
+    return _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -249,7 +270,8 @@ def cmd_list(args) -> int:
     items = describe_experiments()
     width = max(len(i["experiment"]) for i in items)
     for item in items:
-        print(f"{item['experiment']:<{width}}  {item['table']:<9} {item['row']}")
+        row = item["row"] if item["row"] != "-" else item["summary"]
+        print(f"{item['experiment']:<{width}}  {item['table']:<14} {row}")
     return 0
 
 
@@ -261,11 +283,45 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_tables(args) -> int:
+    """Every table as markdown, and each experiment's figures, into one folder."""
+    import warnings
+
+    from sharpdarts import plots, results
+
+    out = Path(args.out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = results.load_runs(args.results)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    for name in results.table_names():
+        path = out / f"{name}.md"
+        path.write_text(results.format_table(results.build_table(name, frame), "markdown") + "\n")
+        print(path)
+    if frame.empty:
+        return 0
+    done = frame[frame["status"] == "completed"]
+    for experiment, group in done.groupby("experiment"):
+        stem = out / "figures" / experiment.replace("/", "-")
+        folders = [Path(p) for p in group["path"]]
+        print(plots.plot_curves(folders, f"{stem}-curves.svg"))
+        if (group["kind"] == "search").all():
+            best = group.sort_values("best_valid_acc", ascending=False).iloc[0]
+            genotype = plots.genotype_for(best["path"], prefer="best_genotype")
+            if genotype.layout == "cell":
+                print(plots.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
+                print(plots.plot_alphas(best["path"], f"{stem}-alphas.svg"))
+            else:
+                print(plots.plot_grid(best["path"], f"{stem}-grid.svg", path=list(genotype.normal)))
+    return 0
+
+
 def _genotype_of(name_or_run: str, results: str, best: bool = False):
     """A registry name, or a run (id, path or run:ID) whose final (or best) genotype is wanted."""
     try:
-        return genotypes.get(name_or_run), {"name": name_or_run,
-                                            "lineage": genotypes.lineage(name_or_run)}
+        return genotypes.get(name_or_run), genotypes.lineage(name_or_run)
     except KeyError as exc:
         registry_error = exc
     try:
@@ -294,8 +350,8 @@ def cmd_genotype_show(args) -> int:
 
 def cmd_genotype_promote(args) -> int:
     genotype, lineage = _genotype_of(args.run, args.results, args.best)
-    if "run_id" not in lineage:
-        raise UserError(f"'{args.run}' is a registry genotype, not a run; promote a search run.")
+    if not lineage or "run_id" not in lineage:
+        raise UserError(f"'{args.run}' is a builtin genotype, not a run; promote a search run.")
     try:
         genotypes.promote(args.name, genotype, lineage, replace=args.replace)
     except ValueError as exc:
@@ -438,6 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
     p.set_defaults(func=cmd_table)
 
+    p = sub.add_parser("tables", help="every table (markdown) and each experiment's figures")
+    p.add_argument("--results", default=DEFAULT_RESULTS)
+    p.add_argument("--out", default=None, help="output folder (default RESULTS/tables)")
+    p.set_defaults(func=lambda a: cmd_tables(argparse.Namespace(
+        results=a.results, out=a.out or str(Path(a.results) / "tables"))))
+
     p = sub.add_parser("genotype", help="show or promote genotypes")
     gsub = p.add_subparsers(dest="genotype_command", required=True)
     g = gsub.add_parser("show", help="a registry genotype or a run's genotype, with its lineage")
@@ -477,7 +539,8 @@ def _print_user_error(exc: BaseException) -> None:
     text = _one_line(exc)
     # gin appends "In call to configurable ..." to errors raised inside configurables.
     text = text.split(" In call to configurable")[0]
-    print(textwrap.fill(f"sharpdarts: error: {text}", width=100), file=sys.stderr)
+    print(textwrap.fill(f"sharpdarts: error: {text}", width=100, break_long_words=False,
+                        break_on_hyphens=False), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

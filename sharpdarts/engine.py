@@ -362,13 +362,17 @@ def search(run=None, seed: int = 0, data=None, *, epochs: int = gin.REQUIRED, ba
                   "valid_loss": valid["loss"], "valid_acc": valid["acc"],
                   "seconds": time.time() - tic, "genotype": genotypes_lib.to_dict(genotype),
                   **_alphas(model)}
-        if ckpt_path is not None:
+        # Log first, then checkpoint: a kill between the two leaves an epoch logged past the
+        # checkpoint, which resume truncates and redoes; the other order would lose its line.
+        if run is not None:
+            run.log_epoch(record)
+        if ckpt_path is not None and ctx.is_main:
             save_checkpoint(ckpt_path, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "architect": architect.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "best": dict(best), "rng": rng_state(loaders)})
-        if run is not None:
-            run.log_epoch(record)
+        if ctx.distributed:
+            dist.barrier()  # nobody runs ahead of the checkpoint it may have to resume from
         log.info("search epoch %d: train acc %.2f valid acc %.2f genotype %s", epoch,
                  train["acc"], valid["acc"], genotype)
     final_genotype = model.genotype(skip_primitive=skip_primitive)
@@ -507,6 +511,8 @@ def train(run=None, seed: int = 0, data=None, *, epochs: int = gin.REQUIRED, bat
                   "train_acc": train_m["acc"], "valid_loss": valid["loss"],
                   "valid_acc": valid["acc"], "valid_acc_top5": valid["acc_top5"],
                   "drop_path_prob": net.drop_path_prob, "seconds": time.time() - tic}
+        if run is not None:  # log before the checkpoint (see search)
+            run.log_epoch(record)
         if ckpt_path is not None and ctx.is_main:
             save_checkpoint(ckpt_path, {
                 "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -514,8 +520,6 @@ def train(run=None, seed: int = 0, data=None, *, epochs: int = gin.REQUIRED, bat
                 "best": dict(best), "rng": rng_state([train_loader])})
         if ctx.distributed:
             dist.barrier()  # nobody runs ahead of the checkpoint it may have to resume from
-        if run is not None:
-            run.log_epoch(record)
     if start > epochs:  # already trained: measure the final weights again
         valid = evaluate(model, test_loader, eval_criterion, ctx)
     final = {"test_error_top1": 100.0 - valid["acc"], "test_error_top5": 100.0 - valid["acc_top5"],
