@@ -198,24 +198,38 @@ def cmd_run(args) -> int:
     # Under torchrun every process runs this command; rank 0 alone keeps the run folder.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     is_main = int(os.environ.get("RANK", "0")) == 0
+    if world_size > 1 and job is engine.search:
+        raise UserError("The search runs in one process (as the original's did): its architecture "
+                        "steps are not averaged across processes. Start it without torchrun.")
     if world_size > 1:
         engine.make_context()  # joins the process group before the ranks agree on what to do
         extra["world_size"] = world_size
         if torch_cuda_available():
             extra["device_count"] = world_size
+    try:
+        return _run_job(args, experiment, job, bundle, config_text, extra, paper_experiment, is_main)
+    finally:
+        if world_size > 1:
+            engine.close_process_group()
+
+
+def _run_job(args, experiment, job, bundle, config_text, extra, paper_experiment, is_main) -> int:
+    """Starts (rank 0) and runs the job; every rank follows rank 0's decision."""
     run, decision = None, None
     if is_main:
         run, decision = runs.start_run(
             args.results, experiment, args.seed, config_text, command=sys.argv[:],
             kind=job.__name__, allow_dirty=args.allow_dirty or not paper_experiment, extra=extra)
-    if world_size > 1:
-        decision = engine.broadcast_object(decision)
+    decision = engine.broadcast_object(decision)
     if decision == "skip":
         if is_main:
             print(f"already completed: {run.path}")
         return 0
     if not is_main:
-        job(run=None, seed=args.seed, data=bundle)
+        try:
+            job(run=None, seed=args.seed, data=bundle)
+        except engine.NonFiniteLossError:
+            return 1  # rank 0 reports it
         return 0
     print(f"{'resuming' if decision == 'resume' else 'running'} {experiment} (seed {args.seed}) "
           f"in {run.path}", flush=True)

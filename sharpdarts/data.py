@@ -313,9 +313,7 @@ class ArrayImageDataset(Dataset):
         targets: The integer labels, a list.
     """
 
-    def __init__(
-        self, images: np.ndarray, labels: Sequence[int], transform: Transform | None = None
-    ) -> None:
+    def __init__(self, images, labels: Sequence[int], transform: Transform | None = None) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.data = images
@@ -324,42 +322,22 @@ class ArrayImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def _image(self, index: int) -> Any:
+        return Image.fromarray(self.data[index])
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        img: Any = Image.fromarray(self.data[index])
+        img = self._image(index)
         if self.transform is not None:
             img = self.transform(img)
         return img, self.targets[index]
 
 
-class TensorImageDataset(Dataset):
-    """Float image tensors (N x C x H x W) with integer labels and an optional tensor transform.
+class TensorImageDataset(ArrayImageDataset):
+    """Float image tensors (N x C x H x W) with integer labels and an optional tensor transform."""
 
-    Attributes:
-        data: The image tensor.
-        targets: The integer labels, a list.
-    """
-
-    def __init__(
-        self, images: torch.Tensor, labels: Sequence[int], transform: Transform | None = None
-    ) -> None:
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.data = images
-        self.targets = [int(v) for v in labels]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        img = self.data[index]
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, self.targets[index]
-
-
-# CIFAR-10 ----------------------------------------------------------------------------------
+    def _image(self, index: int) -> torch.Tensor:
+        return self.data[index]
 
 
 class _CIFAR10Files(torchvision.datasets.CIFAR10):

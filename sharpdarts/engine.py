@@ -145,6 +145,12 @@ def broadcast_object(obj):
     return box[0]
 
 
+def close_process_group() -> None:
+    """Leaves the torchrun process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 

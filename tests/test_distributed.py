@@ -1,0 +1,138 @@
+"""DistributedDataParallel on the CPU: two gloo processes, and the CLI under torchrun.
+
+The engine joins the process group from torchrun's environment (``engine.make_context``);
+these tests start the processes themselves (``torch.multiprocessing.spawn`` with
+MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE) or through ``torch.distributed.run``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from sharpdarts import data as data_lib
+from sharpdarts import engine
+
+REPO = Path(__file__).resolve().parent.parent
+WORLD = 2
+GLOBAL_BATCH = 8
+LR, MOMENTUM, GRAD_CLIP = 0.1, 0.9, 0.5  # a clip small enough to act
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def small_net() -> nn.Module:
+    """Conv + linear, no batch norm: per-sample losses are independent of the batch."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 5))
+
+
+def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(GLOBAL_BATCH, 3, 8, 8, generator=g), torch.randint(0, 5, (GLOBAL_BATCH,), generator=g)
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    """One process: joins the group as the engine does, takes one DDP step on its shard."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    ctx = engine.make_context(device="cpu")
+    try:
+        assert ctx.distributed and ctx.rank == rank and dist.get_backend() == "gloo"
+        model = nn.parallel.DistributedDataParallel(small_net())
+        x, y = global_batch()
+        shard = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
+        logits = model(x[shard])
+        loss = F.cross_entropy(logits, y[shard])
+        optimizer = torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        engine._weight_step(model, optimizer, scaler, loss, model.parameters(), GRAD_CLIP)
+        totals = engine.Totals(ctx.device)
+        totals.add(loss, logits, y[shard])
+
+        # The loaders shard the data; the checkpoint path is rank 0's on every rank.
+        dataset = torch.utils.data.TensorDataset(torch.arange(10))
+        loader = data_lib.make_loader(dataset, 2, shuffle=True, seed=0, distributed=True,
+                                      drop_last=True)
+        loader.sampler.set_epoch(1)
+        seen = [int(i) for (batch,) in loader for i in batch]
+        fake_run = SimpleNamespace(checkpoint_path=Path(out_dir) / "checkpoint.pt")
+        path = engine._checkpoint_path(fake_run if rank == 0 else None, ctx)
+
+        torch.save({"grads": [p.grad for p in model.module.parameters()],
+                    "params": [p.detach() for p in model.module.parameters()],
+                    "totals": totals.result(ctx), "seen": seen, "path": str(path)},
+                   Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_gradients_equal_one_process_over_the_global_batch(tmp_path):
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+    model = small_net()
+    x, y = global_batch()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)  # the mean over the global batch
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    grads = [p.grad.clone() for p in model.parameters()]
+    torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM).step()
+    totals = engine.Totals("cpu")
+    totals.add(loss, logits, y)
+    expected = totals.result(engine.Context(torch.device("cpu"), None))
+
+    for r in ranks:
+        for got, want in zip(r["grads"], grads):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for got, want in zip(r["params"], model.parameters()):
+            torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
+        assert r["totals"]["acc"] == expected["acc"]
+        assert r["totals"]["acc_top5"] == expected["acc_top5"]
+        # Each rank's mean loss over 4 samples, summed with weight 4: the global mean.
+        assert r["totals"]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+        assert r["path"] == str(tmp_path / "checkpoint.pt")
+    for a, b in zip(ranks[0]["params"], ranks[1]["params"]):
+        assert torch.equal(a, b)  # the replicas stay identical
+    seen = [ranks[r]["seen"] for r in range(WORLD)]
+    assert not set(seen[0]) & set(seen[1]) and len(seen[0]) == len(seen[1]) == 4
+
+
+@pytest.mark.slow
+def test_torchrun_trains_with_two_processes_and_rank_0_records(tmp_path):
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port", str(free_port()), "-m", "sharpdarts", "run",
+           "cifar10/sharpsepconv_darts", "--smoke", "--results", str(results)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    folders = [p.parent for p in (results / "runs").glob("*/*/*/run.json")]
+    assert len(folders) == 1, folders
+    folder = folders[0]
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert (folder / "checkpoint.pt").is_file()
+    assert engine.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 2
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "completed"
+    assert done.stdout.count("running cifar10/sharpsepconv_darts") == 1  # rank 0 prints
+    assert done.stdout.strip().splitlines()[-1] == str(folder)

@@ -1,0 +1,522 @@
+"""Search and training engines: smoke searches and trainings, checkpoints, resume, NaN stops.
+
+Every test configures the engine through gin (cleared around each test) on tiny networks and
+small synthetic datasets, or a tiny CIFAR-10 written here in its real on-disk format. Runs
+record into minimal run folders (a run.json and ``runs.Run``), except the kill-and-resume
+test, which goes through the real command line in subprocesses.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gin
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision import transforms as T
+
+from sharpdarts import data as data_lib
+from sharpdarts import engine, genotypes, models, multichannel, runs  # noqa: F401 (gin names)
+from test_data import write_cifar10  # the real CIFAR-10 pickle format (tests/test_data.py)
+
+REPO = Path(__file__).resolve().parent.parent
+
+COMMON = ["make_context.device = 'cpu'", "lr_schedule.warmup_epochs = 1"]
+
+# 8 training images: two halves of 4, one weight step and one architecture step per epoch.
+SEARCH_DATA = ["build_datasets.name = 'synthetic'", "build_datasets.synthetic_shape = (3, 8, 8)",
+               "build_datasets.synthetic_size = (8, 4)", "build_datasets.synthetic_classes = 3"]
+SEARCH = [*COMMON, *SEARCH_DATA, "search.epochs = 2", "search.batch_size = 4",
+          "search.show_progress = False"]
+SEARCH_CELL = ["search.network = @SearchNetwork", "SearchNetwork.C = 4", "SearchNetwork.layers = 3",
+               "SearchNetwork.steps = 2", "SearchNetwork.multiplier = 2"]
+SEARCH_GRID = ["search.network = @MultiChannelNetwork", "MultiChannelNetwork.C = 8",
+               "MultiChannelNetwork.steps = 2", "MultiChannelNetwork.layers = 1",
+               "MultiChannelNetwork.head_channels = 16"]
+
+# NetworkCIFAR's auxiliary head needs the 8x8 map of a 32x32 image.
+TRAIN_CIFAR = [*COMMON, "build_datasets.name = 'synthetic'",
+               "build_datasets.synthetic_shape = (3, 32, 32)",
+               "build_datasets.synthetic_size = (16, 8)", "build_datasets.cutout_length = 16",
+               "train.epochs = 3", "train.batch_size = 4", "train.show_progress = False",
+               "train.network = @NetworkCIFAR", "train.drop_path_prob = 0.3",
+               "NetworkCIFAR.C = 8", "NetworkCIFAR.layers = 3", "NetworkCIFAR.auxiliary = True",
+               "NetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'"]
+
+TRAIN_KEYS = {"epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
+              "valid_acc_top5", "drop_path_prob"}
+SEARCH_KEYS = {"epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
+               "genotype", "alphas_normal", "alphas_reduce"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def configure(*bindings: str) -> None:
+    gin.parse_config(list(bindings))
+
+
+def make_run(path: Path) -> runs.Run:
+    """A minimal run folder (start_run's provenance takes seconds and is tested elsewhere)."""
+    path.mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"status": "running"}))
+    return runs.Run(path)
+
+
+def read_metrics(run: runs.Run) -> list[dict]:
+    if not run.metrics_path.exists():
+        return []
+    return [json.loads(line) for line in run.metrics_path.read_text().splitlines() if line]
+
+
+def epochs_of(run: runs.Run) -> list[int]:
+    return [r["epoch"] for r in read_metrics(run)]
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL at a chosen point of an epoch's end."""
+
+
+def kill_at(monkeypatch, epoch: int, after_checkpoint: bool = True) -> None:
+    """Makes the run die when the checkpoint of ``epoch`` is written: just after it (the
+    epoch is logged and checkpointed) or just before it (logged, not checkpointed)."""
+    real = engine.save_checkpoint
+
+    def save(path, state):
+        if state["epoch"] == epoch and not after_checkpoint:
+            raise Killed(f"killed before the checkpoint of epoch {epoch}")
+        real(path, state)
+        if state["epoch"] == epoch:
+            raise Killed(f"killed after the checkpoint of epoch {epoch}")
+
+    monkeypatch.setattr(engine, "save_checkpoint", save)
+
+
+def assert_same_tensors(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(actual[key].cpu(), value.cpu()), key
+
+
+def assert_same_state(actual, expected, where="state") -> None:
+    """Nested dicts/lists of tensors and numbers are equal exactly."""
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(actual.cpu(), expected.cpu()), where
+    elif isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), where
+        for key in expected:
+            assert_same_state(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_same_state(a, e, f"{where}[{i}]")
+    else:
+        assert actual == expected, where
+
+
+def without_seconds(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+# ---- Smoke searches -----------------------------------------------------------------------
+@pytest.mark.parametrize("weighting", ["scalar", "max_w"])
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("space", ["PRIMITIVES", "SHARPER_PRIMITIVES", "DARTS_PRIMITIVES", "grid"])
+def test_smoke_search_gives_a_valid_genotype(space, order, weighting):
+    if space == "grid":
+        configure(*SEARCH, *SEARCH_GRID, f"MultiChannelNetwork.weighting = '{weighting}'",
+                  f"Architect.order = {order}")
+    else:
+        configure(*SEARCH, *SEARCH_CELL, f"SearchNetwork.primitives = '{space}'",
+                  f"SearchNetwork.weighting = '{weighting}'", f"Architect.order = {order}")
+    final = engine.search(run=None, seed=0)
+
+    assert final["genotype_epoch"] == 2 and final["best_epoch"] in (1, 2)
+    genotype = genotypes.from_dict(final["genotype"])
+    best = genotypes.from_dict(final["best_genotype"])
+    if space == "grid":
+        assert genotype.layout == "path"
+        graph = multichannel.grid_graph(None, multichannel.channel_widths(8, 2), 1)
+        for g in (genotype, best):
+            names = multichannel.check_path(g, graph)  # raises unless Source -> ... -> Linear
+            ops = [multichannel.parse_op_node(n) for n in names]
+            assert [o.stride for o in ops if o is not None] == [1, 2]  # one op per stage
+        raw = genotypes.from_dict(final["raw_weights"])
+        assert raw.layout == "raw_weights"
+        assert np.allclose(np.asarray(raw.normal).sum(axis=(1, 2, 3)), 1.0)
+        return
+    primitives = genotypes.primitives(space)
+    for g in (genotype, best):
+        assert g.layout == "cell"
+        for cell, concat in ((g.normal, g.normal_concat), (g.reduce, g.reduce_concat)):
+            assert len(cell) == 4  # 2 steps x 2 inputs
+            assert list(concat) == [2, 3]  # the last `multiplier` states
+            for k, (op, index) in enumerate(cell):
+                assert op in primitives and op != "none"
+                assert 0 <= index < 2 + k // 2  # a node reads only earlier states
+            assert cell[0][1] != cell[1][1] and cell[2][1] != cell[3][1]  # distinct inputs
+
+
+def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
+    """A search killed after epoch 1 and started again ends as an uninterrupted one."""
+    configure(*SEARCH, *SEARCH_CELL, "search.epochs = 3", "Architect.order = 1",
+              "SearchNetwork.primitives = 'DARTS_PRIMITIVES'")
+    full = make_run(tmp_path / "full")
+    final_full = engine.search(run=full, seed=0)
+    records = read_metrics(full)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert all(set(r) == SEARCH_KEYS for r in records)
+    assert final_full["genotype"] == records[-1]["genotype"]
+    assert (tmp_path / "full" / "operative_config.gin").is_file()
+
+    part = make_run(tmp_path / "part")
+    with monkeypatch.context() as m:
+        kill_at(m, 1)
+        with pytest.raises(Killed):
+            engine.search(run=part, seed=0)
+    assert epochs_of(part) == [1]
+    final_part = engine.search(run=part, seed=0)
+    assert epochs_of(part) == [1, 2, 3]
+    assert final_part == final_full
+    assert without_seconds(read_metrics(part)) == without_seconds(records)
+    a, b = (engine.load_checkpoint(r.checkpoint_path) for r in (full, part))
+    assert_same_tensors(b["model"], a["model"])
+    assert_same_state(b["architect"], a["architect"], "architect")
+
+
+# ---- Smoke trainings ----------------------------------------------------------------------
+class Recorder:
+    """A network factory that keeps the networks it builds and watches their training passes."""
+
+    def __init__(self, cls=models.NetworkCIFAR, poison_after: int | None = None):
+        self.cls = cls
+        self.poison_after = poison_after
+        self.models: list[nn.Module] = []
+        self.aux_seen = False
+        self.drop_path_probs: set[float] = set()
+        self.train_steps = 0
+
+    def __call__(self, **kwargs) -> nn.Module:
+        model = self.cls(**kwargs)
+        self.models.append(model)
+        real_forward = model.forward
+
+        def forward(x):
+            logits, aux = real_forward(x)
+            if model.training:
+                self.train_steps += 1
+                self.aux_seen |= aux is not None
+                self.drop_path_probs.add(model.drop_path_prob)
+                if self.poison_after is not None and self.train_steps > self.poison_after:
+                    logits = logits * float("nan")
+            return logits, aux
+
+        model.forward = forward
+        return model
+
+
+def write_cifar10_1(root: Path, n: int = 4) -> None:
+    """CIFAR-10.1 v6 in its real format: two .npy files (uint8 N x 32 x 32 x 3, labels)."""
+    folder = root / "cifar10_1"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    np.save(folder / "cifar10.1_v6_data.npy", rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
+    np.save(folder / "cifar10.1_v6_labels.npy", rng.integers(0, 10, n).astype(np.int64))
+
+
+def test_smoke_training_cifar10_with_auxiliary_drop_path_cutout_autoaugment(tmp_path):
+    write_cifar10(tmp_path, per_batch=4)  # 20 training and 4 test images
+    write_cifar10_1(tmp_path)
+    configure(*COMMON, "build_datasets.name = 'cifar10'", f"build_datasets.root = '{tmp_path}'",
+              "build_datasets.autoaugment = True", "build_datasets.cutout_length = 16",
+              "train.epochs = 2", "train.batch_size = 4", "train.show_progress = False",
+              "train.drop_path_prob = 0.2", "train.auxiliary_weight = 0.4",
+              "NetworkCIFAR.C = 8", "NetworkCIFAR.layers = 3", "NetworkCIFAR.auxiliary = True",
+              "NetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'")
+    pipeline = [type(t) for t in data_lib.build_datasets().train.transform.transforms]
+    assert T.AutoAugment in pipeline and data_lib.Cutout in pipeline
+    recorder = Recorder()
+    run = make_run(tmp_path / "run")
+    final = engine.train(run=run, seed=0, network=recorder)
+
+    assert recorder.aux_seen and recorder.train_steps == 2 * 5
+    assert recorder.drop_path_probs == {0.0, 0.1}  # ramped from 0 by the 0-based epoch
+    records = read_metrics(run)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(set(r) == TRAIN_KEYS for r in records)
+    assert [r["drop_path_prob"] for r in records] == [0.0, 0.1]
+    assert set(final) == {"test_error_top1", "test_error_top5", "cifar10_1_error", "best_epoch",
+                          "best_valid_acc", "params_m", "multiply_adds_b"}
+    assert all(math.isfinite(v) for v in final.values())
+    assert 0 <= final["test_error_top1"] <= 100 and 0 <= final["cifar10_1_error"] <= 100
+    assert engine.load_checkpoint(run.checkpoint_path)["epoch"] == 2
+
+
+@pytest.mark.parametrize("size,auxiliary", [(64, False), (224, True)])
+def test_smoke_training_imagenet(size, auxiliary):
+    """NetworkImageNet at a reduced resolution; its auxiliary head needs 224 (a 7x7 map)."""
+    configure(*COMMON, "build_datasets.name = 'synthetic'",
+              f"build_datasets.synthetic_shape = (3, {size}, {size})",
+              "build_datasets.synthetic_size = (8, 4)", "build_datasets.cutout_length = 16",
+              "train.epochs = 2", "train.batch_size = 4", "train.show_progress = False",
+              "train.label_smoothing = 0.1", "train.lr_reference_batch = 256",
+              "train.drop_path_prob = 0.2", "NetworkImageNet.C = 8", "NetworkImageNet.layers = 3",
+              f"NetworkImageNet.auxiliary = {auxiliary}",
+              "NetworkImageNet.genotype = 'SHARPSEPCONV_DARTS'")
+    recorder = Recorder(models.NetworkImageNet)
+    final = engine.train(run=None, seed=0, network=recorder)
+    assert recorder.aux_seen == auxiliary and recorder.train_steps == 4
+    assert recorder.drop_path_probs == {0.0, 0.1}
+    assert all(math.isfinite(v) for v in final.values())
+    assert "cifar10_1_error" not in final
+
+
+# ---- Checkpoints and resume ---------------------------------------------------------------
+@pytest.mark.parametrize("after_checkpoint", [True, False], ids=["after_ckpt", "before_ckpt"])
+def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, after_checkpoint):
+    """Killed at the end of epoch 2 (before or after its checkpoint) and started again, a run
+    logs every epoch once and ends with the weights and metrics of an uninterrupted run."""
+    configure(*TRAIN_CIFAR)
+    full = make_run(tmp_path / "full")
+    final_full = engine.train(run=full, seed=0)
+
+    part = make_run(tmp_path / "part")
+    with monkeypatch.context() as m:
+        kill_at(m, 2, after_checkpoint)
+        with pytest.raises(Killed):
+            engine.train(run=part, seed=0)
+    assert epochs_of(part) == [1, 2]
+    assert engine.load_checkpoint(part.checkpoint_path)["epoch"] == (2 if after_checkpoint else 1)
+    final_part = engine.train(run=part, seed=0)
+
+    assert epochs_of(part) == [1, 2, 3] and part.info["last_epoch"] == 3
+    assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
+    assert final_part == final_full
+    a, b = (engine.load_checkpoint(r.checkpoint_path) for r in (full, part))
+    assert_same_tensors(b["model"], a["model"])
+    assert_same_state(b["optimizer"], a["optimizer"], "optimizer")
+    assert_same_state(b["rng"], a["rng"], "rng")
+
+
+def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
+    configure(*TRAIN_CIFAR)
+    run = make_run(tmp_path / "run")
+    with monkeypatch.context() as m:
+        kill_at(m, 1)
+        with pytest.raises(Killed):
+            engine.train(run=run, seed=0)
+    saved = engine.load_checkpoint(run.checkpoint_path)
+
+    recorder = Recorder()
+    optimizers = []
+    real_build, real_resume = engine._build_optimizer, engine._resume
+    restored = {}
+
+    def build_optimizer(*args, **kwargs):
+        optimizers.append(real_build(*args, **kwargs))
+        return optimizers[-1]
+
+    def resume(*args, **kwargs):
+        start = real_resume(*args, **kwargs)
+        restored.update(start=start, model={k: v.clone() for k, v in recorder.models[0].state_dict().items()},
+                        optimizer=copy.deepcopy(optimizers[0].state_dict()),
+                        torch_rng=torch.get_rng_state())
+        return start
+
+    monkeypatch.setattr(engine, "_build_optimizer", build_optimizer)
+    monkeypatch.setattr(engine, "_resume", resume)
+    engine.train(run=run, seed=0, network=recorder)
+
+    assert restored["start"] == 2
+    assert_same_tensors(restored["model"], saved["model"])
+    assert_same_state(restored["optimizer"], saved["optimizer"], "optimizer")
+    assert torch.equal(restored["torch_rng"], saved["rng"]["torch"])
+    assert epochs_of(run) == [1, 2, 3]
+
+
+def test_completed_training_is_not_trained_again(tmp_path):
+    configure(*TRAIN_CIFAR, "train.epochs = 2")
+    run = make_run(tmp_path / "run")
+    final = engine.train(run=run, seed=0)
+    recorder = Recorder()
+    again = engine.train(run=run, seed=0, network=recorder)
+    assert recorder.train_steps == 0 and epochs_of(run) == [1, 2]
+    assert again["test_error_top1"] == final["test_error_top1"]
+
+
+# ---- Failures -----------------------------------------------------------------------------
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    configure(*TRAIN_CIFAR)
+    run = make_run(tmp_path / "run")
+    recorder = Recorder(poison_after=4)  # 4 steps an epoch: epoch 2's losses are NaN
+    with pytest.raises(engine.NonFiniteLossError, match=r"loss became nan in epoch 2"):
+        engine.train(run=run, seed=0, network=recorder)
+    assert epochs_of(run) == [1]
+    saved = engine.load_checkpoint(run.checkpoint_path)
+    assert saved["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "checkpoint.pt.tmp").exists()
+
+
+def test_huge_learning_rate_stops_with_a_clear_reason(tmp_path):
+    configure(*TRAIN_CIFAR, "train.learning_rate = 1e10")
+    run = make_run(tmp_path / "run")
+    with pytest.raises(engine.NonFiniteLossError, match=r"lower learning rate"):
+        engine.train(run=run, seed=0)
+    assert epochs_of(run) == [] and not run.checkpoint_path.exists()
+
+
+# ---- Weights from elsewhere ---------------------------------------------------------------
+def _original_layout(state: dict) -> dict:
+    """Our state dict as the original code saved it: 'module.' prefixes (DataParallel), no
+    BatchNorm step counters (PyTorch < 0.4.1), wrapped as {'state_dict': ...}."""
+    return {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()
+                                       if not k.endswith("num_batches_tracked")}}
+
+
+def test_evaluate_checkpoint_in_the_original_layout(tmp_path):
+    configure(*TRAIN_CIFAR, "train.epochs = 2", "evaluate_checkpoint.network = @NetworkCIFAR",
+              "evaluate_checkpoint.batch_size = 3")
+    run = make_run(tmp_path / "run")
+    recorder = Recorder()
+    final = engine.train(run=run, seed=0, network=recorder)
+    model = recorder.models[0]
+    ctx = engine.make_context()
+    bundle = data_lib.build_datasets()
+    expected = engine.evaluate(model, data_lib.make_loader(bundle.test, 8), nn.CrossEntropyLoss(), ctx)
+    assert 100.0 - expected["acc"] == final["test_error_top1"]
+
+    original = tmp_path / "weights.pt"
+    torch.save(_original_layout(engine.load_checkpoint(run.checkpoint_path)["model"]), original)
+    result = engine.evaluate_checkpoint(checkpoint=original)
+    assert result["test_error_top1"] == pytest.approx(100.0 - expected["acc"], abs=1e-9)
+    assert result["test_error_top5"] == pytest.approx(100.0 - expected["acc_top5"], abs=1e-9)
+    assert result["params_m"] == final["params_m"]
+    ours = engine.evaluate_checkpoint(checkpoint=run.path)  # a run folder works too
+    assert ours["test_error_top1"] == result["test_error_top1"]
+
+
+@pytest.mark.parametrize("layout", ["run", "original"])
+def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch, layout):
+    configure(*TRAIN_CIFAR, "train.epochs = 1")
+    source = make_run(tmp_path / "source")
+    engine.train(run=source, seed=0)
+    weights = engine.load_checkpoint(source.checkpoint_path)["model"]
+    if layout == "run":
+        init_from = source.path
+    else:
+        init_from = tmp_path / "weights.pt"
+        torch.save(_original_layout(weights), init_from)
+
+    loaded = []
+    real = engine._init_weights_from
+
+    def init_weights_from(model, path):
+        real(model, path)
+        loaded.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    monkeypatch.setattr(engine, "_init_weights_from", init_weights_from)
+    configure("train.epochs = 2", f"train.init_from = '{init_from}'")
+    run = make_run(tmp_path / "run")
+    engine.train(run=run, seed=1)
+    assert len(loaded) == 1
+    state = loaded[0]
+    if layout == "original":  # the old layout has no step counters; they stay as built
+        weights = {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")}
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert_same_tensors(state, weights)
+    records = read_metrics(run)
+    assert [r["epoch"] for r in records] == [1, 2]  # a fresh schedule, from epoch 1
+    fresh = engine.lr_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], 0.025), 2)
+    assert records[0]["lr"] == fresh.optimizer.param_groups[0]["lr"]  # warm-up's first epoch
+
+
+# ---- The real command line: kill and resume -----------------------------------------------
+def _cli(results: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sharpdarts", "run", "cifar10/sharpsepconv_darts", "--smoke",
+            "--results", str(results), "--gin_param", "EPOCHS=4", *extra]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _logged_epochs(folder: Path) -> list[int]:
+    """Epochs in a metrics.jsonl that another process may be appending to."""
+    try:
+        text = (folder / "metrics.jsonl").read_text()
+    except FileNotFoundError:
+        return []
+    epochs = []
+    for line in text.splitlines():
+        try:
+            epochs.append(json.loads(line)["epoch"])
+        except (ValueError, KeyError):
+            pass  # a line being written
+    return epochs
+
+
+@pytest.mark.slow
+def test_cli_run_killed_after_an_epoch_resumes(tmp_path):
+    results = tmp_path / "results"
+    # 128 training images an epoch (16 steps) so that there is time to kill mid-run.
+    cmd = _cli(results, "--gin_param", "build_datasets.synthetic_size = (128, 16)")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    folder = None
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(results.glob("runs/cifar10/sharpsepconv_darts/*/checkpoint.pt"))
+            if found and any(e >= 1 for e in _logged_epochs(found[0].parent)):
+                os.kill(proc.pid, signal.SIGKILL)
+                folder = found[0].parent
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None and folder is None:
+            proc.kill()
+        output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == -signal.SIGKILL, output
+    killed_epoch = engine.load_checkpoint(folder / "checkpoint.pt")["epoch"]
+    assert 1 <= killed_epoch < 4, "the run finished before it was killed"
+    assert json.loads((folder / "run.json").read_text())["status"] == "running"
+    before = (folder / "metrics.jsonl").read_text().splitlines()[:killed_epoch]
+
+    again = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming" in again.stdout and str(folder) in again.stdout
+    assert [p.parent for p in results.glob("runs/*/*/*/run.json")] == [folder]
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    assert lines[:killed_epoch] == before  # the epochs done before the kill are kept as they were
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "completed" and info["resumes"] == 1
+    assert set(info["final"]) >= {"test_error_top1", "test_error_top5", "params_m"}
+    assert engine.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 4
+
+
+@pytest.mark.slow
+def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path):
+    results = tmp_path / "results"
+    done = subprocess.run(_cli(results, "--gin_param", "train.learning_rate = 1e10"), cwd=REPO,
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "loss became nan" in done.stderr and "Traceback" not in done.stderr
+    [run_json] = results.glob("runs/*/*/*/run.json")
+    info = json.loads(run_json.read_text())
+    assert info["status"] == "failed" and info["resumable"] is False
+    assert "loss became nan in epoch 1" in info["reason"]
