@@ -154,6 +154,24 @@ def _resolve_genotype_macro(results: str) -> dict | None:
             "lineage": genotypes.lineage(value), "genotype": genotypes.to_dict(genotype)}
 
 
+def _resolve_init_from(results: str, smoke: bool) -> str | None:
+    """Checks the INIT_FROM macro of a continuation and resolves ``run:RUN_ID`` to its folder."""
+    try:
+        value = gin.query_parameter("%INIT_FROM")
+    except (ValueError, KeyError):
+        return None
+    if value is None:
+        if smoke:
+            return None  # a smoke run of a continuation starts from scratch
+        raise UserError("This experiment continues a finished run: name it with --gin_param "
+                        "\"INIT_FROM='run:RUN_ID'\" (or a checkpoint file).")
+    path = runs.find_run(results, value[4:]).path if str(value).startswith("run:") else Path(value)
+    if not path.exists():
+        raise UserError(f"INIT_FROM names {path}, which does not exist.")
+    gin.bind_parameter("INIT_FROM/gin.macro.value", str(path))
+    return str(path)
+
+
 def _apply_smoke() -> None:
     """Swaps the experiment's dataset for a small synthetic one of its shape and classes."""
     spec = data_lib.spec(_query("build_datasets.name", "cifar10"))
@@ -182,6 +200,7 @@ def cmd_run(args) -> int:
     if args.smoke:
         _apply_smoke()
     genotype_info = _resolve_genotype_macro(args.results)
+    init_from = _resolve_init_from(args.results, args.smoke)
     try:
         job = engine.experiment()
     except Exception as exc:
@@ -195,6 +214,8 @@ def cmd_run(args) -> int:
              "experiment_file": str(path)}
     if genotype_info is not None:
         extra["genotype"] = genotype_info
+    if init_from is not None:
+        extra["init_from"] = init_from
     # Under torchrun every process runs this command; rank 0 alone keeps the run folder.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     is_main = int(os.environ.get("RANK", "0")) == 0

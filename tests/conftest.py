@@ -1,10 +1,14 @@
 """Shared test set-up: deterministic seeds and one torch thread per xdist worker."""
+import os
+
 import pytest
 import torch
 
 # Tests use tiny tensors: one thread each avoids contention between xdist workers (and
 # with anything else on a 2-core machine), which otherwise makes small convolutions 10x slower.
 torch.set_num_threads(1)
+# Commands the tests start in subprocesses inherit one thread too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

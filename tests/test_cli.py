@@ -108,7 +108,8 @@ def bad_gin(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["experiment", "binding", "gin_file", "genotype", "run_genotype",
-                                  "dataset", "table", "promote_builtin", "bad_network"])
+                                  "dataset", "table", "promote_builtin", "bad_network",
+                                  "continuation"])
 def test_user_errors_exit_2_without_traceback_or_run_folder(case, tmp_path, capsys, bad_gin):
     results = tmp_path / "results"
     smoke = ("--smoke", "--results", results)
@@ -122,6 +123,7 @@ def test_user_errors_exit_2_without_traceback_or_run_folder(case, tmp_path, caps
         "table": ("table", "cifar100", "--results", results),
         "promote_builtin": ("genotype", "promote", "DARTS", "MINE", "--results", results),
         "bad_network": ("run", "cifar10/sharpdarts", "--gin_param", "NetworkCIFAR.layers=-1", *smoke),
+        "continuation": ("run", "imagenet/sharpsepconv_darts_continue", "--results", results),
     }[case]
     code, out = run_cli(*args, capsys=capsys)
     assert code == 2
@@ -129,7 +131,8 @@ def test_user_errors_exit_2_without_traceback_or_run_folder(case, tmp_path, caps
     assert "\n\n" not in out.err.strip()
     assert not (results / "runs").exists() or not run_folders(results)
     hints = {"experiment": "cifar10/sharpdarts", "gin_file": "line 3", "genotype": "SHARP_DARTS",
-             "dataset": "--data", "table": "cifar10", "binding": "widht"}
+             "dataset": "--data", "table": "cifar10", "binding": "widht",
+             "continuation": "INIT_FROM"}
     if case in hints:
         assert hints[case] in " ".join(out.err.split())
 
@@ -244,3 +247,16 @@ def test_tables_command_writes_every_table_and_the_figures(tmp_path, capsys):
     stem = "search-sharpsepconv_darts_scalar"
     assert {f"{stem}-curves.svg", f"{stem}-genotype.svg", f"{stem}-alphas.svg"} <= figures
     assert "skipped 1 unreadable run folder" in out.err
+
+
+def test_continuation_starts_from_another_runs_weights(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert run_cli("run", "imagenet/sharpsepconv_darts", "--smoke", "--results", results,
+                   capsys=capsys)[0] == 0
+    (first,) = run_folders(results)
+    code, out = run_cli("run", "imagenet/sharpsepconv_darts_continue", "--smoke", "--results",
+                        results, "--gin_param", f"INIT_FROM='run:{first.name}'", capsys=capsys)
+    assert code == 0, out.err
+    (second,) = [d for d in run_folders(results) if d != first]
+    assert json.loads((second / "run.json").read_text())["init_from"] == str(first)
+    assert f"INIT_FROM = '{first}'" in (second / "operative_config.gin").read_text()
