@@ -259,4 +259,5 @@ def test_continuation_starts_from_another_runs_weights(tmp_path, capsys):
     assert code == 0, out.err
     (second,) = [d for d in run_folders(results) if d != first]
     assert json.loads((second / "run.json").read_text())["init_from"] == str(first)
-    assert f"INIT_FROM = '{first}'" in (second / "operative_config.gin").read_text()
+    operative = " ".join((second / "operative_config.gin").read_text().replace("\\\n", "").split())
+    assert f"INIT_FROM = '{first}'" in operative
