@@ -286,7 +286,7 @@ def test_empty_store_builds_every_table(tmp_path):
 
 
 def test_unknown_table_and_format_are_user_errors(store):
-    assert table_names() == ["cifar10", "imagenet", "search", "demo"]
+    assert table_names() == ["cifar10", "imagenet", "search", "demo", "hyperparameter"]
     with pytest.raises(UserError, match="cifar10, imagenet, search, demo"):
         build_table("cifar100", load_runs(store))
     with pytest.raises(UserError, match="markdown"):
