@@ -67,7 +67,8 @@ class Context:
 
 @gin.configurable
 def make_context(device: str | None = None, amp: str | None = "bf16",
-                 cudnn_benchmark: bool = True, deterministic: bool = False) -> Context:
+                 cudnn_benchmark: bool = True, deterministic: bool = False,
+                 threads: int | None = None) -> Context:
     """Chooses the device, mixed precision and joins the torchrun process group, if any.
 
     Args:
@@ -75,7 +76,11 @@ def make_context(device: str | None = None, amp: str | None = "bf16",
         amp: 'bf16', 'fp16' or None. Mixed precision is used only on a GPU.
         cudnn_benchmark: let cuDNN pick the fastest kernels (not bit-reproducible).
         deterministic: ask torch for deterministic algorithms (slower on a GPU).
+        threads: torch's CPU threads; None keeps torch's default. On small CPU jobs one
+            thread is as fast, and it does not collapse when other processes share the cores.
     """
+    if threads:
+        torch.set_num_threads(threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
