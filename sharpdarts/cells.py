@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from sharpdarts import fast
 from sharpdarts.ops import FactorizedReduce, Identity, ReLUConvBN, Zero
 
 
@@ -19,31 +21,163 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     return x.div(keep).mul(mask)
 
 
+def fast_drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """:func:`drop_path` in one pass over ``x`` (the same mask; equal within rounding)."""
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: channel ``i * (C // groups) + j`` moves to ``j * groups + i``.
+
+    A channels-last input stays channels-last (the shuffle is done on the NHWC view).
+    """
+    b, c, h, w = x.shape
+    if groups == 1:
+        return x
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
+        return nhwc.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+def edge_softmax(betas: torch.Tensor, steps: int) -> torch.Tensor:
+    """PC-DARTS edge normalization: a softmax of the per-edge betas over each node's inputs.
+
+    Args:
+        betas: (edges,) parameters, ordered node by node (node i has i + 2 edges).
+        steps: intermediate nodes.
+
+    Returns:
+        (edges,) weights that sum to one over the inputs of each node.
+    """
+    parts, start = [], 0
+    for i in range(steps):
+        parts.append(F.softmax(betas[start:start + 2 + i], dim=-1))
+        start += 2 + i
+    return torch.cat(parts)
+
+
 class MixedOp(nn.Module):
     """One edge of the supernet: every primitive applied to the input, mixed by coefficients.
 
     Ops are built C -> C with ``affine=False``; pools get a non-affine BN after them, as in
-    the original search network. The zero op's term is known to be zero, so it is skipped.
+    the original search network.
+
+    Two paths compute the same function (pinned by tests/test_performance_equivalence.py):
+
+    - the fast path (default): the zero op's term is known to be zero and is skipped; the ops
+      that begin with a ReLU share one ``relu(x)`` (one per state in a cell, shared by all
+      its edges); the ops run through the ``fast`` shortcuts; the weighted terms are
+      accumulated in place, into the node's running sum when the cell passes one.
+    - the reference path (``self.reference = True``, or :func:`set_reference_path` on a whole
+      model): the original DARTS code, ``sum(c_i * op_i(x))`` over every op, the zero op
+      included. It is the yardstick of benchmarks/ and of the equivalence tests.
+
+    Args:
+        C: channels of the edge.
+        stride: 2 on the edges of a reduction cell that read the cell's inputs.
+        primitives: op names.
+        op_dict: the op table.
+        partial_channels: PC-DARTS partial channel connections (changes the math, on
+            purpose): only the first ``C // K`` channels go through the ops (built with
+            ``C // K`` channels); the rest bypass them (max-pooled 2x2 on stride-2 edges),
+            and the concatenation is channel-shuffled with ``K`` groups. 1: off.
     """
 
-    def __init__(self, C: int, stride: int, primitives: Sequence[str], op_dict: dict):
+    def __init__(self, C: int, stride: int, primitives: Sequence[str], op_dict: dict,
+                 partial_channels: int = 1):
         super().__init__()
+        if partial_channels < 1 or C % partial_channels:
+            raise ValueError(f"partial_channels must divide the channels: C={C}, "
+                             f"partial_channels={partial_channels}")
+        self.reference = False
+        self._stride = stride
+        self._partial = partial_channels
+        C_op = C // partial_channels
         self._ops = nn.ModuleList()
         for primitive in primitives:
-            op = op_dict[primitive](C, C, stride, False)
+            op = op_dict[primitive](C_op, C_op, stride, False)
             if "pool" in primitive:
-                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+                op = nn.Sequential(op, nn.BatchNorm2d(C_op, affine=False))
             self._ops.append(op)
         self._computed = [i for i, op in enumerate(self._ops) if not isinstance(op, Zero)]
 
-    def forward(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, coefficients: torch.Tensor,
+                out: torch.Tensor | None = None,
+                relu_x: fast.LazyReLU | None = None) -> torch.Tensor:
+        """``sum_i coefficients[i] * op_i(x)`` (with partial channels: see the class).
+
+        Args:
+            x: the input state.
+            coefficients: (ops,) mixing coefficients.
+            out: fast path without partial channels: a running sum (the cell's node sum)
+                that the terms are added to in place, and returned. It must be a tensor
+                that no one else holds.
+            relu_x: fast path: a ``fast.LazyReLU(x)`` shared with other edges reading ``x``.
+        """
+        if self._partial > 1:
+            return self._partial_forward(x, coefficients)
+        if self.reference:
+            result = self._reference_sum(x, coefficients)
+            return result if out is None else out + result
+        return self._mix(x, coefficients, out, relu_x)
+
+    def _reference_sum(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        # Deliberately the original DARTS expression: every op, the zero op included.
+        return sum(w * op(x) for w, op in zip(coefficients, self._ops))
+
+    def _mix(self, x: torch.Tensor, coefficients: torch.Tensor,
+             out: torch.Tensor | None = None,
+             relu_x: fast.LazyReLU | None = None) -> torch.Tensor:
         if not self._computed:  # an edge of zero ops only
-            return self._ops[0](x)
-        out = None
+            return self._ops[0](x) if out is None else out
+        if relu_x is None:
+            relu_x = fast.LazyReLU(x)
         for i in self._computed:
-            term = coefficients[i] * self._ops[i](x)
-            out = term if out is None else out + term
+            op = self._ops[i]
+            if fast.starts_with_relu(op):
+                y = fast.run_after_relu(op, relu_x())
+            else:
+                y = fast.run(op, x)
+            if out is None:
+                out = y * coefficients[i]
+            else:
+                # In place: ``out`` is a sum this edge owns (not saved for anyone's backward).
+                out = out.addcmul_(y, coefficients[i])
         return out
+
+    def _partial_forward(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        K = self._partial
+        c_op = x.shape[1] // K
+        through, bypass = x[:, :c_op], x[:, c_op:]
+        if self.reference:
+            mixed = self._reference_sum(through, coefficients)
+        else:
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                # One copy of the channel slice, rather than one in every op that reads it.
+                through = through.contiguous(memory_format=torch.channels_last)
+            mixed = self._mix(through, coefficients)
+        if self._stride == 2:
+            bypass = F.max_pool2d(bypass, 2, 2)
+        if not self.reference:
+            out = fast.partial_channel_output(mixed, bypass, K)
+            if out is not None:
+                return out
+        return channel_shuffle(torch.cat([mixed, bypass], dim=1), K)
+
+
+def set_reference_path(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switches every mixed op and (search) cell of ``model`` to the reference path (or back).
+
+    The reference path is the plain, original-code computation that benchmarks/ and the
+    equivalence tests measure the fast path against; it exists for them, not for training.
+    """
+    for module in model.modules():
+        if isinstance(module, (MixedOp, SearchCell, Cell)):
+            module.reference = enabled
+    return model
 
 
 def num_edges(steps: int) -> int:
@@ -52,14 +186,21 @@ def num_edges(steps: int) -> int:
 
 
 class SearchCell(nn.Module):
-    """A cell of the supernet: every node sums mixed ops over all earlier states."""
+    """A cell of the supernet: every node sums mixed ops over all earlier states.
+
+    ``partial_channels`` is passed to every :class:`MixedOp`. With edge weights (PC-DARTS
+    edge normalization) each edge's output is scaled by its weight before the node sum.
+    """
 
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
-                 reduction: bool, reduction_prev: bool, primitives: Sequence[str], op_dict: dict):
+                 reduction: bool, reduction_prev: bool, primitives: Sequence[str], op_dict: dict,
+                 partial_channels: int = 1):
         super().__init__()
         self.reduction = reduction
+        self.reference = False
         self._steps = steps
         self._multiplier = multiplier
+        self._partial = partial_channels
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
         else:
@@ -69,17 +210,46 @@ class SearchCell(nn.Module):
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self._ops.append(MixedOp(C, stride, primitives, op_dict))
+                self._ops.append(MixedOp(C, stride, primitives, op_dict, partial_channels))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        """Args: s0, s1: the two previous cells' outputs; coefficients: (edges, ops)."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, coefficients: torch.Tensor,
+                edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: s0, s1: the two previous cells' outputs; coefficients: (edges, ops);
+        edge_weights: (edges,) or None."""
+        if self.reference:
+            states = [self.preprocess0(s0), self.preprocess1(s1)]
+        else:
+            states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
+        relus = [fast.LazyReLU(h) for h in states]  # one ReLU per state, for all its edges
         offset = 0
         for _ in range(self._steps):
-            s = sum(self._ops[offset + j](h, coefficients[offset + j]) for j, h in enumerate(states))
+            if self.reference:
+                if edge_weights is None:
+                    s = sum(self._ops[offset + j](h, coefficients[offset + j])
+                            for j, h in enumerate(states))
+                else:
+                    s = sum(edge_weights[offset + j] * self._ops[offset + j](h, coefficients[offset + j])
+                            for j, h in enumerate(states))
+            elif edge_weights is None and self._partial == 1:
+                # Every edge adds its terms straight into the node's sum.
+                s = None
+                for j, h in enumerate(states):
+                    s = self._ops[offset + j](h, coefficients[offset + j], s, relus[j])
+            else:
+                s = None
+                for j, h in enumerate(states):
+                    y = self._ops[offset + j](h, coefficients[offset + j])
+                    if edge_weights is None:
+                        s = y if s is None else s + y
+                    else:
+                        s = y * edge_weights[offset + j] if s is None else \
+                            s.addcmul_(y, edge_weights[offset + j])
             offset += len(states)
             states.append(s)
-        return torch.cat(states[-self._multiplier:], dim=1)
+            relus.append(fast.LazyReLU(s))
+        if self.reference:
+            return torch.cat(states[-self._multiplier:], dim=1)
+        return fast.cat_channels(states[-self._multiplier:])
 
 
 class Cell(nn.Module):
@@ -94,6 +264,10 @@ class Cell(nn.Module):
         op_dict: the op table.
         C_mid: middle width of the choke ops.
         name: names the genotype in error messages.
+
+    Like :class:`MixedOp` it has a fast path (the default: ``fast`` shortcuts, one shared
+    ReLU per state, one-pass drop path) and the plain reference path
+    (:func:`set_reference_path`), which compute the same function.
     """
 
     def __init__(self, ops: Sequence, concat: Sequence[int], C_prev_prev: int, C_prev: int,
@@ -101,6 +275,7 @@ class Cell(nn.Module):
                  C_mid: int | None = None, name: str = "genotype"):
         super().__init__()
         self.reduction = reduction
+        self.reference = False  # see set_reference_path
         if len(ops) % 2 or not ops:
             raise ValueError(f"{name}: a cell needs two (op, input) entries per node, got {len(ops)}")
         self._steps = len(ops) // 2
@@ -129,6 +304,8 @@ class Cell(nn.Module):
             self._ops.append(op_dict[op_name](C, C, stride, True, C_mid))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        if not self.reference:
+            return self._fast_forward(s0, s1, drop_prob)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for i in range(self._steps):
             total = 0
@@ -140,3 +317,26 @@ class Cell(nn.Module):
                 total = total + h
             states.append(total)
         return torch.cat([states[i] for i in self._concat], dim=1)
+
+    def _fast_forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        """``forward``'s math, with the ``fast`` shortcuts and one ReLU per state shared by
+        every op that reads it and begins with a ReLU. Drop path draws its masks in the same
+        order, so with the same RNG state the result is the same."""
+        states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
+        relus: dict[int, torch.Tensor] = {}
+        drop = self.training and drop_prob > 0.0
+        for i in range(self._steps):
+            total = None
+            for k in (2 * i, 2 * i + 1):
+                op, index = self._ops[k], self._indices[k]
+                if fast.starts_with_relu(op):
+                    if index not in relus:
+                        relus[index] = F.relu(states[index])
+                    h = fast.run_after_relu(op, relus[index])
+                else:
+                    h = fast.run(op, states[index])
+                if drop and not isinstance(op, Identity):
+                    h = fast_drop_path(h, drop_prob)
+                total = h if total is None else total + h
+            states.append(total)
+        return fast.cat_channels([states[i] for i in self._concat])

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts import genotypes as genotypes_lib
-from sharpdarts.cells import Cell, SearchCell, num_edges
+from sharpdarts.cells import Cell, SearchCell, edge_softmax, num_edges
 from sharpdarts.ops import DEFAULT_C_MID, op_table
 from sharpdarts.weighting import get_weighting
 
@@ -112,6 +112,8 @@ class NetworkCIFAR(_FixedNetwork):
         op_dict: op table (name or mapping); None is OPS.
         C_mid: middle width of the choke ops (32 when None).
         stem_multiplier: stem width is stem_multiplier * C.
+        channels_last: keep parameters and activations in the channels-last memory format
+            (the same math; faster on many CPUs and on GPUs with tensor cores).
 
     ``forward(x)`` returns ``(logits, logits_aux)``; ``logits_aux`` is None unless training
     with the auxiliary head. Set ``drop_path_prob`` to enable drop path during training.
@@ -119,7 +121,8 @@ class NetworkCIFAR(_FixedNetwork):
 
     def __init__(self, C: int = 36, num_classes: int = 10, layers: int = 20,
                  auxiliary: bool = False, genotype=gin.REQUIRED, in_channels: int = 3,
-                 op_dict=None, C_mid: int | None = None, stem_multiplier: int = 3):
+                 op_dict=None, C_mid: int | None = None, stem_multiplier: int = 3,
+                 channels_last: bool = False):
         super().__init__()
         self._layers = layers
         self._auxiliary = auxiliary
@@ -135,8 +138,13 @@ class NetworkCIFAR(_FixedNetwork):
             self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         s = self.stem(x)
         return self._forward_cells(s, s)
 
@@ -197,15 +205,26 @@ class SearchNetwork(nn.Module):
         primitives: a primitive set name (e.g. 'DARTS_PRIMITIVES') or a list; None is PRIMITIVES.
         op_dict: op table (name or mapping); None is OPS.
         weighting: 'scalar', 'max_w' or a callable mapping softmax weights to coefficients.
+        partial_channels: PC-DARTS partial channel connections (changes the math, on purpose):
+            only 1/K of each edge's channels go through its ops; see ``cells.MixedOp``.
+            1 (the default): off, the DARTS supernet.
+        edge_normalization: PC-DARTS edge normalization (changes the math, on purpose): each
+            edge's output is scaled by a softmax of per-edge ``betas_normal`` /
+            ``betas_reduce`` over the inputs of its node; genotypes rank edges and ops by
+            ``beta * softmax(alpha)``.
+        channels_last: keep parameters and activations in the channels-last memory format
+            (the same math; faster on many CPUs and on GPUs with tensor cores).
 
-    The architecture parameters ``alphas_normal`` and ``alphas_reduce`` (edges x ops) are
-    returned by :meth:`arch_parameters`; :meth:`weights` returns all other parameters.
+    The architecture parameters ``alphas_normal`` and ``alphas_reduce`` (edges x ops), and with
+    edge normalization ``betas_normal`` and ``betas_reduce`` (edges), are returned by
+    :meth:`arch_parameters`; :meth:`weights` returns all other parameters.
     """
 
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, in_channels: int = 3,
                  primitives: str | Sequence[str] | None = None, op_dict=None,
-                 weighting="scalar"):
+                 weighting="scalar", partial_channels: int = 1,
+                 edge_normalization: bool = False, channels_last: bool = False):
         super().__init__()
         self.primitives = list(genotypes_lib.primitives(primitives or "PRIMITIVES"))
         op_dict = op_table(op_dict)
@@ -230,7 +249,7 @@ class SearchNetwork(nn.Module):
             if reduction:
                 C_curr *= 2
             cell = SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction,
-                              reduction_prev, self.primitives, op_dict)
+                              reduction_prev, self.primitives, op_dict, partial_channels)
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
@@ -239,9 +258,18 @@ class SearchNetwork(nn.Module):
         shape = (num_edges(steps), len(self.primitives))
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(shape))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+        self.edge_normalization = edge_normalization
+        if edge_normalization:
+            self.betas_normal = nn.Parameter(1e-3 * torch.randn(shape[0]))
+            self.betas_reduce = nn.Parameter(1e-3 * torch.randn(shape[0]))
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture parameters, trained by the architect."""
+        if self.edge_normalization:
+            return [self.alphas_normal, self.alphas_reduce, self.betas_normal, self.betas_reduce]
         return [self.alphas_normal, self.alphas_reduce]
 
     def weights(self) -> list[nn.Parameter]:
@@ -254,20 +282,42 @@ class SearchNetwork(nn.Module):
         return (self.weighting(F.softmax(self.alphas_normal, dim=-1)),
                 self.weighting(F.softmax(self.alphas_reduce, dim=-1)))
 
+    def edge_weights(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """Edge normalization's (edges,) weights of normal and reduction cells (or Nones)."""
+        if not self.edge_normalization:
+            return None, None
+        return (edge_softmax(self.betas_normal, self._steps),
+                edge_softmax(self.betas_reduce, self._steps))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normal, reduce = self.coefficients()
+        edges_normal, edges_reduce = self.edge_weights()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal)
+            if cell.reduction:
+                s0, s1 = s1, cell(s0, s1, reduce, edges_reduce)
+            else:
+                s0, s1 = s1, cell(s0, s1, normal, edges_normal)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
     @torch.no_grad()
     def genotype(self, skip_primitive: str | None = "none") -> genotypes_lib.Genotype:
-        """The cell genotype read from softmax(alpha) (see genotypes.parse_cell)."""
+        """The cell genotype read from softmax(alpha) (see genotypes.parse_cell).
+
+        With edge normalization each edge's row is scaled by its edge weight first (PC-DARTS:
+        edges are ranked by ``beta * softmax(alpha)``; an edge's op choice is unchanged).
+        """
+        normal = F.softmax(self.alphas_normal, dim=-1)
+        reduce = F.softmax(self.alphas_reduce, dim=-1)
+        edges_normal, edges_reduce = self.edge_weights()
+        if edges_normal is not None:
+            normal = normal * edges_normal[:, None]
+            reduce = reduce * edges_reduce[:, None]
         return genotypes_lib.genotype_from_weights(
-            F.softmax(self.alphas_normal, dim=-1).cpu().numpy(),
-            F.softmax(self.alphas_reduce, dim=-1).cpu().numpy(),
+            normal.cpu().numpy(), reduce.cpu().numpy(),
             self.primitives, steps=self._steps, multiplier=self._multiplier,
             skip_primitive=skip_primitive)
 

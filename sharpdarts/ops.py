@@ -217,8 +217,17 @@ class FactorizedReduce(nn.Module):
         # Pad right and bottom, then drop the first row and column: a one-pixel shift.
         self.pad = nn.ConstantPad2d((0, 1, 0, 1), 0.0)
 
+    @property
+    def starts_with_relu(self) -> bool:
+        """Whether ``forward(x) == forward_relu_applied(relu(x))``, so that a mixed op may
+        compute the ReLU of its input once for every op that begins with one."""
+        return type(self.relu) is nn.ReLU
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.forward_relu_applied(self.relu(x))
+
+    def forward_relu_applied(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` of an input that is already ReLU'd."""
         shifted = self.pad(x)[:, :, 1:, 1:]
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Reproduces every figure of benchmarks/README.md (about 25 minutes on a 2-core CPU).
+# Usage: benchmarks/reproduce.sh [OUT_DIR]   (JSON lines and logs go to OUT_DIR)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${1:-benchmarks/results}
+mkdir -p "$OUT"
+T=${THREADS:-1}
+run() { echo "\$ $*"; "$@" 2>&1 | grep -v -e '^USDT' -e '^ERROR:.*DeviceProperties' ; }
+# Targets: ratios fast / reference, interleaved pairs in one process.
+run $PY benchmarks/search_step.py --primitives DARTS_PRIMITIVES --order 1 --batch 16 --C 16 --layers 8 \
+    --compare --flops --steps 5 --threads $T --json "$OUT/targets.jsonl"
+run $PY benchmarks/search_step.py --primitives PRIMITIVES --order 2 --batch 16 --C 16 --layers 8 \
+    --compare --flops --steps 3 --threads $T --json "$OUT/targets.jsonl"
+run $PY benchmarks/train_step.py --batch 16 --compare --flops --steps 5 --threads $T --json "$OUT/targets.jsonl"
+run $PY benchmarks/search_step.py --primitives DARTS_PRIMITIVES --order 1 --batch 16 \
+    --partial_channels 4 --edge_normalization --compare --steps 3 --threads $T --json "$OUT/targets.jsonl"
+# The sweep: fast path, first order, step time and peak memory vs batch and primitive count.
+run $PY benchmarks/table.py --threads $T

@@ -1,0 +1,104 @@
+"""Times full architecture-search steps of the DARTS supernet, reference path vs fast path.
+
+A step is what ``engine.search`` does per batch: ``Architect.step`` (first or second order)
+on a validation batch, then the weight step on a training batch (forward, backward, gradient
+norm clip 5, SGD with momentum 0.9 and weight decay 3e-4). Inputs are random 32x32 images.
+
+Paths:
+  reference  the yardstick: ``cells.set_reference_path`` (the original DARTS mixed op, every
+             op computed including the zero op, a ReLU per op, no in-place accumulation) in the
+             default NCHW memory format. Never partial channels.
+  fast       the library's default mixed op (zero op skipped, one shared ReLU per edge, terms
+             accumulated in place into the node sums) in channels-last memory format (unless
+             --no-channels-last), optionally torch.compile'd, optionally with PC-DARTS partial
+             channels / edge normalization (which change the math, on purpose).
+
+Examples:
+  python benchmarks/search_step.py --batch 16 --C 16 --layers 8 --primitives DARTS_PRIMITIVES \\
+      --order 1 --compare --flops
+  python benchmarks/search_step.py --primitives PRIMITIVES --order 2 --compare
+  python benchmarks/search_step.py --partial_channels 4 --edge_normalization --compare
+
+Prints ``median_step_s`` and ``peak_memory_mib`` per path and, with --compare, the median of
+the per-pair time ratios fast / reference.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import common  # noqa: F401  (puts the repository on sys.path)
+import torch
+from torch import nn
+
+from sharpdarts.architect import Architect
+from sharpdarts.cells import set_reference_path
+from sharpdarts.models import SearchNetwork
+
+LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--C", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--primitives", default="DARTS_PRIMITIVES")
+    parser.add_argument("--op_dict", default="OPS")
+    parser.add_argument("--order", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--weighting", default="scalar", choices=["scalar", "max_w"])
+    parser.add_argument("--partial_channels", type=int, default=1,
+                        help="PC-DARTS K for the fast path (changes the math)")
+    parser.add_argument("--edge_normalization", action="store_true",
+                        help="PC-DARTS edge normalization for the fast path (changes the math)")
+    common.add_common_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def build(args, device: torch.device, path: str):
+    """The model, architect, optimizer and a ``step()`` closure of one path."""
+    torch.manual_seed(args.seed)
+    reference = path == "reference"
+    model = SearchNetwork(
+        C=args.C, num_classes=10, layers=args.layers, primitives=args.primitives,
+        op_dict=args.op_dict, weighting=args.weighting,
+        partial_channels=1 if reference else args.partial_channels,
+        edge_normalization=not reference and args.edge_normalization,
+        channels_last=not reference and args.channels_last).to(device)
+    model.train()
+    if reference:
+        set_reference_path(model)
+    net = torch.compile(model) if args.compile and not reference else model
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.weights(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    architect = Architect(net, order=args.order, criterion=criterion)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    x, xa = (torch.randn(args.batch, 3, getattr(args, "size", 32), getattr(args, "size", 32), generator=gen).to(device) for _ in range(2))
+    y, ya = (torch.randint(0, 10, (args.batch,), generator=gen).to(device) for _ in range(2))
+    weights = model.weights()
+
+    def step():
+        architect.step(x, y, xa, ya, eta=LR, weight_optimizer=optimizer)
+        loss = criterion(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(weights, GRAD_CLIP)
+        optimizer.step()
+
+    return model, step
+
+
+def config_of(args) -> dict:
+    keys = ["batch", "C", "layers", "primitives", "op_dict", "order", "weighting",
+            "partial_channels", "edge_normalization", "channels_last", "compile", "steps"]
+    return {k: getattr(args, k) for k in keys}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    return common.run(args, Path(__file__).resolve(), argv, build, config_of(args), "search_step")
+
+
+if __name__ == "__main__":
+    main()
