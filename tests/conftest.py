@@ -1,6 +1,7 @@
 """Shared test set-up: deterministic seeds and one torch thread per xdist worker."""
 import os
 
+import gin
 import pytest
 import torch
 
@@ -14,6 +15,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    """Gin bindings are global: a test's config (e.g. a smoke run's tiny widths) must not leak
+    into the next test of the same worker, which may build a configurable with defaults."""
+    gin.clear_config()
+    yield
+    gin.clear_config()
 
 
 @pytest.fixture(autouse=True)
