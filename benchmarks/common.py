@@ -7,10 +7,15 @@ members of a pair alike, so the ratio is far steadier than either time.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one step, above what was
 allocated before it. On CPU torch's allocations are invisible to tracemalloc, so each path is
-measured in a fresh child process: after a warm-up step, the kernel's peak-RSS counter is reset
-(``/proc/self/clear_refs``) and one step is run; the peak is the RSS high-water mark (VmHWM)
-minus the RSS before the step. The child runs with a fixed glibc mmap threshold, so freed
-tensors go back to the kernel and the high-water mark follows the live tensors.
+measured in a fresh child process, started with glibc's mmap threshold fixed at 64 KiB
+(``MALLOC_MMAP_THRESHOLD_``) so that every tensor is its own mapping, handed back to the
+kernel when freed, and RSS follows the live tensors: after ``--memory-warmup`` steps (1), the
+kernel's peak-RSS counter is reset (``/proc/self/clear_refs``) and one step is run; the peak
+is the RSS high-water mark (VmHWM) minus the RSS before the step: the step's activations,
+gradients and temporaries at their peak, without the weights, optimizer state and inputs
+held before it. (Measuring in the timing process instead, even after ``mallopt`` and
+``malloc_trim``, overstated the reference path's peak by 15%.) Steps in the child are 2-3x
+slower (a page fault per fresh page), which is why timing never happens there.
 """
 from __future__ import annotations
 
@@ -54,8 +59,12 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--flops", action="store_true",
                         help="count the reference step's FLOPs (FlopCounterMode) and measure the "
                              "float32 matmul throughput, to report effective throughput")
-    parser.add_argument("--json", type=Path, default=None, help="append the result as a JSON line")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="append the result as a JSON line")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-warmup", type=int, default=1,
+                        help="steps before the measured one in the memory child (0 counts "
+                             "first-step allocations too: about +2%%)")
     parser.add_argument("--memory-child", choices=["fast", "reference"], default=None,
                         help=argparse.SUPPRESS)
 
@@ -119,10 +128,12 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def cpu_step_peak(step: Callable[[], None]) -> dict:
-    """Peak RSS of one step above the RSS before it (after a warm-up step), in MiB."""
+def cpu_step_peak(step: Callable[[], None], warmup: int = 1) -> dict:
+    """Peak RSS of one step above the RSS before it, in MiB (run in a memory child)."""
     import gc
-    step()
+
+    for _ in range(warmup):
+        step()
     gc.collect()
     if not reset_peak_rss():
         raise RuntimeError("cannot reset the peak RSS counter (/proc/self/clear_refs)")
@@ -130,11 +141,36 @@ def cpu_step_peak(step: Callable[[], None]) -> dict:
     step()
     peak = _status_kb("VmHWM")
     return {"peak_mib": (peak - before) / 1024, "rss_before_mib": before / 1024,
-            "hwm_mib": peak / 1024}
+            "hwm_mib": peak / 1024, "warmup_steps": warmup}
+
+
+def memory_in_child(argv: list[str], path: str) -> dict:
+    """Runs this benchmark again as ``argv --memory-child path`` in a fresh process with
+    the mmap threshold fixed; returns the JSON line it prints."""
+    env = {**os.environ, **MEMORY_CHILD_ENV}
+    args = _drop_option([a for a in argv if a not in ("--compare", "--reference", "--flops")],
+                        "--json")
+    cmd = [sys.executable, sys.argv[0], *args, "--memory-child", path]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"memory child failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _drop_option(argv: list[str], option: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
 
 
 def cuda_step_peak(step: Callable[[], None], device: torch.device) -> dict:
-    step()
+    step()  # warm-up
     sync(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
@@ -145,21 +181,7 @@ def cuda_step_peak(step: Callable[[], None], device: torch.device) -> dict:
             "max_allocated_mib": peak / 2**20}
 
 
-def memory_in_child(script: Path, argv: list[str], path: str) -> dict:
-    """Runs ``script argv --memory-child path`` in a fresh process; returns its JSON line."""
-    env = {**os.environ, **MEMORY_CHILD_ENV}
-    cmd = [sys.executable, str(script), *argv, "--memory-child", path, "--no-memory"]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"memory child failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def strip_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
-    return [a for a in argv if a not in flags]
-
-
-def matmul_flops_per_s(device: torch.device, n: int = 1024, repeats: int = 10) -> float:
+def matmul_flops_per_s(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
     """Float32 matmul throughput with this process's threads: the best of ``repeats`` (other
     work on a shared machine only ever slows a run down, so the best run is the machine's)."""
     a = torch.randn(n, n, device=device)
@@ -177,7 +199,7 @@ def count_flops(step: Callable[[], None]) -> int:
 
 
 def emit(result: dict, json_path: Path | None) -> None:
-    """Prints the headline lines and appends the record to ``json_path``."""
+    """Appends the record to ``json_path`` (if any)."""
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         with open(json_path, "a") as f:
@@ -199,18 +221,22 @@ def describe_machine(device: torch.device) -> dict:
     return info
 
 
-def run(args, script: Path, argv: list[str], build_fn, config: dict, kind: str) -> dict:
-    """The measurement shared by search_step.py and train_step.py."""
+def run(args, argv: list[str], build_fn, config: dict, kind: str) -> dict:
+    """The measurement shared by search_step.py and train_step.py: peak memory first (CPU:
+    one child process per path, while this one holds no model), then the paths timed in
+    interleaved rounds, optionally FLOPs; prints the summary, appends the JSON record."""
     device = setup(args)
-    if args.memory_child:  # a fresh process measuring one path's peak memory
+    if args.memory_child:  # we are the child: one path's peak memory, as one JSON line
         _, step = build_fn(args, device, args.memory_child)
-        peak = (cuda_step_peak(step, device) if device.type == "cuda"
-                else cpu_step_peak(step))
+        peak = cpu_step_peak(step, args.memory_warmup)
         print(json.dumps(peak))
         return peak
     paths = ["reference"] if args.reference else ["reference", "fast"] if args.compare else ["fast"]
     print(f"{kind}: {json.dumps(config)}")
     print(f"machine: {json.dumps(describe_machine(device))}")
+    memory = {}
+    if args.memory and device.type != "cuda":
+        memory = {p: memory_in_child(argv, p) for p in paths}
     steps = {p: build_fn(args, device, p)[1] for p in paths}
     times = interleaved(steps, args.steps, device)
     result = {"kind": kind, "config": config, "machine": describe_machine(device),
@@ -228,37 +254,14 @@ def run(args, script: Path, argv: list[str], build_fn, config: dict, kind: str) 
             eff = flops / result["paths"][p]["median_step_s"]
             result["paths"][p]["effective_flops_per_s"] = eff
             result["paths"][p]["fraction_of_matmul"] = eff / matmul
-    del steps
-    if args.memory:
-        child_argv = strip_flags(argv, ("--compare", "--reference", "--flops"))
-        child_argv = _drop_option(child_argv, "--json")
-        for p in paths:
-            if device.type == "cuda":
-                _, step = build_fn(args, device, p)
-                peak = cuda_step_peak(step, device)
-                del step
-            else:
-                peak = memory_in_child(script, child_argv, p)
-            result["paths"][p]["peak_memory_mib"] = peak["peak_mib"]
-            result["paths"][p]["memory"] = peak
+    if args.memory and device.type == "cuda":
+        memory = {p: cuda_step_peak(steps[p], device) for p in paths}
+    for p, peak in memory.items():
+        result["paths"][p]["peak_memory_mib"] = peak["peak_mib"]
+        result["paths"][p]["memory"] = peak
     report(result)
     emit(result, args.json)
     return result
-
-
-def _drop_option(argv: list[str], option: str) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == option:
-            skip = True
-            continue
-        if a.startswith(option + "="):
-            continue
-        out.append(a)
-    return out
 
 
 def report(result: dict) -> None:

@@ -7,7 +7,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${1:-benchmarks/results}
 mkdir -p "$OUT"
 T=${THREADS:-1}
-run() { echo "\$ $*"; "$@" 2>&1 | grep -v -e '^USDT' -e '^ERROR:.*DeviceProperties' ; }
+run() { echo "\$ $*"; "$@"; }
 # Targets: ratios fast / reference, interleaved pairs in one process.
 run $PY benchmarks/search_step.py --primitives DARTS_PRIMITIVES --order 1 --batch 16 --C 16 --layers 8 \
     --compare --flops --steps 5 --threads $T --json "$OUT/targets.jsonl"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import common  # noqa: F401  (puts the repository on sys.path)
 import torch
@@ -73,7 +72,7 @@ def build(args, device: torch.device, path: str):
     optimizer = torch.optim.SGD(model.weights(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     architect = Architect(net, order=args.order, criterion=criterion)
     gen = torch.Generator().manual_seed(args.seed + 1)
-    x, xa = (torch.randn(args.batch, 3, getattr(args, "size", 32), getattr(args, "size", 32), generator=gen).to(device) for _ in range(2))
+    x, xa = (torch.randn(args.batch, 3, 32, 32, generator=gen).to(device) for _ in range(2))
     y, ya = (torch.randint(0, 10, (args.batch,), generator=gen).to(device) for _ in range(2))
     weights = model.weights()
 
@@ -97,7 +96,7 @@ def config_of(args) -> dict:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    return common.run(args, Path(__file__).resolve(), argv, build, config_of(args), "search_step")
+    return common.run(args, argv, build, config_of(args), "search_step")
 
 
 if __name__ == "__main__":

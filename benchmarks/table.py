@@ -1,7 +1,7 @@
 """The README's sweep: fast-path search step time and peak memory vs batch size and primitives.
 
 Runs ``search_step.py`` (fast path, first order, C=16, 8 cells) once per configuration, each
-in its own process, and prints a markdown table. Defaults take about 10-12 minutes on a
+in its own process, and prints a markdown table. Defaults take about 10 minutes on a
 2-core CPU with one thread (most of it in the batch-64 rows).
 
   python benchmarks/table.py --threads 1 [--batches 8 16 32 64] [--steps 1]
@@ -34,28 +34,35 @@ def main(argv=None):
                         help="more search_step.py options")
     args = parser.parse_args(argv)
 
-    rows = []
+    rows, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.jsonl"
         for primitives in args.primitives:
             for batch in args.batches:
                 cmd = [sys.executable, str(HERE / "search_step.py"), "--primitives", primitives,
                        "--batch", str(batch), "--steps", str(args.steps), "--order",
-                       str(args.order), "--json", str(out), *args.extra]
+                       str(args.order), "--json", str(out), "--memory-warmup", "0",
+                       *args.extra]
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
                 print("$", " ".join(cmd[1:]), flush=True)
-                subprocess.run(cmd, check=True)
-        for line in out.read_text().splitlines():
-            rows.append(json.loads(line))
+                done = subprocess.run(cmd)
+                if done.returncode:  # e.g. killed for memory: the row says so
+                    failed.append((primitives, batch, done.returncode))
+        if out.exists():
+            rows = [json.loads(line) for line in out.read_text().splitlines()]
     print()
     print("| primitives | ops | batch | step (s) | peak memory (MiB) | s / image |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         c, fast = r["config"], r["paths"]["fast"]
-        print(f"| {c['primitives']} | {len(genotypes.primitives(c['primitives']))} | {c['batch']} | "
+        ops = len(genotypes.primitives(c["primitives"]))
+        print(f"| {c['primitives']} | {ops} | {c['batch']} | "
               f"{fast['median_step_s']:.2f} | {fast.get('peak_memory_mib', float('nan')):.0f} | "
               f"{fast['median_step_s'] / c['batch']:.3f} |")
+    for primitives, batch, code in failed:
+        print(f"| {primitives} | {len(genotypes.primitives(primitives))} | {batch} | "
+              f"failed (exit {code}; -9: killed, out of memory) | | |")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import common  # noqa: F401  (puts the repository on sys.path)
 import torch
@@ -83,7 +82,7 @@ def config_of(args) -> dict:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    return common.run(args, Path(__file__).resolve(), argv, build, config_of(args), "train_step")
+    return common.run(args, argv, build, config_of(args), "train_step")
 
 
 if __name__ == "__main__":

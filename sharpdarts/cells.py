@@ -228,7 +228,8 @@ class SearchCell(nn.Module):
                     s = sum(self._ops[offset + j](h, coefficients[offset + j])
                             for j, h in enumerate(states))
                 else:
-                    s = sum(edge_weights[offset + j] * self._ops[offset + j](h, coefficients[offset + j])
+                    s = sum(edge_weights[offset + j]
+                            * self._ops[offset + j](h, coefficients[offset + j])
                             for j, h in enumerate(states))
             elif edge_weights is None and self._partial == 1:
                 # Every edge adds its terms straight into the node's sum.

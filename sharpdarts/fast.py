@@ -118,7 +118,8 @@ def _subsampling(conv: nn.Conv2d) -> tuple[int, int] | None:
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)):
         return torch.channels_last
     return torch.contiguous_format
 
@@ -308,9 +309,11 @@ class LazyReLU:
         return self._relu
 
 
-def partial_channel_output(mixed: torch.Tensor, bypass: torch.Tensor, groups: int) -> torch.Tensor:
+def partial_channel_output(mixed: torch.Tensor, bypass: torch.Tensor,
+                           groups: int) -> torch.Tensor | None:
     """``channel_shuffle(torch.cat([mixed, bypass], 1), groups)`` in one copy, for
-    channels-last tensors (the concatenation is written straight in shuffled order)."""
+    channels-last tensors (the concatenation is written straight in shuffled order); None
+    for other layouts."""
     if mixed.dim() != 4 or mixed.stride(1) != 1 or bypass.stride(1) != 1:
         return None  # not channels-last (a channel slice of a channels-last tensor will do)
     n, c_mixed, h, w = mixed.shape

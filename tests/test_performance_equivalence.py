@@ -178,6 +178,35 @@ def test_conv_with_stride_equal_to_dilation_runs_subsampled(size, kernel, dilati
         torch.testing.assert_close(b, a, **TOL)
 
 
+@pytest.mark.parametrize("channels", [16, 32])
+def test_square_pointwise_conv_as_a_matrix_product(channels):
+    conv = nn.Conv2d(channels, channels, 1, bias=False).double()
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(2, channels, 5, 6, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    assert fast._square_pointwise_on_cpu(conv, x)
+    want, got = conv(x), fast.conv2d(conv, x)
+    torch.testing.assert_close(got, want, **TOL)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad(want, [x, conv.weight], g),
+                    torch.autograd.grad(got, [x, conv.weight], g)):
+        torch.testing.assert_close(b, a, **TOL)
+
+
+def test_fast_path_at_sixteen_channels():
+    """C=16 reaches the shortcuts that small test networks do not (1x1 convs as products)."""
+    torch.manual_seed(0)
+    kwargs = dict(C=16, num_classes=3, layers=3, steps=2, multiplier=2, stem_multiplier=1,
+                  primitives="DARTS_PRIMITIVES")
+    ref = SearchNetwork(**kwargs).double().train()
+    fast_net = SearchNetwork(channels_last=True, **kwargs).double().train()
+    fast_net.load_state_dict(ref.state_dict())
+    set_reference_path(ref)
+    x, y, _, _ = batches(n=2)
+    assert_same_grads(ref, fast_net, x, y)
+
+
 def test_other_convolutions_are_left_alone():
     assert fast._subsampling(nn.Conv2d(4, 4, 3, stride=2, padding=1)) is None
     assert fast._subsampling(nn.Conv2d(4, 4, 3, padding=2, dilation=2)) is None
