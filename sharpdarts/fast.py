@@ -12,6 +12,8 @@ path, and benchmarks/ measure what it buys.
   depthwise kernels are 10-40x slower per output than its plain ones on CPU.
 - On CPU, a channels-last 1x1 convolution from C to C channels (C >= 16) is a matrix
   product over the channels of the NHWC view (``F.linear``).
+- On CPU, batch norms of channels-last tensors with fewer than 8 channels (partial
+  channels) run in NCHW, where they are 3x faster.
 - On CPU, a stride-1 'same' depthwise convolution computes its input gradient as a forward
   convolution with the flipped kernel, and its weight gradient only when it is needed.
 - A FactorizedReduce's 1x1 stride-2 convolutions are unstrided convolutions of the even and
@@ -100,10 +102,22 @@ def run_layers(layers: nn.Sequential, x: torch.Tensor, start: int = 0) -> torch.
             x = conv2d(layer, x)
         elif type(layer) is nn.ReLU and type(previous) is nn.BatchNorm2d and not hooked(layer):
             x = torch.relu_(x)
+        elif type(layer) is nn.BatchNorm2d and not hooked(layer):
+            x = batch_norm(layer, x)
         else:
             x = layer(x)
         previous = layer
     return x
+
+
+def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)``; on CPU, a channels-last ``x`` with fewer than 8 channels is normalised in
+    NCHW and converted back (oneDNN's NHWC batch norm vectorises over channels: at 4
+    channels it is 3x slower than NCHW, the two copies included)."""
+    if (x.device.type == "cpu" and x.dim() == 4 and x.shape[1] < 8 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)):
+        return bn(x.contiguous()).contiguous(memory_format=torch.channels_last)
+    return bn(x)
 
 
 def _subsampling(conv: nn.Conv2d) -> tuple[int, int] | None:

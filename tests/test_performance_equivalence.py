@@ -194,6 +194,22 @@ def test_square_pointwise_conv_as_a_matrix_product(channels):
         torch.testing.assert_close(b, a, **TOL)
 
 
+@pytest.mark.parametrize("channels", [4, 16])
+def test_batch_norm_shortcut_keeps_outputs_gradients_stats_and_layout(channels):
+    ref_bn = nn.BatchNorm2d(channels, affine=False).double()
+    fast_bn = nn.BatchNorm2d(channels, affine=False).double()
+    x = torch.randn(3, channels, 5, 6, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    want, got = ref_bn(x), fast.batch_norm(fast_bn, x)
+    torch.testing.assert_close(got, want, **TOL)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(fast_bn, name), getattr(ref_bn, name), **TOL)
+    g = torch.randn_like(want)
+    torch.testing.assert_close(torch.autograd.grad(got, x, g)[0],
+                               torch.autograd.grad(want, x, g)[0], **TOL)
+
+
 def test_fast_path_at_sixteen_channels():
     """C=16 reaches the shortcuts that small test networks do not (1x1 convs as products)."""
     torch.manual_seed(0)
