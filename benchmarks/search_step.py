@@ -7,8 +7,11 @@ norm clip 5, SGD with momentum 0.9 and weight decay 3e-4). Inputs are random 32x
 Paths:
   reference  the yardstick: ``cells.set_reference_path`` (the original DARTS mixed op, every
              op computed including the zero op, a ReLU per op, no in-place accumulation) in the
-             default NCHW memory format. Never partial channels.
-  fast       the library's default mixed op (zero op skipped, one shared ReLU per edge, terms
+             default NCHW memory format. Never partial channels. Second order: the original's
+             step (``Architect(copy_network=True)``: a copy of the network per step, the
+             Hessian passes on the model's own weights shifted in place).
+  fast       the library's default architect (second order through torch.func, no copy)
+             and mixed op (zero op skipped, one shared ReLU per edge, terms
              accumulated in place into the node sums) in channels-last memory format (unless
              --no-channels-last), optionally torch.compile'd, optionally with PC-DARTS partial
              channels / edge normalization (which change the math, on purpose).
@@ -70,7 +73,8 @@ def build(args, device: torch.device, path: str):
     net = torch.compile(model) if args.compile and not reference else model
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.weights(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    architect = Architect(net, order=args.order, criterion=criterion)
+    # The reference's second-order step copies the network per step, as the original does.
+    architect = Architect(net, order=args.order, criterion=criterion, copy_network=reference)
     gen = torch.Generator().manual_seed(args.seed + 1)
     x, xa = (torch.randn(args.batch, 3, 32, 32, generator=gen).to(device) for _ in range(2))
     y, ya = (torch.randint(0, 10, (args.batch,), generator=gen).to(device) for _ in range(2))

@@ -16,10 +16,14 @@ and the Hessian-vector product is a central finite difference along ``v``:
 
 The network is never copied: every pass is ``torch.func.functional_call`` on a dict of
 tensors (``w'``, ``w +- r v``), so the model's weights are never written; after a step they
-are bit-identical and only the alphas (and the Adam state) have changed.
+are bit-identical and only the alphas (and the Adam state) have changed. ``copy_network=True``
+does it the original's way instead (a new network holding ``w'`` every step, the Hessian
+passes on the model's own weights shifted in place): the same gradients, slower; it is the
+yardstick of benchmarks/search_step.py's reference path.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Sequence
 
 import gin
@@ -64,6 +68,9 @@ class Architect:
             buffers as there: the validation pass (first order); the training pass at ``w``
             and the passes at ``w + r v`` and ``w - r v`` (second order). The virtual
             validation pass at ``w'`` (run on a throwaway copy in the original) never does.
+        copy_network: second order the original's way, for benchmarks and tests: a deep copy
+            of the network per step holds ``w'``, and the passes at ``w +- r v`` shift the
+            model's weights in place (restored exactly afterwards). Same result, slower.
 
     The model's train/eval mode is left as the caller set it (the search loop keeps it in
     train mode, as the original does).
@@ -72,7 +79,8 @@ class Architect:
     def __init__(self, model: nn.Module, order: int = 1, lr: float = 3e-4,
                  betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3,
                  criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 hvp_epsilon: float = 1e-2, update_buffers: bool = False):
+                 hvp_epsilon: float = 1e-2, update_buffers: bool = False,
+                 copy_network: bool = False):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, not {order!r}")
         self.model = model
@@ -80,6 +88,7 @@ class Architect:
         self.criterion = nn.CrossEntropyLoss() if criterion is None else criterion
         self.hvp_epsilon = hvp_epsilon
         self.update_buffers = update_buffers
+        self.copy_network = copy_network
         self.optimizer = torch.optim.Adam(model.arch_parameters(), lr, betas=tuple(betas),
                                           weight_decay=weight_decay)
 
@@ -111,6 +120,9 @@ class Architect:
         if self.order == 1:
             loss = self._loss(valid_x, valid_y, buffers=self._buffers(self.update_buffers))
             grads = _grads(loss, arch)
+        elif self.copy_network:
+            loss, grads = self._unrolled_grads_by_copy(train_x, train_y, valid_x, valid_y, eta,
+                                                       weight_optimizer, arch)
         else:
             loss, grads = self._unrolled_grads(train_x, train_y, valid_x, valid_y, eta,
                                                weight_optimizer, arch)
@@ -210,6 +222,52 @@ class Architect:
         implicit = self._hessian_vector_product(names, weights, v, arch, train_x, train_y,
                                                 model_buffers)
         grads = [g.sub(h, alpha=eta) for g, h in zip(d_alpha, implicit)]
+        return valid_loss, grads
+
+    def _unrolled_grads_by_copy(self, train_x, train_y, valid_x, valid_y, eta,
+                                weight_optimizer, arch) -> tuple[torch.Tensor, Tensors]:
+        """:meth:`_unrolled_grads` as the original computes it (``copy_network=True``)."""
+        model = self.model
+        names, weights = self._named_weights()
+        saved_buffers = (None if self.update_buffers
+                         else [b.clone() for b in model.buffers()])
+
+        train_loss = self.criterion(_logits(model(train_x)), train_y)
+        grads = _grads(train_loss, weights)
+        del train_loss
+        unrolled_model = copy.deepcopy(model)  # the original builds a new network here
+        unrolled_params = dict(unrolled_model.named_parameters())
+        unrolled = [unrolled_params[n] for n in names]
+        with torch.no_grad():
+            directions = self._virtual_direction(weights, grads, weight_optimizer)
+            for u, w, d in zip(unrolled, weights, directions):
+                u.copy_(w.sub(d, alpha=eta))
+        del grads, directions
+
+        valid_loss = self.criterion(_logits(unrolled_model(valid_x)), valid_y)
+        valid_grads = _grads(valid_loss, list(unrolled_model.arch_parameters()) + unrolled)
+        d_alpha, v = valid_grads[:len(arch)], valid_grads[len(arch):]
+        del unrolled_model, unrolled, unrolled_params, valid_grads
+
+        with torch.no_grad():
+            r = self.hvp_epsilon / torch.linalg.vector_norm(torch.stack(
+                [torch.linalg.vector_norm(t) for t in v])).clamp_min(torch.finfo(v[0].dtype).tiny)
+            originals = [w.detach().clone() for w in weights]
+            for w, t in zip(weights, v):
+                w.add_(t * r)
+        grads_pos = _grads(self.criterion(_logits(model(train_x)), train_y), arch)
+        with torch.no_grad():
+            for w, t in zip(weights, v):
+                w.sub_(t * (2 * r))
+        grads_neg = _grads(self.criterion(_logits(model(train_x)), train_y), arch)
+        with torch.no_grad():
+            for w, original in zip(weights, originals):
+                w.copy_(original)  # exactly: w + rv - 2rv + rv would drift by rounding
+            if saved_buffers is not None:
+                for b, saved in zip(model.buffers(), saved_buffers):
+                    b.copy_(saved)
+        grads = [g.sub((p - n) / (2 * r), alpha=eta)
+                 for g, p, n in zip(d_alpha, grads_pos, grads_neg)]
         return valid_loss, grads
 
     def _hessian_vector_product(self, names, weights, v, arch, x, y, buffers) -> Tensors:

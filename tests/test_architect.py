@@ -366,3 +366,34 @@ def test_state_dict_round_trip_gives_the_same_next_step(order):
                        fresh_model.arch_parameters()):
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
+
+
+# ---- the original's way: a network copy per step (the benchmarks' yardstick) --------------
+
+@pytest.mark.parametrize("update_buffers", [False, True])
+def test_copying_second_order_step_equals_the_functional_one(update_buffers):
+    functional_model = make_model()
+    copying_model = copy.deepcopy(functional_model)
+    tx, ty, vx, vy = batches()
+    results = []
+    for model, copying in ((functional_model, False), (copying_model, True)):
+        opt = sgd_with_momentum(model, tx, ty)
+        before = snapshot(model)
+        arch = Architect(model, order=2, update_buffers=update_buffers, copy_network=copying)
+        loss = arch.step(tx, ty, vx, vy, eta=ETA, weight_optimizer=opt)
+        after = model.state_dict()
+        for name in named_weights(model)[0]:
+            assert torch.equal(after[name], before[name]), name  # restored exactly
+        if not update_buffers:
+            for name, _ in model.named_buffers():
+                assert torch.equal(after[name], before[name]), name
+        alpha_names = [n for n, p in model.named_parameters()
+                       if any(p is a for a in model.arch_parameters())]
+        assert alpha_names and all(not torch.equal(after[n], before[n]) for n in alpha_names)
+        results.append((loss, [a.detach().clone() for a in model.arch_parameters()], after))
+    (loss_f, alphas_f, state_f), (loss_c, alphas_c, state_c) = results
+    torch.testing.assert_close(loss_c, loss_f, rtol=1e-12, atol=0)
+    for a, b in zip(alphas_c, alphas_f):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    for k in state_f:  # the BN running statistics too, when the passes update them
+        torch.testing.assert_close(state_c[k], state_f[k], rtol=1e-9, atol=1e-12)
