@@ -50,6 +50,7 @@ class Context:
     amp_dtype: torch.dtype | None
     rank: int = 0
     world_size: int = 1
+    compile_backend: str | None = None
 
     @property
     def is_main(self) -> bool:
@@ -58,6 +59,13 @@ class Context:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """``torch.compile(model)`` with the configured backend, or ``model`` itself. The
+        compiled module shares the model's parameters; checkpoints keep using the model."""
+        if not self.compile_backend:
+            return model
+        return torch.compile(model, backend=self.compile_backend)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -68,7 +76,7 @@ class Context:
 @gin.configurable
 def make_context(device: str | None = None, amp: str | None = "bf16",
                  cudnn_benchmark: bool = True, deterministic: bool = False,
-                 threads: int | None = None) -> Context:
+                 threads: int | None = None, compile_backend: str | None = None) -> Context:
     """Chooses the device, mixed precision and joins the torchrun process group, if any.
 
     Args:
@@ -78,6 +86,11 @@ def make_context(device: str | None = None, amp: str | None = "bf16",
         deterministic: ask torch for deterministic algorithms (slower on a GPU).
         threads: torch's CPU threads; None keeps torch's default. On small CPU jobs one
             thread is as fast, and it does not collapse when other processes share the cores.
+        compile_backend: run the weight steps' forward passes through ``torch.compile``
+            with this backend ('inductor' for speed; 'eager' checks tracing only); None
+            (the default) runs eagerly. The architect's passes stay eager (they swap weights
+            with ``torch.func.functional_call``). Compilation costs minutes up front and,
+            on CPU, inductor needs a C++ compiler.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -99,7 +112,7 @@ def make_context(device: str | None = None, amp: str | None = "bf16",
         if amp not in ("bf16", "fp16"):
             raise ValueError(f"amp must be 'bf16', 'fp16' or None, not {amp!r}")
         amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return Context(dev, amp_dtype, rank, world_size)
+    return Context(dev, amp_dtype, rank, world_size, compile_backend)
 
 
 def seed_everything(seed: int) -> None:
@@ -344,6 +357,7 @@ def search(run=None, seed: int = 0, data=None, *, epochs: int = gin.REQUIRED, ba
     ckpt_path = _checkpoint_path(run, ctx)
     start = _resume(run, ckpt_path, ctx, restore)
     arch_batches = cycle(arch_loader)
+    step_model = ctx.compiled(model)
     record = {}
     for epoch in range(start, epochs + 1):
         tic = time.time()
@@ -358,7 +372,7 @@ def search(run=None, seed: int = 0, data=None, *, epochs: int = gin.REQUIRED, ba
             xa, ya = xa.to(ctx.device, non_blocking=True), ya.to(ctx.device, non_blocking=True)
             architect.step(x, y, xa, ya, eta=lr, weight_optimizer=optimizer)
             with ctx.autocast():
-                logits = model(x)
+                logits = step_model(x)
                 loss = criterion(logits.float(), y)
             _weight_step(model, optimizer, scaler, loss, model.weights(), grad_clip)
             totals.add(loss, logits, y)
@@ -493,6 +507,7 @@ def train(run=None, seed: int = 0, data=None, *, epochs: int = gin.REQUIRED, bat
     ckpt_path = _checkpoint_path(run, ctx)
     start = _resume(run, ckpt_path, ctx, restore)
     net = _unwrap(model)
+    step_model = ctx.compiled(model)
     valid = {"acc": float("nan"), "acc_top5": float("nan"), "loss": float("nan")}
     for epoch in range(start, epochs + 1):
         tic = time.time()
@@ -506,7 +521,7 @@ def train(run=None, seed: int = 0, data=None, *, epochs: int = gin.REQUIRED, bat
         for x, y in _progress(train_loader, f"train {epoch}/{epochs}", ctx, show_progress):
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             with ctx.autocast():
-                logits, logits_aux = model(x)
+                logits, logits_aux = step_model(x)
                 loss = criterion(logits.float(), y)
                 if logits_aux is not None and auxiliary_weight:
                     loss = loss + auxiliary_weight * criterion(logits_aux.float(), y)

@@ -520,3 +520,37 @@ def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path):
     info = json.loads(run_json.read_text())
     assert info["status"] == "failed" and info["resumable"] is False
     assert "loss became nan in epoch 1" in info["reason"]
+
+
+# ---- torch.compile (optional) --------------------------------------------------------------
+
+@pytest.mark.parametrize("job", ["search", "train"])
+def test_compiled_weight_steps_give_the_eager_results(job, tmp_path, monkeypatch):
+    """``make_context.compile_backend`` routes the weight steps through torch.compile; the
+    'eager' backend traces the model with dynamo but runs the same kernels."""
+    if job == "search":
+        bindings = [*SEARCH, *SEARCH_CELL, "SearchNetwork.primitives = 'DARTS_PRIMITIVES'"]
+    else:
+        bindings = [*TRAIN_CIFAR, "train.epochs = 2"]
+    results, compiled = [], []
+    real_compile = torch.compile
+
+    def counting_compile(model, **kwargs):
+        compiled.append(kwargs.get("backend"))
+        return real_compile(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    for backend in (None, "eager"):
+        gin.clear_config()
+        configure(*bindings, f"make_context.compile_backend = {backend!r}")
+        run = make_run(tmp_path / str(backend))
+        final = getattr(engine, job)(run=run, seed=0)
+        results.append((final, without_seconds(read_metrics(run))))
+    assert compiled == ["eager"]
+    torch._dynamo.reset()
+    (final_eager, metrics_eager), (final_compiled, metrics_compiled) = results
+    assert [m["epoch"] for m in metrics_compiled] == [m["epoch"] for m in metrics_eager]
+    for a, b in zip(metrics_compiled, metrics_eager):
+        assert a.keys() == b.keys()
+        for key in ("train_loss", "valid_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
