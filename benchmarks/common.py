@@ -20,6 +20,7 @@ slower (a page fault per fresh page), which is why timing never happens there.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import re
@@ -144,13 +145,13 @@ def cpu_step_peak(step: Callable[[], None], warmup: int = 1) -> dict:
             "hwm_mib": peak / 1024, "warmup_steps": warmup}
 
 
-def memory_in_child(argv: list[str], path: str) -> dict:
-    """Runs this benchmark again as ``argv --memory-child path`` in a fresh process with
-    the mmap threshold fixed; returns the JSON line it prints."""
+def memory_in_child(script: str, argv: list[str], path: str) -> dict:
+    """Runs the benchmark ``script`` again as ``script argv --memory-child path`` in a fresh
+    process with the mmap threshold fixed; returns the JSON line it prints."""
     env = {**os.environ, **MEMORY_CHILD_ENV}
     args = _drop_option([a for a in argv if a not in ("--compare", "--reference", "--flops")],
                         "--json")
-    cmd = [sys.executable, sys.argv[0], *args, "--memory-child", path]
+    cmd = [sys.executable, script, *args, "--memory-child", path]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"memory child failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
@@ -191,9 +192,24 @@ def matmul_flops_per_s(device: torch.device, n: int = 2048, repeats: int = 5) ->
     return 2 * n ** 3 / best
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
+                        transposed, _output_padding, _groups, output_mask, out_shape=None) -> int:
+    """FLOPs of ``aten.convolution_backward``: each gradient asked for (input, weight) costs
+    what the forward convolution costs, 2 * (output elements) * (weight elements per output
+    channel), groups included. torch 2.14's own formula leaves out the groups in the weight
+    gradient and counts a depthwise conv's backward C times too high (pytorch#183405)."""
+    from math import prod
+    spatial_points = prod(x_shape) if transposed else prod(grad_out_shape)
+    forward = 2 * spatial_points * prod(w_shape[1:])
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def count_flops(step: Callable[[], None]) -> int:
+    """Convolution and matrix-product FLOPs of one ``step()``, forward and backward, as
+    executed (torch's FlopCounterMode with a corrected convolution backward)."""
     from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
+    mapping = {torch.ops.aten.convolution_backward: conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         step()
     return counter.get_total_flops()
 
@@ -236,7 +252,8 @@ def run(args, argv: list[str], build_fn, config: dict, kind: str) -> dict:
     print(f"machine: {json.dumps(describe_machine(device))}")
     memory = {}
     if args.memory and device.type != "cuda":
-        memory = {p: memory_in_child(argv, p) for p in paths}
+        script = inspect.getfile(build_fn)  # the benchmark's own file, however it was run
+        memory = {p: memory_in_child(script, argv, p) for p in paths}
     steps = {p: build_fn(args, device, p)[1] for p in paths}
     times = interleaved(steps, args.steps, device)
     result = {"kind": kind, "config": config, "machine": describe_machine(device),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces every figure of benchmarks/README.md (about 25 minutes on a 2-core CPU).
+# Reproduces every figure of benchmarks/README.md (about 45 minutes on a 2-core CPU).
 # Usage: benchmarks/reproduce.sh [OUT_DIR]   (JSON lines and logs go to OUT_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +16,8 @@ run $PY benchmarks/search_step.py --primitives PRIMITIVES --order 2 --batch 16 -
 run $PY benchmarks/train_step.py --batch 16 --compare --flops --steps 5 --threads $T --json "$OUT/targets.jsonl"
 run $PY benchmarks/search_step.py --primitives DARTS_PRIMITIVES --order 1 --batch 16 \
     --partial_channels 4 --edge_normalization --compare --steps 3 --threads $T --json "$OUT/targets.jsonl"
+run $PY benchmarks/search_step.py --primitives PRIMITIVES --order 1 --batch 16 \
+    --partial_channels 4 --edge_normalization --compare --steps 3 --threads $T --json "$OUT/targets.jsonl"
+[ "${SKIP_SWEEP:-0}" = 1 ] && exit 0
 # The sweep: fast path, first order, step time and peak memory vs batch and primitive count.
 run $PY benchmarks/table.py --threads $T
