@@ -281,6 +281,14 @@ def run(args, argv: list[str], build_fn, config: dict, kind: str) -> dict:
     return result
 
 
+def main(argv, parse_args, build_fn, config_keys: list[str], kind: str) -> dict:
+    """A benchmark script's entry point: parse ``argv`` (the command line when None), then
+    :func:`run` with the record's ``config`` made of ``config_keys``."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    return run(args, argv, build_fn, {k: getattr(args, k) for k in config_keys}, kind)
+
+
 def report(result: dict) -> None:
     for p, r in result["paths"].items():
         mem = r.get("peak_memory_mib")

@@ -28,7 +28,6 @@ the per-pair time ratios fast / reference.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import common  # noqa: F401  (puts the repository on sys.path)
 import torch
@@ -91,16 +90,12 @@ def build(args, device: torch.device, path: str):
     return model, step
 
 
-def config_of(args) -> dict:
-    keys = ["batch", "C", "layers", "primitives", "op_dict", "order", "weighting",
-            "partial_channels", "edge_normalization", "channels_last", "compile", "steps"]
-    return {k: getattr(args, k) for k in keys}
+CONFIG_KEYS = ["batch", "C", "layers", "primitives", "op_dict", "order", "weighting",
+               "partial_channels", "edge_normalization", "channels_last", "compile", "steps"]
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    return common.run(args, argv, build, config_of(args), "search_step")
+    return common.main(argv, parse_args, build, CONFIG_KEYS, "search_step")
 
 
 if __name__ == "__main__":

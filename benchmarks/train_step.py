@@ -18,7 +18,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
 
 import common  # noqa: F401  (puts the repository on sys.path)
 import torch
@@ -73,16 +72,12 @@ def build(args, device: torch.device, path: str):
     return model, step
 
 
-def config_of(args) -> dict:
-    keys = ["batch", "C", "layers", "genotype", "auxiliary", "drop_path_prob", "channels_last",
-            "compile", "steps"]
-    return {k: getattr(args, k) for k in keys}
+CONFIG_KEYS = ["batch", "C", "layers", "genotype", "auxiliary", "drop_path_prob",
+               "channels_last", "compile", "steps"]
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    return common.run(args, argv, build, config_of(args), "train_step")
+    return common.main(argv, parse_args, build, CONFIG_KEYS, "train_step")
 
 
 if __name__ == "__main__":

@@ -249,9 +249,8 @@ class Architect:
         d_alpha, v = valid_grads[:len(arch)], valid_grads[len(arch):]
         del unrolled_model, unrolled, unrolled_params, valid_grads
 
+        r = self._hvp_radius(v)
         with torch.no_grad():
-            r = self.hvp_epsilon / torch.linalg.vector_norm(torch.stack(
-                [torch.linalg.vector_norm(t) for t in v])).clamp_min(torch.finfo(v[0].dtype).tiny)
             originals = [w.detach().clone() for w in weights]
             for w, t in zip(weights, v):
                 w.add_(t * r)
@@ -270,16 +269,19 @@ class Architect:
                  for g, p, n in zip(d_alpha, grads_pos, grads_neg)]
         return valid_loss, grads
 
+    @torch.no_grad()
+    def _hvp_radius(self, v: Tensors) -> torch.Tensor:
+        """The finite-difference radius ``hvp_epsilon / ||v||``, a tensor (no host sync)."""
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v]))
+        return self.hvp_epsilon / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+
     def _hessian_vector_product(self, names, weights, v, arch, x, y, buffers) -> Tensors:
         """``d2L_train/(da dw) . v`` by central differences at ``w +- r v``.
 
         ``r`` stays a tensor (no host synchronisation). When ``v`` is zero the product is zero:
         ``r`` is then huge but finite and ``w +- r v == w``.
         """
-        with torch.no_grad():
-            norm = torch.linalg.vector_norm(torch.stack(
-                [torch.linalg.vector_norm(t) for t in v]))
-            r = self.hvp_epsilon / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+        r = self._hvp_radius(v)
 
         def arch_grads(sign: float) -> Tensors:
             with torch.no_grad():

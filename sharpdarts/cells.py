@@ -136,11 +136,7 @@ class MixedOp(nn.Module):
         if relu_x is None:
             relu_x = fast.LazyReLU(x)
         for i in self._computed:
-            op = self._ops[i]
-            if fast.starts_with_relu(op):
-                y = fast.run_after_relu(op, relu_x())
-            else:
-                y = fast.run(op, x)
+            y = fast.run_shared(self._ops[i], x, relu_x)
             if out is None:
                 out = y * coefficients[i]
             else:
@@ -324,20 +320,16 @@ class Cell(nn.Module):
         every op that reads it and begins with a ReLU. Drop path draws its masks in the same
         order, so with the same RNG state the result is the same."""
         states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
-        relus: dict[int, torch.Tensor] = {}
+        relus = [fast.LazyReLU(h) for h in states]
         drop = self.training and drop_prob > 0.0
         for i in range(self._steps):
             total = None
             for k in (2 * i, 2 * i + 1):
                 op, index = self._ops[k], self._indices[k]
-                if fast.starts_with_relu(op):
-                    if index not in relus:
-                        relus[index] = F.relu(states[index])
-                    h = fast.run_after_relu(op, relus[index])
-                else:
-                    h = fast.run(op, states[index])
+                h = fast.run_shared(op, states[index], relus[index])
                 if drop and not isinstance(op, Identity):
                     h = fast_drop_path(h, drop_prob)
                 total = h if total is None else total + h
             states.append(total)
+            relus.append(fast.LazyReLU(total))
         return fast.cat_channels([states[i] for i in self._concat])

@@ -91,6 +91,14 @@ def run(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return op(x) if layers is None else run_layers(layers, x)
 
 
+def run_shared(op: nn.Module, x: torch.Tensor, relu_x: "LazyReLU") -> torch.Tensor:
+    """``op(x)``; an op that begins with a ReLU takes ``relu_x()``, the ReLU of ``x`` that
+    every op reading ``x`` shares."""
+    if starts_with_relu(op):
+        return run_after_relu(op, relu_x())
+    return run(op, x)
+
+
 def run_layers(layers: nn.Sequential, x: torch.Tensor, start: int = 0) -> torch.Tensor:
     """``layers[start:](x)``; convolutions through :func:`conv2d`, and a ReLU that follows a
     batch norm applied in place (batch norm's backward needs its input, not its output)."""
