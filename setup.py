@@ -23,5 +23,5 @@ setup(
         "tabulate",
     ],
     extras_require={"test": ["pytest", "pytest-xdist", "pytest-timeout"]},
-    entry_points={"console_scripts": ["sharpdarts=sharpdarts.cli:main"]},
+    entry_points={"console_scripts": ["sharpdarts=sharpdarts.face.cli:main"]},
 )

@@ -33,9 +33,9 @@ import common  # noqa: F401  (puts the repository on sys.path)
 import torch
 from torch import nn
 
-from sharpdarts.architect import Architect
-from sharpdarts.cells import set_reference_path
-from sharpdarts.models import SearchNetwork
+from sharpdarts.engine.architect import Architect
+from sharpdarts.nn.cells import set_reference_path
+from sharpdarts.nn.models import SearchNetwork
 
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0
 

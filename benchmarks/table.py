@@ -17,8 +17,7 @@ from pathlib import Path
 
 import common  # noqa: F401  (puts the repository on sys.path)
 
-from sharpdarts import genotypes
-
+from sharpdarts.core import genotypes
 HERE = Path(__file__).resolve().parent
 PRIMITIVE_SETS = ["DARTS_PRIMITIVES", "PRIMITIVES", "SHARPER_PRIMITIVES"]
 

@@ -1,3 +1,59 @@
-"""sharpdarts: sharpDARTS and DARTS as a configuration-driven experiment registry."""
+"""sharpdarts: sharpDARTS and DARTS as a configuration-driven experiment registry.
+
+Layers (imports run one way, from the face down):
+
+- ``sharpdarts.nn``: model components (ops, cells, networks, weightings, the grid);
+- ``sharpdarts.core``: genotypes, schedules, optimizers, metrics, atomic I/O;
+- ``sharpdarts.engine``: search and training jobs, the architect, data;
+- ``sharpdarts.store``: run folders, the results store, tables;
+- ``sharpdarts.face``: the command line and plots.
+
+The flat module paths the project started with (``sharpdarts.models``,
+``sharpdarts.genotypes``, ...) stay importable: each is the very module object of its new
+home (see ``_MOVED``), so attributes, monkeypatches and gin registrations are shared.
+"""
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
+
+# Old flat path -> the module that now holds it.
+_MOVED = {
+    "sharpdarts.ops": "sharpdarts.nn.ops",
+    "sharpdarts.fast": "sharpdarts.nn.fast",
+    "sharpdarts.weighting": "sharpdarts.nn.weighting",
+    "sharpdarts.cells": "sharpdarts.nn.cells",
+    "sharpdarts.models": "sharpdarts.nn.models",
+    "sharpdarts.multichannel": "sharpdarts.nn.multichannel",
+    "sharpdarts.genotypes": "sharpdarts.core.genotypes",
+    "sharpdarts.schedules": "sharpdarts.core.schedules",
+    "sharpdarts.metrics": "sharpdarts.core.metrics",
+    "sharpdarts.configurables": "sharpdarts.core.optimizers",
+    "sharpdarts.architect": "sharpdarts.engine.architect",
+    "sharpdarts.data": "sharpdarts.engine.data",
+    "sharpdarts.runs": "sharpdarts.store.runs",
+    "sharpdarts.results": "sharpdarts.store.results",
+    "sharpdarts.plots": "sharpdarts.face.plots",
+    "sharpdarts.cli": "sharpdarts.face.cli",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old flat path as the module at its new path (the same object)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in _MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module(_MOVED[spec.name])
+
+    def exec_module(self, module):
+        """Nothing to run: the import system files the module under the old name as well."""
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())

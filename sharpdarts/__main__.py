@@ -1,6 +1,6 @@
 """`python -m sharpdarts` is the `sharpdarts` command."""
 import sys
 
-from sharpdarts.cli import main
+from sharpdarts.face.cli import main
 
 sys.exit(main())

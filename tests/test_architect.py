@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from sharpdarts import genotypes
-from sharpdarts.architect import Architect
-from sharpdarts.models import SearchNetwork
+from sharpdarts.core import genotypes
+from sharpdarts.engine.architect import Architect
+from sharpdarts.nn.models import SearchNetwork
 
 ETA = 0.5  # large enough that the second-order term is far above the test tolerances
 SMOOTH_PRIMITIVES = ["none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3"]

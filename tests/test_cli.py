@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sharpdarts import cli, genotypes
+from sharpdarts.face import cli, experiments
+from sharpdarts.core import genotypes
 from test_data import write_cifar10, write_cifar10_1
 
-EXPERIMENTS = cli.experiment_names()
+EXPERIMENTS = experiments.experiment_names()
 PAPER_NAMES = [
     "cifar10/sharpsepconv_darts", "cifar10/darts_ssc_no_search", "cifar10/sharpdarts",
     "cifar10/sharpsepconv_darts_no_autoaugment", "cifar10/darts_ssc_no_search_no_autoaugment",
@@ -52,7 +53,7 @@ def test_every_issue_experiment_is_listed_with_table_and_row(capsys):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_binds_epochs_and_batch_size(name):
-    text = (cli.EXPERIMENTS_DIR / f"{name}.gin").read_text()
+    text = (experiments.EXPERIMENTS_DIR / f"{name}.gin").read_text()
     assert text.startswith("#"), "each experiment opens with a comment naming its source"
     assert "EPOCHS = " in text and "BATCH_SIZE = " in text
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from sharpdarts import data
+from sharpdarts.engine import data
 from sharpdarts.errors import UserError
 
 
@@ -288,7 +288,7 @@ def test_mnist_download_failure_is_a_user_error(tmp_path, monkeypatch):
 def test_build_cifar10_with_and_without_cifar10_1(tmp_path, caplog, monkeypatch):
     write_cifar10(tmp_path, per_batch=2)
     monkeypatch.setenv("SHARPDARTS_DATA", str(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="sharpdarts.data"):
+    with caplog.at_level(logging.WARNING, logger="sharpdarts.engine.data"):
         bundle = data.build_datasets("cifar10", root=None, cutout_length=16, autoaugment=True)
     assert bundle.extra_tests == {}
     assert "CIFAR-10.1" in caplog.text

@@ -21,9 +21,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts import data as data_lib
-from sharpdarts import engine
-
+from sharpdarts.engine import data as data_lib
+from sharpdarts.engine import jobs as engine
 REPO = Path(__file__).resolve().parent.parent
 WORLD = 2
 GLOBAL_BATCH = 8

@@ -24,8 +24,12 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from sharpdarts import data as data_lib
-from sharpdarts import engine, genotypes, models, multichannel, runs  # noqa: F401 (gin names)
+from sharpdarts.engine import data as data_lib
+from sharpdarts.engine import jobs as engine  # noqa: F401 (gin names)
+from sharpdarts.core import genotypes
+from sharpdarts.nn import models
+from sharpdarts.nn import multichannel
+from sharpdarts.store import runs
 from test_data import write_cifar10  # the real CIFAR-10 pickle format (tests/test_data.py)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sharpdarts import genotypes as G
-
+from sharpdarts.core import genotypes as G
 REF = json.loads(resources.files("sharpdarts").joinpath("reference/genotypes.json").read_text())
 CELL_NAMES = sorted(REF["cell_genotypes"])
 RAW_NAMES = sorted(REF["raw_weight_genotypes"])
@@ -320,7 +319,7 @@ def test_user_registry_path_defaults_to_experiments(monkeypatch):
     monkeypatch.delenv(G.ENV_VAR)
     path = G.user_registry_path()
     assert path.parts[-2:] == ("experiments", "genotypes.json")
-    assert (path.parent.parent / "sharpdarts" / "genotypes.py").is_file()
+    assert (path.parent.parent / "sharpdarts" / "__init__.py").is_file()
 
 
 def test_promote_then_get_lineage_names(empty_user_registry):

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from sharpdarts import genotypes
-from sharpdarts.metrics import count_parameters, multiply_adds
-from sharpdarts.models import (NetworkCIFAR, NetworkImageNet, SearchNetwork,
+from sharpdarts.core import genotypes
+from sharpdarts.core.metrics import count_parameters, multiply_adds
+from sharpdarts.nn.models import (NetworkCIFAR, NetworkImageNet, SearchNetwork,
                                load_original_state_dict)
 
 CELL_GENOTYPES = genotypes.names(layout="cell")

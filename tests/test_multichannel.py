@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sharpdarts import genotypes
+from sharpdarts.core import genotypes
 from sharpdarts.errors import UserError
-from sharpdarts.multichannel import (GRID_PRIMITIVES, InvalidPathError, MultiChannelNetwork,
+from sharpdarts.nn.multichannel import (GRID_PRIMITIVES, InvalidPathError, MultiChannelNetwork,
                                      PathNetwork, channel_widths, check_path, greedy_path,
                                      grid_graph, longest_path, op_node, parse_op_node,
                                      path_nodes_valid, sum_node)

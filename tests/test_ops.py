@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from sharpdarts import ops
-
+from sharpdarts.nn import ops
 ALL_OPS = [(table, name) for table, t in ops.OP_TABLES.items() for name in t]
 
 

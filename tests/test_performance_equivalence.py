@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts import fast, genotypes
-from sharpdarts.architect import Architect
-from sharpdarts.cells import MixedOp, channel_shuffle, edge_softmax, set_reference_path
-from sharpdarts.models import NetworkCIFAR, SearchNetwork
-from sharpdarts.ops import OPS, Zero
+from sharpdarts.nn import fast
+from sharpdarts.core import genotypes
+from sharpdarts.engine.architect import Architect
+from sharpdarts.nn.cells import MixedOp, channel_shuffle, edge_softmax, set_reference_path
+from sharpdarts.nn.models import NetworkCIFAR, SearchNetwork
+from sharpdarts.nn.ops import OPS, Zero
 
 TOL = dict(rtol=1e-9, atol=1e-11)
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sharpdarts import genotypes, plots
+from sharpdarts.core import genotypes
+from sharpdarts.face import plots
 from sharpdarts.errors import UserError
-from sharpdarts.schedules import cosine_annealing, cosine_power_annealing, exponential_decay
+from sharpdarts.core.schedules import cosine_annealing, cosine_power_annealing, exponential_decay
 
 SVG = "{http://www.w3.org/2000/svg}"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,9 +8,10 @@ import warnings
 import pandas as pd
 import pytest
 
-from sharpdarts import results, runs
+from sharpdarts.store import results
+from sharpdarts.store import runs
 from sharpdarts.errors import UserError
-from sharpdarts.results import build_table, format_table, load_metrics, load_runs, table_names
+from sharpdarts.store.results import build_table, format_table, load_metrics, load_runs, table_names
 
 SSC = "cifar10/sharpsepconv_darts"
 _counter = iter(range(100000))

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from sharpdarts import runs
+from sharpdarts.store import runs
 from sharpdarts.errors import UserError
-from sharpdarts.runs import Run, config_hash, find_run, start_run
+from sharpdarts.store.runs import Run, config_hash, find_run, start_run
 
 CONFIG = "EPOCHS = 2\nBATCH_SIZE = 8  # small\n"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sharpdarts.schedules import (
+from sharpdarts.core.schedules import (
     CosinePowerAnnealingLR,
     cosine_annealing,
     cosine_power_annealing,
@@ -375,9 +375,9 @@ def test_scheduler_rejects_bad_settings():
 def test_gin_configurable():
     try:
         gin.parse_config([
-            'sharpdarts.schedules.cosine_power_annealing.exponent_order = 2',
-            'sharpdarts.schedules.CosinePowerAnnealingLR.warmup_epochs = 2',
-            'sharpdarts.schedules.CosinePowerAnnealingLR.exponent_order = 3',
+            'sharpdarts.core.schedules.cosine_power_annealing.exponent_order = 2',
+            'sharpdarts.core.schedules.CosinePowerAnnealingLR.warmup_epochs = 2',
+            'sharpdarts.core.schedules.CosinePowerAnnealingLR.exponent_order = 3',
         ])
         np.testing.assert_array_equal(
             cosine_power_annealing(10), cosine_power_annealing(10, exponent_order=2))

@@ -2,9 +2,7 @@
 import pytest
 import torch
 
-from sharpdarts import weighting
-
-
+from sharpdarts.nn import weighting
 def test_scalar_is_the_softmax_weight():
     w = torch.tensor([0.2, 0.5, 0.3])
     assert torch.equal(weighting.scalar(w), w)

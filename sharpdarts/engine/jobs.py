@@ -26,13 +26,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from sharpdarts import configurables  # noqa: F401  (registers torch classes with gin)
-from sharpdarts import data as data_lib
-from sharpdarts import genotypes as genotypes_lib
-from sharpdarts.architect import Architect
-from sharpdarts.metrics import count_parameters, multiply_adds
-from sharpdarts.models import load_original_state_dict
-from sharpdarts.schedules import CosinePowerAnnealingLR
+from sharpdarts.core import optimizers as configurables  # noqa: F401  (registers torch classes with gin)
+from sharpdarts.engine import data as data_lib
+from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.engine.architect import Architect
+from sharpdarts.core.metrics import count_parameters, multiply_adds
+from sharpdarts.nn.models import load_original_state_dict
+from sharpdarts.core.schedules import CosinePowerAnnealingLR
 
 log = logging.getLogger(__name__)
 

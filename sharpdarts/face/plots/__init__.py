@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sharpdarts import genotypes
+from sharpdarts.core import genotypes
 from sharpdarts.errors import UserError
-from sharpdarts.genotypes import Genotype
-from sharpdarts.schedules import cosine_annealing, cosine_power_annealing, exponential_decay
+from sharpdarts.store import reader
+from sharpdarts.core.genotypes import Genotype
+from sharpdarts.core.schedules import cosine_annealing, cosine_power_annealing, exponential_decay
 
 __all__ = [
     "FORMATS",
@@ -104,60 +105,6 @@ def _save_figure(fig: Figure, out: Path, fmt: str) -> Path:
     return out
 
 
-def _run_dir(path: str | Path) -> Path:
-    """A run folder from a folder path or the path of its run.json."""
-    path = Path(path)
-    if path.name == RUN_JSON and path.is_file():
-        return path.parent
-    return path
-
-
-def _read_run_json(path: str | Path) -> dict:
-    """Reads ``run.json`` of a run folder (``path`` is the folder or the file itself).
-
-    Raises:
-        UserError: The folder has no readable run.json.
-    """
-    folder = _run_dir(path)
-    file = folder / RUN_JSON
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{str(folder)!r} is not a run folder: it has no {RUN_JSON}.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"Cannot read {file}: {e}.") from e
-    if not isinstance(data, dict):
-        raise UserError(f"{file} does not hold a JSON object.")
-    return data
-
-
-def _read_metrics(path: str | Path) -> list[dict]:
-    """The per-epoch records of ``metrics.jsonl`` in a run folder, sorted by epoch.
-
-    A missing file is no epochs. Lines that are not JSON objects with an integer ``epoch``
-    (e.g. a last line torn by a crash mid-append) are skipped; if an epoch appears twice the
-    later record wins.
-    """
-    file = _run_dir(path) / METRICS
-    try:
-        text = file.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    by_epoch: dict[int, dict] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        epoch = record.get("epoch") if isinstance(record, dict) else None
-        if isinstance(epoch, bool) or not isinstance(epoch, int):
-            continue
-        by_epoch[epoch] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 # ---------------------------------------------------------------------------------------------
 # Genotypes
 
@@ -208,8 +155,8 @@ def genotype_for(name_or_run_dir: str | Path | Genotype, prefer: str = "genotype
     text = str(name_or_run_dir)
     path = Path(text)
     if path.is_dir() or (path.name == RUN_JSON and path.is_file()):
-        folder = _run_dir(path)
-        info = _read_run_json(folder)
+        folder = reader.run_dir(path)
+        info = reader.read_info(folder)
         where = str(folder / RUN_JSON)
         final = info.get("final") if isinstance(info.get("final"), Mapping) else {}
         other = "best_genotype" if prefer == "genotype" else "genotype"
@@ -219,7 +166,7 @@ def genotype_for(name_or_run_dir: str | Path | Genotype, prefer: str = "genotype
             found = _genotype_from_value(value, source)
             if found is not None:
                 return found
-        for record in reversed(_read_metrics(folder)):
+        for record in reversed(reader.read_metrics(folder)):
             found = _genotype_from_value(record.get("genotype"), f"{folder / METRICS}")
             if found is not None:
                 return found
@@ -518,10 +465,10 @@ def _group_runs(run_dirs: Sequence[str | Path], group_by: str) -> dict[str, list
         raise UserError("Give at least one run folder to plot.")
     groups: dict[str, list[list[dict]]] = {}
     for run_dir in run_dirs:
-        info = _read_run_json(run_dir)
+        info = reader.read_info(run_dir)
         key = info.get(group_by)
-        key = str(key) if key is not None else _run_dir(run_dir).name
-        groups.setdefault(key, []).append(_read_metrics(run_dir))
+        key = str(key) if key is not None else reader.run_dir(run_dir).name
+        groups.setdefault(key, []).append(reader.read_metrics(run_dir))
     if not any(records for runs in groups.values() for records in runs):
         raise UserError("None of the runs has logged an epoch yet; there is nothing to plot.")
     return groups
@@ -660,10 +607,10 @@ def edge_labels(n_edges: int) -> list[str]:
 
 def _alphas_history(run_dir: str | Path) -> tuple[dict, list[int], dict[str, list[np.ndarray]]]:
     """(run.json, logged epochs with alphas, {cell: [edges x ops array per epoch]})."""
-    info = _read_run_json(run_dir)
+    info = reader.read_info(run_dir)
     epochs: list[int] = []
     history: dict[str, list[np.ndarray]] = {c: [] for c in CELLS}
-    for record in _read_metrics(run_dir):
+    for record in reader.read_metrics(run_dir):
         normal, reduce = record.get("alphas_normal"), record.get("alphas_reduce")
         if normal is None or reduce is None:
             continue
@@ -679,7 +626,7 @@ def _alphas_history(run_dir: str | Path) -> tuple[dict, list[int], dict[str, lis
             history[c].append(arrays[c])
     if not epochs:
         raise UserError(
-            f"The run in {_run_dir(run_dir)} has logged no architecture weights "
+            f"The run in {reader.run_dir(run_dir)} has logged no architecture weights "
             "(alphas_normal / alphas_reduce); only search runs do.")
     return info, epochs, history
 
@@ -725,7 +672,7 @@ def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | Non
                 ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
                         color="black" if v > 0.6 * vmax else "white")
     top.colorbar(image, ax=list(top_axes), shrink=0.9, label="softmax weight")
-    top.suptitle(title or f"Architecture weights of {info.get('experiment', _run_dir(run_dir).name)}")
+    top.suptitle(title or f"Architecture weights of {info.get('experiment', reader.run_dir(run_dir).name)}")
 
     grid = bottom.subplots(2, len(picked), squeeze=False)
     for col, i in enumerate(picked):
@@ -786,12 +733,12 @@ def grid_weights_for(source: str | Path | Genotype) -> Genotype:
         return source
     path = Path(source)
     if path.is_dir() or path.name == RUN_JSON:
-        info = _read_run_json(path)
+        info = reader.read_info(path)
         raw = (info.get("final") or {}).get("raw_weights")
         if raw is None:
-            logged = [r["grid_weights"] for r in _read_metrics(path) if "grid_weights" in r]
+            logged = [r["grid_weights"] for r in reader.read_metrics(path) if "grid_weights" in r]
             if not logged:
-                raise UserError(f"{_run_dir(path)} is not a multi-channel search run: it has no "
+                raise UserError(f"{reader.run_dir(path)} is not a multi-channel search run: it has no "
                                 "grid weights.")
             raw = {**logged[-1], "normal_concat": [], "reduce_concat": [], "layout": "raw_weights"}
         return genotypes.from_dict(raw)
@@ -816,8 +763,7 @@ def plot_grid(source: str | Path | Genotype, out: str | Path, path: Sequence[str
     """
     import graphviz
 
-    from sharpdarts import multichannel
-
+    from sharpdarts.nn import multichannel
     out, fmt = _format(out)
     weights = grid_weights_for(source)
     graph = multichannel.grid_graph(weights)

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts import fast
-from sharpdarts.ops import FactorizedReduce, Identity, ReLUConvBN, Zero
+from sharpdarts.nn import fast
+from sharpdarts.nn.ops import FactorizedReduce, Identity, ReLUConvBN, Zero
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module
 
-from sharpdarts.ops import (ConvBNReLU, DilConv, FactorizedReduce, ReLUConvBN, ResizablePool,
+from sharpdarts.nn.ops import (ConvBNReLU, DilConv, FactorizedReduce, ReLUConvBN, ResizablePool,
                             SharpSepConv)
 
 # Ops whose forward is exactly ``self.op(x)`` (a Sequential or a single module).

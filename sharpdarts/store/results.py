@@ -50,7 +50,7 @@ from typing import Any
 import pandas as pd
 
 from sharpdarts.errors import UserError
-from sharpdarts.runs import METRICS, RUN_JSON, iter_run_dirs
+from sharpdarts.store.runs import METRICS, RUN_JSON, iter_run_dirs
 
 __all__ = [
     "FORMATS",
@@ -65,8 +65,8 @@ __all__ = [
     "table_names",
 ]
 
-PAPER_TABLES = Path(__file__).resolve().parent / "reference" / "paper_tables.csv"
-TABLES_JSON = Path(__file__).resolve().parent.parent / "experiments" / "tables.json"
+PAPER_TABLES = Path(__file__).resolve().parents[1] / "reference" / "paper_tables.csv"
+TABLES_JSON = Path(__file__).resolve().parents[2] / "experiments" / "tables.json"
 FORMATS = ("markdown", "latex", "csv")
 PM = " ± "
 

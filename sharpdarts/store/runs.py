@@ -320,7 +320,7 @@ def _package_versions() -> dict:
 
 def _default_repo_dir() -> Path:
     # The code that runs is what must be traced: the repository holding this package.
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def collect_provenance(repo_dir: str | os.PathLike | None = None, *,

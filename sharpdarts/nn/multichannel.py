@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts import genotypes as genotypes_lib
+from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.errors import UserError
-from sharpdarts.ops import SharpSepConv, op_table
-from sharpdarts.weighting import get_weighting
+from sharpdarts.nn.ops import SharpSepConv, op_table
+from sharpdarts.nn.weighting import get_weighting
 
 __all__ = [
     "GRID_PRIMITIVES",

@@ -115,7 +115,7 @@ def _unknown(kind: str, name: object, candidates: Iterable[str]) -> UnknownNameE
 @functools.lru_cache(maxsize=1)
 def _reference() -> dict:
     """The published genotypes and primitive sets shipped with the package (read once)."""
-    path = Path(__file__).resolve().parent / "reference" / "genotypes.json"
+    path = Path(__file__).resolve().parents[1] / "reference" / "genotypes.json"
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -312,7 +312,7 @@ def user_registry_path() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "experiments" / "genotypes.json"
+    return Path(__file__).resolve().parents[2] / "experiments" / "genotypes.json"
 
 
 def _read_registry(path: Path) -> dict[str, Any]:

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts import genotypes as genotypes_lib
-from sharpdarts.cells import Cell, SearchCell, edge_softmax, num_edges
-from sharpdarts.ops import DEFAULT_C_MID, op_table
-from sharpdarts.weighting import get_weighting
+from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
+from sharpdarts.nn.ops import DEFAULT_C_MID, op_table
+from sharpdarts.nn.weighting import get_weighting
 
 
 def _resolve_genotype(genotype) -> tuple[genotypes_lib.Genotype, str]:

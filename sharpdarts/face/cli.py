@@ -1,0 +1,292 @@
+"""The ``sharpdarts`` command: run named experiments, build tables, show and promote genotypes.
+
+Every user mistake (an unknown name, a bad gin binding, a missing dataset) ends with a
+one-paragraph message and exit status 2, before anything is written; a run that fails
+exits 1. See DESIGN.md for the contract of each subcommand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+from sharpdarts.core import genotypes
+from sharpdarts.errors import UserError
+from sharpdarts.face import runner
+from sharpdarts.face.experiments import describe_experiments
+
+DEFAULT_RESULTS = "results"
+
+log = logging.getLogger("sharpdarts")
+
+
+def cmd_run(args) -> int:
+    return runner.run_experiment(args)
+
+
+def cmd_evaluate(args) -> int:
+    return runner.evaluate(args)
+
+
+# ---- list / table / genotype / info ------------------------------------------------------
+def cmd_list(args) -> int:
+    items = describe_experiments()
+    width = max(len(i["experiment"]) for i in items)
+    for item in items:
+        row = item["row"] if item["row"] != "-" else item["summary"]
+        print(f"{item['experiment']:<{width}}  {item['table']:<14} {row}")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from sharpdarts.store import results
+    table = results.build_table(args.name, results.load_runs(args.results))
+    print(results.format_table(table, args.format))
+    return 0
+
+
+def cmd_tables(args) -> int:
+    """Every table as markdown, and each experiment's figures, into one folder."""
+    import warnings
+
+    from sharpdarts.face import plots
+    from sharpdarts.store import results
+    out = Path(args.out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = results.load_runs(args.results)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    for name in results.table_names():
+        path = out / f"{name}.md"
+        path.write_text(results.format_table(results.build_table(name, frame), "markdown") + "\n")
+        print(path)
+    if frame.empty:
+        return 0
+    done = frame[frame["status"] == "completed"]
+    for experiment, group in done.groupby("experiment"):
+        stem = out / "figures" / experiment.replace("/", "-")
+        folders = [Path(p) for p in group["path"]]
+        print(plots.plot_curves(folders, f"{stem}-curves.svg"))
+        if (group["kind"] == "search").all():
+            best = group.sort_values("best_valid_acc", ascending=False).iloc[0]
+            genotype = plots.genotype_for(best["path"], prefer="best_genotype")
+            if genotype.layout == "cell":
+                print(plots.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
+                print(plots.plot_alphas(best["path"], f"{stem}-alphas.svg"))
+            else:
+                print(plots.plot_grid(best["path"], f"{stem}-grid.svg", path=list(genotype.normal)))
+    return 0
+
+
+def cmd_genotype_show(args) -> int:
+    genotype, lineage = runner.genotype_of(args.name, args.results, args.best)
+    print(json.dumps({"genotype": genotypes.to_dict(genotype), "lineage": lineage}, indent=1))
+    return 0
+
+
+def cmd_genotype_promote(args) -> int:
+    genotype, lineage = runner.genotype_of(args.run, args.results, args.best)
+    if not lineage or "run_id" not in lineage:
+        raise UserError(f"'{args.run}' is a builtin genotype, not a run; promote a search run.")
+    try:
+        genotypes.promote(args.name, genotype, lineage, replace=args.replace)
+    except ValueError as exc:
+        raise UserError(f"Cannot promote as {args.name}: {runner.one_line(exc)}") from None
+    print(f"promoted {lineage['run_id']} (epoch {lineage['epoch']}) as {args.name} in "
+          f"{genotypes.user_registry_path()}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from sharpdarts.core.metrics import count_parameters, multiply_adds
+    from sharpdarts.nn.models import NetworkCIFAR, NetworkImageNet
+
+    genotype, _ = runner.genotype_of(args.name, args.results)
+    try:
+        if args.dataset == "cifar10":
+            net, shape = NetworkCIFAR(36, 10, 20, True, genotype, C_mid=args.C_mid), (3, 32, 32)
+        else:
+            net, shape = NetworkImageNet(48, 1000, 14, True, genotype, C_mid=args.C_mid), (3, 224, 224)
+    except ValueError as exc:
+        raise UserError(f"{args.name} does not build: {runner.one_line(exc)}") from None
+    print(json.dumps({"genotype": args.name, "dataset": args.dataset,
+                      "parameters": count_parameters(net),
+                      "parameters_with_auxiliary": count_parameters(net, auxiliary=True),
+                      "multiply_adds": multiply_adds(net, shape)}, indent=1))
+    return 0
+
+
+def cmd_plot_genotype(args) -> int:
+    from sharpdarts.face import plots
+    genotype, _ = runner.genotype_of(args.name, args.results, args.best)
+    written = plots.plot_genotype(genotype, args.out, separate=args.separate, title=args.title)
+    print("\n".join(str(p) for p in (written if isinstance(written, list) else [written])))
+    return 0
+
+
+def cmd_plot_lr(args) -> int:
+    from sharpdarts.face import plots
+    print(plots.plot_lr(args.out, args.epochs, args.max_lr, args.min_lr, args.exponent_order,
+                        warmup_epochs=args.warmup_epochs, log=args.log))
+    return 0
+
+
+def cmd_plot_curves(args) -> int:
+    from sharpdarts.face import plots
+    print(plots.plot_curves([runner.run_folder(r, args.results) for r in args.runs], args.out))
+    return 0
+
+
+def cmd_plot_alphas(args) -> int:
+    from sharpdarts.face import plots
+    print(plots.plot_alphas(runner.run_folder(args.run, args.results), args.out))
+    return 0
+
+
+def cmd_plot_grid(args) -> int:
+    from sharpdarts.face import plots
+    try:
+        source = runner.run_folder(args.source, args.results)
+    except UserError:
+        source = args.source  # a raw-weights genotype name
+    print(plots.plot_grid(source, args.out))
+    return 0
+
+
+def _add_plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help="figures: genotype cells, lr schedules, curves, alphas, grid")
+    psub = p.add_subparsers(dest="plot_command", required=True)
+    g = psub.add_parser("genotype", help="the cells of a genotype or a search run (graphviz)")
+    g.add_argument("name", help="a genotype name, a run id or a run folder")
+    g.add_argument("--out", required=True, help="output file: .svg, .pdf or .png")
+    g.add_argument("--separate", action="store_true", help="one file per cell")
+    g.add_argument("--best", action="store_true", help="a search run's best-validation genotype")
+    g.add_argument("--title", default=None)
+    g.add_argument("--results", default=DEFAULT_RESULTS)
+    g.set_defaults(func=cmd_plot_genotype)
+    g = psub.add_parser("lr", help="cosine power annealing vs cosine and exponential curves")
+    g.add_argument("--epochs", type=int, required=True)
+    g.add_argument("--max_lr", type=float, required=True)
+    g.add_argument("--min_lr", type=float, required=True)
+    g.add_argument("--exponent_order", type=float, nargs="+", default=[10.0],
+                   help="one or more exponent orders (one curve each)")
+    g.add_argument("--warmup_epochs", type=int, default=None)
+    g.add_argument("--log", action="store_true", help="logarithmic y axis")
+    g.add_argument("--out", required=True)
+    g.set_defaults(func=cmd_plot_lr)
+    g = psub.add_parser("curves", help="accuracy, loss and lr per epoch of runs (seeds banded)")
+    g.add_argument("runs", nargs="+", help="run ids or run folders")
+    g.add_argument("--out", required=True)
+    g.add_argument("--results", default=DEFAULT_RESULTS)
+    g.set_defaults(func=cmd_plot_curves)
+    g = psub.add_parser("alphas", help="a search run's architecture weights per edge and op")
+    g.add_argument("run", help="a run id or run folder")
+    g.add_argument("--out", required=True)
+    g.add_argument("--results", default=DEFAULT_RESULTS)
+    g.set_defaults(func=cmd_plot_alphas)
+    g = psub.add_parser("grid", help="a multi-channel search's grid weights and chosen path")
+    g.add_argument("source", help="a multi-channel search run, or MULTI_CHANNEL_MAX_W / _SCALAR")
+    g.add_argument("--out", required=True)
+    g.add_argument("--results", default=DEFAULT_RESULTS)
+    g.set_defaults(func=cmd_plot_grid)
+
+
+# ---- The parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sharpdarts", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="every named experiment with its table and row")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run one experiment (prints its run folder)")
+    p.add_argument("experiment", help="a name under experiments/ (e.g. cifar10/sharpdarts) or a .gin path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
+                   help="a gin binding, e.g. EPOCHS=5 (repeatable)")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="the results store (default results/)")
+    p.add_argument("--data", default=None, help="dataset root (default $SHARPDARTS_DATA or data/)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny widths, 2 epochs, synthetic data: any experiment in seconds on a CPU")
+    p.add_argument("--allow-dirty", "--allow_dirty", dest="allow_dirty", action="store_true",
+                   help="run a paper experiment from a tree with uncommitted changes (marked so)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("table", help="print a results table")
+    p.add_argument("name", help="cifar10, imagenet, search, demo")
+    p.add_argument("--results", default=DEFAULT_RESULTS)
+    p.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("tables", help="every table (markdown) and each experiment's figures")
+    p.add_argument("--results", default=DEFAULT_RESULTS)
+    p.add_argument("--out", default=None, help="output folder (default RESULTS/tables)")
+    p.set_defaults(func=lambda a: cmd_tables(argparse.Namespace(
+        results=a.results, out=a.out or str(Path(a.results) / "tables"))))
+
+    p = sub.add_parser("genotype", help="show or promote genotypes")
+    gsub = p.add_subparsers(dest="genotype_command", required=True)
+    g = gsub.add_parser("show", help="a registry genotype or a run's genotype, with its lineage")
+    g.add_argument("name", help="a genotype name, a run id or a run folder")
+    g.add_argument("--best", action="store_true", help="a search run's best-validation genotype")
+    g.add_argument("--results", default=DEFAULT_RESULTS)
+    g.set_defaults(func=cmd_genotype_show)
+    g = gsub.add_parser("promote", help="add a search run's genotype to experiments/genotypes.json")
+    g.add_argument("run", help="a run id or run folder")
+    g.add_argument("name", help="the registry name (letters, digits, underscores)")
+    g.add_argument("--best", action="store_true", help="promote the best-validation genotype")
+    g.add_argument("--replace", action="store_true", help="replace a promoted genotype of that name")
+    g.add_argument("--results", default=DEFAULT_RESULTS)
+    g.set_defaults(func=cmd_genotype_promote)
+
+    p = sub.add_parser("info", help="parameters and multiply-adds of a genotype's network")
+    p.add_argument("name", help="a genotype name or a search run")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagenet"])
+    p.add_argument("--C_mid", type=int, default=None, help="middle width of choke ops (32)")
+    p.add_argument("--results", default=DEFAULT_RESULTS)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("evaluate", help="test error of saved weights (ours or the original code's)")
+    p.add_argument("checkpoint", help="a checkpoint file, a run folder or a run id")
+    p.add_argument("--arch", required=True, help="the genotype the weights belong to")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagenet"])
+    p.add_argument("--gin_param", action="append", default=[], metavar="BINDING")
+    p.add_argument("--results", default=DEFAULT_RESULTS)
+    p.add_argument("--data", default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    _add_plot_parser(sub)
+    return parser
+
+
+def _print_user_error(exc: BaseException) -> None:
+    text = runner.one_line(exc)
+    # gin appends "In call to configurable ..." to errors raised inside configurables.
+    text = text.split(" In call to configurable")[0]
+    print(textwrap.fill(f"sharpdarts: error: {text}", width=100, break_long_words=False,
+                        break_on_hyphens=False), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    # SIGTERM (a scheduler's kill) ends the run as 'interrupted', to be resumed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    try:
+        return args.func(args) or 0
+    except UserError as exc:
+        _print_user_error(exc)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,270 @@
+"""The runner: wires an experiment's config, the engine's jobs and the run store.
+
+The command line's `run` and `evaluate` call :func:`run_experiment` and :func:`evaluate`;
+helpers here also resolve genotype and run references for the other commands.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import gin
+
+from sharpdarts.core import genotypes
+from sharpdarts.core import optimizers  # noqa: F401  (torch classes for gin)
+from sharpdarts.engine import data as data_lib
+from sharpdarts.engine import jobs as engine
+from sharpdarts.errors import UserError
+from sharpdarts.face.experiments import REPO_DIR, SMOKE_GIN, resolve_experiment
+from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
+from sharpdarts.store import runs
+
+
+# ---- Gin -------------------------------------------------------------------------------------
+def _parse_config(files: list[Path], bindings: list[str]) -> None:
+    """Parses gin files and bindings; a gin error becomes a UserError naming file and line."""
+    gin.clear_config()
+    gin.add_config_file_search_path(str(REPO_DIR))
+    for path in files:
+        try:
+            gin.parse_config_file(str(path))
+        except Exception as exc:  # gin reports syntax and name errors in several types
+            raise UserError(f"The gin config {path} could not be read: {_gin_error(exc)}") from None
+    for binding in bindings:
+        try:
+            gin.parse_config(binding)
+        except Exception as exc:
+            raise UserError(f"The binding --gin_param \"{binding}\" is not valid: "
+                            f"{one_line(exc)}") from None
+
+
+def _gin_error(exc: BaseException) -> str:
+    """A gin parse error with its line: gin's own messages name it, tokenizer errors do not."""
+    import tokenize
+
+    if isinstance(exc, tokenize.TokenError) and len(exc.args) == 2:
+        message, (line, _) = exc.args
+        return f"line {line}: {message} (an unclosed bracket or quote above?)"
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"line {exc.lineno}: {exc.msg}: {(exc.text or '').strip()}"
+    return one_line(exc)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split())
+
+
+def _query(binding: str, default=None):
+    try:
+        return gin.query_parameter(binding)
+    except (ValueError, KeyError):
+        return default
+
+
+def _resolve_genotype_macro(results: str) -> dict | None:
+    """Checks the GENOTYPE macro and resolves ``run:RUN_ID``; returns its lineage for run.json."""
+    value = _query("%GENOTYPE")
+    if value is None:
+        return None
+    if isinstance(value, str) and value.startswith("run:"):
+        run = runs.find_run(results, value[4:])
+        final = run.info.get("final") or {}
+        if "genotype" not in final:
+            raise UserError(f"Run {run.run_id} has no final genotype (status "
+                            f"{run.info.get('status')}); only a completed search run can be named "
+                            "as GENOTYPE='run:RUN_ID'.")
+        gin.bind_parameter("GENOTYPE/gin.macro.value", final["genotype"])
+        return {"name": value, "source": "run", "run_id": run.run_id,
+                "experiment": run.info.get("experiment"),
+                "commit": (run.info.get("git") or {}).get("commit"),
+                "epoch": final.get("genotype_epoch"), "genotype": final["genotype"]}
+    if not isinstance(value, str):
+        return {"name": None, "source": "config", "genotype": value}
+    try:
+        genotype = genotypes.get(value)
+    except KeyError as exc:
+        raise UserError(f"Unknown genotype: {one_line(exc)} Names come from the registry "
+                        "(`sharpdarts genotype show NAME`), experiments/genotypes.json (promoted "
+                        "searches), or 'run:RUN_ID' for a search run's result.") from None
+    return {"name": value, "source": "builtin" if genotypes.is_builtin(value) else "promoted",
+            "lineage": genotypes.lineage(value), "genotype": genotypes.to_dict(genotype)}
+
+
+def _resolve_init_from(results: str, smoke: bool) -> str | None:
+    """Checks the INIT_FROM macro of a continuation and resolves ``run:RUN_ID`` to its folder."""
+    try:
+        value = gin.query_parameter("%INIT_FROM")
+    except (ValueError, KeyError):
+        return None
+    if value is None:
+        if smoke:
+            return None  # a smoke run of a continuation starts from scratch
+        raise UserError("This experiment continues a finished run: name it with --gin_param "
+                        "\"INIT_FROM='run:RUN_ID'\" (or a checkpoint file).")
+    path = runs.find_run(results, value[4:]).path if str(value).startswith("run:") else Path(value)
+    if not path.exists():
+        raise UserError(f"INIT_FROM names {path}, which does not exist.")
+    gin.bind_parameter("INIT_FROM/gin.macro.value", str(path))
+    return str(path)
+
+
+def _apply_smoke() -> None:
+    """Swaps the experiment's dataset for a small synthetic one of its shape and classes."""
+    spec = data_lib.spec(_query("build_datasets.name", "cifar10"))
+    gin.bind_parameter("build_datasets.name", "synthetic")
+    gin.bind_parameter("build_datasets.synthetic_shape", tuple(spec.image_shape))
+    gin.bind_parameter("build_datasets.synthetic_classes", spec.num_classes)
+
+
+def _build_check(job, bundle) -> None:
+    """Builds the network once so a bad binding or genotype is reported before a run starts."""
+    reference = _query(f"{job.__name__}.network")
+    if reference is None:
+        raise UserError(f"The experiment does not bind {job.__name__}.network.")
+    try:
+        reference.scoped_configurable_fn(num_classes=bundle.spec.num_classes,
+                                         in_channels=bundle.spec.channels)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"The network could not be built: {one_line(exc)}") from None
+
+
+# ---- run ---------------------------------------------------------------------------------
+def run_experiment(args) -> int:
+    experiment, path = resolve_experiment(args.experiment)
+    files = [path] + ([SMOKE_GIN] if args.smoke else [])
+    _parse_config(files, args.gin_param)
+    if args.smoke:
+        _apply_smoke()
+    genotype_info = _resolve_genotype_macro(args.results)
+    init_from = _resolve_init_from(args.results, args.smoke)
+    try:
+        job = engine.experiment()
+    except Exception as exc:
+        raise UserError(f"{path} does not say which job to run (experiment.job = @search or "
+                        f"@train): {one_line(exc)}") from None
+    bundle = data_lib.build_datasets(root=args.data)
+    _build_check(job, bundle)
+    config_text = gin.config_str()
+    paper_experiment = not (args.smoke or experiment.startswith("demo/"))
+    extra = {"gin_params": list(args.gin_param), "smoke": bool(args.smoke),
+             "experiment_file": str(path)}
+    if genotype_info is not None:
+        extra["genotype"] = genotype_info
+    if init_from is not None:
+        extra["init_from"] = init_from
+    # Under torchrun every process runs this command; rank 0 alone keeps the run folder.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if world_size > 1 and job is engine.search:
+        raise UserError("The search runs in one process (as the original's did): its architecture "
+                        "steps are not averaged across processes. Start it without torchrun.")
+    if world_size > 1:
+        engine.make_context()  # joins the process group before the ranks agree on what to do
+        extra["world_size"] = world_size
+        if torch_cuda_available():
+            extra["device_count"] = world_size
+    try:
+        return _run_job(args, experiment, job, bundle, config_text, extra, paper_experiment, is_main)
+    finally:
+        if world_size > 1:
+            engine.close_process_group()
+
+
+def _run_job(args, experiment, job, bundle, config_text, extra, paper_experiment, is_main) -> int:
+    """Starts (rank 0) and runs the job; every rank follows rank 0's decision."""
+    run, decision = None, None
+    if is_main:
+        run, decision = runs.start_run(
+            args.results, experiment, args.seed, config_text, command=sys.argv[:],
+            kind=job.__name__, allow_dirty=args.allow_dirty or not paper_experiment, extra=extra)
+    decision = engine.broadcast_object(decision)
+    if decision == "skip":
+        if is_main:
+            print(f"already completed: {run.path}")
+        return 0
+    if not is_main:
+        try:
+            job(run=None, seed=args.seed, data=bundle)
+        except engine.NonFiniteLossError:
+            return 1  # rank 0 reports it
+        return 0
+    print(f"{'resuming' if decision == 'resume' else 'running'} {experiment} (seed {args.seed}) "
+          f"in {run.path}", flush=True)
+    with run.guard():
+        try:
+            final = job(run=run, seed=args.seed, data=bundle)
+        except engine.NonFiniteLossError as exc:
+            run.fail(str(exc), resumable=False)
+            print(f"run failed: {exc}", file=sys.stderr)
+            return 1
+        run.finish(final)
+    print(run.path)
+    return 0
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ---- evaluate -------------------------------------------------------------------------------
+def evaluate(args) -> int:
+    protocol = REPO_DIR / "gin" / "protocols" / f"train_{args.dataset}.gin"
+    network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
+    target = Path(args.checkpoint)
+    if not target.exists():
+        target = runs.find_run(args.results, args.checkpoint).path
+    if target.is_dir() and not (target / "checkpoint.pt").exists():
+        raise UserError(f"{target} holds no checkpoint.pt to evaluate.")
+    bindings = [f"GENOTYPE = '{args.arch}'", "EPOCHS = 1", "BATCH_SIZE = 128",
+                "experiment.job = @evaluate_checkpoint",
+                f"evaluate_checkpoint.network = @{network}"] + list(args.gin_param)
+    _parse_config([protocol], bindings)
+    genotype_info = _resolve_genotype_macro(args.results)
+    bundle = data_lib.build_datasets(root=args.data)
+    _build_check(engine.evaluate_checkpoint, bundle)
+    config_text = gin.config_str() + f"\n# checkpoint: {target.resolve()}\n"
+    run, decision = runs.start_run(
+        args.results, f"evaluate/{args.dataset}", 0, config_text, command=sys.argv[:],
+        kind="evaluate", extra={"checkpoint": str(target.resolve()), "genotype": genotype_info})
+    if decision != "skip":
+        with run.guard():
+            run.finish(engine.evaluate_checkpoint(run=run, checkpoint=target, data=bundle))
+    print(json.dumps(run.info.get("final"), indent=1))
+    print(run.path)
+    return 0
+
+
+def genotype_of(name_or_run: str, results: str, best: bool = False):
+    """A registry name, or a run (id, path or run:ID) whose final (or best) genotype is wanted."""
+    try:
+        return genotypes.get(name_or_run), genotypes.lineage(name_or_run)
+    except KeyError as exc:
+        registry_error = exc
+    try:
+        run = runs.find_run(results, name_or_run)
+    except UserError:
+        raise UserError(f"'{name_or_run}' is neither a genotype nor a run: "
+                        f"{one_line(registry_error)}") from None
+    final = run.info.get("final") or {}
+    key = "best_genotype" if best else "genotype"
+    if not final.get(key):
+        raise UserError(f"Run {run.run_id} has no {key.replace('_', ' ')} (status "
+                        f"{run.info.get('status')}).")
+    epoch = final.get("best_epoch") if best else final.get("genotype_epoch")
+    lineage = {"run_id": run.run_id, "experiment": run.info.get("experiment"),
+               "commit": (run.info.get("git") or {}).get("commit"),
+               "dirty": (run.info.get("git") or {}).get("dirty"), "epoch": epoch,
+               "which": key, "seed": run.info.get("seed")}
+    return genotypes.from_dict(final[key]), lineage
+
+
+
+# ---- plot ----------------------------------------------------------------------------------
+def run_folder(name: str, results: str) -> Path:
+    path = Path(name)
+    return path if (path / "run.json").is_file() else runs.find_run(results, name).path
