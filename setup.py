@@ -1,13 +1,28 @@
-"""Install sharpdarts: `pip install -e .[test]` (the Makefile does this inside .venv)."""
+"""Install sharpdarts: `pip install -e .[test]` (the Makefile does this inside .venv).
+
+A plain `pip install .` ships the named experiments, the gin fragments and the table
+definitions inside the package, at ``sharpdarts/_shipped/{experiments,gin}``, where
+:mod:`sharpdarts.resources` finds them when there is no checkout. The repository folders are
+mapped to packages of that name (``package_dir``) so that they stay where users edit them.
+"""
 from setuptools import find_packages, setup
+
+# Repository folder -> where it lies inside the installed package.
+SHIPPED = {"sharpdarts._shipped.experiments": "experiments", "sharpdarts._shipped.gin": "gin"}
 
 setup(
     name="sharpdarts",
     version="0.1.0",
     description="sharpDARTS and DARTS as a configuration-driven experiment registry",
     python_requires=">=3.11",
-    packages=find_packages(include=["sharpdarts", "sharpdarts.*"]),
-    package_data={"sharpdarts": ["reference/*.json", "reference/*.csv"]},
+    packages=find_packages(include=["sharpdarts", "sharpdarts.*"]) + list(SHIPPED),
+    package_dir=SHIPPED,
+    package_data={
+        "sharpdarts": ["reference/*.json", "reference/*.csv"],
+        # The user's promoted genotypes (experiments/genotypes.json) are theirs: not shipped.
+        "sharpdarts._shipped.experiments": ["**/*.gin", "tables.json"],
+        "sharpdarts._shipped.gin": ["**/*.gin"],
+    },
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

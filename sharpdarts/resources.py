@@ -27,20 +27,28 @@ def _is_project(path: Path) -> bool:
     return (path / "experiments").is_dir()
 
 
-def project_root() -> Path | None:
-    """The user's project root, if any: ``$SHARPDARTS_PROJECT``, else the source checkout."""
-    named = os.environ.get(PROJECT_ENV_VAR)
-    if named:
-        return Path(named).expanduser().resolve()
+def checkout_root() -> Path | None:
+    """The source checkout this package is imported from (an editable install), if it is one.
+
+    Installed, the package's parent is site-packages, which holds no setup.py.
+    """
     if _is_project(CHECKOUT_DIR) and (CHECKOUT_DIR / "setup.py").is_file():
         return CHECKOUT_DIR
     return None
 
 
+def project_root() -> Path | None:
+    """The user's project root, if any: ``$SHARPDARTS_PROJECT``, else the source checkout."""
+    named = os.environ.get(PROJECT_ENV_VAR)
+    if named:
+        return Path(named).expanduser().resolve()
+    return checkout_root()
+
+
 def roots() -> list[Path]:
     """Every root that exists, the project's first, the shipped files last."""
     found = []
-    for root in (project_root(), CHECKOUT_DIR if _is_project(CHECKOUT_DIR) else None, SHIPPED_DIR):
+    for root in (project_root(), checkout_root(), SHIPPED_DIR):
         if root is not None and root.is_dir() and root not in found:
             found.append(root)
     return found

@@ -53,7 +53,7 @@ def test_every_issue_experiment_is_listed_with_table_and_row(capsys):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_binds_epochs_and_batch_size(name):
-    text = (experiments.EXPERIMENTS_DIR / f"{name}.gin").read_text()
+    text = experiments.experiment_path(name).read_text()
     assert text.startswith("#"), "each experiment opens with a comment naming its source"
     assert "EPOCHS = " in text and "BATCH_SIZE = " in text
 

@@ -117,7 +117,7 @@ def test_graphviz_executable_not_found_is_a_user_error(tmp_path, monkeypatch):
     def missing(*args, **kwargs):
         raise graphviz.ExecutableNotFound(["dot"])
 
-    monkeypatch.setattr(plots.shutil, "which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/dot")
     monkeypatch.setattr(graphviz.Digraph, "pipe", missing)
     with pytest.raises(UserError, match="conda install graphviz"):
         plots.plot_genotype(genotypes.get("DARTS_V2"), tmp_path / "g.png")

@@ -9,32 +9,41 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import textwrap
 from pathlib import Path
 
+from sharpdarts import resources
 from sharpdarts.core import genotypes
 from sharpdarts.errors import UserError
-from sharpdarts.face import runner
-from sharpdarts.face.experiments import describe_experiments
+from sharpdarts.face import experiments
 
 DEFAULT_RESULTS = "results"
 
 log = logging.getLogger("sharpdarts")
 
 
+# The runner, the models and plots import torch: each command imports what it needs, so that
+# `--help`, `list` and `table` start quickly.
 def cmd_run(args) -> int:
+    from sharpdarts.face import runner
+
+    # A config's `import my_ops` finds the user's module beside the .gin or in the project.
+    experiments.make_user_code_importable([experiments.experiment_path(args.experiment)])
     return runner.run_experiment(args)
 
 
 def cmd_evaluate(args) -> int:
+    from sharpdarts.face import runner
+
     return runner.evaluate(args)
 
 
 # ---- list / table / genotype / info ------------------------------------------------------
 def cmd_list(args) -> int:
-    items = describe_experiments()
+    items = experiments.describe_experiments()
     width = max(len(i["experiment"]) for i in items)
     for item in items:
         row = item["row"] if item["row"] != "-" else item["summary"]
@@ -85,12 +94,16 @@ def cmd_tables(args) -> int:
 
 
 def cmd_genotype_show(args) -> int:
+    from sharpdarts.face import runner
+
     genotype, lineage = runner.genotype_of(args.name, args.results, args.best)
     print(json.dumps({"genotype": genotypes.to_dict(genotype), "lineage": lineage}, indent=1))
     return 0
 
 
 def cmd_genotype_promote(args) -> int:
+    from sharpdarts.face import runner
+
     genotype, lineage = runner.genotype_of(args.run, args.results, args.best)
     if not lineage or "run_id" not in lineage:
         raise UserError(f"'{args.run}' is a builtin genotype, not a run; promote a search run.")
@@ -105,6 +118,7 @@ def cmd_genotype_promote(args) -> int:
 
 def cmd_info(args) -> int:
     from sharpdarts.core.metrics import count_parameters, multiply_adds
+    from sharpdarts.face import runner
     from sharpdarts.nn.models import NetworkCIFAR, NetworkImageNet
 
     genotype, _ = runner.genotype_of(args.name, args.results)
@@ -123,7 +137,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_plot_genotype(args) -> int:
-    from sharpdarts.face import plots
+    from sharpdarts.face import plots, runner
+
     genotype, _ = runner.genotype_of(args.name, args.results, args.best)
     written = plots.plot_genotype(genotype, args.out, separate=args.separate, title=args.title)
     print("\n".join(str(p) for p in (written if isinstance(written, list) else [written])))
@@ -138,19 +153,22 @@ def cmd_plot_lr(args) -> int:
 
 
 def cmd_plot_curves(args) -> int:
-    from sharpdarts.face import plots
+    from sharpdarts.face import plots, runner
+
     print(plots.plot_curves([runner.run_folder(r, args.results) for r in args.runs], args.out))
     return 0
 
 
 def cmd_plot_alphas(args) -> int:
-    from sharpdarts.face import plots
+    from sharpdarts.face import plots, runner
+
     print(plots.plot_alphas(runner.run_folder(args.run, args.results), args.out))
     return 0
 
 
 def cmd_plot_grid(args) -> int:
-    from sharpdarts.face import plots
+    from sharpdarts.face import plots, runner
+
     try:
         source = runner.run_folder(args.source, args.results)
     except UserError:
@@ -201,6 +219,10 @@ def _add_plot_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sharpdarts", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    parser.add_argument("--project", default=None, metavar="DIR",
+                        help="your own project folder (experiments/, gin/, experiments/"
+                             "genotypes.json, modules your configs import), searched before "
+                             f"the shipped files; default ${resources.PROJECT_ENV_VAR}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="every named experiment with its table and row")
@@ -267,11 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_user_error(exc: BaseException) -> None:
-    text = runner.one_line(exc)
+    text = " ".join(str(exc).split())
     # gin appends "In call to configurable ..." to errors raised inside configurables.
     text = text.split(" In call to configurable")[0]
     print(textwrap.fill(f"sharpdarts: error: {text}", width=100, break_long_words=False,
                         break_on_hyphens=False), file=sys.stderr)
+
+
+def _use_project(folder: str | None) -> None:
+    """Makes ``folder`` (when given) the project root: ``$SHARPDARTS_PROJECT`` for this process."""
+    if folder is not None:
+        if not Path(folder).is_dir():
+            raise UserError(f"--project {folder} is not a folder.")
+        os.environ[resources.PROJECT_ENV_VAR] = str(Path(folder).resolve())
+
+
+def _restore_project(previous: str | None) -> None:
+    # In-process callers (tests, notebooks) get their environment back.
+    if previous is None:
+        os.environ.pop(resources.PROJECT_ENV_VAR, None)
+    else:
+        os.environ[resources.PROJECT_ENV_VAR] = previous
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s")
     # SIGTERM (a scheduler's kill) ends the run as 'interrupted', to be resumed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    previous_project = os.environ.get(resources.PROJECT_ENV_VAR)
     try:
+        _use_project(args.project)
         return args.func(args) or 0
     except UserError as exc:
         _print_user_error(exc)
@@ -290,3 +330,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        _restore_project(previous_project)
