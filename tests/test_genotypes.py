@@ -1,13 +1,18 @@
 """Tests for sharpdarts.genotypes: registry, primitive sets, parse_cell, JSON, promotion."""
 
 import json
+import os
+import subprocess
+import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from sharpdarts.core import genotypes as G
+from sharpdarts.store import genotype_store
 REF = json.loads(resources.files("sharpdarts").joinpath("reference/genotypes.json").read_text())
 CELL_NAMES = sorted(REF["cell_genotypes"])
 RAW_NAMES = sorted(REF["raw_weight_genotypes"])
@@ -325,7 +330,7 @@ def test_user_registry_path_defaults_to_experiments(monkeypatch):
 def test_promote_then_get_lineage_names(empty_user_registry):
     g = G.get("DARTS_V2")._replace(normal=[("sep_conv_5x5", 1)] * 8)
     info = {"run_id": "abc123", "commit": "deadbeef", "epoch": 50}
-    stored = G.promote("MY_CELL", g, info)
+    stored = genotype_store.promote("MY_CELL", g, info)
     assert stored == g
     assert G.get("MY_CELL") == g
     assert G.lineage("MY_CELL") == info
@@ -335,7 +340,7 @@ def test_promote_then_get_lineage_names(empty_user_registry):
     data = json.loads(empty_user_registry.read_text())
     assert data == {"genotypes": {"MY_CELL": {"genotype": G.to_dict(g), "lineage": info}}}
 
-    G.promote("MY_PATH", G.get("MULTI_CHANNEL_RANDOM_PATH"), {"run_id": "p"})
+    genotype_store.promote("MY_PATH", G.get("MULTI_CHANNEL_RANDOM_PATH"), {"run_id": "p"})
     assert "MY_PATH" in G.names("path") and G.get("MY_PATH").layout == "path"
     assert G.get("MY_CELL") == g  # the first entry is kept
     with pytest.raises(KeyError) as e:
@@ -345,7 +350,7 @@ def test_promote_then_get_lineage_names(empty_user_registry):
 
 def test_promote_explicit_path_and_env_override(tmp_path):
     other = tmp_path / "elsewhere" / "reg.json"
-    G.promote("ONLY_THERE", G.get("DARTS_V1"), {}, path=other)
+    genotype_store.promote("ONLY_THERE", G.get("DARTS_V1"), {}, path=other)
     assert "ONLY_THERE" in json.loads(other.read_text())["genotypes"]
     with pytest.raises(KeyError):
         G.get("ONLY_THERE")  # the environment's registry does not have it
@@ -353,27 +358,27 @@ def test_promote_explicit_path_and_env_override(tmp_path):
 
 @pytest.mark.parametrize("name", ["DARTS_V2", "DARTS", "MULTI_CHANNEL_MAX_W_PATH"])
 def test_promote_refuses_builtin_names(empty_user_registry, name):
-    G.promote("KEEP", G.get("DARTS_V1"), {"run_id": "k"})
+    genotype_store.promote("KEEP", G.get("DARTS_V1"), {"run_id": "k"})
     before = empty_user_registry.read_bytes()
     with pytest.raises(ValueError, match="builtin"):
-        G.promote(name, G.get("DARTS_V1"), {})
+        genotype_store.promote(name, G.get("DARTS_V1"), {})
     assert empty_user_registry.read_bytes() == before
 
 
 def test_promote_refuses_duplicates_and_bad_input(empty_user_registry):
-    G.promote("MINE", G.get("DARTS_V1"), {"run_id": "1"})
+    genotype_store.promote("MINE", G.get("DARTS_V1"), {"run_id": "1"})
     before = empty_user_registry.read_bytes()
     with pytest.raises(ValueError, match="already taken"):
-        G.promote("MINE", G.get("DARTS_V2"), {"run_id": "2"})
+        genotype_store.promote("MINE", G.get("DARTS_V2"), {"run_id": "2"})
     for bad_name in ["my-cell", "1CELL", "", "a b", "run:x"]:
         with pytest.raises(ValueError, match="name"):
-            G.promote(bad_name, G.get("DARTS_V2"), {})
+            genotype_store.promote(bad_name, G.get("DARTS_V2"), {})
     with pytest.raises(ValueError):
-        G.promote("OTHER", G.get("DARTS_V2"), {"obj": object()})
+        genotype_store.promote("OTHER", G.get("DARTS_V2"), {"obj": object()})
     with pytest.raises(ValueError):
-        G.promote("OTHER", G.get("DARTS_V2"), "run 2")
+        genotype_store.promote("OTHER", G.get("DARTS_V2"), "run 2")
     with pytest.raises(ValueError):
-        G.promote("OTHER", ("x",), {})
+        genotype_store.promote("OTHER", ("x",), {})
     assert empty_user_registry.read_bytes() == before
     assert G.get("MINE") == G.get("DARTS_V1")
     assert [p.name for p in empty_user_registry.parent.iterdir()] == ["genotypes.json"]  # no temp files
@@ -396,3 +401,37 @@ def test_corrupt_registry_is_reported(empty_user_registry):
     with pytest.raises(ValueError, match="not valid JSON"):
         G.names()
     assert G.get("DARTS_V2").layout == "cell"  # builtins do not need the user file
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def test_collected_cases_do_not_come_from_the_user_registry(tmp_path):
+    """Test cases parametrised at collection time take builtin names only.
+
+    The README's own ``sharpdarts genotype promote`` adds a name to the user's registry; a
+    test file that parametrised over ``names()`` then collected it as a case, which ran
+    against the empty registry every test gets (conftest) and failed as an unknown name.
+    """
+    registry = tmp_path / "genotypes.json"
+    genotype_store.promote("MY_PROMOTED_CELL", G.get("DARTS_V2"), {"run_id": "x"}, path=registry)
+    genotype_store.promote("MY_PROMOTED_PATH", G.get("MULTI_CHANNEL_RANDOM_PATH"), {"run_id": "y"},
+                           path=registry)
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, SHARPDARTS_GENOTYPES=str(registry))
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-p", "no:cacheprovider",
+         str(tests / "test_models.py"), str(tests / "test_multichannel.py")],
+        cwd=tests.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert "MY_PROMOTED" not in collected.stdout
+
+
+def test_builtin_names_ignore_the_user_registry():
+    genotype_store.promote("MINE_TOO", G.get("DARTS_V1"), {"run_id": "1"})
+    assert "MINE_TOO" in G.names() and "MINE_TOO" not in G.builtin_names()
+    every = set(CELL_NAMES) | set(RAW_NAMES) | set(PATH_NAMES) | set(ALIASES)
+    assert G.builtin_names() == sorted(every)
+    assert G.builtin_names("path") == PATH_NAMES
+    with pytest.raises(ValueError):
+        G.builtin_names("cells")

@@ -14,7 +14,7 @@ from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.nn.models import (NetworkCIFAR, NetworkImageNet, SearchNetwork,
                                load_original_state_dict)
 
-CELL_GENOTYPES = genotypes.names(layout="cell")
+CELL_GENOTYPES = genotypes.builtin_names(layout="cell")
 
 
 # ---- An independent closed-form parameter count --------------------------------------

@@ -1,4 +1,4 @@
-"""Genotypes, primitive sets, the named-genotype registry, cell parsing and promotion.
+"""Genotypes, primitive sets, the named-genotype registry (read side), resolution and parsing.
 
 A *genotype* describes an architecture found by a search. Three layouts exist:
 
@@ -12,30 +12,31 @@ A *genotype* describes an architecture found by a search. Three layouts exist:
 Named genotypes come from two places: the published ones in ``reference/genotypes.json``
 (shipped with the package; the *builtin* names) and a user registry file holding genotypes
 promoted from search runs together with their lineage. By default the user registry is
-``<repo root>/experiments/genotypes.json``; the environment variable ``SHARPDARTS_GENOTYPES``
-names another file. Builtin names always win and cannot be shadowed.
+``experiments/genotypes.json`` under ``sharpdarts.resources.writable_root()`` (the project
+root); the environment variable ``SHARPDARTS_GENOTYPES`` names another file. Builtin names
+always win and cannot be shadowed.
+
+This module only reads the registry; writing to it (promotion) is
+:mod:`sharpdarts.store.genotype_store`'s job. :func:`resolve` is the one place where a
+genotype given as a value (a Genotype, a dict or a name) becomes a Genotype.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import json
 import os
 import re
-import tempfile
 from collections import namedtuple
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-try:  # POSIX only; on other systems promotion simply runs without a lock.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
+from sharpdarts import resources
+from sharpdarts.registry import Registry, UnknownNameError, unknown_name
 
 __all__ = [
     "Genotype",
@@ -52,12 +53,14 @@ __all__ = [
     "to_json",
     "from_json",
     "get",
+    "resolve",
     "names",
+    "builtin_names",
     "aliases",
     "is_builtin",
     "lineage",
-    "promote",
     "user_registry_path",
+    "NAME_RE",
     "parse_cell",
     "genotype_from_weights",
 ]
@@ -80,32 +83,9 @@ LAYOUTS = ("cell", "raw_weights", "path")
 
 ENV_VAR = "SHARPDARTS_GENOTYPES"
 
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What a promoted name may look like (a Python identifier, so gin macros can hold it).
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FIELDS = Genotype._fields
-
-
-class UnknownNameError(KeyError):
-    """A genotype or primitive-set name that is not registered.
-
-    A ``KeyError`` whose ``str()`` is the plain message (``KeyError`` would quote it).
-    """
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def _unknown(kind: str, name: object, candidates: Iterable[str]) -> UnknownNameError:
-    """Builds the error for an unknown name, listing the closest known names."""
-    candidates = sorted(candidates)
-    text = str(name)
-    # Compare case-insensitively so that 'darts_v2' suggests 'DARTS_V2'.
-    folded = {c.lower(): c for c in candidates}
-    close = [folded[m] for m in difflib.get_close_matches(text.lower(), list(folded), n=5, cutoff=0.6)]
-    if close:
-        hint = "Did you mean: " + ", ".join(close) + "?"
-    else:
-        hint = "Known names: " + ", ".join(candidates) + "."
-    return UnknownNameError(f"Unknown {kind} {text!r}. {hint}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,12 +105,12 @@ SHARPER_PRIMITIVES: list[str] = list(_reference()["primitives"]["SHARPER_PRIMITI
 DARTS_PRIMITIVES: list[str] = list(_reference()["primitives"]["DARTS_PRIMITIVES"])
 MULTICHANNELNET_PRIMITIVES: list[str] = list(_reference()["primitives"]["MULTICHANNELNET_PRIMITIVES"])
 
-PRIMITIVE_SETS: dict[str, list[str]] = {
-    "PRIMITIVES": PRIMITIVES,
-    "SHARPER_PRIMITIVES": SHARPER_PRIMITIVES,
-    "DARTS_PRIMITIVES": DARTS_PRIMITIVES,
-    "MULTICHANNELNET_PRIMITIVES": MULTICHANNELNET_PRIMITIVES,
-}
+# Users add a set with ``PRIMITIVE_SETS.register('MY_PRIMITIVES')(['none', 'my_op', ...])``.
+PRIMITIVE_SETS: Registry[list[str]] = Registry("primitive set", "PRIMITIVE_SETS")
+PRIMITIVE_SETS.register("PRIMITIVES")(PRIMITIVES)
+PRIMITIVE_SETS.register("SHARPER_PRIMITIVES")(SHARPER_PRIMITIVES)
+PRIMITIVE_SETS.register("DARTS_PRIMITIVES")(DARTS_PRIMITIVES)
+PRIMITIVE_SETS.register("MULTICHANNELNET_PRIMITIVES")(MULTICHANNELNET_PRIMITIVES)
 
 
 def primitives(name_or_list: str | Sequence[str]) -> list[str]:
@@ -148,8 +128,6 @@ def primitives(name_or_list: str | Sequence[str]) -> list[str]:
         TypeError: A sequence holding something other than strings.
     """
     if isinstance(name_or_list, str):
-        if name_or_list not in PRIMITIVE_SETS:
-            raise _unknown("primitive set", name_or_list, PRIMITIVE_SETS)
         return list(PRIMITIVE_SETS[name_or_list])
     ops = list(name_or_list)
     bad = [op for op in ops if not isinstance(op, str)]
@@ -308,15 +286,21 @@ def is_builtin(name: str) -> bool:
 
 
 def user_registry_path() -> Path:
-    """The user registry file: ``$SHARPDARTS_GENOTYPES`` or ``<repo>/experiments/genotypes.json``."""
+    """The user registry file: ``$SHARPDARTS_GENOTYPES``, else
+    ``resources.writable_root() / 'experiments' / 'genotypes.json'``."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "experiments" / "genotypes.json"
+    return resources.writable_root() / "experiments" / "genotypes.json"
 
 
-def _read_registry(path: Path) -> dict[str, Any]:
-    """Reads a user registry file; a missing file is an empty registry."""
+def read_registry(path: Path) -> dict[str, Any]:
+    """Reads a user registry file (``{"genotypes": {NAME: {genotype, lineage}}}``); a missing
+    file is an empty registry.
+
+    Raises:
+        ValueError: the file is not JSON or not of that shape.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -332,7 +316,7 @@ def _read_registry(path: Path) -> dict[str, Any]:
 
 
 def _user_entries(path: Path | None = None) -> dict[str, Any]:
-    return _read_registry(Path(path) if path is not None else user_registry_path())["genotypes"]
+    return read_registry(Path(path) if path is not None else user_registry_path())["genotypes"]
 
 
 def get(name: str) -> Genotype:
@@ -353,11 +337,55 @@ def get(name: str) -> Genotype:
         return copy.deepcopy(table[name])
     entries = _user_entries()
     if name not in entries:
-        raise _unknown("genotype", name, list(table) + list(entries))
+        raise unknown_name("genotype", name, list(table) + list(entries))
     try:
         return from_dict(entries[name]["genotype"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"Genotype {name!r} in {user_registry_path()} is malformed: {e}") from e
+
+
+def resolve(value: Any) -> Genotype:
+    """The one genotype resolver: a Genotype, a genotype dict or a registry name -> Genotype.
+
+    Args:
+        value: a ``Genotype`` (returned as it is); a dict as written by :func:`to_dict`; a
+            named tuple with Genotype's fields (e.g. the original code's 4-field Genotype);
+            or a name of the registry (builtin or promoted).
+
+    Returns:
+        The genotype.
+
+    Raises:
+        UnknownNameError: (a KeyError) an unknown name, with close matches.
+        ValueError: a malformed dict or registry entry.
+        TypeError: a value of any other type.
+    """
+    if isinstance(value, Genotype):
+        return value
+    if isinstance(value, str):
+        return get(value)
+    if isinstance(value, Mapping):
+        return from_dict(value)
+    if hasattr(value, "_asdict"):
+        return from_dict(value._asdict())
+    raise TypeError(f"A genotype is a Genotype, a genotype dict or a registry name, "
+                    f"got {type(value).__name__}.")
+
+
+def _check_layout(layout: str | None) -> None:
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"Unknown genotype layout {layout!r}; expected one of {', '.join(LAYOUTS)}.")
+
+
+def builtin_names(layout: str | None = None) -> list[str]:
+    """Sorted published names (aliases included), optionally of one layout; never the user
+    registry's (tests parametrise over these: they are the same on every machine).
+
+    Raises:
+        ValueError: An unknown layout.
+    """
+    _check_layout(layout)
+    return sorted(n for n, g in _builtin().items() if layout is None or g.layout == layout)
 
 
 def names(layout: str | None = None) -> list[str]:
@@ -369,8 +397,7 @@ def names(layout: str | None = None) -> list[str]:
     Raises:
         ValueError: An unknown layout.
     """
-    if layout is not None and layout not in LAYOUTS:
-        raise ValueError(f"Unknown genotype layout {layout!r}; expected one of {', '.join(LAYOUTS)}.")
+    _check_layout(layout)
     found = {n: g.layout for n, g in _builtin().items()}
     for n, entry in _user_entries().items():
         if n not in found:
@@ -389,87 +416,8 @@ def lineage(name: str) -> dict | None:
         return None
     entries = _user_entries()
     if name not in entries:
-        raise _unknown("genotype", name, list(_builtin()) + list(entries))
+        raise unknown_name("genotype", name, list(_builtin()) + list(entries))
     return copy.deepcopy(entries[name].get("lineage"))
-
-
-class _DirLock:
-    """An exclusive flock on a directory, so concurrent promotions do not lose entries."""
-
-    def __init__(self, directory: Path):
-        self._directory = directory
-        self._fd: int | None = None
-
-    def __enter__(self) -> _DirLock:
-        if fcntl is not None:
-            self._fd = os.open(self._directory, os.O_RDONLY)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
-def _write_atomic(path: Path, data: dict) -> None:
-    """Writes JSON to a temp file beside ``path``, then renames it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def promote(name: str, genotype: Genotype, lineage: dict, path: str | os.PathLike | None = None,
-            replace: bool = False) -> Genotype:
-    """Adds a genotype to the user registry under a new name, with its lineage.
-
-    Args:
-        name: The new name: letters, digits and underscores, not starting with a digit.
-        genotype: The genotype to store (any layout).
-        lineage: Where it came from (e.g. run id, commit, epoch); must be JSON-serialisable.
-        path: The registry file; ``user_registry_path()`` when None.
-        replace: Replace a promoted genotype of the same name (never a builtin one).
-
-    Returns:
-        The stored genotype, as ``get(name)`` will return it.
-
-    Raises:
-        ValueError: A bad name, a name already taken (builtin or promoted), a malformed
-            genotype or a lineage that is not a JSON-serialisable dict. The file is then
-            left unchanged.
-    """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(
-            f"Invalid genotype name {name!r}: use letters, digits and underscores, not starting with a digit."
-        )
-    if is_builtin(name):
-        raise ValueError(f"Genotype name {name!r} is already taken by a builtin genotype; choose another name.")
-    if not isinstance(lineage, dict):
-        raise ValueError(f"The lineage must be a dict, got {type(lineage).__name__}.")
-    entry = {"genotype": to_dict(genotype), "lineage": lineage}
-    try:
-        entry = json.loads(json.dumps(entry))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"The lineage of {name!r} is not JSON-serialisable: {e}") from e
-    path = Path(path) if path is not None else user_registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _DirLock(path.parent):
-        data = _read_registry(path)
-        if name in data["genotypes"] and not replace:
-            raise ValueError(f"Genotype name {name!r} is already taken in {path}; choose another name (or replace it).")
-        data["genotypes"][name] = entry
-        _write_atomic(path, data)
-    return from_dict(entry["genotype"])
 
 
 # ---------------------------------------------------------------------------------------------

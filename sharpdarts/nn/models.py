@@ -20,15 +20,6 @@ from sharpdarts.nn.ops import DEFAULT_C_MID, op_table
 from sharpdarts.nn.weighting import get_weighting
 
 
-def _resolve_genotype(genotype) -> tuple[genotypes_lib.Genotype, str]:
-    """A Genotype, a registry name or a Genotype dict; returns it with a name for messages."""
-    if isinstance(genotype, str):
-        return genotypes_lib.get(genotype), genotype
-    if isinstance(genotype, Mapping):
-        return genotypes_lib.from_dict(genotype), "genotype"
-    return genotype, "genotype"
-
-
 class AuxiliaryHeadCIFAR(nn.Module):
     """Auxiliary classifier on the 8x8 feature map after the second reduction."""
 
@@ -63,7 +54,8 @@ class _FixedNetwork(nn.Module):
 
     def _build_cells(self, C: int, C_stem: int, num_classes: int, layers: int, genotype,
                      op_dict, C_mid: int | None, reduction_prev: bool) -> int:
-        genotype, name = _resolve_genotype(genotype)
+        name = genotype if isinstance(genotype, str) else "genotype"  # for messages
+        genotype = genotypes_lib.resolve(genotype)
         if genotype.layout != "cell":
             raise ValueError(f"{name} is a '{genotype.layout}' genotype, not a cell genotype")
         self.genotype = genotype
