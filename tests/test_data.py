@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from sharpdarts.engine import data
+from sharpdarts.engine.data import datasets as data_formats
 from sharpdarts.errors import UserError
 
 
@@ -239,14 +240,14 @@ def test_cifar10_download_failure_is_a_user_error(tmp_path, monkeypatch):
         calls.append(url)
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data, "download_and_extract_archive", fail)
+    monkeypatch.setattr(data_formats, "download_and_extract_archive", fail)
     with pytest.raises(UserError, match="no network"):
         data.cifar10(tmp_path, download=True)
     assert calls == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
 
 
 def test_cifar10_download_path_then_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "download_and_extract_archive",
+    monkeypatch.setattr(data_formats, "download_and_extract_archive",
                         lambda url, root, **kwargs: write_cifar10(root, per_batch=2))
     assert len(data.cifar10(tmp_path, train=False, download=True)) == 2
 
@@ -258,7 +259,7 @@ def test_cifar10_1_download_is_attempted_and_failure_is_a_user_error(tmp_path, m
         calls.append((url, root, filename))
         raise urllib.error.URLError("offline")
 
-    monkeypatch.setattr(data, "download_url", fail)
+    monkeypatch.setattr(data_formats, "download_url", fail)
     with pytest.raises(UserError, match="offline"):
         data.cifar10_1(tmp_path, download=True)
     assert calls == [(

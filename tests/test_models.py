@@ -201,19 +201,6 @@ def test_auxiliary_logits_only_when_training_with_head():
     assert NetworkCIFAR(8, 10, 5, False, "DARTS")(torch.randn(2, 3, 32, 32))[1] is None
 
 
-def test_drop_path_zeroes_samples_of_non_identity_ops():
-    net = NetworkCIFAR(8, 10, 3, False, "DARTS")
-    cell = net.cells[0]
-    x = torch.randn(64, 24, 8, 8)
-    cell.train()
-    torch.manual_seed(1)
-    dropped = cell(x, x, drop_prob=0.5)
-    full = cell(x, x, drop_prob=0.0)
-    assert not torch.allclose(dropped, full)
-    cell.eval()
-    assert torch.allclose(cell(x, x, drop_prob=0.5), cell(x, x, drop_prob=0.0))
-
-
 @pytest.mark.parametrize("entry,match", [
     (("sep_conv_9x9", 0), "names op 'sep_conv_9x9'"),
     (("sep_conv_3x3", 3), "reads input 3"),
