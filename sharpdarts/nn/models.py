@@ -16,7 +16,7 @@ from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
-from sharpdarts.nn.ops import DEFAULT_C_MID, op_table
+from sharpdarts.nn.ops import DEFAULT_C_MID, op_table, resolve_ops
 from sharpdarts.nn.weighting import get_weighting
 
 
@@ -218,12 +218,7 @@ class SearchNetwork(nn.Module):
                  weighting="scalar", partial_channels: int = 1,
                  edge_normalization: bool = False, channels_last: bool = False):
         super().__init__()
-        self.primitives = list(genotypes_lib.primitives(primitives or "PRIMITIVES"))
-        op_dict = op_table(op_dict)
-        missing = [p for p in self.primitives if p not in op_dict]
-        if missing:
-            raise ValueError(f"primitives {missing} are not in the op table "
-                             f"{getattr(op_dict, 'name', '')}".rstrip())
+        self.primitives, op_dict = resolve_ops(primitives or "PRIMITIVES", op_dict)
         self._steps = steps
         self._multiplier = multiplier
         self._layers = layers

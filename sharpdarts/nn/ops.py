@@ -12,11 +12,12 @@ definitions) and ``MULTICHANNELNET_OPS`` (the HyperCuboid grid). Users extend a 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from sharpdarts.core import genotypes
 from sharpdarts.registry import Registry
 
 OpFactory = Callable[..., nn.Module]
@@ -55,6 +56,26 @@ def op_table(table: str | Mapping | None = "OPS") -> Mapping:
     if isinstance(table, str):
         return OP_TABLES[table]
     return table
+
+
+def resolve_ops(primitives: str | Sequence[str], table: str | Mapping | None) -> tuple[list[str], Mapping]:
+    """A primitive set (a name or a list) and an op table (a name, a mapping or None), checked
+    against each other: every primitive must be in the table.
+
+    Returns:
+        ``(primitive names, op table)``.
+
+    Raises:
+        UnknownNameError: (a KeyError) an unknown set or table name.
+        ValueError: primitives the table lacks, named.
+    """
+    names = genotypes.primitives(primitives)
+    op_dict = op_table(table)
+    missing = [p for p in names if p not in op_dict]
+    if missing:
+        raise ValueError(f"primitives {missing} are not in the op table "
+                         f"{getattr(op_dict, 'name', '')}".rstrip())
+    return names, op_dict
 
 
 class Zero(nn.Module):

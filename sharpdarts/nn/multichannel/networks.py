@@ -22,21 +22,11 @@ from sharpdarts.nn.multichannel.graph import (
     _CONV_RE, _HEAD_RE, _OPID_RE, GRID_PRIMITIVES, STRIDES, InvalidPathError, channel_widths,
     check_path, greedy_path, grid_graph, longest_path, parse_op_node, path_genotype, path_list,
     weights_array)
-from sharpdarts.nn.ops import SharpSepConv, op_table
+from sharpdarts.nn.ops import SharpSepConv, resolve_ops
 from sharpdarts.nn.weighting import get_weighting
 
 
 # ---- The search network ---------------------------------------------------------------------
-def _grid_ops(primitives, op_dict) -> tuple[list[str], dict]:
-    primitives = list(genotypes_lib.primitives(primitives))
-    op_dict = op_table(op_dict)
-    missing = [p for p in primitives if p not in op_dict]
-    if missing:
-        raise ValueError(f"primitives {missing} are not in the op table "
-                         f"{getattr(op_dict, 'name', '')}".rstrip())
-    return primitives, op_dict
-
-
 @gin.configurable
 class MultiChannelNetwork(nn.Module):
     """The HyperCuboid supernet: a differentiable search over channel widths, strides and ops.
@@ -74,7 +64,7 @@ class MultiChannelNetwork(nn.Module):
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers must be at least 1, got {layers!r}")
-        self.primitives, op_dict = _grid_ops(GRID_PRIMITIVES if primitives is None else primitives,
+        self.primitives, op_dict = resolve_ops(GRID_PRIMITIVES if primitives is None else primitives,
                                              op_dict)
         self.Cs = channel_widths(C, steps)
         self._layers = layers
@@ -251,7 +241,7 @@ class PathNetwork(nn.Module):
                  op_dict="MULTICHANNELNET_OPS", primitives: str | Sequence[str] | None = None):
         super().__init__()
         names = [_OPID_RE.sub("", n) if isinstance(n, str) else n for n in path_list(path)]
-        primitives, op_dict = _grid_ops(GRID_PRIMITIVES if primitives is None else primitives, op_dict)
+        primitives, op_dict = resolve_ops(GRID_PRIMITIVES if primitives is None else primitives, op_dict)
         Cs = channel_widths(C, steps)
         ops = [parse_op_node(n) for n in names]
         layers = 1 + max((p.layer for p in ops if p is not None), default=-1)
