@@ -435,3 +435,73 @@ def test_builtin_names_ignore_the_user_registry():
     assert G.builtin_names("path") == PATH_NAMES
     with pytest.raises(ValueError):
         G.builtin_names("cells")
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+def test_resolve_takes_genotypes_dicts_names_and_original_tuples():
+    from collections import namedtuple
+
+    g = G.get("DARTS_V2")
+    assert G.resolve(g) is g
+    assert G.resolve("DARTS_V2") == g
+    assert G.resolve(G.to_dict(g)) == g
+    # The original code's Genotype has four fields and ranges for the concat lists.
+    Original = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
+    original = Original(list(g.normal), range(2, 6), list(g.reduce), range(2, 6))
+    assert G.resolve(original) == g
+    with pytest.raises(KeyError, match="DARTS_V2"):
+        G.resolve("DARTS_V3")
+    with pytest.raises(ValueError):
+        G.resolve({"normal": []})
+    with pytest.raises(TypeError):
+        G.resolve(42)
+
+
+def test_resolve_finds_promoted_names():
+    mine = G.get("DARTS_V1")._replace(normal=[("sep_conv_3x3", 0)] * 8)
+    genotype_store.promote("RESOLVED_ONE", mine, {"run_id": "r"})
+    assert G.resolve("RESOLVED_ONE") == mine
+
+
+# --------------------------------------------------------------------------- genotype_of
+
+
+def write_run(results, run_id, final, experiment="search/demo"):
+    folder = results / "runs" / experiment.replace("/", "-") / run_id
+    folder.mkdir(parents=True)
+    info = {"experiment": experiment, "seed": 3, "status": "completed", "final": final,
+            "git": {"commit": "abc", "dirty": False}}
+    (folder / "run.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_genotype_of_a_name_gives_its_lineage(tmp_path):
+    assert genotype_store.genotype_of("DARTS_V2", tmp_path) == (G.get("DARTS_V2"), None)
+    genotype_store.promote("FROM_RUN", G.get("DARTS_V1"), {"run_id": "x1"})
+    assert genotype_store.genotype_of("FROM_RUN", tmp_path) == (G.get("DARTS_V1"), {"run_id": "x1"})
+
+
+def test_genotype_of_a_run_final_or_best(tmp_path):
+    final_g, best_g = G.get("DARTS_V1"), G.get("DARTS_V2")
+    folder = write_run(tmp_path, "20260101-000000-ab12", {
+        "genotype": G.to_dict(final_g), "genotype_epoch": 50,
+        "best_genotype": G.to_dict(best_g), "best_epoch": 31})
+    genotype, lineage = genotype_store.genotype_of("run:20260101-000000-ab12", tmp_path)
+    assert genotype == final_g
+    assert lineage == {"run_id": "20260101-000000-ab12", "experiment": "search/demo",
+                       "commit": "abc", "dirty": False, "epoch": 50, "which": "genotype",
+                       "seed": 3}
+    genotype, lineage = genotype_store.genotype_of(str(folder), tmp_path, best=True)
+    assert genotype == best_g and lineage["epoch"] == 31 and lineage["which"] == "best_genotype"
+
+
+def test_genotype_of_refuses_unknown_names_and_runs_without_a_genotype(tmp_path):
+    from sharpdarts.errors import UserError
+
+    write_run(tmp_path, "20260101-000000-cd34", {})
+    with pytest.raises(UserError, match="has no genotype"):
+        genotype_store.genotype_of("20260101-000000-cd34", tmp_path)
+    with pytest.raises(UserError, match="neither a genotype nor a run.*DARTS_V2"):
+        genotype_store.genotype_of("DARTS_V3", tmp_path)
