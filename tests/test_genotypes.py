@@ -327,6 +327,14 @@ def test_user_registry_path_defaults_to_experiments(monkeypatch):
     assert (path.parent.parent / "sharpdarts" / "__init__.py").is_file()
 
 
+def test_user_registry_path_follows_the_project_root(monkeypatch, tmp_path):
+    monkeypatch.delenv(G.ENV_VAR)
+    monkeypatch.setenv("SHARPDARTS_PROJECT", str(tmp_path))
+    assert G.user_registry_path() == tmp_path.resolve() / "experiments" / "genotypes.json"
+    monkeypatch.setenv(G.ENV_VAR, str(tmp_path / "elsewhere.json"))
+    assert G.user_registry_path() == tmp_path / "elsewhere.json"
+
+
 def test_promote_then_get_lineage_names(empty_user_registry):
     g = G.get("DARTS_V2")._replace(normal=[("sep_conv_5x5", 1)] * 8)
     info = {"run_id": "abc123", "commit": "deadbeef", "epoch": 50}

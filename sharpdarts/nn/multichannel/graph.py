@@ -65,9 +65,6 @@ OpNode.__doc__ = "The parts of an op node's name: grid layer, stride, widths and
 
 # The original's later code appended '_opid_{primitive index}'; the published paths do not.
 _OP_RE = re.compile(r"layer_(\d+)_stride_(\d+)_c_in_(\d+)_c_out_(\d+)_op_type_(\w+?)(?:_opid_\d+)?")
-_OPID_RE = re.compile(r"_opid_\d+$")
-_CONV_RE = re.compile(r"Conv3x3_(\d+)")
-_HEAD_RE = re.compile(r"SharpSepConv(\d+)")
 
 
 class InvalidPathError(UserError, ValueError):

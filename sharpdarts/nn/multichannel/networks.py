@@ -9,6 +9,7 @@ binding either reaches one of these two classes or is reported unused.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import gin
@@ -19,11 +20,16 @@ from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.nn.multichannel.graph import (
-    _CONV_RE, _HEAD_RE, _OPID_RE, GRID_PRIMITIVES, STRIDES, InvalidPathError, channel_widths,
-    check_path, greedy_path, grid_graph, longest_path, parse_op_node, path_genotype, path_list,
-    weights_array)
+    GRID_PRIMITIVES, STRIDES, InvalidPathError, channel_widths, check_path, greedy_path,
+    grid_graph, longest_path, parse_op_node, path_genotype, path_list, weights_array)
 from sharpdarts.nn.ops import SharpSepConv, resolve_ops
 from sharpdarts.nn.weighting import get_weighting
+
+# A path's node names that PathNetwork reads (beyond the op nodes): the original's later
+# '_opid_{i}' suffix, the stem conv of width index k, and the head of width c.
+_OPID_RE = re.compile(r"_opid_\d+$")
+_CONV_RE = re.compile(r"Conv3x3_(\d+)")
+_HEAD_RE = re.compile(r"SharpSepConv(\d+)")
 
 
 # ---- The search network ---------------------------------------------------------------------
