@@ -513,3 +513,12 @@ def test_genotype_of_refuses_unknown_names_and_runs_without_a_genotype(tmp_path)
         genotype_store.genotype_of("20260101-000000-cd34", tmp_path)
     with pytest.raises(UserError, match="neither a genotype nor a run.*DARTS_V2"):
         genotype_store.genotype_of("DARTS_V3", tmp_path)
+
+
+def test_the_registry_and_its_store_do_not_import_torch():
+    """The light commands (genotype show/promote) read and write the registry without torch."""
+    code = ("import sys, sharpdarts.core.genotypes, sharpdarts.store.genotype_store; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False", out.stderr
