@@ -1,14 +1,16 @@
 """The fast paths compute what the reference path computes.
 
-The reference path (``cells.set_reference_path``: the original DARTS mixed op, every op
-including the zero op, in the default memory format) is the yardstick of benchmarks/. The
+The reference path (``cells.set_reference_path``, computed by ``sharpdarts.nn.reference``:
+the original DARTS mixed op, every op including the zero op, in the default memory format)
+is the yardstick of benchmarks/. The
 fast path (zero op skipped, one shared ReLU per edge, in-place accumulation, subsampled
 convolutions for stride == dilation, channels-last) must give the same outputs and the same
 gradients of weights and alphas, first and second order, for every primitive set and both
 weightings. Tiny networks in double precision, so the tolerances are tight.
 
 Partial channels and edge normalization (PC-DARTS) change the math on purpose: they are
-tested for building, a search step, and the genotype rule.
+tested for building, a search step, and the genotype rule. The shortcuts one by one:
+test_fast.py; the cells and the reference module: test_cells.py.
 """
 import copy
 
@@ -17,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts.nn import fast
 from sharpdarts.core import genotypes
 from sharpdarts.engine.architect import Architect
-from sharpdarts.nn.cells import MixedOp, channel_shuffle, edge_softmax, set_reference_path
+from sharpdarts.nn.cells import set_reference_path
 from sharpdarts.nn.models import NetworkCIFAR, SearchNetwork
 from sharpdarts.nn.ops import OPS, Zero
 
