@@ -16,6 +16,7 @@ from sharpdarts.nn import fast
 from sharpdarts.nn.ops import FactorizedReduce, Identity, ReLUConvBN, Zero
 # The original computations live in the reference module; these names stay importable here.
 from sharpdarts.nn.reference import channel_shuffle, drop_path, set_reference_path  # noqa: F401
+from sharpdarts.registry import unknown_name
 
 
 def fast_drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -220,8 +221,9 @@ class Cell(nn.Module):
         for k, entry in enumerate(ops):
             op_name, index = entry
             if op_name not in op_dict:
-                raise ValueError(f"{name}: entry {k} {tuple(entry)} names op '{op_name}', which is "
-                                 f"not in the op table {getattr(op_dict, 'name', '')}".rstrip())
+                table = getattr(op_dict, "name", "")
+                unknown = unknown_name("op", op_name, op_dict, where=f"in {table}" if table else "")
+                raise ValueError(f"{name}: entry {k} {tuple(entry)} names op '{op_name}'. {unknown}")
             if not 0 <= int(index) < 2 + k // 2:
                 raise ValueError(f"{name}: entry {k} {tuple(entry)} reads input {index}, but node "
                                  f"{k // 2} can only read inputs 0..{1 + k // 2}")
