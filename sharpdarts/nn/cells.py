@@ -54,7 +54,7 @@ class MixedOp(nn.Module):
     its edges); the ops run through the ``fast`` shortcuts; the weighted terms are
     accumulated in place, into the node's running sum when the cell passes one. It equals
     the original DARTS expression, ``reference.mixed_op_forward`` (``sum(c_i * op_i(x))``
-    over every op, the zero op included), as tests/test_fast.py pins.
+    over every op, the zero op included), as tests/test_cells.py pins.
 
     Args:
         C: channels of the edge.

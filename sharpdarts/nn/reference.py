@@ -3,7 +3,7 @@
 The cells in :mod:`sharpdarts.nn.cells` compute their forward passes through the shortcuts
 of :mod:`sharpdarts.nn.fast` (the *fast path*). This module keeps the plain expressions of the
 original code, term by term, as the yardstick that the equivalence tests
-(tests/test_fast.py, tests/test_performance_equivalence.py) and benchmarks/ measure the fast
+(tests/test_cells.py, tests/test_performance_equivalence.py) and benchmarks/ measure the fast
 path against. It exists for them, not for training: the two paths compute the same function.
 
 :func:`set_reference_path` switches a model's ``MixedOp``, ``SearchCell`` and ``Cell``
