@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from sharpdarts.engine import data
+from sharpdarts.engine.data import datasets as data_formats
 from sharpdarts.errors import UserError
 
 
@@ -239,14 +240,14 @@ def test_cifar10_download_failure_is_a_user_error(tmp_path, monkeypatch):
         calls.append(url)
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data, "download_and_extract_archive", fail)
+    monkeypatch.setattr(data_formats, "download_and_extract_archive", fail)
     with pytest.raises(UserError, match="no network"):
         data.cifar10(tmp_path, download=True)
     assert calls == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
 
 
 def test_cifar10_download_path_then_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "download_and_extract_archive",
+    monkeypatch.setattr(data_formats, "download_and_extract_archive",
                         lambda url, root, **kwargs: write_cifar10(root, per_batch=2))
     assert len(data.cifar10(tmp_path, train=False, download=True)) == 2
 
@@ -258,7 +259,7 @@ def test_cifar10_1_download_is_attempted_and_failure_is_a_user_error(tmp_path, m
         calls.append((url, root, filename))
         raise urllib.error.URLError("offline")
 
-    monkeypatch.setattr(data, "download_url", fail)
+    monkeypatch.setattr(data_formats, "download_url", fail)
     with pytest.raises(UserError, match="offline"):
         data.cifar10_1(tmp_path, download=True)
     assert calls == [(
@@ -325,6 +326,51 @@ def test_build_datasets_rejects_unknown_and_test_only_names():
         data.build_datasets("cifar11")
     with pytest.raises(UserError, match="test set only"):
         data.build_datasets("cifar10_1")
+
+
+def test_a_registered_dataset_description_is_all_build_datasets_needs(tmp_path):
+    """Adding a dataset is one description: shape, statistics, reader and extra test sets."""
+    made = []
+
+    def build(root, train, transform, download, seed):
+        made.append((root, train, download, seed))
+        return data.SyntheticDataset(6 if train else 2, (1, 4, 4), 2, seed=seed,
+                                     sample_offset=0 if train else 6, transform=transform)
+
+    def build_extra(root, train, transform, download, seed):
+        raise UserError("the extra test set is not there")
+
+    tiny = data.DatasetSpec("tiny", (4, 4), 1, 2, (0.0,), (1.0,), build, "Tiny",
+                            tensor_images=True, extra_tests=("tiny_extra",))
+    extra = data.DatasetSpec("tiny_extra", (4, 4), 1, 2, (0.0,), (1.0,), build_extra,
+                             "Tiny-X", tensor_images=True, test_set_of="tiny")
+    data.DATASETS.register("tiny")(tiny)
+    data.DATASETS.register("tiny_extra")(extra)
+    try:
+        bundle = data.build_datasets("tiny", root=str(tmp_path), download=True, seed=4)
+        assert made == [(str(tmp_path), True, True, 4), (str(tmp_path), False, True, 4)]
+        assert (len(bundle.train), len(bundle.test), bundle.extra_tests) == (6, 2, {})
+        assert bundle.spec is tiny and bundle.train[0][0].shape == (1, 4, 4)
+        with pytest.raises(UserError, match="test set only.*'tiny'.*Tiny-X"):
+            data.build_datasets("tiny_extra")
+    finally:
+        del data.DATASETS["tiny"], data.DATASETS["tiny_extra"]
+
+
+def test_descriptions_choose_the_pipelines():
+    assert data.autoaugment_policy(data.spec("svhn")) == T.AutoAugmentPolicy.SVHN
+    assert data.autoaugment_policy(data.spec("imagenet")) == T.AutoAugmentPolicy.IMAGENET
+    assert data.autoaugment_policy(data.spec("mnist")) == T.AutoAugmentPolicy.CIFAR10
+    assert data.spec("cifar10").extra_tests == ("cifar10_1",)
+    assert data.SPECS is data.DATASETS
+
+
+def test_make_loader_is_a_plain_function():
+    """Its arguments all come from the engine: a gin binding of it could never take effect."""
+    assert not hasattr(data.make_loader, "__wrapped__")
+    with pytest.raises(ValueError):
+        gin.parse_config("make_loader.workers = 2")
+    assert hasattr(data.build_datasets, "__wrapped__")  # still gin-configurable
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,13 +1,18 @@
 """Tests for sharpdarts.genotypes: registry, primitive sets, parse_cell, JSON, promotion."""
 
 import json
+import os
+import subprocess
+import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from sharpdarts.core import genotypes as G
+from sharpdarts.store import genotype_store
 REF = json.loads(resources.files("sharpdarts").joinpath("reference/genotypes.json").read_text())
 CELL_NAMES = sorted(REF["cell_genotypes"])
 RAW_NAMES = sorted(REF["raw_weight_genotypes"])
@@ -322,10 +327,18 @@ def test_user_registry_path_defaults_to_experiments(monkeypatch):
     assert (path.parent.parent / "sharpdarts" / "__init__.py").is_file()
 
 
+def test_user_registry_path_follows_the_project_root(monkeypatch, tmp_path):
+    monkeypatch.delenv(G.ENV_VAR)
+    monkeypatch.setenv("SHARPDARTS_PROJECT", str(tmp_path))
+    assert G.user_registry_path() == tmp_path.resolve() / "experiments" / "genotypes.json"
+    monkeypatch.setenv(G.ENV_VAR, str(tmp_path / "elsewhere.json"))
+    assert G.user_registry_path() == tmp_path / "elsewhere.json"
+
+
 def test_promote_then_get_lineage_names(empty_user_registry):
     g = G.get("DARTS_V2")._replace(normal=[("sep_conv_5x5", 1)] * 8)
     info = {"run_id": "abc123", "commit": "deadbeef", "epoch": 50}
-    stored = G.promote("MY_CELL", g, info)
+    stored = genotype_store.promote("MY_CELL", g, info)
     assert stored == g
     assert G.get("MY_CELL") == g
     assert G.lineage("MY_CELL") == info
@@ -335,7 +348,7 @@ def test_promote_then_get_lineage_names(empty_user_registry):
     data = json.loads(empty_user_registry.read_text())
     assert data == {"genotypes": {"MY_CELL": {"genotype": G.to_dict(g), "lineage": info}}}
 
-    G.promote("MY_PATH", G.get("MULTI_CHANNEL_RANDOM_PATH"), {"run_id": "p"})
+    genotype_store.promote("MY_PATH", G.get("MULTI_CHANNEL_RANDOM_PATH"), {"run_id": "p"})
     assert "MY_PATH" in G.names("path") and G.get("MY_PATH").layout == "path"
     assert G.get("MY_CELL") == g  # the first entry is kept
     with pytest.raises(KeyError) as e:
@@ -345,7 +358,7 @@ def test_promote_then_get_lineage_names(empty_user_registry):
 
 def test_promote_explicit_path_and_env_override(tmp_path):
     other = tmp_path / "elsewhere" / "reg.json"
-    G.promote("ONLY_THERE", G.get("DARTS_V1"), {}, path=other)
+    genotype_store.promote("ONLY_THERE", G.get("DARTS_V1"), {}, path=other)
     assert "ONLY_THERE" in json.loads(other.read_text())["genotypes"]
     with pytest.raises(KeyError):
         G.get("ONLY_THERE")  # the environment's registry does not have it
@@ -353,27 +366,27 @@ def test_promote_explicit_path_and_env_override(tmp_path):
 
 @pytest.mark.parametrize("name", ["DARTS_V2", "DARTS", "MULTI_CHANNEL_MAX_W_PATH"])
 def test_promote_refuses_builtin_names(empty_user_registry, name):
-    G.promote("KEEP", G.get("DARTS_V1"), {"run_id": "k"})
+    genotype_store.promote("KEEP", G.get("DARTS_V1"), {"run_id": "k"})
     before = empty_user_registry.read_bytes()
     with pytest.raises(ValueError, match="builtin"):
-        G.promote(name, G.get("DARTS_V1"), {})
+        genotype_store.promote(name, G.get("DARTS_V1"), {})
     assert empty_user_registry.read_bytes() == before
 
 
 def test_promote_refuses_duplicates_and_bad_input(empty_user_registry):
-    G.promote("MINE", G.get("DARTS_V1"), {"run_id": "1"})
+    genotype_store.promote("MINE", G.get("DARTS_V1"), {"run_id": "1"})
     before = empty_user_registry.read_bytes()
     with pytest.raises(ValueError, match="already taken"):
-        G.promote("MINE", G.get("DARTS_V2"), {"run_id": "2"})
+        genotype_store.promote("MINE", G.get("DARTS_V2"), {"run_id": "2"})
     for bad_name in ["my-cell", "1CELL", "", "a b", "run:x"]:
         with pytest.raises(ValueError, match="name"):
-            G.promote(bad_name, G.get("DARTS_V2"), {})
+            genotype_store.promote(bad_name, G.get("DARTS_V2"), {})
     with pytest.raises(ValueError):
-        G.promote("OTHER", G.get("DARTS_V2"), {"obj": object()})
+        genotype_store.promote("OTHER", G.get("DARTS_V2"), {"obj": object()})
     with pytest.raises(ValueError):
-        G.promote("OTHER", G.get("DARTS_V2"), "run 2")
+        genotype_store.promote("OTHER", G.get("DARTS_V2"), "run 2")
     with pytest.raises(ValueError):
-        G.promote("OTHER", ("x",), {})
+        genotype_store.promote("OTHER", ("x",), {})
     assert empty_user_registry.read_bytes() == before
     assert G.get("MINE") == G.get("DARTS_V1")
     assert [p.name for p in empty_user_registry.parent.iterdir()] == ["genotypes.json"]  # no temp files
@@ -396,3 +409,116 @@ def test_corrupt_registry_is_reported(empty_user_registry):
     with pytest.raises(ValueError, match="not valid JSON"):
         G.names()
     assert G.get("DARTS_V2").layout == "cell"  # builtins do not need the user file
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def test_collected_cases_do_not_come_from_the_user_registry(tmp_path):
+    """Test cases parametrised at collection time take builtin names only.
+
+    The README's own ``sharpdarts genotype promote`` adds a name to the user's registry; a
+    test file that parametrised over ``names()`` then collected it as a case, which ran
+    against the empty registry every test gets (conftest) and failed as an unknown name.
+    """
+    registry = tmp_path / "genotypes.json"
+    genotype_store.promote("MY_PROMOTED_CELL", G.get("DARTS_V2"), {"run_id": "x"}, path=registry)
+    genotype_store.promote("MY_PROMOTED_PATH", G.get("MULTI_CHANNEL_RANDOM_PATH"), {"run_id": "y"},
+                           path=registry)
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, SHARPDARTS_GENOTYPES=str(registry))
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-p", "no:cacheprovider",
+         str(tests / "test_models.py"), str(tests / "test_multichannel.py")],
+        cwd=tests.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert "MY_PROMOTED" not in collected.stdout
+
+
+def test_builtin_names_ignore_the_user_registry():
+    genotype_store.promote("MINE_TOO", G.get("DARTS_V1"), {"run_id": "1"})
+    assert "MINE_TOO" in G.names() and "MINE_TOO" not in G.builtin_names()
+    every = set(CELL_NAMES) | set(RAW_NAMES) | set(PATH_NAMES) | set(ALIASES)
+    assert G.builtin_names() == sorted(every)
+    assert G.builtin_names("path") == PATH_NAMES
+    with pytest.raises(ValueError):
+        G.builtin_names("cells")
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+def test_resolve_takes_genotypes_dicts_names_and_original_tuples():
+    from collections import namedtuple
+
+    g = G.get("DARTS_V2")
+    assert G.resolve(g) is g
+    assert G.resolve("DARTS_V2") == g
+    assert G.resolve(G.to_dict(g)) == g
+    # The original code's Genotype has four fields and ranges for the concat lists.
+    Original = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
+    original = Original(list(g.normal), range(2, 6), list(g.reduce), range(2, 6))
+    assert G.resolve(original) == g
+    with pytest.raises(KeyError, match="DARTS_V2"):
+        G.resolve("DARTS_V3")
+    with pytest.raises(ValueError):
+        G.resolve({"normal": []})
+    with pytest.raises(TypeError):
+        G.resolve(42)
+
+
+def test_resolve_finds_promoted_names():
+    mine = G.get("DARTS_V1")._replace(normal=[("sep_conv_3x3", 0)] * 8)
+    genotype_store.promote("RESOLVED_ONE", mine, {"run_id": "r"})
+    assert G.resolve("RESOLVED_ONE") == mine
+
+
+# --------------------------------------------------------------------------- genotype_of
+
+
+def write_run(results, run_id, final, experiment="search/demo"):
+    folder = results / "runs" / experiment.replace("/", "-") / run_id
+    folder.mkdir(parents=True)
+    info = {"experiment": experiment, "seed": 3, "status": "completed", "final": final,
+            "git": {"commit": "abc", "dirty": False}}
+    (folder / "run.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_genotype_of_a_name_gives_its_lineage(tmp_path):
+    assert genotype_store.genotype_of("DARTS_V2", tmp_path) == (G.get("DARTS_V2"), None)
+    genotype_store.promote("FROM_RUN", G.get("DARTS_V1"), {"run_id": "x1"})
+    assert genotype_store.genotype_of("FROM_RUN", tmp_path) == (G.get("DARTS_V1"), {"run_id": "x1"})
+
+
+def test_genotype_of_a_run_final_or_best(tmp_path):
+    final_g, best_g = G.get("DARTS_V1"), G.get("DARTS_V2")
+    folder = write_run(tmp_path, "20260101-000000-ab12", {
+        "genotype": G.to_dict(final_g), "genotype_epoch": 50,
+        "best_genotype": G.to_dict(best_g), "best_epoch": 31})
+    genotype, lineage = genotype_store.genotype_of("run:20260101-000000-ab12", tmp_path)
+    assert genotype == final_g
+    assert lineage == {"run_id": "20260101-000000-ab12", "experiment": "search/demo",
+                       "commit": "abc", "dirty": False, "epoch": 50, "which": "genotype",
+                       "seed": 3}
+    genotype, lineage = genotype_store.genotype_of(str(folder), tmp_path, best=True)
+    assert genotype == best_g and lineage["epoch"] == 31 and lineage["which"] == "best_genotype"
+
+
+def test_genotype_of_refuses_unknown_names_and_runs_without_a_genotype(tmp_path):
+    from sharpdarts.errors import UserError
+
+    write_run(tmp_path, "20260101-000000-cd34", {})
+    with pytest.raises(UserError, match="has no genotype"):
+        genotype_store.genotype_of("20260101-000000-cd34", tmp_path)
+    with pytest.raises(UserError, match="neither a genotype nor a run.*DARTS_V2"):
+        genotype_store.genotype_of("DARTS_V3", tmp_path)
+
+
+def test_the_registry_and_its_store_do_not_import_torch():
+    """The light commands (genotype show/promote) read and write the registry without torch."""
+    code = ("import sys, sharpdarts.core.genotypes, sharpdarts.store.genotype_store; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False", out.stderr

@@ -15,7 +15,7 @@ from sharpdarts.nn.multichannel import (GRID_PRIMITIVES, InvalidPathError, Multi
                                      grid_graph, longest_path, op_node, parse_op_node,
                                      path_nodes_valid, sum_node)
 
-PATH_NAMES = genotypes.names(layout="path")
+PATH_NAMES = genotypes.builtin_names(layout="path")
 FULL_CS = [32, 64, 128, 256]
 SSC, RP = "SharpSepConv", "ResizablePool"
 HEAD = ["add-SharpSep", "global_pooling", "Linear"]

@@ -99,3 +99,24 @@ def test_user_can_register_an_op_and_unknown_names_suggest():
             ops.op_table("DART_OPS")
     finally:
         del ops.OP_TABLES["TEST_OPS"]
+
+
+def test_resolve_ops_checks_primitives_against_the_table():
+    names, table = ops.resolve_ops("DARTS_PRIMITIVES", "DARTS_OPS")
+    assert table is ops.DARTS_OPS and names[0] == "none" and len(names) == 8
+    assert ops.resolve_ops(["none", "sep_conv_3x3"], None) == (["none", "sep_conv_3x3"], ops.OPS)
+    with pytest.raises(ValueError, match="nor_conv_3x3"):
+        ops.resolve_ops(["none", "nor_conv_3x3"], "OPS")
+    with pytest.raises(KeyError, match="Did you mean: DARTS_OPS"):
+        ops.resolve_ops("DARTS_PRIMITIVES", "DART_OPS")
+
+
+def test_op_tables_and_weightings_are_registries():
+    from sharpdarts.nn import weighting
+    from sharpdarts.registry import Registry, UnknownNameError
+
+    assert isinstance(ops.OPS, Registry) and isinstance(weighting.WEIGHTINGS, Registry)
+    assert ops.OP_TABLES["MULTICHANNELNET_OPS"] is ops.MULTICHANNELNET_OPS
+    with pytest.raises(UnknownNameError, match="in DARTS_OPS"):
+        ops.DARTS_OPS["flood_conv_3x3"]
+    assert not hasattr(ops.op_table, "__wrapped__")  # a plain function, not a gin configurable

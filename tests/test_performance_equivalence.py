@@ -1,14 +1,16 @@
 """The fast paths compute what the reference path computes.
 
-The reference path (``cells.set_reference_path``: the original DARTS mixed op, every op
-including the zero op, in the default memory format) is the yardstick of benchmarks/. The
+The reference path (``cells.set_reference_path``, computed by ``sharpdarts.nn.reference``:
+the original DARTS mixed op, every op including the zero op, in the default memory format)
+is the yardstick of benchmarks/. The
 fast path (zero op skipped, one shared ReLU per edge, in-place accumulation, subsampled
 convolutions for stride == dilation, channels-last) must give the same outputs and the same
 gradients of weights and alphas, first and second order, for every primitive set and both
 weightings. Tiny networks in double precision, so the tolerances are tight.
 
 Partial channels and edge normalization (PC-DARTS) change the math on purpose: they are
-tested for building, a search step, and the genotype rule.
+tested for building, a search step, and the genotype rule. The shortcuts one by one:
+test_fast.py; the cells and the reference module: test_cells.py.
 """
 import copy
 
@@ -17,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts.nn import fast
 from sharpdarts.core import genotypes
 from sharpdarts.engine.architect import Architect
-from sharpdarts.nn.cells import MixedOp, channel_shuffle, edge_softmax, set_reference_path
+from sharpdarts.nn.cells import set_reference_path
 from sharpdarts.nn.models import NetworkCIFAR, SearchNetwork
 from sharpdarts.nn.ops import OPS, Zero
 
@@ -140,12 +141,6 @@ def test_zero_op_is_not_called_on_the_fast_path(monkeypatch):
     assert len(calls) == sum(isinstance(m, Zero) for m in ref.modules()) > 0
 
 
-def test_an_edge_of_zero_ops_only_still_gives_zeros():
-    edge = MixedOp(4, 2, ["none"], OPS)
-    x = torch.randn(2, 4, 8, 8)
-    assert torch.equal(edge(x, torch.ones(1)), torch.zeros(2, 4, 4, 4))
-
-
 def test_a_relu_swapped_for_another_activation_is_not_shared():
     ref, fast_net = search_pair("DARTS_PRIMITIVES", "OPS")
     for model in (ref, fast_net):
@@ -155,60 +150,6 @@ def test_a_relu_swapped_for_another_activation_is_not_shared():
                     setattr(module, name, nn.Softplus())
     x, y, _, _ = batches()
     assert_same_grads(ref, fast_net, x, y)
-
-
-@pytest.mark.parametrize("size", [7, 8, 9, 16])
-@pytest.mark.parametrize("kernel,dilation,groups", [(3, 2, 6), (5, 2, 6), (3, 2, 1), (3, 3, 6)])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_conv_with_stride_equal_to_dilation_runs_subsampled(size, kernel, dilation, groups,
-                                                             channels_last):
-    conv = nn.Conv2d(6, 6, kernel, stride=dilation, padding=dilation * (kernel - 1) // 2,
-                     dilation=dilation, groups=groups, bias=False).double()
-    assert fast._subsampling(conv) == (dilation, dilation)
-    x = torch.randn(2, 6, size, size, dtype=torch.float64)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_()
-    want = conv(x)
-    got = fast.conv2d(conv, x)
-    torch.testing.assert_close(got, want, **TOL)
-    g = torch.randn_like(want)
-    want_grads = torch.autograd.grad(want, [x, conv.weight], g)
-    got_grads = torch.autograd.grad(got, [x, conv.weight], g)
-    for a, b in zip(want_grads, got_grads):
-        torch.testing.assert_close(b, a, **TOL)
-
-
-@pytest.mark.parametrize("channels", [16, 32])
-def test_square_pointwise_conv_as_a_matrix_product(channels):
-    conv = nn.Conv2d(channels, channels, 1, bias=False).double()
-    conv = conv.to(memory_format=torch.channels_last)
-    x = torch.randn(2, channels, 5, 6, dtype=torch.float64).contiguous(
-        memory_format=torch.channels_last).requires_grad_()
-    assert fast._square_pointwise_on_cpu(conv, x)
-    want, got = conv(x), fast.conv2d(conv, x)
-    torch.testing.assert_close(got, want, **TOL)
-    assert got.is_contiguous(memory_format=torch.channels_last)
-    g = torch.randn_like(want)
-    for a, b in zip(torch.autograd.grad(want, [x, conv.weight], g),
-                    torch.autograd.grad(got, [x, conv.weight], g)):
-        torch.testing.assert_close(b, a, **TOL)
-
-
-@pytest.mark.parametrize("channels", [4, 16])
-def test_batch_norm_shortcut_keeps_outputs_gradients_stats_and_layout(channels):
-    ref_bn = nn.BatchNorm2d(channels, affine=False).double()
-    fast_bn = nn.BatchNorm2d(channels, affine=False).double()
-    x = torch.randn(3, channels, 5, 6, dtype=torch.float64).contiguous(
-        memory_format=torch.channels_last).requires_grad_()
-    want, got = ref_bn(x), fast.batch_norm(fast_bn, x)
-    torch.testing.assert_close(got, want, **TOL)
-    assert got.is_contiguous(memory_format=torch.channels_last)
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(fast_bn, name), getattr(ref_bn, name), **TOL)
-    g = torch.randn_like(want)
-    torch.testing.assert_close(torch.autograd.grad(got, x, g)[0],
-                               torch.autograd.grad(want, x, g)[0], **TOL)
 
 
 def test_fast_path_at_sixteen_channels():
@@ -222,26 +163,6 @@ def test_fast_path_at_sixteen_channels():
     set_reference_path(ref)
     x, y, _, _ = batches(n=2)
     assert_same_grads(ref, fast_net, x, y)
-
-
-def test_other_convolutions_are_left_alone():
-    assert fast._subsampling(nn.Conv2d(4, 4, 3, stride=2, padding=1)) is None
-    assert fast._subsampling(nn.Conv2d(4, 4, 3, padding=2, dilation=2)) is None
-    assert fast._subsampling(nn.Conv2d(4, 4, 3, stride=2, padding=1, dilation=2)) is None
-    assert fast._subsampling(nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2,
-                                       padding_mode="reflect")) is None
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_channel_shuffle(channels_last):
-    x = torch.arange(2 * 8 * 3 * 3, dtype=torch.float32).reshape(2, 8, 3, 3)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = channel_shuffle(x, 4)
-    # channel i * (C // groups) + j moves to j * groups + i
-    order = [i * 2 + j for j in range(2) for i in range(4)]
-    assert torch.equal(y, x[:, order])
-    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
 def test_options_keep_the_state_dict_keys():
@@ -297,14 +218,6 @@ def test_partial_channels_fast_equals_its_reference_path():
 def test_partial_channels_must_divide_the_channels():
     with pytest.raises(ValueError, match="partial_channels"):
         SearchNetwork(C=6, num_classes=3, layers=3, partial_channels=4)
-
-
-def test_edge_softmax_normalises_over_each_nodes_inputs():
-    betas = torch.randn(14)
-    w = edge_softmax(betas, 4)
-    sums = [w[0:2].sum(), w[2:5].sum(), w[5:9].sum(), w[9:14].sum()]
-    torch.testing.assert_close(torch.stack(sums), torch.ones(4))
-    torch.testing.assert_close(w[2:5], F.softmax(betas[2:5], dim=0))
 
 
 def test_genotype_ranks_edges_by_beta_times_alpha():

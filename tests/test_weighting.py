@@ -31,3 +31,18 @@ def test_get_weighting_by_name():
     assert weighting.get_weighting("max_w") is weighting.max_w
     with pytest.raises(KeyError, match="scalar"):
         weighting.get_weighting("maxw")
+
+
+def test_a_user_weighting_registers_by_name():
+    @weighting.WEIGHTINGS.register("halved")
+    def halved(w):
+        return w / 2
+
+    try:
+        assert weighting.get_weighting("halved") is halved
+        w = torch.full((3,), 0.5)
+        assert torch.equal(weighting.get_weighting("halved")(w), w / 2)
+    finally:
+        del weighting.WEIGHTINGS["halved"]
+    with pytest.raises(KeyError, match="Known schemes: scalar, max_w"):
+        weighting.get_weighting("halved")

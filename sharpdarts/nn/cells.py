@@ -1,4 +1,9 @@
-"""Cells: the mixed op and search cell of the supernet, and the fixed cell of a genotype."""
+"""Cells: the mixed op and search cell of the supernet, and the fixed cell of a genotype.
+
+Their ``forward`` is the fast path (the :mod:`sharpdarts.nn.fast` shortcuts). The original
+code's computation of each, the yardstick, is in :mod:`sharpdarts.nn.reference`;
+``set_reference_path(model)`` (importable from here too) switches a model over to it.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,37 +14,16 @@ from torch import nn
 
 from sharpdarts.nn import fast
 from sharpdarts.nn.ops import FactorizedReduce, Identity, ReLUConvBN, Zero
-
-
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zeroes whole samples with probability ``drop_prob`` and rescales the rest.
-
-    A per-sample Bernoulli keep mask, output divided by the keep probability.
-    """
-    keep = 1.0 - drop_prob
-    mask = torch.empty(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
-    return x.div(keep).mul(mask)
+# The original computations live in the reference module; these names stay importable here.
+from sharpdarts.nn.reference import channel_shuffle, drop_path, set_reference_path  # noqa: F401
+from sharpdarts.registry import unknown_name
 
 
 def fast_drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """:func:`drop_path` in one pass over ``x`` (the same mask; equal within rounding)."""
+    """``reference.drop_path`` in one pass over ``x`` (the same mask; equal within rounding)."""
     keep = 1.0 - drop_prob
     mask = torch.empty(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
     return x * mask.div_(keep)
-
-
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """ShuffleNet's channel shuffle: channel ``i * (C // groups) + j`` moves to ``j * groups + i``.
-
-    A channels-last input stays channels-last (the shuffle is done on the NHWC view).
-    """
-    b, c, h, w = x.shape
-    if groups == 1:
-        return x
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
-        return nhwc.reshape(b, h, w, c).permute(0, 3, 1, 2)
-    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
 def edge_softmax(betas: torch.Tensor, steps: int) -> torch.Tensor:
@@ -65,15 +49,12 @@ class MixedOp(nn.Module):
     Ops are built C -> C with ``affine=False``; pools get a non-affine BN after them, as in
     the original search network.
 
-    Two paths compute the same function (pinned by tests/test_performance_equivalence.py):
-
-    - the fast path (default): the zero op's term is known to be zero and is skipped; the ops
-      that begin with a ReLU share one ``relu(x)`` (one per state in a cell, shared by all
-      its edges); the ops run through the ``fast`` shortcuts; the weighted terms are
-      accumulated in place, into the node's running sum when the cell passes one.
-    - the reference path (``self.reference = True``, or :func:`set_reference_path` on a whole
-      model): the original DARTS code, ``sum(c_i * op_i(x))`` over every op, the zero op
-      included. It is the yardstick of benchmarks/ and of the equivalence tests.
+    ``forward`` is the fast path: the zero op's term is known to be zero and is skipped; the
+    ops that begin with a ReLU share one ``relu(x)`` (one per state in a cell, shared by all
+    its edges); the ops run through the ``fast`` shortcuts; the weighted terms are
+    accumulated in place, into the node's running sum when the cell passes one. It equals
+    the original DARTS expression, ``reference.mixed_op_forward`` (``sum(c_i * op_i(x))``
+    over every op, the zero op included), as tests/test_cells.py pins.
 
     Args:
         C: channels of the edge.
@@ -92,7 +73,6 @@ class MixedOp(nn.Module):
         if partial_channels < 1 or C % partial_channels:
             raise ValueError(f"partial_channels must divide the channels: C={C}, "
                              f"partial_channels={partial_channels}")
-        self.reference = False
         self._stride = stride
         self._partial = partial_channels
         C_op = C // partial_channels
@@ -119,14 +99,7 @@ class MixedOp(nn.Module):
         """
         if self._partial > 1:
             return self._partial_forward(x, coefficients)
-        if self.reference:
-            result = self._reference_sum(x, coefficients)
-            return result if out is None else out + result
         return self._mix(x, coefficients, out, relu_x)
-
-    def _reference_sum(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        # Deliberately the original DARTS expression: every op, the zero op included.
-        return sum(w * op(x) for w, op in zip(coefficients, self._ops))
 
     def _mix(self, x: torch.Tensor, coefficients: torch.Tensor,
              out: torch.Tensor | None = None,
@@ -148,32 +121,16 @@ class MixedOp(nn.Module):
         K = self._partial
         c_op = x.shape[1] // K
         through, bypass = x[:, :c_op], x[:, c_op:]
-        if self.reference:
-            mixed = self._reference_sum(through, coefficients)
-        else:
-            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-                # One copy of the channel slice, rather than one in every op that reads it.
-                through = through.contiguous(memory_format=torch.channels_last)
-            mixed = self._mix(through, coefficients)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # One copy of the channel slice, rather than one in every op that reads it.
+            through = through.contiguous(memory_format=torch.channels_last)
+        mixed = self._mix(through, coefficients)
         if self._stride == 2:
             bypass = F.max_pool2d(bypass, 2, 2)
-        if not self.reference:
-            out = fast.partial_channel_output(mixed, bypass, K)
-            if out is not None:
-                return out
+        out = fast.partial_channel_output(mixed, bypass, K)
+        if out is not None:
+            return out
         return channel_shuffle(torch.cat([mixed, bypass], dim=1), K)
-
-
-def set_reference_path(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Switches every mixed op and (search) cell of ``model`` to the reference path (or back).
-
-    The reference path is the plain, original-code computation that benchmarks/ and the
-    equivalence tests measure the fast path against; it exists for them, not for training.
-    """
-    for module in model.modules():
-        if isinstance(module, (MixedOp, SearchCell, Cell)):
-            module.reference = enabled
-    return model
 
 
 def num_edges(steps: int) -> int:
@@ -193,7 +150,6 @@ class SearchCell(nn.Module):
                  partial_channels: int = 1):
         super().__init__()
         self.reduction = reduction
-        self.reference = False
         self._steps = steps
         self._multiplier = multiplier
         self._partial = partial_channels
@@ -212,22 +168,11 @@ class SearchCell(nn.Module):
                 edge_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Args: s0, s1: the two previous cells' outputs; coefficients: (edges, ops);
         edge_weights: (edges,) or None."""
-        if self.reference:
-            states = [self.preprocess0(s0), self.preprocess1(s1)]
-        else:
-            states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
+        states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
         relus = [fast.LazyReLU(h) for h in states]  # one ReLU per state, for all its edges
         offset = 0
         for _ in range(self._steps):
-            if self.reference:
-                if edge_weights is None:
-                    s = sum(self._ops[offset + j](h, coefficients[offset + j])
-                            for j, h in enumerate(states))
-                else:
-                    s = sum(edge_weights[offset + j]
-                            * self._ops[offset + j](h, coefficients[offset + j])
-                            for j, h in enumerate(states))
-            elif edge_weights is None and self._partial == 1:
+            if edge_weights is None and self._partial == 1:
                 # Every edge adds its terms straight into the node's sum.
                 s = None
                 for j, h in enumerate(states):
@@ -244,8 +189,6 @@ class SearchCell(nn.Module):
             offset += len(states)
             states.append(s)
             relus.append(fast.LazyReLU(s))
-        if self.reference:
-            return torch.cat(states[-self._multiplier:], dim=1)
         return fast.cat_channels(states[-self._multiplier:])
 
 
@@ -262,9 +205,9 @@ class Cell(nn.Module):
         C_mid: middle width of the choke ops.
         name: names the genotype in error messages.
 
-    Like :class:`MixedOp` it has a fast path (the default: ``fast`` shortcuts, one shared
-    ReLU per state, one-pass drop path) and the plain reference path
-    (:func:`set_reference_path`), which compute the same function.
+    Like :class:`MixedOp`, its ``forward`` is the fast path (``fast`` shortcuts, one shared
+    ReLU per state, one-pass drop path), equal to the original code's
+    ``reference.cell_forward``.
     """
 
     def __init__(self, ops: Sequence, concat: Sequence[int], C_prev_prev: int, C_prev: int,
@@ -272,15 +215,15 @@ class Cell(nn.Module):
                  C_mid: int | None = None, name: str = "genotype"):
         super().__init__()
         self.reduction = reduction
-        self.reference = False  # see set_reference_path
         if len(ops) % 2 or not ops:
             raise ValueError(f"{name}: a cell needs two (op, input) entries per node, got {len(ops)}")
         self._steps = len(ops) // 2
         for k, entry in enumerate(ops):
             op_name, index = entry
             if op_name not in op_dict:
-                raise ValueError(f"{name}: entry {k} {tuple(entry)} names op '{op_name}', which is "
-                                 f"not in the op table {getattr(op_dict, 'name', '')}".rstrip())
+                table = getattr(op_dict, "name", "")
+                unknown = unknown_name("op", op_name, op_dict, where=f"in {table}" if table else "")
+                raise ValueError(f"{name}: entry {k} {tuple(entry)} names op '{op_name}'. {unknown}")
             if not 0 <= int(index) < 2 + k // 2:
                 raise ValueError(f"{name}: entry {k} {tuple(entry)} reads input {index}, but node "
                                  f"{k // 2} can only read inputs 0..{1 + k // 2}")
@@ -301,24 +244,10 @@ class Cell(nn.Module):
             self._ops.append(op_dict[op_name](C, C, stride, True, C_mid))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        if not self.reference:
-            return self._fast_forward(s0, s1, drop_prob)
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for i in range(self._steps):
-            total = 0
-            for k in (2 * i, 2 * i + 1):
-                op = self._ops[k]
-                h = op(states[self._indices[k]])
-                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
-                    h = drop_path(h, drop_prob)
-                total = total + h
-            states.append(total)
-        return torch.cat([states[i] for i in self._concat], dim=1)
-
-    def _fast_forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
-        """``forward``'s math, with the ``fast`` shortcuts and one ReLU per state shared by
-        every op that reads it and begins with a ReLU. Drop path draws its masks in the same
-        order, so with the same RNG state the result is the same."""
+        """The original cell's math (``reference.cell_forward``) with the ``fast`` shortcuts
+        and one ReLU per state shared by every op that reads it and begins with a ReLU. Drop
+        path draws its masks in the same order, so with the same RNG state the result is the
+        same."""
         states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
         relus = [fast.LazyReLU(h) for h in states]
         drop = self.training and drop_prob > 0.0

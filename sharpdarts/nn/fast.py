@@ -2,8 +2,9 @@
 
 Every function here computes exactly what the module it stands in for computes (the same
 products, summed in possibly another order, so equal within float rounding); the
-equivalence tests (tests/test_performance_equivalence.py) pin this against the reference
-path, and benchmarks/ measure what it buys.
+equivalence tests (tests/test_fast.py one by one, tests/test_performance_equivalence.py for
+whole networks) pin this against the reference path (:mod:`sharpdarts.nn.reference`), and
+benchmarks/ measure what it buys.
 
 - A convolution whose stride equals its dilation (and whose padding is a multiple of it)
   reads only every ``d``-th row and column of its input: it is the undilated, unstrided

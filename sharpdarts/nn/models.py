@@ -16,17 +16,8 @@ from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
-from sharpdarts.nn.ops import DEFAULT_C_MID, op_table
+from sharpdarts.nn.ops import DEFAULT_C_MID, op_table, resolve_ops
 from sharpdarts.nn.weighting import get_weighting
-
-
-def _resolve_genotype(genotype) -> tuple[genotypes_lib.Genotype, str]:
-    """A Genotype, a registry name or a Genotype dict; returns it with a name for messages."""
-    if isinstance(genotype, str):
-        return genotypes_lib.get(genotype), genotype
-    if isinstance(genotype, Mapping):
-        return genotypes_lib.from_dict(genotype), "genotype"
-    return genotype, "genotype"
 
 
 class AuxiliaryHeadCIFAR(nn.Module):
@@ -63,7 +54,8 @@ class _FixedNetwork(nn.Module):
 
     def _build_cells(self, C: int, C_stem: int, num_classes: int, layers: int, genotype,
                      op_dict, C_mid: int | None, reduction_prev: bool) -> int:
-        genotype, name = _resolve_genotype(genotype)
+        name = genotype if isinstance(genotype, str) else "genotype"  # for messages
+        genotype = genotypes_lib.resolve(genotype)
         if genotype.layout != "cell":
             raise ValueError(f"{name} is a '{genotype.layout}' genotype, not a cell genotype")
         self.genotype = genotype
@@ -226,12 +218,7 @@ class SearchNetwork(nn.Module):
                  weighting="scalar", partial_channels: int = 1,
                  edge_normalization: bool = False, channels_last: bool = False):
         super().__init__()
-        self.primitives = list(genotypes_lib.primitives(primitives or "PRIMITIVES"))
-        op_dict = op_table(op_dict)
-        missing = [p for p in self.primitives if p not in op_dict]
-        if missing:
-            raise ValueError(f"primitives {missing} are not in the op table "
-                             f"{getattr(op_dict, 'name', '')}".rstrip())
+        self.primitives, op_dict = resolve_ops(primitives or "PRIMITIVES", op_dict)
         self._steps = steps
         self._multiplier = multiplier
         self._layers = layers

@@ -12,12 +12,13 @@ definitions) and ``MULTICHANNELNET_OPS`` (the HyperCuboid grid). Users extend a 
 """
 from __future__ import annotations
 
-import difflib
-from typing import Callable
+from collections.abc import Callable, Mapping, Sequence
 
-import gin
 import torch
 from torch import nn
+
+from sharpdarts.core import genotypes
+from sharpdarts.registry import Registry
 
 OpFactory = Callable[..., nn.Module]
 
@@ -25,48 +26,56 @@ OpFactory = Callable[..., nn.Module]
 DEFAULT_C_MID = 32
 
 
-class OpTable(dict):
-    """A named registry ``primitive name -> op factory``."""
+class OpTable(Registry[OpFactory]):
+    """A named registry ``primitive name -> op factory``, listed in ``OP_TABLES``.
+
+    A :class:`~sharpdarts.registry.Registry` whose entries are op factories; creating one
+    files it under its name, so that gin configs can name it (``op_dict = 'MY_OPS'``).
+    """
 
     def __init__(self, name: str):
-        super().__init__()
-        self.name = name
+        super().__init__("op", name, hint=f"Ops are registered with @{name}.register('name').")
         OP_TABLES[name] = self
 
-    def register(self, primitive: str) -> Callable[[OpFactory], OpFactory]:
-        """Decorator adding ``factory(C_in, C_out, stride, affine, C_mid=None)`` as ``primitive``."""
 
-        def decorate(factory: OpFactory) -> OpFactory:
-            self[primitive] = factory
-            return factory
-
-        return decorate
-
-    def __missing__(self, primitive: str) -> OpFactory:
-        close = difflib.get_close_matches(str(primitive), list(self), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"op '{primitive}' is not in the op table {self.name}{hint}")
+OP_TABLES: Registry[OpTable] = Registry("op table", "OP_TABLES")
 
 
-OP_TABLES: dict[str, OpTable] = {}
-
-
-@gin.configurable
-def op_table(table: str | dict | None = "OPS") -> dict:
+def op_table(table: str | Mapping | None = "OPS") -> Mapping:
     """Resolves an op table given by name (``'OPS'``, ``'DARTS_OPS'``, ...), mapping or None.
 
     None means ``OPS``. Gin configs name tables by string, e.g.
-    ``SearchNetwork.op_dict = 'DARTS_OPS'``.
+    ``SearchNetwork.op_dict = 'DARTS_OPS'``. Not gin-configurable: every caller passes the
+    table, so a binding of its own could never take effect.
+
+    Raises:
+        UnknownNameError: (a KeyError) an unknown table name, with close matches.
     """
     if table is None:
         return OPS
     if isinstance(table, str):
-        if table not in OP_TABLES:
-            close = difflib.get_close_matches(table, list(OP_TABLES), n=3)
-            raise KeyError(f"unknown op table '{table}'; known: {', '.join(OP_TABLES)}"
-                           + (f" (did you mean {', '.join(close)}?)" if close else ""))
         return OP_TABLES[table]
     return table
+
+
+def resolve_ops(primitives: str | Sequence[str], table: str | Mapping | None) -> tuple[list[str], Mapping]:
+    """A primitive set (a name or a list) and an op table (a name, a mapping or None), checked
+    against each other: every primitive must be in the table.
+
+    Returns:
+        ``(primitive names, op table)``.
+
+    Raises:
+        UnknownNameError: (a KeyError) an unknown set or table name.
+        ValueError: primitives the table lacks, named.
+    """
+    names = genotypes.primitives(primitives)
+    op_dict = op_table(table)
+    missing = [p for p in names if p not in op_dict]
+    if missing:
+        raise ValueError(f"primitives {missing} are not in the op table "
+                         f"{getattr(op_dict, 'name', '')}".rstrip())
+    return names, op_dict
 
 
 class Zero(nn.Module):

@@ -6,20 +6,29 @@ a whole block in the multi-channel grid) to coefficients ``c``; a mixed op outpu
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import gin
 import torch
 
+from sharpdarts.registry import Registry, unknown_name
+
 Weighting = Callable[[torch.Tensor], torch.Tensor]
 
+# Users add a scheme with ``@WEIGHTINGS.register('my_scheme')`` (e.g. in a module that a .gin
+# file imports) and name it in a config: ``SearchNetwork.weighting = 'my_scheme'``.
+WEIGHTINGS: Registry[Weighting] = Registry(
+    "weighting", "WEIGHTINGS", hint="Schemes are registered with @WEIGHTINGS.register('name').")
 
-@gin.configurable
+
+@WEIGHTINGS.register("scalar")
 def scalar(weights: torch.Tensor) -> torch.Tensor:
     """The DARTS baseline: each op is scaled by its softmax weight."""
     return weights
 
 
+# Gin-configurable for ``detach_max``, the one argument a mixed op never passes.
+@WEIGHTINGS.register("max_w")
 @gin.configurable
 def max_w(weights: torch.Tensor, detach_max: bool = False) -> torch.Tensor:
     """Max-W regularization: ``c_i = 1 - max_j w_j + w_i``.
@@ -37,14 +46,16 @@ def max_w(weights: torch.Tensor, detach_max: bool = False) -> torch.Tensor:
     return 1.0 - top + weights
 
 
-WEIGHTINGS: dict[str, Weighting] = {"scalar": scalar, "max_w": max_w}
-
-
 def get_weighting(weighting: str | Weighting) -> Weighting:
-    """Resolves a scheme given by name (``'scalar'``, ``'max_w'``) or passes a callable through."""
+    """Resolves a scheme given by name (``'scalar'``, ``'max_w'``) or passes a callable through.
+
+    Raises:
+        UnknownNameError: (a KeyError) an unknown name, with close matches.
+    """
     if callable(weighting):
         return weighting
-    try:
-        return WEIGHTINGS[weighting]
-    except KeyError:
-        raise KeyError(f"unknown weighting '{weighting}'; known: {', '.join(WEIGHTINGS)}") from None
+    if weighting not in WEIGHTINGS:
+        # A handful of schemes: name them all, not only the close ones.
+        raise unknown_name("weighting", weighting, WEIGHTINGS, where="in WEIGHTINGS",
+                           hint=f"Known schemes: {', '.join(WEIGHTINGS)}.")
+    return WEIGHTINGS[weighting]

@@ -1,0 +1,95 @@
+"""``build_datasets``: the one gin-configurable entry point the engine calls for data."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+
+import gin
+from torch.utils.data import Dataset
+
+from sharpdarts.engine.data.datasets import DEFAULT_ROOT, resolve_root
+from sharpdarts.engine.data.specs import DatasetSpec, spec, synthetic_spec
+from sharpdarts.engine.data.transforms import test_transform, train_transform
+from sharpdarts.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """Everything one experiment reads.
+
+    Attributes:
+        spec: The dataset's spec (shape, classes, statistics).
+        train: The training set with training augmentation (the search splits it in two).
+        test: The test set (ImageNet: the validation set) with the test transform.
+        extra_tests: Further test sets by name, e.g. ``{'cifar10_1': ...}`` for CIFAR-10.
+    """
+
+    spec: DatasetSpec
+    train: Dataset
+    test: Dataset
+    extra_tests: dict[str, Dataset] = dataclasses.field(default_factory=dict)
+
+
+@gin.configurable
+def build_datasets(
+    name: str = gin.REQUIRED,
+    root: str | os.PathLike | None = DEFAULT_ROOT,
+    download: bool = False,
+    cutout_length: int = 0,
+    cutout_count: int = 1,
+    autoaugment: bool = False,
+    synthetic_size: Sequence[int] = (256, 64),
+    synthetic_shape: Sequence[int] = (3, 32, 32),
+    synthetic_classes: int = 10,
+    seed: int = 0,
+) -> DataBundle:
+    """Builds the train and test sets (and extra test sets) of one dataset.
+
+    Args:
+        name: A key of ``specs.DATASETS`` (``cifar10_1`` is only a test set: use ``cifar10``).
+        root: The data root; None means ``$SHARPDARTS_DATA``, else ``data``.
+        download: Fetch missing files where the dataset allows it.
+        cutout_length: Cutout hole side for training images; 0 for none.
+        cutout_count: Number of cutout holes.
+        autoaugment: Use AutoAugment on training images.
+        synthetic_size: (train, test) image counts of the synthetic dataset.
+        synthetic_shape: (C, H, W) of the synthetic images.
+        synthetic_classes: Class count of the synthetic dataset.
+        seed: Fixes the synthetic data and the digits split.
+
+    Returns:
+        A ``DataBundle``. Its ``extra_tests`` hold the description's extra test sets (for
+        CIFAR-10, ``'cifar10_1'``: CIFAR-10.1) when their files are there (or downloaded);
+        a missing one is logged as a warning and left out.
+
+    Raises:
+        UserError: An unknown name, or a dataset whose files are missing.
+    """
+    if name == "synthetic":
+        data_spec = synthetic_spec(synthetic_shape, synthetic_classes, synthetic_size)
+    else:
+        data_spec = spec(name)
+    if data_spec.test_set_of is not None:
+        raise UserError(
+            f"{name} is a test set only, with no training images: use "
+            f"name={data_spec.test_set_of!r}, whose bundle evaluates on {data_spec.label} as "
+            "an extra test set."
+        )
+    root = resolve_root(root)
+    train_tf = train_transform(data_spec, cutout_length, cutout_count, autoaugment)
+    test_tf = test_transform(data_spec)
+    train = data_spec.build(root, True, train_tf, download, seed)
+    test = data_spec.build(root, False, test_tf, download, seed)
+    extra: dict[str, Dataset] = {}
+    for extra_name in data_spec.extra_tests:
+        extra_spec = spec(extra_name)
+        try:
+            extra[extra_name] = extra_spec.build(root, False, test_tf, download, seed)
+        except UserError as e:
+            logger.warning("Evaluating without %s: %s", extra_spec.label, e)
+    return DataBundle(data_spec, train, test, extra)

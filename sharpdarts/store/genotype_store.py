@@ -1,0 +1,142 @@
+"""The write side of the genotype registry: promotion, and a genotype by name or by run.
+
+:mod:`sharpdarts.core.genotypes` reads the registry (``get``, ``names``, ``lineage``); this
+module adds to it. A promotion takes an exclusive lock on the registry's folder, re-reads the
+file under the lock (so two promotions at once both land) and rewrites it atomically with
+:func:`sharpdarts.core.io.atomic_write_json`: a crash never leaves half a registry.
+
+:func:`genotype_of` is the one place where a command's ``NAME_OR_RUN`` argument becomes a
+genotype with its lineage (the registry first, then the results store's runs).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sharpdarts.core import genotypes
+from sharpdarts.core.io import atomic_write_json
+from sharpdarts.errors import UserError
+from sharpdarts.store import runs
+
+try:  # POSIX only; elsewhere promotion runs without a lock.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+__all__ = ["promote", "genotype_of", "DirLock"]
+
+
+class DirLock:
+    """An exclusive ``flock`` on a folder, held for a ``with`` block.
+
+    Args:
+        directory: the folder to lock (it must exist).
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self._directory = Path(directory)
+        self._fd: int | None = None
+
+    def __enter__(self) -> DirLock:
+        if fcntl is not None:
+            self._fd = os.open(self._directory, os.O_RDONLY)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def promote(name: str, genotype: genotypes.Genotype, lineage: dict,
+            path: str | os.PathLike | None = None, replace: bool = False) -> genotypes.Genotype:
+    """Adds a genotype to the user registry under a new name, with its lineage.
+
+    Args:
+        name: The new name: letters, digits and underscores, not starting with a digit.
+        genotype: The genotype to store (any layout).
+        lineage: Where it came from (e.g. run id, commit, epoch); must be JSON-serialisable.
+        path: The registry file; ``genotypes.user_registry_path()`` when None.
+        replace: Replace a promoted genotype of the same name (never a builtin one).
+
+    Returns:
+        The stored genotype, as ``genotypes.get(name)`` will return it.
+
+    Raises:
+        ValueError: A bad name, a name already taken (builtin or promoted), a malformed
+            genotype or a lineage that is not a JSON-serialisable dict. The file is then
+            left unchanged.
+    """
+    if not isinstance(name, str) or not genotypes.NAME_RE.fullmatch(name):
+        raise ValueError(f"Invalid genotype name {name!r}: use letters, digits and underscores, "
+                         "not starting with a digit.")
+    if genotypes.is_builtin(name):
+        raise ValueError(f"Genotype name {name!r} is already taken by a builtin genotype; "
+                         "choose another name.")
+    if not isinstance(lineage, dict):
+        raise ValueError(f"The lineage must be a dict, got {type(lineage).__name__}.")
+    entry: dict[str, Any] = {"genotype": genotypes.to_dict(genotype), "lineage": lineage}
+    try:
+        # A round trip: what is stored is exactly what a later read gives back.
+        entry = json.loads(json.dumps(entry))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"The lineage of {name!r} is not JSON-serialisable: {e}") from e
+    path = Path(path) if path is not None else genotypes.user_registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with DirLock(path.parent):
+        data = genotypes.read_registry(path)
+        if name in data["genotypes"] and not replace:
+            raise ValueError(f"Genotype name {name!r} is already taken in {path}; choose another "
+                             "name (or replace it).")
+        data["genotypes"][name] = entry
+        atomic_write_json(path, data)
+    return genotypes.from_dict(entry["genotype"])
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line (a KeyError's without the quotes ``str`` adds)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split())
+
+
+def genotype_of(name_or_run: str, results_dir: str | os.PathLike,
+                best: bool = False) -> tuple[genotypes.Genotype, dict | None]:
+    """A registry name, or a run (id, path or ``run:ID``) whose final (or best) genotype is wanted.
+
+    Args:
+        name_or_run: a genotype name (builtin or promoted), or a run as
+            ``store.runs.find_run`` accepts it.
+        results_dir: the results store searched for runs.
+        best: take the run's best-epoch genotype rather than its final one.
+
+    Returns:
+        ``(genotype, lineage)``: for a registry name its recorded lineage (None for a builtin
+        one); for a run ``{run_id, experiment, commit, dirty, epoch, which, seed}``.
+
+    Raises:
+        UserError: neither a genotype nor a run, or a run without that genotype.
+    """
+    try:
+        return genotypes.get(name_or_run), genotypes.lineage(name_or_run)
+    except KeyError as exc:
+        registry_error = exc
+    try:
+        run = runs.find_run(results_dir, name_or_run)
+    except UserError:
+        raise UserError(f"'{name_or_run}' is neither a genotype nor a run: "
+                        f"{_one_line(registry_error)}") from None
+    final = run.info.get("final") or {}
+    key = "best_genotype" if best else "genotype"
+    if not final.get(key):
+        raise UserError(f"Run {run.run_id} has no {key.replace('_', ' ')} (status "
+                        f"{run.info.get('status')}).")
+    epoch = final.get("best_epoch") if best else final.get("genotype_epoch")
+    git = run.info.get("git") or {}
+    lineage = {"run_id": run.run_id, "experiment": run.info.get("experiment"),
+               "commit": git.get("commit"), "dirty": git.get("dirty"), "epoch": epoch,
+               "which": key, "seed": run.info.get("seed")}
+    return genotypes.from_dict(final[key]), lineage
