@@ -7,3 +7,9 @@ class UserError(Exception):
     The command line prints the message as one paragraph, without a traceback, and exits
     with status 2. Raise it before anything is written, so that nothing is left behind.
     """
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a KeyError's without its quotes)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split())

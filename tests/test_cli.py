@@ -15,6 +15,7 @@ import torch
 
 from sharpdarts.face import cli, experiments
 from sharpdarts.core import genotypes
+from sharpdarts.store import genotype_store
 from test_data import write_cifar10, write_cifar10_1
 
 EXPERIMENTS = experiments.experiment_names()
@@ -61,7 +62,7 @@ def test_every_experiment_binds_epochs_and_batch_size(name):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
     if name == "demo/train":  # demo/train trains the demo's promoted genotype
-        genotypes.promote("DEMO", genotypes.get("DARTS_V2"), {"run_id": "test"})
+        genotype_store.promote("DEMO", genotypes.get("DARTS_V2"), {"run_id": "test"})
     results = tmp_path / "results"
     code, out = run_cli("run", name, "--smoke", "--seed", 3, "--results", results, capsys=capsys)
     assert code == 0, out.err

@@ -37,7 +37,7 @@ def _edge_titles(svg_path: Path) -> list[str]:
 
 
 @needs_dot
-@pytest.mark.parametrize("name", genotypes.names(layout="cell"))
+@pytest.mark.parametrize("name", genotypes.builtin_names(layout="cell"))
 def test_every_cell_genotype_renders_its_nodes_and_edges(name, tmp_path):
     genotype = genotypes.get(name)
     out = plots.plot_genotype(genotype, tmp_path / f"{name}.svg", title=name)
@@ -124,7 +124,7 @@ def test_graphviz_executable_not_found_is_a_user_error(tmp_path, monkeypatch):
 
 
 def test_non_cell_and_malformed_genotypes_are_user_errors(tmp_path):
-    path_name = genotypes.names(layout="path")[0]
+    path_name = genotypes.builtin_names(layout="path")[0]
     with pytest.raises(UserError, match="layout"):
         plots.plot_genotype(genotypes.get(path_name), tmp_path / "g.svg")
     bad = genotypes.Genotype([("sep_conv_3x3", 2), ("skip_connect", 0)], [2], [], [], "cell")

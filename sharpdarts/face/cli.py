@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sharpdarts import resources
 from sharpdarts.core import genotypes
-from sharpdarts.errors import UserError
+from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments
 
 DEFAULT_RESULTS = "results"
@@ -94,23 +94,23 @@ def cmd_tables(args) -> int:
 
 
 def cmd_genotype_show(args) -> int:
-    from sharpdarts.face import runner
+    from sharpdarts.store import genotype_store
 
-    genotype, lineage = runner.genotype_of(args.name, args.results, args.best)
+    genotype, lineage = genotype_store.genotype_of(args.name, args.results, args.best)
     print(json.dumps({"genotype": genotypes.to_dict(genotype), "lineage": lineage}, indent=1))
     return 0
 
 
 def cmd_genotype_promote(args) -> int:
-    from sharpdarts.face import runner
+    from sharpdarts.store import genotype_store
 
-    genotype, lineage = runner.genotype_of(args.run, args.results, args.best)
+    genotype, lineage = genotype_store.genotype_of(args.run, args.results, args.best)
     if not lineage or "run_id" not in lineage:
         raise UserError(f"'{args.run}' is a builtin genotype, not a run; promote a search run.")
     try:
-        genotypes.promote(args.name, genotype, lineage, replace=args.replace)
+        genotype_store.promote(args.name, genotype, lineage, replace=args.replace)
     except ValueError as exc:
-        raise UserError(f"Cannot promote as {args.name}: {runner.one_line(exc)}") from None
+        raise UserError(f"Cannot promote as {args.name}: {one_line(exc)}") from None
     print(f"promoted {lineage['run_id']} (epoch {lineage['epoch']}) as {args.name} in "
           f"{genotypes.user_registry_path()}")
     return 0
@@ -118,17 +118,17 @@ def cmd_genotype_promote(args) -> int:
 
 def cmd_info(args) -> int:
     from sharpdarts.core.metrics import count_parameters, multiply_adds
-    from sharpdarts.face import runner
     from sharpdarts.nn.models import NetworkCIFAR, NetworkImageNet
+    from sharpdarts.store import genotype_store
 
-    genotype, _ = runner.genotype_of(args.name, args.results)
+    genotype, _ = genotype_store.genotype_of(args.name, args.results)
     try:
         if args.dataset == "cifar10":
             net, shape = NetworkCIFAR(36, 10, 20, True, genotype, C_mid=args.C_mid), (3, 32, 32)
         else:
             net, shape = NetworkImageNet(48, 1000, 14, True, genotype, C_mid=args.C_mid), (3, 224, 224)
     except ValueError as exc:
-        raise UserError(f"{args.name} does not build: {runner.one_line(exc)}") from None
+        raise UserError(f"{args.name} does not build: {one_line(exc)}") from None
     print(json.dumps({"genotype": args.name, "dataset": args.dataset,
                       "parameters": count_parameters(net),
                       "parameters_with_auxiliary": count_parameters(net, auxiliary=True),
@@ -137,9 +137,10 @@ def cmd_info(args) -> int:
 
 
 def cmd_plot_genotype(args) -> int:
-    from sharpdarts.face import plots, runner
+    from sharpdarts.face import plots
+    from sharpdarts.store import genotype_store
 
-    genotype, _ = runner.genotype_of(args.name, args.results, args.best)
+    genotype, _ = genotype_store.genotype_of(args.name, args.results, args.best)
     written = plots.plot_genotype(genotype, args.out, separate=args.separate, title=args.title)
     print("\n".join(str(p) for p in (written if isinstance(written, list) else [written])))
     return 0
