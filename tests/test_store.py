@@ -6,6 +6,7 @@ import sys
 import pytest
 
 import sharpdarts
+import sharpdarts.resources
 from sharpdarts import store
 from sharpdarts.errors import UserError
 from sharpdarts.store import provenance, results, tables
@@ -89,7 +90,7 @@ def test_tables_json_comes_from_the_project_root(tmp_path, monkeypatch):
 
 
 def test_no_tables_json_anywhere_is_a_user_error(monkeypatch):
-    monkeypatch.setattr(tables.resources, "find", lambda relative: None)
+    monkeypatch.setattr(sharpdarts.resources, "find", lambda relative: None)
     with pytest.raises(UserError, match="no experiments/tables.json found"):
         tables.load_table_defs()
 

@@ -19,7 +19,8 @@ Modules, one job each:
 - :mod:`~sharpdarts.store.run`: :class:`Run`, one folder written by its process;
 - :mod:`~sharpdarts.store.store`: finding runs, and ``start_run``'s skip/resume/new decision;
 - :mod:`~sharpdarts.store.results`: every run folder -> one pandas DataFrame;
-- :mod:`~sharpdarts.store.tables`: the paper's tables from that DataFrame.
+- :mod:`~sharpdarts.store.table_defs`: table definitions (tables.json) and the paper's values;
+- :mod:`~sharpdarts.store.tables`: the tables built from the DataFrame, and their printing.
 
 This package imports neither torch nor pandas: the quick commands use it. The old paths
 ``sharpdarts.runs`` and ``sharpdarts.store.runs`` are this package.

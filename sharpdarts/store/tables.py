@@ -1,29 +1,8 @@
 """The paper's tables, built from the DataFrame of :func:`sharpdarts.store.results.load_runs`.
 
 ``build_table`` aggregates the runs into a table defined as data in ``experiments/tables.json``
-(found through :mod:`sharpdarts.resources`: the user's project first, then the shipped copy);
+(see :mod:`sharpdarts.store.table_defs` for the format), with the paper's values beside ours;
 ``format_table`` prints it as markdown, LaTeX (booktabs) or CSV.
-
-Table definitions, one object per table name:
-
-- ``title``: a caption.
-- ``rows``: where the rows come from, one of
-  ``{"paper_table": T, "extra_experiments": PREFIX}`` (the rows of the package's
-  ``reference/paper_tables.csv`` whose ``table`` is T, in the file's order; rows
-  with an ``experiment`` are matched to the runs of that experiment, the others are reference
-  rows with no reproduced values; then, optionally, one row for every other experiment starting
-  with PREFIX that has completed runs), ``{"experiment_prefix": PREFIX}`` (one row per
-  experiment in the store starting with PREFIX) or ``{"experiments": [...]}`` (these rows).
-- ``labels``: the columns that describe a row: ``name`` (DataFrame column), ``label`` (header),
-  ``paper`` (the paper_tables.csv column it is read from, for paper rows).
-- ``columns``: the measured columns: ``name`` (DataFrame stem), ``label``, ``metric`` (a
-  ``load_runs`` column: every key of run.json ``final``, see docs/CONVENTIONS.md, plus
-  ``gpu_days``, ``search_gpu_days``, ``wall_seconds``, ``run_ref``...), ``agg`` (``mean_std``:
-  shown as mean ± std; ``mean``: shown as the mean; ``best_run``: the value of the run with the
-  largest ``by``), ``digits``, and optionally ``paper``/``paper_std`` (paper_tables.csv columns
-  shown beside ours) and ``display: false`` (kept in the DataFrame, not printed).
-- ``paper_match`` (optional): experiment -> ``{"table", "architecture"}``, the paper row whose
-  values sit beside an experiment's row in tables not built from paper rows.
 
 The DataFrame of a table keeps numbers numeric: for a column named ``X`` it has ``X_mean``,
 ``X_std`` (sample std, ddof=1; NaN with one seed), ``paper_X`` and ``paper_X_std``; ``seeds``
@@ -36,28 +15,21 @@ Which runs a row aggregates: completed runs of the row's experiment, except smok
 first, then the config with the most seeds, then the most recently ended; the others are
 counted in ``runs_left_out`` and named in a warning. With several completed runs of one seed
 and config, the latest counts.
-
-This module is a little over 400 lines: definitions, aggregation and the three printed
-formats are one job (a table), and splitting the printing off would split ``format_table``
-from the definitions it reads.
 """
 from __future__ import annotations
 
-import importlib.resources
-import json
 import math
 import os
 import warnings
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from sharpdarts import resources
+from sharpdarts.core import io
 from sharpdarts.errors import UserError
-from sharpdarts.registry import unknown_name
 from sharpdarts.store.results import RUN_COLUMNS, as_number
+from sharpdarts.store.table_defs import (definition, load_table_defs, paper_tables, table_names,
+                                         tables_json_path)
 
 __all__ = [
     "FORMATS",
@@ -69,76 +41,8 @@ __all__ = [
     "tables_json_path",
 ]
 
-TABLES_JSON = "experiments/tables.json"  # relative to a resources root
-PAPER_TABLES = "reference/paper_tables.csv"  # package data, relative to the package
 FORMATS = ("markdown", "latex", "csv")
 PM = " ± "
-
-
-# --------------------------------------------------------------------------------------------
-# Definitions
-
-
-def tables_json_path() -> Path:
-    """``experiments/tables.json`` of the first resources root that has one.
-
-    Raises:
-        UserError: no root has one (neither a project root nor the installed package).
-    """
-    path = resources.find(TABLES_JSON)
-    if path is None:
-        roots = ", ".join(str(r) for r in resources.roots()) or "(none)"
-        raise UserError(f"no {TABLES_JSON} found: looked in {roots}. Set "
-                        f"${resources.PROJECT_ENV_VAR} to a project folder that has one.")
-    return path
-
-
-def load_table_defs(path: str | os.PathLike | None = None) -> dict:
-    """The table definitions (``experiments/tables.json`` by default), without ``_`` keys."""
-    path = Path(path) if path is not None else tables_json_path()
-    return _load_defs_cached(str(path), path.stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=4)
-def _load_defs_cached(path: str, _mtime: int) -> dict:
-    defs = json.loads(Path(path).read_text(encoding="utf-8"))
-    out = {}
-    for name, spec in defs.items():
-        if name.startswith("_"):
-            continue
-        for key in ("rows", "columns"):
-            if key not in spec:
-                raise ValueError(f"table {name!r} in {path} has no {key!r}")
-        out[name] = spec
-    return out
-
-
-def table_names(path: str | os.PathLike | None = None) -> list[str]:
-    """The names of the defined tables, in file order."""
-    return list(load_table_defs(path))
-
-
-def paper_tables() -> pd.DataFrame:
-    """The paper's reported numbers (the package data ``reference/paper_tables.csv``)."""
-    return _paper_tables_cached().copy()
-
-
-@lru_cache(maxsize=1)
-def _paper_tables_cached() -> pd.DataFrame:
-    # Package data, read through importlib.resources so that any install (a wheel, a zip)
-    # finds it.
-    with importlib.resources.files("sharpdarts").joinpath(PAPER_TABLES).open(
-            "r", encoding="utf-8") as f:
-        return pd.read_csv(f, dtype={"experiment": object, "autoaugment": object,
-                                     "ssc": object, "grad_order": object})
-
-
-def _definition(name: str, defs_path: str | os.PathLike | None = None) -> dict:
-    defs = load_table_defs(defs_path)
-    if name not in defs:
-        where = f"in {defs_path}" if defs_path is not None else f"in {tables_json_path()}"
-        raise UserError(str(unknown_name("table", name, defs, where=where)))
-    return defs[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +147,7 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
     Raises:
         UserError: ``name`` is not a defined table (the message lists the available ones).
     """
-    spec = _definition(name, defs_path)
+    spec = definition(name, defs_path)
     runs = runs_df if runs_df is not None else pd.DataFrame()
     for column in RUN_COLUMNS:
         if column not in runs:
@@ -407,7 +311,7 @@ def _to_latex(display: pd.DataFrame, n_labels: int, caption: str | None) -> str:
 
 def _csv_cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
-        return json.dumps(value)
+        return io.dumps(value)
     return value
 
 
@@ -433,7 +337,7 @@ def format_table(df: pd.DataFrame, fmt: str = "markdown", *, name: str | None = 
     spec = df.attrs.get("definition")
     if spec is None:
         key = name or df.attrs.get("table")
-        spec = _definition(key) if key else None
+        spec = definition(key) if key else None
     if spec is None:
         display, n_labels = df.astype(object).where(df.notna(), ""), 1
     else:
