@@ -4,12 +4,14 @@ import json
 import multiprocessing as mp
 import os
 import socket
+import stat
 import subprocess
 import sys
 
 import pytest
 
 from sharpdarts import store
+from sharpdarts.core import io
 from sharpdarts.errors import UserError
 from sharpdarts.store import Run, config_hash, find_run, provenance, start_run
 
@@ -162,6 +164,20 @@ def test_run_json_writes_are_atomic_and_leave_no_temp_files(tmp_path, norepo, mo
     assert [p.name for p in run.path.iterdir() if p.name.endswith(".tmp")] == []
     monkeypatch.undo()
     assert json.loads((run.path / "run.json").read_text())["note"] == "first"
+
+
+def test_run_files_are_fsynced_and_honour_the_umask(tmp_path, norepo, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    run, _ = _start(tmp_path, repo=norepo)
+    after_start = len(synced)
+    run.log_epoch({"epoch": 1})
+    assert after_start >= 2 and len(synced) > after_start  # run.json, config.gin, the epoch
+    # mkstemp makes 0600 files; results are shared data, so they get what open() would give.
+    expected = 0o666 & ~io._UMASK
+    for name in ("run.json", "config.gin", "metrics.jsonl"):
+        assert stat.S_IMODE((run.path / name).stat().st_mode) == expected, name
 
 
 # ---------------------------------------------------------------------------- metrics
