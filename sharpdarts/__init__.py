@@ -33,7 +33,10 @@ _MOVED = {
     "sharpdarts.configurables": "sharpdarts.core.optimizers",
     "sharpdarts.architect": "sharpdarts.engine.architect",
     "sharpdarts.data": "sharpdarts.engine.data",
-    "sharpdarts.runs": "sharpdarts.store.runs",
+    # The run store is one package now (provenance, run, store, keys, reader); the two
+    # paths its single module had are the package itself.
+    "sharpdarts.runs": "sharpdarts.store",
+    "sharpdarts.store.runs": "sharpdarts.store",
     "sharpdarts.results": "sharpdarts.store.results",
     "sharpdarts.plots": "sharpdarts.face.plots",
     "sharpdarts.cli": "sharpdarts.face.cli",

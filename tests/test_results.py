@@ -8,9 +8,9 @@ import warnings
 import pandas as pd
 import pytest
 
-from sharpdarts.store import results
-from sharpdarts.store import runs
+from sharpdarts import store as run_store
 from sharpdarts.errors import UserError
+from sharpdarts.store import provenance, results
 from sharpdarts.store.results import build_table, format_table, load_metrics, load_runs, table_names
 
 SSC = "cifar10/sharpsepconv_darts"
@@ -19,7 +19,8 @@ _counter = iter(range(100000))
 
 def write_run(root, experiment, seed, final=None, *, status="completed", wall=3600.0,
               device_count=1, config_hash="c0ffee000000", metrics=None, **extra):
-    """A run folder written by hand, in the format runs.start_run writes."""
+    """A run folder written by hand, in the format store.start_run wrote before record format 2
+    (no ``record_format``: a training run's ``valid_*`` figures are test-set figures)."""
     n = next(_counter)
     run_id = f"20250101T0000{n % 60:02d}{n:03d}Z-{n:06x}"
     folder = root / "runs" / experiment / run_id
@@ -104,7 +105,7 @@ def test_corrupt_run_folders_are_skipped_and_counted_in_one_warning(store):
 
 
 def test_load_metrics_one_row_per_epoch(tmp_path):
-    folder = write_run(tmp_path, "demo/search", 1, {}, metrics=[
+    folder = write_run(tmp_path, "demo/search", 1, {}, kind="search", metrics=[
         {"epoch": 1, "lr": 0.1, "valid_acc": 10.0}, {"epoch": 2, "lr": 0.05, "valid_acc": 20.0}])
     with open(folder / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 3, "lr"')  # torn: left out
@@ -113,21 +114,25 @@ def test_load_metrics_one_row_per_epoch(tmp_path):
     assert len(df) == 3
     search = df[df["experiment"] == "demo/search"].sort_values("epoch")
     assert list(search["epoch"]) == [1, 2] and list(search["valid_acc"]) == [10.0, 20.0]
+    # An old training run logged its test-set accuracy as valid_acc: it reads as test_acc.
+    train = df[df["experiment"] == "demo/train"]
+    assert list(train["test_acc"]) == [30.0] and train["valid_acc"].isna().all()
     assert set(df["seed"]) == {1, 4} and df["run_id"].nunique() == 2
 
 
 def test_runs_written_by_start_run_load(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "_device_info", lambda: ("cpu", 0))
+    monkeypatch.setattr(provenance, "_device_info", lambda: ("cpu", 0))
     norepo = tmp_path / "norepo"
     norepo.mkdir()
-    run, _ = runs.start_run(tmp_path / "res", SSC, 1, "EPOCHS = 1\n", command=["x"],
-                            kind="train", repo_dir=norepo)
+    run, _ = run_store.start_run(tmp_path / "res", SSC, 1, "EPOCHS = 1\n", command=["x"],
+                                 kind="train", repo_dir=norepo)
     run.log_epoch({"epoch": 1, "valid_acc": 90.0})
     run.finish({"test_error_top1": 2.5, "params_m": 3.56, "multiply_adds_b": 0.579})
     df = load_runs(tmp_path / "res")
     assert list(df["run_id"]) == [run.run_id] and df.loc[0, "status"] == "completed"
-    assert df.loc[0, "config_hash"] == runs.config_hash("EPOCHS = 1\n")
+    assert df.loc[0, "config_hash"] == run_store.config_hash("EPOCHS = 1\n")
     assert _row(build_table("cifar10", df), SSC)["test_error_mean"] == 2.5
+    # A run of today's record format keeps its names: valid_acc is validation data.
     assert list(load_metrics(tmp_path / "res")["valid_acc"]) == [90.0]
 
 
@@ -136,7 +141,7 @@ def test_runs_written_by_start_run_load(tmp_path, monkeypatch):
 
 def test_cifar10_table_aggregates_completed_runs_beside_the_paper(store):
     table = build_table("cifar10", load_runs(store))
-    paper = pd.read_csv(results.PAPER_TABLES)
+    paper = results.paper_tables()
     paper = paper[paper["table"] == "cifar10"]
     assert list(table["architecture"]) == list(paper["architecture"])  # paper order
 
@@ -217,7 +222,7 @@ def test_search_table_and_lineage_search_cost(tmp_path):
                            {"best_valid_acc": a, "genotype": {"normal": [["sep_conv_3x3", 0]]}},
                            wall=86400.0 * seed, device_count=1, kind="search")
         ids[seed] = folder.name
-    write_run(tmp_path, "search/other", 1, {"best_valid_acc": 70.0}, wall=8640.0)
+    write_run(tmp_path, "search/other", 1, {"best_valid_acc": 70.0}, wall=8640.0, kind="search")
     write_run(tmp_path, SSC, 1, {"test_error_top1": 2.0},
               genotype_name="mine", genotype_lineage={"run_id": ids[2], "epoch": 50})
     df = load_runs(tmp_path)
@@ -237,18 +242,23 @@ def test_search_table_and_lineage_search_cost(tmp_path):
 
 
 def test_demo_table_rows_in_order(tmp_path):
+    for seed, acc in ((1, 40.0), (2, 44.0)):
+        write_run(tmp_path, "demo/search", seed, {"best_valid_acc": acc}, kind="search")
+    # Old training runs chose their "best valid" epoch on test data: not shown as validation.
     write_run(tmp_path, "demo/train", 1, {"best_valid_acc": 40.0, "params_m": 0.05,
                                           "test_error_top1": 61.0}, wall=30.0, device_count=0)
     write_run(tmp_path, "demo/train", 2, {"best_valid_acc": 44.0, "params_m": 0.05,
                                           "test_error_top1": 57.0}, wall=40.0, device_count=0)
     table = build_table("demo", load_runs(tmp_path))
     assert list(table["experiment"]) == ["demo/search", "demo/train"]
+    search = _row(table, "demo/search")
+    assert search["seeds"] == 2 and search["valid_acc_mean"] == 42.0
     train = _row(table, "demo/train")
-    assert train["seeds"] == 2 and train["valid_acc_mean"] == 42.0
+    assert train["seeds"] == 2 and math.isnan(train["valid_acc_mean"])
+    assert train["test_error_mean"] == 59.0
     assert train["wall_seconds_mean"] == 35.0 and train["params_mean"] == 0.05
-    assert _row(table, "demo/search")["seeds"] == 0
     md = format_table(table, "markdown")
-    assert "42.00 ± 2.83" in md and "35.0 ± 7.1" in md
+    assert "42.00 ± 2.83" in md and "35.0 ± 7.1" in md and "59.00 ± 2.83" in md
 
 
 def test_smoke_runs_and_other_configs_are_left_out(tmp_path):
@@ -288,7 +298,7 @@ def test_empty_store_builds_every_table(tmp_path):
 
 def test_unknown_table_and_format_are_user_errors(store):
     assert table_names() == ["cifar10", "imagenet", "search", "demo", "hyperparameter"]
-    with pytest.raises(UserError, match="cifar10, imagenet, search, demo"):
+    with pytest.raises(UserError, match="Unknown table 'cifar100'.*Did you mean: cifar10"):
         build_table("cifar100", load_runs(store))
     with pytest.raises(UserError, match="markdown"):
         format_table(build_table("demo", load_runs(store)), "html")

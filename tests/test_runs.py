@@ -4,14 +4,16 @@ import json
 import multiprocessing as mp
 import os
 import socket
+import stat
 import subprocess
 import sys
 
 import pytest
 
-from sharpdarts.store import runs
+from sharpdarts import store
+from sharpdarts.core import io
 from sharpdarts.errors import UserError
-from sharpdarts.store.runs import Run, config_hash, find_run, start_run
+from sharpdarts.store import Run, config_hash, find_run, provenance, start_run
 
 CONFIG = "EPOCHS = 2\nBATCH_SIZE = 8  # small\n"
 
@@ -19,7 +21,7 @@ CONFIG = "EPOCHS = 2\nBATCH_SIZE = 8  # small\n"
 @pytest.fixture(autouse=True)
 def _no_torch(monkeypatch):
     """Device detection imports torch (seconds); the tests that need it call the real one."""
-    monkeypatch.setattr(runs, "_device_info", lambda: ("cpu", 0))
+    monkeypatch.setattr(provenance, "_device_info", lambda: ("cpu", 0))
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ def test_start_run_writes_every_design_field(tmp_path, norepo):
                            extra={"genotype_name": "SHARP_DARTS", "smoke": True})
     assert decision == "new"
     assert run.path.parent == tmp_path / "res" / "runs" / "cifar10" / "sharpdarts"
-    assert runs.RUN_ID_RE.match(run.run_id)
+    assert store.RUN_ID_RE.match(run.run_id)
     info = json.loads((run.path / "run.json").read_text())
     assert info["experiment"] == "cifar10/sharpdarts"
     assert info["seed"] == 3 and info["kind"] == "train"
@@ -152,7 +154,7 @@ def test_run_json_writes_are_atomic_and_leave_no_temp_files(tmp_path, norepo, mo
     def crash(*args, **kwargs):
         raise OSError("simulated crash mid-write")
 
-    monkeypatch.setattr(runs.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated"):
         run.update(note="second", final={"x": 1})
     with pytest.raises(OSError, match="simulated"):
@@ -162,6 +164,20 @@ def test_run_json_writes_are_atomic_and_leave_no_temp_files(tmp_path, norepo, mo
     assert [p.name for p in run.path.iterdir() if p.name.endswith(".tmp")] == []
     monkeypatch.undo()
     assert json.loads((run.path / "run.json").read_text())["note"] == "first"
+
+
+def test_run_files_are_fsynced_and_honour_the_umask(tmp_path, norepo, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    run, _ = _start(tmp_path, repo=norepo)
+    after_start = len(synced)
+    run.log_epoch({"epoch": 1})
+    assert after_start >= 2 and len(synced) > after_start  # run.json, config.gin, the epoch
+    # mkstemp makes 0600 files; results are shared data, so they get what open() would give.
+    expected = 0o666 & ~io._UMASK
+    for name in ("run.json", "config.gin", "metrics.jsonl"):
+        assert stat.S_IMODE((run.path / name).stat().st_mode) == expected, name
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -296,7 +312,7 @@ def test_same_key_while_the_first_process_is_alive_is_a_user_error(tmp_path, nor
     # A live child process holding the run: still refused; once it is gone, resumed.
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        run.update(pid=child.pid, pid_start=runs._pid_start_time(child.pid))
+        run.update(pid=child.pid, pid_start=provenance.process_start_time(child.pid))
         with pytest.raises(UserError, match=str(run.path)):
             _start(tmp_path, repo=norepo)
     finally:
@@ -350,10 +366,10 @@ def test_repo_without_commits_and_no_repo_have_no_commit(tmp_path, norepo):
     repo.mkdir()
     _git(repo, "init", "-q")
     (repo / "a.py").write_text("x = 1\n")
-    prov = runs.collect_provenance(repo)
+    prov = store.collect_provenance(repo)
     assert prov["git"]["commit"] is None and prov["git"]["dirty"] is True
     assert "+x = 1" in prov["diff"]
-    assert runs.collect_provenance(norepo)["git"] == {"commit": None, "branch": None,
+    assert store.collect_provenance(norepo)["git"] == {"commit": None, "branch": None,
                                                       "dirty": None}
     with pytest.raises(UserError, match="commit"):
         _start(tmp_path / "res", repo=norepo, allow_dirty=False)
@@ -362,7 +378,7 @@ def test_repo_without_commits_and_no_repo_have_no_commit(tmp_path, norepo):
 
 def test_real_provenance_reports_device_and_packages(monkeypatch, norepo):
     monkeypatch.undo()  # the real device detection (imports torch)
-    prov = runs.collect_provenance(norepo)
+    prov = store.collect_provenance(norepo)
     assert isinstance(prov["device"], str) and prov["device"]
     assert isinstance(prov["device_count"], int) and prov["device_count"] >= 0
     assert (prov["device"] == "cpu") == (prov["device_count"] == 0)
@@ -381,7 +397,7 @@ def test_find_run_by_id_prefix_path_and_close_matches(tmp_path, norepo):
     assert find_run(tmp_path, f"cifar10/sharpdarts/{run.run_id}").path == run.path
     assert find_run(tmp_path, run.run_id[:-2]).path == run.path  # a unique prefix
     typo = run.run_id[:-1] + ("0" if run.run_id[-1] != "0" else "1")
-    with pytest.raises(UserError, match="Close matches"):
+    with pytest.raises(UserError, match="Did you mean"):
         find_run(tmp_path, typo)
     with pytest.raises(UserError, match="ambiguous"):
         find_run(tmp_path, run.run_id[:4])

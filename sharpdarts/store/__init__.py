@@ -1,0 +1,64 @@
+"""The run store: run folders, the results store, and the tables built from it.
+
+A run lives in ``RESULTS/runs/<experiment>/<run_id>/`` and holds:
+
+- ``run.json``: what was run (experiment, seed, kind, command, config hash, record format),
+  where and with what (git commit/branch/dirty, host, device, package versions), and how it
+  went (status, reason, sessions, wall seconds, final metrics). Every write is atomic.
+- ``config.gin`` (the config as asked) and ``operative_config.gin`` (written by the engine).
+- ``git.diff`` when the working tree was dirty (``git.resume<N>.diff`` for a later session).
+- ``metrics.jsonl``: one JSON object per epoch, appended and fsynced, never an epoch twice.
+- ``checkpoint.pt``: written by the engine at ``Run.checkpoint_path``.
+
+Modules, one job each:
+
+- :mod:`~sharpdarts.store.reader`: THE reader of run folders (results, plots and the run
+  itself read through it), and the mapping of old field names;
+- :mod:`~sharpdarts.store.provenance`: git state and diff, device, packages, host, processes;
+- :mod:`~sharpdarts.store.keys`: a run's key (config hash) and its folder id;
+- :mod:`~sharpdarts.store.run`: :class:`Run`, one folder written by its process;
+- :mod:`~sharpdarts.store.store`: finding runs, and ``start_run``'s skip/resume/new decision;
+- :mod:`~sharpdarts.store.results`: every run folder -> one pandas DataFrame;
+- :mod:`~sharpdarts.store.table_defs`: table definitions (tables.json) and the paper's values;
+- :mod:`~sharpdarts.store.tables`: the tables built from the DataFrame, and their printing.
+
+This package imports neither torch nor pandas: the quick commands use it. The old paths
+``sharpdarts.runs`` and ``sharpdarts.store.runs`` are this package.
+"""
+from sharpdarts.store.keys import RUN_ID_RE, check_experiment, config_hash, new_run_id
+from sharpdarts.store.provenance import (PACKAGES, collect_provenance, process_alive,
+                                         process_start_time, utc_now)
+from sharpdarts.store.reader import (CHECKPOINT, CONFIG, GIT_DIFF, METRICS, RECORD_FORMAT,
+                                     RUN_JSON, read_info, read_metrics, read_recorded_info,
+                                     run_dir)
+from sharpdarts.store.run import Run
+from sharpdarts.store.store import KINDS, RESERVED, STATUSES, find_run, iter_run_dirs, start_run
+
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "GIT_DIFF",
+    "KINDS",
+    "METRICS",
+    "PACKAGES",
+    "RECORD_FORMAT",
+    "RESERVED",
+    "RUN_ID_RE",
+    "RUN_JSON",
+    "STATUSES",
+    "Run",
+    "check_experiment",
+    "collect_provenance",
+    "config_hash",
+    "find_run",
+    "iter_run_dirs",
+    "new_run_id",
+    "process_alive",
+    "process_start_time",
+    "read_info",
+    "read_metrics",
+    "read_recorded_info",
+    "run_dir",
+    "start_run",
+    "utc_now",
+]

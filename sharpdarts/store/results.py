@@ -1,74 +1,34 @@
-"""All runs -> one pandas DataFrame -> the paper's tables.
+"""Every run folder of a results store -> one pandas DataFrame (and one of epochs).
 
 ``load_runs`` reads every ``run.json`` under ``RESULTS/runs`` into one DataFrame (one row per
-run folder); ``build_table`` aggregates it into a table defined as data in
-``experiments/tables.json``; ``format_table`` prints it as markdown, LaTeX (booktabs) or CSV.
+run folder); ``load_metrics`` reads every ``metrics.jsonl`` into one row per logged epoch.
+Both read through :mod:`sharpdarts.store.reader`, so old folders show today's field names
+(a training run's test-set figures are ``test_*``, never ``valid_*``).
 
-Table definitions (``experiments/tables.json``), one object per table name:
-
-- ``title``: a caption.
-- ``rows``: where the rows come from, one of
-  ``{"paper_table": T, "extra_experiments": PREFIX}`` (the rows of
-  ``sharpdarts/reference/paper_tables.csv`` whose ``table`` is T, in the file's order; rows
-  with an ``experiment`` are matched to the runs of that experiment, the others are reference
-  rows with no reproduced values; then, optionally, one row for every other experiment starting
-  with PREFIX that has completed runs), ``{"experiment_prefix": PREFIX}`` (one row per
-  experiment in the store starting with PREFIX) or ``{"experiments": [...]}`` (these rows).
-- ``labels``: the columns that describe a row: ``name`` (DataFrame column), ``label`` (header),
-  ``paper`` (the paper_tables.csv column it is read from, for paper rows).
-- ``columns``: the measured columns: ``name`` (DataFrame stem), ``label``, ``metric`` (a
-  ``load_runs`` column: every key of run.json ``final``, see docs/CONVENTIONS.md, plus
-  ``gpu_days``, ``search_gpu_days``, ``wall_seconds``, ``run_ref``...), ``agg`` (``mean_std``:
-  shown as mean ± std; ``mean``: shown as the mean; ``best_run``: the value of the run with the
-  largest ``by``), ``digits``, and optionally ``paper``/``paper_std`` (paper_tables.csv columns
-  shown beside ours) and ``display: false`` (kept in the DataFrame, not printed).
-- ``paper_match`` (optional): experiment -> ``{"table", "architecture"}``, the paper row whose
-  values sit beside an experiment's row in tables not built from paper rows.
-
-The DataFrame of a table keeps numbers numeric: for a column named ``X`` it has ``X_mean``,
-``X_std`` (sample std, ddof=1; NaN with one seed), ``paper_X`` and ``paper_X_std``; ``seeds``
-(distinct seeds aggregated), ``reference`` (True for rows of other methods), ``config_hash``
-and ``runs_left_out``. ``format_table`` turns them into "1.98 ± 0.07".
-
-Which runs a row aggregates: completed runs of the row's experiment, except smoke runs
-(run.json ``smoke`` true). When those runs have more than one config hash (e.g. a try with
-``--gin_param EPOCHS=5``), the row uses one config: runs without ``gin_params`` overrides
-first, then the config with the most seeds, then the most recently ended; the others are
-counted in ``runs_left_out`` and named in a warning. With several completed runs of one seed
-and config, the latest counts.
+The tables are built from the DataFrame in :mod:`sharpdarts.store.tables`; its public names
+are re-exported here (``results.build_table``, ``results.format_table``, ...), where the
+command line and the tests have always found them.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from sharpdarts.errors import UserError
-from sharpdarts.store.runs import METRICS, RUN_JSON, iter_run_dirs
+from sharpdarts.store import reader
+from sharpdarts.store.store import iter_run_dirs
 
-__all__ = [
-    "FORMATS",
-    "PAPER_TABLES",
-    "TABLES_JSON",
-    "build_table",
-    "format_table",
-    "load_metrics",
-    "load_runs",
-    "load_table_defs",
-    "paper_tables",
-    "table_names",
-]
+# The tables' public names, re-exported lazily: tables.py builds on this module, so importing
+# it here, at the top, would be circular.
+_FROM_TABLES = ("FORMATS", "build_table", "format_table", "load_table_defs", "paper_tables",
+                "table_names")
 
-PAPER_TABLES = Path(__file__).resolve().parents[1] / "reference" / "paper_tables.csv"
-TABLES_JSON = Path(__file__).resolve().parents[2] / "experiments" / "tables.json"
-FORMATS = ("markdown", "latex", "csv")
-PM = " ± "
+__all__ = ["RUN_COLUMNS", "as_number", "load_metrics", "load_runs", *_FROM_TABLES]
 
 RUN_COLUMNS = [
     "experiment", "run_id", "path", "seed", "kind", "status", "reason", "started", "ended",
@@ -78,32 +38,22 @@ RUN_COLUMNS = [
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# Loading the store
-
-
-def _warn_skipped(skipped: int, results_dir: Path) -> None:
+def _read_infos(results_dir: Path) -> list[tuple[Path, dict]]:
+    """(folder, run.json in today's names) of every readable run folder; one warning counts
+    the unreadable ones."""
+    out, skipped = [], 0
+    for folder in iter_run_dirs(results_dir):
+        try:
+            out.append((folder, reader.read_info(folder)))
+        except UserError:
+            skipped += 1
     if skipped:
         warnings.warn(
             f"skipped {skipped} unreadable run folder{'s' if skipped != 1 else ''} "
             f"under {Path(results_dir) / 'runs'} (missing or corrupt run.json)",
             stacklevel=3,
         )
-
-
-def _read_infos(results_dir: Path) -> tuple[list[tuple[Path, dict]], int]:
-    out, skipped = [], 0
-    for folder in iter_run_dirs(results_dir):
-        try:
-            info = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            skipped += 1
-            continue
-        if not isinstance(info, dict):
-            skipped += 1
-            continue
-        out.append((folder, info))
-    return out, skipped
+    return out
 
 
 def _lineage(info: dict) -> tuple[str | None, str | None]:
@@ -128,12 +78,56 @@ def _lineage(info: dict) -> tuple[str | None, str | None]:
     return (name if isinstance(name, str) else None), run_id
 
 
-def _number(value: Any) -> float:
+def as_number(value: Any) -> float:
+    """``value`` as a float; NaN when it is missing or not a number."""
     try:
-        out = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return math.nan
-    return out
+
+
+def _run_row(results_dir: Path, folder: Path, info: dict) -> dict:
+    """One load_runs row: the RUN_COLUMNS, then the keys of ``final``."""
+    git = info.get("git") if isinstance(info.get("git"), dict) else {}
+    name, lineage_id = _lineage(info)
+    wall = as_number(info.get("wall_seconds"))
+    count = as_number(info.get("device_count"))
+    devices = max(count, 1.0) if not math.isnan(count) else 1.0
+    run_id = info.get("run_id") or folder.name
+    row = {
+        "experiment": info.get("experiment")
+        or folder.parent.relative_to(results_dir / "runs").as_posix(),
+        "run_id": run_id,
+        "path": str(folder),
+        "seed": info.get("seed"),
+        "kind": info.get("kind"),
+        "status": info.get("status"),
+        "reason": info.get("reason"),
+        "started": info.get("started"),
+        "ended": info.get("ended"),
+        "wall_seconds": wall,
+        "device": info.get("device"),
+        "device_count": count,
+        "host": info.get("host"),
+        "git_commit": git.get("commit"),
+        "git_branch": git.get("branch"),
+        "dirty": git.get("dirty"),
+        "config_hash": info.get("config_hash"),
+        "resumes": info.get("resumes"),
+        "last_epoch": info.get("last_epoch"),
+        "genotype_name": name,
+        "lineage_run_id": lineage_id,
+        "smoke": bool(info.get("smoke")),
+        "gin_params": info.get("gin_params"),
+        "gpu_days": wall * devices / 86400.0,
+        "search_gpu_days": math.nan,
+        "run_ref": f"run:{run_id}",
+    }
+    final = info.get("final")
+    if isinstance(final, dict):
+        for key, value in final.items():
+            row[f"final_{key}" if key in RUN_COLUMNS else key] = value
+    return row
 
 
 def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
@@ -141,8 +135,9 @@ def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
 
     Columns: ``RUN_COLUMNS`` (experiment, run_id, path, seed, kind, status, started, ended,
     wall_seconds, device, device_count, git_commit, dirty, config_hash, genotype_name,
-    lineage_run_id, ...), then every key of run.json ``final`` (prefixed ``final_`` if it
-    clashes with one of those).
+    lineage_run_id, ...), then every key of run.json ``final`` in today's names (prefixed
+    ``final_`` if it clashes with one of those). An old training run's best epoch, chosen on
+    test data, shows as ``best_test_acc_legacy`` / ``best_test_epoch_legacy``.
 
     ``gpu_days`` is device-days: ``wall_seconds * max(device_count, 1) / 86400``, so a CPU run
     (device_count 0) counts as one device. ``device_count`` is what the run recorded (the
@@ -154,50 +149,8 @@ def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
     counts them.
     """
     results_dir = Path(results_dir)
-    infos, skipped = _read_infos(results_dir)
-    _warn_skipped(skipped, results_dir)
-    rows = []
-    for folder, info in infos:
-        git = info.get("git") if isinstance(info.get("git"), dict) else {}
-        name, lineage_id = _lineage(info)
-        wall = _number(info.get("wall_seconds"))
-        count = _number(info.get("device_count"))
-        devices = max(count, 1.0) if not math.isnan(count) else 1.0
-        row = {
-            "experiment": info.get("experiment")
-            or folder.parent.relative_to(results_dir / "runs").as_posix(),
-            "run_id": info.get("run_id") or folder.name,
-            "path": str(folder),
-            "seed": info.get("seed"),
-            "kind": info.get("kind"),
-            "status": info.get("status"),
-            "reason": info.get("reason"),
-            "started": info.get("started"),
-            "ended": info.get("ended"),
-            "wall_seconds": wall,
-            "device": info.get("device"),
-            "device_count": count,
-            "host": info.get("host"),
-            "git_commit": git.get("commit"),
-            "git_branch": git.get("branch"),
-            "dirty": git.get("dirty"),
-            "config_hash": info.get("config_hash"),
-            "resumes": info.get("resumes"),
-            "last_epoch": info.get("last_epoch"),
-            "genotype_name": name,
-            "lineage_run_id": lineage_id,
-            "smoke": bool(info.get("smoke")),
-            "gin_params": info.get("gin_params"),
-            "gpu_days": wall * devices / 86400.0,
-            "search_gpu_days": math.nan,
-            "run_ref": f"run:{info.get('run_id') or folder.name}",
-        }
-        final = info.get("final")
-        if isinstance(final, dict):
-            for key, value in final.items():
-                row[f"final_{key}" if key in RUN_COLUMNS else key] = value
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([_run_row(results_dir, folder, info)
+                       for folder, info in _read_infos(results_dir)])
     for column in RUN_COLUMNS:
         if column not in df:
             df[column] = pd.Series(dtype=object)
@@ -218,30 +171,19 @@ def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
 
 def load_metrics(results_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per logged epoch per run: run_id, experiment, seed, kind, then the record's
-    fields (epoch, lr, train_loss, ...). Torn or corrupt lines are left out; unreadable run
-    folders are skipped with one warning."""
-    results_dir = Path(results_dir)
-    infos, skipped = _read_infos(results_dir)
-    _warn_skipped(skipped, results_dir)
+    fields in today's names (epoch, lr, train_loss, ...; ``test_*`` for a training run's
+    test-set figures). Torn or corrupt lines are left out; unreadable run folders are
+    skipped with one warning."""
     rows = []
-    for folder, info in infos:
+    for folder, info in _read_infos(Path(results_dir)):
         base = {
             "run_id": info.get("run_id") or folder.name,
             "experiment": info.get("experiment"),
             "seed": info.get("seed"),
             "kind": info.get("kind"),
         }
-        try:
-            lines = (folder / METRICS).read_bytes().split(b"\n")
-        except OSError:
-            continue
-        for line in lines[:-1]:  # the last piece is empty or a torn line
-            try:
-                record = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                continue
-            if isinstance(record, dict) and "epoch" in record:
-                rows.append({**base, **{k: v for k, v in record.items() if k not in base}})
+        for record in reader.read_metrics(folder, info):
+            rows.append({**base, **{k: v for k, v in record.items() if k not in base}})
     df = pd.DataFrame(rows)
     for column in ("run_id", "experiment", "seed", "kind", "epoch"):
         if column not in df:
@@ -249,351 +191,13 @@ def load_metrics(results_dir: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-# --------------------------------------------------------------------------------------------
-# Definitions
+def __getattr__(name: str) -> Any:
+    if name in _FROM_TABLES:
+        from sharpdarts.store import tables
+
+        return getattr(tables, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_table_defs(path: str | os.PathLike | None = None) -> dict:
-    """The table definitions (``experiments/tables.json`` by default), without ``_`` keys."""
-    path = Path(path) if path is not None else TABLES_JSON
-    return _load_defs_cached(str(path), path.stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=4)
-def _load_defs_cached(path: str, _mtime: int) -> dict:
-    defs = json.loads(Path(path).read_text(encoding="utf-8"))
-    out = {}
-    for name, spec in defs.items():
-        if name.startswith("_"):
-            continue
-        for key in ("rows", "columns"):
-            if key not in spec:
-                raise ValueError(f"table {name!r} in {path} has no {key!r}")
-        out[name] = spec
-    return out
-
-
-def table_names(path: str | os.PathLike | None = None) -> list[str]:
-    """The names of the defined tables, in file order."""
-    return list(load_table_defs(path))
-
-
-def paper_tables() -> pd.DataFrame:
-    """The paper's reported numbers (``sharpdarts/reference/paper_tables.csv``)."""
-    return _paper_tables_cached().copy()
-
-
-@lru_cache(maxsize=1)
-def _paper_tables_cached() -> pd.DataFrame:
-    return pd.read_csv(PAPER_TABLES, dtype={"experiment": object, "autoaugment": object,
-                                            "ssc": object, "grad_order": object})
-
-
-def _definition(name: str, defs_path: str | os.PathLike | None = None) -> dict:
-    defs = load_table_defs(defs_path)
-    if name not in defs:
-        raise UserError(f"unknown table {name!r}; available tables: {', '.join(defs)}.")
-    return defs[name]
-
-
-# --------------------------------------------------------------------------------------------
-# Aggregation
-
-
-def _select(runs: pd.DataFrame, experiment: str) -> tuple[pd.DataFrame, int]:
-    """The completed runs that a row of ``experiment`` aggregates, and how many were left out."""
-    done = runs[(runs["experiment"] == experiment) & (runs["status"] == "completed")]
-    done = done[~done["smoke"].fillna(False).astype(bool)]
-    if done.empty:
-        return done, 0
-    hashes = done["config_hash"].fillna("")
-    if hashes.nunique() > 1:
-        def score(group: pd.DataFrame) -> tuple:
-            plain = all(_no_overrides(p) for p in group["gin_params"])
-            ended = pd.to_datetime(group["ended"], utc=True, errors="coerce").max()
-            return (plain, group["seed"].nunique(),
-                    ended.timestamp() if pd.notna(ended) else -math.inf)
-
-        groups = {h: done[hashes == h] for h in hashes.unique()}
-        best = max(groups, key=lambda h: score(groups[h]))
-        chosen = groups[best]
-        left_out = len(done) - len(chosen)
-        warnings.warn(
-            f"{experiment}: {len(groups)} configs have completed runs; the table uses config "
-            f"{best or '(none)'} ({len(chosen)} runs) and leaves {left_out} runs out",
-            stacklevel=3,
-        )
-        done = chosen
-    else:
-        left_out = 0
-    # One run per seed: the latest (key duplicates only arise from merged stores).
-    done = done.sort_values("ended", na_position="first").drop_duplicates("seed", keep="last")
-    return done, left_out
-
-
-def _no_overrides(value: Any) -> bool:
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return not value
-
-
-def _aggregate(spec: dict, runs: pd.DataFrame) -> dict:
-    out: dict[str, Any] = {}
-    for col in spec["columns"]:
-        name, metric, agg = col["name"], col.get("metric", col["name"]), col.get("agg", "mean_std")
-        if agg == "best_run":
-            value = None
-            by = col.get("by")
-            if not runs.empty and metric in runs:
-                pick = runs
-                if by and by in runs:
-                    scores = pd.to_numeric(runs[by], errors="coerce")
-                    if scores.notna().any():
-                        pick = runs.loc[[scores.idxmax()]]
-                value = pick.iloc[-1][metric]
-            out[name] = value
-            continue
-        values = (pd.to_numeric(runs[metric], errors="coerce").dropna()
-                  if metric in runs else pd.Series(dtype=float))
-        out[f"{name}_mean"] = float(values.mean()) if len(values) else math.nan
-        out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-        out[f"{name}_n"] = int(len(values))
-    out["seeds"] = int(runs["seed"].nunique()) if not runs.empty else 0
-    return out
-
-
-def _empty_aggregate(spec: dict) -> dict:
-    return _aggregate(spec, pd.DataFrame(columns=["seed"]))
-
-
-def _paper_values(spec: dict, paper_row: pd.Series | None) -> dict:
-    out = {}
-    for col in spec["columns"]:
-        if "paper" not in col:
-            continue
-        name = col["name"]
-        value = paper_row.get(col["paper"]) if paper_row is not None else math.nan
-        out[f"paper_{name}"] = _number(value)
-        if "paper_std" in col:
-            std = paper_row.get(col["paper_std"]) if paper_row is not None else math.nan
-            out[f"paper_{name}_std"] = _number(std)
-    return out
-
-
-def _label_value(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
-def build_table(name: str, runs_df: pd.DataFrame, *,
-                defs_path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Aggregate the completed runs of ``runs_df`` (from ``load_runs``) into table ``name``.
-
-    Returns a DataFrame with the label columns, ``reference``, ``seeds``, ``X_mean``/``X_std``
-    (and ``X_n``, the runs that reported X) for every measured column ``X``, ``paper_X``/
-    ``paper_X_std`` where the paper has a value, ``config_hash`` and ``runs_left_out``.
-    ``format_table`` prints it; its definition travels in ``df.attrs['table']``.
-
-    Raises:
-        UserError: ``name`` is not a defined table (the message lists the available ones).
-    """
-    spec = _definition(name, defs_path)
-    runs = runs_df if runs_df is not None else pd.DataFrame()
-    for column in RUN_COLUMNS:
-        if column not in runs:
-            runs = runs.assign(**{column: pd.Series(dtype=object)})
-    rows_spec = spec["rows"]
-    labels = spec.get("labels") or [{"name": "experiment", "label": "Experiment"}]
-    rows: list[dict] = []
-
-    def add_row(experiment: str | None, paper_row: pd.Series | None, label_values: dict,
-                reference: bool) -> None:
-        row = {lab["name"]: _label_value(label_values.get(lab["name"])) for lab in labels}
-        row["experiment"] = experiment
-        row["reference"] = reference
-        if experiment:
-            chosen, left_out = _select(runs, experiment)
-            row.update(_aggregate(spec, chosen))
-            hashes = chosen["config_hash"].dropna().unique()
-            row["config_hash"] = hashes[0] if len(hashes) == 1 else None
-            row["runs_left_out"] = left_out
-        else:
-            row.update(_empty_aggregate(spec))
-            row["config_hash"] = None
-            row["runs_left_out"] = 0
-        row.update(_paper_values(spec, paper_row))
-        rows.append(row)
-
-    paper = paper_tables()
-    named = set()
-    if "paper_table" in rows_spec:
-        part = paper[paper["table"] == rows_spec["paper_table"]]
-        for _, prow in part.iterrows():
-            experiment = prow.get("experiment")
-            experiment = experiment if isinstance(experiment, str) and experiment else None
-            values = {lab["name"]: prow.get(lab.get("paper", lab["name"])) for lab in labels}
-            add_row(experiment, prow, values, reference=experiment is None)
-            if experiment:
-                named.add(experiment)
-    experiments: list[str] = []
-    completed = runs[runs["status"] == "completed"]
-    if rows_spec.get("extra_experiments"):
-        prefix = rows_spec["extra_experiments"]
-        experiments += sorted(
-            e for e in completed["experiment"].dropna().unique()
-            if str(e).startswith(prefix) and e not in named
-        )
-    if rows_spec.get("experiment_prefix"):
-        prefix = rows_spec["experiment_prefix"]
-        experiments += sorted(e for e in runs["experiment"].dropna().unique()
-                              if str(e).startswith(prefix))
-    experiments += list(rows_spec.get("experiments") or [])
-    match = spec.get("paper_match") or {}
-    for experiment in dict.fromkeys(experiments):
-        prow = None
-        if experiment in match:
-            m = match[experiment]
-            hit = paper[(paper["table"] == m.get("table")) &
-                        (paper["architecture"] == m.get("architecture"))]
-            prow = hit.iloc[0] if len(hit) else None
-        values = {"experiment": experiment, "architecture": _genotype_label(runs, experiment)}
-        add_row(experiment, prow, values, reference=False)
-
-    columns = list(dict.fromkeys(
-        [lab["name"] for lab in labels] + ["experiment", "reference"]
-        + list(_empty_aggregate(spec)) + ["config_hash", "runs_left_out"]
-        + list(_paper_values(spec, None))
-    ))
-    df = pd.DataFrame(rows, columns=columns)
-    df["seeds"] = df["seeds"].astype(int)
-    df["reference"] = df["reference"].astype(bool)
-    df.attrs["table"] = name
-    df.attrs["title"] = spec.get("title", name)
-    df.attrs["definition"] = spec
-    return df
-
-
-def _genotype_label(runs: pd.DataFrame, experiment: str) -> str:
-    names = runs.loc[runs["experiment"] == experiment, "genotype_name"].dropna().unique()
-    return str(names[0]) if len(names) == 1 else experiment
-
-
-# --------------------------------------------------------------------------------------------
-# Formatting
-
-
-def _fmt_ours(mean: Any, std: Any, digits: int, with_std: bool) -> str:
-    mean, std = _number(mean), _number(std)
-    if math.isnan(mean):
-        return ""
-    text = f"{mean:.{digits}f}"
-    if with_std and not math.isnan(std):
-        text += f"{PM}{std:.{digits}f}"
-    return text
-
-
-def _fmt_paper(value: Any, std: Any) -> str:
-    value, std = _number(value), _number(std)
-    if math.isnan(value):
-        return ""
-    text = f"{value:g}"
-    if not math.isnan(std):
-        text += f"{PM}{std:g}"
-    return text
-
-
-def _display_frame(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
-    """The printed table: labels, seeds, then each measured column (ours, then the paper's)."""
-    labels = spec.get("labels") or [{"name": "experiment", "label": "Experiment"}]
-    has_paper = any("paper" in c for c in spec["columns"])
-    out: dict[str, list[str]] = {}
-    for lab in labels:
-        out[lab["label"]] = ["" if _label_value(v) is None else str(v)
-                             for v in df.get(lab["name"], [None] * len(df))]
-    reference = df.get("reference", pd.Series([False] * len(df))).fillna(False).astype(bool)
-    out["Seeds"] = ["" if ref else str(int(n)) for ref, n in zip(reference, df["seeds"])]
-    for col in spec["columns"]:
-        if col.get("display", True) is False:
-            continue
-        name, digits, agg = col["name"], int(col.get("digits", 2)), col.get("agg", "mean_std")
-        ours_label = (f"{col['label']} (ours)" if has_paper and agg != "best_run"
-                      else col["label"])
-        if agg == "best_run":
-            out[ours_label] = ["" if _label_value(v) is None else str(v)
-                               for v in df.get(name, [None] * len(df))]
-        else:
-            out[ours_label] = [
-                _fmt_ours(m, s, digits, agg == "mean_std")
-                for m, s in zip(df[f"{name}_mean"], df[f"{name}_std"])
-            ]
-        if "paper" in col:
-            std = df.get(f"paper_{name}_std", pd.Series([math.nan] * len(df)))
-            out[f"{col['label']} (paper)"] = [
-                _fmt_paper(v, s) for v, s in zip(df[f"paper_{name}"], std)
-            ]
-    return pd.DataFrame(out)
-
-
-_LATEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}
-
-
-def _latex_escape(text: str) -> str:
-    text = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
-    return text.replace("±", r"$\pm$")
-
-
-def _to_latex(display: pd.DataFrame, n_labels: int, caption: str | None) -> str:
-    """A booktabs tabular (our own writer: pandas' to_latex needs jinja2)."""
-    align = "l" * n_labels + "r" * (display.shape[1] - n_labels)
-    lines = []
-    if caption:
-        lines.append(f"% {caption}")
-    lines += [f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-              " & ".join(_latex_escape(c) for c in display.columns) + r" \\", "\\midrule"]
-    for _, row in display.iterrows():
-        lines.append(" & ".join(_latex_escape(v) for v in row) + r" \\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return value
-
-
-def format_table(df: pd.DataFrame, fmt: str = "markdown", *, name: str | None = None) -> str:
-    """Print a table from ``build_table``.
-
-    ``markdown`` and ``latex`` (a booktabs ``tabular``) show the labelled columns with
-    "mean ± std" and the paper's value beside ours; ``csv`` writes the DataFrame's raw,
-    numeric columns (one column per mean, std and paper value) for further processing.
-
-    Args:
-        df: the table.
-        fmt: 'markdown', 'latex' or 'csv'.
-        name: the table's name, when ``df.attrs`` lost its definition.
-
-    Raises:
-        UserError: an unknown format.
-    """
-    if fmt not in FORMATS:
-        raise UserError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}.")
-    if fmt == "csv":
-        return df.map(_csv_cell).to_csv(index=False)
-    spec = df.attrs.get("definition")
-    if spec is None:
-        key = name or df.attrs.get("table")
-        spec = _definition(key) if key else None
-    if spec is None:
-        display, n_labels = df.astype(object).where(df.notna(), ""), 1
-    else:
-        display = _display_frame(df, spec)
-        n_labels = len(spec.get("labels") or [1])
-    if fmt == "markdown":
-        return display.to_markdown(index=False, disable_numparse=True) + "\n"
-    return _to_latex(display, n_labels, df.attrs.get("title"))
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_FROM_TABLES})

@@ -1,0 +1,323 @@
+"""The results store: finding run folders, and starting, resuming or skipping a run.
+
+Runs live in ``RESULTS/runs/<experiment>/<run_id>/`` (the experiment name may contain
+slashes, e.g. ``cifar10/sharpdarts``). A run's key is (experiment, seed, config hash).
+``start_run`` decides, under an exclusive file lock (``fcntl.flock`` on
+``RESULTS/runs/.lock``), whether to skip a completed run, resume an unfinished one in its own
+folder, or start a new folder. Decisions, in order, over the folders that share the key:
+
+1. any ``completed`` -> ``'skip'`` (the newest completed run is returned);
+2. any ``running`` whose process is alive (same host, pid alive and not reused) -> UserError;
+   ``running`` on another host cannot be checked and is treated as alive;
+3. the newest resumable one -> ``'resume'``: ``interrupted``, ``running`` with a dead process
+   (a crash or a kill), and ``failed`` unless it was failed with ``resumable=False``;
+4. otherwise -> ``'new'``.
+
+Failed runs resume by default (a crash, an out-of-memory error, a bug fixed since: the checkpoint
+is still good). A run stopped because the loss became NaN or diverged should be failed with
+``run.fail(reason, resumable=False)``: resuming from its checkpoint would only repeat the
+divergence, so the next start of that key begins from scratch in a new folder and the failed
+folder is kept as a record (tables only aggregate completed runs).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+from sharpdarts.core import io
+from sharpdarts.errors import UserError
+from sharpdarts.registry import unknown_name
+from sharpdarts.store import reader
+from sharpdarts.store.keys import RUN_ID_RE, check_experiment, config_hash, new_run_id
+from sharpdarts.store.provenance import (collect_provenance, process_start_time,
+                                         run_process_alive, utc_now)
+from sharpdarts.store.run import Run
+
+__all__ = ["KINDS", "RESERVED", "STATUSES", "find_run", "iter_run_dirs", "start_run"]
+
+STATUSES = ("running", "completed", "failed", "interrupted")
+KINDS = ("search", "train", "evaluate")
+# Fields that start_run owns: ``extra`` may not set them (they define the key and the state).
+RESERVED = frozenset({
+    "experiment", "run_id", "seed", "kind", "config_hash", "status", "reason", "started",
+    "ended", "session_started", "sessions", "wall_seconds", "wall_seconds_done", "resumes",
+    "pid", "pid_start", "final", "last_epoch", "updated", "record_format",
+})
+
+
+# --------------------------------------------------------------------------------------------
+# Finding runs
+
+
+def iter_run_dirs(results_dir: str | os.PathLike) -> Iterator[Path]:
+    """Every run folder under ``results_dir/runs``, readable or not, in sorted order.
+
+    A run folder is one that holds run.json, metrics.jsonl or config.gin, or whose name looks
+    like a run id. The search does not descend into run folders.
+    """
+    root = Path(results_dir) / "runs"
+    if not root.is_dir():
+        return
+    markers = {reader.RUN_JSON, reader.METRICS, reader.CONFIG}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        if here == root:
+            continue
+        if markers.intersection(filenames) or RUN_ID_RE.match(here.name):
+            dirnames[:] = []
+            yield here
+
+
+def find_run(results_dir: str | os.PathLike, run_id_or_path: str | os.PathLike) -> Run:
+    """The run named by a run id (anywhere under ``results_dir/runs``), an
+    ``experiment/run_id`` path, a unique prefix of a run id, or a run folder path.
+
+    Raises:
+        UserError: no run (the message names the closest run ids), several runs match a
+            prefix, or the run's run.json cannot be read.
+    """
+    text = str(run_id_or_path).strip()
+    if text.startswith("run:"):
+        text = text[4:]
+    if text:
+        for folder in (Path(text), Path(results_dir) / "runs" / text):
+            if (folder / reader.RUN_JSON).is_file():
+                return Run(folder)
+    folders = [d for d in iter_run_dirs(results_dir) if (d / reader.RUN_JSON).is_file()]
+    matches = [d for d in folders if d.name == text]
+    if not matches:
+        matches = [d for d in folders if text and d.name.startswith(text)]
+    if len(matches) == 1:
+        return Run(matches[0])
+    if len(matches) > 1:
+        names = ", ".join(str(d.relative_to(Path(results_dir) / "runs")) for d in matches[:10])
+        raise UserError(f"run {text!r} is ambiguous under {results_dir}: it matches {names}.")
+    error = unknown_name("run", text, [d.name for d in folders],
+                         where=f"under {Path(results_dir) / 'runs'}", cutoff=0.5)
+    raise UserError(str(error))
+
+
+# --------------------------------------------------------------------------------------------
+# Deciding
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``lock_path`` (across processes on this host and NFS)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _same_key(exp_dir: Path, experiment: str, seed: Any, chash: str) -> list[Run]:
+    runs = []
+    if not exp_dir.is_dir():
+        return runs
+    for child in sorted(exp_dir.iterdir()):
+        if not (child / reader.RUN_JSON).is_file():
+            continue
+        try:
+            run = Run(child)
+        except UserError:
+            continue  # a corrupt folder is never resumed nor overwritten
+        info = run.info
+        if (info.get("experiment") == experiment and info.get("config_hash") == chash
+                and info.get("seed") == seed):
+            runs.append(run)
+    return runs
+
+
+def _decide(candidates: list[Run]) -> tuple[str, Run | None]:
+    """'skip', 'resume' or 'new' (see the module docstring), with the run it applies to."""
+    completed = [r for r in candidates if r.status == "completed"]
+    if completed:
+        return "skip", max(completed, key=lambda r: (r.info.get("ended") or "", r.run_id))
+    for run in candidates:
+        if run.status == "running" and run_process_alive(run.info):
+            where = run.info.get("host")
+            raise UserError(
+                f"this experiment, seed and config is already running in {run.path} "
+                f"(pid {run.info.get('pid')} on {where}). Wait for it to end; if that process "
+                "is gone (e.g. another machine crashed), set its run.json status to "
+                "\"interrupted\" to resume it."
+            )
+    resumable = [
+        r for r in candidates
+        if r.status in ("interrupted", "running")
+        or (r.status == "failed" and r.info.get("resumable", True))
+    ]
+    if resumable:
+        return "resume", max(resumable, key=lambda r: (r.info.get("started") or "", r.run_id))
+    return "new", None
+
+
+def _refuse_untraceable(git: dict) -> None:
+    """Raises the UserError of a tree that a run could not be traced to."""
+    if git["commit"] is None or git["dirty"] is None:
+        raise UserError(
+            "the code is not at a git commit (not a git repository, or no commit yet), so "
+            "this run could not be traced to its code. Commit your changes, or pass "
+            "--allow-dirty."
+        )
+    if git["dirty"]:
+        raise UserError(
+            f"the git working tree is dirty (uncommitted changes on {git['branch']} at "
+            f"{git['commit'][:12]}). Commit your changes, or pass --allow-dirty to record "
+            "the diff beside the run."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Starting
+
+
+def _resume(run: Run, prov: dict, session: dict, command: list[str], extra: dict) -> Run:
+    """Makes ``run`` 'running' again for this process, closing a dead process's session."""
+    info = run.info
+    fields: dict = {}
+    if info.get("status") == "running":
+        # The process died without a word: its session ends at its last update.
+        fields.update(run.close_session(info.get("updated") or info.get("started")))
+        fields["crashes"] = int(info.get("crashes") or 0) + 1
+    sessions = fields.get("sessions", [dict(s) for s in info.get("sessions") or []])
+    n = int(info.get("resumes") or 0) + 1
+    for tmp in run.path.glob(f".{reader.RUN_JSON}.*.tmp"):  # left by a kill mid-write
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    if prov["git"]["dirty"] and prov["diff"]:
+        io.atomic_write(run.path / f"git.resume{n}.diff", prov["diff"])
+    fields.update(
+        status="running", reason=None, resumable=None, ended=None, pid=session["pid"],
+        pid_start=process_start_time(session["pid"]), host=session["host"],
+        session_started=session["started"], resumes=n, sessions=[*sessions, session],
+        last_command=list(command),
+    )
+    fields.update(extra)
+    run.update(**fields)
+    run.own_session()
+    return run
+
+
+def _new_folder(exp_dir: Path) -> Path:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = exp_dir / new_run_id()
+        try:
+            os.mkdir(path)  # atomic: two starts can never share a folder
+            return path
+        except FileExistsError:
+            continue
+
+
+def _create(exp_dir: Path, key: dict, prov: dict, session: dict, command: list[str],
+            config_text: str, extra: dict) -> Run:
+    """A new run folder holding run.json, config.gin and (when dirty) git.diff."""
+    path = _new_folder(exp_dir)
+    info = {
+        "experiment": key["experiment"],
+        "run_id": path.name,
+        **key,
+        "command": list(command),
+        "record_format": reader.RECORD_FORMAT,
+        "git": dict(prov["git"]),
+        "status": "running",
+        "reason": None,
+        "started": session["started"],
+        "ended": None,
+        "session_started": session["started"],
+        "wall_seconds": 0.0,
+        "wall_seconds_done": 0.0,
+        "resumes": 0,
+        "sessions": [session],
+        "pid": session["pid"],
+        "pid_start": process_start_time(session["pid"]),
+        "host": session["host"],
+        "device": prov["device"],
+        "device_count": prov["device_count"],
+        "python": prov["python"],
+        "platform": prov["platform"],
+        "packages": prov["packages"],
+        "last_epoch": None,
+        "final": None,
+        **extra,
+    }
+    io.atomic_write_json(path / reader.RUN_JSON, info)
+    run = Run(path)
+    run.own_session()
+    run.write_text(reader.CONFIG, config_text)
+    if prov["git"]["dirty"] and prov["diff"]:
+        run.write_text(reader.GIT_DIFF, prov["diff"])
+    return run
+
+
+def start_run(
+    results_dir: str | os.PathLike,
+    experiment: str,
+    seed: int,
+    config_text: str,
+    *,
+    command: list[str],
+    kind: str,
+    allow_dirty: bool = True,
+    extra: dict | None = None,
+    repo_dir: str | os.PathLike | None = None,
+) -> tuple[Run, str]:
+    """Start, resume or skip the run of (experiment, seed, config) in ``results_dir``.
+
+    Args:
+        results_dir: the results store; runs go to ``results_dir/runs/<experiment>/<run_id>``.
+        experiment: the experiment name (may contain '/').
+        seed: the random seed.
+        config_text: the config as asked (saved as config.gin; its hash is part of the key).
+        command: the command line (a list of arguments).
+        kind: 'search', 'train' or 'evaluate'.
+        allow_dirty: when False, a dirty working tree (or one that is not a git repository)
+            is a UserError, raised before anything is written.
+        extra: more fields for run.json (e.g. genotype name and lineage, gin_params, smoke,
+            or ``device_count`` when a run uses fewer devices than are visible).
+        repo_dir: the git repository to describe (default: the one holding sharpdarts).
+
+    Returns:
+        ``(run, decision)``, decision being 'new', 'resume' or 'skip'. A skipped run is
+        returned untouched; a resumed one is 'running' again in its own folder (the caller
+        then loads its checkpoint and calls ``truncate_metrics(checkpoint_epoch)``). A new
+        run.json records ``record_format`` (:data:`sharpdarts.store.reader.RECORD_FORMAT`).
+
+    Raises:
+        UserError: the same key is running in a live process, the tree is dirty and
+            ``allow_dirty`` is False, or the experiment name or kind is invalid.
+    """
+    experiment = check_experiment(experiment)
+    if kind not in KINDS:
+        raise UserError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}.")
+    extra = dict(extra or {})
+    if RESERVED & extra.keys():
+        raise ValueError(f"start_run's extra may not set {sorted(RESERVED & extra.keys())}")
+    results_dir = Path(results_dir)
+    chash = config_hash(config_text)
+    # Provenance first (git can be slow), outside the lock.
+    prov = collect_provenance(repo_dir, exclude=[results_dir])
+
+    exp_dir = results_dir / "runs" / experiment
+    with _locked(results_dir / "runs" / ".lock"):
+        decision, run = _decide(_same_key(exp_dir, experiment, seed, chash))
+        if decision == "skip":
+            return run, "skip"
+        if not allow_dirty:
+            _refuse_untraceable(prov["git"])
+        session = {"started": utc_now(), "ended": None, "pid": os.getpid(),
+                   "host": socket.gethostname(), "commit": prov["git"]["commit"],
+                   "dirty": prov["git"]["dirty"], "device": prov["device"]}
+        if decision == "resume":
+            return _resume(run, prov, session, command, extra), "resume"
+        key = {"experiment": experiment, "seed": seed, "kind": kind, "config_hash": chash}
+        return _create(exp_dir, key, prov, session, command, config_text, extra), "new"

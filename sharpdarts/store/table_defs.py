@@ -1,0 +1,113 @@
+"""Where tables come from: their definitions and the paper's reported values.
+
+Definitions are data, in ``experiments/tables.json``, found through :mod:`sharpdarts.resources`
+(the user's project root first, then the shipped copy), so a new table is a new entry there.
+The paper's numbers are package data (``sharpdarts/reference/paper_tables.csv``), read with
+:mod:`importlib.resources` so that any install finds them.
+
+Table definitions, one object per table name:
+
+- ``title``: a caption.
+- ``rows``: where the rows come from, one of
+  ``{"paper_table": T, "extra_experiments": PREFIX}`` (the rows of the package's
+  ``reference/paper_tables.csv`` whose ``table`` is T, in the file's order; rows
+  with an ``experiment`` are matched to the runs of that experiment, the others are reference
+  rows with no reproduced values; then, optionally, one row for every other experiment starting
+  with PREFIX that has completed runs), ``{"experiment_prefix": PREFIX}`` (one row per
+  experiment in the store starting with PREFIX) or ``{"experiments": [...]}`` (these rows).
+- ``labels``: the columns that describe a row: ``name`` (DataFrame column), ``label`` (header),
+  ``paper`` (the paper_tables.csv column it is read from, for paper rows).
+- ``columns``: the measured columns: ``name`` (DataFrame stem), ``label``, ``metric`` (a
+  ``load_runs`` column: every key of run.json ``final``, see docs/CONVENTIONS.md, plus
+  ``gpu_days``, ``search_gpu_days``, ``wall_seconds``, ``run_ref``...), ``agg`` (``mean_std``:
+  shown as mean ± std; ``mean``: shown as the mean; ``best_run``: the value of the run with the
+  largest ``by``), ``digits``, and optionally ``paper``/``paper_std`` (paper_tables.csv columns
+  shown beside ours) and ``display: false`` (kept in the DataFrame, not printed).
+- ``paper_match`` (optional): experiment -> ``{"table", "architecture"}``, the paper row whose
+  values sit beside an experiment's row in tables not built from paper rows.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from sharpdarts import resources
+from sharpdarts.errors import UserError
+from sharpdarts.registry import unknown_name
+
+__all__ = ["definition", "load_table_defs", "paper_tables", "table_names", "tables_json_path"]
+
+TABLES_JSON = "experiments/tables.json"  # relative to a resources root
+PAPER_TABLES = "reference/paper_tables.csv"  # package data, relative to the package
+
+
+def tables_json_path() -> Path:
+    """``experiments/tables.json`` of the first resources root that has one.
+
+    Raises:
+        UserError: no root has one (neither a project root nor the installed package).
+    """
+    path = resources.find(TABLES_JSON)
+    if path is None:
+        roots = ", ".join(str(r) for r in resources.roots()) or "(none)"
+        raise UserError(f"no {TABLES_JSON} found: looked in {roots}. Set "
+                        f"${resources.PROJECT_ENV_VAR} to a project folder that has one.")
+    return path
+
+
+def load_table_defs(path: str | os.PathLike | None = None) -> dict:
+    """The table definitions (``experiments/tables.json`` by default), without ``_`` keys."""
+    path = Path(path) if path is not None else tables_json_path()
+    return _load_defs_cached(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _load_defs_cached(path: str, _mtime: int) -> dict:
+    defs = json.loads(Path(path).read_text(encoding="utf-8"))
+    out = {}
+    for name, spec in defs.items():
+        if name.startswith("_"):
+            continue
+        for key in ("rows", "columns"):
+            if key not in spec:
+                raise ValueError(f"table {name!r} in {path} has no {key!r}")
+        out[name] = spec
+    return out
+
+
+def table_names(path: str | os.PathLike | None = None) -> list[str]:
+    """The names of the defined tables, in file order."""
+    return list(load_table_defs(path))
+
+
+def paper_tables() -> pd.DataFrame:
+    """The paper's reported numbers (the package data ``reference/paper_tables.csv``)."""
+    return _paper_tables_cached().copy()
+
+
+@lru_cache(maxsize=1)
+def _paper_tables_cached() -> pd.DataFrame:
+    # Package data, read through importlib.resources so that any install (a wheel, a zip)
+    # finds it.
+    with importlib.resources.files("sharpdarts").joinpath(PAPER_TABLES).open(
+            "r", encoding="utf-8") as f:
+        return pd.read_csv(f, dtype={"experiment": object, "autoaugment": object,
+                                     "ssc": object, "grad_order": object})
+
+
+def definition(name: str, defs_path: str | os.PathLike | None = None) -> dict:
+    """The definition of table ``name``.
+
+    Raises:
+        UserError: no such table (the message suggests the closest names).
+    """
+    defs = load_table_defs(defs_path)
+    if name not in defs:
+        where = f"in {defs_path}" if defs_path is not None else f"in {tables_json_path()}"
+        raise UserError(str(unknown_name("table", name, defs, where=where)))
+    return defs[name]

@@ -1,0 +1,348 @@
+"""The paper's tables, built from the DataFrame of :func:`sharpdarts.store.results.load_runs`.
+
+``build_table`` aggregates the runs into a table defined as data in ``experiments/tables.json``
+(see :mod:`sharpdarts.store.table_defs` for the format), with the paper's values beside ours;
+``format_table`` prints it as markdown, LaTeX (booktabs) or CSV.
+
+The DataFrame of a table keeps numbers numeric: for a column named ``X`` it has ``X_mean``,
+``X_std`` (sample std, ddof=1; NaN with one seed), ``paper_X`` and ``paper_X_std``; ``seeds``
+(distinct seeds aggregated), ``reference`` (True for rows of other methods), ``config_hash``
+and ``runs_left_out``. ``format_table`` turns them into "1.98 ± 0.07".
+
+Which runs a row aggregates: completed runs of the row's experiment, except smoke runs
+(run.json ``smoke`` true). When those runs have more than one config hash (e.g. a try with
+``--gin_param EPOCHS=5``), the row uses one config: runs without ``gin_params`` overrides
+first, then the config with the most seeds, then the most recently ended; the others are
+counted in ``runs_left_out`` and named in a warning. With several completed runs of one seed
+and config, the latest counts.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any
+
+import pandas as pd
+
+from sharpdarts.core import io
+from sharpdarts.errors import UserError
+from sharpdarts.store.results import RUN_COLUMNS, as_number
+from sharpdarts.store.table_defs import (definition, load_table_defs, paper_tables, table_names,
+                                         tables_json_path)
+
+__all__ = [
+    "FORMATS",
+    "build_table",
+    "format_table",
+    "load_table_defs",
+    "paper_tables",
+    "table_names",
+    "tables_json_path",
+]
+
+FORMATS = ("markdown", "latex", "csv")
+PM = " ± "
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation
+
+
+def _select(runs: pd.DataFrame, experiment: str) -> tuple[pd.DataFrame, int]:
+    """The completed runs that a row of ``experiment`` aggregates, and how many were left out."""
+    done = runs[(runs["experiment"] == experiment) & (runs["status"] == "completed")]
+    done = done[~done["smoke"].fillna(False).astype(bool)]
+    if done.empty:
+        return done, 0
+    hashes = done["config_hash"].fillna("")
+    if hashes.nunique() > 1:
+        def score(group: pd.DataFrame) -> tuple:
+            plain = all(_no_overrides(p) for p in group["gin_params"])
+            ended = pd.to_datetime(group["ended"], utc=True, errors="coerce").max()
+            return (plain, group["seed"].nunique(),
+                    ended.timestamp() if pd.notna(ended) else -math.inf)
+
+        groups = {h: done[hashes == h] for h in hashes.unique()}
+        best = max(groups, key=lambda h: score(groups[h]))
+        chosen = groups[best]
+        left_out = len(done) - len(chosen)
+        warnings.warn(
+            f"{experiment}: {len(groups)} configs have completed runs; the table uses config "
+            f"{best or '(none)'} ({len(chosen)} runs) and leaves {left_out} runs out",
+            stacklevel=3,
+        )
+        done = chosen
+    else:
+        left_out = 0
+    # One run per seed: the latest (key duplicates only arise from merged stores).
+    done = done.sort_values("ended", na_position="first").drop_duplicates("seed", keep="last")
+    return done, left_out
+
+
+def _no_overrides(value: Any) -> bool:
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return not value
+
+
+def _aggregate(spec: dict, runs: pd.DataFrame) -> dict:
+    out: dict[str, Any] = {}
+    for col in spec["columns"]:
+        name, metric, agg = col["name"], col.get("metric", col["name"]), col.get("agg", "mean_std")
+        if agg == "best_run":
+            value = None
+            by = col.get("by")
+            if not runs.empty and metric in runs:
+                pick = runs
+                if by and by in runs:
+                    scores = pd.to_numeric(runs[by], errors="coerce")
+                    if scores.notna().any():
+                        pick = runs.loc[[scores.idxmax()]]
+                value = pick.iloc[-1][metric]
+            out[name] = value
+            continue
+        values = (pd.to_numeric(runs[metric], errors="coerce").dropna()
+                  if metric in runs else pd.Series(dtype=float))
+        out[f"{name}_mean"] = float(values.mean()) if len(values) else math.nan
+        out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        out[f"{name}_n"] = int(len(values))
+    out["seeds"] = int(runs["seed"].nunique()) if not runs.empty else 0
+    return out
+
+
+def _empty_aggregate(spec: dict) -> dict:
+    return _aggregate(spec, pd.DataFrame(columns=["seed"]))
+
+
+def _paper_values(spec: dict, paper_row: pd.Series | None) -> dict:
+    out = {}
+    for col in spec["columns"]:
+        if "paper" not in col:
+            continue
+        name = col["name"]
+        value = paper_row.get(col["paper"]) if paper_row is not None else math.nan
+        out[f"paper_{name}"] = as_number(value)
+        if "paper_std" in col:
+            std = paper_row.get(col["paper_std"]) if paper_row is not None else math.nan
+            out[f"paper_{name}_std"] = as_number(std)
+    return out
+
+
+def _label_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def build_table(name: str, runs_df: pd.DataFrame, *,
+                defs_path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Aggregate the completed runs of ``runs_df`` (from ``load_runs``) into table ``name``.
+
+    Returns a DataFrame with the label columns, ``reference``, ``seeds``, ``X_mean``/``X_std``
+    (and ``X_n``, the runs that reported X) for every measured column ``X``, ``paper_X``/
+    ``paper_X_std`` where the paper has a value, ``config_hash`` and ``runs_left_out``.
+    ``format_table`` prints it; its definition travels in ``df.attrs['table']``.
+
+    Raises:
+        UserError: ``name`` is not a defined table (the message lists the available ones).
+    """
+    spec = definition(name, defs_path)
+    runs = runs_df if runs_df is not None else pd.DataFrame()
+    for column in RUN_COLUMNS:
+        if column not in runs:
+            runs = runs.assign(**{column: pd.Series(dtype=object)})
+    rows_spec = spec["rows"]
+    labels = spec.get("labels") or [{"name": "experiment", "label": "Experiment"}]
+    rows: list[dict] = []
+
+    def add_row(experiment: str | None, paper_row: pd.Series | None, label_values: dict,
+                reference: bool) -> None:
+        row = {lab["name"]: _label_value(label_values.get(lab["name"])) for lab in labels}
+        row["experiment"] = experiment
+        row["reference"] = reference
+        if experiment:
+            chosen, left_out = _select(runs, experiment)
+            row.update(_aggregate(spec, chosen))
+            hashes = chosen["config_hash"].dropna().unique()
+            row["config_hash"] = hashes[0] if len(hashes) == 1 else None
+            row["runs_left_out"] = left_out
+        else:
+            row.update(_empty_aggregate(spec))
+            row["config_hash"] = None
+            row["runs_left_out"] = 0
+        row.update(_paper_values(spec, paper_row))
+        rows.append(row)
+
+    paper = paper_tables()
+    named = set()
+    if "paper_table" in rows_spec:
+        part = paper[paper["table"] == rows_spec["paper_table"]]
+        for _, prow in part.iterrows():
+            experiment = prow.get("experiment")
+            experiment = experiment if isinstance(experiment, str) and experiment else None
+            values = {lab["name"]: prow.get(lab.get("paper", lab["name"])) for lab in labels}
+            add_row(experiment, prow, values, reference=experiment is None)
+            if experiment:
+                named.add(experiment)
+    experiments: list[str] = []
+    completed = runs[runs["status"] == "completed"]
+    if rows_spec.get("extra_experiments"):
+        prefix = rows_spec["extra_experiments"]
+        experiments += sorted(
+            e for e in completed["experiment"].dropna().unique()
+            if str(e).startswith(prefix) and e not in named
+        )
+    if rows_spec.get("experiment_prefix"):
+        prefix = rows_spec["experiment_prefix"]
+        experiments += sorted(e for e in runs["experiment"].dropna().unique()
+                              if str(e).startswith(prefix))
+    experiments += list(rows_spec.get("experiments") or [])
+    match = spec.get("paper_match") or {}
+    for experiment in dict.fromkeys(experiments):
+        prow = None
+        if experiment in match:
+            m = match[experiment]
+            hit = paper[(paper["table"] == m.get("table")) &
+                        (paper["architecture"] == m.get("architecture"))]
+            prow = hit.iloc[0] if len(hit) else None
+        values = {"experiment": experiment, "architecture": _genotype_label(runs, experiment)}
+        add_row(experiment, prow, values, reference=False)
+
+    columns = list(dict.fromkeys(
+        [lab["name"] for lab in labels] + ["experiment", "reference"]
+        + list(_empty_aggregate(spec)) + ["config_hash", "runs_left_out"]
+        + list(_paper_values(spec, None))
+    ))
+    df = pd.DataFrame(rows, columns=columns)
+    df["seeds"] = df["seeds"].astype(int)
+    df["reference"] = df["reference"].astype(bool)
+    df.attrs["table"] = name
+    df.attrs["title"] = spec.get("title", name)
+    df.attrs["definition"] = spec
+    return df
+
+
+def _genotype_label(runs: pd.DataFrame, experiment: str) -> str:
+    names = runs.loc[runs["experiment"] == experiment, "genotype_name"].dropna().unique()
+    return str(names[0]) if len(names) == 1 else experiment
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+
+
+def _fmt_ours(mean: Any, std: Any, digits: int, with_std: bool) -> str:
+    mean, std = as_number(mean), as_number(std)
+    if math.isnan(mean):
+        return ""
+    text = f"{mean:.{digits}f}"
+    if with_std and not math.isnan(std):
+        text += f"{PM}{std:.{digits}f}"
+    return text
+
+
+def _fmt_paper(value: Any, std: Any) -> str:
+    value, std = as_number(value), as_number(std)
+    if math.isnan(value):
+        return ""
+    text = f"{value:g}"
+    if not math.isnan(std):
+        text += f"{PM}{std:g}"
+    return text
+
+
+def _display_frame(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """The printed table: labels, seeds, then each measured column (ours, then the paper's)."""
+    labels = spec.get("labels") or [{"name": "experiment", "label": "Experiment"}]
+    has_paper = any("paper" in c for c in spec["columns"])
+    out: dict[str, list[str]] = {}
+    for lab in labels:
+        out[lab["label"]] = ["" if _label_value(v) is None else str(v)
+                             for v in df.get(lab["name"], [None] * len(df))]
+    reference = df.get("reference", pd.Series([False] * len(df))).fillna(False).astype(bool)
+    out["Seeds"] = ["" if ref else str(int(n)) for ref, n in zip(reference, df["seeds"])]
+    for col in spec["columns"]:
+        if col.get("display", True) is False:
+            continue
+        name, digits, agg = col["name"], int(col.get("digits", 2)), col.get("agg", "mean_std")
+        ours_label = (f"{col['label']} (ours)" if has_paper and agg != "best_run"
+                      else col["label"])
+        if agg == "best_run":
+            out[ours_label] = ["" if _label_value(v) is None else str(v)
+                               for v in df.get(name, [None] * len(df))]
+        else:
+            out[ours_label] = [
+                _fmt_ours(m, s, digits, agg == "mean_std")
+                for m, s in zip(df[f"{name}_mean"], df[f"{name}_std"])
+            ]
+        if "paper" in col:
+            std = df.get(f"paper_{name}_std", pd.Series([math.nan] * len(df)))
+            out[f"{col['label']} (paper)"] = [
+                _fmt_paper(v, s) for v, s in zip(df[f"paper_{name}"], std)
+            ]
+    return pd.DataFrame(out)
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}
+
+
+def _latex_escape(text: str) -> str:
+    text = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+    return text.replace("±", r"$\pm$")
+
+
+def _to_latex(display: pd.DataFrame, n_labels: int, caption: str | None) -> str:
+    """A booktabs tabular (our own writer: pandas' to_latex needs jinja2)."""
+    align = "l" * n_labels + "r" * (display.shape[1] - n_labels)
+    lines = []
+    if caption:
+        lines.append(f"% {caption}")
+    lines += [f"\\begin{{tabular}}{{{align}}}", "\\toprule",
+              " & ".join(_latex_escape(c) for c in display.columns) + r" \\", "\\midrule"]
+    for _, row in display.iterrows():
+        lines.append(" & ".join(_latex_escape(v) for v in row) + r" \\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return io.dumps(value)
+    return value
+
+
+def format_table(df: pd.DataFrame, fmt: str = "markdown", *, name: str | None = None) -> str:
+    """Print a table from ``build_table``.
+
+    ``markdown`` and ``latex`` (a booktabs ``tabular``) show the labelled columns with
+    "mean ± std" and the paper's value beside ours; ``csv`` writes the DataFrame's raw,
+    numeric columns (one column per mean, std and paper value) for further processing.
+
+    Args:
+        df: the table.
+        fmt: 'markdown', 'latex' or 'csv'.
+        name: the table's name, when ``df.attrs`` lost its definition.
+
+    Raises:
+        UserError: an unknown format.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if fmt == "csv":
+        return df.map(_csv_cell).to_csv(index=False)
+    spec = df.attrs.get("definition")
+    if spec is None:
+        key = name or df.attrs.get("table")
+        spec = definition(key) if key else None
+    if spec is None:
+        display, n_labels = df.astype(object).where(df.notna(), ""), 1
+    else:
+        display = _display_frame(df, spec)
+        n_labels = len(spec.get("labels") or [1])
+    if fmt == "markdown":
+        return display.to_markdown(index=False, disable_numparse=True) + "\n"
+    return _to_latex(display, n_labels, df.attrs.get("title"))
