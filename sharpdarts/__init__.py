@@ -46,16 +46,23 @@ _MOVED = {
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports an old flat path as the module at its new path (the same object)."""
 
+    def __init__(self):
+        self._real_specs = {}
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname in _MOVED:
             return importlib.util.spec_from_loader(fullname, self)
         return None
 
     def create_module(self, spec):
-        return importlib.import_module(_MOVED[spec.name])
+        module = importlib.import_module(_MOVED[spec.name])
+        self._real_specs[spec.name] = module.__spec__
+        return module
 
     def exec_module(self, module):
-        """Nothing to run: the import system files the module under the old name as well."""
+        """Nothing to run. The import system has just set the module's ``__spec__`` to the
+        alias's; give it back its own, so the module still knows its real name and file."""
+        module.__spec__ = self._real_specs.pop(module.__spec__.name)
 
 
 if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):

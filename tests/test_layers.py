@@ -86,3 +86,15 @@ def test_old_flat_paths_are_the_new_modules():
 
     for old, new in sharpdarts._MOVED.items():
         assert importlib.import_module(old) is importlib.import_module(new), old
+
+
+def test_an_alias_leaves_the_module_its_own_spec():
+    """Importing an old path must not rename the real module (its spec names its file)."""
+    import importlib
+
+    import sharpdarts
+
+    for old, new in sharpdarts._MOVED.items():
+        module = importlib.import_module(old)
+        assert module.__spec__.name == new, old
+        assert module.__name__ == new, old

@@ -223,7 +223,7 @@ def test_curves_overlay_runs_of_an_experiment_as_mean_and_band(tmp_path):
     acc, loss, lr = fig.axes[:3]
     lines = {line.get_label(): line for line in acc.lines}
     assert set(lines) == {"cifar10/a train (n=3)", "cifar10/a valid (n=3)",
-                          "cifar10/b train (n=1)", "cifar10/b valid (n=1)"}
+                          "cifar10/b train (n=1)", "cifar10/b test (n=1)"}
     valid = lines["cifar10/a valid (n=3)"]
     np.testing.assert_allclose(valid.get_xdata(), [1, 2, 3])
     np.testing.assert_allclose(valid.get_ydata(), [25.0 + 10 * e + 2 for e in (1, 2, 3)])

@@ -100,8 +100,9 @@ def append_jsonl(path: str | os.PathLike, record: Any) -> None:
 def read_jsonl(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
     """Every complete JSON object of a JSON-lines file, in order.
 
-    A last line cut short by a crash (no newline, or not JSON) is skipped; so is any other
-    undecodable line unless ``strict``. A missing file reads as no lines.
+    A line that is not JSON (a last line cut short by a crash, say) is skipped unless
+    ``strict``; a complete object that only lacks its final newline is kept. A missing file
+    reads as no lines.
     """
     path = Path(path)
     if not path.exists():

@@ -149,8 +149,8 @@ def plot_lr(
 
 
 CURVE_PANELS = (
-    ("accuracy (%)", ("train_acc", "valid_acc")),
-    ("loss", ("train_loss", "valid_loss")),
+    ("accuracy (%)", ("train_acc", "valid_acc", "test_acc")),
+    ("loss", ("train_loss", "valid_loss", "test_loss")),
     ("learning rate", ("lr",)),
 )
 
@@ -213,7 +213,7 @@ def make_curves_figure(run_dirs: Sequence[str | Path], group_by: str = "experime
                 if not n:
                     continue
                 split = metric.split("_")[0]
-                kind = {"train": "train", "valid": "valid"}.get(split, "")
+                kind = {"train": "train", "valid": "valid", "test": "test"}.get(split, "")
                 label = f"{name} {kind} (n={n})".replace("  ", " ") if kind else f"{name} (n={n})"
                 ax.plot(epochs, mean, color=color, label=label,
                         linestyle="--" if kind == "train" else "-", marker="." if len(epochs) < 30 else None)
