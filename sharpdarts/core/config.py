@@ -101,6 +101,25 @@ def check_bindings_used(exempt: Collection[BindingKey] = (), *, what: str = "run
             "remove them, or bind the component that is actually used.")
 
 
+def keys_of(binding: str) -> set[BindingKey]:
+    """The binding keys that a (parsed, hence valid) binding statement such as
+    ``scope/SearchNetwork.C = 4`` or ``EPOCHS = 2`` sets, one statement per line."""
+    keys = set()
+    for line in binding.splitlines():
+        target = line.split("#", 1)[0].split("=", 1)[0].strip()
+        if "=" not in line or not target:
+            continue
+        scope, _, name = target.rpartition("/")
+        if "." not in name:  # a macro: gin.macro.value under the macro's (scoped) name
+            keys.add((target, _macro_selector(), "value"))
+            continue
+        selector, param = name.rsplit(".", 1)
+        match = gin_config._REGISTRY.get_match(selector)  # noqa: SLF001
+        if match is not None:
+            keys.add((scope, match.selector, param))
+    return keys
+
+
 def changed_keys(before: dict[BindingKey, str]) -> set[BindingKey]:
     """The bindings added or changed since ``before`` (a :func:`bound_values` snapshot)."""
     return {key for key, value in bound_values().items() if before.get(key) != value}

@@ -134,10 +134,10 @@ def _parse_experiment(path: Path, bindings: list[str], smoke: bool) -> set:
     before_smoke = config.bound_values()
     _parse_config([SMOKE_GIN], [], clear=False)
     smoke_only = config.changed_keys(before_smoke) - before_smoke.keys()
-    before_command_line = config.bound_values()
     _parse_config([], bindings, clear=False)
     _apply_smoke()
-    return smoke_only - config.changed_keys(before_command_line)
+    # What the command line binds is the user's own: it must take effect, smoke or not.
+    return smoke_only - {key for binding in bindings for key in config.keys_of(binding)}
 
 
 def _build(job, **kwargs):
