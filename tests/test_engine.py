@@ -293,6 +293,23 @@ def test_smoke_training_imagenet(size, auxiliary):
     assert "cifar10_1_error" not in final
 
 
+def test_a_held_out_split_chooses_the_best_epoch_and_the_test_set_never_does(tmp_path):
+    configure(*TRAIN_CIFAR, "train.valid_portion = 0.25")
+    built = engine.train(seed=0, build_only=True)
+    train_idx, valid_idx = (set(l.sampler.indices) for l in (built.train_loader, built.valid_loader))
+    assert not train_idx & valid_idx and train_idx | valid_idx == set(range(16))
+    assert len(valid_idx) == 4
+
+    run = make_run(tmp_path / "run")
+    final = built.fit(run)
+    records = read_metrics(run)
+    assert all(set(r) == TRAIN_KEYS | {"valid_loss", "valid_acc", "valid_acc_top5"}
+               for r in records)
+    best = max(records, key=lambda r: r["valid_acc"])  # the first epoch of the best accuracy
+    assert (final["best_epoch"], final["best_valid_acc"]) == (best["epoch"], best["valid_acc"])
+    assert final["test_error_top1"] == 100.0 - records[-1]["test_acc"]  # the final epoch's
+
+
 # ---- Checkpoints and resume ---------------------------------------------------------------
 @pytest.mark.parametrize("after_checkpoint", [True, False], ids=["after_ckpt", "before_ckpt"])
 def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, after_checkpoint):

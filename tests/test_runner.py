@@ -98,3 +98,20 @@ def test_a_checkpoint_that_changed_is_not_evaluated_under_its_old_hash(tmp_path)
     with pytest.raises(ValueError, match="changed"):
         jobs.evaluate_checkpoint(checkpoint=path, build_only=True, network=models.NetworkCIFAR,
                                  checkpoint_sha256="0" * 64)
+
+
+def test_allow_unused_excuses_exactly_the_bindings_it_names(tmp_path):
+    from sharpdarts.errors import UserError
+    from sharpdarts.face import runner
+
+    bindings = ["train.epochs = 3", "train.grad_clip = 1.0"]
+    configured = runner.configure("search/sharper_scalar", bindings, smoke=True,
+                                  results=str(tmp_path), allow_unused=("train.epochs",))
+    with pytest.raises(UserError, match="train.grad_clip") as refused:
+        runner.build_checked(configured, seed=0, data_root=None)
+    assert "train.epochs" not in str(refused.value)
+    configured = runner.configure("search/sharper_scalar", bindings, smoke=True,
+                                  results=str(tmp_path),
+                                  allow_unused=("train.epochs", "train.grad_clip"))
+    built = runner.build_checked(configured, seed=0, data_root=None)
+    assert built.epochs == 2 and configured.extra["allow_unused"] == list(configured.allow_unused)

@@ -67,12 +67,14 @@ def binding_name(key: BindingKey) -> str:
     return f"{scope + '/' if scope else ''}{short}.{param}"
 
 
-def unused_bindings(exempt: Collection[BindingKey] = ()) -> list[str]:
-    """The bindings that no built object used, by name, except ``exempt`` ones."""
+def unused_bindings(exempt: Collection[BindingKey] = (),
+                    allowed: Collection[str] = ()) -> list[str]:
+    """The bindings that no built object used, by name, except ``exempt`` ones and those
+    named in ``allowed`` (as :func:`binding_name` writes them, e.g. ``max_w.detach_max``)."""
     used = _used_keys()
     unused = []
     for key in sorted(bound_keys()):
-        if key in exempt:
+        if key in exempt or binding_name(key) in allowed:
             continue
         scope, selector, param = key
         if not any(s == selector and p == param and _scope_applies(scope, call_scope)
@@ -81,18 +83,22 @@ def unused_bindings(exempt: Collection[BindingKey] = ()) -> list[str]:
     return unused
 
 
-def check_bindings_used(exempt: Collection[BindingKey] = (), *, what: str = "run") -> None:
+def check_bindings_used(exempt: Collection[BindingKey] = (), *, allowed: Collection[str] = (),
+                        what: str = "run") -> None:
     """Refuses a config with a binding that nothing used (call after building the job).
 
     Args:
         exempt: bindings allowed to go unused (e.g. those of gin/smoke.gin that do not apply
             to the experiment at hand).
+        allowed: binding names the user explicitly allows to go unused at build time (a
+            configurable that a built object calls only while it runs, such as a weighting
+            function's own parameters, records its bindings only then).
         what: what is refused, for the message.
 
     Raises:
         UserError: naming every unused binding.
     """
-    unused = unused_bindings(exempt)
+    unused = unused_bindings(exempt, allowed)
     if unused:
         raise UserError(
             f"The {what} is refused: {len(unused)} binding(s) would take no effect: "

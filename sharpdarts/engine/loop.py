@@ -20,7 +20,8 @@ from torch import nn
 from tqdm import tqdm
 
 from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.engine.context import Context, barrier, reduce_sum, rng_state, set_rng_state
+from sharpdarts.engine.context import (Context, barrier, reduce_sum, rng_state, set_rng_state,
+                                       unwrap)
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class Job:
     @property
     def network(self) -> nn.Module:
         """The network itself (inside DDP, if wrapped): its state is what is saved."""
-        return getattr(self.model, "module", self.model)
+        return unwrap(self.model)
 
     # ---- hooks ------------------------------------------------------------------------------
     def run_fields(self) -> dict:

@@ -162,6 +162,7 @@ class Configured:
         smoke_only: bindings only gin/smoke.gin made, which may go unused.
         config_text: the config as asked (saved as config.gin).
         extra: run.json fields (command-line bindings, genotype lineage, init_from).
+        allow_unused: binding names the user allows to go unused (``--allow-unused``).
     """
 
     experiment: str
@@ -170,10 +171,16 @@ class Configured:
     smoke_only: set
     config_text: str
     extra: dict
+    allow_unused: tuple[str, ...] = ()
 
 
-def configure(name: str, gin_params: list[str], smoke: bool, results: str) -> Configured:
-    """Parses and resolves an experiment's config (``sharpdarts run``'s first step)."""
+def configure(name: str, gin_params: list[str], smoke: bool, results: str,
+              allow_unused: tuple[str, ...] = ()) -> Configured:
+    """Parses and resolves an experiment's config (``sharpdarts run``'s first step).
+
+    ``allow_unused`` names bindings that may take no effect at build time: the check after the
+    build refuses every other unused binding (see :mod:`sharpdarts.core.config`).
+    """
     experiment, path = resolve_experiment(name)
     smoke_only = _parse_experiment(path, gin_params, smoke)
     genotype_info = _resolve_genotype_macro(results)
@@ -188,7 +195,10 @@ def configure(name: str, gin_params: list[str], smoke: bool, results: str) -> Co
         extra["genotype"] = genotype_info
     if init_from is not None:
         extra["init_from"] = init_from
-    return Configured(experiment, path, job, smoke_only, gin.config_str(), extra)
+    if allow_unused:
+        extra["allow_unused"] = list(allow_unused)
+    return Configured(experiment, path, job, smoke_only, gin.config_str(), extra,
+                      tuple(allow_unused))
 
 
 def build_checked(configured: Configured, seed: int, data_root: str | None):
@@ -196,13 +206,15 @@ def build_checked(configured: Configured, seed: int, data_root: str | None):
     config if any binding took no effect; nothing is written."""
     bundle = data_lib.build_datasets(root=data_root)
     built = _build(configured.job, seed=seed, data=bundle)
-    config.check_bindings_used(configured.smoke_only)
+    config.check_bindings_used(configured.smoke_only, allowed=configured.allow_unused)
     return built
 
 
 def run_experiment(args) -> int:
     """``sharpdarts run``: parse, build, check every binding, then start and fit the run."""
-    configured = configure(args.experiment, args.gin_param, args.smoke, args.results)
+    # --allow-unused BINDING (repeatable) is the documented escape from the binding check.
+    configured = configure(args.experiment, args.gin_param, args.smoke, args.results,
+                           tuple(getattr(args, "allow_unused", None) or ()))
     job, extra = configured.job, configured.extra
     paper_experiment = not (args.smoke or configured.experiment.startswith("demo/"))
     # Under torchrun every process runs this command; rank 0 alone keeps the run folder.
