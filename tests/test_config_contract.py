@@ -100,3 +100,24 @@ def test_the_cosine_annealing_ablation_differs_from_its_row_only_in_the_schedule
         _configure("cifar10/sharpsepconv_darts", tmp_path, ["EPOCHS = 2000"]), 0, None)
     assert type(baseline.scheduler).__name__ == "CosinePowerAnnealingLR"
     assert baseline.params_m == built.params_m
+
+
+def test_unused_bindings_names_what_no_call_used_macros_and_scopes_included():
+    import torch
+
+    from sharpdarts.core.optimizers import sgd
+
+    gin.parse_config(["M = 0.5", "UNUSED = 1", "sgd.momentum = %M", "sgd.nesterov = True",
+                      "outer/sgd.weight_decay = 0.1"])
+    assert config.unused_bindings() == ["M", "UNUSED", "outer/sgd.weight_decay", "sgd.momentum",
+                                        "sgd.nesterov"]
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    assert sgd(params, 0.1).param_groups[0]["momentum"] == 0.5
+    assert config.unused_bindings() == ["UNUSED", "outer/sgd.weight_decay"]
+    with gin.config_scope("outer"):
+        assert sgd(params, 0.1).param_groups[0]["weight_decay"] == 0.1
+    assert config.unused_bindings() == ["UNUSED"]
+    assert config.unused_bindings(allowed=["UNUSED"]) == []
+    assert config.keys_of("UNUSED = 2") | config.keys_of("outer/sgd.weight_decay = 1") == {
+        ("UNUSED", "gin.macro", "value"),
+        ("outer", "sharpdarts.core.optimizers.sgd", "weight_decay")}

@@ -33,13 +33,6 @@ def bound_keys() -> set[BindingKey]:
             for param in params}
 
 
-def bound_values() -> dict[BindingKey, str]:
-    """Every binding of the parsed config with its value's repr (to see what a parse changed)."""
-    return {(scope, selector, param): repr(value)
-            for (scope, selector), params in gin_config._CONFIG.items()  # noqa: SLF001
-            for param, value in params.items()}
-
-
 def _used_keys() -> set[BindingKey]:
     with gin_config._OPERATIVE_CONFIG_LOCK:  # noqa: SLF001
         return {(scope, selector, param)
@@ -69,7 +62,7 @@ def binding_name(key: BindingKey) -> str:
 
 def unused_bindings(exempt: Collection[BindingKey] = (),
                     allowed: Collection[str] = ()) -> list[str]:
-    """The bindings that no built object used, by name, except ``exempt`` ones and those
+    """The bindings that no built object used, by name (sorted), except ``exempt`` ones and those
     named in ``allowed`` (as :func:`binding_name` writes them, e.g. ``max_w.detach_max``)."""
     used = _used_keys()
     unused = []
@@ -80,7 +73,7 @@ def unused_bindings(exempt: Collection[BindingKey] = (),
         if not any(s == selector and p == param and _scope_applies(scope, call_scope)
                    for call_scope, s, p in used):
             unused.append(binding_name(key))
-    return unused
+    return sorted(unused)
 
 
 def check_bindings_used(exempt: Collection[BindingKey] = (), *, allowed: Collection[str] = (),
@@ -124,9 +117,4 @@ def keys_of(binding: str) -> set[BindingKey]:
         if match is not None:
             keys.add((scope, match.selector, param))
     return keys
-
-
-def changed_keys(before: dict[BindingKey, str]) -> set[BindingKey]:
-    """The bindings added or changed since ``before`` (a :func:`bound_values` snapshot)."""
-    return {key for key, value in bound_values().items() if before.get(key) != value}
 

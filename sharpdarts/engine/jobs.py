@@ -25,8 +25,8 @@ from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
 from sharpdarts.engine import data as data_lib
 from sharpdarts.engine.architect import Architect
-from sharpdarts.engine.checkpoint import file_sha256, checkpoint_file, init_weights_from
-from sharpdarts.engine.context import Context, cycle, make_context, seed_everything
+from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, init_weights_from
+from sharpdarts.engine.context import cycle, make_context, seed_everything
 from sharpdarts.engine.loop import Job, evaluate, weight_step
 
 _DENY = ["run", "seed", "data", "build_only"]

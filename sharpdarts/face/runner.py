@@ -131,9 +131,9 @@ def _parse_experiment(path: Path, bindings: list[str], smoke: bool) -> set:
     if not smoke:
         _parse_config([], bindings, clear=False)
         return set()
-    before_smoke = config.bound_values()
+    before_smoke = config.bound_keys()
     _parse_config([SMOKE_GIN], [], clear=False)
-    smoke_only = config.changed_keys(before_smoke) - before_smoke.keys()
+    smoke_only = config.bound_keys() - before_smoke  # the experiment's own stay checked
     _parse_config([], bindings, clear=False)
     _apply_smoke()
     # What the command line binds is the user's own: it must take effect, smoke or not.
