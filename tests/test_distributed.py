@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.engine import data as data_lib
-from sharpdarts.engine import jobs as engine
+from sharpdarts import engine
+from sharpdarts.engine import checkpoint as checkpoint_lib
+from sharpdarts.engine import loop
 REPO = Path(__file__).resolve().parent.parent
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -62,8 +64,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         loss = F.cross_entropy(logits, y[shard])
         optimizer = torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
-        engine._weight_step(model, optimizer, scaler, loss, model.parameters(), GRAD_CLIP)
-        totals = engine.Totals(ctx.device)
+        loop.weight_step(optimizer, scaler, loss, model.parameters(), GRAD_CLIP)
+        totals = loop.Totals(ctx.device)
         totals.add(loss, logits, y[shard])
 
         # The loaders shard the data; the checkpoint path is rank 0's on every rank.
@@ -73,7 +75,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         loader.sampler.set_epoch(1)
         seen = [int(i) for (batch,) in loader for i in batch]
         fake_run = SimpleNamespace(checkpoint_path=Path(out_dir) / "checkpoint.pt")
-        path = engine._checkpoint_path(fake_run if rank == 0 else None, ctx)
+        path = checkpoint_lib.run_checkpoint_path(fake_run if rank == 0 else None, ctx)
 
         torch.save({"grads": [p.grad for p in model.module.parameters()],
                     "params": [p.detach() for p in model.module.parameters()],
@@ -95,7 +97,7 @@ def test_ddp_gradients_equal_one_process_over_the_global_batch(tmp_path):
     nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
     grads = [p.grad.clone() for p in model.parameters()]
     torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM).step()
-    totals = engine.Totals("cpu")
+    totals = loop.Totals("cpu")
     totals.add(loss, logits, y)
     expected = totals.result(engine.Context(torch.device("cpu"), None))
 

@@ -25,7 +25,10 @@ from torch import nn
 from torchvision import transforms as T
 
 from sharpdarts.engine import data as data_lib
-from sharpdarts.engine import jobs as engine  # noqa: F401 (gin names)
+from sharpdarts import engine
+from sharpdarts.core import schedules
+from sharpdarts.engine import checkpoint as checkpoint_lib
+from sharpdarts.engine import jobs  # noqa: F401 (gin names)
 from sharpdarts.core import genotypes
 from sharpdarts.nn import models
 from sharpdarts.nn import multichannel
@@ -34,7 +37,7 @@ from test_data import write_cifar10  # the real CIFAR-10 pickle format (tests/te
 
 REPO = Path(__file__).resolve().parent.parent
 
-COMMON = ["make_context.device = 'cpu'", "lr_schedule.warmup_epochs = 1"]
+COMMON = ["make_context.device = 'cpu'", "cosine_power_annealing.warmup_epochs = 1"]
 
 # 8 training images: two halves of 4, one weight step and one architecture step per epoch.
 SEARCH_DATA = ["build_datasets.name = 'synthetic'", "build_datasets.synthetic_shape = (3, 8, 8)",
@@ -56,8 +59,8 @@ TRAIN_CIFAR = [*COMMON, "build_datasets.name = 'synthetic'",
                "NetworkCIFAR.C = 8", "NetworkCIFAR.layers = 3", "NetworkCIFAR.auxiliary = True",
                "NetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'"]
 
-TRAIN_KEYS = {"epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
-              "valid_acc_top5", "drop_path_prob"}
+TRAIN_KEYS = {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
+              "test_acc_top5", "drop_path_prob"}
 SEARCH_KEYS = {"epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
                "genotype", "alphas_normal", "alphas_reduce"}
 
@@ -97,7 +100,7 @@ class Killed(Exception):
 def kill_at(monkeypatch, epoch: int, after_checkpoint: bool = True) -> None:
     """Makes the run die when the checkpoint of ``epoch`` is written: just after it (the
     epoch is logged and checkpointed) or just before it (logged, not checkpointed)."""
-    real = engine.save_checkpoint
+    real = checkpoint_lib.save_checkpoint
 
     def save(path, state):
         if state["epoch"] == epoch and not after_checkpoint:
@@ -106,7 +109,7 @@ def kill_at(monkeypatch, epoch: int, after_checkpoint: bool = True) -> None:
         if state["epoch"] == epoch:
             raise Killed(f"killed after the checkpoint of epoch {epoch}")
 
-    monkeypatch.setattr(engine, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoint_lib, "save_checkpoint", save)
 
 
 def assert_same_tensors(actual: dict, expected: dict) -> None:
@@ -262,8 +265,10 @@ def test_smoke_training_cifar10_with_auxiliary_drop_path_cutout_autoaugment(tmp_
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(set(r) == TRAIN_KEYS for r in records)
     assert [r["drop_path_prob"] for r in records] == [0.0, 0.1]
-    assert set(final) == {"test_error_top1", "test_error_top5", "cifar10_1_error", "best_epoch",
-                          "best_valid_acc", "params_m", "multiply_adds_b"}
+    # The final epoch's test figures; no best epoch is chosen without a held-out split.
+    assert set(final) == {"test_error_top1", "test_error_top5", "cifar10_1_error", "params_m",
+                          "multiply_adds_b"}
+    assert final["test_error_top1"] == 100.0 - records[-1]["test_acc"]
     assert all(math.isfinite(v) for v in final.values())
     assert 0 <= final["test_error_top1"] <= 100 and 0 <= final["cifar10_1_error"] <= 100
     assert engine.load_checkpoint(run.checkpoint_path)["epoch"] == 2
@@ -286,6 +291,23 @@ def test_smoke_training_imagenet(size, auxiliary):
     assert recorder.drop_path_probs == {0.0, 0.1}
     assert all(math.isfinite(v) for v in final.values())
     assert "cifar10_1_error" not in final
+
+
+def test_a_held_out_split_chooses_the_best_epoch_and_the_test_set_never_does(tmp_path):
+    configure(*TRAIN_CIFAR, "train.valid_portion = 0.25")
+    built = engine.train(seed=0, build_only=True)
+    train_idx, valid_idx = (set(l.sampler.indices) for l in (built.train_loader, built.valid_loader))
+    assert not train_idx & valid_idx and train_idx | valid_idx == set(range(16))
+    assert len(valid_idx) == 4
+
+    run = make_run(tmp_path / "run")
+    final = built.fit(run)
+    records = read_metrics(run)
+    assert all(set(r) == TRAIN_KEYS | {"valid_loss", "valid_acc", "valid_acc_top5"}
+               for r in records)
+    best = max(records, key=lambda r: r["valid_acc"])  # the first epoch of the best accuracy
+    assert (final["best_epoch"], final["best_valid_acc"]) == (best["epoch"], best["valid_acc"])
+    assert final["test_error_top1"] == 100.0 - records[-1]["test_acc"]  # the final epoch's
 
 
 # ---- Checkpoints and resume ---------------------------------------------------------------
@@ -326,11 +348,11 @@ def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
 
     recorder = Recorder()
     optimizers = []
-    real_build, real_resume = engine._build_optimizer, engine._resume
+    real_resume = checkpoint_lib.resume
     restored = {}
 
     def build_optimizer(*args, **kwargs):
-        optimizers.append(real_build(*args, **kwargs))
+        optimizers.append(torch.optim.SGD(*args, momentum=0.9, weight_decay=3e-4, **kwargs))
         return optimizers[-1]
 
     def resume(*args, **kwargs):
@@ -340,9 +362,8 @@ def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
                         torch_rng=torch.get_rng_state())
         return start
 
-    monkeypatch.setattr(engine, "_build_optimizer", build_optimizer)
-    monkeypatch.setattr(engine, "_resume", resume)
-    engine.train(run=run, seed=0, network=recorder)
+    monkeypatch.setattr(checkpoint_lib, "resume", resume)
+    engine.train(run=run, seed=0, network=recorder, optimizer=build_optimizer)
 
     assert restored["start"] == 2
     assert_same_tensors(restored["model"], saved["model"])
@@ -372,7 +393,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     saved = engine.load_checkpoint(run.checkpoint_path)
     assert saved["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
-    assert not (tmp_path / "run" / "checkpoint.pt.tmp").exists()
+    assert not list((tmp_path / "run").glob("*.tmp"))
 
 
 def test_huge_learning_rate_stops_with_a_clear_reason(tmp_path):
@@ -426,13 +447,13 @@ def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch,
         torch.save(_original_layout(weights), init_from)
 
     loaded = []
-    real = engine._init_weights_from
+    real = jobs.init_weights_from
 
     def init_weights_from(model, path):
         real(model, path)
         loaded.append({k: v.clone() for k, v in model.state_dict().items()})
 
-    monkeypatch.setattr(engine, "_init_weights_from", init_weights_from)
+    monkeypatch.setattr(jobs, "init_weights_from", init_weights_from)
     configure("train.epochs = 2", f"train.init_from = '{init_from}'")
     run = make_run(tmp_path / "run")
     engine.train(run=run, seed=1)
@@ -444,7 +465,8 @@ def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch,
     assert_same_tensors(state, weights)
     records = read_metrics(run)
     assert [r["epoch"] for r in records] == [1, 2]  # a fresh schedule, from epoch 1
-    fresh = engine.lr_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], 0.025), 2)
+    fresh = schedules.cosine_power_annealing_schedule(
+        torch.optim.SGD([nn.Parameter(torch.zeros(1))], 0.025), 2)
     assert records[0]["lr"] == fresh.optimizer.param_groups[0]["lr"]  # warm-up's first epoch
 
 
@@ -556,5 +578,5 @@ def test_compiled_weight_steps_give_the_eager_results(job, tmp_path, monkeypatch
     assert [m["epoch"] for m in metrics_compiled] == [m["epoch"] for m in metrics_eager]
     for a, b in zip(metrics_compiled, metrics_eager):
         assert a.keys() == b.keys()
-        for key in ("train_loss", "valid_loss"):
+        for key in ("train_loss", "valid_loss" if job == "search" else "test_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-5), key

@@ -13,10 +13,14 @@ import pytest
 import torch
 
 from sharpdarts.core.schedules import (
+    SCHEDULES,
     CosinePowerAnnealingLR,
+    constant_schedule,
     cosine_annealing,
+    cosine_annealing_schedule,
     cosine_power_annealing,
     exponential_decay,
+    resolve_schedule,
 )
 
 TOL = dict(rtol=1e-12, atol=1e-15)
@@ -372,18 +376,50 @@ def test_scheduler_rejects_bad_settings():
 
 # --- gin --------------------------------------------------------------------------------------
 
-def test_gin_configurable():
-    try:
-        gin.parse_config([
-            'sharpdarts.core.schedules.cosine_power_annealing.exponent_order = 2',
-            'sharpdarts.core.schedules.CosinePowerAnnealingLR.warmup_epochs = 2',
-            'sharpdarts.core.schedules.CosinePowerAnnealingLR.exponent_order = 3',
-        ])
-        np.testing.assert_array_equal(
-            cosine_power_annealing(10), cosine_power_annealing(10, exponent_order=2))
-        optimizer = make_optimizer()
-        CosinePowerAnnealingLR(optimizer, epochs=10)
-        want = cosine_power_annealing(10, max_lr=0.05, exponent_order=3, warmup_epochs=2)
-        assert optimizer.param_groups[0]['lr'] == want[0]
-    finally:
-        gin.clear_config()
+@pytest.mark.parametrize('binding', [
+    'CosinePowerAnnealingLR.min_lr = 1.0',
+    'sharpdarts.core.schedules.CosinePowerAnnealingLR.warmup_epochs = 2',
+    'sharpdarts.core.schedules.cosine_power_annealing.epochs = 3',
+])
+def test_what_the_code_always_passes_is_not_gin_configurable(binding):
+    """The scheduler class and the numpy curve get every argument from the schedule factory:
+    a binding on them could never take effect, so gin refuses it."""
+    with pytest.raises(ValueError):
+        gin.parse_config(binding)
+
+
+def test_gin_schedule_factory_applies_its_bindings():
+    gin.parse_config([
+        'cosine_power_annealing.warmup_epochs = 2',
+        'cosine_power_annealing.exponent_order = 3',
+        'cosine_power_annealing.min_lr = 1e-3',
+    ])
+    optimizer = make_optimizer()
+    scheduler = SCHEDULES['cosine_power_annealing'](optimizer, 10)
+    want = cosine_power_annealing(10, max_lr=0.05, min_lr=1e-3, exponent_order=3, warmup_epochs=2)
+    got = [lrs[0] for lrs in run_epochs(optimizer, scheduler, 10)]
+    np.testing.assert_allclose(got, want, **TOL)
+    # The numpy function keeps its own defaults: the factory's bindings do not reach it.
+    np.testing.assert_array_equal(cosine_power_annealing(10),
+                                  cosine_power_annealing(10, exponent_order=10))
+
+
+def test_cosine_annealing_schedule_is_darts_plain_cosine():
+    optimizer = make_optimizer()
+    scheduler = cosine_annealing_schedule(optimizer, 8, min_lr=0.01)
+    got = [lrs[0] for lrs in run_epochs(optimizer, scheduler, 8)]
+    # Epoch e uses the curve after e - 1 steps: the initial lr first, no warm-up, no rescaling.
+    want = [0.01 + (0.05 - 0.01) * (1 + math.cos(math.pi * (e - 1) / 8)) / 2 for e in range(1, 9)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_constant_schedule_keeps_the_initial_lr():
+    optimizer = make_optimizer()
+    assert run_epochs(optimizer, SCHEDULES['constant'](optimizer, 5), 5) == [[0.05]] * 5
+
+
+def test_schedules_are_found_by_name_with_did_you_mean():
+    assert resolve_schedule('cosine_annealing') is cosine_annealing_schedule
+    assert resolve_schedule(constant_schedule) is constant_schedule
+    with pytest.raises(KeyError, match="Did you mean: cosine_annealing"):
+        resolve_schedule('cosine_anealing')

@@ -1,4 +1,5 @@
-"""Learning-rate schedules: cosine power annealing and a torch scheduler around it.
+"""Learning-rate schedules: cosine power annealing, a torch scheduler around it, and the
+injectable per-epoch schedules a job's config names.
 
 Cosine power annealing (sharpDARTS) blends cosine annealing with exponential decay. The
 computation follows the original exactly, including its quirks (the curve is rescaled by its
@@ -7,6 +8,15 @@ own minimum and maximum, so the values depend on which epochs are asked for); se
 
 Plain ``cosine_annealing`` and ``exponential_decay`` curves over the same epochs are provided
 for comparison plots.
+
+A job's schedule is an injectable component, found by gin name or in :data:`SCHEDULES`:
+``train.lr_schedule = @cosine_power_annealing`` (or ``@cosine_annealing``, ``@constant``),
+with its settings bound on it (``cosine_power_annealing.min_lr = 1e-8``). A schedule factory
+takes ``(optimizer, epochs)`` and returns a torch ``LRScheduler`` stepped once per epoch. The
+gin name ``cosine_power_annealing`` belongs to the factory
+(:func:`cosine_power_annealing_schedule`); the numpy function of the same Python name is not
+gin-configurable, and neither is :class:`CosinePowerAnnealingLR`: the factory passes every
+argument, so a binding on them could never take effect.
 """
 
 from __future__ import annotations
@@ -14,11 +24,15 @@ from __future__ import annotations
 import numbers
 from typing import Any, Sequence
 
+from collections.abc import Callable
+
 import gin
 import numpy as np
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
+from sharpdarts.registry import Registry
 
 EpochsArg = int | Sequence[float] | np.ndarray | None
 
@@ -57,7 +71,6 @@ def _epoch_array(epochs: EpochsArg, max_epoch: float | None = None) -> tuple[np.
     return array, max_epoch
 
 
-@gin.configurable
 def cosine_power_annealing(
         epochs: EpochsArg = None,
         max_lr: float = 0.1,
@@ -216,7 +229,6 @@ def exponential_decay(epochs: EpochsArg, max_lr: float, min_lr: float) -> np.nda
     return max_lr * (min_lr / max_lr) ** ((epoch_numbers - 1) / span)
 
 
-@gin.configurable
 class CosinePowerAnnealingLR(LRScheduler):
     """Sets every param group's learning rate to the cosine power annealing schedule.
 
@@ -306,7 +318,73 @@ class CosinePowerAnnealingLR(LRScheduler):
             for group in self.optimizer.param_groups]
 
 
+# ---- Injectable per-epoch schedules -----------------------------------------------------------
+ScheduleFactory = Callable[[Optimizer, int], LRScheduler]
+
+SCHEDULES: Registry[ScheduleFactory] = Registry(
+    'learning-rate schedule', 'SCHEDULES',
+    hint='Bind one with e.g. train.lr_schedule = @cosine_power_annealing.')
+
+
+@SCHEDULES.register('cosine_power_annealing')
+@gin.configurable('cosine_power_annealing', denylist=['optimizer', 'epochs'])
+def cosine_power_annealing_schedule(optimizer: Optimizer, epochs: int, min_lr: float = 1e-4,
+                                    exponent_order: float = 2,
+                                    warmup_epochs: float | None = 5) -> LRScheduler:
+    """Cosine power annealing from each param group's initial lr down to ``min_lr``.
+
+    The gin name is ``cosine_power_annealing``. The defaults are the search protocol's
+    (FACTS.md: p = 2, 5 warm-up epochs, 1e-4).
+
+    Args:
+        optimizer: the optimizer whose learning rates are set (its lr is the top of the curve).
+        epochs: the run's epoch count.
+        min_lr: the final learning rate.
+        exponent_order: the base of the power (>= 1); 1 is cosine annealing (rescaled).
+        warmup_epochs: epochs of linear warm-up; None or 0 for none.
+    """
+    return CosinePowerAnnealingLR(optimizer, epochs, min_lr=min_lr, exponent_order=exponent_order,
+                                  warmup_epochs=warmup_epochs)
+
+
+@SCHEDULES.register('cosine_annealing')
+@gin.configurable('cosine_annealing', denylist=['optimizer', 'epochs'])
+def cosine_annealing_schedule(optimizer: Optimizer, epochs: int,
+                              min_lr: float = 0.0) -> LRScheduler:
+    """Plain cosine annealing, as DARTS's train.py: no warm-up, no rescaling.
+
+    The gin name is ``cosine_annealing``. Epoch e (1-based) uses
+    ``min_lr + (lr0 - min_lr) * (1 + cos(pi * (e - 1) / epochs)) / 2``: the initial lr in
+    epoch 1, torch's ``CosineAnnealingLR(T_max=epochs, eta_min=min_lr)`` stepped per epoch.
+
+    Args:
+        optimizer: the optimizer whose learning rates are set.
+        epochs: the run's epoch count (the half period).
+        min_lr: the learning rate the curve reaches after ``epochs`` steps.
+    """
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=min_lr)
+
+
+@SCHEDULES.register('constant')
+@gin.configurable('constant', denylist=['optimizer', 'epochs'])
+def constant_schedule(optimizer: Optimizer, epochs: int) -> LRScheduler:
+    """The initial learning rate in every epoch (gin name ``constant``).
+
+    Args:
+        optimizer: the optimizer, whose learning rates stay as they are.
+        epochs: the run's epoch count (unused: every epoch is alike).
+    """
+    del epochs
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def resolve_schedule(schedule: str | ScheduleFactory) -> ScheduleFactory:
+    """A schedule factory given by name (a key of :data:`SCHEDULES`) or passed through."""
+    return schedule if callable(schedule) else SCHEDULES[schedule]
+
+
 __all__ = [
     'cosine_power_annealing', 'cosine_annealing', 'exponential_decay',
-    'CosinePowerAnnealingLR',
+    'CosinePowerAnnealingLR', 'SCHEDULES', 'cosine_power_annealing_schedule',
+    'cosine_annealing_schedule', 'constant_schedule', 'resolve_schedule',
 ]

@@ -5,17 +5,20 @@ helpers here also resolve genotype and run references for the other commands.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import gin
 
-from sharpdarts.core import genotypes
-from sharpdarts.core import optimizers  # noqa: F401  (torch classes for gin)
+from sharpdarts.core import config, genotypes
+from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and schedules for gin)
 from sharpdarts.engine import data as data_lib
-from sharpdarts.engine import jobs as engine
+from sharpdarts import engine
+from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
 from sharpdarts.errors import UserError
 from sharpdarts.face.experiments import REPO_DIR, SMOKE_GIN, resolve_experiment
 from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
@@ -23,9 +26,10 @@ from sharpdarts.store import runs
 
 
 # ---- Gin -------------------------------------------------------------------------------------
-def _parse_config(files: list[Path], bindings: list[str]) -> None:
+def _parse_config(files: list[Path], bindings: list[str], clear: bool = True) -> None:
     """Parses gin files and bindings; a gin error becomes a UserError naming file and line."""
-    gin.clear_config()
+    if clear:
+        gin.clear_config()
     gin.add_config_file_search_path(str(REPO_DIR))
     for path in files:
         try:
@@ -119,42 +123,100 @@ def _apply_smoke() -> None:
     gin.bind_parameter("build_datasets.synthetic_classes", spec.num_classes)
 
 
-def _build_check(job, bundle) -> None:
-    """Builds the network once so a bad binding or genotype is reported before a run starts."""
-    reference = _query(f"{job.__name__}.network")
-    if reference is None:
-        raise UserError(f"The experiment does not bind {job.__name__}.network.")
+def _parse_experiment(path: Path, bindings: list[str], smoke: bool) -> set:
+    """Parses an experiment (with gin/smoke.gin under --smoke, then the command line's
+    bindings); returns the bindings that only smoke.gin made, which may go unused: smoke.gin
+    shrinks every kind of network, and an experiment builds only one."""
+    _parse_config([path], [])
+    if not smoke:
+        _parse_config([], bindings, clear=False)
+        return set()
+    before_smoke = config.bound_keys()
+    _parse_config([SMOKE_GIN], [], clear=False)
+    smoke_only = config.bound_keys() - before_smoke  # the experiment's own stay checked
+    _parse_config([], bindings, clear=False)
+    _apply_smoke()
+    # What the command line binds is the user's own: it must take effect, smoke or not.
+    return smoke_only - {key for binding in bindings for key in config.keys_of(binding)}
+
+
+def _build(job, **kwargs):
+    """Builds a job (before any run folder exists); a bad config becomes a UserError."""
     try:
-        reference.scoped_configurable_fn(num_classes=bundle.spec.num_classes,
-                                         in_channels=bundle.spec.channels)
+        return job(build_only=True, **kwargs)
+    except UserError:
+        raise
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"The network could not be built: {one_line(exc)}") from None
+        raise UserError(f"The experiment could not be built: {one_line(exc)}") from None
 
 
 # ---- run ---------------------------------------------------------------------------------
-def run_experiment(args) -> int:
-    experiment, path = resolve_experiment(args.experiment)
-    files = [path] + ([SMOKE_GIN] if args.smoke else [])
-    _parse_config(files, args.gin_param)
-    if args.smoke:
-        _apply_smoke()
-    genotype_info = _resolve_genotype_macro(args.results)
-    init_from = _resolve_init_from(args.results, args.smoke)
+@dataclasses.dataclass
+class Configured:
+    """An experiment's config, parsed and resolved (gin holds it), before anything is built.
+
+    Attributes:
+        experiment: the experiment's name.
+        path: its .gin file.
+        job: the job it runs (``search``, ``train``).
+        smoke_only: bindings only gin/smoke.gin made, which may go unused.
+        config_text: the config as asked (saved as config.gin).
+        extra: run.json fields (command-line bindings, genotype lineage, init_from).
+        allow_unused: binding names the user allows to go unused (``--allow-unused``).
+    """
+
+    experiment: str
+    path: Path
+    job: Any
+    smoke_only: set
+    config_text: str
+    extra: dict
+    allow_unused: tuple[str, ...] = ()
+
+
+def configure(name: str, gin_params: list[str], smoke: bool, results: str,
+              allow_unused: tuple[str, ...] = ()) -> Configured:
+    """Parses and resolves an experiment's config (``sharpdarts run``'s first step).
+
+    ``allow_unused`` names bindings that may take no effect at build time: the check after the
+    build refuses every other unused binding (see :mod:`sharpdarts.core.config`).
+    """
+    experiment, path = resolve_experiment(name)
+    smoke_only = _parse_experiment(path, gin_params, smoke)
+    genotype_info = _resolve_genotype_macro(results)
+    init_from = _resolve_init_from(results, smoke)
     try:
         job = engine.experiment()
     except Exception as exc:
         raise UserError(f"{path} does not say which job to run (experiment.job = @search or "
                         f"@train): {one_line(exc)}") from None
-    bundle = data_lib.build_datasets(root=args.data)
-    _build_check(job, bundle)
-    config_text = gin.config_str()
-    paper_experiment = not (args.smoke or experiment.startswith("demo/"))
-    extra = {"gin_params": list(args.gin_param), "smoke": bool(args.smoke),
-             "experiment_file": str(path)}
+    extra = {"gin_params": list(gin_params), "smoke": bool(smoke), "experiment_file": str(path)}
     if genotype_info is not None:
         extra["genotype"] = genotype_info
     if init_from is not None:
         extra["init_from"] = init_from
+    if allow_unused:
+        extra["allow_unused"] = list(allow_unused)
+    return Configured(experiment, path, job, smoke_only, gin.config_str(), extra,
+                      tuple(allow_unused))
+
+
+def build_checked(configured: Configured, seed: int, data_root: str | None):
+    """Builds the job (datasets, model, optimizer, schedule, loaders, ...) and refuses the
+    config if any binding took no effect; nothing is written."""
+    bundle = data_lib.build_datasets(root=data_root)
+    built = _build(configured.job, seed=seed, data=bundle)
+    config.check_bindings_used(configured.smoke_only, allowed=configured.allow_unused)
+    return built
+
+
+def run_experiment(args) -> int:
+    """``sharpdarts run``: parse, build, check every binding, then start and fit the run."""
+    # --allow-unused BINDING (repeatable) is the documented escape from the binding check.
+    configured = configure(args.experiment, args.gin_param, args.smoke, args.results,
+                           tuple(getattr(args, "allow_unused", None) or ()))
+    job, extra = configured.job, configured.extra
+    paper_experiment = not (args.smoke or configured.experiment.startswith("demo/"))
     # Under torchrun every process runs this command; rank 0 alone keeps the run folder.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -167,14 +229,16 @@ def run_experiment(args) -> int:
         if torch_cuda_available():
             extra["device_count"] = world_size
     try:
-        return _run_job(args, experiment, job, bundle, config_text, extra, paper_experiment, is_main)
+        built = build_checked(configured, args.seed, args.data)
+        return _run_job(args, configured.experiment, job, built, configured.config_text, extra,
+                        paper_experiment, is_main)
     finally:
         if world_size > 1:
             engine.close_process_group()
 
 
-def _run_job(args, experiment, job, bundle, config_text, extra, paper_experiment, is_main) -> int:
-    """Starts (rank 0) and runs the job; every rank follows rank 0's decision."""
+def _run_job(args, experiment, job, built, config_text, extra, paper_experiment, is_main) -> int:
+    """Starts (rank 0) and fits the built job; every rank follows rank 0's decision."""
     run, decision = None, None
     if is_main:
         run, decision = runs.start_run(
@@ -187,7 +251,7 @@ def _run_job(args, experiment, job, bundle, config_text, extra, paper_experiment
         return 0
     if not is_main:
         try:
-            job(run=None, seed=args.seed, data=bundle)
+            built.fit(None)
         except engine.NonFiniteLossError:
             return 1  # rank 0 reports it
         return 0
@@ -195,7 +259,7 @@ def _run_job(args, experiment, job, bundle, config_text, extra, paper_experiment
           f"in {run.path}", flush=True)
     with run.guard():
         try:
-            final = job(run=run, seed=args.seed, data=bundle)
+            final = built.fit(run)
         except engine.NonFiniteLossError as exc:
             run.fail(str(exc), resumable=False)
             print(f"run failed: {exc}", file=sys.stderr)
@@ -213,27 +277,34 @@ def torch_cuda_available() -> bool:
 
 # ---- evaluate -------------------------------------------------------------------------------
 def evaluate(args) -> int:
-    protocol = REPO_DIR / "gin" / "protocols" / f"train_{args.dataset}.gin"
+    """``sharpdarts evaluate``: measure saved weights; one record per checkpoint content."""
+    fragments = [REPO_DIR / "gin" / "datasets" / f"{args.dataset}.gin",
+                 REPO_DIR / "gin" / "networks" / f"{args.dataset}.gin"]
     network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
     target = Path(args.checkpoint)
     if not target.exists():
         target = runs.find_run(args.results, args.checkpoint).path
     if target.is_dir() and not (target / "checkpoint.pt").exists():
         raise UserError(f"{target} holds no checkpoint.pt to evaluate.")
-    bindings = [f"GENOTYPE = '{args.arch}'", "EPOCHS = 1", "BATCH_SIZE = 128",
-                "experiment.job = @evaluate_checkpoint",
-                f"evaluate_checkpoint.network = @{network}"] + list(args.gin_param)
-    _parse_config([protocol], bindings)
+    checkpoint_file = target / "checkpoint.pt" if target.is_dir() else target
+    sha256 = engine.file_sha256(checkpoint_file)
+    # The hash is a binding (not a comment): it is part of the config hash, so two
+    # checkpoints make two records, and the job checks that the file still has it.
+    bindings = [f"GENOTYPE = '{args.arch}'", f"evaluate_checkpoint.network = @{network}",
+                f"evaluate_checkpoint.checkpoint_sha256 = '{sha256}'"] + list(args.gin_param)
+    _parse_config(fragments, bindings)
     genotype_info = _resolve_genotype_macro(args.results)
     bundle = data_lib.build_datasets(root=args.data)
-    _build_check(engine.evaluate_checkpoint, bundle)
+    built = _build(engine.evaluate_checkpoint, checkpoint=target, data=bundle)
+    config.check_bindings_used(what="evaluation")
     config_text = gin.config_str() + f"\n# checkpoint: {target.resolve()}\n"
     run, decision = runs.start_run(
         args.results, f"evaluate/{args.dataset}", 0, config_text, command=sys.argv[:],
-        kind="evaluate", extra={"checkpoint": str(target.resolve()), "genotype": genotype_info})
+        kind="evaluate", extra={"checkpoint": str(target.resolve()), "checkpoint_sha256": sha256,
+                                "genotype": genotype_info})
     if decision != "skip":
         with run.guard():
-            run.finish(engine.evaluate_checkpoint(run=run, checkpoint=target, data=bundle))
+            run.finish(built.fit(run))
     print(json.dumps(run.info.get("final"), indent=1))
     print(run.path)
     return 0

@@ -1,0 +1,167 @@
+"""Where and how a job runs: device, mixed precision, the torchrun process group, seeding and
+every random state that exact resume needs."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gin
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class Context:
+    """Where and how a job runs: device, precision and the process group."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    rank: int = 0
+    world_size: int = 1
+    compile_backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process records (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether several processes train together."""
+        return self.world_size > 1
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """``torch.compile(model)`` with the configured backend, or ``model`` itself. The
+        compiled module shares the model's parameters; checkpoints keep using the model."""
+        if not self.compile_backend:
+            return model
+        return torch.compile(model, backend=self.compile_backend)
+
+    def autocast(self):
+        """The mixed-precision context of forward passes (a no-op without AMP)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+@gin.configurable
+def make_context(device: str | None = None, amp: str | None = "bf16",
+                 cudnn_benchmark: bool = True, deterministic: bool = False,
+                 threads: int | None = None, compile_backend: str | None = None) -> Context:
+    """Chooses the device, mixed precision and joins the torchrun process group, if any.
+
+    Args:
+        device: 'cpu', 'cuda', 'cuda:1', ...; None picks the GPU when there is one.
+        amp: 'bf16', 'fp16' or None. Mixed precision is used only on a GPU.
+        cudnn_benchmark: let cuDNN pick the fastest kernels (not bit-reproducible).
+        deterministic: ask torch for deterministic algorithms (slower on a GPU).
+        threads: torch's CPU threads; None keeps torch's default. On small CPU jobs one
+            thread is as fast, and it does not collapse when other processes share the cores.
+        compile_backend: run the weight steps' forward passes through ``torch.compile``
+            with this backend ('inductor' for speed; 'eager' checks tracing only); None
+            (the default) runs eagerly. The architect's passes stay eager (they swap weights
+            with ``torch.func.functional_call``). Compilation costs minutes up front and,
+            on CPU, inductor needs a C++ compiler.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    amp_dtype = None
+    if dev.type == "cuda" and amp:
+        if amp not in ("bf16", "fp16"):
+            raise ValueError(f"amp must be 'bf16', 'fp16' or None, not {amp!r}")
+        amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return Context(dev, amp_dtype, rank, world_size, compile_backend)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds python, numpy and torch (all devices); loader workers derive from torch's seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(loaders: list) -> dict:
+    """Every random state a resumed run needs, as tensors and ints (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+        "loaders": [l.generator.get_state() if l.generator is not None else None for l in loaders],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, loaders: list) -> None:
+    """Restores what :func:`rng_state` saved, loaders in the same order."""
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for loader, gen_state in zip(loaders, state["loaders"]):
+        if gen_state is not None and loader.generator is not None:
+            loader.generator.set_state(gen_state)
+
+
+def reduce_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Sums a tensor of running totals over the processes (in place)."""
+    if ctx.distributed:
+        dist.all_reduce(values)
+    return values
+
+
+def broadcast_object(obj):
+    """Rank 0's value of a picklable object, on every process."""
+    box = [obj]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(ctx: Context) -> None:
+    """Waits for every process (a no-op in one process)."""
+    if ctx.distributed:
+        dist.barrier()
+
+
+def close_process_group() -> None:
+    """Leaves the torchrun process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the network itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def cycle(loader) -> Iterator:
+    """Endless batches of a loader, without rebuilding it for every batch."""
+    epoch = 0
+    while True:
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1

@@ -1,0 +1,220 @@
+"""The one epoch loop that every job fits with.
+
+A job is *built* first (:class:`Job`: model, optimizer, schedule, loaders, criterion, ...,
+everything before the first epoch) and then *fitted* by :func:`fit`: resume from the run's
+checkpoint, then per epoch the job's training steps, its evaluation, the schedule step, the
+finite-loss check, one metrics line, the checkpoint (in that order) and a barrier between the
+processes. A job supplies only what differs: its training step, its evaluation record, its
+extra checkpoint state and its final metrics.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import gin
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sharpdarts.engine import checkpoint as checkpoint_lib
+from sharpdarts.engine.context import (Context, barrier, reduce_sum, rng_state, set_rng_state,
+                                       unwrap)
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Totals:
+    """Running sums on the device, read (one host sync) at the end of the epoch."""
+
+    def __init__(self, device):
+        self.values = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Adds one batch's mean loss (weighted by its size) and its top-1 / top-5 hits."""
+        n = target.size(0)
+        top5 = logits.topk(min(5, logits.size(1)), dim=1).indices
+        hits = top5.eq(target.view(-1, 1))
+        self.values += torch.stack([loss.detach().double() * n, hits[:, 0].sum().double(),
+                                    hits.any(dim=1).sum().double(),
+                                    torch.tensor(float(n), dtype=torch.float64, device=loss.device)])
+
+    def result(self, ctx: Context) -> dict:
+        """Mean loss and top-1 / top-5 accuracy (percent) over every process's batches."""
+        loss, top1, top5, n = reduce_sum(self.values.clone(), ctx).tolist()
+        n = max(n, 1.0)
+        return {"loss": loss / n, "acc": 100.0 * top1 / n, "acc_top5": 100.0 * top5 / n}
+
+
+def progress(loader, desc: str, ctx: Context, show: bool):
+    """A tqdm bar over a loader on rank 0 when asked for, else the plain loader."""
+    return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
+                disable=not (show and ctx.is_main))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, criterion: nn.Module, ctx: Context,
+             show_progress: bool = False) -> dict:
+    """Loss, top-1 and top-5 accuracy (percent) of a model over a loader."""
+    model.eval()
+    totals = Totals(ctx.device)
+    for x, y in progress(loader, "eval", ctx, show_progress):
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        with ctx.autocast():
+            out = model(x)
+            logits = out[0] if isinstance(out, tuple) else out
+            loss = criterion(logits.float(), y)
+        totals.add(loss, logits, y)
+    return totals.result(ctx)
+
+
+def weight_step(optimizer, scaler, loss: torch.Tensor, params, grad_clip: float | None) -> None:
+    """One optimizer step on the weights: backward (scaled for fp16), clip, step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def check_finite(loss: float, epoch: int) -> None:
+    """Stops a run whose training loss is NaN or infinite (before it is checkpointed)."""
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(f"the training loss became {loss} in epoch {epoch}; the last "
+                                 "good checkpoint is kept (try a lower learning rate)")
+
+
+class Job:
+    """A built job: everything its epochs need exists already.
+
+    Subclasses set the attributes below in their constructor and override the hooks.
+
+    Attributes:
+        name: the job's name ('search', 'train'), in progress bars and logs.
+        ctx: where it runs.
+        epochs: the epoch count.
+        model: the module stepped (DDP-wrapped when distributed).
+        optimizer, scheduler, scaler: the weights' optimizer, lr schedule and AMP scaler.
+        train_loader: the batches of one epoch.
+        rng_loaders: the loaders whose generator states the checkpoint keeps.
+        show_progress: a tqdm bar per epoch.
+    """
+
+    name = "job"
+    ctx: Context
+    epochs: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    train_loader: Any
+    rng_loaders: list
+    show_progress: bool = False
+
+    @property
+    def network(self) -> nn.Module:
+        """The network itself (inside DDP, if wrapped): its state is what is saved."""
+        return unwrap(self.model)
+
+    # ---- hooks ------------------------------------------------------------------------------
+    def run_fields(self) -> dict:
+        """Fields for run.json, written when fitting starts."""
+        return {}
+
+    def start_epoch(self, epoch: int) -> None:
+        """Before an epoch's first step (e.g. the drop path ramp)."""
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step on a batch; returns (loss, logits)."""
+        raise NotImplementedError
+
+    def end_epoch(self, epoch: int) -> dict:
+        """The epoch's evaluation: the fields it adds to the metrics line."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict:
+        """Checkpoint state beyond model, optimizer, schedule, scaler and random states."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restores what :meth:`extra_state` saved."""
+
+    def final(self, trained: bool) -> dict:
+        """The run's final metrics; ``trained`` is False when every epoch was done already."""
+        raise NotImplementedError
+
+    # ---- state --------------------------------------------------------------------------------
+    def state(self, epoch: int) -> dict:
+        """Everything needed to continue after ``epoch`` exactly as an uninterrupted run."""
+        return {"epoch": epoch, "model": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng_state(self.rng_loaders),
+                **self.extra_state()}
+
+    def load_state(self, state: dict) -> None:
+        """Restores a :meth:`state` (the optimizer before the schedule, which sets its lr)."""
+        self.network.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.load_extra_state(state)
+        set_rng_state(state["rng"], self.rng_loaders)
+
+    def fit(self, run=None) -> dict:
+        """Runs the remaining epochs, recording into ``run`` (see :func:`fit`)."""
+        return fit(self, run)
+
+
+def fit(job: Job, run=None) -> dict:
+    """Fits a built job: resume, then the remaining epochs; returns the final metrics.
+
+    Args:
+        job: the built job.
+        run: the run folder to record into (rank 0), or None to record nothing and keep no
+            checkpoint. Duck-typed: ``write_text``, ``update``, ``checkpoint_path``,
+            ``truncate_metrics`` and ``log_epoch``.
+    """
+    ctx = job.ctx
+    if run is not None:
+        run.write_text("operative_config.gin", gin.operative_config_str())
+        run.update(**job.run_fields())
+    path = checkpoint_lib.run_checkpoint_path(run, ctx)
+    start = checkpoint_lib.resume(run, path, ctx, job.load_state)
+    for epoch in range(start, job.epochs + 1):
+        tic = time.time()
+        lr = job.optimizer.param_groups[0]["lr"]
+        job.start_epoch(epoch)
+        if hasattr(job.train_loader.sampler, "set_epoch"):
+            job.train_loader.sampler.set_epoch(epoch)
+        job.model.train()
+        totals = Totals(ctx.device)
+        for x, y in progress(job.train_loader, f"{job.name} {epoch}/{job.epochs}", ctx,
+                             job.show_progress):
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            loss, logits = job.train_step(x, y)
+            totals.add(loss, logits, y)
+        trained = totals.result(ctx)
+        check_finite(trained["loss"], epoch)
+        evaluation = job.end_epoch(epoch)
+        job.scheduler.step()
+        record = {"epoch": epoch, "lr": lr, "train_loss": trained["loss"],
+                  "train_acc": trained["acc"], **evaluation, "seconds": time.time() - tic}
+        # Log first, then checkpoint: a kill between the two leaves an epoch logged past the
+        # checkpoint, which resume truncates and redoes; the other order would lose its line.
+        if run is not None:
+            run.log_epoch(record)
+        if path is not None and ctx.is_main:
+            checkpoint_lib.save_checkpoint(path, job.state(epoch))
+        barrier(ctx)  # nobody runs ahead of the checkpoint it may have to resume from
+        log.info("%s epoch %d: %s", job.name, epoch,
+                 {k: v for k, v in record.items() if isinstance(v, float)})
+    return job.final(trained=start <= job.epochs)
