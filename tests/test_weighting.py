@@ -28,7 +28,9 @@ def test_max_w_gradient_through_the_max(detach, expected_grad_of_top):
 
 
 def test_get_weighting_by_name():
-    assert weighting.get_weighting("max_w") is weighting.max_w
+    resolved = weighting.get_weighting("max_w")
+    assert resolved.func is weighting.max_w and resolved.keywords == {"detach_max": False}
+    assert weighting.get_weighting("scalar") is weighting.scalar
     with pytest.raises(KeyError, match="scalar"):
         weighting.get_weighting("maxw")
 
@@ -46,3 +48,24 @@ def test_a_user_weighting_registers_by_name():
         del weighting.WEIGHTINGS["halved"]
     with pytest.raises(KeyError, match="Known schemes: scalar, max_w"):
         weighting.get_weighting("halved")
+
+
+def test_max_w_detach_max_binding_is_read_when_the_network_is_built():
+    """`max_w.detach_max` is resolved at build time, so gin's operative config records it
+    (the run's binding check then sees that it took effect) and the network uses it."""
+    import gin
+
+    from sharpdarts.nn.models import SearchNetwork
+
+    gin.clear_config()
+    gin.parse_config("max_w.detach_max = True")
+    try:
+        net = SearchNetwork(C=4, num_classes=3, layers=2, primitives="DARTS_PRIMITIVES",
+                            weighting="max_w")
+        assert "max_w.detach_max = True" in gin.operative_config_str()
+    finally:
+        gin.clear_config()
+    w = torch.tensor([0.2, 0.5, 0.3], requires_grad=True)
+    net.weighting(w)[0].backward()
+    # With the max detached, the gradient of c_0 = 1 - max + w_0 reaches only w_0.
+    assert w.grad.tolist() == [1.0, 0.0, 0.0]

@@ -30,8 +30,6 @@ log = logging.getLogger("sharpdarts")
 def cmd_run(args) -> int:
     from sharpdarts.face import runner
 
-    # A config's `import my_ops` finds the user's module beside the .gin or in the project.
-    experiments.make_user_code_importable([experiments.experiment_path(args.experiment)])
     return runner.run_experiment(args)
 
 
@@ -136,6 +134,13 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _run_folder(name: str, results: str) -> Path:
+    """A run folder named by its path, run id or ``run:ID``."""
+    from sharpdarts import store
+
+    return store.find_run(results, name).path
+
+
 def cmd_plot_genotype(args) -> int:
     from sharpdarts.face import plots
     from sharpdarts.store import genotype_store
@@ -154,24 +159,24 @@ def cmd_plot_lr(args) -> int:
 
 
 def cmd_plot_curves(args) -> int:
-    from sharpdarts.face import plots, runner
+    from sharpdarts.face import plots
 
-    print(plots.plot_curves([runner.run_folder(r, args.results) for r in args.runs], args.out))
+    print(plots.plot_curves([_run_folder(r, args.results) for r in args.runs], args.out))
     return 0
 
 
 def cmd_plot_alphas(args) -> int:
-    from sharpdarts.face import plots, runner
+    from sharpdarts.face import plots
 
-    print(plots.plot_alphas(runner.run_folder(args.run, args.results), args.out))
+    print(plots.plot_alphas(_run_folder(args.run, args.results), args.out))
     return 0
 
 
 def cmd_plot_grid(args) -> int:
-    from sharpdarts.face import plots, runner
+    from sharpdarts.face import plots
 
     try:
-        source = runner.run_folder(args.source, args.results)
+        source = _run_folder(args.source, args.results)
     except UserError:
         source = args.source  # a raw-weights genotype name
     print(plots.plot_grid(source, args.out))
@@ -240,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny widths, 2 epochs, synthetic data: any experiment in seconds on a CPU")
     p.add_argument("--allow-dirty", "--allow_dirty", dest="allow_dirty", action="store_true",
                    help="run a paper experiment from a tree with uncommitted changes (marked so)")
+    p.add_argument("--allow-unused", "--allow_unused", dest="allow_unused", action="append",
+                   default=[], metavar="BINDING",
+                   help="let BINDING (e.g. SearchNetwork.C) take no effect; any other binding "
+                        "that nothing built reads refuses the run with exit 2 (repeatable)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("table", help="print a results table")

@@ -20,7 +20,6 @@ from sharpdarts import resources
 from sharpdarts.errors import UserError
 from sharpdarts.registry import unknown_name
 
-SMOKE_RELATIVE = "gin/smoke.gin"
 
 
 def experiment_dirs() -> list[Path]:
@@ -82,21 +81,19 @@ def resolve_experiment(name: str) -> tuple[str, Path]:
     raise UserError(str(error)) from None
 
 
-def smoke_gin() -> Path:
-    """``gin/smoke.gin``, the fragment that ``--smoke`` adds, from the first root holding it."""
-    path = resources.find(SMOKE_RELATIVE)
-    if path is None:  # only a broken install lacks it
-        raise UserError(f"{SMOKE_RELATIVE} is in none of {', '.join(map(str, resources.roots()))}.")
-    return path
-
-
-def protocol_gin(name: str) -> Path:
-    """A protocol fragment, e.g. ``protocol_gin('train_cifar10')`` is gin/protocols/train_cifar10.gin."""
-    relative = f"gin/protocols/{name}.gin"
+def gin_fragment(name: str) -> Path:
+    """A fragment under ``gin/`` from the first root holding it, e.g. ``'smoke'`` or
+    ``'datasets/cifar10'`` (no suffix)."""
+    relative = f"gin/{name}.gin"
     path = resources.find(relative)
-    if path is None:
+    if path is None:  # only a broken install lacks the shipped fragments
         raise UserError(f"{relative} is in none of {', '.join(map(str, resources.roots()))}.")
     return path
+
+
+def smoke_gin() -> Path:
+    """``gin/smoke.gin``, the fragment that ``--smoke`` adds."""
+    return gin_fragment("smoke")
 
 
 def gin_search_paths() -> list[str]:
@@ -159,13 +156,3 @@ def describe_experiments() -> list[dict]:
         out.append({"experiment": name, "table": table, "row": row,
                     "summary": header[0] if header else ""})
     return out
-
-
-def __getattr__(name: str):
-    """``SMOKE_GIN`` and ``REPO_DIR``, computed when asked (the project root can change after
-    import), for callers written before :func:`smoke_gin` and :func:`gin_search_paths`."""
-    if name == "SMOKE_GIN":
-        return smoke_gin()
-    if name == "REPO_DIR":
-        return smoke_gin().parent.parent  # the first root holding the gin fragments
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

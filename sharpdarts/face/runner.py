@@ -14,23 +14,33 @@ from typing import Any
 
 import gin
 
+from sharpdarts import store
 from sharpdarts.core import config, genotypes
 from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and schedules for gin)
 from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
-from sharpdarts.errors import UserError
-from sharpdarts.face.experiments import REPO_DIR, SMOKE_GIN, resolve_experiment
+from sharpdarts.errors import UserError, one_line
+from sharpdarts.face import experiments
+from sharpdarts.face.experiments import resolve_experiment
 from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
-from sharpdarts.store import runs
 
 
 # ---- Gin -------------------------------------------------------------------------------------
+_SEARCH_PATHS_ADDED: set[str] = set()
+
+
 def _parse_config(files: list[Path], bindings: list[str], clear: bool = True) -> None:
     """Parses gin files and bindings; a gin error becomes a UserError naming file and line."""
     if clear:
         gin.clear_config()
-    gin.add_config_file_search_path(str(REPO_DIR))
+    # gin keeps its search path across clear_config: add each root once, the project's first.
+    for root in experiments.gin_search_paths():
+        if root not in _SEARCH_PATHS_ADDED:
+            gin.add_config_file_search_path(root)
+            _SEARCH_PATHS_ADDED.add(root)
+    # A config's `import my_ops` finds the user's module beside the .gin or in the project.
+    experiments.make_user_code_importable(files)
     for path in files:
         try:
             gin.parse_config_file(str(path))
@@ -56,11 +66,6 @@ def _gin_error(exc: BaseException) -> str:
     return one_line(exc)
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    return " ".join(text.split())
-
-
 def _query(binding: str, default=None):
     try:
         return gin.query_parameter(binding)
@@ -74,7 +79,7 @@ def _resolve_genotype_macro(results: str) -> dict | None:
     if value is None:
         return None
     if isinstance(value, str) and value.startswith("run:"):
-        run = runs.find_run(results, value[4:])
+        run = store.find_run(results, value[4:])
         final = run.info.get("final") or {}
         if "genotype" not in final:
             raise UserError(f"Run {run.run_id} has no final genotype (status "
@@ -108,7 +113,7 @@ def _resolve_init_from(results: str, smoke: bool) -> str | None:
             return None  # a smoke run of a continuation starts from scratch
         raise UserError("This experiment continues a finished run: name it with --gin_param "
                         "\"INIT_FROM='run:RUN_ID'\" (or a checkpoint file).")
-    path = runs.find_run(results, value[4:]).path if str(value).startswith("run:") else Path(value)
+    path = store.find_run(results, value[4:]).path if str(value).startswith("run:") else Path(value)
     if not path.exists():
         raise UserError(f"INIT_FROM names {path}, which does not exist.")
     gin.bind_parameter("INIT_FROM/gin.macro.value", str(path))
@@ -132,7 +137,7 @@ def _parse_experiment(path: Path, bindings: list[str], smoke: bool) -> set:
         _parse_config([], bindings, clear=False)
         return set()
     before_smoke = config.bound_keys()
-    _parse_config([SMOKE_GIN], [], clear=False)
+    _parse_config([experiments.smoke_gin()], [], clear=False)
     smoke_only = config.bound_keys() - before_smoke  # the experiment's own stay checked
     _parse_config([], bindings, clear=False)
     _apply_smoke()
@@ -241,7 +246,7 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
     """Starts (rank 0) and fits the built job; every rank follows rank 0's decision."""
     run, decision = None, None
     if is_main:
-        run, decision = runs.start_run(
+        run, decision = store.start_run(
             args.results, experiment, args.seed, config_text, command=sys.argv[:],
             kind=job.__name__, allow_dirty=args.allow_dirty or not paper_experiment, extra=extra)
     decision = engine.broadcast_object(decision)
@@ -278,12 +283,12 @@ def torch_cuda_available() -> bool:
 # ---- evaluate -------------------------------------------------------------------------------
 def evaluate(args) -> int:
     """``sharpdarts evaluate``: measure saved weights; one record per checkpoint content."""
-    fragments = [REPO_DIR / "gin" / "datasets" / f"{args.dataset}.gin",
-                 REPO_DIR / "gin" / "networks" / f"{args.dataset}.gin"]
+    fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
+                 experiments.gin_fragment(f"networks/{args.dataset}")]
     network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
     target = Path(args.checkpoint)
     if not target.exists():
-        target = runs.find_run(args.results, args.checkpoint).path
+        target = store.find_run(args.results, args.checkpoint).path
     if target.is_dir() and not (target / "checkpoint.pt").exists():
         raise UserError(f"{target} holds no checkpoint.pt to evaluate.")
     checkpoint_file = target / "checkpoint.pt" if target.is_dir() else target
@@ -298,7 +303,7 @@ def evaluate(args) -> int:
     built = _build(engine.evaluate_checkpoint, checkpoint=target, data=bundle)
     config.check_bindings_used(what="evaluation")
     config_text = gin.config_str() + f"\n# checkpoint: {target.resolve()}\n"
-    run, decision = runs.start_run(
+    run, decision = store.start_run(
         args.results, f"evaluate/{args.dataset}", 0, config_text, command=sys.argv[:],
         kind="evaluate", extra={"checkpoint": str(target.resolve()), "checkpoint_sha256": sha256,
                                 "genotype": genotype_info})
@@ -308,34 +313,3 @@ def evaluate(args) -> int:
     print(json.dumps(run.info.get("final"), indent=1))
     print(run.path)
     return 0
-
-
-def genotype_of(name_or_run: str, results: str, best: bool = False):
-    """A registry name, or a run (id, path or run:ID) whose final (or best) genotype is wanted."""
-    try:
-        return genotypes.get(name_or_run), genotypes.lineage(name_or_run)
-    except KeyError as exc:
-        registry_error = exc
-    try:
-        run = runs.find_run(results, name_or_run)
-    except UserError:
-        raise UserError(f"'{name_or_run}' is neither a genotype nor a run: "
-                        f"{one_line(registry_error)}") from None
-    final = run.info.get("final") or {}
-    key = "best_genotype" if best else "genotype"
-    if not final.get(key):
-        raise UserError(f"Run {run.run_id} has no {key.replace('_', ' ')} (status "
-                        f"{run.info.get('status')}).")
-    epoch = final.get("best_epoch") if best else final.get("genotype_epoch")
-    lineage = {"run_id": run.run_id, "experiment": run.info.get("experiment"),
-               "commit": (run.info.get("git") or {}).get("commit"),
-               "dirty": (run.info.get("git") or {}).get("dirty"), "epoch": epoch,
-               "which": key, "seed": run.info.get("seed")}
-    return genotypes.from_dict(final[key]), lineage
-
-
-
-# ---- plot ----------------------------------------------------------------------------------
-def run_folder(name: str, results: str) -> Path:
-    path = Path(name)
-    return path if (path / "run.json").is_file() else runs.find_run(results, name).path

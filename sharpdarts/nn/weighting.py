@@ -6,6 +6,7 @@ a whole block in the multi-channel grid) to coefficients ``c``; a mixed op outpu
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import gin
@@ -27,9 +28,7 @@ def scalar(weights: torch.Tensor) -> torch.Tensor:
     return weights
 
 
-# Gin-configurable for ``detach_max``, the one argument a mixed op never passes.
 @WEIGHTINGS.register("max_w")
-@gin.configurable
 def max_w(weights: torch.Tensor, detach_max: bool = False) -> torch.Tensor:
     """Max-W regularization: ``c_i = 1 - max_j w_j + w_i``.
 
@@ -46,6 +45,20 @@ def max_w(weights: torch.Tensor, detach_max: bool = False) -> torch.Tensor:
     return 1.0 - top + weights
 
 
+@gin.configurable("max_w")
+def configured_max_w(detach_max: bool = False) -> Weighting:
+    """Max-W with its options bound now, when a network is built (``max_w.detach_max``).
+
+    Reading the binding at build time, not at every forward, is what lets the run check that
+    ``max_w.detach_max`` took effect (a binding read only later would look unused).
+    """
+    return functools.partial(max_w, detach_max=detach_max)
+
+
+# Schemes whose options come from gin: resolved by calling these when a network is built.
+_CONFIGURED: dict[str, Callable[[], Weighting]] = {"max_w": configured_max_w}
+
+
 def get_weighting(weighting: str | Weighting) -> Weighting:
     """Resolves a scheme given by name (``'scalar'``, ``'max_w'``) or passes a callable through.
 
@@ -58,4 +71,6 @@ def get_weighting(weighting: str | Weighting) -> Weighting:
         # A handful of schemes: name them all, not only the close ones.
         raise unknown_name("weighting", weighting, WEIGHTINGS, where="in WEIGHTINGS",
                            hint=f"Known schemes: {', '.join(WEIGHTINGS)}.")
+    if weighting in _CONFIGURED and WEIGHTINGS[weighting] is max_w:
+        return _CONFIGURED[weighting]()
     return WEIGHTINGS[weighting]
