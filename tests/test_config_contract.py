@@ -13,6 +13,7 @@ import pytest
 
 from sharpdarts.core import config, genotypes
 from sharpdarts.face import experiments, runner
+from sharpdarts.store import genotype_store
 
 EXPERIMENTS = experiments.experiment_names()
 
@@ -48,7 +49,7 @@ BEFORE = {
 
 def _configure(name: str, tmp_path, bindings=()) -> runner.Configured:
     if name == "demo/train":  # demo/train trains the demo's promoted genotype
-        genotypes.promote("DEMO", genotypes.get("DARTS_V2"), {"run_id": "test"})
+        genotype_store.promote("DEMO", genotypes.get("DARTS_V2"), {"run_id": "test"})
     return runner.configure(name, list(bindings), smoke=True, results=str(tmp_path))
 
 
@@ -75,7 +76,7 @@ def _first_lrs(built, epochs: int = 12) -> list[float]:
 def test_learning_rates_and_optimizer_settings_are_as_before(name, tmp_path):
     """Built as the experiment itself (its epochs, batch and warm-up, not smoke's), the
     optimizer and schedule give the learning rates of before, exactly."""
-    runner._parse_config([experiments.EXPERIMENTS_DIR / f"{name}.gin"], [])
+    runner._parse_config([experiments.experiment_path(name)], [])
     own = [f"EPOCHS = {gin.query_parameter('%EPOCHS')}",
            f"BATCH_SIZE = {gin.query_parameter('%BATCH_SIZE')}",
            f"cosine_power_annealing.warmup_epochs = "

@@ -115,3 +115,16 @@ def test_allow_unused_excuses_exactly_the_bindings_it_names(tmp_path):
                                   allow_unused=("train.epochs", "train.grad_clip"))
     built = runner.build_checked(configured, seed=0, data_root=None)
     assert built.epochs == 2 and configured.extra["allow_unused"] == list(configured.allow_unused)
+
+
+def test_a_missing_required_binding_is_a_user_error(tmp_path, capsys):
+    """A .gin that forgets the network (a missing include) exits 2 with gin's reason."""
+    from sharpdarts.face import cli
+
+    gin_file = tmp_path / "no_network.gin"
+    gin_file.write_text("include 'gin/protocols/search.gin'\ninclude 'gin/datasets/digits.gin'\n"
+                        "EPOCHS = 1\nBATCH_SIZE = 8\n")
+    status = cli.main(["run", str(gin_file), "--results", str(tmp_path / "results")])
+    assert status == 2
+    assert "Required bindings for `search`" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "runs").exists()

@@ -46,6 +46,7 @@ SEARCH_GIN = textwrap.dedent('''
     # A user's search: the shipped search protocol over a primitive set holding their op.
     import {module}
     include 'gin/protocols/search.gin'
+    include 'gin/networks/search_cells.gin'
     include 'gin/datasets/digits.gin'
     SearchNetwork.primitives = ['none', 'skip_connect', '{op}']
     EPOCHS = 2

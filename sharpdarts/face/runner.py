@@ -153,6 +153,11 @@ def _build(job, **kwargs):
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"The experiment could not be built: {one_line(exc)}") from None
+    except RuntimeError as exc:  # gin's "Required bindings ... not provided": a config gap
+        if "Required bindings" not in str(exc):
+            raise
+        raise UserError(f"The experiment could not be built: {one_line(exc)} (an include or "
+                        "a binding is missing from the .gin file).") from None
 
 
 # ---- run ---------------------------------------------------------------------------------
