@@ -97,7 +97,8 @@ def check_bindings_used(exempt: Collection[BindingKey] = (), *, allowed: Collect
             f"The {what} is refused: {len(unused)} binding(s) would take no effect: "
             f"{', '.join(unused)}. Nothing built for this experiment reads them (another "
             "network or job than the one configured, or an argument the code always passes); "
-            "remove them, or bind the component that is actually used.")
+            "remove them, bind the component that is actually used, or name them with "
+            "--allow-unused if they are meant to do nothing here.")
 
 
 def keys_of(binding: str) -> set[BindingKey]:
