@@ -28,6 +28,12 @@ log = logging.getLogger("sharpdarts")
 # The runner, the models and plots import torch: each command imports what it needs, so that
 # `--help`, `list` and `table` start quickly.
 def cmd_run(args) -> int:
+    from sharpdarts.face import quickskip
+
+    done = quickskip.completed_run(args)  # a completed run is found without importing torch
+    if done is not None:
+        print(f"already completed: {done}")
+        return 0
     from sharpdarts.face import runner
 
     return runner.run_experiment(args)

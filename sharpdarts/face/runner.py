@@ -21,7 +21,7 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
 from sharpdarts.errors import UserError, one_line
-from sharpdarts.face import experiments
+from sharpdarts.face import experiments, quickskip
 from sharpdarts.face.experiments import resolve_experiment
 from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
 
@@ -226,6 +226,8 @@ def run_experiment(args) -> int:
     configured = configure(args.experiment, args.gin_param, args.smoke, args.results,
                            tuple(getattr(args, "allow_unused", None) or ()))
     job, extra = configured.job, configured.extra
+    # Lets a later `run` of the same request skip this run without importing torch.
+    extra["request_key"] = quickskip.request_key(configured.path, args.gin_param, args.smoke)
     paper_experiment = not (args.smoke or configured.experiment.startswith("demo/"))
     # Under torchrun every process runs this command; rank 0 alone keeps the run folder.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
