@@ -230,6 +230,12 @@ def _add_plot_parser(sub) -> None:
 
 
 # ---- The parser -----------------------------------------------------------------------------
+def _add_threads(p) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads torch may use (default: torch's, one per core); recorded "
+                        "in run.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sharpdarts", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -257,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=[], metavar="BINDING",
                    help="let BINDING (e.g. SearchNetwork.C) take no effect; any other binding "
                         "that nothing built reads refuses the run with exit 2 (repeatable)")
+    _add_threads(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("table", help="print a results table")
@@ -300,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gin_param", action="append", default=[], metavar="BINDING")
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.add_argument("--data", default=None)
+    _add_threads(p)
     p.set_defaults(func=cmd_evaluate)
 
     _add_plot_parser(sub)

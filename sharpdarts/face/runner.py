@@ -21,7 +21,7 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
 from sharpdarts.errors import UserError, one_line
-from sharpdarts.face import experiments, quickskip
+from sharpdarts.face import experiments, quickskip, threads
 from sharpdarts.face.experiments import resolve_experiment
 from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
 
@@ -226,6 +226,7 @@ def run_experiment(args) -> int:
     configured = configure(args.experiment, args.gin_param, args.smoke, args.results,
                            tuple(getattr(args, "allow_unused", None) or ()))
     job, extra = configured.job, configured.extra
+    extra["threads"] = threads.apply(getattr(args, "threads", None))
     # Lets a later `run` of the same request skip this run without importing torch.
     extra["request_key"] = quickskip.request_key(configured.path, args.gin_param, args.smoke)
     paper_experiment = not (args.smoke or configured.experiment.startswith("demo/"))
@@ -290,6 +291,7 @@ def torch_cuda_available() -> bool:
 # ---- evaluate -------------------------------------------------------------------------------
 def evaluate(args) -> int:
     """``sharpdarts evaluate``: measure saved weights; one record per checkpoint content."""
+    used_threads = threads.apply(getattr(args, "threads", None))
     fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
                  experiments.gin_fragment(f"networks/{args.dataset}")]
     network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
@@ -313,7 +315,7 @@ def evaluate(args) -> int:
     run, decision = store.start_run(
         args.results, f"evaluate/{args.dataset}", 0, config_text, command=sys.argv[:],
         kind="evaluate", extra={"checkpoint": str(target.resolve()), "checkpoint_sha256": sha256,
-                                "genotype": genotype_info})
+                                "genotype": genotype_info, "threads": used_threads})
     if decision != "skip":
         with run.guard():
             run.finish(built.fit(run))
