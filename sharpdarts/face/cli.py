@@ -311,7 +311,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     _add_plot_parser(sub)
+    _add_export_parser(sub)
     return parser
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export runs to other tools (tensorboard)")
+    esub = p.add_subparsers(dest="export_command", required=True)
+    t = esub.add_parser("tensorboard", help="TensorBoard event files for run folders written "
+                                            "before runs recorded them")
+    t.add_argument("runs", nargs="*", help="run ids or folders (default: every run)")
+    t.add_argument("--replace", action="store_true", help="rewrite folders that have events")
+    t.add_argument("--results", default=DEFAULT_RESULTS)
+    t.set_defaults(func=cmd_export_tensorboard)
+
+
+def cmd_export_tensorboard(args) -> int:
+    from sharpdarts.face import tensorboard
+
+    return tensorboard.cmd_export(args)
 
 
 def _print_user_error(exc: BaseException) -> None:

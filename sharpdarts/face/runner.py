@@ -21,7 +21,7 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
 from sharpdarts.errors import UserError, one_line
-from sharpdarts.face import experiments, quickskip, threads
+from sharpdarts.face import experiments, quickskip, tensorboard, threads
 from sharpdarts.face.experiments import resolve_experiment
 from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
 
@@ -270,9 +270,9 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
         return 0
     print(f"{'resuming' if decision == 'resume' else 'running'} {experiment} (seed {args.seed}) "
           f"in {run.path}", flush=True)
-    with run.guard():
+    with run.guard(), tensorboard.Recording(run) as recorded:  # events beside metrics.jsonl
         try:
-            final = built.fit(run)
+            final = built.fit(recorded)
         except engine.NonFiniteLossError as exc:
             run.fail(str(exc), resumable=False)
             print(f"run failed: {exc}", file=sys.stderr)
