@@ -312,7 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_plot_parser(sub)
     _add_export_parser(sub)
+    p = sub.add_parser("diff", help="binding-level differences of two experiments or runs")
+    p.add_argument("a", help="an experiment, a run id or a run folder")
+    p.add_argument("b", nargs="?", default=None,
+                   help="another (default, when A is a run: A's experiment)")
+    p.add_argument("--results", default=DEFAULT_RESULTS)
+    p.set_defaults(func=cmd_diff)
     return parser
+
+
+def cmd_diff(args) -> int:
+    from sharpdarts.face import diff
+
+    return diff.cmd_diff(args)
 
 
 def _add_export_parser(sub) -> None:
