@@ -56,9 +56,10 @@ def cmd_list(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from sharpdarts.store import results, table_defs
+    from sharpdarts.store import table_defs
 
     table_defs.definition(args.name)  # a bad name fails before pandas loads
+    from sharpdarts.store import results
     table = results.build_table(args.name, results.load_runs(args.results))
     print(results.format_table(table, args.format))
     return 0
