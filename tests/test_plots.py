@@ -368,3 +368,23 @@ def test_genotype_for_unknown_is_a_user_error(tmp_path):
     (run / "run.json").write_text(json.dumps(info))
     with pytest.raises(UserError, match="malformed"):
         plots.genotype_for(run)
+
+
+def test_alphas_colour_scale_is_centred_on_the_uniform_weight(tmp_path):
+    run = _write_run(tmp_path, "cifar10/search", 1, epochs=3)
+    fig = plots.make_alphas_figure(run)
+    images = [ax.images[0] for ax in fig.subfigs[0].axes[:2]] + \
+             [ax.images[0] for ax in fig.subfigs[1].axes]
+    weights = [np.asarray(json.loads(line)[k])
+               for line in (run / "metrics.jsonl").read_text().splitlines()
+               for k in ("alphas_normal", "alphas_reduce")]
+    spread = max(np.abs(w - 1 / OPS).max() for w in weights)
+    for image in images:
+        norm = image.norm
+        assert norm.vcenter == pytest.approx(1 / OPS)  # white is uniform
+        assert norm.vmin == pytest.approx(1 / OPS - spread)
+        assert norm.vmax == pytest.approx(1 / OPS + spread)
+        assert image.get_cmap().name == "RdBu_r"  # diverging
+    # A weight just above uniform is visibly red, just below visibly blue.
+    above, below = images[0].to_rgba(1 / OPS + spread / 2), images[0].to_rgba(1 / OPS - spread / 2)
+    assert above[0] > above[2] and below[2] > below[0]
