@@ -147,7 +147,7 @@ def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | Non
         ax.set_title(f"{CELL_TITLES[cell]}, epoch {epochs[-1]}")
         if data.size <= 400:
             for (r, c), v in np.ndenumerate(data):
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=6,
                         # Dark text on the pale middle of the map, white on its ends.
                         color="black" if abs(norm(v) - 0.5) < 0.3 else "white")
     bar = top.colorbar(image, ax=list(top_axes), shrink=0.9,
