@@ -40,7 +40,6 @@ demo: $(STAMP)
 	echo "demo search run: $$search"; \
 	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) genotype promote $$search DEMO --replace --results $(RESULTS); \
 	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train --seed 1 --results $(RESULTS) | tail -n 1; \
-	$(SHARPDARTS) run demo/train_random --seed 1 --results $(RESULTS) | tail -n 1; \
 	$(SHARPDARTS) table demo --results $(RESULTS); \
 	echo; echo "run folders: $(RESULTS)/runs/demo/"
 
