@@ -21,13 +21,14 @@ def _infos(results):
 
 
 def test_run_and_evaluate_use_and_record_threads(tmp_path, restore_threads, capsys):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     results = tmp_path / "results"
+    # demo/search binds make_context.threads = 1: the command line wins over it.
     assert cli.main(["run", "demo/search", "--smoke", "--seed", "7", "--gin_param", "EPOCHS=1",
-                     "--results", str(results), "--threads", "1"]) == 0
-    assert torch.get_num_threads() == 1
+                     "--results", str(results), "--threads", "2"]) == 0
+    assert torch.get_num_threads() == 2
     (search,) = _infos(results)
-    assert search["threads"] == 1
+    assert search["threads"] == 2
 
     torch.set_num_threads(2)
     data = tmp_path / "data"
@@ -42,10 +43,11 @@ def test_run_and_evaluate_use_and_record_threads(tmp_path, restore_threads, caps
 
 def test_without_threads_the_number_in_use_is_recorded(tmp_path, restore_threads):
     torch.set_num_threads(2)
+    # Without --threads, demo/search's make_context.threads = 1 is the number in use.
     assert cli.main(["run", "demo/search", "--smoke", "--seed", "8", "--gin_param", "EPOCHS=1",
                      "--results", str(tmp_path)]) == 0
     (info,) = _infos(tmp_path)
-    assert info["threads"] == 2
+    assert info["threads"] == 1 == torch.get_num_threads()
 
 
 def test_threads_below_one_is_a_user_error(tmp_path, capsys):

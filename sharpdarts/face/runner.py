@@ -226,7 +226,7 @@ def run_experiment(args) -> int:
     configured = configure(args.experiment, args.gin_param, args.smoke, args.results,
                            tuple(getattr(args, "allow_unused", None) or ()))
     job, extra = configured.job, configured.extra
-    extra["threads"] = threads.apply(getattr(args, "threads", None))
+    threads.check(getattr(args, "threads", None))
     # Lets a later `run` of the same request skip this run without importing torch.
     extra["request_key"] = quickskip.request_key(configured.path, args.gin_param, args.smoke)
     paper_experiment = not (args.smoke or configured.experiment.startswith("demo/"))
@@ -243,6 +243,8 @@ def run_experiment(args) -> int:
             extra["device_count"] = world_size
     try:
         built = build_checked(configured, args.seed, args.data)
+        # After the build: --threads wins over a config's make_context.threads.
+        extra["threads"] = threads.apply(getattr(args, "threads", None))
         return _run_job(args, configured.experiment, job, built, configured.config_text, extra,
                         paper_experiment, is_main)
     finally:
@@ -291,7 +293,7 @@ def torch_cuda_available() -> bool:
 # ---- evaluate -------------------------------------------------------------------------------
 def evaluate(args) -> int:
     """``sharpdarts evaluate``: measure saved weights; one record per checkpoint content."""
-    used_threads = threads.apply(getattr(args, "threads", None))
+    threads.check(getattr(args, "threads", None))
     fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
                  experiments.gin_fragment(f"networks/{args.dataset}")]
     network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
@@ -311,6 +313,7 @@ def evaluate(args) -> int:
     bundle = data_lib.build_datasets(root=args.data)
     built = _build(engine.evaluate_checkpoint, checkpoint=target, data=bundle)
     config.check_bindings_used(what="evaluation")
+    used_threads = threads.apply(getattr(args, "threads", None))
     config_text = gin.config_str() + f"\n# checkpoint: {target.resolve()}\n"
     run, decision = store.start_run(
         args.results, f"evaluate/{args.dataset}", 0, config_text, command=sys.argv[:],
