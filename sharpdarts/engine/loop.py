@@ -22,6 +22,7 @@ from tqdm import tqdm
 from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.engine.context import (Context, barrier, reduce_sum, rng_state, set_rng_state,
                                        unwrap)
+from sharpdarts.engine.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def fit(job: Job, run=None) -> dict:
         run.update(**job.run_fields())
     path = checkpoint_lib.run_checkpoint_path(run, ctx)
     start = checkpoint_lib.resume(run, path, ctx, job.load_state)
+    shown = Progress(job.name, job.epochs, start, job.show_progress, ctx.is_main)
     for epoch in range(start, job.epochs + 1):
         tic = time.time()
         lr = job.optimizer.param_groups[0]["lr"]
@@ -197,11 +199,11 @@ def fit(job: Job, run=None) -> dict:
             job.train_loader.sampler.set_epoch(epoch)
         job.model.train()
         totals = Totals(ctx.device)
-        for x, y in progress(job.train_loader, f"{job.name} {epoch}/{job.epochs}", ctx,
-                             job.show_progress):
+        for step, (x, y) in enumerate(shown.bar(job.train_loader, epoch)):
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             loss, logits = job.train_step(x, y)
             totals.add(loss, logits, y)
+            shown.step(step, loss)
         trained = totals.result(ctx)
         check_finite(trained["loss"], epoch)
         evaluation = job.end_epoch(epoch)
@@ -215,6 +217,7 @@ def fit(job: Job, run=None) -> dict:
         if path is not None and ctx.is_main:
             checkpoint_lib.save_checkpoint(path, job.state(epoch))
         barrier(ctx)  # nobody runs ahead of the checkpoint it may have to resume from
+        shown.epoch_done(epoch, record)
         log.info("%s epoch %d: %s", job.name, epoch,
                  {k: v for k, v in record.items() if isinstance(v, float)})
     return job.final(trained=start <= job.epochs)

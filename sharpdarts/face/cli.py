@@ -28,6 +28,12 @@ log = logging.getLogger("sharpdarts")
 # The runner, the models and plots import torch: each command imports what it needs, so that
 # `--help`, `list` and `table` start quickly.
 def cmd_run(args) -> int:
+    from sharpdarts.face import quickskip
+
+    done = quickskip.completed_run(args)  # a completed run is found without importing torch
+    if done is not None:
+        print(f"already completed: {done}")
+        return 0
     from sharpdarts.face import runner
 
     return runner.run_experiment(args)
@@ -50,6 +56,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_table(args) -> int:
+    from sharpdarts.store import table_defs
+
+    table_defs.definition(args.name)  # a bad name fails before pandas loads
     from sharpdarts.store import results
     table = results.build_table(args.name, results.load_runs(args.results))
     print(results.format_table(table, args.format))
@@ -222,6 +231,12 @@ def _add_plot_parser(sub) -> None:
 
 
 # ---- The parser -----------------------------------------------------------------------------
+def _add_threads(p) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads torch may use (default: torch's, one per core); recorded "
+                        "in run.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sharpdarts", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -249,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=[], metavar="BINDING",
                    help="let BINDING (e.g. SearchNetwork.C) take no effect; any other binding "
                         "that nothing built reads refuses the run with exit 2 (repeatable)")
+    _add_threads(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("table", help="print a results table")
@@ -292,10 +308,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gin_param", action="append", default=[], metavar="BINDING")
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.add_argument("--data", default=None)
+    _add_threads(p)
     p.set_defaults(func=cmd_evaluate)
 
     _add_plot_parser(sub)
+    _add_export_parser(sub)
+    p = sub.add_parser("diff", help="binding-level differences of two experiments or runs")
+    p.add_argument("a", help="an experiment, a run id or a run folder")
+    p.add_argument("b", nargs="?", default=None,
+                   help="another (default, when A is a run: A's experiment)")
+    p.add_argument("--results", default=DEFAULT_RESULTS)
+    p.set_defaults(func=cmd_diff)
     return parser
+
+
+def cmd_diff(args) -> int:
+    from sharpdarts.face import diff
+
+    return diff.cmd_diff(args)
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export runs to other tools (tensorboard)")
+    esub = p.add_subparsers(dest="export_command", required=True)
+    t = esub.add_parser("tensorboard", help="TensorBoard event files for run folders written "
+                                            "before runs recorded them")
+    t.add_argument("runs", nargs="*", help="run ids or folders (default: every run)")
+    t.add_argument("--replace", action="store_true", help="rewrite folders that have events")
+    t.add_argument("--results", default=DEFAULT_RESULTS)
+    t.set_defaults(func=cmd_export_tensorboard)
+
+
+def cmd_export_tensorboard(args) -> int:
+    from sharpdarts.face import tensorboard
+
+    return tensorboard.cmd_export(args)
 
 
 def _print_user_error(exc: BaseException) -> None:

@@ -135,15 +135,15 @@ def make_user_code_importable(config_files: list[str | os.PathLike]) -> list[Pat
 
 def describe_experiments() -> list[dict]:
     """Each experiment with its table and row, read from the table definitions (data)."""
-    from sharpdarts.store import results
+    from sharpdarts.store import table_defs  # not results: `list` needs no pandas
 
     rows = {}
-    for r in results.paper_tables().itertuples():
-        if isinstance(r.experiment, str):
-            without = " (without AutoAugment)" if r.table == "cifar10" and r.autoaugment == "no" else ""
-            rows[r.experiment] = (r.table, f"{r.architecture}{without}")
+    for r in table_defs.paper_rows():
+        if r["experiment"]:
+            without = " (without AutoAugment)" if r["table"] == "cifar10" and r["autoaugment"] == "no" else ""
+            rows[r["experiment"]] = (r["table"], f"{r['architecture']}{without}")
     prefixes = {}
-    for table, definition in results.load_table_defs(resources.find("experiments/tables.json")).items():
+    for table, definition in table_defs.load_table_defs(resources.find("experiments/tables.json")).items():
         for name in definition.get("rows", {}).get("experiments", []):
             rows.setdefault(name, (table, name.split("/")[-1]))
         if "experiment_prefix" in definition.get("rows", {}):

@@ -21,7 +21,7 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
 from sharpdarts.errors import UserError, one_line
-from sharpdarts.face import experiments
+from sharpdarts.face import experiments, quickskip, tensorboard, threads
 from sharpdarts.face.experiments import resolve_experiment
 from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
 
@@ -226,6 +226,9 @@ def run_experiment(args) -> int:
     configured = configure(args.experiment, args.gin_param, args.smoke, args.results,
                            tuple(getattr(args, "allow_unused", None) or ()))
     job, extra = configured.job, configured.extra
+    threads.check(getattr(args, "threads", None))
+    # Lets a later `run` of the same request skip this run without importing torch.
+    extra["request_key"] = quickskip.request_key(configured.path, args.gin_param, args.smoke)
     paper_experiment = not (args.smoke or configured.experiment.startswith("demo/"))
     # Under torchrun every process runs this command; rank 0 alone keeps the run folder.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -240,6 +243,8 @@ def run_experiment(args) -> int:
             extra["device_count"] = world_size
     try:
         built = build_checked(configured, args.seed, args.data)
+        # After the build: --threads wins over a config's make_context.threads.
+        extra["threads"] = threads.apply(getattr(args, "threads", None))
         return _run_job(args, configured.experiment, job, built, configured.config_text, extra,
                         paper_experiment, is_main)
     finally:
@@ -267,9 +272,9 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
         return 0
     print(f"{'resuming' if decision == 'resume' else 'running'} {experiment} (seed {args.seed}) "
           f"in {run.path}", flush=True)
-    with run.guard():
+    with run.guard(), tensorboard.Recording(run) as recorded:  # events beside metrics.jsonl
         try:
-            final = built.fit(run)
+            final = built.fit(recorded)
         except engine.NonFiniteLossError as exc:
             run.fail(str(exc), resumable=False)
             print(f"run failed: {exc}", file=sys.stderr)
@@ -288,6 +293,7 @@ def torch_cuda_available() -> bool:
 # ---- evaluate -------------------------------------------------------------------------------
 def evaluate(args) -> int:
     """``sharpdarts evaluate``: measure saved weights; one record per checkpoint content."""
+    threads.check(getattr(args, "threads", None))
     fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
                  experiments.gin_fragment(f"networks/{args.dataset}")]
     network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
@@ -307,11 +313,12 @@ def evaluate(args) -> int:
     bundle = data_lib.build_datasets(root=args.data)
     built = _build(engine.evaluate_checkpoint, checkpoint=target, data=bundle)
     config.check_bindings_used(what="evaluation")
+    used_threads = threads.apply(getattr(args, "threads", None))
     config_text = gin.config_str() + f"\n# checkpoint: {target.resolve()}\n"
     run, decision = store.start_run(
         args.results, f"evaluate/{args.dataset}", 0, config_text, command=sys.argv[:],
         kind="evaluate", extra={"checkpoint": str(target.resolve()), "checkpoint_sha256": sha256,
-                                "genotype": genotype_info})
+                                "genotype": genotype_info, "threads": used_threads})
     if decision != "skip":
         with run.guard():
             run.finish(built.fit(run))

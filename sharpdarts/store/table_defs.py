@@ -28,22 +28,27 @@ Table definitions, one object per table name:
 """
 from __future__ import annotations
 
+import csv
 import importlib.resources
 import json
 import os
 from functools import lru_cache
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from sharpdarts import resources
 from sharpdarts.errors import UserError
 from sharpdarts.registry import unknown_name
 
-__all__ = ["definition", "load_table_defs", "paper_tables", "table_names", "tables_json_path"]
+if TYPE_CHECKING:  # pandas loads only where a table is built: `sharpdarts list` needs none
+    import pandas as pd
+
+__all__ = ["computed_costs", "definition", "load_table_defs", "paper_rows", "paper_tables",
+           "table_names", "tables_json_path"]
 
 TABLES_JSON = "experiments/tables.json"  # relative to a resources root
 PAPER_TABLES = "reference/paper_tables.csv"  # package data, relative to the package
+COMPUTED_COSTS = "reference/computed_costs.json"  # package data: see face/costs.py
 
 
 def tables_json_path() -> Path:
@@ -85,6 +90,30 @@ def table_names(path: str | os.PathLike | None = None) -> list[str]:
     return list(load_table_defs(path))
 
 
+def paper_rows() -> list[dict[str, str]]:
+    """The rows of ``reference/paper_tables.csv`` as the paper printed them: every cell is the
+    file's text ('24.0', '0.570'; '' when empty), in file order (row i is the DataFrame's
+    index i in :func:`paper_tables`)."""
+    return [dict(row) for row in _paper_rows_cached()]
+
+
+@lru_cache(maxsize=1)
+def _paper_rows_cached() -> tuple[dict[str, str], ...]:
+    with importlib.resources.files("sharpdarts").joinpath(PAPER_TABLES).open(
+            "r", encoding="utf-8", newline="") as f:
+        return tuple(csv.DictReader(f))
+
+
+def computed_costs() -> dict[str, dict]:
+    """``{experiment: {"params_m", "multiply_adds_b", ...}}``: the sizes of each experiment's
+    network computed from its architecture (``reference/computed_costs.json``, written by
+    ``python -m sharpdarts.face.costs``); empty when the file is absent."""
+    source = importlib.resources.files("sharpdarts").joinpath(COMPUTED_COSTS)
+    if not source.is_file():
+        return {}
+    return json.loads(source.read_text(encoding="utf-8")).get("experiments", {})
+
+
 def paper_tables() -> pd.DataFrame:
     """The paper's reported numbers (the package data ``reference/paper_tables.csv``)."""
     return _paper_tables_cached().copy()
@@ -92,6 +121,8 @@ def paper_tables() -> pd.DataFrame:
 
 @lru_cache(maxsize=1)
 def _paper_tables_cached() -> pd.DataFrame:
+    import pandas as pd
+
     # Package data, read through importlib.resources so that any install (a wheel, a zip)
     # finds it.
     with importlib.resources.files("sharpdarts").joinpath(PAPER_TABLES).open(

@@ -28,8 +28,8 @@ import pandas as pd
 from sharpdarts.core import io
 from sharpdarts.errors import UserError
 from sharpdarts.store.results import RUN_COLUMNS, as_number
-from sharpdarts.store.table_defs import (definition, load_table_defs, paper_tables, table_names,
-                                         tables_json_path)
+from sharpdarts.store.table_defs import (computed_costs, definition, load_table_defs,
+                                         paper_rows, paper_tables, table_names, tables_json_path)
 
 __all__ = [
     "FORMATS",
@@ -115,7 +115,10 @@ def _empty_aggregate(spec: dict) -> dict:
     return _aggregate(spec, pd.DataFrame(columns=["seed"]))
 
 
-def _paper_values(spec: dict, paper_row: pd.Series | None) -> dict:
+def _paper_values(spec: dict, paper_row: pd.Series | None,
+                  paper_text: dict[str, str] | None = None) -> dict:
+    """``paper_X`` / ``paper_X_std`` as numbers, and ``paper_X_text`` as the paper printed it
+    (the CSV's own text, e.g. '24.0' or '0.570 ± 0.05'; '' when the paper gives none)."""
     out = {}
     for col in spec["columns"]:
         if "paper" not in col:
@@ -123,9 +126,29 @@ def _paper_values(spec: dict, paper_row: pd.Series | None) -> dict:
         name = col["name"]
         value = paper_row.get(col["paper"]) if paper_row is not None else math.nan
         out[f"paper_{name}"] = as_number(value)
+        text = (paper_text or {}).get(col["paper"], "").strip()
         if "paper_std" in col:
             std = paper_row.get(col["paper_std"]) if paper_row is not None else math.nan
             out[f"paper_{name}_std"] = as_number(std)
+            std_text = (paper_text or {}).get(col["paper_std"], "").strip()
+            if text and std_text:
+                text += PM + std_text
+        out[f"paper_{name}_text"] = text
+    return out
+
+
+def _computed_values(spec: dict, experiment: str | None, row: dict) -> dict:
+    """``X_computed``: for a column with no run behind it, the figure computed from the
+    experiment's architecture (``reference/computed_costs.json``), e.g. params and
+    multiply-adds; NaN otherwise."""
+    costs = computed_costs().get(experiment or "", {})
+    out = {}
+    for col in spec["columns"]:
+        if col.get("agg", "mean_std") == "best_run":
+            continue
+        name, metric = col["name"], col.get("metric", col["name"])
+        value = costs.get(metric) if not row.get(f"{name}_n") else None
+        out[f"{name}_computed"] = as_number(value)
     return out
 
 
@@ -156,6 +179,8 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
     labels = spec.get("labels") or [{"name": "experiment", "label": "Experiment"}]
     rows: list[dict] = []
 
+    texts = paper_rows()  # the paper's values as printed; row i is paper's index i
+
     def add_row(experiment: str | None, paper_row: pd.Series | None, label_values: dict,
                 reference: bool) -> None:
         row = {lab["name"]: _label_value(label_values.get(lab["name"])) for lab in labels}
@@ -171,7 +196,9 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
             row.update(_empty_aggregate(spec))
             row["config_hash"] = None
             row["runs_left_out"] = 0
-        row.update(_paper_values(spec, paper_row))
+        row.update(_computed_values(spec, experiment, row))
+        row.update(_paper_values(spec, paper_row,
+                                 texts[paper_row.name] if paper_row is not None else None))
         rows.append(row)
 
     paper = paper_tables()
@@ -212,7 +239,7 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
     columns = list(dict.fromkeys(
         [lab["name"] for lab in labels] + ["experiment", "reference"]
         + list(_empty_aggregate(spec)) + ["config_hash", "runs_left_out"]
-        + list(_paper_values(spec, None))
+        + list(_computed_values(spec, None, {})) + list(_paper_values(spec, None))
     ))
     df = pd.DataFrame(rows, columns=columns)
     df["seeds"] = df["seeds"].astype(int)
@@ -242,7 +269,18 @@ def _fmt_ours(mean: Any, std: Any, digits: int, with_std: bool) -> str:
     return text
 
 
-def _fmt_paper(value: Any, std: Any) -> str:
+COMPUTED_MARK = "†"
+COMPUTED_NOTE = f"{COMPUTED_MARK} computed from the architecture (no completed run yet)."
+
+
+def _fmt_computed(value: Any, digits: int) -> str:
+    value = as_number(value)
+    return "" if math.isnan(value) else f"{value:.{digits}f}{COMPUTED_MARK}"
+
+
+def _fmt_paper(value: Any, std: Any, text: Any = None) -> str:
+    if isinstance(text, str) and text:
+        return text  # as the paper printed it
     value, std = as_number(value), as_number(std)
     if math.isnan(value):
         return ""
@@ -272,14 +310,16 @@ def _display_frame(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
             out[ours_label] = ["" if _label_value(v) is None else str(v)
                                for v in df.get(name, [None] * len(df))]
         else:
+            computed = df.get(f"{name}_computed", pd.Series([math.nan] * len(df)))
             out[ours_label] = [
-                _fmt_ours(m, s, digits, agg == "mean_std")
-                for m, s in zip(df[f"{name}_mean"], df[f"{name}_std"])
+                _fmt_ours(m, s, digits, agg == "mean_std") or _fmt_computed(c, digits)
+                for m, s, c in zip(df[f"{name}_mean"], df[f"{name}_std"], computed)
             ]
         if "paper" in col:
             std = df.get(f"paper_{name}_std", pd.Series([math.nan] * len(df)))
+            text = df.get(f"paper_{name}_text", pd.Series([None] * len(df)))
             out[f"{col['label']} (paper)"] = [
-                _fmt_paper(v, s) for v, s in zip(df[f"paper_{name}"], std)
+                _fmt_paper(v, s, t) for v, s, t in zip(df[f"paper_{name}"], std, text)
             ]
     return pd.DataFrame(out)
 
@@ -287,6 +327,7 @@ def _display_frame(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
 _LATEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    COMPUTED_MARK: r"$^\dagger$",
 }
 
 
@@ -295,7 +336,8 @@ def _latex_escape(text: str) -> str:
     return text.replace("±", r"$\pm$")
 
 
-def _to_latex(display: pd.DataFrame, n_labels: int, caption: str | None) -> str:
+def _to_latex(display: pd.DataFrame, n_labels: int, caption: str | None,
+              note: str | None = None) -> str:
     """A booktabs tabular (our own writer: pandas' to_latex needs jinja2)."""
     align = "l" * n_labels + "r" * (display.shape[1] - n_labels)
     lines = []
@@ -305,7 +347,11 @@ def _to_latex(display: pd.DataFrame, n_labels: int, caption: str | None) -> str:
               " & ".join(_latex_escape(c) for c in display.columns) + r" \\", "\\midrule"]
     for _, row in display.iterrows():
         lines.append(" & ".join(_latex_escape(v) for v in row) + r" \\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines.append("\\bottomrule")
+    if note:  # below the rule, across the table, as booktabs tables carry their notes
+        lines.append(f"\\multicolumn{{{display.shape[1]}}}{{l}}{{\\footnotesize "
+                     f"{_latex_escape(note)}}} \\\\")
+    lines.append("\\end{tabular}")
     return "\n".join(lines) + "\n"
 
 
@@ -343,6 +389,9 @@ def format_table(df: pd.DataFrame, fmt: str = "markdown", *, name: str | None = 
     else:
         display = _display_frame(df, spec)
         n_labels = len(spec.get("labels") or [1])
+    computed = any(str(v).endswith(COMPUTED_MARK) for v in display.to_numpy().ravel())
+    note = COMPUTED_NOTE if computed else None
     if fmt == "markdown":
-        return display.to_markdown(index=False, disable_numparse=True) + "\n"
-    return _to_latex(display, n_labels, df.attrs.get("title"))
+        text = display.to_markdown(index=False, disable_numparse=True) + "\n"
+        return text + (f"\n{note}\n" if note else "")
+    return _to_latex(display, n_labels, df.attrs.get("title"), note)

@@ -96,6 +96,25 @@ def _grid_indices(n: int, max_grid: int) -> list[int]:
     return list(range(n - 1, -1, -k))[::-1]
 
 
+# A diverging map: white is the uniform weight, red above it, blue below.
+ALPHAS_CMAP = "RdBu_r"
+
+
+def alphas_norm(arrays, n_ops: int):
+    """A colour scale centred on the uniform weight 1/n_ops, symmetric about it.
+
+    Searches move the softmax weights only a little away from uniform early on; a scale from 0
+    to the maximum shows those departures as one colour. Centred and symmetric (the largest
+    departure either way sets both ends), equal departures look equally strong.
+    """
+    from matplotlib.colors import TwoSlopeNorm
+
+    centre = 1.0 / n_ops
+    spread = max(float(np.max(np.abs(np.asarray(a) - centre))) for a in arrays)
+    spread = max(spread, 1e-6)
+    return TwoSlopeNorm(vcenter=centre, vmin=centre - spread, vmax=centre + spread)
+
+
 def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | None = None) -> Figure:
     """The architecture-weight figure of ``plot_alphas``.
 
@@ -111,8 +130,8 @@ def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | Non
     ops = alphas_primitives(info, n_ops)
     rows = {c: edge_labels(last[c].shape[0]) for c in CELLS}
     picked = _grid_indices(len(epochs), max_grid)
-    vmax = max(float(np.max(history[c][i])) for c in CELLS for i in picked)
-    vmax = max(vmax, float(max(np.max(a) for a in last.values())), 1e-12)
+    norm = alphas_norm([history[c][i] for c in CELLS for i in picked] + list(last.values()),
+                       n_ops)
 
     fig = Figure(figsize=(max(10.0, 1.25 * len(picked) + 1.5), 7.0 + 0.2 * n_edges),
                  layout="constrained")
@@ -120,7 +139,7 @@ def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | Non
     top_axes = top.subplots(1, 2)
     for ax, cell in zip(top_axes, CELLS):
         data = last[cell]
-        image = ax.imshow(data, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+        image = ax.imshow(data, cmap=ALPHAS_CMAP, norm=norm, aspect="auto")
         ax.set_xticks(range(data.shape[1]), ops[: data.shape[1]], rotation=60, ha="right",
                       fontsize="small")
         ax.set_yticks(range(data.shape[0]), rows[cell], fontsize="small")
@@ -128,16 +147,19 @@ def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | Non
         ax.set_title(f"{CELL_TITLES[cell]}, epoch {epochs[-1]}")
         if data.size <= 400:
             for (r, c), v in np.ndenumerate(data):
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="black" if v > 0.6 * vmax else "white")
-    top.colorbar(image, ax=list(top_axes), shrink=0.9, label="softmax weight")
+                ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=6,
+                        # Dark text on the pale middle of the map, white on its ends.
+                        color="black" if abs(norm(v) - 0.5) < 0.3 else "white")
+    bar = top.colorbar(image, ax=list(top_axes), shrink=0.9,
+                       label=f"softmax weight (centre: uniform 1/{n_ops} = {1 / n_ops:.3f})")
+    bar.ax.axhline(1.0 / n_ops, color="black", linewidth=0.8)
     top.suptitle(title or f"Architecture weights of {info.get('experiment', reader.run_dir(run_dir).name)}")
 
     grid = bottom.subplots(2, len(picked), squeeze=False)
     for col, i in enumerate(picked):
         for row, cell in enumerate(CELLS):
             ax = grid[row][col]
-            ax.imshow(history[cell][i], cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+            ax.imshow(history[cell][i], cmap=ALPHAS_CMAP, norm=norm, aspect="auto")
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:

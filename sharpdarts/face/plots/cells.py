@@ -1,9 +1,9 @@
 """Genotype cells drawn by graphviz (``dot``), like the DARTS and sharpDARTS figures.
 
-``plot_genotype`` draws one edge per genotype entry, labelled with its op. It needs the ``dot``
-binary (``apt-get install graphviz`` or ``conda install graphviz``); without it a
-``UserError`` says so. ``genotype_for`` resolves a registry name or a run folder to a
-``Genotype``.
+``plot_genotype`` draws one edge per genotype entry, labelled with its op. It uses a system
+Graphviz ``dot`` when one is on the PATH and otherwise the WebAssembly Graphviz that pip
+installs (``plots.render``), so no system package is needed. ``genotype_for`` resolves a
+registry name or a run folder to a ``Genotype``.
 """
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def plot_genotype(
         The written path, or the list of paths (in ``cells`` order) when ``separate``.
 
     Raises:
-        UserError: An unsupported extension, a genotype that cannot be drawn, or no ``dot``.
+        UserError: An unsupported extension, or a genotype that cannot be drawn.
     """
     out, fmt = output_format(out)
     cells = tuple(cells)

