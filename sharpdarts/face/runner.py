@@ -15,7 +15,7 @@ from typing import Any
 import gin
 
 from sharpdarts import store
-from sharpdarts.core import config, genotypes
+from sharpdarts.core import config, genotypes, validate
 from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and schedules for gin)
 from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
@@ -160,6 +160,15 @@ def _build(job, **kwargs):
                         "a binding is missing from the .gin file).") from None
 
 
+def check_options(args) -> None:
+    """Refuses a bad seed, data root or results root (before anything is read or written)."""
+    if getattr(args, "seed", None) is not None:
+        validate.check_value("--seed", args.seed, validate.SEED)
+    validate.check_value("--results", args.results, validate.FOLDER)
+    if args.data is not None:
+        validate.check_value("--data", args.data, validate.FOLDER)
+
+
 # ---- run ---------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Configured:
@@ -214,6 +223,7 @@ def configure(name: str, gin_params: list[str], smoke: bool, results: str,
 def build_checked(configured: Configured, seed: int, data_root: str | None):
     """Builds the job (datasets, model, optimizer, schedule, loaders, ...) and refuses the
     config if any binding took no effect; nothing is written."""
+    validate.check_config()  # bad values are refused by binding name before anything is built
     bundle = data_lib.build_datasets(root=data_root)
     built = _build(configured.job, seed=seed, data=bundle)
     config.check_bindings_used(configured.smoke_only, allowed=configured.allow_unused)
@@ -222,6 +232,7 @@ def build_checked(configured: Configured, seed: int, data_root: str | None):
 
 def run_experiment(args) -> int:
     """``sharpdarts run``: parse, build, check every binding, then start and fit the run."""
+    check_options(args)
     # --allow-unused BINDING (repeatable) is the documented escape from the binding check.
     configured = configure(args.experiment, args.gin_param, args.smoke, args.results,
                            tuple(getattr(args, "allow_unused", None) or ()))
@@ -288,6 +299,7 @@ def torch_cuda_available() -> bool:
 # ---- evaluate -------------------------------------------------------------------------------
 def evaluate(args) -> int:
     """``sharpdarts evaluate``: measure saved weights; one record per checkpoint content."""
+    check_options(args)
     fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
                  experiments.gin_fragment(f"networks/{args.dataset}")]
     network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
@@ -304,6 +316,7 @@ def evaluate(args) -> int:
                 f"evaluate_checkpoint.checkpoint_sha256 = '{sha256}'"] + list(args.gin_param)
     _parse_config(fragments, bindings)
     genotype_info = _resolve_genotype_macro(args.results)
+    validate.check_config()
     bundle = data_lib.build_datasets(root=args.data)
     built = _build(engine.evaluate_checkpoint, checkpoint=target, data=bundle)
     config.check_bindings_used(what="evaluation")
