@@ -21,7 +21,7 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
 from sharpdarts.errors import UserError, one_line
-from sharpdarts.face import experiments
+from sharpdarts.face import experiments, failures
 from sharpdarts.face.experiments import resolve_experiment
 from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
 
@@ -280,11 +280,16 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
           f"in {run.path}", flush=True)
     with run.guard():
         try:
-            final = built.fit(run)
+            final = built.fit(run, restart=bool(getattr(args, "restart", False)))
         except engine.NonFiniteLossError as exc:
             run.fail(str(exc), resumable=False)
             print(f"run failed: {exc}", file=sys.stderr)
             return 1
+        except engine.NoGoodCheckpointError as exc:
+            run.interrupt(one_line(exc))  # kept as it was: --restart resumes this folder
+            raise UserError(str(exc)) from None
+        except Exception as exc:  # no raw traceback: the run is failed, error.log keeps it
+            raise failures.run_failed(run, exc, built) from exc
         run.finish(final)
     print(run.path)
     return 0
