@@ -133,8 +133,9 @@ def _set_aside(path: Path) -> Path:
 
 def _said(events: list[dict]) -> str:
     """The damaged files of ``events`` in words, for the one line that says what happened."""
-    return "; ".join(f"{e['file']} is damaged ({e['reason'][:150]}) and was set aside as "
-                     f"{e['set_aside_as']}" for e in events if "set_aside_as" in e)
+    return "; ".join(f"{e['file']} is damaged ({e['reason'][:150]})"
+                     + (f" and was set aside as {e['set_aside_as']}" if "set_aside_as" in e
+                        else "") for e in events)
 
 
 def _candidates(run, path: Path) -> list[tuple[Path, int | None]]:
@@ -151,12 +152,24 @@ def _candidates(run, path: Path) -> list[tuple[Path, int | None]]:
     return sorted(found, key=lambda item: (item[1] is not None, -(item[1] or 0)))
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _logged_through(run, epoch: int) -> bool:
+    """Whether the run's metrics hold every epoch up to ``epoch`` (a damaged metrics.jsonl
+    loses lines: resuming after them would leave those epochs unlogged for good)."""
+    logged = getattr(run, "logged_epochs", None)
+    return logged is None or set(range(1, epoch + 1)) <= set(logged())
+
+
 def _choose(run, path: Path, ctx: Context, restart: bool) -> tuple[Path | None, dict | None]:
-    """The newest good checkpoint and its state; sets damaged ones aside and records it."""
+    """The newest good checkpoint whose epochs are all logged, and its state; sets damaged
+    ones aside and records what happened in run.json."""
     for stale in path.parent.glob(".checkpoint*.tmp"):  # left by a kill mid-write
         with contextlib.suppress(OSError):
             stale.unlink()
-    events = []
+    events, unlogged = [], []
     chosen, state = None, None
     for file, epoch in _candidates(run, path):
         if run.info.get(RECORDS) and epoch is None:
@@ -164,29 +177,40 @@ def _choose(run, path: Path, ctx: Context, restart: bool) -> tuple[Path | None, 
         else:
             try:
                 state = load_checkpoint(file, map_location=ctx.device)
-                chosen = file
-                break
             except Exception as exc:  # a cut-short zip, garbage bytes: all mean damaged
                 reason = f"it does not load ({type(exc).__name__}: {' '.join(str(exc).split())})"
+            else:
+                if _logged_through(run, int(state["epoch"])):
+                    chosen = file
+                    break
+                unlogged.append(f"{file.name} (epoch {state['epoch']})")
+                state = None
+                continue  # a good file, kept: only the metrics before it are missing
         aside = _set_aside(file)
-        events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "file": file.name, "set_aside_as": aside.name, "reason": reason[:300]})
+        events.append({"time": _now(), "file": file.name, "set_aside_as": aside.name,
+                       "reason": reason[:300]})
+    if unlogged:
+        events.append({"time": _now(), "file": "metrics.jsonl",
+                       "reason": "epochs are missing before " + ", ".join(unlogged)})
     lost = bool(events or run.info.get(LOST)) and chosen is None
+    said = _said(events)
     if lost and not restart:
         run.update(**{EVENTS: [*(run.info.get(EVENTS) or []), *events], LOST: True})
         raise NoGoodCheckpointError(
-            f"No good checkpoint is left in {path.parent}: "
-            f"{_said(events) or 'every checkpoint was damaged and set aside'} (renamed, not "
-            "deleted; see checkpoint_events in run.json). Nothing else was changed. Run the same command with --restart to start this run "
-            "again from epoch 1 in the same folder.")
+            f"No good checkpoint is left in {path.parent}: {said or 'none was left'}. Nothing "
+            "was deleted (see checkpoint_events in run.json). Run the same command with "
+            "--restart to start this run again from epoch 1 in the same folder.")
+    if lost:  # --restart: the old metrics are kept aside too, never deleted
+        metrics = getattr(run, "metrics_path", None)
+        if metrics is not None and Path(metrics).exists():
+            events.append({"time": _now(), "file": Path(metrics).name,
+                           "set_aside_as": _set_aside(Path(metrics)).name,
+                           "reason": "the run restarts from epoch 1"})
     if events or lost or run.info.get(LOST):
-        if chosen is not None:
-            summary = {"resumed_from": chosen.name, "epoch": int(state["epoch"])}
-        else:
-            summary = {"restarted": True, "epoch": 0}
-        events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **summary})
-        said = _said(events[:-1])
-        run.update(**{EVENTS: [*(run.info.get(EVENTS) or []), *events], LOST: False})
+        summary = ({"resumed_from": chosen.name, "epoch": int(state["epoch"])}
+                   if chosen is not None else {"restarted": True, "epoch": 0})
+        run.update(**{EVENTS: [*(run.info.get(EVENTS) or []), *events,
+                               {"time": _now(), **summary}], LOST: False})
         print(f"{path.parent}: {said + '; ' if said else ''}"
               + (f"resuming from {chosen.name} (epoch {state['epoch']})" if chosen is not None
                  else "restarting from epoch 1 (--restart: no good checkpoint was left)"),
