@@ -288,6 +288,8 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
         except engine.NoGoodCheckpointError as exc:
             run.interrupt(one_line(exc))  # kept as it was: --restart resumes this folder
             raise UserError(str(exc)) from None
+        except UserError:
+            raise
         except Exception as exc:  # no raw traceback: the run is failed, error.log keeps it
             raise failures.run_failed(run, exc, built) from exc
         run.finish(final)
