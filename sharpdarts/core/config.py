@@ -119,3 +119,36 @@ def keys_of(binding: str) -> set[BindingKey]:
             keys.add((scope, match.selector, param))
     return keys
 
+
+
+def selector_of(component) -> str | None:
+    """The gin selector of a configurable function or class (None if gin does not know it)."""
+    for _, configurable in gin_config._REGISTRY.items():  # noqa: SLF001
+        if component is configurable.wrapped or component is configurable.wrapper:
+            return configurable.selector
+    return None
+
+
+def bound_values(selector: str) -> dict[tuple[str, str], tuple[object, list[str] | None]]:
+    """The parsed bindings of one configurable: ``(scope, parameter) -> (value, macros)``.
+
+    A macro reference (``%EPOCHS``) is followed to its value, ``macros`` naming the macros it
+    went through; any other reference (``@fn()``) is known only when called: its ``macros`` is
+    None and its value the reference itself.
+    """
+    macro = _macro_selector()
+    found = {}
+    for (scope, sel), params in gin_config._CONFIG.items():  # noqa: SLF001
+        if sel != selector:
+            continue
+        for param, value in params.items():
+            macros: list[str] | None = []
+            while isinstance(value, gin_config.ConfigurableReference) and macros is not None:
+                if value.selector != macro or not value.evaluate or len(macros) > 20:
+                    macros = None
+                    break
+                name = "/".join(value.scopes)
+                macros.append(name)
+                value = gin_config._CONFIG.get((name, macro), {}).get("value")  # noqa: SLF001
+            found[(scope, param)] = (value, macros)
+    return found

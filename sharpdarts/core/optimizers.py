@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 import gin
 import torch
 
+from sharpdarts.core import validate
 from sharpdarts.registry import Registry
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -37,6 +38,8 @@ gin.external_configurable(torch.nn.CrossEntropyLoss, module="torch.nn")
 
 @OPTIMIZERS.register("sgd")
 @gin.configurable(denylist=["params", "lr"])
+@validate.params(momentum=validate.Real("a number in [0, 1)", low=0.0, high=1.0, high_open=True),
+                 weight_decay=validate.NON_NEGATIVE)
 def sgd(params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.9,
         weight_decay: float = 3e-4, nesterov: bool = False) -> torch.optim.Optimizer:
     """SGD with momentum, the optimizer of DARTS and sharpDARTS (both searches and training).
@@ -54,6 +57,7 @@ def sgd(params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.9,
 
 @OPTIMIZERS.register("adamw")
 @gin.configurable(denylist=["params", "lr"])
+@validate.params(weight_decay=validate.NON_NEGATIVE)
 def adamw(params: Iterable[torch.nn.Parameter], lr: float,
           betas: tuple[float, float] = (0.9, 0.999),
           weight_decay: float = 1e-2) -> torch.optim.Optimizer:

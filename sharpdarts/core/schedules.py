@@ -32,6 +32,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from sharpdarts.core import validate
 from sharpdarts.registry import Registry
 
 EpochsArg = int | Sequence[float] | np.ndarray | None
@@ -328,6 +329,8 @@ SCHEDULES: Registry[ScheduleFactory] = Registry(
 
 @SCHEDULES.register('cosine_power_annealing')
 @gin.configurable('cosine_power_annealing', denylist=['optimizer', 'epochs'])
+@validate.params(min_lr=validate.NON_NEGATIVE, exponent_order=validate.Real('a number >= 1', low=1.0),
+                 warmup_epochs=validate.NON_NEGATIVE.or_none())
 def cosine_power_annealing_schedule(optimizer: Optimizer, epochs: int, min_lr: float = 1e-4,
                                     exponent_order: float = 2,
                                     warmup_epochs: float | None = 5) -> LRScheduler:
@@ -349,6 +352,7 @@ def cosine_power_annealing_schedule(optimizer: Optimizer, epochs: int, min_lr: f
 
 @SCHEDULES.register('cosine_annealing')
 @gin.configurable('cosine_annealing', denylist=['optimizer', 'epochs'])
+@validate.params(min_lr=validate.NON_NEGATIVE)
 def cosine_annealing_schedule(optimizer: Optimizer, epochs: int,
                               min_lr: float = 0.0) -> LRScheduler:
     """Plain cosine annealing, as DARTS's train.py: no warm-up, no rescaling.

@@ -19,6 +19,7 @@ _EXPORTS = {
     "Context": "context", "make_context": "context", "broadcast_object": "context",
     "close_process_group": "context",
     "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "file_sha256": "checkpoint",
+    "NoGoodCheckpointError": "checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from sharpdarts.core import validate
+
 Tensors = list[torch.Tensor]
 
 
@@ -46,6 +48,8 @@ def _grads(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> Tensors:
 
 
 @gin.configurable(denylist=["model"])
+@validate.params(order=validate.Choice("1 or 2", choices=(1, 2)), lr=validate.LEARNING_RATE,
+                 weight_decay=validate.NON_NEGATIVE)
 class Architect:
     """Updates a search model's architecture parameters with Adam.
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.core import validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
@@ -147,6 +148,9 @@ class SearchJob(Job):
 
 
 @gin.configurable(denylist=_DENY)
+@validate.params(epochs=validate.EPOCHS, batch_size=validate.BATCH_SIZE,
+                 learning_rate=validate.LEARNING_RATE, grad_clip=validate.NON_NEGATIVE.or_none(),
+                 train_portion=validate.PORTION, workers=validate.WORKERS)
 def search(run=None, seed: int = 0, data=None, build_only: bool = False, *,
            epochs: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
            network: Callable[..., nn.Module] = gin.REQUIRED, learning_rate: float = 0.025,
@@ -291,6 +295,13 @@ class TrainJob(Job):
 
 
 @gin.configurable(denylist=_DENY)
+@validate.params(epochs=validate.EPOCHS, batch_size=validate.BATCH_SIZE,
+                 eval_batch_size=validate.BATCH_SIZE.or_none(),
+                 learning_rate=validate.LEARNING_RATE, grad_clip=validate.NON_NEGATIVE.or_none(),
+                 auxiliary_weight=validate.NON_NEGATIVE, drop_path_prob=validate.PROBABILITY,
+                 label_smoothing=validate.PROBABILITY, lr_reference_batch=validate.COUNT.or_none(),
+                 valid_portion=validate.Real("a share in [0, 1)", low=0.0, high=1.0,
+                                             high_open=True).or_none(), workers=validate.WORKERS)
 def train(run=None, seed: int = 0, data=None, build_only: bool = False, *,
           epochs: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
           network: Callable[..., nn.Module] = gin.REQUIRED, learning_rate: float = 0.025,
@@ -382,6 +393,7 @@ class EvaluateJob:
 
 
 @gin.configurable(denylist=_DENY + ["checkpoint"])
+@validate.params(batch_size=validate.BATCH_SIZE, workers=validate.WORKERS)
 def evaluate_checkpoint(run=None, seed: int = 0, data=None, checkpoint: str | os.PathLike = "",
                         build_only: bool = False, *,
                         network: Callable[..., nn.Module] = gin.REQUIRED,

@@ -170,26 +170,28 @@ class Job:
         self.load_extra_state(state)
         set_rng_state(state["rng"], self.rng_loaders)
 
-    def fit(self, run=None) -> dict:
+    def fit(self, run=None, restart: bool = False) -> dict:
         """Runs the remaining epochs, recording into ``run`` (see :func:`fit`)."""
-        return fit(self, run)
+        return fit(self, run, restart=restart)
 
 
-def fit(job: Job, run=None) -> dict:
+def fit(job: Job, run=None, restart: bool = False) -> dict:
     """Fits a built job: resume, then the remaining epochs; returns the final metrics.
 
     Args:
         job: the built job.
         run: the run folder to record into (rank 0), or None to record nothing and keep no
             checkpoint. Duck-typed: ``write_text``, ``update``, ``checkpoint_path``,
-            ``truncate_metrics`` and ``log_epoch``.
+            ``truncate_metrics``, ``log_epoch`` and ``info``.
+        restart: when every checkpoint of the run is damaged, start again from epoch 1
+            instead of raising :class:`~sharpdarts.engine.checkpoint.NoGoodCheckpointError`.
     """
     ctx = job.ctx
     if run is not None:
         run.write_text("operative_config.gin", gin.operative_config_str())
         run.update(**job.run_fields())
     path = checkpoint_lib.run_checkpoint_path(run, ctx)
-    start = checkpoint_lib.resume(run, path, ctx, job.load_state)
+    start = checkpoint_lib.resume(run, path, ctx, job.load_state, restart=restart)
     shown = Progress(job.name, job.epochs, start, job.show_progress, ctx.is_main)
     for epoch in range(start, job.epochs + 1):
         tic = time.time()
@@ -215,7 +217,11 @@ def fit(job: Job, run=None) -> dict:
         if run is not None:
             run.log_epoch(record)
         if path is not None and ctx.is_main:
-            checkpoint_lib.save_checkpoint(path, job.state(epoch))
+            # The checksum goes into run.json before the file exists: a file on disk whose
+            # hash is not recorded is damaged, whatever point a kill interrupted.
+            state = checkpoint_lib.prepare(job.state(epoch))
+            checkpoint_lib.record_checkpoint(run, epoch, state.sha256)
+            checkpoint_lib.save_checkpoint(path, state)
         barrier(ctx)  # nobody runs ahead of the checkpoint it may have to resume from
         shown.epoch_done(epoch, record)
         log.info("%s epoch %d: %s", job.name, epoch,

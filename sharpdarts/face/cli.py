@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 from sharpdarts import resources
@@ -265,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let BINDING (e.g. SearchNetwork.C) take no effect; any other binding "
                         "that nothing built reads refuses the run with exit 2 (repeatable)")
     _add_threads(p)
+    p.add_argument("--restart", action="store_true",
+                   help="when every checkpoint of the run to resume is damaged, start it again "
+                        "from epoch 1 in its folder (damaged ones are kept, renamed)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("table", help="print a results table")
@@ -387,5 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # no raw traceback without -v (DESIGN.md: exit 1, a failed run)
+        from sharpdarts.face import failures
+
+        failed_run = isinstance(exc, failures.RunFailed)
+        if args.verbose:
+            traceback.print_exception((exc.__cause__ or exc) if failed_run else exc,
+                                      file=sys.stderr)
+        _print_user_error(exc if failed_run else failures.unexpected(exc))
+        return 1
     finally:
         _restore_project(previous_project)

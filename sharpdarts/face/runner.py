@@ -15,13 +15,13 @@ from typing import Any
 import gin
 
 from sharpdarts import store
-from sharpdarts.core import config, genotypes
+from sharpdarts.core import config, genotypes, validate
 from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and schedules for gin)
 from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
 from sharpdarts.errors import UserError, one_line
-from sharpdarts.face import experiments, quickskip, tensorboard, threads
+from sharpdarts.face import experiments, failures, quickskip, tensorboard, threads
 from sharpdarts.face.experiments import resolve_experiment
 from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
 
@@ -160,6 +160,15 @@ def _build(job, **kwargs):
                         "a binding is missing from the .gin file).") from None
 
 
+def check_options(args) -> None:
+    """Refuses a bad seed, data root or results root (before anything is read or written)."""
+    if getattr(args, "seed", None) is not None:
+        validate.check_value("--seed", args.seed, validate.SEED)
+    validate.check_value("--results", args.results, validate.FOLDER)
+    if args.data is not None:
+        validate.check_value("--data", args.data, validate.FOLDER)
+
+
 # ---- run ---------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Configured:
@@ -214,6 +223,7 @@ def configure(name: str, gin_params: list[str], smoke: bool, results: str,
 def build_checked(configured: Configured, seed: int, data_root: str | None):
     """Builds the job (datasets, model, optimizer, schedule, loaders, ...) and refuses the
     config if any binding took no effect; nothing is written."""
+    validate.check_config()  # bad values are refused by binding name before anything is built
     bundle = data_lib.build_datasets(root=data_root)
     built = _build(configured.job, seed=seed, data=bundle)
     config.check_bindings_used(configured.smoke_only, allowed=configured.allow_unused)
@@ -222,6 +232,7 @@ def build_checked(configured: Configured, seed: int, data_root: str | None):
 
 def run_experiment(args) -> int:
     """``sharpdarts run``: parse, build, check every binding, then start and fit the run."""
+    check_options(args)
     # --allow-unused BINDING (repeatable) is the documented escape from the binding check.
     configured = configure(args.experiment, args.gin_param, args.smoke, args.results,
                            tuple(getattr(args, "allow_unused", None) or ()))
@@ -274,11 +285,18 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
           f"in {run.path}", flush=True)
     with run.guard(), tensorboard.Recording(run) as recorded:  # events beside metrics.jsonl
         try:
-            final = built.fit(recorded)
+            final = built.fit(recorded, restart=bool(getattr(args, "restart", False)))
         except engine.NonFiniteLossError as exc:
             run.fail(str(exc), resumable=False)
             print(f"run failed: {exc}", file=sys.stderr)
             return 1
+        except engine.NoGoodCheckpointError as exc:
+            run.interrupt(one_line(exc))  # kept as it was: --restart resumes this folder
+            raise UserError(str(exc)) from None
+        except UserError:
+            raise
+        except Exception as exc:  # no raw traceback: the run is failed, error.log keeps it
+            raise failures.run_failed(run, exc, built) from exc
         run.finish(final)
     print(run.path)
     return 0
@@ -294,6 +312,7 @@ def torch_cuda_available() -> bool:
 def evaluate(args) -> int:
     """``sharpdarts evaluate``: measure saved weights; one record per checkpoint content."""
     threads.check(getattr(args, "threads", None))
+    check_options(args)
     fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
                  experiments.gin_fragment(f"networks/{args.dataset}")]
     network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
@@ -310,6 +329,7 @@ def evaluate(args) -> int:
                 f"evaluate_checkpoint.checkpoint_sha256 = '{sha256}'"] + list(args.gin_param)
     _parse_config(fragments, bindings)
     genotype_info = _resolve_genotype_macro(args.results)
+    validate.check_config()
     bundle = data_lib.build_datasets(root=args.data)
     built = _build(engine.evaluate_checkpoint, checkpoint=target, data=bundle)
     config.check_bindings_used(what="evaluation")

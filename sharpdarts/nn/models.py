@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.core import validate
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
 from sharpdarts.nn.ops import DEFAULT_C_MID, op_table, resolve_ops
 from sharpdarts.nn.weighting import get_weighting
@@ -91,6 +92,8 @@ class _FixedNetwork(nn.Module):
 
 
 @gin.configurable
+@validate.params(C=validate.WIDTH, layers=validate.DEPTH, C_mid=validate.WIDTH.or_none(),
+                 stem_multiplier=validate.COUNT)
 class NetworkCIFAR(_FixedNetwork):
     """The CIFAR network of a genotype: stem, ``layers`` cells, global pooling, linear.
 
@@ -142,6 +145,7 @@ class NetworkCIFAR(_FixedNetwork):
 
 
 @gin.configurable
+@validate.params(C=validate.WIDTH, layers=validate.DEPTH, C_mid=validate.WIDTH.or_none())
 class NetworkImageNet(_FixedNetwork):
     """The ImageNet network of a genotype: two strided stems, cells, pooling, linear.
 
@@ -183,6 +187,9 @@ class NetworkImageNet(_FixedNetwork):
 
 
 @gin.configurable
+@validate.params(C=validate.WIDTH, layers=validate.DEPTH, steps=validate.COUNT,
+                 multiplier=validate.COUNT, stem_multiplier=validate.COUNT,
+                 primitives=validate.PRIMITIVE_SET.or_none(), partial_channels=validate.COUNT)
 class SearchNetwork(nn.Module):
     """The DARTS supernet: every edge of every cell mixes all primitives.
 

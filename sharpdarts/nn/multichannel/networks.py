@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.core import validate
 from sharpdarts.nn.multichannel.graph import (
     GRID_PRIMITIVES, STRIDES, InvalidPathError, channel_widths, check_path, greedy_path,
     grid_graph, longest_path, parse_op_node, path_genotype, path_list, weights_array)
@@ -34,6 +35,8 @@ _HEAD_RE = re.compile(r"SharpSepConv(\d+)")
 
 # ---- The search network ---------------------------------------------------------------------
 @gin.configurable
+@validate.params(C=validate.WIDTH, layers=validate.DEPTH, steps=validate.COUNT,
+                 head_channels=validate.WIDTH, primitives=validate.PRIMITIVE_SET.or_none())
 class MultiChannelNetwork(nn.Module):
     """The HyperCuboid supernet: a differentiable search over channel widths, strides and ops.
 
@@ -216,6 +219,8 @@ class MultiChannelNetwork(nn.Module):
 
 # ---- The path model -------------------------------------------------------------------------
 @gin.configurable
+@validate.params(C=validate.WIDTH, steps=validate.COUNT, head_channels=validate.WIDTH,
+                 primitives=validate.PRIMITIVE_SET.or_none())
 class PathNetwork(nn.Module):
     """The network of one grid path: a chain of the path's ops, trained from scratch.
 
