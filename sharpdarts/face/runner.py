@@ -207,6 +207,9 @@ def configure(name: str, gin_params: list[str], smoke: bool, results: str,
         extra["init_from"] = init_from
     if allow_unused:
         extra["allow_unused"] = list(allow_unused)
+    job_record = os.environ.get("SHARPDARTS_SWEEP_JOB")  # set by a sweep's scheduler job
+    if job_record:
+        extra["scheduler"] = json.loads(job_record)  # job id, array index, host
     return Configured(experiment, path, job, smoke_only, gin.config_str(), extra,
                       tuple(allow_unused))
 
