@@ -22,6 +22,7 @@ import io as _io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -155,7 +156,9 @@ class SweepJob(submitit.helpers.Checkpointable):
         tee = _Tee(sys.stdout)
         with contextlib.redirect_stdout(tee):
             rc = cli.main(self.argv)
-        if rc != 0:
+        # A failed run fails its job (the scheduler shows it), except under submitit's debug
+        # executor, which would open a debugger on the error.
+        if rc != 0 and (env is None or env.name() != "debug"):
             raise RuntimeError(f"sharpdarts {' '.join(self.argv)} exited with status {rc}")
         return {"rc": rc, "run": tee.last.split()[-1] if tee.last else None, **record}
 
@@ -164,6 +167,9 @@ def make_executor(launcher: str, folder: str | os.PathLike, resources: dict, nam
     """A submitit executor for ``launcher`` with ``resources`` (from :func:`cluster`)."""
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}.")
+    if launcher == "slurm" and shutil.which("srun") is None:
+        raise UserError("--launcher slurm needs a Slurm cluster (no `srun` on PATH here); "
+                        "use --launcher local to run the sweep on this machine.")
     executor = submitit.AutoExecutor(folder=str(folder), cluster=launcher,
                                      slurm_max_num_timeout=resources["max_num_timeout"])
     params = dict(timeout_min=int(math.ceil(resources["timeout_min"])), nodes=resources["nodes"],
@@ -209,12 +215,19 @@ def _job_argv(experiment: str, seed: int, args) -> list[str]:
 
 
 def _check_experiments(names: list[str], args) -> None:
-    """Every experiment must configure (bad names and bindings fail before any job is queued)."""
+    """Every experiment must configure and build, and every binding must take effect, before
+    any job is queued: a typo fails here (exit 2), not in every job. The datasets may live only
+    on the compute nodes, so the check builds on a tiny synthetic dataset of the same shape."""
     from sharpdarts.face import runner
 
     for name in names:
-        runner.configure(name, list(args.gin_param), args.smoke, args.results,
-                         tuple(args.allow_unused))
+        configured = runner.configure(name, list(args.gin_param), args.smoke, args.results,
+                                      tuple(args.allow_unused))
+        if not args.smoke:
+            runner._apply_smoke()  # the dataset's shape and classes, synthetic
+            gin.bind_parameter("build_datasets.synthetic_size", (8, 8))
+        runner.build_checked(configured, 0, args.data)
+    gin.clear_config()
 
 
 def _resources(args) -> dict:
@@ -291,11 +304,17 @@ def _run_throttled(executor, calls, jobs, record, folder, parallel: int) -> int:
         for job, handle in running:
             if handle.done():
                 try:
-                    handle.result()
+                    outcome = handle.result()
+                    error = (None if outcome.get("rc") == 0
+                             else f"sharpdarts run exited with status {outcome.get('rc')}")
                 except Exception as exc:  # the job's own error: recorded, the sweep goes on
+                    error = one_line(exc)[-300:]
+                if error:
                     failed += 1
+                    job["error"] = error
+                    io.atomic_write_json(folder / SWEEP_JSON, record)
                     print(f"job {job['index']} ({job['experiment']} seed {job['seed']}) "
-                          f"failed: {one_line(exc)[-300:]}", file=sys.stderr)
+                          f"failed: {error}", file=sys.stderr)
             else:
                 still.append((job, handle))
         running = still

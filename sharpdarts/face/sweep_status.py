@@ -70,6 +70,8 @@ def _local_state(folder: Path, job_id: str) -> tuple[str, str | None]:
         except Exception:  # being written
             return "RUNNING", None
         if outcome == "success":
+            if isinstance(value, dict) and value.get("rc", 0) != 0:
+                return "FAILED", f"sharpdarts run exited with status {value['rc']}"
             return "COMPLETED", None
         return "FAILED", str(value).strip().splitlines()[-1] if value else None
     try:
@@ -81,6 +83,8 @@ def _local_state(folder: Path, job_id: str) -> tuple[str, str | None]:
 
 def _scheduler_state(record: dict, job: dict) -> tuple[str, str | None]:
     """(scheduler state, reason) of one job."""
+    if job.get("error"):  # the local launcher saw the job end with an error
+        return "FAILED", job["error"]
     if not job.get("job_id"):
         return "PENDING", None
     folder = Path(record["results"]) / "sweeps" / record["sweep_id"] / "jobs"
