@@ -259,3 +259,18 @@ def test_a_preempted_sweep_job_is_requeued_and_resumes_exactly(tmp_path):
     assert numbers(killed) == numbers(Path(plain["path"]) if "path" in plain else
                                       next(again.glob("runs/*/*/*")))
     assert info["final"]["test_error_top1"] == plain["final"]["test_error_top1"]
+
+
+@pytest.mark.parametrize("launcher, expected", [
+    ("slurm", ["sharpdarts sweep cifar10/sharpsepconv_darts --seeds 1-8 --launcher slurm "
+               "--results R --partition gpu"]),
+    ("", [f"sharpdarts run cifar10/sharpsepconv_darts --seed {s} --results R" for s in (1, 2)]),
+])
+def test_make_targets_take_launcher_as_well_as_seeds(launcher, expected):
+    seeds = "1-8" if launcher else "1 2"
+    done = subprocess.run(["make", "-s", "cifar10-sharpsepconv-darts", f"LAUNCHER={launcher}",
+                           f"SEEDS={seeds}", "STAMP=", "SHARPDARTS=echo sharpdarts",
+                           "RESULTS=R", "SWEEP_ARGS=--partition gpu"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [" ".join(line.split()) for line in done.stdout.splitlines()] == expected
