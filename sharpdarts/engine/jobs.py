@@ -27,6 +27,7 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
+from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.loop import Job, evaluate, weight_step
 
 _DENY = ["run", "seed", "data", "build_only"]
@@ -50,7 +51,7 @@ def _extra_test_errors(model, bundle, batch_size, criterion, ctx, workers) -> di
     out = {}
     for name, dataset in bundle.extra_tests.items():
         loader = data_lib.make_loader(dataset, batch_size, workers=workers,
-                                      distributed=ctx.distributed)
+                                      distributed=ctx.distributed, exact=True)
         out[f"{name}_error"] = 100.0 - evaluate(model, loader, criterion, ctx)["acc"]
     return out
 
@@ -88,7 +89,7 @@ class SearchJob(Job):
             distributed=ctx.distributed, drop_last=True)
         self.valid_loader = data_lib.make_loader(
             bundle.train, batch_size, indices=arch_idx, workers=workers, seed=seed + 2,
-            distributed=ctx.distributed)
+            distributed=ctx.distributed, exact=True)
         self.rng_loaders = [self.train_loader, arch_loader, self.valid_loader]
         self.arch_batches = cycle(arch_loader)
         self.model = network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
@@ -197,7 +198,8 @@ class TrainJob(Job):
                  lr_reference_batch, init_from, eval_batch_size, valid_portion, workers,
                  show_progress):
         self.ctx = ctx = make_context()
-        seed_everything(seed)
+        # Each process its own stream (cutout, drop path); DDP copies rank 0's initial weights.
+        seed_everything(rank_seed(seed, ctx.rank))
         self.bundle = bundle = _data(data, seed)
         self.eval_batch_size = eval_bs = eval_batch_size or batch_size
         self.workers = workers
@@ -210,13 +212,13 @@ class TrainJob(Job):
                 distributed=ctx.distributed, drop_last=True)
             self.valid_loader = data_lib.make_loader(
                 bundle.train, eval_bs, indices=valid_idx, workers=workers, seed=seed + 2,
-                distributed=ctx.distributed)
+                distributed=ctx.distributed, exact=True)
         else:
             self.train_loader = data_lib.make_loader(
                 bundle.train, batch_size, shuffle=True, workers=workers, seed=seed,
                 distributed=ctx.distributed, drop_last=True)
         self.test_loader = data_lib.make_loader(bundle.test, eval_bs, workers=workers,
-                                                distributed=ctx.distributed)
+                                                distributed=ctx.distributed, exact=True)
         self.rng_loaders = [self.train_loader] + ([self.valid_loader] if self.valid_loader else [])
         model = network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
         self.params_m = count_parameters(model) / 1e6

@@ -62,7 +62,10 @@ def progress(loader, desc: str, ctx: Context, show: bool):
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, criterion: nn.Module, ctx: Context,
              show_progress: bool = False) -> dict:
-    """Loss, top-1 and top-5 accuracy (percent) of a model over a loader."""
+    """Loss, top-1 and top-5 accuracy (percent) of a model over a loader (this process's
+    shard of it under DDP: the totals are summed over the processes at the end)."""
+    # The bare network: DDP's forward may synchronise, and the shards differ in batch count.
+    model = unwrap(model)
     model.eval()
     totals = Totals(ctx.device)
     for x, y in progress(loader, "eval", ctx, show_progress):

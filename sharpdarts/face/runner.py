@@ -239,6 +239,8 @@ def run_experiment(args) -> int:
     if world_size > 1:
         engine.make_context()  # joins the process group before the ranks agree on what to do
         extra["world_size"] = world_size
+        from sharpdarts.engine.data.shards import rank_seed  # each rank's own seed, recorded
+        extra["rank_seeds"] = [rank_seed(args.seed, r) for r in range(world_size)]
         if torch_cuda_available():
             extra["device_count"] = world_size
     try:
