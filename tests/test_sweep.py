@@ -274,3 +274,17 @@ def test_make_targets_take_launcher_as_well_as_seeds(launcher, expected):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert [" ".join(line.split()) for line in done.stdout.splitlines()] == expected
+
+
+@pytest.mark.slow
+def test_a_job_of_two_tasks_trains_one_run_with_ddp(tmp_path):
+    """One task per GPU under Slurm; here two CPU tasks of the local executor join one
+    process group from submitit's environment, and rank 0 records the run."""
+    results = tmp_path / "results"
+    done = subprocess.run(_sweep(results, "--seeds", "2", "--launcher", "local",
+                                 "--cluster_param", "cluster.tasks_per_node = 2"),
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [info] = _infos(results)
+    assert info["status"] == "completed" and info["world_size"] == 2
+    assert info["scheduler"]["num_tasks"] == 2 and len(set(info["rank_seeds"])) == 2

@@ -304,7 +304,7 @@ def _run_throttled(executor, calls, jobs, record, folder, parallel: int) -> int:
         for job, handle in running:
             if handle.done():
                 try:
-                    outcome = handle.result()
+                    outcome = handle.results()[0]  # task 0 (rank 0) of the job
                     error = (None if outcome.get("rc") == 0
                              else f"sharpdarts run exited with status {outcome.get('rc')}")
                 except Exception as exc:  # the job's own error: recorded, the sweep goes on
