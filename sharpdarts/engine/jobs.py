@@ -117,7 +117,10 @@ class SearchJob(Job):
         with ctx.autocast():
             logits = self.step_model(x)
             loss = self.criterion(logits.float(), y)
-        weight_step(self.optimizer, self.scaler, loss, self.model.weights(), self.grad_clip)
+        # Under torchrun each rank searches on its own shard; the weights' gradients are
+        # averaged like the architecture's (the architect), so every rank stays identical.
+        weight_step(self.optimizer, self.scaler, loss, list(self.model.weights()),
+                    self.grad_clip, average=ctx.distributed)
         return loss, logits
 
     def end_epoch(self, epoch: int) -> dict:

@@ -20,8 +20,8 @@ from torch import nn
 from tqdm import tqdm
 
 from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.engine.context import (Context, barrier, reduce_sum, rng_state, set_rng_state,
-                                       unwrap)
+from sharpdarts.engine.context import (Context, average_over_processes, barrier, reduce_sum,
+                                       rng_state, set_rng_state, unwrap)
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,16 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module, ctx: Context,
     return totals.result(ctx)
 
 
-def weight_step(optimizer, scaler, loss: torch.Tensor, params, grad_clip: float | None) -> None:
-    """One optimizer step on the weights: backward (scaled for fp16), clip, step."""
+def weight_step(optimizer, scaler, loss: torch.Tensor, params, grad_clip: float | None,
+                average: bool = False) -> None:
+    """One optimizer step on the weights: backward (scaled for fp16), clip, step. ``average``:
+    average the gradients over the processes first (a model that DDP does not wrap)."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if average:
+        params = [p for p in params if p.grad is not None]
+        for p, g in zip(params, average_over_processes([p.grad for p in params])):
+            p.grad = g
     if grad_clip:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(params, grad_clip)

@@ -233,9 +233,6 @@ def run_experiment(args) -> int:
     # Under torchrun every process runs this command; rank 0 alone keeps the run folder.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     is_main = int(os.environ.get("RANK", "0")) == 0
-    if world_size > 1 and job is engine.search:
-        raise UserError("The search runs in one process (as the original's did): its architecture "
-                        "steps are not averaged across processes. Start it without torchrun.")
     if world_size > 1:
         engine.make_context()  # joins the process group before the ranks agree on what to do
         extra["world_size"] = world_size
