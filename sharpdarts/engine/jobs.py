@@ -98,6 +98,8 @@ class SearchJob(Job):
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
             self.model.weights(), learning_rate, epochs, optimizer, lr_schedule, ctx)
         self.architect = Architect(self.model, criterion=self.criterion)
+        if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
+            seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
         self.epochs, self.grad_clip = epochs, grad_clip
         self.skip_primitive, self.show_progress = skip_primitive, show_progress
