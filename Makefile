@@ -2,6 +2,7 @@
 #   make test                                   the test suite
 #   make demo                                   offline demo: search, promote, train, table
 #   make cifar10-sharpsepconv-darts SEEDS="1 2 3"   one paper row, one run per seed
+#   make cifar10-sharpsepconv-darts SEEDS=1-8 LAUNCHER=slurm   one Slurm job per seed (sweep)
 #   make tables                                 every table (markdown) and figure into results/tables
 #   make list                                   every experiment and its paper row
 PYTHON ?= python3
@@ -51,11 +52,19 @@ figures: $(STAMP)
 
 # One target per experiment: experiments/cifar10/sharpsepconv_darts.gin is
 # `make cifar10-sharpsepconv-darts`; SEEDS runs it once per seed, RUN_ARGS adds options.
+# LAUNCHER=slurm (or local) runs the seeds as a `sharpdarts sweep` instead: one scheduler job
+# per seed; SWEEP_ARGS adds sweep options (e.g. SWEEP_ARGS="--partition gpu --time 2880").
+LAUNCHER ?=
+SWEEP_ARGS ?=
 EXPERIMENTS := $(patsubst experiments/%.gin,%,$(sort $(wildcard experiments/*/*.gin)))
 target_of = $(subst _,-,$(subst /,-,$(1)))
 define experiment_rule
 .PHONY: $(call target_of,$(1))
 $(call target_of,$(1)): $(STAMP)
-	@for seed in $$(SEEDS); do $(SHARPDARTS) run $(1) --seed $$$$seed --results $$(RESULTS) $$(RUN_ARGS) || exit $$$$?; done
+	@if [ -n "$$(LAUNCHER)" ]; then \
+	  $(SHARPDARTS) sweep $(1) --seeds "$$(SEEDS)" --launcher $$(LAUNCHER) --results $$(RESULTS) $$(SWEEP_ARGS) $$(RUN_ARGS); \
+	else \
+	  for seed in $$(SEEDS); do $(SHARPDARTS) run $(1) --seed $$$$seed --results $$(RESULTS) $$(RUN_ARGS) || exit $$$$?; done; \
+	fi
 endef
 $(foreach e,$(EXPERIMENTS),$(eval $(call experiment_rule,$(e))))

@@ -43,6 +43,7 @@ setup(
         "networkx",
         "ptflops==0.7.5",
         "tabulate",
+        "submitit==1.5.4",
     ],
     extras_require={"test": ["pytest", "pytest-xdist", "pytest-timeout"]},
     entry_points={"console_scripts": ["sharpdarts=sharpdarts.face.cli:main"]},

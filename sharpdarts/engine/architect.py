@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sharpdarts.core import validate
+from sharpdarts.engine.context import average_over_processes
 
 Tensors = list[torch.Tensor]
 
@@ -42,9 +43,18 @@ def _logits(out):
 
 
 def _grads(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> Tensors:
-    """d loss / d inputs, with zeros (not None) for inputs the loss does not use."""
+    """d loss / d inputs, with zeros (not None) for inputs the loss does not use, averaged
+    over the processes of a distributed search.
+
+    Every gradient the architect takes is of a mean loss over a batch; with equal shards, the
+    mean of the processes' gradients is the gradient over their union. Averaging each one where
+    it is taken (the training gradient of the virtual step, the validation gradients at ``w'``,
+    both Hessian passes) makes ``w'``, ``v`` and the step the same on every process, and equal
+    to one process's step on the whole batch, in both orders.
+    """
     grads = torch.autograd.grad(loss, list(inputs), allow_unused=True)
-    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+    return average_over_processes([torch.zeros_like(x) if g is None else g
+                                   for x, g in zip(inputs, grads)])
 
 
 @gin.configurable(denylist=["model"])

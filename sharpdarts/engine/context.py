@@ -132,6 +132,27 @@ def reduce_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
     return values
 
 
+def average_over_processes(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The mean of each tensor over the processes of the default process group (in one
+    process: the tensors themselves).
+
+    The distributed search averages its architecture gradients (:mod:`.architect`) and its
+    weight gradients (:func:`sharpdarts.engine.loop.weight_step`) with it, as DDP does for a
+    training's weights.
+    """
+    if (not tensors or not (dist.is_available() and dist.is_initialized())
+            or dist.get_world_size() == 1):
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])  # one collective, not one per tensor
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start:start + t.numel()].view_as(t))
+        start += t.numel()
+    return out
+
+
 def broadcast_object(obj):
     """Rank 0's value of a picklable object, on every process."""
     box = [obj]

@@ -28,6 +28,7 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
+from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.loop import Job, evaluate, weight_step
 
 _DENY = ["run", "seed", "data", "build_only"]
@@ -51,7 +52,7 @@ def _extra_test_errors(model, bundle, batch_size, criterion, ctx, workers) -> di
     out = {}
     for name, dataset in bundle.extra_tests.items():
         loader = data_lib.make_loader(dataset, batch_size, workers=workers,
-                                      distributed=ctx.distributed)
+                                      distributed=ctx.distributed, exact=True)
         out[f"{name}_error"] = 100.0 - evaluate(model, loader, criterion, ctx)["acc"]
     return out
 
@@ -89,7 +90,7 @@ class SearchJob(Job):
             distributed=ctx.distributed, drop_last=True)
         self.valid_loader = data_lib.make_loader(
             bundle.train, batch_size, indices=arch_idx, workers=workers, seed=seed + 2,
-            distributed=ctx.distributed)
+            distributed=ctx.distributed, exact=True)
         self.rng_loaders = [self.train_loader, arch_loader, self.valid_loader]
         self.arch_batches = cycle(arch_loader)
         self.model = network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
@@ -98,6 +99,8 @@ class SearchJob(Job):
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
             self.model.weights(), learning_rate, epochs, optimizer, lr_schedule, ctx)
         self.architect = Architect(self.model, criterion=self.criterion)
+        if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
+            seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
         self.epochs, self.grad_clip = epochs, grad_clip
         self.skip_primitive, self.show_progress = skip_primitive, show_progress
@@ -117,7 +120,10 @@ class SearchJob(Job):
         with ctx.autocast():
             logits = self.step_model(x)
             loss = self.criterion(logits.float(), y)
-        weight_step(self.optimizer, self.scaler, loss, self.model.weights(), self.grad_clip)
+        # Under torchrun each rank searches on its own shard; the weights' gradients are
+        # averaged like the architecture's (the architect), so every rank stays identical.
+        weight_step(self.optimizer, self.scaler, loss, list(self.model.weights()),
+                    self.grad_clip, average=ctx.distributed)
         return loss, logits
 
     def end_epoch(self, epoch: int) -> dict:
@@ -201,7 +207,8 @@ class TrainJob(Job):
                  lr_reference_batch, init_from, eval_batch_size, valid_portion, workers,
                  show_progress):
         self.ctx = ctx = make_context()
-        seed_everything(seed)
+        # Each process its own stream (cutout, drop path); DDP copies rank 0's initial weights.
+        seed_everything(rank_seed(seed, ctx.rank))
         self.bundle = bundle = _data(data, seed)
         self.eval_batch_size = eval_bs = eval_batch_size or batch_size
         self.workers = workers
@@ -214,13 +221,13 @@ class TrainJob(Job):
                 distributed=ctx.distributed, drop_last=True)
             self.valid_loader = data_lib.make_loader(
                 bundle.train, eval_bs, indices=valid_idx, workers=workers, seed=seed + 2,
-                distributed=ctx.distributed)
+                distributed=ctx.distributed, exact=True)
         else:
             self.train_loader = data_lib.make_loader(
                 bundle.train, batch_size, shuffle=True, workers=workers, seed=seed,
                 distributed=ctx.distributed, drop_last=True)
         self.test_loader = data_lib.make_loader(bundle.test, eval_bs, workers=workers,
-                                                distributed=ctx.distributed)
+                                                distributed=ctx.distributed, exact=True)
         self.rng_loaders = [self.train_loader] + ([self.valid_loader] if self.valid_loader else [])
         model = network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
         self.params_m = count_parameters(model) / 1e6

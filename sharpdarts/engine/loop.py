@@ -20,8 +20,8 @@ from torch import nn
 from tqdm import tqdm
 
 from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.engine.context import (Context, barrier, reduce_sum, rng_state, set_rng_state,
-                                       unwrap)
+from sharpdarts.engine.context import (Context, average_over_processes, barrier, reduce_sum,
+                                       rng_state, set_rng_state, unwrap)
 from sharpdarts.engine.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,10 @@ def progress(loader, desc: str, ctx: Context, show: bool):
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, criterion: nn.Module, ctx: Context,
              show_progress: bool = False) -> dict:
-    """Loss, top-1 and top-5 accuracy (percent) of a model over a loader."""
+    """Loss, top-1 and top-5 accuracy (percent) of a model over a loader (this process's
+    shard of it under DDP: the totals are summed over the processes at the end)."""
+    # The bare network: DDP's forward may synchronise, and the shards differ in batch count.
+    model = unwrap(model)
     model.eval()
     totals = Totals(ctx.device)
     for x, y in progress(loader, "eval", ctx, show_progress):
@@ -76,10 +79,16 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module, ctx: Context,
     return totals.result(ctx)
 
 
-def weight_step(optimizer, scaler, loss: torch.Tensor, params, grad_clip: float | None) -> None:
-    """One optimizer step on the weights: backward (scaled for fp16), clip, step."""
+def weight_step(optimizer, scaler, loss: torch.Tensor, params, grad_clip: float | None,
+                average: bool = False) -> None:
+    """One optimizer step on the weights: backward (scaled for fp16), clip, step. ``average``:
+    average the gradients over the processes first (a model that DDP does not wrap)."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if average:
+        params = [p for p in params if p.grad is not None]
+        for p, g in zip(params, average_over_processes([p.grad for p in params])):
+            p.grad = g
     if grad_clip:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(params, grad_clip)

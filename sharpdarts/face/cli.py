@@ -20,6 +20,7 @@ from sharpdarts import resources
 from sharpdarts.core import genotypes
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments
+from sharpdarts.face.sweep_args import add_sweep_parser
 
 DEFAULT_RESULTS = "results"
 
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another (default, when A is a run: A's experiment)")
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.set_defaults(func=cmd_diff)
+    add_sweep_parser(sub, DEFAULT_RESULTS)
     return parser
 
 
@@ -380,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     # SIGTERM (a scheduler's kill) ends the run as 'interrupted', to be resumed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    # Inside a submitit job, submitit owns the signals (it requeues on SIGUSR2).
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     previous_project = os.environ.get(resources.PROJECT_ENV_VAR)
     try:
         _use_project(args.project)

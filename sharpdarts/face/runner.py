@@ -216,6 +216,9 @@ def configure(name: str, gin_params: list[str], smoke: bool, results: str,
         extra["init_from"] = init_from
     if allow_unused:
         extra["allow_unused"] = list(allow_unused)
+    job_record = os.environ.get("SHARPDARTS_SWEEP_JOB")  # set by a sweep's scheduler job
+    if job_record:
+        extra["scheduler"] = json.loads(job_record)  # job id, array index, host
     return Configured(experiment, path, job, smoke_only, gin.config_str(), extra,
                       tuple(allow_unused))
 
@@ -244,12 +247,11 @@ def run_experiment(args) -> int:
     # Under torchrun every process runs this command; rank 0 alone keeps the run folder.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     is_main = int(os.environ.get("RANK", "0")) == 0
-    if world_size > 1 and job is engine.search:
-        raise UserError("The search runs in one process (as the original's did): its architecture "
-                        "steps are not averaged across processes. Start it without torchrun.")
     if world_size > 1:
         engine.make_context()  # joins the process group before the ranks agree on what to do
         extra["world_size"] = world_size
+        from sharpdarts.engine.data.shards import rank_seed  # each rank's own seed, recorded
+        extra["rank_seeds"] = [rank_seed(args.seed, r) for r in range(world_size)]
         if torch_cuda_available():
             extra["device_count"] = world_size
     try:

@@ -2,14 +2,17 @@
 
 Two starts of the same key are the same run (skipped or resumed); the id only tells folders
 apart. Ids are made of the start time and random digits, and a folder is claimed with an
-atomic ``mkdir``, so ids are unique under concurrency.
+atomic ``mkdir``, so ids are unique under concurrency; a host-and-process tag keeps ids from
+different machines apart even in stores merged later.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import re
 import secrets
+import socket
 
 from sharpdarts.errors import UserError
 
@@ -19,10 +22,20 @@ RUN_ID_RE = re.compile(r"^\d{8}T\d{6}(?:\d{0,6})?Z-[0-9a-f]{4,}$")
 _EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]*(/[A-Za-z0-9_][A-Za-z0-9_.+=-]*)*$")
 
 
+def host_tag() -> str:
+    """Four hex digits of this host's name and process id: ids made at the same millisecond
+    on two machines (or in two processes) differ even before their random digits."""
+    text = f"{socket.gethostname()}:{os.getpid()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:4]
+
+
 def new_run_id() -> str:
-    """A fresh run id: UTC start time to the millisecond, then six random hex digits."""
+    """A fresh run id: UTC start time to the millisecond, then four hex digits of the host and
+    process (:func:`host_tag`) and six random ones. The store claims a run folder with an
+    atomic ``mkdir`` as well, so two starts never share one even then."""
     now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
+    return (now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-"
+            f"{host_tag()}{secrets.token_hex(3)}")
 
 
 def check_experiment(experiment: str) -> str:

@@ -2,13 +2,15 @@
 
 Runs live in ``RESULTS/runs/<experiment>/<run_id>/`` (the experiment name may contain
 slashes, e.g. ``cifar10/sharpdarts``). A run's key is (experiment, seed, config hash).
-``start_run`` decides, under an exclusive file lock (``fcntl.flock`` on
-``RESULTS/runs/.lock``), whether to skip a completed run, resume an unfinished one in its own
+``start_run`` decides, under an exclusive lock file (``RESULTS/runs/.lock``, created with
+``O_EXCL`` so that it holds on NFS, with stale-lock recovery: :mod:`sharpdarts.store.locks`),
+whether to skip a completed run, resume an unfinished one in its own
 folder, or start a new folder. Decisions, in order, over the folders that share the key:
 
 1. any ``completed`` -> ``'skip'`` (the newest completed run is returned);
 2. any ``running`` whose process is alive (same host, pid alive and not reused) -> UserError;
-   ``running`` on another host cannot be checked and is treated as alive;
+   ``running`` on another host cannot be checked and is treated as alive, unless the same
+   scheduler job (run.json ``scheduler.job_id``) starts it again: it was requeued;
 3. the newest resumable one -> ``'resume'``: ``interrupted``, ``running`` with a dead process
    (a crash or a kill), and ``failed`` unless it was failed with ``resumable=False``;
 4. otherwise -> ``'new'``.
@@ -22,7 +24,6 @@ folder is kept as a record (tables only aggregate completed runs).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any, Iterator
 from sharpdarts.core import io
 from sharpdarts.errors import UserError
 from sharpdarts.registry import unknown_name
-from sharpdarts.store import reader
+from sharpdarts.store import locks, reader
 from sharpdarts.store.keys import RUN_ID_RE, check_experiment, config_hash, new_run_id
 from sharpdarts.store.provenance import (collect_provenance, process_start_time,
                                          run_process_alive, utc_now)
@@ -39,6 +40,7 @@ from sharpdarts.store.run import Run
 
 __all__ = ["KINDS", "RESERVED", "STATUSES", "find_run", "iter_run_dirs", "start_run"]
 
+LOCK_FILE = ".lock"
 STATUSES = ("running", "completed", "failed", "interrupted")
 KINDS = ("search", "train", "evaluate")
 # Fields that start_run owns: ``extra`` may not set them (they define the key and the state).
@@ -106,18 +108,6 @@ def find_run(results_dir: str | os.PathLike, run_id_or_path: str | os.PathLike) 
 # Deciding
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Holds an exclusive lock on ``lock_path`` (across processes on this host and NFS)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def _same_key(exp_dir: Path, experiment: str, seed: Any, chash: str) -> list[Run]:
     runs = []
     if not exp_dir.is_dir():
@@ -136,13 +126,24 @@ def _same_key(exp_dir: Path, experiment: str, seed: Any, chash: str) -> list[Run
     return runs
 
 
-def _decide(candidates: list[Run]) -> tuple[str, Run | None]:
-    """'skip', 'resume' or 'new' (see the module docstring), with the run it applies to."""
+def _same_job(info: dict, job: dict | None) -> bool:
+    """Whether a run was last run by the scheduler job ``job`` (run.json ``scheduler``): a
+    scheduler never runs one job twice at once, so its earlier process is gone (killed on
+    preemption, or its node died), wherever it ran."""
+    mine = info.get("scheduler") or {}
+    return bool(job and job.get("job_id") and mine.get("job_id") == job.get("job_id")
+                and mine.get("executor") == job.get("executor"))
+
+
+def _decide(candidates: list[Run], job: dict | None = None) -> tuple[str, Run | None]:
+    """'skip', 'resume' or 'new' (see the module docstring), with the run it applies to.
+    ``job`` is the scheduler job starting the run, if any (see :func:`_same_job`)."""
     completed = [r for r in candidates if r.status == "completed"]
     if completed:
         return "skip", max(completed, key=lambda r: (r.info.get("ended") or "", r.run_id))
     for run in candidates:
-        if run.status == "running" and run_process_alive(run.info):
+        if (run.status == "running" and run_process_alive(run.info)
+                and not _same_job(run.info, job)):
             where = run.info.get("host")
             raise UserError(
                 f"this experiment, seed and config is already running in {run.path} "
@@ -308,8 +309,9 @@ def start_run(
     prov = collect_provenance(repo_dir, exclude=[results_dir])
 
     exp_dir = results_dir / "runs" / experiment
-    with _locked(results_dir / "runs" / ".lock"):
-        decision, run = _decide(_same_key(exp_dir, experiment, seed, chash))
+    with locks.exclusive(results_dir / "runs" / LOCK_FILE):
+        decision, run = _decide(_same_key(exp_dir, experiment, seed, chash),
+                                extra.get("scheduler"))
         if decision == "skip":
             return run, "skip"
         if not allow_dirty:

@@ -6,8 +6,9 @@
 
 The DataFrame of a table keeps numbers numeric: for a column named ``X`` it has ``X_mean``,
 ``X_std`` (sample std, ddof=1; NaN with one seed), ``paper_X`` and ``paper_X_std``; ``seeds``
-(distinct seeds aggregated), ``reference`` (True for rows of other methods), ``config_hash``
-and ``runs_left_out``. ``format_table`` turns them into "1.98 ± 0.07".
+(distinct seeds aggregated), ``reference`` (True for rows of other methods), ``config_hash``,
+``runs_left_out`` and ``running`` (runs still running: not aggregated; markdown and LaTeX
+name them under the table). ``format_table`` turns them into "1.98 ± 0.07".
 
 Which runs a row aggregates: completed runs of the row's experiment, except smoke runs
 (run.json ``smoke`` true). When those runs have more than one config hash (e.g. a try with
@@ -192,10 +193,12 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
             hashes = chosen["config_hash"].dropna().unique()
             row["config_hash"] = hashes[0] if len(hashes) == 1 else None
             row["runs_left_out"] = left_out
+            row["running"] = _running(runs, experiment)
         else:
             row.update(_empty_aggregate(spec))
             row["config_hash"] = None
             row["runs_left_out"] = 0
+            row["running"] = 0
         row.update(_computed_values(spec, experiment, row))
         row.update(_paper_values(spec, paper_row,
                                  texts[paper_row.name] if paper_row is not None else None))
@@ -238,7 +241,7 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
 
     columns = list(dict.fromkeys(
         [lab["name"] for lab in labels] + ["experiment", "reference"]
-        + list(_empty_aggregate(spec)) + ["config_hash", "runs_left_out"]
+        + list(_empty_aggregate(spec)) + ["config_hash", "runs_left_out", "running"]
         + list(_computed_values(spec, None, {})) + list(_paper_values(spec, None))
     ))
     df = pd.DataFrame(rows, columns=columns)
@@ -248,6 +251,24 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
     df.attrs["title"] = spec.get("title", name)
     df.attrs["definition"] = spec
     return df
+
+
+def _running(runs: pd.DataFrame, experiment: str) -> int:
+    """How many (non-smoke) runs of ``experiment`` are still running: not in the row yet."""
+    mine = runs[(runs["experiment"] == experiment) & (runs["status"] == "running")]
+    return int((~mine["smoke"].fillna(False).astype(bool)).sum())
+
+
+def _running_note(df: pd.DataFrame) -> str:
+    """A line under the table naming the rows with runs still running (not counted)."""
+    if "running" not in df:
+        return ""
+    busy = df[pd.to_numeric(df["running"], errors="coerce").fillna(0) > 0]
+    if busy.empty:
+        return ""
+    parts = [f"{e}: {int(n)}" for e, n in zip(busy["experiment"], busy["running"])]
+    return ("\nStill running (not counted; seeds are completed runs only): "
+            + ", ".join(parts) + "\n")
 
 
 def _genotype_label(runs: pd.DataFrame, experiment: str) -> str:
@@ -391,7 +412,9 @@ def format_table(df: pd.DataFrame, fmt: str = "markdown", *, name: str | None = 
         n_labels = len(spec.get("labels") or [1])
     computed = any(str(v).endswith(COMPUTED_MARK) for v in display.to_numpy().ravel())
     note = COMPUTED_NOTE if computed else None
+    running = _running_note(df)
     if fmt == "markdown":
         text = display.to_markdown(index=False, disable_numparse=True) + "\n"
-        return text + (f"\n{note}\n" if note else "")
-    return _to_latex(display, n_labels, df.attrs.get("title"), note)
+        return text + (f"\n{note}\n" if note else "") + running
+    return (_to_latex(display, n_labels, df.attrs.get("title"), note)
+            + running.replace("\n", "\n% ", 1))

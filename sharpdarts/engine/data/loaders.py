@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, SubsetRandomSampler
 
+from sharpdarts.engine.data.shards import ExactShard, rank_seed
 from sharpdarts.errors import UserError
 
 
@@ -61,6 +62,7 @@ def make_loader(
     seed: int | None = None,
     pin_memory: bool | None = None,
     distributed: bool = False,
+    exact: bool = False,
 ) -> DataLoader:
     """A ``DataLoader`` over a dataset, or over a subset of it sampled randomly each epoch.
 
@@ -82,10 +84,22 @@ def make_loader(
         distributed: Shard the data over the processes of the default process group with a
             ``DistributedSampler`` (the caller must call ``loader.sampler.set_epoch(epoch)``
             every epoch).
+        exact: With ``distributed``, for evaluation: every item read by exactly one process,
+            in order, with no padding (:class:`~sharpdarts.engine.data.shards.ExactShard`).
+            The workers' seeds then differ per process (:func:`~.shards.rank_seed`).
     """
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    sampler: Any = None
+    rank = world = None
     if distributed:
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    # The sampling order is shared by every process (the shards must agree); the loader's
+    # generator also seeds its workers, whose augmentation must differ across processes.
+    generator = (torch.Generator().manual_seed(rank_seed(seed, rank or 0))
+                 if seed is not None else None)
+    sampler: Any = None
+    if distributed and exact:
+        dataset = Subset(dataset, list(indices)) if indices is not None else dataset
+        sampler, shuffle = ExactShard(len(dataset), rank, world), False
+    elif distributed:
         # Shard the subset, not the whole set, when only some items are to be read.
         source = Subset(dataset, list(indices)) if indices is not None else dataset
         sampler = DistributedSampler(

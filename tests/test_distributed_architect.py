@@ -1,0 +1,139 @@
+"""The architect under two gloo processes: a step at per-rank batch B equals one process's step
+at batch 2B (first and second order), and every rank ends with the same alphas."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from sharpdarts import engine
+from sharpdarts.engine.architect import Architect
+from sharpdarts.engine.loop import weight_step
+
+WORLD, B = 2, 4
+
+
+class TinySearch(nn.Module):
+    """Two candidate ops mixed by softmax(alpha); no batch norm, so per-sample losses do not
+    depend on the batch (BatchNorm's batch statistics would differ between B and 2B)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.Conv2d(3, 4, 1)
+        self.head = nn.Linear(4, 5)
+        self.alphas = nn.Parameter(1e-1 * torch.randn(2))
+
+    def arch_parameters(self):
+        return [self.alphas]
+
+    def weights(self):
+        return [p for n, p in self.named_parameters() if n != "alphas"]
+
+    def forward(self, x):
+        w = torch.softmax(self.alphas, dim=0)
+        mixed = w[0] * torch.tanh(self.conv(x)) + w[1] * torch.tanh(self.pool(x))
+        return self.head(mixed.mean(dim=(2, 3)))
+
+
+def _batches():
+    g = torch.Generator().manual_seed(1)
+    make = lambda: (torch.randn(WORLD * B, 3, 6, 6, generator=g),  # noqa: E731
+                    torch.randint(0, 5, (WORLD * B,), generator=g))
+    return make(), make()
+
+
+def _search_step(model, architect, optimizer, train, valid):
+    """One search step as the search job takes it: alphas, then weights (grads averaged
+    over the processes, then clipped)."""
+    (x, y), (xv, yv) = train, valid
+    architect.step(x, y, xv, yv, eta=0.05, weight_optimizer=optimizer)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    weight_step(optimizer, scaler, F.cross_entropy(model(x), y), model.weights(), 5.0,
+                average=dist.is_initialized())
+
+
+def _run(order: int, shard: slice | None):
+    model = TinySearch()
+    optimizer = torch.optim.SGD(model.weights(), 0.05, momentum=0.9, weight_decay=3e-4)
+    architect = Architect(model, order=order, lr=0.1)
+    (x, y), (xv, yv) = _batches()
+    part = shard or slice(None)
+    for _ in range(2):  # two steps: the second uses the momentum buffer and Adam's moments
+        _search_step(model, architect, optimizer, (x[part], y[part]), (xv[part], yv[part]))
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    engine.make_context(device="cpu")
+    try:
+        out = {order: _run(order, slice(rank * B, (rank + 1) * B)) for order in (1, 2)}
+        torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("architect")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_two_processes_at_b_step_like_one_process_at_2b(ranks, order):
+    single = _run(order, None)
+    before = TinySearch().alphas.detach()
+    assert not torch.allclose(single["alphas"], before)  # the step moved the alphas
+    for r in ranks:
+        for name, want in single.items():
+            torch.testing.assert_close(r[order][name], want, rtol=1e-5, atol=1e-6,
+                                       msg=f"{name}, order {order}")
+    for name in single:  # every rank holds the same architecture: the same genotype
+        assert torch.equal(ranks[0][order][name], ranks[1][order][name])
+
+
+def test_one_process_at_b_differs_from_2b():
+    """The comparison above has power: half the batch alone gives another step."""
+    half = _run(2, slice(0, B))
+    single = _run(2, None)
+    assert not torch.allclose(half["alphas"], single["alphas"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_searches_with_two_processes_and_rank_0_records(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port", str(_free_port()), "-m", "sharpdarts", "run",
+           "search/sharpsepconv_darts_scalar", "--smoke", "--results", str(results)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [run_json] = results.glob("runs/*/*/*/run.json")
+    info = json.loads(run_json.read_text())
+    assert info["status"] == "completed" and info["world_size"] == 2
+    assert info["final"]["genotype"]["normal"]
+    lines = (run_json.parent / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]

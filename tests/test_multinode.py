@@ -1,0 +1,44 @@
+"""Two "nodes" on localhost: two torchrun launchers meet at one rendezvous (as on a cluster)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_one_run(tmp_path):
+    results = tmp_path / "results"
+    endpoint = f"127.0.0.1:{_free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+    def node(rank: int) -> subprocess.Popen:
+        # What each node of a two-node job runs (README "Running on a cluster").
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+               "--nproc_per_node=1", f"--node_rank={rank}", "--rdzv_backend=c10d",
+               f"--rdzv_endpoint={endpoint}", "--rdzv_id=sharpdarts-test",
+               "-m", "sharpdarts", "run", "cifar10/sharpsepconv_darts", "--smoke",
+               "--seed", "3", "--results", str(results)]
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    nodes = [node(0), node(1)]
+    outs = [p.communicate(timeout=400)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    [run_json] = results.glob("runs/*/*/*/run.json")
+    info = json.loads(run_json.read_text())
+    assert info["status"] == "completed" and info["world_size"] == 2
+    assert info["rank_seeds"][0] == 3 and len(set(info["rank_seeds"])) == 2
+    lines = (run_json.parent / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
