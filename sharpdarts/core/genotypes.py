@@ -30,6 +30,9 @@ from sharpdarts.core.genotype_types import (  # noqa: F401  (the public names of
     DARTS_PRIMITIVES, LAYOUTS, MULTICHANNELNET_PRIMITIVES, PRIMITIVE_SETS, PRIMITIVES,
     SHARPER_PRIMITIVES, Genotype, from_dict, from_json, genotype_from_weights, parse_cell,
     primitives, reference_data, to_dict, to_json)
+from sharpdarts.core.recurrent_genotypes import (  # noqa: F401  (public names too)
+    RECURRENT_GENOTYPES, RNN_PRIMITIVES, RecurrentGenotype, parse_recurrent, recurrent_from_dict,
+    recurrent_to_dict)
 from sharpdarts.registry import UnknownNameError, unknown_name  # noqa: F401
 
 __all__ = [
@@ -57,6 +60,10 @@ __all__ = [
     "NAME_RE",
     "parse_cell",
     "genotype_from_weights",
+    "RecurrentGenotype",
+    "RNN_PRIMITIVES",
+    "RECURRENT_GENOTYPES",
+    "parse_recurrent",
 ]
 
 ENV_VAR = "SHARPDARTS_GENOTYPES"
@@ -91,7 +98,7 @@ def aliases() -> dict[str, str]:
 
 def is_builtin(name: str) -> bool:
     """Whether ``name`` is a published (builtin) genotype name or alias."""
-    return name in _builtin()
+    return name in _builtin() or name in RECURRENT_GENOTYPES
 
 
 def user_registry_path() -> Path:
@@ -144,10 +151,16 @@ def get(name: str) -> Genotype:
     table = _builtin()
     if name in table:
         return copy.deepcopy(table[name])
+    # The recurrent cells (DARTS's language models) are kept apart from the convolutional
+    # table so that code iterating over builtin cell names keeps meaning image cells.
+    if name in RECURRENT_GENOTYPES:
+        return copy.deepcopy(RECURRENT_GENOTYPES[name])
     entries = _user_entries()
     if name not in entries:
-        raise unknown_name("genotype", name, list(table) + list(entries))
+        raise unknown_name("genotype", name, list(table) + list(RECURRENT_GENOTYPES) + list(entries))
     try:
+        if entries[name]["genotype"].get("layout") == "recurrent":
+            return recurrent_from_dict(entries[name]["genotype"])
         return from_dict(entries[name]["genotype"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"Genotype {name!r} in {user_registry_path()} is malformed: {e}") from e
@@ -169,12 +182,12 @@ def resolve(value: Any) -> Genotype:
         ValueError: a malformed dict or registry entry.
         TypeError: a value of any other type.
     """
-    if isinstance(value, Genotype):
+    if isinstance(value, (Genotype, RecurrentGenotype)):
         return value
     if isinstance(value, str):
         return get(value)
     if isinstance(value, Mapping):
-        return from_dict(value)
+        return recurrent_from_dict(value) if "recurrent" in value else from_dict(value)
     if hasattr(value, "_asdict"):
         return from_dict(value._asdict())
     raise TypeError(f"A genotype is a Genotype, a genotype dict or a registry name, "
