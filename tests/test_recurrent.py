@@ -255,3 +255,15 @@ def test_search_gradients_reach_alphas_and_bn_is_shared():
     assert model.alphas.grad is not None and model.alphas.grad.abs().sum() > 0
     # The one shared batch norm has been used by s0 and the 8 nodes at each of 5 steps.
     assert int(model.rnns[0].bn.num_batches_tracked) == 5 * 9
+
+
+def test_ar_tar_penalty_is_the_originals():
+    from sharpdarts.nn.recurrent.model import ar_tar_penalty
+    raw = torch.randn(6, 2, 3)
+    dropped = torch.randn(6, 2, 3)
+    tar = 1e-3 * ((raw[1:] - raw[:-1]) ** 2).mean()
+    assert torch.allclose(ar_tar_penalty([raw], [dropped], 0.0, 1e-3), tar)
+    assert torch.allclose(ar_tar_penalty([raw], [dropped], 2.0, 1e-3), tar + 2.0 * (dropped ** 2).mean())
+    model = RNNModel(10, 4, 4, 4)
+    _, _, raws, outs = model(torch.randint(0, 10, (5, 2)), model.init_hidden(2), return_h=True)
+    assert raws[0].shape == outs[0].shape == (5, 2, 4)

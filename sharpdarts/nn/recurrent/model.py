@@ -175,3 +175,23 @@ class RNNSearchModel(_LanguageModel):
         """The cell of the current architecture weights, by DARTS's recurrent rule."""
         probs = F.softmax(self.alphas.detach(), dim=-1).cpu().numpy()
         return parse_recurrent(probs, self.primitives, self.steps, self.concat)
+
+
+def ar_tar_penalty(raw_outputs: list[torch.Tensor], outputs: list[torch.Tensor],
+                   alpha: float = 0.0, beta: float = 1e-3) -> torch.Tensor | float:
+    """Activation regularisation (AR) and temporal activation regularisation (TAR).
+
+    ``alpha * mean(dropped_output ** 2) + beta * mean((raw_{t+1} - raw_t) ** 2)`` over the last
+    layer, as the original adds to the training loss (AR is skipped when ``alpha`` is 0).
+
+    Args:
+        raw_outputs: the cell's outputs before dropout (``forward(..., return_h=True)``).
+        outputs: the outputs after locked dropout.
+        alpha: AR weight.
+        beta: TAR weight.
+    """
+    penalty = 0.0
+    if alpha > 0:
+        penalty = penalty + alpha * outputs[-1].pow(2).mean()
+    raw = raw_outputs[-1]
+    return penalty + beta * (raw[1:] - raw[:-1]).pow(2).mean()
