@@ -28,8 +28,8 @@ from typing import Any
 from sharpdarts import resources
 from sharpdarts.core.genotype_types import (  # noqa: F401  (the public names of this module)
     DARTS_PRIMITIVES, LAYOUTS, MULTICHANNELNET_PRIMITIVES, PRIMITIVE_SETS, PRIMITIVES,
-    SHARPER_PRIMITIVES, Genotype, from_dict, from_json, genotype_from_weights, parse_cell,
-    primitives, reference_data, to_dict, to_json)
+    SHARPER_PRIMITIVES, Genotype, genotype_from_weights, parse_cell, primitives, reference_data)
+from sharpdarts.core import genotype_types as _types
 from sharpdarts.core.recurrent_genotypes import (  # noqa: F401  (public names too)
     RECURRENT_GENOTYPES, RNN_PRIMITIVES, RecurrentGenotype, parse_recurrent, recurrent_from_dict,
     recurrent_to_dict)
@@ -70,6 +70,31 @@ ENV_VAR = "SHARPDARTS_GENOTYPES"
 
 # What a promoted name may look like (a Python identifier, so gin macros can hold it).
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def to_dict(genotype) -> dict[str, Any]:
+    """A genotype's JSON-ready dict; recurrent genotypes have ``recurrent``, ``concat`` and
+    ``layout='recurrent'`` (see :func:`sharpdarts.core.genotype_types.to_dict` for cells)."""
+    if isinstance(genotype, RecurrentGenotype):
+        return recurrent_to_dict(genotype)
+    return _types.to_dict(genotype)
+
+
+def from_dict(d: Mapping[str, Any]):
+    """Inverse of :func:`to_dict`, for cell, path, raw-weight and recurrent genotypes."""
+    if isinstance(d, Mapping) and (d.get("layout") == "recurrent" or "recurrent" in d):
+        return recurrent_from_dict(d)
+    return _types.from_dict(d)
+
+
+def to_json(genotype) -> str:
+    """A genotype as JSON text (see :func:`to_dict`)."""
+    return json.dumps(to_dict(genotype))
+
+
+def from_json(text: str):
+    """Parses the JSON text written by :func:`to_json`."""
+    return from_dict(json.loads(text))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +184,6 @@ def get(name: str) -> Genotype:
     if name not in entries:
         raise unknown_name("genotype", name, list(table) + list(RECURRENT_GENOTYPES) + list(entries))
     try:
-        if entries[name]["genotype"].get("layout") == "recurrent":
-            return recurrent_from_dict(entries[name]["genotype"])
         return from_dict(entries[name]["genotype"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"Genotype {name!r} in {user_registry_path()} is malformed: {e}") from e
@@ -187,7 +210,7 @@ def resolve(value: Any) -> Genotype:
     if isinstance(value, str):
         return get(value)
     if isinstance(value, Mapping):
-        return recurrent_from_dict(value) if "recurrent" in value else from_dict(value)
+        return from_dict(value)
     if hasattr(value, "_asdict"):
         return from_dict(value._asdict())
     raise TypeError(f"A genotype is a Genotype, a genotype dict or a registry name, "

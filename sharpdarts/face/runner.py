@@ -20,6 +20,7 @@ from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and
 from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
+from sharpdarts.engine import lm_jobs, lm_search  # noqa: F401  (the language-model jobs)
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments
 from sharpdarts.face.experiments import resolve_experiment
@@ -123,6 +124,9 @@ def _resolve_init_from(results: str, smoke: bool) -> str | None:
 def _apply_smoke() -> None:
     """Swaps the experiment's dataset for a small synthetic one of its shape and classes."""
     spec = data_lib.spec(_query("build_datasets.name", "cifar10"))
+    if spec.modality == "text":  # a language model: a small synthetic corpus
+        gin.bind_parameter("build_datasets.name", "synthetic_text")
+        return
     gin.bind_parameter("build_datasets.name", "synthetic")
     gin.bind_parameter("build_datasets.synthetic_shape", tuple(spec.image_shape))
     gin.bind_parameter("build_datasets.synthetic_classes", spec.num_classes)
@@ -253,7 +257,7 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
     if is_main:
         run, decision = store.start_run(
             args.results, experiment, args.seed, config_text, command=sys.argv[:],
-            kind=job.__name__, allow_dirty=args.allow_dirty or not paper_experiment, extra=extra)
+            kind=getattr(job, "run_kind", job.__name__), allow_dirty=args.allow_dirty or not paper_experiment, extra=extra)
     decision = engine.broadcast_object(decision)
     if decision == "skip":
         if is_main:
