@@ -201,3 +201,40 @@ def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path):
     final = json.loads((folder / "run.json").read_text())["final"]
     assert final == json.loads((ref / "run.json").read_text())["final"]
     assert final["asgd_epoch"] == 3
+
+
+def test_cli_evaluate_gives_the_test_perplexity_of_original_weights(tmp_path, capsys):
+    """Weights in the original's state-dict layout, a corpus in the real format: the reported
+    perplexity is the one computed independently (batch 1, windows of 35, divided by rows)."""
+    from test_recurrent import _original_state, _reference_log_probs
+
+    from sharpdarts import genotypes
+    from sharpdarts.face import cli
+
+    folder = tmp_path / "data" / "penn"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(9)]
+    for split, n in (("train", 30), ("valid", 10), ("test", 12)):
+        lines = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 8)))) for _ in range(n)]
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus = corpus_lib.load_corpus(folder)
+    genotype = genotypes.get("DARTS_V2_RNN")
+    state = _original_state(genotype, corpus.ntokens, 6, rng)
+    path = tmp_path / "ptb_model_state.pt"
+    torch.save({k: torch.from_numpy(v).float() for k, v in state.items()}, path)
+    code = cli.main(["evaluate", str(path), "--arch", "DARTS_V2_RNN", "--dataset", "ptb",
+                     "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results"),
+                     "--gin_param", "RNNModel.ninp = 6", "--gin_param", "RNNModel.nhid = 6",
+                     "--gin_param", "RNNModel.nhidlast = 6"])
+    assert code == 0
+    out = capsys.readouterr().out
+    final = json.loads(out[:out.rindex("}") + 1])
+    words = corpus.test.numpy()
+    log_probs = _reference_log_probs(state, genotype, words[:-1, None], 6)[:, 0]
+    nll = -log_probs[np.arange(len(words) - 1), words[1:]]
+    rows = len(words)
+    # Windows of 35 rows: the window-mean NLL times its length, summed, over all rows.
+    expected = sum(nll[i:i + 35].mean() * len(nll[i:i + 35]) for i in range(0, rows - 1, 35)) / rows
+    assert final["test_loss"] == pytest.approx(expected, rel=1e-5)
+    assert final["test_ppl"] == pytest.approx(math.exp(expected), rel=1e-5)

@@ -273,3 +273,63 @@ def lm_train(run=None, seed: int = 1267, data=None, build_only: bool = False, *,
 
 
 lm_train.run_kind = "train"  # the run store's kind: a training run (test_* metrics)
+
+
+# ---- Evaluation of saved weights ---------------------------------------------------------------
+class LanguageEvaluateJob:
+    """Saved recurrent weights (ours or in the original's state-dict layout) in their model,
+    ready to be measured (see :func:`lm_evaluate_checkpoint`)."""
+
+    name = "lm_evaluate"
+
+    def __init__(self, seed, data, checkpoint, *, network, bptt, checkpoint_sha256):
+        from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, load_checkpoint
+        from sharpdarts.nn.models import load_original_state_dict
+
+        path = checkpoint_file(checkpoint)
+        if checkpoint_sha256 is not None and file_sha256(path) != checkpoint_sha256:
+            raise ValueError(f"{path} changed: its sha256 is no longer {checkpoint_sha256}")
+        self.ctx = make_context()
+        seed_everything(seed)
+        corpus = _corpus(data, seed)
+        self.model = network(ntoken=corpus.ntokens)
+        state = load_checkpoint(path)
+        # Our training checkpoints keep the best weights by validation (averaged once ASGD
+        # runs), which the original's model.pt holds and its test.py measures.
+        if isinstance(state, dict) and isinstance(state.get("best_model"), dict):
+            state = state["best_model"]
+        load_original_state_dict(self.model, state.get("model", state) if isinstance(state, dict) else state)
+        self.model.to(self.ctx.device)
+        self.test_data = corpus_lib.batchify(corpus.test, corpus_lib.TEST_BATCH_SIZE).to(self.ctx.device)
+        self.bptt = bptt
+
+    def fit(self, run=None) -> dict:
+        """Test perplexity at batch 1 (as ``rnn/test.py``); records the config into ``run``."""
+        test = evaluate_ppl(self.model, self.test_data, self.bptt)
+        if run is not None:
+            run.write_text("operative_config.gin", gin.operative_config_str())
+        return {"test_loss": test["loss"], "test_ppl": test["ppl"],
+                "params_m": count_parameters(self.model) / 1e6}
+
+
+@gin.configurable(denylist=_DENY + ["checkpoint"])
+def lm_evaluate_checkpoint(run=None, seed: int = 0, data=None, checkpoint="",
+                           build_only: bool = False, *,
+                           network: Callable[..., nn.Module] = gin.REQUIRED, bptt: int = 35,
+                           checkpoint_sha256: str | None = None):
+    """Test perplexity of saved recurrent weights (``rnn/test.py``: batch 1, BPTT 35).
+
+    Args:
+        run: an evaluation run to record into, or None.
+        seed: seeds everything.
+        data: the corpus bundle, when the caller built it.
+        checkpoint: a checkpoint file (ours, or a state dict in the original's layout), or a
+            run folder holding checkpoint.pt.
+        build_only: return the built job.
+        network: builds the model the weights belong to (``@RNNModel``).
+        bptt: evaluation window length.
+        checkpoint_sha256: the content hash the checkpoint must have, or None.
+    """
+    job = LanguageEvaluateJob(seed, data, checkpoint, network=network, bptt=bptt,
+                              checkpoint_sha256=checkpoint_sha256)
+    return job if build_only else job.fit(run)

@@ -20,7 +20,7 @@ from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and
 from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
-from sharpdarts.engine import lm_jobs, lm_search  # noqa: F401  (the language-model jobs)
+from sharpdarts.engine import lm_jobs as engine_lm, lm_search  # noqa: F401  (language models)
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments
 from sharpdarts.face.experiments import resolve_experiment
@@ -292,9 +292,15 @@ def torch_cuda_available() -> bool:
 # ---- evaluate -------------------------------------------------------------------------------
 def evaluate(args) -> int:
     """``sharpdarts evaluate``: measure saved weights; one record per checkpoint content."""
-    fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
-                 experiments.gin_fragment(f"networks/{args.dataset}")]
-    network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
+    if args.dataset in ("ptb", "wt2"):  # recurrent weights: test perplexity
+        fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
+                     experiments.gin_fragment(f"networks/rnn_{args.dataset}")]
+        network, job = "RNNModel", engine_lm.lm_evaluate_checkpoint
+    else:
+        fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
+                     experiments.gin_fragment(f"networks/{args.dataset}")]
+        network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
+        job = engine.evaluate_checkpoint
     target = Path(args.checkpoint)
     if not target.exists():
         target = store.find_run(args.results, args.checkpoint).path
@@ -304,12 +310,13 @@ def evaluate(args) -> int:
     sha256 = engine.file_sha256(checkpoint_file)
     # The hash is a binding (not a comment): it is part of the config hash, so two
     # checkpoints make two records, and the job checks that the file still has it.
-    bindings = [f"GENOTYPE = '{args.arch}'", f"evaluate_checkpoint.network = @{network}",
-                f"evaluate_checkpoint.checkpoint_sha256 = '{sha256}'"] + list(args.gin_param)
+    scope = job.__name__
+    bindings = [f"GENOTYPE = '{args.arch}'", f"{scope}.network = @{network}",
+                f"{scope}.checkpoint_sha256 = '{sha256}'"] + list(args.gin_param)
     _parse_config(fragments, bindings)
     genotype_info = _resolve_genotype_macro(args.results)
     bundle = data_lib.build_datasets(root=args.data)
-    built = _build(engine.evaluate_checkpoint, checkpoint=target, data=bundle)
+    built = _build(job, checkpoint=target, data=bundle)
     config.check_bindings_used(what="evaluation")
     config_text = gin.config_str() + f"\n# checkpoint: {target.resolve()}\n"
     run, decision = store.start_run(
