@@ -110,4 +110,4 @@ def test_registered_corpora_read_from_the_data_root(tmp_path):
     with pytest.raises(UserError, match="penn"):
         data.build_datasets(name="ptb", root=str(tmp_path / "nowhere"))
     synthetic = data.build_datasets(name="synthetic_text", seed=1).train
-    assert synthetic.ntokens == 50 and synthetic.train.numel() == 1600
+    assert synthetic.ntokens == 50 and synthetic.train.numel() == 800

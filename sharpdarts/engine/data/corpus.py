@@ -191,7 +191,7 @@ def eval_windows(rows: int, bptt: int) -> Iterator[tuple[int, int]]:
         yield i, bptt
 
 
-def synthetic_corpus(vocab: int = 50, sizes=(1600, 400, 400), seed: int = 0) -> Corpus:
+def synthetic_corpus(vocab: int = 50, sizes=(800, 240, 240), seed: int = 0) -> Corpus:
     """A small corpus with learnable structure (an order-1 Markov chain over ``vocab`` words,
     sentences ending in ``<eos>``), for smoke runs without data files."""
     rng = np.random.default_rng(seed)
