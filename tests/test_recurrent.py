@@ -267,3 +267,19 @@ def test_ar_tar_penalty_is_the_originals():
     model = RNNModel(10, 4, 4, 4)
     _, _, raws, outs = model(torch.randint(0, 10, (5, 2)), model.init_hidden(2), return_h=True)
     assert raws[0].shape == outs[0].shape == (5, 2, 4)
+
+
+@pytest.mark.parametrize("name", ["DARTS_V2_RNN", "ENAS_RNN"])
+def test_cli_draws_recurrent_cells(name, tmp_path):
+    import shutil
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz's dot is not installed")
+    from sharpdarts.face import cli
+    out = tmp_path / "cell.svg"
+    assert cli.main(["plot", "genotype", name, "--out", str(out)]) == 0
+    svg = out.read_text()
+    genotype = genotypes.get(name)
+    assert svg.count("class=\"node\"") == 3 + len(genotype.recurrent) + 1  # x, h, 0, nodes, out
+    assert svg.count("class=\"edge\"") == 2 + len(genotype.recurrent) + len(genotype.concat)
+    for op, _ in genotype.recurrent:
+        assert f">{op}<" in svg
