@@ -283,3 +283,12 @@ def test_cli_draws_recurrent_cells(name, tmp_path):
     assert svg.count("class=\"edge\"") == 2 + len(genotype.recurrent) + len(genotype.concat)
     for op, _ in genotype.recurrent:
         assert f">{op}<" in svg
+
+
+def test_a_searched_recurrent_cell_is_promoted_and_trained_by_name(tmp_path):
+    from sharpdarts.store import genotype_store
+    searched = parse_recurrent(np.random.default_rng(4).dirichlet(np.ones(5), size=36))
+    genotype_store.promote("MY_RNN_CELL", searched, {"run_id": "r1"})
+    assert genotypes.get("MY_RNN_CELL") == searched
+    assert genotypes.from_dict(genotypes.to_dict(searched)) == searched
+    assert count_parameters(RNNModel(100, 8, 8, 8, genotype="MY_RNN_CELL")) == 100 * 9 + 20 * 64
