@@ -98,13 +98,15 @@ def paper_tables() -> pd.DataFrame:
 def _paper_tables_cached() -> pd.DataFrame:
     # Package data, read through importlib.resources so that any install (a wheel, a zip)
     # finds it.
+    dtypes = {"experiment": object, "autoaugment": object, "ssc": object, "grad_order": object}
+    # The DARTS tables print some costs and sizes as text ('1e4 CPU days', '~5'): kept as
+    # printed there; the sharpDARTS tables' columns stay numeric.
+    text = {"search_gpu_days": object, "params_m": object}
     frames = []
-    for name in (PAPER_TABLES, DARTS_TABLES):
+    for name, extra in ((PAPER_TABLES, {}), (DARTS_TABLES, text)):
         with importlib.resources.files("sharpdarts").joinpath(name).open(
                 "r", encoding="utf-8") as f:
-            frames.append(pd.read_csv(f, dtype={"experiment": object, "autoaugment": object,
-                                                "ssc": object, "grad_order": object,
-                                                "search_gpu_days": object, "params_m": object}))
+            frames.append(pd.read_csv(f, dtype={**dtypes, **extra}))
     return pd.concat(frames, ignore_index=True)
 
 
