@@ -84,7 +84,9 @@ def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
     final = info["final"]
     if info["kind"] == "search":
         genotype = genotypes.from_dict(final["genotype"])
-        assert genotype.layout in ("cell", "path") and final["best_genotype"]
+        assert genotype.layout in ("cell", "path", "recurrent") and final["best_genotype"]
+    elif "test_ppl" in final:  # a language model: test perplexity
+        assert final["test_ppl"] > 1.0 and final["params_m"] > 0
     else:
         assert 0.0 <= final["test_error_top1"] <= 100.0 and final["params_m"] > 0
         assert info["genotype"]["name"] and info["genotype"]["genotype"]

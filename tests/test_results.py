@@ -166,7 +166,7 @@ def test_cifar10_table_aggregates_completed_runs_beside_the_paper(store):
     reference = table[table["architecture"] == "ENAS"].iloc[0]
     assert reference["reference"] and reference["seeds"] == 0
     assert math.isnan(reference["test_error_mean"]) and reference["paper_test_error"] == 2.89
-    assert table["reference"].sum() == 14
+    assert table["reference"].sum() == 12  # the two DARTS rows are cifar10/darts_v1 and _v2
 
 
 def test_single_seed_rows_are_printed_without_std(store):
@@ -297,7 +297,8 @@ def test_empty_store_builds_every_table(tmp_path):
 
 
 def test_unknown_table_and_format_are_user_errors(store):
-    assert table_names() == ["cifar10", "imagenet", "search", "demo", "hyperparameter", "ablation"]
+    assert table_names() == ["cifar10", "imagenet", "search", "demo", "hyperparameter", "ablation",
+                             "darts_cifar10", "darts_ptb", "darts_imagenet", "darts_wt2"]
     with pytest.raises(UserError, match="Unknown table 'cifar100'.*Did you mean: cifar10"):
         build_table("cifar100", load_runs(store))
     with pytest.raises(UserError, match="markdown"):

@@ -68,7 +68,7 @@ def test_unknown_run_and_table_names_suggest_the_close_ones(tmp_path):
     with pytest.raises(UserError, match=r"Unknown run 'zzz'.*Known names: "
                                         r"20250101T000000000Z-abcdef\."):
         store.find_run(tmp_path, "zzz")
-    with pytest.raises(UserError, match=r"Unknown table 'imagenett'.*Did you mean: imagenet\?"):
+    with pytest.raises(UserError, match=r"Unknown table 'imagenett'.*Did you mean: imagenet(, darts_imagenet)?\?"):
         tables.build_table("imagenett", results.load_runs(tmp_path))
 
 

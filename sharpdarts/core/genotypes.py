@@ -28,8 +28,11 @@ from typing import Any
 from sharpdarts import resources
 from sharpdarts.core.genotype_types import (  # noqa: F401  (the public names of this module)
     DARTS_PRIMITIVES, LAYOUTS, MULTICHANNELNET_PRIMITIVES, PRIMITIVE_SETS, PRIMITIVES,
-    SHARPER_PRIMITIVES, Genotype, from_dict, from_json, genotype_from_weights, parse_cell,
-    primitives, reference_data, to_dict, to_json)
+    SHARPER_PRIMITIVES, Genotype, genotype_from_weights, parse_cell, primitives, reference_data)
+from sharpdarts.core import genotype_types as _types
+from sharpdarts.core.recurrent_genotypes import (  # noqa: F401  (public names too)
+    RECURRENT_GENOTYPES, RNN_PRIMITIVES, RecurrentGenotype, parse_recurrent, recurrent_from_dict,
+    recurrent_to_dict)
 from sharpdarts.registry import UnknownNameError, unknown_name  # noqa: F401
 
 __all__ = [
@@ -57,12 +60,41 @@ __all__ = [
     "NAME_RE",
     "parse_cell",
     "genotype_from_weights",
+    "RecurrentGenotype",
+    "RNN_PRIMITIVES",
+    "RECURRENT_GENOTYPES",
+    "parse_recurrent",
 ]
 
 ENV_VAR = "SHARPDARTS_GENOTYPES"
 
 # What a promoted name may look like (a Python identifier, so gin macros can hold it).
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def to_dict(genotype) -> dict[str, Any]:
+    """A genotype's JSON-ready dict; recurrent genotypes have ``recurrent``, ``concat`` and
+    ``layout='recurrent'`` (see :func:`sharpdarts.core.genotype_types.to_dict` for cells)."""
+    if isinstance(genotype, RecurrentGenotype):
+        return recurrent_to_dict(genotype)
+    return _types.to_dict(genotype)
+
+
+def from_dict(d: Mapping[str, Any]):
+    """Inverse of :func:`to_dict`, for cell, path, raw-weight and recurrent genotypes."""
+    if isinstance(d, Mapping) and (d.get("layout") == "recurrent" or "recurrent" in d):
+        return recurrent_from_dict(d)
+    return _types.from_dict(d)
+
+
+def to_json(genotype) -> str:
+    """A genotype as JSON text (see :func:`to_dict`)."""
+    return json.dumps(to_dict(genotype))
+
+
+def from_json(text: str):
+    """Parses the JSON text written by :func:`to_json`."""
+    return from_dict(json.loads(text))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +123,7 @@ def aliases() -> dict[str, str]:
 
 def is_builtin(name: str) -> bool:
     """Whether ``name`` is a published (builtin) genotype name or alias."""
-    return name in _builtin()
+    return name in _builtin() or name in RECURRENT_GENOTYPES
 
 
 def user_registry_path() -> Path:
@@ -144,9 +176,13 @@ def get(name: str) -> Genotype:
     table = _builtin()
     if name in table:
         return copy.deepcopy(table[name])
+    # The recurrent cells (DARTS's language models) are kept apart from the convolutional
+    # table so that code iterating over builtin cell names keeps meaning image cells.
+    if name in RECURRENT_GENOTYPES:
+        return copy.deepcopy(RECURRENT_GENOTYPES[name])
     entries = _user_entries()
     if name not in entries:
-        raise unknown_name("genotype", name, list(table) + list(entries))
+        raise unknown_name("genotype", name, list(table) + list(RECURRENT_GENOTYPES) + list(entries))
     try:
         return from_dict(entries[name]["genotype"])
     except (KeyError, TypeError, ValueError) as e:
@@ -169,7 +205,7 @@ def resolve(value: Any) -> Genotype:
         ValueError: a malformed dict or registry entry.
         TypeError: a value of any other type.
     """
-    if isinstance(value, Genotype):
+    if isinstance(value, (Genotype, RecurrentGenotype)):
         return value
     if isinstance(value, str):
         return get(value)

@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test error of saved weights (ours or the original code's)")
     p.add_argument("checkpoint", help="a checkpoint file, a run folder or a run id")
     p.add_argument("--arch", required=True, help="the genotype the weights belong to")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagenet"])
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagenet", "ptb", "wt2"],
+                   help="ptb / wt2: test perplexity of recurrent weights (DARTS's 850 / 700 units)")
     p.add_argument("--gin_param", action="append", default=[], metavar="BINDING")
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.add_argument("--data", default=None)

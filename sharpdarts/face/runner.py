@@ -20,6 +20,7 @@ from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and
 from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
+from sharpdarts.engine import lm_jobs as engine_lm, lm_search  # noqa: F401  (language models)
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments, failures, quickskip, tensorboard, threads
 from sharpdarts.face.experiments import resolve_experiment
@@ -123,6 +124,9 @@ def _resolve_init_from(results: str, smoke: bool) -> str | None:
 def _apply_smoke() -> None:
     """Swaps the experiment's dataset for a small synthetic one of its shape and classes."""
     spec = data_lib.spec(_query("build_datasets.name", "cifar10"))
+    if spec.modality == "text":  # a language model: a small synthetic corpus
+        gin.bind_parameter("build_datasets.name", "synthetic_text")
+        return
     gin.bind_parameter("build_datasets.name", "synthetic")
     gin.bind_parameter("build_datasets.synthetic_shape", tuple(spec.image_shape))
     gin.bind_parameter("build_datasets.synthetic_classes", spec.num_classes)
@@ -271,7 +275,7 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
     if is_main:
         run, decision = store.start_run(
             args.results, experiment, args.seed, config_text, command=sys.argv[:],
-            kind=job.__name__, allow_dirty=args.allow_dirty or not paper_experiment, extra=extra)
+            kind=getattr(job, "run_kind", job.__name__), allow_dirty=args.allow_dirty or not paper_experiment, extra=extra)
     decision = engine.broadcast_object(decision)
     if decision == "skip":
         if is_main:
@@ -315,9 +319,15 @@ def evaluate(args) -> int:
     """``sharpdarts evaluate``: measure saved weights; one record per checkpoint content."""
     threads.check(getattr(args, "threads", None))
     check_options(args)
-    fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
-                 experiments.gin_fragment(f"networks/{args.dataset}")]
-    network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
+    if args.dataset in ("ptb", "wt2"):  # recurrent weights: test perplexity
+        fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
+                     experiments.gin_fragment(f"networks/rnn_{args.dataset}")]
+        network, job = "RNNModel", engine_lm.lm_evaluate_checkpoint
+    else:
+        fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
+                     experiments.gin_fragment(f"networks/{args.dataset}")]
+        network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
+        job = engine.evaluate_checkpoint
     target = Path(args.checkpoint)
     if not target.exists():
         target = store.find_run(args.results, args.checkpoint).path
@@ -327,13 +337,14 @@ def evaluate(args) -> int:
     sha256 = engine.file_sha256(checkpoint_file)
     # The hash is a binding (not a comment): it is part of the config hash, so two
     # checkpoints make two records, and the job checks that the file still has it.
-    bindings = [f"GENOTYPE = '{args.arch}'", f"evaluate_checkpoint.network = @{network}",
-                f"evaluate_checkpoint.checkpoint_sha256 = '{sha256}'"] + list(args.gin_param)
+    scope = job.__name__
+    bindings = [f"GENOTYPE = '{args.arch}'", f"{scope}.network = @{network}",
+                f"{scope}.checkpoint_sha256 = '{sha256}'"] + list(args.gin_param)
     _parse_config(fragments, bindings)
     genotype_info = _resolve_genotype_macro(args.results)
     validate.check_config()
     bundle = data_lib.build_datasets(root=args.data)
-    built = _build(engine.evaluate_checkpoint, checkpoint=target, data=bundle)
+    built = _build(job, checkpoint=target, data=bundle)
     config.check_bindings_used(what="evaluation")
     used_threads = threads.apply(getattr(args, "threads", None))
     config_text = gin.config_str() + f"\n# checkpoint: {target.resolve()}\n"

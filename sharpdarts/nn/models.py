@@ -18,6 +18,7 @@ from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core import validate
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
 from sharpdarts.nn.ops import DEFAULT_C_MID, op_table, resolve_ops
+from sharpdarts.nn.recurrent.model import RNNModel, RNNSearchModel  # noqa: F401  (public here)
 from sharpdarts.nn.weighting import get_weighting
 
 
@@ -318,6 +319,8 @@ class SearchNetwork(nn.Module):
 
 def _unwrap_state(state) -> dict:
     """Finds the tensor dict inside a checkpoint of the original code (or ours)."""
+    if isinstance(state, nn.Module):  # the original recurrent code pickles whole models
+        return dict(state.state_dict())
     if isinstance(state, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = state.get(key)
@@ -335,8 +338,10 @@ def load_original_state_dict(model: nn.Module, state) -> nn.Module:
     PyTorch 0.4.1). Every tensor of the model must be placed and none may be left over.
 
     Args:
-        model: a NetworkCIFAR or NetworkImageNet built with the checkpoint's genotype.
-        state: the loaded checkpoint or state dict.
+        model: a NetworkCIFAR, NetworkImageNet, RNNModel or RNNSearchModel built with the
+            checkpoint's genotype and sizes. The original recurrent search never saved its
+            architecture parameters, so an RNNSearchModel keeps its own when they are absent.
+        state: the loaded checkpoint or state dict (or a whole pickled model).
 
     Returns:
         The model, with the weights loaded.
@@ -353,6 +358,8 @@ def load_original_state_dict(model: nn.Module, state) -> nn.Module:
     for key, value in expected.items():
         if key.endswith("num_batches_tracked") and key not in tensors:
             tensors[key] = torch.zeros_like(value)
+    if isinstance(model, RNNSearchModel) and "alphas" not in tensors:
+        tensors["alphas"] = model.alphas.detach().clone()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong_shape = sorted(k for k in set(expected) & set(tensors)

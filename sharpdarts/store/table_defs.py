@@ -49,6 +49,10 @@ __all__ = ["computed_costs", "definition", "load_table_defs", "paper_rows", "pap
 TABLES_JSON = "experiments/tables.json"  # relative to a resources root
 PAPER_TABLES = "reference/paper_tables.csv"  # package data, relative to the package
 COMPUTED_COSTS = "reference/computed_costs.json"  # package data: see face/costs.py
+# The DARTS paper's four tables as printed (Liu et al. 2019), with the experiment of each row
+# we reproduce; read with the sharpDARTS tables as one frame (the ``table`` column tells them
+# apart).
+DARTS_TABLES = "reference/darts_tables.csv"
 
 
 def tables_json_path() -> Path:
@@ -125,10 +129,16 @@ def _paper_tables_cached() -> pd.DataFrame:
 
     # Package data, read through importlib.resources so that any install (a wheel, a zip)
     # finds it.
-    with importlib.resources.files("sharpdarts").joinpath(PAPER_TABLES).open(
-            "r", encoding="utf-8") as f:
-        return pd.read_csv(f, dtype={"experiment": object, "autoaugment": object,
-                                     "ssc": object, "grad_order": object})
+    dtypes = {"experiment": object, "autoaugment": object, "ssc": object, "grad_order": object}
+    # The DARTS tables print some costs and sizes as text ('1e4 CPU days', '~5'): kept as
+    # printed there; the sharpDARTS tables' columns stay numeric.
+    text = {"search_gpu_days": object, "params_m": object}
+    frames = []
+    for name, extra in ((PAPER_TABLES, {}), (DARTS_TABLES, text)):
+        with importlib.resources.files("sharpdarts").joinpath(name).open(
+                "r", encoding="utf-8") as f:
+            frames.append(pd.read_csv(f, dtype={**dtypes, **extra}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def definition(name: str, defs_path: str | os.PathLike | None = None) -> dict:

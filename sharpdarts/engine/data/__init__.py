@@ -6,12 +6,14 @@
 - ``datasets``: the readers of the real on-disk formats (CIFAR-10, CIFAR-10.1, ImageNet
   folders, MNIST, Fashion-MNIST, SVHN) and two offline sets (digits, synthetic);
 - ``bundle``: ``build_datasets``, the one gin-configurable entry point the engine calls;
-- ``loaders``: the DARTS search split and ``make_loader``.
+- ``loaders``: the DARTS search split and ``make_loader``;
+- ``corpus``: word-level language-model corpora (PTB, WikiText-2), batchify and BPTT windows.
 
 Every public name of these modules is importable from here, as from the single module this
 package started as (``sharpdarts.data``).
 """
 
+from sharpdarts.engine.data import corpus  # noqa: F401  (registers the text corpora)
 from sharpdarts.engine.data.bundle import DataBundle, build_datasets
 from sharpdarts.engine.data.datasets import (
     CIFAR10_1_FILES, CIFAR10_1_FOLDER, CIFAR10_1_URL, DATA_ENV_VAR, DEFAULT_ROOT,

@@ -43,6 +43,8 @@ class DatasetSpec:
         autoaugment_policy: The name of torchvision's learned AutoAugment policy.
         extra_tests: Names of further test sets evaluated with this dataset's models.
         test_set_of: For a test-only set, the dataset it belongs to (it has no training set).
+        modality: ``'image'``, or ``'text'`` for a language-model corpus (its builder gives
+            a :class:`~sharpdarts.engine.data.corpus.Corpus` for both splits).
     """
 
     name: str
@@ -58,6 +60,7 @@ class DatasetSpec:
     autoaugment_policy: str = "CIFAR10"
     extra_tests: tuple[str, ...] = ()
     test_set_of: str | None = None
+    modality: str = "image"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

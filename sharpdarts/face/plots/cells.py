@@ -63,7 +63,7 @@ def genotype_for(name_or_run_dir: str | Path | Genotype, prefer: str = "genotype
         UserError: An unknown name, a folder that is not a run folder, a run without a
             genotype, or a malformed genotype.
     """
-    if isinstance(name_or_run_dir, Genotype):
+    if isinstance(name_or_run_dir, (Genotype, genotypes.RecurrentGenotype)):
         return name_or_run_dir
     if prefer not in ("genotype", "best_genotype"):
         raise ValueError(f"prefer must be 'genotype' or 'best_genotype', got {prefer!r}.")
@@ -211,6 +211,13 @@ def plot_genotype(
     """
     out, fmt = output_format(out)
     cells = tuple(cells)
+    if isinstance(genotype, genotypes.RecurrentGenotype):  # one recurrent cell: one graph
+        from sharpdarts.face.plots.recurrent import recurrent_graph
+
+        data = render_graph(recurrent_graph(genotype, title), fmt)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        return [out] if separate else out
     if separate:
         graphs = [(out.with_name(f"{out.stem}_{c}{out.suffix}"), genotype_graph(genotype, (c,), title))
                   for c in cells]

@@ -1,0 +1,143 @@
+"""Architecture steps of the recurrent search (the original ``rnn/architect.py``).
+
+One step per training step updates the search model's ``alphas`` with Adam (lr 3e-3,
+betas (0.9, 0.999), weight decay 1e-3), from a validation batch whose hidden state the caller
+carries from step to step (the step returns the next one):
+
+- first order: the gradient of the validation NLL at the current weights;
+- second order (unrolled): the validation NLL at the virtual weights
+  ``w' = w - eta (c g + wd w)``, where ``g`` is the training NLL's gradient from the training
+  hidden state, clipped to global norm 0.25 (``c = 0.25 / (|g| + 1e-6)`` applied only when
+  below 1), minus ``eta c`` times a finite-difference Hessian-vector product with the clipped
+  gradient ``v`` of that loss in ``w'``: ``(d_alpha L_train(w + R v) - d_alpha L_train(w - R v))
+  / 2R``, ``R = 0.01 / |v|``.
+
+As the original does: ``eta`` is the weight optimizer's current (sequence-length scaled) lr,
+``c`` scales the Hessian term even when it is above 1 (no clipping happened), and the tied
+embedding is *not* stepped in ``w'`` unless ``step_embedding=True`` (the original reloads the
+old decoder weight over it; FACTS_RNN section 6). Every forward runs in training mode, so
+dropout masks are drawn and batch-norm statistics are updated, as the original's are.
+
+The virtual weights are passed to :func:`torch.func.functional_call`: no copy of the model
+is built, and the real weights are never changed in place, so they are bit-identical after
+the step.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gin
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+
+def _clip_coef(grads: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """The original's ``_clip``: the coefficient ``max_norm / (norm + 1e-6)``; the caller
+    scales the gradients only when it is below 1."""
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    return max_norm / (norm + 1e-6)
+
+
+@gin.configurable(denylist=["model"])
+class RecurrentArchitect:
+    """Steps a :class:`~sharpdarts.nn.recurrent.model.RNNSearchModel`'s ``alphas``.
+
+    Args:
+        model: the search model.
+        order: 1 (first order) or 2 (unrolled).
+        lr, betas, weight_decay: Adam's settings for the alphas.
+        grad_clip: the weights' gradient clip inside the unrolled step (the network's clip).
+        network_weight_decay: the weight decay of the virtual weight step.
+        step_embedding: also step the tied embedding in ``w'`` (the original does not).
+        fd_radius: the finite-difference radius numerator (0.01).
+    """
+
+    def __init__(self, model: nn.Module, order: int = 2, lr: float = 3e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 1e-3,
+                 grad_clip: float = 0.25, network_weight_decay: float = 5e-7,
+                 step_embedding: bool = False, fd_radius: float = 1e-2):
+        if order not in (1, 2):
+            raise ValueError(f"The architect's order is 1 or 2, not {order!r}.")
+        self.model, self.order = model, order
+        self.grad_clip, self.network_weight_decay = grad_clip, network_weight_decay
+        self.step_embedding, self.fd_radius = step_embedding, fd_radius
+        self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=lr, betas=tuple(betas),
+                                          weight_decay=weight_decay)
+        self.names = [name for name, _ in model.named_parameters() if name != "alphas"]
+
+    # ---- losses --------------------------------------------------------------------------
+    def _loss(self, params: dict | None, hidden, x, y):
+        """NLL of a batch (and the next hidden state) with weights ``params`` (None: the
+        model's own)."""
+        if params is None:
+            log_probs, hidden = self.model(x, hidden)
+        else:
+            log_probs, hidden = functional_call(self.model, params, (x, hidden))
+        return F.nll_loss(log_probs.view(-1, log_probs.size(-1)), y), hidden
+
+    def _weights(self) -> list[torch.Tensor]:
+        named = dict(self.model.named_parameters())
+        return [named[n] for n in self.names]
+
+    # ---- steps ---------------------------------------------------------------------------
+    def step(self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid,
+             eta: float) -> list[torch.Tensor]:
+        """One architecture step; returns the next (detached) validation hidden state."""
+        self.optimizer.zero_grad(set_to_none=True)
+        alphas = self.model.arch_parameters()
+        if self.order == 1:
+            loss, hidden_next = self._loss(None, hidden_valid, x_valid, y_valid)
+            grads = torch.autograd.grad(loss, alphas)
+        else:
+            grads, hidden_next = self._unrolled(hidden_train, x_train, y_train,
+                                                hidden_valid, x_valid, y_valid, eta)
+        for a, g in zip(alphas, grads):
+            a.grad = g.detach()
+        self.optimizer.step()
+        return [h.detach() for h in hidden_next]
+
+    def _unrolled(self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid, eta):
+        weights = self._weights()
+        alphas = self.model.arch_parameters()
+        loss, _ = self._loss(None, hidden_train, x_train, y_train)
+        grads = torch.autograd.grad(loss, weights)
+        coef = _clip_coef(grads, self.grad_clip)
+        scale = torch.clamp(coef, max=1.0)
+        virtual = {}
+        with torch.no_grad():
+            for name, w, g in zip(self.names, weights, grads):
+                if name == "encoder.weight" and not self.step_embedding:
+                    virtual[name] = w.detach().clone()
+                else:
+                    virtual[name] = w - eta * (g * scale + self.network_weight_decay * w)
+        for v in virtual.values():
+            v.requires_grad_(True)
+        params = dict(virtual, alphas=alphas[0])
+        val_loss, hidden_next = self._loss(params, hidden_valid, x_valid, y_valid)
+        dalpha, *dweights = torch.autograd.grad(val_loss, [alphas[0]] + list(virtual.values()))
+        vector_scale = torch.clamp(_clip_coef(dweights, self.grad_clip), max=1.0)
+        vector = [d * vector_scale for d in dweights]
+        hvp = self._hessian_vector_product(vector, weights, hidden_train, x_train, y_train)
+        return [dalpha - eta * coef * hvp], hidden_next
+
+    def _hessian_vector_product(self, vector, weights, hidden, x, y) -> torch.Tensor:
+        alphas = self.model.arch_parameters()[0]
+        radius = self.fd_radius / torch.sqrt(sum(v.pow(2).sum() for v in vector))
+        grads = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                shifted = {n: w + sign * radius * v for n, w, v in zip(self.names, weights, vector)}
+            loss, _ = self._loss(dict(shifted, alphas=alphas), hidden, x, y)
+            grads.append(torch.autograd.grad(loss, alphas)[0])
+        return (grads[0] - grads[1]) / (2 * radius)
+
+    # ---- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The Adam state of the alphas."""
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores :meth:`state_dict`."""
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,335 @@
+"""Language-model jobs: DARTS's recurrent search (``rnn/train_search.py``) and training
+(``rnn/train.py``), fitted by the one epoch loop of :mod:`sharpdarts.engine.loop`.
+
+What they share with the image jobs is the loop (resume, one metrics line per epoch, the
+checkpoint, the finite-loss check); what differs is injected here: the batches are BPTT
+windows of a batchified corpus (:class:`Windows`, the original's variable lengths), the hidden
+state is carried from window to window and zeroed each epoch, each step's lr is scaled by
+``seq_len / bptt``, the loss adds TAR (and AR), and evaluation reports perplexity. Training
+switches from SGD to averaged SGD on the original's non-monotonic trigger; the switch, the
+averaged weights and the best weights are in the checkpoint, so a resumed run continues
+exactly. Facts: ``reference/FACTS_RNN.md`` sections 1, 3 and 5.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import gin
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sharpdarts.core.metrics import count_parameters
+from sharpdarts.engine.context import make_context, seed_everything
+from sharpdarts.engine.data import corpus as corpus_lib
+from sharpdarts.engine.data.bundle import build_datasets
+from sharpdarts.engine.loop import Job
+from sharpdarts.errors import UserError
+from sharpdarts.nn.recurrent.model import ar_tar_penalty
+
+_DENY = ["run", "seed", "data", "build_only"]
+
+
+class Windows:
+    """One epoch's training batches: ``(x, y)`` BPTT windows in order; ``seq_len`` is the
+    sampled length of the window last given (the lr scale uses it, not the cut length)."""
+
+    sampler = None  # the loop asks loaders for a sampler to set the epoch of
+
+    def __init__(self, source: torch.Tensor, bptt: int, jitter: bool):
+        self.source, self.bptt, self.jitter = source, bptt, jitter
+        self.seq_len = bptt
+        self.start = 0
+
+    def __iter__(self):
+        for i, seq_len in corpus_lib.bptt_windows(self.source.size(0), self.bptt, self.jitter):
+            self.seq_len, self.start = seq_len, i
+            yield corpus_lib.get_batch(self.source, i, seq_len)
+
+
+class _Constant:
+    """The lr 'schedule' of the language models: none (the lr changes only per step)."""
+
+    def step(self) -> None:
+        """Nothing to do."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore."""
+
+
+@torch.no_grad()
+def evaluate_ppl(model: nn.Module, source: torch.Tensor, bptt: int = 35) -> dict:
+    """The original's evaluation: windows of ``bptt`` with the hidden state carried; the loss
+    is the sum of window-mean NLL times window length, divided by the rows of ``source``."""
+    model.eval()
+    hidden = model.init_hidden(source.size(1))
+    total = 0.0
+    for i, _ in corpus_lib.eval_windows(source.size(0), bptt):
+        x, y = corpus_lib.get_batch(source, i, bptt)
+        log_probs, hidden = model(x, hidden)
+        total += F.nll_loss(log_probs.view(-1, log_probs.size(-1)), y).item() * x.size(0)
+    loss = total / source.size(0)
+    return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+
+
+def _corpus(data, seed: int) -> corpus_lib.Corpus:
+    bundle = data if data is not None else build_datasets(seed=seed)
+    if bundle.spec.modality != "text":
+        raise UserError(f"A language-model job needs a text corpus (build_datasets.name = "
+                        f"'ptb', 'wikitext2', ...), not the image dataset {bundle.spec.name!r}.")
+    return bundle.train
+
+
+class _LanguageJob(Job):
+    """What the search and the training share: data, model, SGD, the TAR step."""
+
+    def __init__(self, seed, data, *, epochs, batch_size, network, learning_rate, bptt,
+                 grad_clip, weight_decay, alpha, beta, eval_batch_size, jitter, show_progress):
+        self.ctx = ctx = make_context()
+        seed_everything(seed)
+        self._corpus = corpus = _corpus(data, seed)
+        self.ntokens = corpus.ntokens
+        self.train_data = corpus_lib.batchify(corpus.train, batch_size).to(ctx.device)
+        self.valid_data = corpus_lib.batchify(corpus.valid, eval_batch_size).to(ctx.device)
+        self.test_data = corpus_lib.batchify(corpus.test, corpus_lib.TEST_BATCH_SIZE).to(ctx.device)
+        self.train_loader = Windows(self.train_data, bptt, jitter)
+        self.rng_loaders = []  # the windows draw from numpy's global state, which is saved
+        self.model = network(ntoken=corpus.ntokens).to(ctx.device)
+        self.optimizer = torch.optim.SGD(self.weights(), lr=learning_rate,
+                                         weight_decay=weight_decay)
+        self.scheduler = _Constant()
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=False)
+        self.epochs, self.batch_size, self.bptt = epochs, batch_size, bptt
+        self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.grad_clip, self.alpha, self.beta = grad_clip, alpha, beta
+        self.show_progress = show_progress
+        self.hidden = None
+
+    def weights(self) -> list[nn.Parameter]:
+        """The parameters the weight optimizer steps."""
+        return list(self.model.parameters())
+
+    def run_fields(self) -> dict:
+        return {"parameters": sum(p.numel() for p in self.weights()), "vocabulary": self.ntokens}
+
+    def start_epoch(self, epoch: int) -> None:
+        self.hidden = self.model.init_hidden(self.batch_size)  # zeroed every epoch
+
+    def _weight_step(self, x, y):
+        """TAR/AR-regularised NLL, backward, the original's clip, one step."""
+        self.hidden = [h.detach() for h in self.hidden]
+        log_probs, self.hidden, raw, dropped = self.model(x, self.hidden, return_h=True)
+        log_probs = log_probs.view(-1, log_probs.size(-1))
+        raw_loss = F.nll_loss(log_probs, y)
+        loss = raw_loss + ar_tar_penalty(raw, dropped, self.alpha, self.beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(self.weights(), self.grad_clip)
+        self.optimizer.step()
+        return raw_loss.detach(), log_probs.detach()
+
+    def _scaled_lr(self):
+        """Scales the lr by the window's sampled length; returns the lr to restore."""
+        group = self.optimizer.param_groups[0]
+        base = group["lr"]
+        group["lr"] = base * self.train_loader.seq_len / self.bptt
+        return base
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.hidden = None
+
+
+# ---- Training ---------------------------------------------------------------------------------
+class LanguageTrainJob(_LanguageJob):
+    """A built language-model training (see :func:`lm_train`)."""
+
+    name = "lm_train"
+
+    def __init__(self, seed, data, *, nonmono, **kwargs):
+        super().__init__(seed, data, jitter=True, **kwargs)
+        self.nonmono = nonmono
+        self.asgd_epoch = None          # the epoch after which ASGD took over
+        self.val_history: list[float] = []
+        self.best = {"valid_loss": math.inf, "epoch": 0}
+        self.best_model: dict | None = None
+        self.params_m = count_parameters(self.model) / 1e6
+
+    @property
+    def averaging(self) -> bool:
+        return self.asgd_epoch is not None
+
+    def _switch_to_asgd(self) -> None:
+        self.optimizer = torch.optim.ASGD(self.weights(), lr=self.learning_rate, t0=0,
+                                          lambd=0.0, weight_decay=self.weight_decay)
+
+    def train_step(self, x, y):
+        base = self._scaled_lr()
+        loss, log_probs = self._weight_step(x, y)
+        self.optimizer.param_groups[0]["lr"] = base
+        return loss, log_probs
+
+    def _averaged(self):
+        """The ASGD average of each weight (its value before the first averaged step)."""
+        return {p: self.optimizer.state[p].get("ax", p.detach()) for p in self.weights()}
+
+    def end_epoch(self, epoch: int) -> dict:
+        record = {"asgd": self.averaging}
+        if self.averaging:  # validate (and keep) the averaged weights, as the original
+            saved = {p: p.detach().clone() for p in self.weights()}
+            with torch.no_grad():
+                for p, ax in self._averaged().items():
+                    p.copy_(ax)
+            valid = evaluate_ppl(self.model, self.valid_data, self.bptt)
+            self._keep_if_best(valid["loss"], epoch)
+            with torch.no_grad():
+                for p, value in saved.items():
+                    p.copy_(value)
+        else:
+            valid = evaluate_ppl(self.model, self.valid_data, self.bptt)
+            self._keep_if_best(valid["loss"], epoch)
+            hist = self.val_history
+            if len(hist) > self.nonmono and valid["loss"] > min(hist[:-self.nonmono]):
+                self._switch_to_asgd()
+                self.asgd_epoch = epoch
+                record["switched_to_asgd"] = True
+            hist.append(valid["loss"])
+        record.update(valid_loss=valid["loss"], valid_ppl=valid["ppl"])
+        return record
+
+    def _keep_if_best(self, loss: float, epoch: int) -> None:
+        if loss < self.best["valid_loss"]:
+            self.best.update(valid_loss=loss, epoch=epoch)
+            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def extra_state(self) -> dict:
+        return {"asgd_epoch": self.asgd_epoch, "val_history": list(self.val_history),
+                "best": dict(self.best), "best_model": self.best_model}
+
+    def load_state(self, state: dict) -> None:
+        # The optimizer in the checkpoint is ASGD after the switch: build it before loading.
+        if state.get("asgd_epoch") is not None and not self.averaging:
+            self._switch_to_asgd()
+        super().load_state(state)
+
+    def load_extra_state(self, state: dict) -> None:
+        self.asgd_epoch = state["asgd_epoch"]
+        self.val_history = list(state["val_history"])
+        self.best.update(state["best"])
+        self.best_model = state["best_model"]
+
+    def final(self, trained: bool) -> dict:
+        """Test perplexity (batch 1) of the best weights by validation, as the original's
+        final test of its saved model."""
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.best_model is not None:
+            self.model.load_state_dict(self.best_model)
+        test = evaluate_ppl(self.model, self.test_data, self.bptt)
+        self.model.load_state_dict(current)
+        valid_ppl = math.exp(min(self.best["valid_loss"], 700.0))
+        return {"test_loss": test["loss"], "test_ppl": test["ppl"], "valid_ppl": valid_ppl,
+                "best_epoch": self.best["epoch"], "asgd_epoch": self.asgd_epoch,
+                "params_m": self.params_m}
+
+
+@gin.configurable(denylist=_DENY)
+def lm_train(run=None, seed: int = 1267, data=None, build_only: bool = False, *,
+             epochs: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
+             network: Callable[..., nn.Module] = gin.REQUIRED, learning_rate: float = 20.0,
+             bptt: int = 35, grad_clip: float = 0.25, weight_decay: float = 8e-7,
+             alpha: float = 0.0, beta: float = 1e-3, nonmono: int = 5,
+             eval_batch_size: int = corpus_lib.EVAL_BATCH_SIZE,
+             show_progress: bool = True) -> dict | LanguageTrainJob:
+    """Trains a fixed recurrent cell's language model (``rnn/train.py``).
+
+    Args:
+        run: the run folder to record into (None: record nothing, keep no checkpoint).
+        seed: seeds everything.
+        data: the corpus bundle, when the caller built it (else ``build_datasets()``).
+        build_only: return the built job (fit it with ``.fit(run)``).
+        epochs: training epochs (the original's 8000 is "until stopped").
+        batch_size: columns of the training batches (64).
+        network: builds the model from ``ntoken`` (``@RNNModel``).
+        learning_rate: SGD's lr, then ASGD's (20).
+        bptt: the base BPTT length (35).
+        grad_clip: global gradient-norm clip (0.25).
+        weight_decay: SGD's and ASGD's weight decay (8e-7; 5e-7 on WikiText-2).
+        alpha: AR weight (0); beta: TAR weight (1e-3).
+        nonmono: switch to ASGD when validation is worse than the best before the last
+            ``nonmono`` epochs.
+        eval_batch_size: validation batch columns (10); test uses batch 1.
+        show_progress: a tqdm bar per epoch.
+    """
+    job = LanguageTrainJob(seed, data, epochs=epochs, batch_size=batch_size, network=network,
+                           learning_rate=learning_rate, bptt=bptt, grad_clip=grad_clip,
+                           weight_decay=weight_decay, alpha=alpha, beta=beta, nonmono=nonmono,
+                           eval_batch_size=eval_batch_size, show_progress=show_progress)
+    return job if build_only else job.fit(run)
+
+
+lm_train.run_kind = "train"  # the run store's kind: a training run (test_* metrics)
+
+
+# ---- Evaluation of saved weights ---------------------------------------------------------------
+class LanguageEvaluateJob:
+    """Saved recurrent weights (ours or in the original's state-dict layout) in their model,
+    ready to be measured (see :func:`lm_evaluate_checkpoint`)."""
+
+    name = "lm_evaluate"
+
+    def __init__(self, seed, data, checkpoint, *, network, bptt, checkpoint_sha256):
+        from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, load_checkpoint
+        from sharpdarts.nn.models import load_original_state_dict
+
+        path = checkpoint_file(checkpoint)
+        if checkpoint_sha256 is not None and file_sha256(path) != checkpoint_sha256:
+            raise ValueError(f"{path} changed: its sha256 is no longer {checkpoint_sha256}")
+        self.ctx = make_context()
+        seed_everything(seed)
+        corpus = _corpus(data, seed)
+        self.model = network(ntoken=corpus.ntokens)
+        state = load_checkpoint(path)
+        # Our training checkpoints keep the best weights by validation (averaged once ASGD
+        # runs), which the original's model.pt holds and its test.py measures.
+        if isinstance(state, dict) and isinstance(state.get("best_model"), dict):
+            state = state["best_model"]
+        load_original_state_dict(self.model, state.get("model", state) if isinstance(state, dict) else state)
+        self.model.to(self.ctx.device)
+        self.test_data = corpus_lib.batchify(corpus.test, corpus_lib.TEST_BATCH_SIZE).to(self.ctx.device)
+        self.bptt = bptt
+
+    def fit(self, run=None) -> dict:
+        """Test perplexity at batch 1 (as ``rnn/test.py``); records the config into ``run``."""
+        test = evaluate_ppl(self.model, self.test_data, self.bptt)
+        if run is not None:
+            run.write_text("operative_config.gin", gin.operative_config_str())
+        return {"test_loss": test["loss"], "test_ppl": test["ppl"],
+                "params_m": count_parameters(self.model) / 1e6}
+
+
+@gin.configurable(denylist=_DENY + ["checkpoint"])
+def lm_evaluate_checkpoint(run=None, seed: int = 0, data=None, checkpoint="",
+                           build_only: bool = False, *,
+                           network: Callable[..., nn.Module] = gin.REQUIRED, bptt: int = 35,
+                           checkpoint_sha256: str | None = None):
+    """Test perplexity of saved recurrent weights (``rnn/test.py``: batch 1, BPTT 35).
+
+    Args:
+        run: an evaluation run to record into, or None.
+        seed: seeds everything.
+        data: the corpus bundle, when the caller built it.
+        checkpoint: a checkpoint file (ours, or a state dict in the original's layout), or a
+            run folder holding checkpoint.pt.
+        build_only: return the built job.
+        network: builds the model the weights belong to (``@RNNModel``).
+        bptt: evaluation window length.
+        checkpoint_sha256: the content hash the checkpoint must have, or None.
+    """
+    job = LanguageEvaluateJob(seed, data, checkpoint, network=network, bptt=bptt,
+                              checkpoint_sha256=checkpoint_sha256)
+    return job if build_only else job.fit(run)
