@@ -53,6 +53,8 @@ COMPUTED_COSTS = "reference/computed_costs.json"  # package data: see face/costs
 # we reproduce; read with the sharpDARTS tables as one frame (the ``table`` column tells them
 # apart).
 DARTS_TABLES = "reference/darts_tables.csv"
+# Both papers' tables, read as one frame in this order (row i of paper_rows() is row i there).
+PAPER_SOURCES = (PAPER_TABLES, DARTS_TABLES)
 
 
 def tables_json_path() -> Path:
@@ -103,9 +105,12 @@ def paper_rows() -> list[dict[str, str]]:
 
 @lru_cache(maxsize=1)
 def _paper_rows_cached() -> tuple[dict[str, str], ...]:
-    with importlib.resources.files("sharpdarts").joinpath(PAPER_TABLES).open(
-            "r", encoding="utf-8", newline="") as f:
-        return tuple(csv.DictReader(f))
+    rows: list[dict[str, str]] = []
+    for name in PAPER_SOURCES:  # the order of paper_tables()'s rows
+        with importlib.resources.files("sharpdarts").joinpath(name).open(
+                "r", encoding="utf-8", newline="") as f:
+            rows += list(csv.DictReader(f))
+    return tuple(rows)
 
 
 def computed_costs() -> dict[str, dict]:
@@ -134,7 +139,7 @@ def _paper_tables_cached() -> pd.DataFrame:
     # printed there; the sharpDARTS tables' columns stay numeric.
     text = {"search_gpu_days": object, "params_m": object}
     frames = []
-    for name, extra in ((PAPER_TABLES, {}), (DARTS_TABLES, text)):
+    for name, extra in zip(PAPER_SOURCES, ({}, text)):
         with importlib.resources.files("sharpdarts").joinpath(name).open(
                 "r", encoding="utf-8") as f:
             frames.append(pd.read_csv(f, dtype={**dtypes, **extra}))
