@@ -15,6 +15,7 @@ passed by Python code is the caller's business. Gin only: no torch.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import inspect
 import math
@@ -33,7 +34,7 @@ __all__ = ["Kind", "Int", "Real", "Choice", "Satisfies", "Folder", "params", "ch
 
 
 @dataclasses.dataclass(frozen=True)
-class Kind:
+class Kind(abc.ABC):
     """A kind of value: ``check(value)`` returns None when the value fits, else what is wrong.
 
     Attributes:
@@ -50,8 +51,9 @@ class Kind:
             return None if self.optional else "it may not be None"
         return self._problem(value)
 
+    @abc.abstractmethod
     def _problem(self, value: Any) -> str | None:
-        raise NotImplementedError
+        """What is wrong with a value that is not None, or None when it fits."""
 
     def or_none(self) -> "Kind":
         """The same kind, allowing None."""

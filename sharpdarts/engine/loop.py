@@ -9,6 +9,7 @@ extra checkpoint state and its final metrics.
 """
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import time
@@ -103,10 +104,11 @@ def check_finite(loss: float, epoch: int) -> None:
                                  "good checkpoint is kept (try a lower learning rate)")
 
 
-class Job:
+class Job(abc.ABC):
     """A built job: everything its epochs need exists already.
 
-    Subclasses set the attributes below in their constructor and override the hooks.
+    Subclasses set the attributes below in their constructor and implement the abstract
+    hooks (``train_step``, ``end_epoch``, ``final``); the others have working defaults.
 
     Attributes:
         name: the job's name ('search', 'train'), in progress bars and logs.
@@ -143,13 +145,13 @@ class Job:
     def start_epoch(self, epoch: int) -> None:
         """Before an epoch's first step (e.g. the drop path ramp)."""
 
+    @abc.abstractmethod
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One training step on a batch; returns (loss, logits)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def end_epoch(self, epoch: int) -> dict:
         """The epoch's evaluation: the fields it adds to the metrics line."""
-        raise NotImplementedError
 
     def extra_state(self) -> dict:
         """Checkpoint state beyond model, optimizer, schedule, scaler and random states."""
@@ -158,9 +160,9 @@ class Job:
     def load_extra_state(self, state: dict) -> None:
         """Restores what :meth:`extra_state` saved."""
 
+    @abc.abstractmethod
     def final(self, trained: bool) -> dict:
         """The run's final metrics; ``trained`` is False when every epoch was done already."""
-        raise NotImplementedError
 
     # ---- state --------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
