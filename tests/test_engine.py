@@ -34,6 +34,7 @@ from sharpdarts.nn import models
 from sharpdarts.nn import multichannel
 from sharpdarts.store import runs
 from test_data import write_cifar10  # the real CIFAR-10 pickle format (tests/test_data.py)
+from killing import kill_after_epoch  # tests/killing.py
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -480,43 +481,13 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def _logged_epochs(folder: Path) -> list[int]:
-    """Epochs in a metrics.jsonl that another process may be appending to."""
-    try:
-        text = (folder / "metrics.jsonl").read_text()
-    except FileNotFoundError:
-        return []
-    epochs = []
-    for line in text.splitlines():
-        try:
-            epochs.append(json.loads(line)["epoch"])
-        except (ValueError, KeyError):
-            pass  # a line being written
-    return epochs
-
-
 @pytest.mark.slow
 def test_cli_run_killed_after_an_epoch_resumes(tmp_path):
     results = tmp_path / "results"
     # 128 training images an epoch (16 steps) so that there is time to kill mid-run.
     cmd = _cli(results, "--gin_param", "build_datasets.synthetic_size = (128, 16)")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    folder = None
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = list(results.glob("runs/cifar10/sharpsepconv_darts/*/checkpoint.pt"))
-            if found and any(e >= 1 for e in _logged_epochs(found[0].parent)):
-                os.kill(proc.pid, signal.SIGKILL)
-                folder = found[0].parent
-                break
-            time.sleep(0.01)
-    finally:
-        if proc.poll() is None and folder is None:
-            proc.kill()
-        output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == -signal.SIGKILL, output
+    folder, _ = kill_after_epoch(cmd, results, "cifar10/sharpsepconv_darts", 1, cwd=REPO,
+                                 env=_env(), timeout=120)
     killed_epoch = engine.load_checkpoint(folder / "checkpoint.pt")["epoch"]
     assert 1 <= killed_epoch < 4, "the run finished before it was killed"
     assert json.loads((folder / "run.json").read_text())["status"] == "running"

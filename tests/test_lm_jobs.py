@@ -21,6 +21,7 @@ from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.lm_jobs import evaluate_ppl, lm_train
 from sharpdarts.engine.lm_search import lm_search
 from sharpdarts.models import RNNModel, RNNSearchModel
+from killing import kill_after_epoch  # tests/killing.py
 
 REPO = Path(__file__).resolve().parents[1]
 NET = functools.partial(RNNModel, ninp=16, nhid=16, nhidlast=16)
@@ -143,14 +144,6 @@ def test_an_image_dataset_is_refused_for_a_language_model():
                  build_only=True)
 
 
-def _logged(folder):
-    try:
-        return [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()
-                if line.endswith("}")]
-    except FileNotFoundError:
-        return []
-
-
 @pytest.mark.slow
 def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path):
     """Kill a run after its switch to ASGD, re-run it: the same metrics and final perplexity
@@ -170,23 +163,8 @@ def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path):
     [ref] = (tmp_path / "a").glob("runs/ptb/darts_v2/*")
 
     results = tmp_path / "b"
-    proc = subprocess.Popen(cmd(results), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    folder = None
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = list(results.glob("runs/ptb/darts_v2/*/checkpoint.pt"))
-            if found and any(e >= 4 for e in _logged(found[0].parent)):
-                os.kill(proc.pid, signal.SIGKILL)
-                folder = found[0].parent
-                break
-            time.sleep(0.01)
-    finally:
-        if proc.poll() is None and folder is None:
-            proc.kill()
-        output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == -signal.SIGKILL, output
+    folder, _ = kill_after_epoch(cmd(results), results, "ptb/darts_v2", 4, cwd=REPO, env=env,
+                                 timeout=300)
     state = engine.load_checkpoint(folder / "checkpoint.pt")
     assert state["asgd_epoch"] == 3 and 3 <= state["epoch"] < 5
     again = subprocess.run(cmd(results), cwd=REPO, env=env, capture_output=True, text=True,

@@ -29,7 +29,7 @@ from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
 from sharpdarts.engine.data.shards import rank_seed
-from sharpdarts.engine.loop import Job, evaluate, weight_step
+from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
 
 _DENY = ["run", "seed", "data", "build_only"]
 
@@ -71,7 +71,7 @@ def _alphas(model) -> dict:
 
 
 # ---- Search --------------------------------------------------------------------------------
-class SearchJob(Job):
+class SearchJob(ArchitectureSearch, Job):
     """A built architecture search (see :func:`search`)."""
 
     name = "search"
@@ -134,13 +134,6 @@ class SearchJob(Job):
         self.last_valid_acc = valid["acc"]
         return {"valid_loss": valid["loss"], "valid_acc": valid["acc"], "genotype": genotype,
                 **_alphas(self.model)}
-
-    def extra_state(self) -> dict:
-        return {"architect": self.architect.state_dict(), "best": dict(self.best)}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.architect.load_state_dict(state["architect"])
-        self.best.update(state["best"])
 
     def final(self, trained: bool) -> dict:
         genotype = self.model.genotype(skip_primitive=self.skip_primitive)

@@ -21,9 +21,10 @@ from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.lm_jobs import _DENY, _LanguageJob, evaluate_ppl
+from sharpdarts.engine.loop import ArchitectureSearch
 
 
-class LanguageSearchJob(_LanguageJob):
+class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
     """A built recurrent search (see :func:`lm_search`)."""
 
     name = "lm_search"
@@ -71,13 +72,6 @@ class LanguageSearchJob(_LanguageJob):
             alphas = torch.softmax(self.model.alphas.float(), -1).cpu().tolist()
         return {"valid_loss": valid["loss"], "valid_ppl": valid["ppl"], "genotype": genotype,
                 "alphas_recurrent": alphas}
-
-    def extra_state(self) -> dict:
-        return {"architect": self.architect.state_dict(), "best": dict(self.best)}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.architect.load_state_dict(state["architect"])
-        self.best.update(state["best"])
 
     def final(self, trained: bool) -> dict:
         genotype = genotypes_lib.recurrent_to_dict(self.model.genotype())

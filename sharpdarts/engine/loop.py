@@ -186,6 +186,21 @@ class Job(abc.ABC):
         return fit(self, run, restart=restart)
 
 
+class ArchitectureSearch:
+    """A :class:`Job` mixin for searches: checkpoints the architect (its alphas' optimizer)
+    and the best epoch so far (``self.architect``, ``self.best``), so resume is exact."""
+
+    architect: Any
+    best: dict
+
+    def extra_state(self) -> dict:
+        return {"architect": self.architect.state_dict(), "best": dict(self.best)}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.architect.load_state_dict(state["architect"])
+        self.best.update(state["best"])
+
+
 def fit(job: Job, run=None, restart: bool = False) -> dict:
     """Fits a built job: resume, then the remaining epochs; returns the final metrics.
 
