@@ -52,6 +52,8 @@ def _refused(capsys, tmp_path, experiment, *args) -> str:
     (SEARCH, "SearchNetwork.primitives=[]", "SearchNetwork.primitives"),
     (SEARCH, "SearchNetwork.primitives=['skip_connect', 'skip_connect']",
      "SearchNetwork.primitives"),
+    (SEARCH, "SearchNetwork.primitives=['skip_connect', 'sep_conv_3x33']",
+     "SearchNetwork.primitives"),
     # portions and probabilities
     (SEARCH, "search.train_portion=1.5", "search.train_portion"),
     (SEARCH, "search.train_portion=0", "search.train_portion"),

@@ -17,7 +17,7 @@ from torch import nn
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core import validate
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
-from sharpdarts.nn.ops import DEFAULT_C_MID, op_table, resolve_ops
+from sharpdarts.nn.ops import DEFAULT_C_MID, PRIMITIVES_OF_KNOWN_OPS, op_table, resolve_ops
 from sharpdarts.nn.recurrent.model import RNNModel, RNNSearchModel  # noqa: F401  (public here)
 from sharpdarts.nn.weighting import get_weighting
 
@@ -190,7 +190,7 @@ class NetworkImageNet(_FixedNetwork):
 @gin.configurable
 @validate.params(C=validate.WIDTH, layers=validate.DEPTH, steps=validate.COUNT,
                  multiplier=validate.COUNT, stem_multiplier=validate.COUNT,
-                 primitives=validate.PRIMITIVE_SET.or_none(), partial_channels=validate.COUNT)
+                 primitives=PRIMITIVES_OF_KNOWN_OPS.or_none(), partial_channels=validate.COUNT)
 class SearchNetwork(nn.Module):
     """The DARTS supernet: every edge of every cell mixes all primitives.
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from sharpdarts.core import genotypes
-from sharpdarts.registry import Registry
+from sharpdarts.core import genotypes, validate
+from sharpdarts.registry import Registry, unknown_name
 
 OpFactory = Callable[..., nn.Module]
 
@@ -320,3 +320,18 @@ MULTICHANNELNET_OPS.update({
     "ResizablePool": _resizable_pool(nn.MaxPool2d),
     "SharpSepConv": _sharp(3, 1),
 })
+
+
+def _primitives_of_known_ops(value) -> None:
+    """A primitive set whose every op is in some op table (which table a network uses is
+    bound apart, so a name known to none is the typo worth refusing before a build)."""
+    validate.PRIMITIVE_SET.test(value)
+    known = set().union(*(table.names() for table in OP_TABLES.values()))
+    for name in genotypes.primitives(value):
+        if name not in known:
+            raise unknown_name("op", name, known, where="in any op table")
+
+
+# The kind of a network's ``primitives`` parameter (see sharpdarts.core.validate).
+PRIMITIVES_OF_KNOWN_OPS = validate.Satisfies(validate.PRIMITIVE_SET.what,
+                                             test=_primitives_of_known_ops)

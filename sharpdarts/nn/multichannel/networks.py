@@ -23,7 +23,7 @@ from sharpdarts.core import validate
 from sharpdarts.nn.multichannel.graph import (
     GRID_PRIMITIVES, STRIDES, InvalidPathError, channel_widths, check_path, greedy_path,
     grid_graph, longest_path, parse_op_node, path_genotype, path_list, weights_array)
-from sharpdarts.nn.ops import SharpSepConv, resolve_ops
+from sharpdarts.nn.ops import PRIMITIVES_OF_KNOWN_OPS, SharpSepConv, resolve_ops
 from sharpdarts.nn.weighting import get_weighting
 
 # A path's node names that PathNetwork reads (beyond the op nodes): the original's later
@@ -36,7 +36,7 @@ _HEAD_RE = re.compile(r"SharpSepConv(\d+)")
 # ---- The search network ---------------------------------------------------------------------
 @gin.configurable
 @validate.params(C=validate.WIDTH, layers=validate.DEPTH, steps=validate.COUNT,
-                 head_channels=validate.WIDTH, primitives=validate.PRIMITIVE_SET.or_none())
+                 head_channels=validate.WIDTH, primitives=PRIMITIVES_OF_KNOWN_OPS.or_none())
 class MultiChannelNetwork(nn.Module):
     """The HyperCuboid supernet: a differentiable search over channel widths, strides and ops.
 
@@ -220,7 +220,7 @@ class MultiChannelNetwork(nn.Module):
 # ---- The path model -------------------------------------------------------------------------
 @gin.configurable
 @validate.params(C=validate.WIDTH, steps=validate.COUNT, head_channels=validate.WIDTH,
-                 primitives=validate.PRIMITIVE_SET.or_none())
+                 primitives=PRIMITIVES_OF_KNOWN_OPS.or_none())
 class PathNetwork(nn.Module):
     """The network of one grid path: a chain of the path's ops, trained from scratch.
 
