@@ -25,7 +25,7 @@ from sharpdarts.nn.weighting import get_weighting
 class AuxiliaryHeadCIFAR(nn.Module):
     """Auxiliary classifier on the 8x8 feature map after the second reduction."""
 
-    def __init__(self, C: int, num_classes: int, pool_stride: int = 3):
+    def __init__(self, C: int, num_classes: int, pool_stride: int = 3, final_bn: bool = True):
         super().__init__()
         self.features = nn.Sequential(
             nn.ReLU(inplace=False),
@@ -34,7 +34,7 @@ class AuxiliaryHeadCIFAR(nn.Module):
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
+            *([nn.BatchNorm2d(768)] if final_bn else []),
             nn.ReLU(inplace=True),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -45,10 +45,14 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
 
 class AuxiliaryHeadImageNet(AuxiliaryHeadCIFAR):
-    """The ImageNet head: the same layers with an average pool of stride 2."""
+    """The ImageNet head: the same layers with an average pool of stride 2.
 
-    def __init__(self, C: int, num_classes: int):
-        super().__init__(C, num_classes, pool_stride=2)
+    ``final_bn=False`` is DARTS's own ImageNet head, which has no batch norm after its 2x2
+    convolution (the original comments it out); sharpDARTS restored it.
+    """
+
+    def __init__(self, C: int, num_classes: int, final_bn: bool = True):
+        super().__init__(C, num_classes, pool_stride=2, final_bn=final_bn)
 
 
 class _FixedNetwork(nn.Module):
@@ -152,13 +156,16 @@ class NetworkImageNet(_FixedNetwork):
 
     Same arguments as :class:`NetworkCIFAR` (paper: C=48, 14 layers, 1000 classes);
     ``stem_multiplier`` is accepted for a uniform signature and unused, as in the original.
+    ``auxiliary_bn=False`` builds DARTS's auxiliary head (no batch norm after its 2x2
+    convolution), which DARTS's ImageNet weights need.
     Global pooling is adaptive, which equals the original's 7x7 average pool at 224x224 and
     also allows reduced resolutions.
     """
 
     def __init__(self, C: int = 48, num_classes: int = 1000, layers: int = 14,
                  auxiliary: bool = False, genotype=gin.REQUIRED, in_channels: int = 3,
-                 op_dict=None, C_mid: int | None = None, stem_multiplier: int = 3):
+                 op_dict=None, C_mid: int | None = None, stem_multiplier: int = 3,
+                 auxiliary_bn: bool = True):
         super().__init__()
         self._layers = layers
         self._auxiliary = auxiliary
@@ -178,7 +185,7 @@ class NetworkImageNet(_FixedNetwork):
         C_prev, C_aux = self._build_cells(C, C, num_classes, layers, genotype, op_dict, C_mid,
                                           reduction_prev=True)
         if auxiliary:
-            self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes)
+            self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes, final_bn=auxiliary_bn)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 
@@ -371,7 +378,13 @@ def load_original_state_dict(model: nn.Module, state) -> nn.Module:
             if keys:
                 more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
                 parts.append(f"{label}: {', '.join(keys[:5])}{more}")
+        hint = ""
+        if missing and all(k.startswith("auxiliary_head.") for k in missing) and not unexpected:
+            # Weights trained without --auxiliary: the head is training-only, so say how to
+            # build the network without it rather than loading half a model.
+            hint = (" The checkpoint has no auxiliary head: build the network without one "
+                    f"(--gin_param {type(model).__name__}.auxiliary=False).")
         raise ValueError("the checkpoint does not fit this network (is it the same genotype, "
-                         "width, depth and C_mid?): " + "; ".join(parts))
+                         "width, depth and C_mid?): " + "; ".join(parts) + "." + hint)
     model.load_state_dict(tensors, strict=True)
     return model
