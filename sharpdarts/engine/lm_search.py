@@ -32,8 +32,9 @@ def _average_buffers(model: nn.Module) -> None:
     Each rank's training passes normalise by its own columns' statistics (not the whole
     batch's, as one process would) and update its own running statistics; evaluation uses
     those, so they are averaged first, and every rank evaluates and saves the same network.
-    The running means then equal one process's; the running variances lack the spread between
-    the ranks' means (an average of per-rank variances).
+    They approximate one process's statistics, not equal them: besides the per-rank
+    normalisation upstream, an average of per-rank variances lacks the spread between the
+    ranks' means.
     """
     floats = [b for b in model.buffers() if b.is_floating_point()]
     for b, mean in zip(floats, average_over_processes([b.clone() for b in floats])):
