@@ -21,6 +21,11 @@ dropout masks are drawn and batch-norm statistics are updated, as the original's
 The virtual weights are passed to :func:`torch.func.functional_call`: no copy of the model
 is built, and the real weights are never changed in place, so they are bit-identical after
 the step.
+
+Under torchrun every gradient is averaged over the processes where it is taken
+(:func:`_grads`), before any norm is computed from it: the clip coefficients, ``w'``, the
+vector and the radius are then the same on every rank, and the step equals one process's step
+on the union of the ranks' columns (the losses are means over equally many tokens).
 """
 from __future__ import annotations
 
@@ -31,6 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+from sharpdarts.engine.context import average_over_processes
+
+
+def _grads(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """d loss / d inputs, averaged over the processes of a distributed search (in one
+    process: the gradients themselves)."""
+    return average_over_processes(list(torch.autograd.grad(loss, list(inputs))))
 
 
 def _clip_coef(grads: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -89,7 +102,7 @@ class RecurrentArchitect:
         alphas = self.model.arch_parameters()
         if self.order == 1:
             loss, hidden_next = self._loss(None, hidden_valid, x_valid, y_valid)
-            grads = torch.autograd.grad(loss, alphas)
+            grads = _grads(loss, alphas)
         else:
             grads, hidden_next = self._unrolled(hidden_train, x_train, y_train,
                                                 hidden_valid, x_valid, y_valid, eta)
@@ -102,7 +115,7 @@ class RecurrentArchitect:
         weights = self._weights()
         alphas = self.model.arch_parameters()
         loss, _ = self._loss(None, hidden_train, x_train, y_train)
-        grads = torch.autograd.grad(loss, weights)
+        grads = _grads(loss, weights)
         coef = _clip_coef(grads, self.grad_clip)
         scale = torch.clamp(coef, max=1.0)
         virtual = {}
@@ -116,7 +129,7 @@ class RecurrentArchitect:
             v.requires_grad_(True)
         params = dict(virtual, alphas=alphas[0])
         val_loss, hidden_next = self._loss(params, hidden_valid, x_valid, y_valid)
-        dalpha, *dweights = torch.autograd.grad(val_loss, [alphas[0]] + list(virtual.values()))
+        dalpha, *dweights = _grads(val_loss, [alphas[0]] + list(virtual.values()))
         vector_scale = torch.clamp(_clip_coef(dweights, self.grad_clip), max=1.0)
         vector = [d * vector_scale for d in dweights]
         hvp = self._hessian_vector_product(vector, weights, hidden_train, x_train, y_train)
@@ -130,7 +143,7 @@ class RecurrentArchitect:
             with torch.no_grad():
                 shifted = {n: w + sign * radius * v for n, w, v in zip(self.names, weights, vector)}
             loss, _ = self._loss(dict(shifted, alphas=alphas), hidden, x, y)
-            grads.append(torch.autograd.grad(loss, alphas)[0])
+            grads.append(_grads(loss, [alphas])[0])
         return (grads[0] - grads[1]) / (2 * radius)
 
     # ---- state ---------------------------------------------------------------------------

@@ -9,6 +9,14 @@ state is carried from window to window and zeroed each epoch, each step's lr is 
 switches from SGD to averaged SGD on the original's non-monotonic trigger; the switch, the
 averaged weights and the best weights are in the checkpoint, so a resumed run continues
 exactly. Facts: ``reference/FACTS_RNN.md`` sections 1, 3 and 5.
+
+Under torchrun (``batch_size`` is then per process) each split is batchified at the whole
+batch and every rank takes its own block of columns (:func:`~.corpus.rank_columns`): the ranks
+together see exactly one process's batches at the whole batch. Weight gradients are averaged
+over the ranks before the clip, so every rank holds the same weights; each rank draws its own
+dropout masks (torch's seed per rank) but the same BPTT window lengths (numpy's stream keeps
+the run seed, so the ranks step together); evaluation sums over the ranks' columns, every
+token once.
 """
 from __future__ import annotations
 
@@ -21,10 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.core.metrics import count_parameters
-from sharpdarts.engine.context import make_context, seed_everything
+from sharpdarts.engine.context import Context, make_context, reduce_sum, seed_everything
 from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.data.bundle import build_datasets
-from sharpdarts.engine.loop import Job
+from sharpdarts.engine.data.shards import rank_seed
+from sharpdarts.engine.loop import Job, weight_step
 from sharpdarts.errors import UserError
 from sharpdarts.nn.recurrent.model import ar_tar_penalty
 
@@ -62,17 +71,30 @@ class _Constant:
 
 
 @torch.no_grad()
-def evaluate_ppl(model: nn.Module, source: torch.Tensor, bptt: int = 35) -> dict:
+def evaluate_ppl(model: nn.Module, source: torch.Tensor, bptt: int = 35,
+                 ctx: Context | None = None) -> dict:
     """The original's evaluation: windows of ``bptt`` with the hidden state carried; the loss
-    is the sum of window-mean NLL times window length, divided by the rows of ``source``."""
+    is the sum of window-mean NLL times window length, divided by the rows of ``source``.
+
+    That is the sum of every token's NLL over ``columns * rows``; under torchrun (``ctx``)
+    each rank sums over its own columns of ``source`` and the sums are added, so every token
+    counts exactly once and the figure equals one process's.
+    """
     model.eval()
-    hidden = model.init_hidden(source.size(1))
-    total = 0.0
-    for i, _ in corpus_lib.eval_windows(source.size(0), bptt):
-        x, y = corpus_lib.get_batch(source, i, bptt)
-        log_probs, hidden = model(x, hidden)
-        total += F.nll_loss(log_probs.view(-1, log_probs.size(-1)), y).item() * x.size(0)
-    loss = total / source.size(0)
+    part = source
+    if ctx is not None and ctx.distributed:
+        part = corpus_lib.rank_columns(source, ctx.rank, ctx.world_size)
+    total = torch.zeros((), dtype=torch.float64, device=source.device)
+    if part.size(1):  # a rank may hold no column (the test's single column)
+        hidden = model.init_hidden(part.size(1))
+        for i, _ in corpus_lib.eval_windows(part.size(0), bptt):
+            x, y = corpus_lib.get_batch(part, i, bptt)
+            log_probs, hidden = model(x, hidden)
+            nll = F.nll_loss(log_probs.view(-1, log_probs.size(-1)), y)
+            total += nll.double() * y.numel()  # the window mean times its tokens
+    if ctx is not None:
+        reduce_sum(total, ctx)
+    loss = total.item() / (source.size(0) * source.size(1))
     return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
 
 
@@ -93,12 +115,14 @@ class _LanguageJob(Job):
         seed_everything(seed)
         self._corpus = corpus = _corpus(data, seed)
         self.ntokens = corpus.ntokens
-        self.train_data = corpus_lib.batchify(corpus.train, batch_size).to(ctx.device)
+        self.train_data = self._columns(corpus.train, batch_size)
         self.valid_data = corpus_lib.batchify(corpus.valid, eval_batch_size).to(ctx.device)
         self.test_data = corpus_lib.batchify(corpus.test, corpus_lib.TEST_BATCH_SIZE).to(ctx.device)
         self.train_loader = Windows(self.train_data, bptt, jitter)
         self.rng_loaders = []  # the windows draw from numpy's global state, which is saved
         self.model = network(ntoken=corpus.ntokens).to(ctx.device)
+        if ctx.distributed:  # the same initial network everywhere, then each rank's masks
+            torch.manual_seed(rank_seed(seed, ctx.rank))
         self.optimizer = torch.optim.SGD(self.weights(), lr=learning_rate,
                                          weight_decay=weight_decay)
         self.scheduler = _Constant()
@@ -108,6 +132,13 @@ class _LanguageJob(Job):
         self.grad_clip, self.alpha, self.beta = grad_clip, alpha, beta
         self.show_progress = show_progress
         self.hidden = None
+
+    def _columns(self, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """This process's ``batch_size`` columns of the split batchified at the whole batch
+        (all of it in one process)."""
+        ctx = self.ctx
+        whole = corpus_lib.batchify(tokens, batch_size * ctx.world_size)
+        return corpus_lib.rank_columns(whole, ctx.rank, ctx.world_size).to(ctx.device)
 
     def weights(self) -> list[nn.Parameter]:
         """The parameters the weight optimizer steps."""
@@ -126,11 +157,10 @@ class _LanguageJob(Job):
         log_probs = log_probs.view(-1, log_probs.size(-1))
         raw_loss = F.nll_loss(log_probs, y)
         loss = raw_loss + ar_tar_penalty(raw, dropped, self.alpha, self.beta)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip:
-            nn.utils.clip_grad_norm_(self.weights(), self.grad_clip)
-        self.optimizer.step()
+        # Under torchrun the gradients are averaged over the ranks before the clip (its norm
+        # is the whole batch's), so every rank takes the same step.
+        weight_step(self.optimizer, self.scaler, loss, self.weights(), self.grad_clip,
+                    average=self.ctx.distributed)
         return raw_loss.detach(), log_probs.detach()
 
     def _scaled_lr(self):
@@ -185,13 +215,13 @@ class LanguageTrainJob(_LanguageJob):
             with torch.no_grad():
                 for p, ax in self._averaged().items():
                     p.copy_(ax)
-            valid = evaluate_ppl(self.model, self.valid_data, self.bptt)
+            valid = evaluate_ppl(self.model, self.valid_data, self.bptt, self.ctx)
             self._keep_if_best(valid["loss"], epoch)
             with torch.no_grad():
                 for p, value in saved.items():
                     p.copy_(value)
         else:
-            valid = evaluate_ppl(self.model, self.valid_data, self.bptt)
+            valid = evaluate_ppl(self.model, self.valid_data, self.bptt, self.ctx)
             self._keep_if_best(valid["loss"], epoch)
             hist = self.val_history
             if len(hist) > self.nonmono and valid["loss"] > min(hist[:-self.nonmono]):
@@ -229,7 +259,7 @@ class LanguageTrainJob(_LanguageJob):
         current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.best_model is not None:
             self.model.load_state_dict(self.best_model)
-        test = evaluate_ppl(self.model, self.test_data, self.bptt)
+        test = evaluate_ppl(self.model, self.test_data, self.bptt, self.ctx)
         self.model.load_state_dict(current)
         valid_ppl = math.exp(min(self.best["valid_loss"], 700.0))
         return {"test_loss": test["loss"], "test_ppl": test["ppl"], "valid_ppl": valid_ppl,
@@ -253,7 +283,7 @@ def lm_train(run=None, seed: int = 1267, data=None, build_only: bool = False, *,
         data: the corpus bundle, when the caller built it (else ``build_datasets()``).
         build_only: return the built job (fit it with ``.fit(run)``).
         epochs: training epochs (the original's 8000 is "until stopped").
-        batch_size: columns of the training batches (64).
+        batch_size: columns of the training batches (64), per process under torchrun.
         network: builds the model from ``ntoken`` (``@RNNModel``).
         learning_rate: SGD's lr, then ASGD's (20).
         bptt: the base BPTT length (35).
@@ -305,7 +335,7 @@ class LanguageEvaluateJob:
 
     def fit(self, run=None) -> dict:
         """Test perplexity at batch 1 (as ``rnn/test.py``); records the config into ``run``."""
-        test = evaluate_ppl(self.model, self.test_data, self.bptt)
+        test = evaluate_ppl(self.model, self.test_data, self.bptt, self.ctx)
         if run is not None:
             run.write_text("operative_config.gin", gin.operative_config_str())
         return {"test_loss": test["loss"], "test_ppl": test["ppl"],

@@ -18,10 +18,27 @@ import torch
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.engine.context import average_over_processes
 from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.lm_jobs import _DENY, _LanguageJob, evaluate_ppl
 from sharpdarts.engine.loop import ArchitectureSearch
+
+
+@torch.no_grad()
+def _average_buffers(model: nn.Module) -> None:
+    """Averages the search cell's batch-norm running statistics over the ranks.
+
+    Each rank's training passes normalise by its own columns' statistics (not the whole
+    batch's, as one process would) and update its own running statistics; evaluation uses
+    those, so they are averaged first, and every rank evaluates and saves the same network.
+    They approximate one process's statistics, not equal them: besides the per-rank
+    normalisation upstream, an average of per-rank variances lacks the spread between the
+    ranks' means.
+    """
+    floats = [b for b in model.buffers() if b.is_floating_point()]
+    for b, mean in zip(floats, average_over_processes([b.clone() for b in floats])):
+        b.copy_(mean)
 
 
 class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
@@ -32,7 +49,7 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
     def __init__(self, seed, data, *, order, **kwargs):
         super().__init__(seed, data, jitter=False, **kwargs)
         # The architecture's batches: the validation split in training-sized columns.
-        self.search_data = corpus_lib.batchify(self._corpus.valid, self.batch_size).to(self.ctx.device)
+        self.search_data = self._columns(self._corpus.valid, self.batch_size)
         self.architect = RecurrentArchitect(self.model, order=order,
                                             network_weight_decay=self.weight_decay)
         self.hidden_valid = None
@@ -63,7 +80,9 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
         return loss, log_probs
 
     def end_epoch(self, epoch: int) -> dict:
-        valid = evaluate_ppl(self.model, self.valid_data, self.bptt)
+        if self.ctx.distributed:
+            _average_buffers(self.model)
+        valid = evaluate_ppl(self.model, self.valid_data, self.bptt, self.ctx)
         genotype = genotypes_lib.recurrent_to_dict(self.model.genotype())
         if valid["loss"] < self.best["valid_loss"]:
             self.best.update(valid_loss=valid["loss"], epoch=epoch, genotype=genotype)
@@ -97,7 +116,8 @@ def lm_search(run=None, seed: int = 3, data=None, build_only: bool = False, *,
         data: the corpus bundle, when the caller built it.
         build_only: return the built job.
         epochs: search epochs (50).
-        batch_size: training and architecture batch columns (256).
+        batch_size: training and architecture batch columns (256), per process under
+            torchrun.
         network: builds the search model from ``ntoken`` (``@RNNSearchModel``).
         order: 1 (first order) or 2 (unrolled, the README's ``--unrolled``).
         learning_rate, bptt, grad_clip, weight_decay, alpha, beta: as :func:`lm_train`

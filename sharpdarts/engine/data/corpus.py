@@ -151,6 +151,20 @@ def batchify(data: torch.Tensor, bsz: int) -> torch.Tensor:
     return data[:rows * bsz].view(bsz, rows).t().contiguous()
 
 
+def rank_columns(source: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Process ``rank``'s contiguous block of a batchified tensor's columns.
+
+    Under torchrun the language jobs batchify each split at ``world_size`` times the
+    per-process batch and give rank ``r`` columns ``[r B, (r + 1) B)``: the processes together
+    hold exactly the columns (and rows) of one process at the whole batch, every token once.
+    When the columns do not divide evenly (evaluation's 10, the test's 1), the first ranks get
+    one more, and a rank may get none.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    return torch.tensor_split(source, world_size, dim=1)[rank].contiguous()
+
+
 def get_batch(source: torch.Tensor, i: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``i .. i + L`` as input and the rows one later as targets (flattened), with
     ``L = min(seq_len, rows - 1 - i)``."""
