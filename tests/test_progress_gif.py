@@ -182,6 +182,12 @@ def test_user_errors_exit_2_and_write_nothing(searches, tmp_path, capsys):
     assert "no epoch that logged a genotype" in " ".join(capsys.readouterr().err.split())
     (empty / reader.METRICS).unlink()
     assert plot(empty, "--out", out, capsys=capsys) == 2
+    # A multi-channel search logs a path through its grid, not cells.
+    path = {"normal": ["a", "b"], "normal_concat": [], "reduce": [], "reduce_concat": [],
+            "layout": "path"}
+    grid = _with_genotypes(run, tmp_path / "grid", [path])
+    assert plot(grid, "--out", out) == 2
+    assert "plot grid" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -197,3 +203,15 @@ def test_plot_progress_imports_no_torch(searches, tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH})  # dot, if any: faster
     assert "PROBE 0 False" in proc.stdout, proc.stderr
     assert len(frames_of(out)) == EPOCHS
+
+
+def test_tables_write_each_searchs_progress_beside_its_cells(searches, tmp_path):
+    results, _ = searches
+    out = tmp_path / "tables"
+    assert cli.main(["tables", "--results", str(results), "--out", str(out)]) == 0
+    figures = out / "figures"
+    for stem in ("demo-search", "ptb-search_first_order"):
+        assert len(frames_of(figures / f"{stem}-progress.gif")) == EPOCHS
+        assert (figures / f"{stem}-genotype.svg").read_text().lstrip().startswith("<")
+    assert (figures / "demo-search-alphas.svg").exists()  # a recurrent search has no cell alphas
+    assert not (figures / "ptb-search_first_order-alphas.svg").exists()

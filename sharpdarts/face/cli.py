@@ -92,11 +92,18 @@ def cmd_tables(args) -> int:
         folders = [Path(p) for p in group["path"]]
         print(plots.plot_curves(folders, f"{stem}-curves.svg"))
         if (group["kind"] == "search").all():
-            best = group.sort_values("best_valid_acc", ascending=False).iloc[0]
+            # A language-model search is best at its lowest perplexity, an image one at its
+            # highest accuracy.
+            by_ppl = "best_valid_ppl" in group and group["best_valid_ppl"].notna().any()
+            best = group.sort_values("best_valid_ppl" if by_ppl else "best_valid_acc",
+                                     ascending=by_ppl).iloc[0]
             genotype = plots.genotype_for(best["path"], prefer="best_genotype")
-            if genotype.layout == "cell":
+            if genotype.layout in ("cell", "recurrent"):
                 print(plots.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
-                print(plots.plot_alphas(best["path"], f"{stem}-alphas.svg"))
+                if genotype.layout == "cell":
+                    print(plots.plot_alphas(best["path"], f"{stem}-alphas.svg"))
+                # Few frames: a long search would otherwise make the tables slow.
+                print(plots.plot_progress(best["path"], f"{stem}-progress.gif", max_frames=24))
             else:
                 print(plots.plot_grid(best["path"], f"{stem}-grid.svg", path=list(genotype.normal)))
     return 0

@@ -23,8 +23,8 @@ from sharpdarts.core import genotypes
 from sharpdarts.errors import UserError
 from sharpdarts.store import reader
 
-__all__ = ["HEADER_PX", "MAX_FRAMES", "Frame", "check_out", "pick", "plot_progress", "progress_frames",
-           "render_frames"]
+__all__ = ["HEADER_PX", "LAST_FRAME_HOLD", "MAX_FRAMES", "Frame", "check_out", "pick",
+           "plot_progress", "progress_frames", "render_frames"]
 
 # Without --every, a long search is thinned to at most this many frames (the last epoch is
 # always one of them): a 600-epoch search would otherwise take minutes and megabytes.
@@ -290,7 +290,8 @@ def plot_progress(
     """
     out = check_out(out)
     if every is not None and every < 1:
-        raise UserError(f"--every must be at least 1 (one frame per that many epochs), got {every}.")
+        raise UserError(
+            f"--every must be at least 1 (one frame per that many epochs), got {every}.")
     if duration_ms < 10:
         raise UserError(f"--duration is milliseconds per frame, at least 10 (a GIF counts "
                         f"hundredths of a second), got {duration_ms}.")
