@@ -38,6 +38,8 @@ setup(
         # Every run also writes TensorBoard event files (torch.utils.tensorboard needs it).
         "tensorboard==2.21.0",
         "matplotlib",
+        # The search progress animations (GIF); matplotlib needs Pillow too.
+        "Pillow==13.0.0",
         "tqdm",
         "scikit-learn",
         "networkx",

@@ -92,11 +92,18 @@ def cmd_tables(args) -> int:
         folders = [Path(p) for p in group["path"]]
         print(plots.plot_curves(folders, f"{stem}-curves.svg"))
         if (group["kind"] == "search").all():
-            best = group.sort_values("best_valid_acc", ascending=False).iloc[0]
+            # A language-model search is best at its lowest perplexity, an image one at its
+            # highest accuracy.
+            by_ppl = "best_valid_ppl" in group and group["best_valid_ppl"].notna().any()
+            best = group.sort_values("best_valid_ppl" if by_ppl else "best_valid_acc",
+                                     ascending=by_ppl).iloc[0]
             genotype = plots.genotype_for(best["path"], prefer="best_genotype")
-            if genotype.layout == "cell":
+            if genotype.layout in ("cell", "recurrent"):
                 print(plots.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
-                print(plots.plot_alphas(best["path"], f"{stem}-alphas.svg"))
+                if genotype.layout == "cell":
+                    print(plots.plot_alphas(best["path"], f"{stem}-alphas.svg"))
+                # Few frames: a long search would otherwise make the tables slow.
+                print(plots.plot_progress(best["path"], f"{stem}-progress.gif", max_frames=24))
             else:
                 print(plots.plot_grid(best["path"], f"{stem}-grid.svg", path=list(genotype.normal)))
     return 0
@@ -194,8 +201,18 @@ def cmd_plot_grid(args) -> int:
     return 0
 
 
+def cmd_plot_progress(args) -> int:
+    from sharpdarts.face.plots import progress  # cells only: no torch
+
+    progress.check_out(args.out)  # a bad suffix fails before the run is looked up
+    print(progress.plot_progress(_run_folder(args.run, args.results), args.out, every=args.every,
+                                 duration_ms=args.duration, frames_dir=args.frames))
+    return 0
+
+
 def _add_plot_parser(sub) -> None:
-    p = sub.add_parser("plot", help="figures: genotype cells, lr schedules, curves, alphas, grid")
+    p = sub.add_parser("plot", help="figures: genotype cells, lr schedules, curves, alphas, grid, "
+                                      "search progress")
     psub = p.add_subparsers(dest="plot_command", required=True)
     g = psub.add_parser("genotype", help="the cells of a genotype or a search run (graphviz)")
     g.add_argument("name", help="a genotype name, a run id or a run folder")
@@ -230,6 +247,16 @@ def _add_plot_parser(sub) -> None:
     g.add_argument("--out", required=True)
     g.add_argument("--results", default=DEFAULT_RESULTS)
     g.set_defaults(func=cmd_plot_grid)
+    g = psub.add_parser("progress", help="a search's most likely cells per epoch (animated GIF)")
+    g.add_argument("run", help="a search run id or run folder (convolutional or recurrent)")
+    g.add_argument("--out", required=True, help="output file: .gif")
+    g.add_argument("--every", type=int, default=None, metavar="N",
+                   help="one frame per N recorded epochs, and the last (default: every epoch, "
+                        "at most 100 frames)")
+    g.add_argument("--duration", type=int, default=600, metavar="MS", help="ms per frame")
+    g.add_argument("--frames", default=None, metavar="DIR", help="also one PNG per frame in DIR")
+    g.add_argument("--results", default=DEFAULT_RESULTS)
+    g.set_defaults(func=cmd_plot_progress)
 
 
 # ---- The parser -----------------------------------------------------------------------------

@@ -56,8 +56,9 @@ def _px_size(svg: str) -> str:
     return svg[:tag.start()] + px + svg[tag.end():]
 
 
-def svg_to_png(svg: bytes) -> bytes:
-    """Rasterises a Graphviz SVG to PNG (white background, bundled fonts)."""
+def svg_to_png(svg: bytes, zoom: float = PNG_SCALE) -> bytes:
+    """Rasterises a Graphviz SVG to PNG (white background, bundled fonts), ``zoom`` times
+    96 dpi."""
     import matplotlib
     import resvg_py
 
@@ -65,7 +66,7 @@ def svg_to_png(svg: bytes) -> bytes:
     png = resvg_py.svg_to_bytes(
         svg_string=_px_size(svg.decode("utf-8")), skip_system_fonts=True,
         font_dirs=[str(fonts)], style_sheet=f'text {{ font-family: "{_FONT_FAMILY}"; }}',
-        background="#ffffff", zoom=PNG_SCALE)
+        background="#ffffff", zoom=zoom)
     return bytes(png)
 
 
