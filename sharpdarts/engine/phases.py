@@ -56,7 +56,7 @@ class Phase:
     def info(self) -> dict:
         """The phase's fields of run.json (a copy)."""
         if self.at_root:
-            return self.run.info
+            return dict(self.run.info)
         return dict((self.run.info.get(PHASES) or {}).get(self.name) or {})
 
     def update(self, **fields: Any) -> dict:
