@@ -13,9 +13,12 @@ from sharpdarts.store import reader
 
 
 def kill_after_epoch(cmd: list[str], results: Path, experiment: str, epoch: int, *,
-                     cwd, env, timeout: float) -> tuple[Path, str]:
+                     cwd, env, timeout: float, checkpoint: str = "checkpoint.pt"
+                     ) -> tuple[Path, str]:
     """Runs ``cmd`` and kills it (SIGKILL) once the run folder of ``experiment`` under
-    ``results`` holds a checkpoint and metrics.jsonl has logged an epoch >= ``epoch``.
+    ``results`` holds a checkpoint (``checkpoint``: a glob inside the run folder, e.g.
+    ``phases/*/checkpoint.pt`` for a random search's phases) and metrics.jsonl has logged an
+    epoch >= ``epoch``.
 
     Returns:
         The run folder and the command's output. Asserts that the kill happened.
@@ -26,10 +29,10 @@ def kill_after_epoch(cmd: list[str], results: Path, experiment: str, epoch: int,
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            found = list(results.glob(f"runs/{experiment}/*/checkpoint.pt"))
-            if found and any(r["epoch"] >= epoch for r in reader.read_metrics(found[0].parent)):
+            found = [f for f in results.glob(f"runs/{experiment}/*") if any(f.glob(checkpoint))]
+            if found and any(r["epoch"] >= epoch for r in reader.read_metrics(found[0])):
                 os.kill(proc.pid, signal.SIGKILL)
-                folder = found[0].parent
+                folder = found[0]
                 break
             time.sleep(0.01)
     finally:

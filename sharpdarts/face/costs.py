@@ -36,7 +36,8 @@ def train_experiments() -> list[str]:
 
 def compute(name: str) -> dict | None:
     """``{"params_m", "multiply_adds_b", "genotype"}`` of one experiment's network, or None
-    when it is no training experiment that builds on its own (a search, a continuation)."""
+    when it is no training experiment that builds on its own (a search, a continuation, a
+    random search: its cell is drawn when it runs, so no figure can stand for it)."""
     import gin
 
     from sharpdarts import engine

@@ -21,6 +21,7 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
 from sharpdarts.engine import lm_jobs as engine_lm, lm_search  # noqa: F401  (language models)
+from sharpdarts.engine import random_search  # noqa: F401  (the random-search baselines)
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments, failures, quickskip, tensorboard, threads
 from sharpdarts.face.experiments import resolve_experiment
