@@ -13,9 +13,11 @@ def _check(name):
 
 
 def test_the_file_covers_every_training_experiment_that_builds_alone():
-    # A continuation needs INIT_FROM; a random search's cell is drawn only when it runs.
+    # A continuation needs INIT_FROM; a random search's cell is drawn only when it runs; the
+    # recurrent searches (ptb/search_*) train no fixed cell.
     expected = {n for n in costs.train_experiments()
-                if not n.endswith("_continue") and not n.endswith("random_search")}
+                if not n.endswith(("_continue", "random_search"))
+                and not n.split("/")[1].startswith("search_")}
     assert set(SHIPPED) == expected
 
 
@@ -38,3 +40,22 @@ def test_a_random_search_has_no_computed_cost():
     """Its architecture is unknown until it runs: no figure may stand in for the winner's."""
     assert costs.compute("cifar10/darts_random_search") is None
     assert "cifar10/darts_random_search" not in SHIPPED
+
+
+@pytest.mark.parametrize("name,parameters", [
+    # FACTS_RNN section 2: PTB (10,000 words, 850 units) and WikiText-2 (33,278 words, 700).
+    ("ptb/darts_v2", 22_960_000), ("ptb/enas", 27_295_000), ("wt2/darts_v2", 33_127_878)])
+def test_recurrent_rows_get_the_originals_parameter_counts(name, parameters):
+    figures = costs.compute(name)
+    assert round(figures["params_m"] * 1e6) == parameters
+    assert "multiply_adds_b" not in figures  # not a figure the language-model tables show
+    assert SHIPPED[name] == figures
+
+
+def test_a_language_model_table_shows_computed_params_before_any_run(tmp_path):
+    from sharpdarts.store import results
+
+    table = results.build_table("darts_ptb", results.load_runs(tmp_path))
+    text = results.format_table(table, "markdown")
+    row = next(line for line in text.splitlines() if "ptb/darts_v2" in line)
+    assert "22.96†" in row

@@ -1,5 +1,7 @@
 """Params and multiply-adds of every training experiment, computed from its architecture.
 
+(Recurrent cells: params only, with the published corpus's vocabulary.)
+
 A table shows these figures for a row before any run of it has completed, without importing
 torch: they are computed here once, by building each experiment's network exactly as
 ``sharpdarts run`` builds it (its gin config, the dataset's image shape and classes, on a tiny
@@ -29,9 +31,25 @@ DIGITS = 6
 
 
 def train_experiments() -> list[str]:
-    """The experiments whose rows carry params and multiply-adds: cifar10/ and imagenet/."""
+    """The experiments whose rows carry params (and multiply-adds): cifar10/ and imagenet/,
+    and the recurrent cells of ptb/ and wt2/."""
     return [name for name in experiments.experiment_names()
-            if name.split("/")[0] in ("cifar10", "imagenet")]
+            if name.split("/")[0] in ("cifar10", "imagenet", "ptb", "wt2")]
+
+
+def _vocabulary_stand_in(spec):
+    """A corpus with the published corpus's vocabulary (the model's size depends on nothing
+    else of the data) and a few tokens, as a DataBundle; None when the size is unknown."""
+    import torch
+
+    from sharpdarts.engine.data import bundle as bundle_lib
+    from sharpdarts.engine.data import corpus as corpus_lib
+
+    if not spec.num_classes:
+        return None
+    tokens = torch.arange(4096) % spec.num_classes
+    stand_in = corpus_lib.Corpus([f"w{i}" for i in range(spec.num_classes)], tokens, tokens, tokens)
+    return bundle_lib.DataBundle(spec, stand_in, stand_in)
 
 
 def compute(name: str) -> dict | None:
@@ -42,6 +60,7 @@ def compute(name: str) -> dict | None:
 
     from sharpdarts import engine
     from sharpdarts.engine import data as data_lib
+    from sharpdarts.engine import lm_jobs
     from sharpdarts.face import runner
 
     with tempfile.TemporaryDirectory() as results:
@@ -49,19 +68,27 @@ def compute(name: str) -> dict | None:
             configured = runner.configure(name, [], False, results)
         except UserError:
             return None  # e.g. a continuation, which needs INIT_FROM
-        if configured.job is not engine.train:
+        if configured.job is lm_jobs.lm_train:  # a recurrent cell: params only
+            spec = data_lib.spec(gin.query_parameter("build_datasets.name"))
+            data = _vocabulary_stand_in(spec)
+            if data is None:
+                return None
+            built = runner._build(configured.job, seed=0, data=data)
+            figures = {"params_m": round(built.params_m, DIGITS)}
+        elif configured.job is engine.train:
+            runner._apply_smoke()  # the dataset's shape and classes, on synthetic images
+            gin.bind_parameter("build_datasets.synthetic_size", (4, 4))
+            built = runner._build(configured.job, seed=0, data=data_lib.build_datasets())
+            figures = {"params_m": round(built.params_m, DIGITS),
+                       "multiply_adds_b": round(built.madds_b, DIGITS)}
+        else:
             return None
-        runner._apply_smoke()  # the dataset's shape and classes, on synthetic images
-        gin.bind_parameter("build_datasets.synthetic_size", (4, 4))
-        built = runner._build(configured.job, seed=0, data=data_lib.build_datasets())
     genotype = configured.extra.get("genotype") or {}
-    return {"params_m": round(built.params_m, DIGITS),
-            "multiply_adds_b": round(built.madds_b, DIGITS),
-            "genotype": genotype.get("name")}
+    return {**figures, "genotype": genotype.get("name")}
 
 
 def compute_all(names: list[str] | None = None) -> dict[str, dict]:
-    """The figures of ``names`` (default: every cifar10/ and imagenet/ experiment)."""
+    """The figures of ``names`` (default: every experiment of :func:`train_experiments`)."""
     out = {}
     for name in names if names is not None else train_experiments():
         figures = compute(name)

@@ -249,13 +249,15 @@ def _synthetic_builder(root, train, transform, download, seed):
 def _register() -> None:
     from sharpdarts.engine.data.specs import DATASETS, DatasetSpec
 
-    def text(name, builder, label):
-        return DatasetSpec(name, (1, 1), 1, 0, (0.0,), (1.0,), builder, label,
+    def text(name, builder, label, vocabulary=0):
+        # A language model's classes are its vocabulary: the published corpora's sizes are
+        # known (FACTS_RNN section 1), so a model's size is known before any data is read.
+        return DatasetSpec(name, (1, 1), 1, vocabulary, (0.0,), (1.0,), builder, label,
                            tensor_images=True, modality="text")
 
-    for spec_ in (text("ptb", _folder_builder("penn", "ptb"), "Penn Treebank"),
-                  text("wikitext2", _folder_builder("wikitext-2", "wikitext2"), "WikiText-2"),
-                  text("synthetic_text", _synthetic_builder, "synthetic text")):
+    for spec_ in (text("ptb", _folder_builder("penn", "ptb"), "Penn Treebank", 10000),
+                  text("wikitext2", _folder_builder("wikitext-2", "wikitext2"), "WikiText-2", 33278),
+                  text("synthetic_text", _synthetic_builder, "synthetic text", 50)):
         DATASETS.register(spec_.name)(spec_)
 
 
