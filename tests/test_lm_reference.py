@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from sharpdarts.engine.data import build_datasets
+from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.lm_search import lm_search
 from sharpdarts.nn import reference
 from sharpdarts.nn.cells import set_reference_path
@@ -73,7 +74,9 @@ def bundle():
 
 
 def _search_job(bundle, order, path, dtype):
-    net = lambda ntoken: RNNSearchModel(ntoken, 8, 8, 8, dropoute=0.1)  # every dropout on
+    def net(ntoken):
+        return RNNSearchModel(ntoken, 8, 8, 8, dropoute=0.1)  # every dropout on
+
     job = lm_search(data=bundle, epochs=1, batch_size=6, network=net, order=order,
                     show_progress=False, build_only=True, seed=11)
     job.model.to(dtype)
@@ -119,7 +122,6 @@ def test_the_architect_steps_of_both_paths_leave_the_weights_as_they_were(order)
     for copy_network in (False, True):
         torch.manual_seed(2)
         model = RNNSearchModel(30, 6, 6, 6).double()
-        from sharpdarts.engine.lm_architect import RecurrentArchitect
         arch = RecurrentArchitect(model, order=order, copy_network=copy_network)
         weights = {n: p.detach().clone() for n, p in model.named_parameters() if n != "alphas"}
         x, y = torch.randint(0, 30, (5, 4)), torch.randint(0, 30, (20,))
