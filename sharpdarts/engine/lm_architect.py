@@ -18,16 +18,17 @@ embedding is *not* stepped in ``w'`` unless ``step_embedding=True`` (the origina
 old decoder weight over it; FACTS_RNN section 6). Every forward runs in training mode, so
 dropout masks are drawn and batch-norm statistics are updated, as the original's are.
 
+First order takes the gradient of the alphas only. The virtual validation pass of the
+unrolled step runs on a scratch copy of the batch-norm buffers, as the original's runs on its
+throwaway model. ``copy_network=True`` computes the same step the original's way instead (the
+yardstick of benchmarks/lm_search_step.py and tests/test_lm_reference.py): first order by
+``backward()`` over every parameter; second order with a deep copy of the model holding
+``w'``, a ``backward()`` over all of its parameters, and the Hessian passes on the model's own
+weights shifted in place (restored exactly afterwards).
+
 The virtual weights are passed to :func:`torch.func.functional_call`: no copy of the model
 is built, and the real weights are never changed in place, so they are bit-identical after
-the step. The virtual validation pass runs on a scratch copy of the batch-norm buffers, as
-the original's runs on its throwaway model. First order takes the gradient of the alphas only.
-
-``copy_network=True`` computes the same step the original's way instead (the yardstick of
-benchmarks/lm_search_step.py and tests/test_lm_reference.py): first order by ``backward()``
-over every parameter; second order with a deep copy of the model holding ``w'``, a
-``backward()`` over all of its parameters, and the Hessian passes on the model's own weights
-shifted in place (restored exactly afterwards).
+the step.
 """
 from __future__ import annotations
 
