@@ -32,9 +32,8 @@ the step.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import copy
+from collections.abc import Sequence
 
 import gin
 import torch
