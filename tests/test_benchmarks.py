@@ -16,6 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import common  # noqa: E402
+import lm_search_step  # noqa: E402
 import search_step  # noqa: E402
 import train_step  # noqa: E402
 
@@ -59,3 +60,16 @@ def test_train_step_measures_peak_memory_in_a_child_process():
     memory = result["paths"]["fast"]["memory"]
     assert result["paths"]["fast"]["peak_memory_mib"] > 0
     assert memory["hwm_mib"] >= memory["rss_before_mib"]
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_lm_search_step_compares_both_paths_and_writes_json(tmp_path, order):
+    out = tmp_path / "r.jsonl"
+    result = lm_search_step.main(["--batch", "3", "--nhid", "6", "--vocab", "20", "--bptt", "4",
+                                  "--steps", "2", "--order", str(order), "--compare",
+                                  "--threads", "1", "--json", str(out)])
+    assert set(result["paths"]) == {"reference", "fast"}
+    assert len(result["ratios"]) == 2 and result["ratio_median"] > 0
+    assert all("peak_memory_mib" in p for p in result["paths"].values())
+    record = json.loads(out.read_text().splitlines()[-1])
+    assert record["kind"] == "lm_search_step" and record["config"]["order"] == order

@@ -18,6 +18,14 @@ embedding is *not* stepped in ``w'`` unless ``step_embedding=True`` (the origina
 old decoder weight over it; FACTS_RNN section 6). Every forward runs in training mode, so
 dropout masks are drawn and batch-norm statistics are updated, as the original's are.
 
+First order takes the gradient of the alphas only. The virtual validation pass of the
+unrolled step runs on a scratch copy of the batch-norm buffers, as the original's runs on its
+throwaway model. ``copy_network=True`` computes the same step the original's way instead (the
+yardstick of benchmarks/lm_search_step.py and tests/test_lm_reference.py): first order by
+``backward()`` over every parameter; second order with a deep copy of the model holding
+``w'``, a ``backward()`` over all of its parameters, and the Hessian passes on the model's own
+weights shifted in place (restored exactly afterwards).
+
 The virtual weights are passed to :func:`torch.func.functional_call`: no copy of the model
 is built, and the real weights are never changed in place, so they are bit-identical after
 the step.
@@ -29,6 +37,7 @@ on the union of the ranks' columns (the losses are means over equally many token
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import gin
@@ -65,17 +74,20 @@ class RecurrentArchitect:
         network_weight_decay: the weight decay of the virtual weight step.
         step_embedding: also step the tied embedding in ``w'`` (the original does not).
         fd_radius: the finite-difference radius numerator (0.01).
+        copy_network: step the original's way (module docstring): the same alphas, slower.
     """
 
     def __init__(self, model: nn.Module, order: int = 2, lr: float = 3e-3,
                  betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 1e-3,
                  grad_clip: float = 0.25, network_weight_decay: float = 5e-7,
-                 step_embedding: bool = False, fd_radius: float = 1e-2):
+                 step_embedding: bool = False, fd_radius: float = 1e-2,
+                 copy_network: bool = False):
         if order not in (1, 2):
             raise ValueError(f"The architect's order is 1 or 2, not {order!r}.")
         self.model, self.order = model, order
         self.grad_clip, self.network_weight_decay = grad_clip, network_weight_decay
         self.step_embedding, self.fd_radius = step_embedding, fd_radius
+        self.copy_network = copy_network
         self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=lr, betas=tuple(betas),
                                           weight_decay=weight_decay)
         self.names = [name for name, _ in model.named_parameters() if name != "alphas"]
@@ -98,6 +110,9 @@ class RecurrentArchitect:
     def step(self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid,
              eta: float) -> list[torch.Tensor]:
         """One architecture step; returns the next (detached) validation hidden state."""
+        if self.copy_network:
+            return self._step_by_copy(hidden_train, x_train, y_train, hidden_valid, x_valid,
+                                      y_valid, eta)
         self.optimizer.zero_grad(set_to_none=True)
         alphas = self.model.arch_parameters()
         if self.order == 1:
@@ -127,7 +142,9 @@ class RecurrentArchitect:
                     virtual[name] = w - eta * (g * scale + self.network_weight_decay * w)
         for v in virtual.values():
             v.requires_grad_(True)
-        params = dict(virtual, alphas=alphas[0])
+        # Scratch buffers: the original's virtual pass updates its throwaway model's stats.
+        scratch = {n: b.clone() for n, b in self.model.named_buffers()}
+        params = dict(virtual, alphas=alphas[0], **scratch)
         val_loss, hidden_next = self._loss(params, hidden_valid, x_valid, y_valid)
         dalpha, *dweights = _grads(val_loss, [alphas[0]] + list(virtual.values()))
         vector_scale = torch.clamp(_clip_coef(dweights, self.grad_clip), max=1.0)
@@ -144,6 +161,74 @@ class RecurrentArchitect:
                 shifted = {n: w + sign * radius * v for n, w, v in zip(self.names, weights, vector)}
             loss, _ = self._loss(dict(shifted, alphas=alphas), hidden, x, y)
             grads.append(_grads(loss, [alphas])[0])
+        return (grads[0] - grads[1]) / (2 * radius)
+
+    # ---- the original's way (copy_network=True) ------------------------------------------
+    def _step_by_copy(self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid,
+                      eta: float) -> list[torch.Tensor]:
+        """:meth:`step` as the original's ``architect.step`` computes it."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.order == 1:  # backward() over every parameter, as the original
+            loss, hidden_next = self._loss(None, hidden_valid, x_valid, y_valid)
+            loss.backward()
+        else:
+            hidden_next = self._unrolled_by_copy(hidden_train, x_train, y_train, hidden_valid,
+                                                 x_valid, y_valid, eta)
+        self.optimizer.step()
+        return [h.detach() for h in hidden_next]
+
+    def _unrolled_by_copy(self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid,
+                          eta: float):
+        weights = self._weights()
+        loss, _ = self._loss(None, hidden_train, x_train, y_train)
+        grads = torch.autograd.grad(loss, weights)
+        coef = _clip_coef(grads, self.grad_clip)
+        with torch.no_grad():
+            if coef < 1:
+                for g in grads:
+                    g.mul_(coef)
+            unrolled_model = copy.deepcopy(self.model)  # the original builds a new model here
+            unrolled_model.zero_grad(set_to_none=True)
+            unrolled = dict(unrolled_model.named_parameters())
+            for name, w, g in zip(self.names, weights, grads):
+                if name == "encoder.weight" and not self.step_embedding:
+                    continue  # the original reloads the old (tied) decoder weight over it
+                unrolled[name].copy_(w - eta * (g + self.network_weight_decay * w))
+        del grads
+        val_loss, hidden_next = self._loss_of(unrolled_model, hidden_valid, x_valid, y_valid)
+        val_loss.backward()
+        dalpha = unrolled_model.alphas.grad
+        dtheta = [unrolled[n].grad for n in self.names]
+        with torch.no_grad():
+            vector_coef = _clip_coef(dtheta, self.grad_clip)
+            if vector_coef < 1:
+                for d in dtheta:
+                    d.mul_(vector_coef)
+        del unrolled_model, unrolled
+        hvp = self._hessian_vector_product_in_place(dtheta, weights, hidden_train, x_train,
+                                                    y_train)
+        self.model.alphas.grad = (dalpha - eta * coef * hvp).detach()
+        return hidden_next
+
+    def _loss_of(self, model, hidden, x, y):
+        log_probs, hidden = model(x, hidden)
+        return F.nll_loss(log_probs.view(-1, log_probs.size(-1)), y), hidden
+
+    def _hessian_vector_product_in_place(self, vector, weights, hidden, x, y) -> torch.Tensor:
+        alphas = self.model.arch_parameters()[0]
+        radius = self.fd_radius / torch.sqrt(sum(v.pow(2).sum() for v in vector))
+        with torch.no_grad():
+            originals = [w.detach().clone() for w in weights]
+        grads = []
+        for step in (radius, -2 * radius):
+            with torch.no_grad():
+                for w, v in zip(weights, vector):
+                    w.add_(step * v)
+            loss, _ = self._loss(None, hidden, x, y)
+            grads.append(torch.autograd.grad(loss, alphas)[0])
+        with torch.no_grad():
+            for w, original in zip(weights, originals):
+                w.copy_(original)  # exactly: w + Rv - 2Rv + Rv would drift by rounding
         return (grads[0] - grads[1]) / (2 * radius)
 
     # ---- state ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ original code, term by term, as the yardstick that the equivalence tests
 path against. It exists for them, not for training: the two paths compute the same function.
 
 :func:`set_reference_path` switches a model's ``MixedOp``, ``SearchCell`` and ``Cell``
-modules over (it gives each module its reference ``forward``) and back again; the cells
+modules, and the recurrent search cell (:mod:`sharpdarts.nn.recurrent.reference`), over (it gives each module its reference ``forward``) and back again; the cells
 themselves carry no reference flag and no reference branch.
 """
 from __future__ import annotations
@@ -115,8 +115,11 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor,
 def _reference_forwards() -> dict[type, Callable]:
     # cells imports this module (for drop_path and channel_shuffle): look its classes up late.
     from sharpdarts.nn.cells import Cell, MixedOp, SearchCell
+    from sharpdarts.nn.recurrent import reference as recurrent
+    from sharpdarts.nn.recurrent.cells import DARTSCellSearch
 
-    return {MixedOp: mixed_op_forward, SearchCell: search_cell_forward, Cell: cell_forward}
+    return {MixedOp: mixed_op_forward, SearchCell: search_cell_forward, Cell: cell_forward,
+            DARTSCellSearch: recurrent.search_cell_forward}
 
 
 def uses_reference_path(module: nn.Module) -> bool:
@@ -127,7 +130,8 @@ def uses_reference_path(module: nn.Module) -> bool:
 
 
 def set_reference_path(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Switches every mixed op and (search) cell of ``model`` to the reference path (or back).
+    """Switches every mixed op and (search) cell of ``model``, convolutional or recurrent, to
+    the reference path (or back).
 
     Each such module gets the reference ``forward`` of its class as an instance attribute
     (``enabled=False`` removes it again, so the class's fast ``forward`` runs). Copies of the

@@ -13,7 +13,9 @@ they are.
 
 The input half of ``W0`` is applied to all time steps in one matrix product before the
 recurrence (it does not depend on the hidden state), and the search cell sums the ops of each
-node in closed form; both give the original's values, with fewer, larger products.
+node in closed form (one running ``addcmul`` per op, the edges' op weights sliced once per
+sequence); both give the original's values, with fewer, larger products and fewer passes.
+The original computation, loop by loop, is :mod:`sharpdarts.nn.recurrent.reference`.
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ class _RecurrentBase(nn.Module):
         """``s0`` from the precomputed input product and the previous output."""
         h_in = h_prev * h_mask if h_mask is not None else h_prev
         c0, h0 = (x_part + h_in @ self._W0[self.ninp:]).split(self.nhid, dim=-1)
-        return h_prev + torch.sigmoid(c0) * (torch.tanh(h0) - h_prev)
+        return torch.addcmul(h_prev, torch.sigmoid(c0), torch.tanh(h0) - h_prev)
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor, *extra):
         """Runs the cell over a sequence.
@@ -84,11 +86,13 @@ class _RecurrentBase(nn.Module):
         """
         x_mask, h_mask = self._masks(inputs)
         x = inputs * x_mask if x_mask is not None else inputs
-        x_parts = x @ self._W0[:self.ninp]
+        # unbind, not x_parts[t]: the backward of T selections would build and add T
+        # zero-padded (T, B, 2 nhid) gradients; unbind's stacks the T slices once.
+        x_parts = (x @ self._W0[:self.ninp]).unbind(0)
         h = hidden[0]
         outputs = []
-        for t in range(inputs.size(0)):
-            h = self._step(x_parts[t], h, h_mask, *extra)
+        for x_part in x_parts:
+            h = self._step(x_part, h, h_mask, *extra)
             outputs.append(h)
         outputs = torch.stack(outputs)
         return outputs, outputs[-1:]
@@ -149,20 +153,35 @@ class DARTSCellSearch(_RecurrentBase):
         self._ops = [RNN_OPS[self.primitives[k]] for k in self._op_columns]
         self.bn = nn.BatchNorm1d(nhid, affine=False)
 
-    def _step(self, x_part, h_prev, h_mask, probs):
-        states = self.bn(self._init_state(x_part, h_prev, h_mask)).unsqueeze(0)
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor, probs: torch.Tensor):
+        """Runs the cell over a sequence with op weights ``probs`` ((edges, ops), the softmax
+        of the architecture parameters); see :meth:`_RecurrentBase.forward`."""
+        return super().forward(inputs, hidden, self._node_weights(probs))
+
+    def _node_weights(self, probs: torch.Tensor):
+        """Per node, once per sequence (not per time step): each non-'none' op's weights of
+        the node's edges, shaped (edges, 1, 1) to scale (edges, B, n) terms, and their sum."""
         p = probs[:, self._op_columns]
-        offset = 0
+        totals = p.sum(1)
+        nodes, offset = [], 0
         for i in range(self.steps):
+            rows = slice(offset, offset + i + 1)
+            nodes.append(([p[rows, k, None, None] for k in range(p.size(1))],
+                          totals[rows, None, None]))
+            offset += i + 1
+        return nodes
+
+    def _step(self, x_part, h_prev, h_mask, node_weights):
+        states = self.bn(self._init_state(x_part, h_prev, h_mask)).unsqueeze(0)
+        for i, (op_weights, total) in enumerate(node_weights):
             s_in = states * h_mask if h_mask is not None else states
             c, g = (s_in @ self._Ws[i]).split(self.nhid, dim=-1)
             c = torch.sigmoid(c)
-            weights = p[offset:offset + i + 1]                                 # (i+1, K)
-            acts = torch.stack([op(g) for op in self._ops], 1)                 # (i+1, K, B, n)
-            mixed = (weights[:, :, None, None] * acts).sum(1)                  # (i+1, B, n)
-            total = weights.sum(1)[:, None, None]
-            # sum_k p_k (s + c (f_k - s)) = (sum_k p_k) (1 - c) s + c sum_k p_k f_k
-            node = (total * (1 - c) * states + c * mixed).sum(0)
+            mixed = None                                                       # (i+1, B, n)
+            for op, w in zip(self._ops, op_weights):
+                mixed = op(g) * w if mixed is None else torch.addcmul(mixed, op(g), w)
+            # sum_k p_k (s + c (f_k - s)) = T s + c (sum_k p_k f_k - T s), T = sum_k p_k
+            held = states * total
+            node = torch.addcmul(held, c, mixed - held).sum(0)
             states = torch.cat([states, self.bn(node).unsqueeze(0)])
-            offset += i + 1
         return states[-self.concat:].mean(0)
