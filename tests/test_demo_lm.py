@@ -41,3 +41,10 @@ def test_search_promote_train_and_table_on_the_pydoc_corpus(tmp_path, monkeypatc
     assert float(rows["demo/lm_train"]["valid_ppl_mean"]) == min(
         m["valid_ppl"] for m in metrics)  # the best epoch's
     assert float(rows["demo/lm_search"]["valid_ppl_mean"]) > 1.0
+    # `make tables` after `make demo-lm`: a recurrent search's figures (its cell, picked by
+    # validation perplexity) beside the trainings' curves.
+    out = tmp_path / "tables"
+    _run(capsys, "tables", "--results", results, "--out", out)
+    assert (out / "demo_lm.md").is_file()
+    assert (out / "figures" / "demo-lm_search-genotype.svg").read_text().lstrip().startswith("<")
+    assert (out / "figures" / "demo-lm_train-curves.svg").is_file()

@@ -92,9 +92,14 @@ def cmd_tables(args) -> int:
         folders = [Path(p) for p in group["path"]]
         print(plots.plot_curves(folders, f"{stem}-curves.svg"))
         if (group["kind"] == "search").all():
-            best = group.sort_values("best_valid_acc", ascending=False).iloc[0]
+            if "best_valid_acc" in group and group["best_valid_acc"].notna().any():
+                best = group.sort_values("best_valid_acc", ascending=False).iloc[0]
+            else:  # a language-model search: by validation perplexity, lower is better
+                best = group.sort_values("best_valid_ppl").iloc[0]
             genotype = plots.genotype_for(best["path"], prefer="best_genotype")
-            if genotype.layout == "cell":
+            if genotype.layout == "recurrent":  # one cell; no alphas plot for recurrent cells
+                print(plots.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
+            elif genotype.layout == "cell":
                 print(plots.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
                 print(plots.plot_alphas(best["path"], f"{stem}-alphas.svg"))
             else:
