@@ -37,7 +37,8 @@ def test_search_promote_train_and_table_on_the_pydoc_corpus(tmp_path, monkeypatc
     rows = {line[0]: dict(zip(header, line)) for line in lines}
     assert set(rows) == {"demo/lm_search", "demo/lm_train", "demo/lm_train_darts_v2"}
     for name in ("demo/lm_train", "demo/lm_train_darts_v2"):  # valid and test perplexity
-        assert float(rows[name]["valid_ppl_mean"]) > 1.0 and float(rows[name]["test_ppl_mean"]) > 1.0
+        row = rows[name]
+        assert float(row["valid_ppl_mean"]) > 1.0 and float(row["test_ppl_mean"]) > 1.0
     assert float(rows["demo/lm_train"]["valid_ppl_mean"]) == min(
         m["valid_ppl"] for m in metrics)  # the best epoch's
     assert float(rows["demo/lm_search"]["valid_ppl_mean"]) > 1.0

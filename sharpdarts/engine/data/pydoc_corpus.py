@@ -2,9 +2,9 @@
 
 Every CPython installation ships ``pydoc_data.topics`` in its standard library: a dict
 ``topics`` of the Language Reference's sections as plain text (what ``help('assignment')``
-prints), some 80 topics and half a megabyte of real English prose. It is there offline, on
-every machine this project runs on, so the language-model demo (``make demo-lm``) needs no
-download, as the image demo reads the digits that scikit-learn ships.
+prints): 79 topics and 0.46 million characters on Python 3.11, mostly English prose. It is
+there offline, on every machine this project runs on, so the language-model demo
+(``make demo-lm``) needs no download, as the image demo reads the digits scikit-learn ships.
 
 :func:`write_corpus` turns it into a word-level corpus in the format PTB and WikiText-2 are
 read in (:mod:`sharpdarts.engine.data.corpus`): ``train.txt``, ``valid.txt`` and ``test.txt``
@@ -14,14 +14,14 @@ each deterministic:
 - prose only: a paragraph (lines between blank lines) that is indented is a code example or
   a grammar rule and is dropped, as are heading underlines (``*****``, ``=====``);
 - PTB-style tokens: lowercase, words (identifiers with ``_`` included, and with their
-  apostrophe), numbers as ``N`` (as Mikolov's
-  PTB), every other non-space character its own token (``,`` ``(`` ``"`` ...); the reST
-  emphasis marks ``*`` and ``` ` `` are removed, typographic quotes made ASCII;
+  apostrophe), numbers as ``N`` (as Mikolov's PTB), every other non-space character its own
+  token (``,`` ``(`` ``"`` ...); the reST emphasis marks ``*`` and ``` ` `` are removed,
+  typographic quotes made ASCII;
 - one line per sentence (a split after ``.``, ``!`` or ``?`` followed by a space);
 - the split is by topic: topics in sorted name order each go to the split furthest below
   its share of the tokens (80 / 10 / 10), so the three interleave through the alphabet;
 - words seen fewer than ``MIN_COUNT`` times in the training topics become ``<unk>``
-  everywhere, which keeps the vocabulary small (about 3,000 words).
+  everywhere, which keeps the vocabulary small (1,214 words on Python 3.11.7).
 
 The folder is written once, each file atomically, and ``SOURCE.json`` last: it names the
 Python version and the topics' hash, and a folder whose ``SOURCE.json`` does not match this
