@@ -1,6 +1,7 @@
 # sharpdarts: `make demo` and `make test` do all set-up (they create .venv on first use).
 #   make test                                   the test suite
 #   make demo                                   offline demo: search, promote, train, table
+#   make demo-lm                                offline language-model demo (Python's own docs)
 #   make cifar10-sharpsepconv-darts SEEDS="1 2 3"   one paper row, one run per seed
 #   make cifar10-sharpsepconv-darts SEEDS=1-8 LAUNCHER=slurm   one Slurm job per seed (sweep)
 #   make tables                                 every table (markdown) and figure into results/tables
@@ -17,7 +18,7 @@ RESULTS ?= results
 SEEDS ?= 1
 RUN_ARGS ?=
 
-.PHONY: install test demo tables list figures
+.PHONY: install test demo demo-lm tables list figures
 install: $(STAMP)
 
 $(STAMP): setup.py
@@ -42,6 +43,20 @@ demo: $(STAMP)
 	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) genotype promote $$search DEMO --replace --results $(RESULTS); \
 	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train --seed 1 --results $(RESULTS) | tail -n 1; \
 	$(SHARPDARTS) table demo --results $(RESULTS); \
+	echo; echo "run folders: $(RESULTS)/runs/demo/"
+
+# The language-model demo: DARTS's recurrent search and training on the Python documentation
+# text that CPython ships (written once under the data root: data/pydoc, or $$SHARPDARTS_DATA);
+# its cell is promoted as DEMO_RNN into the same demo registry, and DARTS_V2's recurrent cell is
+# trained on the same budget for comparison.
+demo-lm: $(STAMP)
+	@set -e; \
+	search=$$($(SHARPDARTS) run demo/lm_search --seed 1 --results $(RESULTS) | tail -n 1 | awk '{print $$NF}'); \
+	echo "language-model demo search run: $$search"; \
+	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) genotype promote $$search DEMO_RNN --replace --results $(RESULTS); \
+	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/lm_train --seed 1 --results $(RESULTS) | tail -n 1; \
+	$(SHARPDARTS) run demo/lm_train_darts_v2 --seed 1 --results $(RESULTS) | tail -n 1; \
+	$(SHARPDARTS) table demo_lm --results $(RESULTS); \
 	echo; echo "run folders: $(RESULTS)/runs/demo/"
 
 tables: $(STAMP)

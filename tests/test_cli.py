@@ -63,6 +63,8 @@ def test_every_experiment_binds_epochs_and_batch_size(name):
 def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
     if name == "demo/train":  # demo/train trains the demo's promoted genotype
         genotype_store.promote("DEMO", genotypes.get("DARTS_V2"), {"run_id": "test"})
+    if name == "demo/lm_train":  # and demo/lm_train the language-model demo's
+        genotype_store.promote("DEMO_RNN", genotypes.get("DARTS_V2_RNN"), {"run_id": "test"})
     results = tmp_path / "results"
     code, out = run_cli("run", name, "--smoke", "--seed", 3, "--results", results, capsys=capsys)
     assert code == 0, out.err

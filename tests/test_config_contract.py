@@ -50,6 +50,8 @@ BEFORE = {
 def _configure(name: str, tmp_path, bindings=()) -> runner.Configured:
     if name == "demo/train":  # demo/train trains the demo's promoted genotype
         genotype_store.promote("DEMO", genotypes.get("DARTS_V2"), {"run_id": "test"})
+    if name == "demo/lm_train":  # and demo/lm_train the language-model demo's
+        genotype_store.promote("DEMO_RNN", genotypes.get("DARTS_V2_RNN"), {"run_id": "test"})
     return runner.configure(name, list(bindings), smoke=True, results=str(tmp_path))
 
 

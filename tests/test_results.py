@@ -298,7 +298,7 @@ def test_empty_store_builds_every_table(tmp_path):
 
 def test_unknown_table_and_format_are_user_errors(store):
     assert table_names() == ["cifar10", "imagenet", "search", "demo", "hyperparameter", "ablation",
-                             "darts_cifar10", "darts_ptb", "darts_imagenet", "darts_wt2"]
+                             "darts_cifar10", "darts_ptb", "darts_imagenet", "darts_wt2", "demo_lm"]
     with pytest.raises(UserError, match="Unknown table 'cifar100'.*Did you mean: cifar10"):
         build_table("cifar100", load_runs(store))
     with pytest.raises(UserError, match="markdown"):

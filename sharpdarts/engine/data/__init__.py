@@ -7,13 +7,15 @@
   folders, MNIST, Fashion-MNIST, SVHN) and two offline sets (digits, synthetic);
 - ``bundle``: ``build_datasets``, the one gin-configurable entry point the engine calls;
 - ``loaders``: the DARTS search split and ``make_loader``;
-- ``corpus``: word-level language-model corpora (PTB, WikiText-2), batchify and BPTT windows.
+- ``corpus``: word-level language-model corpora (PTB, WikiText-2), batchify and BPTT windows;
+- ``pydoc_corpus``: an offline corpus made from the Python documentation CPython ships.
 
 Every public name of these modules is importable from here, as from the single module this
 package started as (``sharpdarts.data``).
 """
 
 from sharpdarts.engine.data import corpus  # noqa: F401  (registers the text corpora)
+from sharpdarts.engine.data import pydoc_corpus  # noqa: F401  (registers 'pydoc')
 from sharpdarts.engine.data.bundle import DataBundle, build_datasets
 from sharpdarts.engine.data.datasets import (
     CIFAR10_1_FILES, CIFAR10_1_FOLDER, CIFAR10_1_URL, DATA_ENV_VAR, DEFAULT_ROOT,
