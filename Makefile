@@ -36,7 +36,7 @@ list: $(STAMP)
 # repository's experiments/genotypes.json only ever holds genotypes you promote yourself.
 DEMO_REGISTRY := $(RESULTS)/demo_genotypes.json
 # The searched cell (DEMO) and a random cell of the same space (DEMO_RANDOM, seed 1) are each
-# trained once per seed, on the same budget.
+# trained once per seed, on the same budget; side by side, as each run uses one thread.
 DEMO_SEEDS ?= 1 2
 demo: $(STAMP)
 	@set -e; \
@@ -45,8 +45,9 @@ demo: $(STAMP)
 	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) genotype promote $$search DEMO --replace --results $(RESULTS); \
 	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) genotype random DEMO_RANDOM --seed 1 --replace; \
 	for seed in $(DEMO_SEEDS); do \
-	  SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train --seed $$seed --results $(RESULTS) | tail -n 1; \
-	  SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train_random --seed $$seed --results $(RESULTS) | tail -n 1; \
+	  SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train --seed $$seed --results $(RESULTS) | tail -n 1 & one=$$!; \
+	  SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train_random --seed $$seed --results $(RESULTS) | tail -n 1 & two=$$!; \
+	  wait $$one; wait $$two; \
 	done; \
 	$(SHARPDARTS) table demo --results $(RESULTS); \
 	echo; echo "run folders: $(RESULTS)/runs/demo/"
