@@ -1,6 +1,6 @@
 # sharpdarts: `make demo` and `make test` do all set-up (they create .venv on first use).
 #   make test                                   the test suite
-#   make demo                                   offline demo: search, promote, train, table
+#   make demo                                   offline demo: search, promote, train it and a random cell, table
 #   make demo-lm                                offline language-model demo (Python's own docs)
 #   make cifar10-sharpsepconv-darts SEEDS="1 2 3"   one paper row, one run per seed
 #   make cifar10-sharpsepconv-darts SEEDS=1-8 LAUNCHER=slurm   one Slurm job per seed (sweep)
@@ -36,12 +36,20 @@ list: $(STAMP)
 # The demo's promoted genotype goes to its own registry file in the results store, so the
 # repository's experiments/genotypes.json only ever holds genotypes you promote yourself.
 DEMO_REGISTRY := $(RESULTS)/demo_genotypes.json
+# The searched cell (DEMO) and a random cell of the same space (DEMO_RANDOM, seed 1) are each
+# trained once per seed, on the same budget; side by side, as each run uses one thread.
+DEMO_SEEDS ?= 1 2
 demo: $(STAMP)
 	@set -e; \
 	search=$$($(SHARPDARTS) run demo/search --seed 1 --results $(RESULTS) | tail -n 1 | awk '{print $$NF}'); \
 	echo "demo search run: $$search"; \
 	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) genotype promote $$search DEMO --replace --results $(RESULTS); \
-	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train --seed 1 --results $(RESULTS) | tail -n 1; \
+	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) genotype random DEMO_RANDOM --seed 1 --replace; \
+	for seed in $(DEMO_SEEDS); do \
+	  SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train --seed $$seed --results $(RESULTS) | tail -n 1 & one=$$!; \
+	  SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/train_random --seed $$seed --results $(RESULTS) | tail -n 1 & two=$$!; \
+	  wait $$one; wait $$two; \
+	done; \
 	$(SHARPDARTS) table demo --results $(RESULTS); \
 	echo; echo "run folders: $(RESULTS)/runs/demo/"
 

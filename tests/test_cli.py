@@ -15,6 +15,7 @@ import torch
 
 from sharpdarts.face import cli, experiments
 from sharpdarts.core import genotypes
+from sharpdarts.core.random_genotypes import sample_cell_genotype as random_genotype
 from sharpdarts.store import genotype_store
 from test_data import write_cifar10, write_cifar10_1
 
@@ -27,7 +28,7 @@ PAPER_NAMES = [
     "search/sharpsepconv_darts_max_w", "search/sharpdarts_scalar", "search/sharper_scalar",
     "search/sharper_max_w", "search/multi_channel_scalar", "search/multi_channel_max_w",
     "imagenet/sharpsepconv_darts", "imagenet/sharper_darts_max_w", "imagenet/sharpdarts_cmid96",
-    "imagenet/sharpdarts_cmid32", "demo/search", "demo/train"]
+    "imagenet/sharpdarts_cmid32", "demo/search", "demo/train", "demo/train_random"]
 
 
 def run_cli(*args, capsys=None):
@@ -65,6 +66,8 @@ def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
         genotype_store.promote("DEMO", genotypes.get("DARTS_V2"), {"run_id": "test"})
     if name == "demo/lm_train":  # and demo/lm_train the language-model demo's
         genotype_store.promote("DEMO_RNN", genotypes.get("DARTS_V2_RNN"), {"run_id": "test"})
+    if name == "demo/train_random":  # and its baseline, a random cell `make demo` adds
+        genotype_store.promote("DEMO_RANDOM", random_genotype(1), {"random": True, "seed": 1})
     results = tmp_path / "results"
     code, out = run_cli("run", name, "--smoke", "--seed", 3, "--results", results, capsys=capsys)
     assert code == 0, out.err

@@ -12,6 +12,7 @@ import gin
 import pytest
 
 from sharpdarts.core import config, genotypes
+from sharpdarts.core.random_genotypes import sample_cell_genotype as random_genotype
 from sharpdarts.face import experiments, runner
 from sharpdarts.store import genotype_store
 
@@ -32,6 +33,7 @@ BEFORE = {
     'cifar10/sharpsepconv_darts_no_autoaugment': (0.004166675, 0.00833334, 0.02499894722307858, 0.0003),
     'demo/search': (0.01255, 0.025, 0.0001, 0.0003),
     'demo/train': (0.01255, 0.025, 0.0001, 0.0003),
+    'demo/train_random': (0.01255, 0.025, 0.0001, 0.0003),
     'imagenet/sharpdarts_cmid32': (0.00465909090909091, 0.00856818181818182, 0.04373709168005615, 0.0001),
     'imagenet/sharpdarts_cmid96': (0.00465909090909091, 0.00856818181818182, 0.04373709168005615, 0.0001),
     'imagenet/sharper_darts_max_w': (0.00465909090909091, 0.00856818181818182, 0.04373709168005615, 0.0001),
@@ -52,6 +54,8 @@ def _configure(name: str, tmp_path, bindings=()) -> runner.Configured:
         genotype_store.promote("DEMO", genotypes.get("DARTS_V2"), {"run_id": "test"})
     if name == "demo/lm_train":  # and demo/lm_train the language-model demo's
         genotype_store.promote("DEMO_RNN", genotypes.get("DARTS_V2_RNN"), {"run_id": "test"})
+    if name == "demo/train_random":  # and its baseline, a random cell `make demo` adds
+        genotype_store.promote("DEMO_RANDOM", random_genotype(1), {"random": True, "seed": 1})
     return runner.configure(name, list(bindings), smoke=True, results=str(tmp_path))
 
 

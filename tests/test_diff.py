@@ -52,7 +52,7 @@ def test_a_run_against_its_experiment_shows_the_smoke_bindings(two_runs, capsys)
     assert "B: experiment demo/search" in out
     changed = dict(line.strip().split(": ", 1) for line in out.splitlines()
                    if "  ->  " in line)
-    assert changed["EPOCHS"] == "1  ->  8"  # demo/search's own epochs; the run had EPOCHS=1
+    assert changed["EPOCHS"] == "1  ->  6"  # demo/search's own epochs; the run had EPOCHS=1
     assert changed["build_datasets.name"] == "'synthetic'  ->  'digits'"
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from sharpdarts.core import genotypes
 from sharpdarts.face import plots
 from sharpdarts.face.plots import render as plots_render
+from sharpdarts.face.plots.alphas import alphas_norm
 from sharpdarts.errors import UserError
 from sharpdarts.core.schedules import cosine_annealing, cosine_power_annealing, exponential_decay
 
@@ -382,9 +383,20 @@ def test_alphas_colour_scale_is_centred_on_the_uniform_weight(tmp_path):
     for image in images:
         norm = image.norm
         assert norm.vcenter == pytest.approx(1 / OPS)  # white is uniform
-        assert norm.vmin == pytest.approx(1 / OPS - spread)
+        assert norm.vmin == pytest.approx(max(0.0, 1 / OPS - spread))  # no negative weights
         assert norm.vmax == pytest.approx(1 / OPS + spread)
         assert image.get_cmap().name == "RdBu_r"  # diverging
     # A weight just above uniform is visibly red, just below visibly blue.
     above, below = images[0].to_rgba(1 / OPS + spread / 2), images[0].to_rgba(1 / OPS - spread / 2)
     assert above[0] > above[2] and below[2] > below[0]
+
+
+def test_alphas_colour_scale_starts_at_zero_once_a_weight_passes_twice_uniform(tmp_path):
+    weights = np.full((14, OPS), 1 / OPS)
+    weights[0, 0], weights[1, 0] = 0.6, 0.12  # far above uniform; just below it
+    norm = alphas_norm([weights], OPS)
+    assert (norm.vmin, norm.vcenter, norm.vmax) == pytest.approx((0.0, 1 / OPS, 0.6))
+    # The blue half spans only possible weights: 0 is its darkest blue, not a middle shade.
+    assert norm(0.0) == pytest.approx(0.0)
+    small = alphas_norm([np.full((14, OPS), 1 / OPS) + 0.01], OPS)  # symmetric when small
+    assert small.vmin == pytest.approx(1 / OPS - 0.01) and small.vmax == pytest.approx(1 / OPS + 0.01)

@@ -249,8 +249,13 @@ def test_demo_table_rows_in_order(tmp_path):
                                           "test_error_top1": 61.0}, wall=30.0, device_count=0)
     write_run(tmp_path, "demo/train", 2, {"best_valid_acc": 44.0, "params_m": 0.05,
                                           "test_error_top1": 57.0}, wall=40.0, device_count=0)
+    # The random cell trained on the same budget: the demo's baseline row.
+    write_run(tmp_path, "demo/train_random", 1, {"params_m": 0.04, "test_error_top1": 65.0},
+              wall=20.0, device_count=0)
     table = build_table("demo", load_runs(tmp_path))
-    assert list(table["experiment"]) == ["demo/search", "demo/train"]
+    assert list(table["experiment"]) == ["demo/search", "demo/train", "demo/train_random"]
+    baseline = _row(table, "demo/train_random")
+    assert baseline["seeds"] == 1 and baseline["test_error_mean"] == 65.0
     search = _row(table, "demo/search")
     assert search["seeds"] == 2 and search["valid_acc_mean"] == 42.0
     train = _row(table, "demo/train")

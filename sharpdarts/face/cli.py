@@ -132,6 +132,21 @@ def cmd_genotype_promote(args) -> int:
     return 0
 
 
+def cmd_genotype_random(args) -> int:
+    from sharpdarts.core.random_genotypes import sample_cell_genotype
+    from sharpdarts.store import genotype_store
+
+    try:
+        genotype = sample_cell_genotype(args.seed, args.primitives)
+        lineage = {"random": True, "seed": args.seed, "primitives": args.primitives}
+        genotype_store.promote(args.name, genotype, lineage, replace=args.replace)
+    except (KeyError, ValueError) as exc:
+        raise UserError(f"Cannot add a random cell as {args.name}: {one_line(exc)}") from None
+    print(f"sampled a random {args.primitives} cell (seed {args.seed}) as {args.name} in "
+          f"{genotypes.user_registry_path()}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from sharpdarts.core.metrics import count_parameters, multiply_adds
     from sharpdarts.nn.models import NetworkCIFAR, NetworkImageNet
@@ -325,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--replace", action="store_true", help="replace a promoted genotype of that name")
     g.add_argument("--results", default=DEFAULT_RESULTS)
     g.set_defaults(func=cmd_genotype_promote)
+    g = gsub.add_parser("random", help="add a random cell of a search space (a baseline) to "
+                                       "experiments/genotypes.json")
+    g.add_argument("name", help="the registry name (letters, digits, underscores)")
+    g.add_argument("--seed", type=int, default=0, help="fixes the draw")
+    g.add_argument("--primitives", default="DARTS_PRIMITIVES", help="a primitive set name")
+    g.add_argument("--replace", action="store_true", help="replace a genotype of that name")
+    g.set_defaults(func=cmd_genotype_random)
 
     p = sub.add_parser("info", help="parameters and multiply-adds of a genotype's network")
     p.add_argument("name", help="a genotype name or a search run")

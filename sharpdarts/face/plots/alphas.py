@@ -105,14 +105,16 @@ def alphas_norm(arrays, n_ops: int):
 
     Searches move the softmax weights only a little away from uniform early on; a scale from 0
     to the maximum shows those departures as one colour. Centred and symmetric (the largest
-    departure either way sets both ends), equal departures look equally strong.
+    departure either way sets both ends), equal departures look equally strong. The low end
+    stops at 0, as no softmax weight is below it: once one weight passes 2/n_ops, the
+    symmetric scale would spend much of its blue half on impossible negative weights.
     """
     from matplotlib.colors import TwoSlopeNorm
 
     centre = 1.0 / n_ops
     spread = max(float(np.max(np.abs(np.asarray(a) - centre))) for a in arrays)
     spread = max(spread, 1e-6)
-    return TwoSlopeNorm(vcenter=centre, vmin=centre - spread, vmax=centre + spread)
+    return TwoSlopeNorm(vcenter=centre, vmin=max(0.0, centre - spread), vmax=centre + spread)
 
 
 def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | None = None) -> Figure:
