@@ -145,7 +145,8 @@ class DARTSCellSearch(_RecurrentBase):
             only); None (the default) runs eagerly. The step's shapes are the same at every
             time step, so one graph serves the whole window (and every window of that batch
             size); compiling costs minutes at the first call and, on CPU, needs a C++
-            compiler. Same values as eager, within float rounding.
+            compiler. Passes without gradients (evaluation) run eagerly. Same values as
+            eager, within float rounding.
     """
 
     def __init__(self, ninp: int, nhid: int, dropouth: float, dropoutx: float,
@@ -179,7 +180,9 @@ class DARTSCellSearch(_RecurrentBase):
         return nodes
 
     def _step(self, x_part, h_prev, h_mask, node_weights):
-        if self.compile_backend:
+        # Evaluation (no gradients) stays eager: its batch sizes and modes would add graphs
+        # (and Dynamo falls back to eager past its recompile limit) for a minor share of time.
+        if self.compile_backend and torch.is_grad_enabled():
             return _compiled_step(self.compile_backend)(self, x_part, h_prev, h_mask,
                                                         node_weights)
         return self._eager_step(x_part, h_prev, h_mask, node_weights)
