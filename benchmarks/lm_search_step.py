@@ -18,6 +18,10 @@ Paths:
   fast       the library's default: the input product for the whole window at once, each
              node's ops in closed form, gradients of only what is needed (the alphas in first
              order and in the Hessian passes), no copy (``torch.func.functional_call``).
+             With --compile, the search cell's time step runs through torch.compile
+             (inductor; ``RNNSearchModel.compile_backend``): the first step compiles, and its
+             time is printed apart (the timed steps follow two warm-up steps). Use
+             --no-memory with it, or each memory child compiles again.
 
 Both paths compute the same step (tests/test_lm_reference.py).
 
@@ -25,6 +29,7 @@ Examples:
   python benchmarks/lm_search_step.py --order 1 --compare --threads 1
   python benchmarks/lm_search_step.py --order 2 --compare --threads 1 --steps 3
   python benchmarks/lm_search_step.py --nhid 16 --vocab 50 --batch 4 --bptt 5 --compare
+  python benchmarks/lm_search_step.py --order 1 --compare --threads 1 --compile --no-memory
 
 Prints ``median_step_s`` and ``peak_memory_mib`` per path and, with --compare, the median of
 the per-pair time ratios fast / reference.
@@ -32,6 +37,7 @@ the per-pair time ratios fast / reference.
 from __future__ import annotations
 
 import argparse
+import time
 
 import common  # noqa: F401  (puts the repository on sys.path)
 import torch
@@ -62,7 +68,9 @@ def build(args, device: torch.device, path: str):
     """The model, and a ``step()`` closure of one path."""
     torch.manual_seed(args.seed)
     reference = path == "reference"
-    model = RNNSearchModel(args.vocab, args.nhid, args.nhid, args.nhid, **DROPOUTS).to(device)
+    backend = "inductor" if args.compile and not reference else None
+    model = RNNSearchModel(args.vocab, args.nhid, args.nhid, args.nhid, **DROPOUTS,
+                           compile_backend=backend).to(device)
     model.train()
     if reference:
         set_reference_path(model)
@@ -88,10 +96,15 @@ def build(args, device: torch.device, path: str):
         optimizer.step()
         state["train"] = [h.detach() for h in hidden]
 
+    if backend:  # compile now, and report it apart from the step times
+        tic = time.perf_counter()
+        step()
+        print(f"fast (compiled): first step, compiling, {time.perf_counter() - tic:.1f}s",
+              flush=True)
     return model, step
 
 
-CONFIG_KEYS = ["batch", "nhid", "vocab", "bptt", "order", "steps"]
+CONFIG_KEYS = ["batch", "nhid", "vocab", "bptt", "order", "compile", "steps"]
 
 
 def main(argv=None):

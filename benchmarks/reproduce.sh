@@ -21,6 +21,11 @@ run $PY benchmarks/search_step.py --primitives PRIMITIVES --order 1 --batch 16 \
 # The recurrent search step (search model 300 units, PTB's vocabulary, batch 64, bptt 35).
 run $PY benchmarks/lm_search_step.py --order 1 --compare --steps 5 --threads $T --json "$OUT/targets.jsonl"
 run $PY benchmarks/lm_search_step.py --order 2 --compare --steps 3 --threads $T --json "$OUT/targets.jsonl"
+# The same with the search cell's time step compiled (inductor; the first step compiles).
+run $PY benchmarks/lm_search_step.py --order 1 --compare --steps 5 --threads $T --compile --no-memory \
+    --json "$OUT/targets.jsonl"
+run $PY benchmarks/lm_search_step.py --order 2 --compare --steps 3 --threads $T --compile --no-memory \
+    --json "$OUT/targets.jsonl"
 [ "${SKIP_SWEEP:-0}" = 1 ] && exit 0
 # The sweep: fast path, first order, step time and peak memory vs batch and primitive count.
 run $PY benchmarks/table.py --threads $T

@@ -116,7 +116,12 @@ class RecurrentArchitect:
         self.optimizer.zero_grad(set_to_none=True)
         alphas = self.model.arch_parameters()
         if self.order == 1:
-            loss, hidden_next = self._loss(None, hidden_valid, x_valid, y_valid)
+            # The weights detached: only the alphas' gradient is taken. Eager autograd skips
+            # the weights' gradients anyway; a compiled cell's backward computes a gradient
+            # for every input that requires one, so there this skips half its products.
+            params = {n: w.detach() for n, w in zip(self.names, self._weights())}
+            loss, hidden_next = self._loss(dict(params, alphas=alphas[0]), hidden_valid,
+                                           x_valid, y_valid)
             grads = _grads(loss, alphas)
         else:
             grads, hidden_next = self._unrolled(hidden_train, x_train, y_train,

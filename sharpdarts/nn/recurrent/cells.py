@@ -140,11 +140,18 @@ class DARTSCellSearch(_RecurrentBase):
         primitives: op names of the weight columns ('none' contributes nothing).
         steps: the number of nodes.
         concat: how many of the last states are averaged into the output.
+        compile_backend: run each time step (all nodes) through ``torch.compile`` with this
+            backend ('inductor' fuses the step's elementwise passes; 'eager' checks tracing
+            only); None (the default) runs eagerly. The step's shapes are the same at every
+            time step, so one graph serves the whole window (and every window of that batch
+            size); compiling costs minutes at the first call and, on CPU, needs a C++
+            compiler. Passes without gradients (evaluation) run eagerly. Same values as
+            eager, within float rounding.
     """
 
     def __init__(self, ninp: int, nhid: int, dropouth: float, dropoutx: float,
                  primitives: Sequence[str] = RNN_PRIMITIVES, steps: int = RNN_STEPS,
-                 concat: int = RNN_CONCAT):
+                 concat: int = RNN_CONCAT, compile_backend: str | None = None):
         super().__init__(ninp, nhid, dropouth, dropoutx, steps)
         self.primitives = list(primitives)
         self.steps = steps
@@ -152,6 +159,7 @@ class DARTSCellSearch(_RecurrentBase):
         self._op_columns = [k for k, name in enumerate(self.primitives) if name != "none"]
         self._ops = [RNN_OPS[self.primitives[k]] for k in self._op_columns]
         self.bn = nn.BatchNorm1d(nhid, affine=False)
+        self.compile_backend = compile_backend
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor, probs: torch.Tensor):
         """Runs the cell over a sequence with op weights ``probs`` ((edges, ops), the softmax
@@ -172,6 +180,15 @@ class DARTSCellSearch(_RecurrentBase):
         return nodes
 
     def _step(self, x_part, h_prev, h_mask, node_weights):
+        # Evaluation (no gradients) stays eager: its batch sizes and modes would add graphs
+        # (and Dynamo falls back to eager past its recompile limit) for a minor share of time.
+        if self.compile_backend and torch.is_grad_enabled():
+            return _compiled_step(self.compile_backend)(self, x_part, h_prev, h_mask,
+                                                        node_weights)
+        return self._eager_step(x_part, h_prev, h_mask, node_weights)
+
+    def _eager_step(self, x_part, h_prev, h_mask, node_weights):
+        """One time step: ``s0``, every node, the output (see the class docstring)."""
         states = self.bn(self._init_state(x_part, h_prev, h_mask)).unsqueeze(0)
         for i, (op_weights, total) in enumerate(node_weights):
             s_in = states * h_mask if h_mask is not None else states
@@ -185,3 +202,17 @@ class DARTSCellSearch(_RecurrentBase):
             node = torch.addcmul(held, c, mixed - held).sum(0)
             states = torch.cat([states, self.bn(node).unsqueeze(0)])
         return states[-self.concat:].mean(0)
+
+
+# One compiled step per backend, shared by every search cell: a function of the class (the
+# cell is an argument), not a bound method kept on the cell, so that copies of the model
+# (copy.deepcopy) and torch.func.functional_call's swapped weights are traced as they are.
+_COMPILED_STEPS: dict = {}
+
+
+def _compiled_step(backend: str):
+    if backend not in _COMPILED_STEPS:
+        # dynamic=False: B x nhid is fixed within a run; a new batch size recompiles once.
+        _COMPILED_STEPS[backend] = torch.compile(DARTSCellSearch._eager_step, backend=backend,
+                                                 dynamic=False)
+    return _COMPILED_STEPS[backend]

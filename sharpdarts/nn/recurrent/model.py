@@ -143,14 +143,18 @@ class RNNSearchModel(_LanguageModel):
         primitives: the ops (a list or the name of a primitive set); 'none' first by default.
         steps: nodes of the cell.
         concat: how many of the last states form the output.
+        compile_backend: ``torch.compile`` backend of the search cell's time step
+            ('inductor'; see :class:`DARTSCellSearch`); None (the default) runs eagerly.
     """
 
     def __init__(self, ntoken: int, ninp: int, nhid: int, nhidlast: int, dropout: float = 0.5,
                  dropouth: float = 0.5, dropoutx: float = 0.5, dropouti: float = 0.5,
                  dropoute: float = 0.1, primitives: Sequence[str] = RNN_PRIMITIVES,
-                 steps: int = RNN_STEPS, concat: int = RNN_CONCAT):
+                 steps: int = RNN_STEPS, concat: int = RNN_CONCAT,
+                 compile_backend: str | None = None):
         self.primitives = list(primitives)
         self.steps, self.concat = steps, concat
+        self.compile_backend = compile_backend
         super().__init__(ntoken, ninp, nhid, nhidlast, dropout, dropouth, dropoutx, dropouti,
                          dropoute)
         edges = steps * (steps + 1) // 2
@@ -158,7 +162,7 @@ class RNNSearchModel(_LanguageModel):
 
     def _build_cell(self):
         return DARTSCellSearch(self.ninp, self.nhid, self.dropouth, self.dropoutx,
-                               self.primitives, self.steps, self.concat)
+                               self.primitives, self.steps, self.concat, self.compile_backend)
 
     def _run_cell(self, cell, x, h):
         return cell(x, h, F.softmax(self.alphas, dim=-1))
