@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
@@ -25,16 +23,11 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts import engine
 from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.engine import loop
+from spawning import free_port, join_group, run_ranks
 REPO = Path(__file__).resolve().parent.parent
 WORLD = 2
 GLOBAL_BATCH = 8
 LR, MOMENTUM, GRAD_CLIP = 0.1, 0.9, 0.5  # a clip small enough to act
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def small_net() -> nn.Module:
@@ -51,10 +44,7 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
     """One process: joins the group as the engine does, takes one DDP step on its shard."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    ctx = engine.make_context(device="cpu")
+    ctx = join_group(rank, port, WORLD)
     try:
         assert ctx.distributed and ctx.rank == rank and dist.get_backend() == "gloo"
         model = nn.parallel.DistributedDataParallel(small_net())
@@ -86,8 +76,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_ddp_gradients_equal_one_process_over_the_global_batch(tmp_path):
-    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    ranks = run_ranks(_worker, tmp_path, WORLD)
 
     model = small_net()
     x, y = global_batch()

@@ -3,19 +3,17 @@ at batch 2B (first and second order), and every rank ends with the same alphas."
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts import engine
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.loop import weight_step
+from spawning import free_port, join_group, run_ranks
 
 WORLD, B = 2, 4
 
@@ -73,10 +71,7 @@ def _run(order: int, shard: slice | None):
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    engine.make_context(device="cpu")
+    join_group(rank, port, WORLD)
     try:
         out = {order: _run(order, slice(rank * B, (rank + 1) * B)) for order in (1, 2)}
         torch.save(out, Path(out_dir) / f"rank{rank}.pt")
@@ -84,17 +79,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("architect")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return run_ranks(_worker, out, WORLD)
 
 
 @pytest.mark.parametrize("order", [1, 2])
@@ -126,7 +114,7 @@ def test_torchrun_searches_with_two_processes_and_rank_0_records(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port", str(_free_port()), "-m", "sharpdarts", "run",
+           "--master_port", str(free_port()), "-m", "sharpdarts", "run",
            "search/sharpsepconv_darts_scalar", "--smoke", "--results", str(results)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=400)

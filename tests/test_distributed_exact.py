@@ -1,15 +1,12 @@
 """Exact distributed evaluation and per-rank seeds, with two gloo processes on the CPU."""
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from sharpdarts import engine
@@ -17,16 +14,11 @@ from sharpdarts.engine import data as data_lib
 from sharpdarts.engine.context import seed_everything
 from sharpdarts.engine.data.shards import ExactShard, rank_seed
 from sharpdarts.engine.loop import evaluate
+from spawning import join_group, run_ranks
 
 WORLD = 2
 N = 13  # not a multiple of the process count: DistributedSampler would pad it to 14
 SEED = 7
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _net() -> nn.Module:
@@ -46,10 +38,7 @@ def _draws() -> dict:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    ctx = engine.make_context(device="cpu")
+    ctx = join_group(rank, port, WORLD)
     try:
         model = nn.parallel.DistributedDataParallel(_net())
         dataset = _data()
@@ -78,8 +67,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return run_ranks(_worker, out, WORLD)
 
 
 def _one_process(dataset, batch_size=4):

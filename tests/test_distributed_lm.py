@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +20,8 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
-from sharpdarts import engine
 from sharpdarts.engine.data.bundle import DataBundle
 from sharpdarts.engine.data.specs import spec
 from sharpdarts.engine.data import corpus as corpus_lib
@@ -32,6 +29,7 @@ from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.lm_jobs import evaluate_ppl, lm_train
 from sharpdarts.engine.lm_search import lm_search
 from sharpdarts.models import RNNModel, RNNSearchModel
+from spawning import free_port, join_group, run_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD, B, SEED = 2, 4, 3
@@ -84,10 +82,7 @@ def _eval_model() -> nn.Module:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    ctx = engine.make_context(device="cpu")
+    ctx = join_group(rank, port, WORLD)
     try:
         out = {order: _search(order, B) for order in (1, 2)}
         out["full"] = _search(2, B, network=_FULL_NET)
@@ -99,17 +94,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("lm_ranks")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return run_ranks(_worker, out, WORLD)
 
 
 def test_each_rank_takes_its_block_of_the_whole_batch_columns():
@@ -195,7 +183,7 @@ def test_with_batch_norm_and_dropout_the_ranks_still_agree(ranks):
 def test_torchrun_recurrent_search_with_two_processes_and_rank_0_records(tmp_path):
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port", str(_free_port()), "-m", "sharpdarts", "run",
+           "--master_port", str(free_port()), "-m", "sharpdarts", "run",
            "ptb/search_first_order", "--smoke", "--results", str(results)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)

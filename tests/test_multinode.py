@@ -1,26 +1,21 @@
 """Two "nodes" on localhost: two torchrun launchers meet at one rendezvous (as on a cluster)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from spawning import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_one_run(tmp_path):
     results = tmp_path / "results"
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
     def node(rank: int) -> subprocess.Popen:
