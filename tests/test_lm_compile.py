@@ -16,6 +16,7 @@ from sharpdarts.engine.data import build_datasets
 from sharpdarts.engine.lm_search import lm_search
 from sharpdarts.nn.recurrent import DARTSCellSearch, RNNSearchModel
 from sharpdarts.nn.recurrent import cells as cells_lib
+from test_lm_reference import cell_outputs_and_grads
 
 TOL64 = dict(rtol=1e-9, atol=1e-12)
 
@@ -41,14 +42,9 @@ class _CountingBackend:
 
 
 def _outputs_and_grads(cell, x, h, probs, seed):
-    torch.manual_seed(seed)
-    out, last = cell(x, h, probs)
-    (out.pow(2).sum() + last.sum()).backward()
-    grads = [p.grad.clone() for p in cell.parameters()] + [probs.grad.clone()]
-    cell.zero_grad()
-    probs.grad = None
-    return [out.detach(), last.detach(), *grads, cell.bn.running_mean.clone(),
-            cell.bn.running_var.clone(), cell.bn.num_batches_tracked.clone()]
+    out, last, grads = cell_outputs_and_grads(cell, x, h, probs, seed)
+    return [out, last, *grads, cell.bn.running_mean.clone(), cell.bn.running_var.clone(),
+            cell.bn.num_batches_tracked.clone()]
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -26,7 +26,7 @@ TOL64 = dict(rtol=1e-9, atol=1e-12)
 TOL32 = dict(rtol=1e-3, atol=5e-5)
 
 
-def _cell_outputs_and_grads(cell, x, h, probs, seed):
+def cell_outputs_and_grads(cell, x, h, probs, seed):
     torch.manual_seed(seed)
     out, last = cell(x, h, probs)
     (out.pow(2).sum() + last.sum()).backward()
@@ -49,8 +49,8 @@ def test_reference_search_cell_equals_the_fast_cell(training, primitives):
     probs.requires_grad_(True)
     ref = copy.deepcopy(cell)
     set_reference_path(ref)
-    fast = _cell_outputs_and_grads(cell, x, h, probs, 3)
-    slow = _cell_outputs_and_grads(ref, x, h, probs, 3)
+    fast = cell_outputs_and_grads(cell, x, h, probs, 3)
+    slow = cell_outputs_and_grads(ref, x, h, probs, 3)
     for a, b in zip(fast[:2] + tuple(fast[2]), slow[:2] + tuple(slow[2])):
         torch.testing.assert_close(a, b, **TOL64)
     torch.testing.assert_close(cell.bn.running_mean, ref.bn.running_mean, **TOL64)
