@@ -230,3 +230,13 @@ def test_samples_without_held_out_data_are_refused_before_anything_runs(tmp_path
     assert code == 2
     assert "sample/train.valid_portion" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_random_searchs_search_cost_is_its_samples_training_epochs(ptb_run):
+    folder, info, metrics = ptb_run
+    row = load_runs(folder.parents[3]).set_index("run_id").loc[info["run_id"]]
+    sampling = sum(r["seconds"] for r in metrics if r["phase"].startswith("sample_"))
+    devices = max(info.get("device_count") or 0, 1)
+    assert row["search_gpu_days"] == pytest.approx(sampling * devices / 86400.0)
+    # Less than the whole run: the winner's training is not search.
+    assert 0 < row["search_gpu_days"] < row["gpu_days"]

@@ -123,11 +123,22 @@ def _run_row(results_dir: Path, folder: Path, info: dict) -> dict:
         "search_gpu_days": math.nan,
         "run_ref": f"run:{run_id}",
     }
+    if isinstance(info.get("random_search"), dict):
+        row["search_gpu_days"] = _sampling_seconds(folder, info) * devices / 86400.0
     final = info.get("final")
     if isinstance(final, dict):
         for key, value in final.items():
             row[f"final_{key}" if key in RUN_COLUMNS else key] = value
     return row
+
+
+def _sampling_seconds(folder: Path, info: dict) -> float:
+    """A random search's own search cost: the seconds of its sampled cells' training epochs
+    (phases ``sample_NN``); the winner's training is the row's evaluation, as a searched
+    cell's training is a search row's."""
+    seconds = [as_number(r.get("seconds")) for r in reader.read_metrics(folder, info)
+               if str(r.get("phase", "")).startswith("sample_")]
+    return math.fsum(v for v in seconds if not math.isnan(v))
 
 
 def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
@@ -143,7 +154,8 @@ def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
     (device_count 0) counts as one device. ``device_count`` is what the run recorded (the
     visible CUDA devices, unless the caller recorded the number it used).
     ``search_gpu_days`` of a training run is the ``gpu_days`` of the search run named by its
-    genotype lineage, when that run is in the same store. ``run_ref`` is ``run:<run_id>``.
+    genotype lineage, when that run is in the same store; a random search's is the
+    device-days of its sampled cells' training epochs. ``run_ref`` is ``run:<run_id>``.
 
     Folders whose run.json is missing or not valid JSON are skipped with one warning that
     counts them.
@@ -156,9 +168,10 @@ def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
             df[column] = pd.Series(dtype=object)
     if len(df):
         cost = dict(zip(df["run_id"], df["gpu_days"]))
+        # A training's search cost is its lineage's; a random search carries its own.
         df["search_gpu_days"] = [
-            cost.get(rid, math.nan) if isinstance(rid, str) else math.nan
-            for rid in df["lineage_run_id"]
+            cost.get(rid, own) if isinstance(rid, str) else own
+            for rid, own in zip(df["lineage_run_id"], df["search_gpu_days"])
         ]
         df["search_gpu_days"] = df["search_gpu_days"].astype(float)
     for column in ("started", "ended"):
