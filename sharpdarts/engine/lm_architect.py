@@ -93,14 +93,19 @@ class RecurrentArchitect:
         self.names = [name for name, _ in model.named_parameters() if name != "alphas"]
 
     # ---- losses --------------------------------------------------------------------------
-    def _loss(self, params: dict | None, hidden, x, y):
+    def _loss(self, params: dict | None, hidden, x, y, model: nn.Module | None = None):
         """NLL of a batch (and the next hidden state) with weights ``params`` (None: the
-        model's own)."""
+        model's own) of ``model`` (None: the searched model)."""
+        model = self.model if model is None else model
         if params is None:
-            log_probs, hidden = self.model(x, hidden)
+            log_probs, hidden = model(x, hidden)
         else:
-            log_probs, hidden = functional_call(self.model, params, (x, hidden))
+            log_probs, hidden = functional_call(model, params, (x, hidden))
         return F.nll_loss(log_probs.view(-1, log_probs.size(-1)), y), hidden
+
+    def _radius(self, vector: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The finite-difference radius ``fd_radius / |v|`` of the Hessian-vector product."""
+        return self.fd_radius / torch.sqrt(sum(v.pow(2).sum() for v in vector))
 
     def _weights(self) -> list[torch.Tensor]:
         named = dict(self.model.named_parameters())
@@ -159,7 +164,7 @@ class RecurrentArchitect:
 
     def _hessian_vector_product(self, vector, weights, hidden, x, y) -> torch.Tensor:
         alphas = self.model.arch_parameters()[0]
-        radius = self.fd_radius / torch.sqrt(sum(v.pow(2).sum() for v in vector))
+        radius = self._radius(vector)
         grads = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
@@ -200,7 +205,7 @@ class RecurrentArchitect:
                     continue  # the original reloads the old (tied) decoder weight over it
                 unrolled[name].copy_(w - eta * (g + self.network_weight_decay * w))
         del grads
-        val_loss, hidden_next = self._loss_of(unrolled_model, hidden_valid, x_valid, y_valid)
+        val_loss, hidden_next = self._loss(None, hidden_valid, x_valid, y_valid, unrolled_model)
         val_loss.backward()
         dalpha = unrolled_model.alphas.grad
         dtheta = [unrolled[n].grad for n in self.names]
@@ -215,13 +220,9 @@ class RecurrentArchitect:
         self.model.alphas.grad = (dalpha - eta * coef * hvp).detach()
         return hidden_next
 
-    def _loss_of(self, model, hidden, x, y):
-        log_probs, hidden = model(x, hidden)
-        return F.nll_loss(log_probs.view(-1, log_probs.size(-1)), y), hidden
-
     def _hessian_vector_product_in_place(self, vector, weights, hidden, x, y) -> torch.Tensor:
         alphas = self.model.arch_parameters()[0]
-        radius = self.fd_radius / torch.sqrt(sum(v.pow(2).sum() for v in vector))
+        radius = self._radius(vector)
         with torch.no_grad():
             originals = [w.detach().clone() for w in weights]
         grads = []
