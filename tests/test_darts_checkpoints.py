@@ -15,7 +15,7 @@ from torchvision import transforms as T
 
 from sharpdarts.core import genotypes
 from sharpdarts.face import cli
-from sharpdarts.nn.models import NetworkCIFAR, NetworkImageNet
+from sharpdarts.nn.models import NetworkCIFAR, NetworkImageNet, load_original_state_dict
 from test_data import write_cifar10, write_cifar10_1, write_imagenet
 
 BN = ["weight", "bias", "running_mean", "running_var"]
@@ -152,3 +152,12 @@ def test_weights_without_the_auxiliary_head_get_a_hint(tmp_path, capsys):
     assert not (tmp_path / "results" / "runs").exists()
     args += ["--gin_param", "NetworkCIFAR.auxiliary=False"]
     assert cli.main([str(a) for a in args]) == 0
+
+
+def test_darts_imagenet_weights_in_a_sharpdarts_head_get_a_hint():
+    darts = NetworkImageNet(8, 10, 5, True, "DARTS_V2", op_dict="DARTS_OPS", auxiliary_bn=False)
+    with pytest.raises(ValueError, match=r"auxiliary_bn=False"):
+        load_original_state_dict(NetworkImageNet(8, 10, 5, True, "DARTS_V2", op_dict="DARTS_OPS"),
+                                 darts.state_dict())
+    load_original_state_dict(NetworkImageNet(8, 10, 5, True, "DARTS_V2", op_dict="DARTS_OPS",
+                                             auxiliary_bn=False), darts.state_dict())

@@ -361,6 +361,7 @@ def load_original_state_dict(model: nn.Module, state) -> nn.Module:
         while key.startswith("module."):
             key = key[len("module."):]
         tensors[key] = value
+    saved_auxiliary = any(k.startswith("auxiliary_head.") for k in tensors)
     expected = model.state_dict()
     for key, value in expected.items():
         if key.endswith("num_batches_tracked") and key not in tensors:
@@ -380,10 +381,15 @@ def load_original_state_dict(model: nn.Module, state) -> nn.Module:
                 parts.append(f"{label}: {', '.join(keys[:5])}{more}")
         hint = ""
         if missing and all(k.startswith("auxiliary_head.") for k in missing) and not unexpected:
-            # Weights trained without --auxiliary: the head is training-only, so say how to
-            # build the network without it rather than loading half a model.
-            hint = (" The checkpoint has no auxiliary head: build the network without one "
-                    f"(--gin_param {type(model).__name__}.auxiliary=False).")
+            # The head is training-only: say which network the weights need rather than
+            # loading half a model.
+            if not saved_auxiliary:  # trained without --auxiliary
+                hint = (" The checkpoint has no auxiliary head: build the network without one "
+                        f"(--gin_param {type(model).__name__}.auxiliary=False).")
+            elif isinstance(model, NetworkImageNet):
+                hint = (" The checkpoint's auxiliary head has no batch norm after its 2x2 "
+                        "convolution, as DARTS's ImageNet head "
+                        "(--gin_param NetworkImageNet.auxiliary_bn=False).")
         raise ValueError("the checkpoint does not fit this network (is it the same genotype, "
                          "width, depth and C_mid?): " + "; ".join(parts) + "." + hint)
     model.load_state_dict(tensors, strict=True)
