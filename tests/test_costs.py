@@ -54,8 +54,9 @@ def test_recurrent_rows_get_the_originals_parameter_counts(name, parameters):
 
 def test_a_language_model_table_shows_computed_params_before_any_run(tmp_path):
     from sharpdarts.store import results
+    from sharpdarts.store import tables
 
-    table = results.build_table("darts_ptb", results.load_runs(tmp_path))
-    text = results.format_table(table, "markdown")
+    table = tables.build_table("darts_ptb", results.load_runs(tmp_path))
+    text = tables.format_table(table, "markdown")
     row = next(line for line in text.splitlines() if "ptb/darts_v2" in line)
     assert "22.96†" in row

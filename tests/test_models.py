@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sharpdarts.core import genotypes
+from sharpdarts.core import genotype_types
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.nn.models import (NetworkCIFAR, NetworkImageNet, SearchNetwork,
                                load_original_state_dict)
@@ -139,9 +140,9 @@ def test_paper_params_column(network, name, c_mid, paper_m):
     assert paper_m in printed
 
 
-@pytest.mark.parametrize("primitives", list(genotypes.PRIMITIVE_SETS)[:3])
+@pytest.mark.parametrize("primitives", list(genotype_types.PRIMITIVE_SETS)[:3])
 def test_search_network_counts_for_every_primitive_set(primitives):
-    prims = genotypes.primitives(primitives)
+    prims = genotype_types.primitives(primitives)
     scalar = SearchNetwork(16, 10, 8, primitives=primitives, weighting="scalar")
     max_w = SearchNetwork(16, 10, 8, primitives=primitives, weighting="max_w")
     assert count_parameters(scalar) == count_parameters(max_w) == search_network_params(prims)
@@ -220,7 +221,7 @@ def test_genotype_name_resolution_and_layout_check():
 
 
 # ---- Search network ---------------------------------------------------------------------
-@pytest.mark.parametrize("primitives", list(genotypes.PRIMITIVE_SETS)[:3])
+@pytest.mark.parametrize("primitives", list(genotype_types.PRIMITIVE_SETS)[:3])
 @pytest.mark.parametrize("weighting", ["scalar", "max_w"])
 def test_search_network_forward_backward_and_genotype(primitives, weighting):
     net = SearchNetwork(4, 10, 3, steps=2, multiplier=2, primitives=primitives,
@@ -231,7 +232,7 @@ def test_search_network_forward_backward_and_genotype(primitives, weighting):
     assert all(p.grad is not None for p in net.arch_parameters())
     g = net.genotype()
     assert len(g.normal) == 4 and list(g.normal_concat) == [2, 3]
-    assert all(op in genotypes.primitives(primitives) and op != "none" for op, _ in g.normal)
+    assert all(op in genotype_types.primitives(primitives) and op != "none" for op, _ in g.normal)
 
 
 def test_search_network_rejects_primitives_missing_from_table():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sharpdarts.store import keys, locks, results, store
+from sharpdarts.store import tables
 
 REPO = Path(__file__).resolve().parents[1]
 SSC = "cifar10/sharpsepconv_darts"
@@ -144,11 +145,11 @@ def test_twenty_concurrent_runs_land_once_each_and_tables_count_completed_seeds(
     frame = results.load_runs(res)
     assert len(frame) == 22 and frame["run_id"].is_unique
     assert (frame["status"] == "completed").sum() == 20
-    table = results.build_table("cifar10", frame)
+    table = tables.build_table("cifar10", frame)
     row = table[table["experiment"] == SSC].iloc[0]
     assert row["seeds"] == 20 and row["running"] == 2
     assert row["test_error_mean"] == pytest.approx(2.0 + 10.5 / 100)
-    text = results.format_table(table, "markdown")
+    text = tables.format_table(table, "markdown")
     assert f"Still running (not counted; seeds are completed runs only): {SSC}: 2" in text
     # Starting them all again skips every completed one: each is counted once.
     again = [store.start_run(res, SSC, seed, "EPOCHS = 3\n", command=["x"], kind="train",

@@ -1,12 +1,12 @@
 """Tables as printed: the paper's values as its text, computed params and multiply-adds for
 rows without runs, and a LaTeX table with booktabs structure."""
-import csv
 import re
 
 import pytest
 
 from sharpdarts.store import table_defs
-from sharpdarts.store.results import build_table, format_table, load_runs
+from sharpdarts.store.results import load_runs
+from sharpdarts.store.tables import build_table, format_table
 from sharpdarts.store.tables import COMPUTED_MARK
 from test_results import write_run
 

@@ -24,7 +24,7 @@ from sharpdarts.core import validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
-from sharpdarts.engine import data as data_lib
+from sharpdarts.engine.data import bundle as bundle_lib, loaders
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
@@ -34,9 +34,9 @@ from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_ste
 _DENY = ["run", "seed", "data", "build_only"]
 
 
-def _data(data: data_lib.DataBundle | None, seed: int) -> data_lib.DataBundle:
+def _data(data: bundle_lib.DataBundle | None, seed: int) -> bundle_lib.DataBundle:
     """The datasets the caller built already (the runner does), or gin's."""
-    return data if data is not None else data_lib.build_datasets(seed=seed)
+    return data if data is not None else bundle_lib.build_datasets(seed=seed)
 
 
 def _weights_tools(params, learning_rate: float, epochs: int, optimizer, lr_schedule, ctx):
@@ -51,7 +51,7 @@ def _extra_test_errors(model, bundle, batch_size, criterion, ctx, workers) -> di
     """Errors on the extra test sets (CIFAR-10.1 for CIFAR-10)."""
     out = {}
     for name, dataset in bundle.extra_tests.items():
-        loader = data_lib.make_loader(dataset, batch_size, workers=workers,
+        loader = loaders.make_loader(dataset, batch_size, workers=workers,
                                       distributed=ctx.distributed, exact=True)
         out[f"{name}_error"] = 100.0 - evaluate(model, loader, criterion, ctx)["acc"]
     return out
@@ -81,14 +81,14 @@ class SearchJob(ArchitectureSearch, Job):
         self.ctx = ctx = make_context()
         seed_everything(seed)
         bundle = _data(data, seed)
-        weight_idx, arch_idx = data_lib.search_split(bundle.train, train_portion)
-        self.train_loader = data_lib.make_loader(
+        weight_idx, arch_idx = loaders.search_split(bundle.train, train_portion)
+        self.train_loader = loaders.make_loader(
             bundle.train, batch_size, indices=weight_idx, workers=workers, seed=seed,
             distributed=ctx.distributed, drop_last=True)
-        arch_loader = data_lib.make_loader(
+        arch_loader = loaders.make_loader(
             bundle.train, batch_size, indices=arch_idx, workers=workers, seed=seed + 1,
             distributed=ctx.distributed, drop_last=True)
-        self.valid_loader = data_lib.make_loader(
+        self.valid_loader = loaders.make_loader(
             bundle.train, batch_size, indices=arch_idx, workers=workers, seed=seed + 2,
             distributed=ctx.distributed, exact=True)
         self.rng_loaders = [self.train_loader, arch_loader, self.valid_loader]
@@ -208,18 +208,18 @@ class TrainJob(Job):
         self.valid_loader = None
         if valid_portion:
             # A held-out part of the training set chooses the best epoch; the test set never does.
-            train_idx, valid_idx = data_lib.search_split(bundle.train, 1.0 - valid_portion)
-            self.train_loader = data_lib.make_loader(
+            train_idx, valid_idx = loaders.search_split(bundle.train, 1.0 - valid_portion)
+            self.train_loader = loaders.make_loader(
                 bundle.train, batch_size, indices=train_idx, workers=workers, seed=seed,
                 distributed=ctx.distributed, drop_last=True)
-            self.valid_loader = data_lib.make_loader(
+            self.valid_loader = loaders.make_loader(
                 bundle.train, eval_bs, indices=valid_idx, workers=workers, seed=seed + 2,
                 distributed=ctx.distributed, exact=True)
         else:
-            self.train_loader = data_lib.make_loader(
+            self.train_loader = loaders.make_loader(
                 bundle.train, batch_size, shuffle=True, workers=workers, seed=seed,
                 distributed=ctx.distributed, drop_last=True)
-        self.test_loader = data_lib.make_loader(bundle.test, eval_bs, workers=workers,
+        self.test_loader = loaders.make_loader(bundle.test, eval_bs, workers=workers,
                                                 distributed=ctx.distributed, exact=True)
         self.rng_loaders = [self.train_loader] + ([self.valid_loader] if self.valid_loader else [])
         model = network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
@@ -376,7 +376,7 @@ class EvaluateJob:
         init_weights_from(self.model, path)
         self.model.to(ctx.device)
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
-        self.loader = data_lib.make_loader(self.bundle.test, batch_size, workers=workers)
+        self.loader = loaders.make_loader(self.bundle.test, batch_size, workers=workers)
         self.batch_size, self.workers = batch_size, workers
 
     def fit(self, run=None) -> dict[str, Any]:

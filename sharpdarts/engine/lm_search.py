@@ -17,7 +17,7 @@ import gin
 import torch
 from torch import nn
 
-from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.core import recurrent_genotypes
 from sharpdarts.engine.context import average_over_processes
 from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.lm_architect import RecurrentArchitect
@@ -83,7 +83,7 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
         if self.ctx.distributed:
             _average_buffers(self.model)
         valid = evaluate_ppl(self.model, self.valid_data, self.bptt, self.ctx)
-        genotype = genotypes_lib.recurrent_to_dict(self.model.genotype())
+        genotype = recurrent_genotypes.recurrent_to_dict(self.model.genotype())
         if valid["loss"] < self.best["valid_loss"]:
             self.best.update(valid_loss=valid["loss"], epoch=epoch, genotype=genotype)
         self.last_valid_ppl = valid["ppl"]
@@ -93,7 +93,7 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
                 "alphas_recurrent": alphas}
 
     def final(self, trained: bool) -> dict:
-        genotype = genotypes_lib.recurrent_to_dict(self.model.genotype())
+        genotype = recurrent_genotypes.recurrent_to_dict(self.model.genotype())
         return {"genotype": genotype, "genotype_epoch": self.epochs,
                 "best_genotype": self.best["genotype"], "best_epoch": self.best["epoch"],
                 "best_valid_ppl": math.exp(min(self.best["valid_loss"], 700.0)),

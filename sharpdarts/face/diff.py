@@ -74,7 +74,7 @@ def experiment_operative_config(name: str) -> str:
     """The operative config of an experiment, from building it (torch) on synthetic images."""
     import gin
 
-    from sharpdarts.engine import data as data_lib
+    from sharpdarts.engine.data import bundle
     from sharpdarts.face import runner
 
     with tempfile.TemporaryDirectory() as results:
@@ -83,7 +83,7 @@ def experiment_operative_config(name: str) -> str:
                if k.startswith("build_datasets.")}
         runner._apply_smoke()
         gin.bind_parameter("build_datasets.synthetic_size", (4, 4))
-        runner._build(configured.job, seed=0, data=data_lib.build_datasets())
+        runner._build(configured.job, seed=0, data=bundle.build_datasets())
         text = gin.operative_config_str()
     # The dataset as the experiment names it, not the synthetic stand-in.
     bindings = {k: v for k, v in parse_bindings(text).items()
@@ -106,7 +106,7 @@ def resolve(name: str, results: str) -> Side:
     Raises:
         UserError: neither a run nor an experiment.
     """
-    from sharpdarts import store
+    from sharpdarts.store import store
     from sharpdarts.face import experiments
 
     if name.startswith("run:") or (Path(name) / reader.RUN_JSON).is_file():

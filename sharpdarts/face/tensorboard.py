@@ -123,7 +123,7 @@ def export(folder: str | Path, replace: bool = False) -> int:
 
 def cmd_export(args) -> int:
     """``sharpdarts export tensorboard [RUN...]``: events for older run folders."""
-    from sharpdarts import store
+    from sharpdarts.store import store
 
     if args.runs:
         folders = [store.find_run(args.results, r).path for r in args.runs]

@@ -23,12 +23,7 @@ from sharpdarts.errors import UserError
 from sharpdarts.store import reader
 from sharpdarts.store.store import iter_run_dirs
 
-# The tables' public names, re-exported lazily: tables.py builds on this module, so importing
-# it here, at the top, would be circular.
-_FROM_TABLES = ("FORMATS", "build_table", "format_table", "load_table_defs", "paper_tables",
-                "table_names")
-
-__all__ = ["RUN_COLUMNS", "as_number", "load_metrics", "load_runs", *_FROM_TABLES]
+__all__ = ["RUN_COLUMNS", "as_number", "load_metrics", "load_runs"]
 
 RUN_COLUMNS = [
     "experiment", "run_id", "path", "seed", "kind", "status", "reason", "started", "ended",
@@ -202,15 +197,3 @@ def load_metrics(results_dir: str | os.PathLike) -> pd.DataFrame:
         if column not in df:
             df[column] = pd.Series(dtype=object)
     return df
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_TABLES:
-        from sharpdarts.store import tables
-
-        return getattr(tables, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_FROM_TABLES})

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sharpdarts.core import genotypes
+from sharpdarts.core import genotype_types
 from sharpdarts.errors import UserError
 from sharpdarts.face.plots.common import CELL_TITLES, CELLS, output_format, save_figure
 from sharpdarts.store import reader
@@ -34,14 +34,14 @@ def alphas_primitives(info: Mapping[str, Any], n_ops: int) -> list[str]:
     given = info.get("primitives")
     if given is not None:
         try:
-            names = genotypes.primitives(given)
+            names = genotype_types.primitives(given)
         except (KeyError, TypeError) as e:
             raise UserError(f"run.json 'primitives' is not usable: {e}") from e
         if len(names) != n_ops:
             raise UserError(
                 f"run.json lists {len(names)} primitives but the logged alphas have {n_ops} ops.")
         return names
-    matches = [list(ops) for ops in genotypes.PRIMITIVE_SETS.values() if len(ops) == n_ops]
+    matches = [list(ops) for ops in genotype_types.PRIMITIVE_SETS.values() if len(ops) == n_ops]
     if len(matches) == 1:
         return matches[0]
     return [f"op{i}" for i in range(n_ops)]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sharpdarts.core import genotypes
+from sharpdarts.core import recurrent_genotypes
 from sharpdarts.core.genotypes import Genotype
 from sharpdarts.errors import UserError
 from sharpdarts.face.plots.common import (CELL_TITLES, CELLS, METRICS, RUN_JSON, output_format,
@@ -63,7 +64,7 @@ def genotype_for(name_or_run_dir: str | Path | Genotype, prefer: str = "genotype
         UserError: An unknown name, a folder that is not a run folder, a run without a
             genotype, or a malformed genotype.
     """
-    if isinstance(name_or_run_dir, (Genotype, genotypes.RecurrentGenotype)):
+    if isinstance(name_or_run_dir, (Genotype, recurrent_genotypes.RecurrentGenotype)):
         return name_or_run_dir
     if prefer not in ("genotype", "best_genotype"):
         raise ValueError(f"prefer must be 'genotype' or 'best_genotype', got {prefer!r}.")
@@ -211,7 +212,7 @@ def plot_genotype(
     """
     out, fmt = output_format(out)
     cells = tuple(cells)
-    if isinstance(genotype, genotypes.RecurrentGenotype):  # one recurrent cell: one graph
+    if isinstance(genotype, recurrent_genotypes.RecurrentGenotype):  # one recurrent cell: one graph
         from sharpdarts.face.plots.recurrent import recurrent_graph
 
         data = render_graph(recurrent_graph(genotype, title), fmt)

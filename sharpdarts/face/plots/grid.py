@@ -52,11 +52,11 @@ def plot_grid(source: str | Path | Genotype, out: str | Path, path: Sequence[str
     """
     import graphviz
 
-    from sharpdarts.nn import multichannel
+    from sharpdarts.nn.multichannel import graph as graph_lib
     out, fmt = output_format(out)
     weights = grid_weights_for(source)
-    graph = multichannel.grid_graph(weights)
-    chosen = list(path) if path is not None else multichannel.longest_path(graph)
+    graph = graph_lib.grid_graph(weights)
+    chosen = list(path) if path is not None else graph_lib.longest_path(graph)
     on_path = set(zip(chosen, chosen[1:]))
     dot = graphviz.Digraph(format=fmt, graph_attr={"rankdir": "TB", "fontsize": "10"},
                            node_attr={"shape": "box", "style": "filled", "fontsize": "8"},

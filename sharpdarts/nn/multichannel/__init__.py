@@ -22,18 +22,5 @@ round. Read with that order, the published weights do not give the published pat
 
 Modules: ``graph`` (node names, the weighted DAG, longest and greedy paths, path checks; no
 torch) and ``networks`` (:class:`MultiChannelNetwork`, the supernet, and :class:`PathNetwork`,
-the network of one path). Every public name of both is importable from here.
+the network of one path).
 """
-from sharpdarts.nn.multichannel.graph import (  # noqa: F401
-    GRID_PRIMITIVES, HEAD_SUM, LINEAR, POOLING, SOURCE, STRIDES, InvalidPathError, OpNode,
-    channel_widths, check_path, greedy_path, grid_graph, head_node, longest_path, op_node,
-    parse_op_node, path_genotype, path_list, path_nodes_valid, stem_nodes, sum_node,
-    weights_array)
-from sharpdarts.nn.multichannel.networks import MultiChannelNetwork, PathNetwork  # noqa: F401
-
-__all__ = [
-    "GRID_PRIMITIVES", "SOURCE", "HEAD_SUM", "POOLING", "LINEAR", "OpNode", "InvalidPathError",
-    "channel_widths", "stem_nodes", "op_node", "sum_node", "head_node", "parse_op_node",
-    "grid_graph", "longest_path", "greedy_path", "check_path", "path_nodes_valid",
-    "path_genotype", "path_list", "MultiChannelNetwork", "PathNetwork",
-]

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_PRIMITIVES, RNN_STEPS, RecurrentGenotype, check
+from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_STEPS, RecurrentGenotype, check
+from sharpdarts.core.genotypes import RNN_PRIMITIVES
 from sharpdarts.registry import Registry
 
 INIT_RANGE = 0.04

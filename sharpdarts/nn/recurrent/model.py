@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.core.recurrent_genotypes import (RNN_CONCAT, RNN_PRIMITIVES, RNN_STEPS,
-                                                 RecurrentGenotype, parse_recurrent)
+from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_STEPS, RecurrentGenotype, parse_recurrent
+from sharpdarts.core.genotypes import RNN_PRIMITIVES
 from sharpdarts.nn.recurrent.cells import INIT_RANGE, DARTSCell, DARTSCellSearch
 
 
