@@ -1,8 +1,8 @@
-"""The import graph runs one way: face -> (engine, store) -> (nn ->) core.
+"""The import graph runs one way: face -> engine, store; engine -> nn -> core; store -> core.
 
 Every ``import`` of every module, at any depth (lazy imports inside functions included), is
-checked against the layer rules of DESIGN.md, so a shortcut through the layers fails here
-the moment it is written.
+checked against the layer rules below (drawn in docs/layout.md), so a shortcut through the
+layers fails here the moment it is written.
 """
 import ast
 from pathlib import Path
@@ -79,7 +79,7 @@ def test_the_checker_sees_a_violation(tmp_path):
 
 
 def test_old_flat_paths_are_the_new_modules():
-    """DESIGN.md's public import paths keep working: each is the very module object."""
+    """The old flat import paths keep working: each is the very module object."""
     import importlib
 
     import sharpdarts

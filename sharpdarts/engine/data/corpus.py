@@ -8,7 +8,7 @@ test (all three add words), as the original's ``Corpus`` does (PTB: 10,000 words
 33,278). The tokenised corpus is cached beside the text (``.sharpdarts_corpus.pt``, keyed by
 the files' sizes and modification times), so the vocabulary is built once.
 
-Batching follows ``reference/FACTS_RNN.md`` section 1: :func:`batchify` cuts the token stream
+Batching follows ``docs/facts/darts_rnn.md``, section 1: :func:`batchify` cuts the token stream
 into ``bsz`` columns (the tail dropped), :func:`get_batch` takes ``L`` rows and the rows after
 them as targets, and :func:`bptt_windows` yields the variable BPTT lengths of the original's
 training loops.
@@ -251,7 +251,8 @@ def _register() -> None:
 
     def text(name, builder, label, vocabulary=0):
         # A language model's classes are its vocabulary: the published corpora's sizes are
-        # known (FACTS_RNN section 1), so a model's size is known before any data is read.
+        # known (docs/facts/darts_rnn.md, section 1), so a model's size is known before any
+        # data is read.
         return DatasetSpec(name, (1, 1), 1, vocabulary, (0.0,), (1.0,), builder, label,
                            tensor_images=True, modality="text")
 
