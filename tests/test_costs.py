@@ -43,7 +43,8 @@ def test_a_random_search_has_no_computed_cost():
 
 
 @pytest.mark.parametrize("name,parameters", [
-    # FACTS_RNN section 2: PTB (10,000 words, 850 units) and WikiText-2 (33,278 words, 700).
+    # docs/facts/darts_rnn.md, section 2: PTB (10,000 words, 850 units) and WikiText-2
+    # (33,278 words, 700).
     ("ptb/darts_v2", 22_960_000), ("ptb/enas", 27_295_000), ("wt2/darts_v2", 33_127_878)])
 def test_recurrent_rows_get_the_originals_parameter_counts(name, parameters):
     figures = costs.compute(name)

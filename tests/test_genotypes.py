@@ -263,8 +263,8 @@ def test_published_variants_differ_with_the_hack(base):
 
 
 def test_no_hack_keeps_none_mostly_in_scalar_search():
-    # FACTS.md: without the hack the scalar genotype keeps 'none' in 6 of 8 normal ops,
-    # the Max-W one in 2.
+    # docs/facts/sharpdarts.md: without the hack the scalar genotype keeps 'none' in 6 of 8
+    # normal ops, the Max-W one in 2.
     def nones(name):
         return sum(op == "none" for op, _ in G.get(name).normal)
 

@@ -1,8 +1,8 @@
 """Networks: exact parameter counts, every named genotype, drop path, heads, checkpoints.
 
 Parameter counts are checked against an independent closed-form count written from the
-structure in FACTS.md (op by op), pinned by the two exact figures FACTS.md gives, and by the
-paper's rounded Params column.
+structure in docs/facts/sharpdarts.md (op by op), pinned by the two exact figures it gives,
+and by the paper's rounded Params column.
 """
 import math
 
@@ -175,7 +175,7 @@ def test_paper_multiply_adds(network, name, c_mid, paper_b, tolerance):
 
 
 def test_sharpsepconv_darts_multiply_adds_exact():
-    # FACTS.md: the original counter gives 578.6M for SharpSepConvDARTS on CIFAR-10.
+    # docs/facts/sharpdarts.md: the original counter gives 578.6M for SharpSepConvDARTS on CIFAR-10.
     assert round(multiply_adds(NetworkCIFAR(36, 10, 20, False, "SHARPSEPCONV_DARTS"),
                                (3, 32, 32)) / 1e6, 1) == 578.6
 

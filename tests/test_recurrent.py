@@ -1,5 +1,5 @@
 """DARTS's recurrent cells and language models, against the original's formulas
-(``reference/FACTS_RNN.md``), written out here independently in the plainest form."""
+(``docs/facts/darts_rnn.md``), written out here independently in the plainest form."""
 import numpy as np
 import pytest
 import torch

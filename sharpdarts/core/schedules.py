@@ -4,7 +4,7 @@ injectable per-epoch schedules a job's config names.
 Cosine power annealing (sharpDARTS) blends cosine annealing with exponential decay. The
 computation follows the original exactly, including its quirks (the curve is rescaled by its
 own minimum and maximum, so the values depend on which epochs are asked for); see
-``reference/FACTS.md``, "Cosine Power Annealing".
+``docs/facts/sharpdarts.md``, "Cosine power annealing".
 
 Plain ``cosine_annealing`` and ``exponential_decay`` curves over the same epochs are provided
 for comparison plots.
@@ -337,7 +337,7 @@ def cosine_power_annealing_schedule(optimizer: Optimizer, epochs: int, min_lr: f
     """Cosine power annealing from each param group's initial lr down to ``min_lr``.
 
     The gin name is ``cosine_power_annealing``. The defaults are the search protocol's
-    (FACTS.md: p = 2, 5 warm-up epochs, 1e-4).
+    (docs/facts/sharpdarts.md, "Cell search settings": p = 2, 5 warm-up epochs, 1e-4).
 
     Args:
         optimizer: the optimizer whose learning rates are set (its lr is the top of the curve).

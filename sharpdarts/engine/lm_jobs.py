@@ -8,7 +8,7 @@ state is carried from window to window and zeroed each epoch, each step's lr is 
 ``seq_len / bptt``, the loss adds TAR (and AR), and evaluation reports perplexity. Training
 switches from SGD to averaged SGD on the original's non-monotonic trigger; the switch, the
 averaged weights and the best weights are in the checkpoint, so a resumed run continues
-exactly. Facts: ``reference/FACTS_RNN.md`` sections 1, 3 and 5.
+exactly. Facts: ``docs/facts/darts_rnn.md``, sections 1, 3 and 5.
 
 Under torchrun (``batch_size`` is then per process) each split is batchified at the whole
 batch and every rank takes its own block of columns (:func:`~.corpus.rank_columns`): the ranks

@@ -1,6 +1,6 @@
 """The recurrent architecture search (``rnn/train_search.py``) as a job of the one loop.
 
-Each training step (``reference/FACTS_RNN.md`` section 3): the validation batch at row
+Each training step (``docs/facts/darts_rnn.md``, section 3): the validation batch at row
 ``i mod (rows - 1)`` of the batchified validation split (``bptt`` rows, same columns as
 training) gives one architecture step (first order or unrolled, with the validation hidden
 state carried from step to step); then the weights take one SGD step on the training window

@@ -2,7 +2,7 @@
 
 Every user mistake (an unknown name, a bad gin binding, a missing dataset) ends with a
 one-paragraph message and exit status 2, before anything is written; a run that fails
-exits 1. See DESIGN.md for the contract of each subcommand.
+exits 1. docs/cli.md describes each subcommand and every exit status.
 """
 from __future__ import annotations
 
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # no raw traceback without -v (DESIGN.md: exit 1, a failed run)
+    except Exception as exc:  # no raw traceback without -v (docs/cli.md: exit 1, a failed run)
         from sharpdarts.face import failures
 
         failed_run = isinstance(exc, failures.RunFailed)

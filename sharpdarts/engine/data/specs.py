@@ -169,7 +169,7 @@ DATASETS.register("synthetic")(synthetic_spec())
 
 def _text(name: str, builder: Builder, label: str, vocabulary: int = 0) -> DatasetSpec:
     # A language model's classes are its vocabulary: the published corpora's sizes are known
-    # (FACTS_RNN section 1), so a model's size is known before any data is read.
+    # (docs/facts/darts_rnn.md, section 1), so a model's size is known before any data is read.
     return DatasetSpec(name, (1, 1), 1, vocabulary, (0.0,), (1.0,), builder, label,
                        tensor_images=True, modality="text")
 

@@ -1,4 +1,4 @@
-"""A search's most likely cells over time, as an animated GIF (the seed's "progress" pictures).
+"""A search's most likely cells over time, as an animated GIF (like DARTS's "progress" pictures).
 
 A search run logs, per epoch, the genotype its architecture weights give (``genotype`` in
 ``metrics.jsonl``). :func:`plot_progress` draws one frame per recorded epoch (or per

@@ -1,8 +1,8 @@
 """Differentiable hyperparameter grid search (HyperCuboid): the multi-channel supernet, its
 weighted graph, path extraction and the path models trained afterwards.
 
-The grid (FACTS.md, "HyperCuboid"): ``layers`` grid layers, each a stride-1 stage followed by
-a stride-2 stage. The feature maps come in the channel widths
+The grid (``docs/facts/sharpdarts.md``, "HyperCuboid"): ``layers`` grid layers, each a
+stride-1 stage followed by a stride-2 stage. The feature maps come in the channel widths
 ``Cs = 2 ** (floor(log2 C) + k)``, ``k = 0 .. steps - 1`` ({32, 64, 128, 256} for C = 36). At
 every stage every ``C_in -> C_out`` pair is joined by each primitive, and the outputs with the
 same ``C_out`` are summed. A 3x3 conv + BN stem per width feeds the first stage; a

@@ -1,1 +1,1 @@
-"""DARTS's recurrent cells and language models (see ``reference/FACTS_RNN.md``)."""
+"""DARTS's recurrent cells and language models (facts: ``docs/facts/darts_rnn.md``)."""

@@ -1,6 +1,6 @@
 """DARTS's recurrent cells: the fixed cell of a genotype and the search cell over all of them.
 
-Both follow the original formulas (``reference/FACTS_RNN.md`` section 2 and 3). One time step,
+Both follow the original formulas (``docs/facts/darts_rnn.md``, sections 2 and 3). One time step,
 with ``x`` the input, ``h`` the previous output, ``mx``/``mh`` dropout masks (training only):
 
     [c0 | h0] = [x * mx, h * mh] @ W0          s0 = h + sigmoid(c0) * (tanh(h0) - h)
