@@ -1,8 +1,8 @@
-"""The import graph runs one way: face -> (engine, store) -> (nn ->) core.
+"""The import graph runs one way: face -> engine, store; engine -> nn -> core; store -> core.
 
 Every ``import`` of every module, at any depth (lazy imports inside functions included), is
-checked against the layer rules of DESIGN.md, so a shortcut through the layers fails here
-the moment it is written.
+checked against the layer rules below (drawn in docs/layout.md), so a shortcut through the
+layers fails here the moment it is written.
 """
 import ast
 from pathlib import Path

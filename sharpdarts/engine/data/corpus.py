@@ -8,7 +8,7 @@ test (all three add words), as the original's ``Corpus`` does (PTB: 10,000 words
 33,278). The tokenised corpus is cached beside the text (``.sharpdarts_corpus.pt``, keyed by
 the files' sizes and modification times), so the vocabulary is built once.
 
-Batching follows ``reference/FACTS_RNN.md`` section 1: :func:`batchify` cuts the token stream
+Batching follows ``docs/facts/darts_rnn.md``, section 1: :func:`batchify` cuts the token stream
 into ``bsz`` columns (the tail dropped), :func:`get_batch` takes ``L`` rows and the rows after
 them as targets, and :func:`bptt_windows` yields the variable BPTT lengths of the original's
 training loops.
