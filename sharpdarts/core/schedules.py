@@ -35,6 +35,19 @@ from torch.optim.lr_scheduler import LRScheduler
 from sharpdarts.core import validate
 from sharpdarts.registry import Registry
 
+__all__ = [
+    "CosinePowerAnnealingLR",
+    "SCHEDULES",
+    "constant_schedule",
+    "cosine_annealing",
+    "cosine_annealing_schedule",
+    "cosine_power_annealing",
+    "cosine_power_annealing_schedule",
+    "exponential_decay",
+    "resolve_schedule",
+    "step_decay_schedule",
+]
+
 EpochsArg = int | Sequence[float] | np.ndarray | None
 
 
@@ -385,13 +398,6 @@ def constant_schedule(optimizer: Optimizer, epochs: int) -> LRScheduler:
 def resolve_schedule(schedule: str | ScheduleFactory) -> ScheduleFactory:
     """A schedule factory given by name (a key of :data:`SCHEDULES`) or passed through."""
     return schedule if callable(schedule) else SCHEDULES[schedule]
-
-
-__all__ = [
-    'cosine_power_annealing', 'cosine_annealing', 'exponential_decay',
-    'CosinePowerAnnealingLR', 'SCHEDULES', 'cosine_power_annealing_schedule',
-    'cosine_annealing_schedule', 'constant_schedule', 'resolve_schedule',
-]
 
 
 @SCHEDULES.register('step_decay')
