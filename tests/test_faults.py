@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sharpdarts.core import io as io_lib
+from sharpdarts.core import run_folder
 from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.core import io
 from sharpdarts.face import cli
@@ -82,7 +83,7 @@ def inject(point: str, n: int) -> None:
             lambda r, e, s: die() if hit() else real_record(r, e, s))
     elif point == "mid_rotation":  # checkpoint.pt is now .prev.pt; .next.pt is not renamed yet
         real_replace = os.replace
-        hit = _nth(n, lambda src, dst: Path(src).name == checkpoint_lib.NEXT_NAME)
+        hit = _nth(n, lambda src, dst: Path(src).name == run_folder.CHECKPOINT_NEXT)
         os.replace = lambda src, dst: die() if hit(src, dst) else real_replace(src, dst)
     elif point == "metrics_append":  # a torn metrics line
         real_append, hit = io_lib.append_jsonl, _nth(n)

@@ -165,7 +165,7 @@ def _path_problems(path: Path) -> list[str]:
         if defined is None:
             continue  # reported above
         promised = CONTRACT_PATHS.get(module, {})
-        if name not in defined and name not in promised:
+        if name not in defined and name not in promised and not name.startswith("__"):
             problems.append(f"line {line}: {module}.{name} is not defined there")
         for contract_path, names in CONTRACT_PATHS.items():
             if names.get(name) == module and path.resolve() != _module_file(contract_path)[0]:

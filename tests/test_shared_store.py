@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sharpdarts.core import run_folder
 from sharpdarts.store import keys, locks, results, store
 from sharpdarts.store import tables
 
@@ -155,7 +156,7 @@ def test_twenty_concurrent_runs_land_once_each_and_tables_count_completed_seeds(
     again = [store.start_run(res, SSC, seed, "EPOCHS = 3\n", command=["x"], kind="train",
                              repo_dir=norepo)[1] for seed in range(1, 21)]
     assert again == ["skip"] * 20
-    assert not (res / "runs" / store.LOCK_FILE).exists()
+    assert not run_folder.lock_file(res).exists()
 
 
 def test_a_requeued_scheduler_job_resumes_its_run_left_running_on_another_host(tmp_path):

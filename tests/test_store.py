@@ -7,6 +7,7 @@ import pytest
 
 import sharpdarts
 import sharpdarts.resources
+from sharpdarts.core import run_folder
 from sharpdarts.store import reader, store
 from sharpdarts.errors import UserError
 from sharpdarts.store import provenance, results, tables
@@ -89,7 +90,7 @@ def test_provenance_describes_the_repository_around_the_package(monkeypatch):
     # No repo_dir: the code that runs is what is traced, found from the package's folder.
     monkeypatch.setattr(provenance, "_device_info", lambda: ("cpu", 0))
     seen = []
-    monkeypatch.setattr(provenance, "_git_state",
+    monkeypatch.setattr(run_folder, "git_state",
                         lambda repo, exclude: seen.append(repo) or {
                             "commit": None, "branch": None, "dirty": None, "diff": ""})
     provenance.collect_provenance()

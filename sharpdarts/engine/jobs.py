@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.core import validate
+from sharpdarts.core import run_folder, validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
 from sharpdarts.engine.data import bundle as bundle_lib, loaders
 from sharpdarts.engine.architect import Architect
-from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, init_weights_from
+from sharpdarts.engine.checkpoint import file_sha256, init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
 from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
@@ -365,7 +365,7 @@ class EvaluateJob:
     name = "evaluate"
 
     def __init__(self, seed, data, checkpoint, *, network, batch_size, workers, checkpoint_sha256):
-        path = checkpoint_file(checkpoint)
+        path = run_folder.checkpoint_file(checkpoint)
         if checkpoint_sha256 is not None and file_sha256(path) != checkpoint_sha256:
             raise ValueError(f"{path} changed: its sha256 is no longer {checkpoint_sha256}")
         self.ctx = ctx = make_context()
@@ -388,7 +388,7 @@ class EvaluateJob:
         final.update(_extra_test_errors(self.model, self.bundle, self.batch_size,
                                         self.criterion, self.ctx, self.workers))
         if run is not None:
-            run.write_text("operative_config.gin", gin.operative_config_str())
+            run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
         return final
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sharpdarts.core import run_folder
 from sharpdarts.core.metrics import count_parameters
 from sharpdarts.engine.context import Context, make_context, reduce_sum, seed_everything
 from sharpdarts.engine.data import corpus as corpus_lib
@@ -313,10 +314,10 @@ class LanguageEvaluateJob:
     name = "lm_evaluate"
 
     def __init__(self, seed, data, checkpoint, *, network, bptt, checkpoint_sha256):
-        from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, load_checkpoint
+        from sharpdarts.engine.checkpoint import file_sha256, load_checkpoint
         from sharpdarts.nn.models import load_original_state_dict
 
-        path = checkpoint_file(checkpoint)
+        path = run_folder.checkpoint_file(checkpoint)
         if checkpoint_sha256 is not None and file_sha256(path) != checkpoint_sha256:
             raise ValueError(f"{path} changed: its sha256 is no longer {checkpoint_sha256}")
         self.ctx = make_context()
@@ -337,7 +338,7 @@ class LanguageEvaluateJob:
         """Test perplexity at batch 1 (as ``rnn/test.py``); records the config into ``run``."""
         test = evaluate_ppl(self.model, self.test_data, self.bptt, self.ctx)
         if run is not None:
-            run.write_text("operative_config.gin", gin.operative_config_str())
+            run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
         return {"test_loss": test["loss"], "test_ppl": test["ppl"],
                 "params_m": count_parameters(self.model) / 1e6}
 

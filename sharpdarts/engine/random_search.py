@@ -40,7 +40,7 @@ from typing import Any
 import gin
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.core import validate
+from sharpdarts.core import run_folder, validate
 from sharpdarts.core.random_genotypes import sample_genotypes
 from sharpdarts.engine.context import broadcast_object
 from sharpdarts.engine.data.bundle import build_datasets
@@ -161,7 +161,7 @@ class RandomSearchJob:
         genotypes = record.get("genotypes") or self.genotypes
         results = list(record.get("samples") or [])
         if run is not None:
-            run.write_text("operative_config.gin", gin.operative_config_str())
+            run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
             run.update(**{RECORD: {"genotypes": genotypes, "samples": results,
                                    "sample_epochs": self.sample_epochs}})
         epochs = self.sample_epochs

@@ -15,7 +15,7 @@ from typing import Any
 import gin
 
 from sharpdarts.store import store
-from sharpdarts.core import config, genotypes, validate
+from sharpdarts.core import config, genotypes, run_folder, validate
 from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and schedules for gin)
 from sharpdarts.engine.data import bundle as bundle_lib, specs
 from sharpdarts.engine import checkpoint, context, jobs, loop
@@ -332,9 +332,9 @@ def evaluate(args) -> int:
     target = Path(args.checkpoint)
     if not target.exists():
         target = store.find_run(args.results, args.checkpoint).path
-    if target.is_dir() and not (target / "checkpoint.pt").exists():
-        raise UserError(f"{target} holds no checkpoint.pt to evaluate.")
-    checkpoint_file = target / "checkpoint.pt" if target.is_dir() else target
+    checkpoint_file = run_folder.checkpoint_file(target)
+    if target.is_dir() and not checkpoint_file.exists():
+        raise UserError(f"{target} holds no {checkpoint_file.name} to evaluate.")
     sha256 = checkpoint.file_sha256(checkpoint_file)
     # The hash is a binding (not a comment): it is part of the config hash, so two
     # checkpoints make two records, and the job checks that the file still has it.

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from sharpdarts.core import run_folder
 from sharpdarts.errors import UserError
 from sharpdarts.store import reader
 from sharpdarts.store.store import iter_run_dirs
@@ -45,7 +46,7 @@ def _read_infos(results_dir: Path) -> list[tuple[Path, dict]]:
     if skipped:
         warnings.warn(
             f"skipped {skipped} unreadable run folder{'s' if skipped != 1 else ''} "
-            f"under {Path(results_dir) / 'runs'} (missing or corrupt run.json)",
+            f"under {run_folder.runs_root(results_dir)} (missing or corrupt run.json)",
             stacklevel=3,
         )
     return out
@@ -91,7 +92,7 @@ def _run_row(results_dir: Path, folder: Path, info: dict) -> dict:
     run_id = info.get("run_id") or folder.name
     row = {
         "experiment": info.get("experiment")
-        or folder.parent.relative_to(results_dir / "runs").as_posix(),
+        or run_folder.relative_name(results_dir, folder.parent),
         "run_id": run_id,
         "path": str(folder),
         "seed": info.get("seed"),
