@@ -31,6 +31,7 @@ from torch import nn
 
 from sharpdarts.core import run_folder
 from sharpdarts.core.metrics import count_parameters
+from sharpdarts.core.schedules import constant_schedule
 from sharpdarts.engine.context import Context, make_context, reduce_sum, seed_everything
 from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.data.bundle import build_datasets
@@ -56,19 +57,6 @@ class Windows:
         for i, seq_len in corpus_lib.bptt_windows(self.source.size(0), self.bptt, self.jitter):
             self.seq_len, self.start = seq_len, i
             yield corpus_lib.get_batch(self.source, i, seq_len)
-
-
-class _Constant:
-    """The lr 'schedule' of the language models: none (the lr changes only per step)."""
-
-    def step(self) -> None:
-        """Nothing to do."""
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Nothing to restore."""
 
 
 @torch.no_grad()
@@ -149,7 +137,8 @@ class _LanguageJob(Job):
             torch.manual_seed(rank_seed(seed, ctx.rank))
         self.optimizer = torch.optim.SGD(self.weights(), lr=p.learning_rate,
                                          weight_decay=p.weight_decay)
-        self.scheduler = _Constant()
+        # No per-epoch schedule: the lr changes per step only (scaled by the window length).
+        self.scheduler = constant_schedule(self.optimizer, p.epochs)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=False)
         self.epochs, self.show_progress = p.epochs, p.show_progress
         self.hidden = None
