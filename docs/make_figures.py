@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 from sharpdarts.core import genotypes  # noqa: E402
-from sharpdarts.face.plots import cells, curves
+from sharpdarts.face.plots import cells, curves  # noqa: E402
 
 IMG = HERE / "img"
 LR = dict(epochs=300, max_lr=0.0875, min_lr=7.5e-4, exponent_orders=[2, 10], warmup_epochs=10)

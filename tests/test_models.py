@@ -56,11 +56,9 @@ def fixed_network_params(genotype, C, classes, layers, imagenet, auxiliary, c_mi
     if imagenet:
         total = 27 * (C // 2) + bn(C // 2) + 9 * (C // 2) * C + bn(C) + 9 * C * C + bn(C)
         C_pp = C_p = C
-        reduction_prev = True
     else:
         total = 27 * 3 * C + bn(3 * C)
         C_pp = C_p = 3 * C
-        reduction_prev = False
     C_curr = C
     for i in range(layers):
         reduction = i in (layers // 3, 2 * layers // 3)
@@ -69,7 +67,6 @@ def fixed_network_params(genotype, C, classes, layers, imagenet, auxiliary, c_mi
         total += preprocess(C_pp, C_curr) + preprocess(C_p, C_curr)
         total += sum(op_params(name, C_curr, 2 if reduction and idx < 2 else 1, c_mid=c_mid)
                      for name, idx in ops)
-        reduction_prev = reduction
         C_pp, C_p = C_p, len(concat) * C_curr
         if i == 2 * layers // 3 and auxiliary:
             total += aux_head(C_p, classes)

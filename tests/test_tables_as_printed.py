@@ -66,7 +66,8 @@ def test_rows_without_runs_show_computed_params_and_multiply_adds(tmp_path):
 
 
 def test_computed_figures_match_the_paper_for_its_own_rows():
-    # A sanity check of the shipped file: the paper's own sizes, within 2% (rounding, and counting conventions).
+    # A sanity check of the shipped file: the paper's own sizes, within 2% (rounding, and
+    # counting conventions).
     costs = table_defs.computed_costs()
     for row in table_defs.paper_rows():
         name = row["experiment"]

@@ -6,8 +6,8 @@ for one phase: it hands the loop its own checkpoint folder (``phases/<name>/``, 
 keeps and rotates its own checkpoints), its own part of ``run.json`` (``phases.<name>``: the
 checkpoint checksums and events that :mod:`sharpdarts.engine.checkpoint` keeps, the job's run
 fields) and its own stretch of the run's epochs (the last phase may instead be the run's own
-training, ``at_root``: its checkpoint is the run's ``checkpoint.pt``): the phase's epoch ``e`` is logged to the run's
-one ``metrics.jsonl`` as epoch ``offset + e``, with ``phase`` and ``phase_epoch`` beside it.
+training, ``at_root``: its checkpoint is the run's ``checkpoint.pt``): the phase's epoch ``e``
+is logged to the run's one ``metrics.jsonl`` as epoch ``offset + e``, with ``phase`` and ``phase_epoch`` beside it.
 Phases run one after the other with disjoint stretches, so truncating a phase's metrics to its
 checkpoint (resume) keeps every earlier phase's lines and no epoch is ever logged twice.
 

@@ -7,7 +7,8 @@ original code, term by term, as the yardstick that the equivalence tests
 path against. It exists for them, not for training: the two paths compute the same function.
 
 :func:`set_reference_path` switches a model's ``MixedOp``, ``SearchCell`` and ``Cell``
-modules, and the recurrent search cell (:mod:`sharpdarts.nn.recurrent.reference`), over (it gives each module its reference ``forward``) and back again; the cells
+modules, and the recurrent search cell (:mod:`sharpdarts.nn.recurrent.reference`), over (it
+gives each module its reference ``forward``) and back again; the cells
 themselves carry no reference flag and no reference branch.
 """
 from __future__ import annotations
