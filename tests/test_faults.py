@@ -17,7 +17,6 @@ import pytest
 from sharpdarts.core import io as io_lib
 from sharpdarts.core import run_folder
 from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.core import io
 from sharpdarts.face import cli
 
 EPOCHS = 3
@@ -72,8 +71,8 @@ def _nth(n: int, condition=lambda *a, **k: True):
 def inject(point: str, n: int) -> None:
     """Arms a kill at the ``n``-th occurrence of ``point`` (in the child process only)."""
     if point == "checkpoint_write":  # mid-write of checkpoint.next.pt
-        real, hit = io.atomic_write, _nth(n)
-        io.atomic_write = lambda p, d: _torn_write(p, d) if hit() else real(p, d)
+        real, hit = io_lib.atomic_write, _nth(n)
+        checkpoint_lib.atomic_write = lambda p, d: _torn_write(p, d) if hit() else real(p, d)
     elif point == "checksum_recorded":  # the checksum is in run.json, the file is not written
         real_save, hit = checkpoint_lib.save_checkpoint, _nth(n)
         checkpoint_lib.save_checkpoint = lambda p, s: die() if hit() else real_save(p, s)

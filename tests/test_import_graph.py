@@ -153,6 +153,7 @@ def _path_problems(path: Path) -> list[str]:
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
             and node.value.id in module_aliases
+            and not isinstance(node.ctx, ast.Store)  # a test patching where a name is used
         ):
             uses.append((node.lineno, module_aliases[node.value.id], node.attr))
     for line, module, name in _imports(tree):
