@@ -1,5 +1,6 @@
 """What the multi-process tests share: a free local port, joining a gloo group as the engine
 does, and running a worker on every rank whose results come back through files."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,13 @@ def free_port() -> int:
 def join_group(rank: int, port: int, world: int):
     """Sets the variables torchrun would set, one thread, and joins through the engine's
     context (gloo on CPU); returns the context."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
     torch.set_num_threads(1)
     return context.make_context(device="cpu")
 
@@ -34,8 +40,9 @@ def result_path(out_dir: str | os.PathLike, rank: int) -> Path:
     return Path(out_dir) / f"rank{rank}.pt"
 
 
-def run_ranks(worker: Callable[[int, int, str], None], out_dir: str | os.PathLike,
-              world: int) -> list:
+def run_ranks(
+    worker: Callable[[int, int, str], None], out_dir: str | os.PathLike, world: int
+) -> list:
     """Runs ``worker(rank, port, out_dir)`` in ``world`` processes and returns what each
     saved to :func:`result_path`, by rank."""
     mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=world, join=True)
