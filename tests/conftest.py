@@ -2,10 +2,9 @@
 
 import os
 
+import gin
 import pytest
 import torch
-
-import gin
 
 # Tests use tiny tensors: one thread each avoids contention between xdist workers (and
 # with anything else on a 2-core machine), which otherwise makes small convolutions 10x slower.

@@ -14,13 +14,13 @@ finite-difference Hessian-vector product would be meaningful to compare.
 import copy
 import io
 
+import gin
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-import gin
 from sharpdarts.core import genotype_types
 from sharpdarts.engine.architect import Architect
 from sharpdarts.nn.models import SearchNetwork

@@ -9,9 +9,9 @@ injectable components.
 
 from __future__ import annotations
 
+import gin
 import pytest
 
-import gin
 from sharpdarts.core import config, genotypes
 from sharpdarts.core.random_genotypes import sample_cell_genotype as random_genotype
 from sharpdarts.face import experiments, runner

@@ -9,13 +9,13 @@ import pickle
 import struct
 import urllib.error
 
+import gin
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
-import gin
 from sharpdarts.engine.data import bundle as bundle_lib
 from sharpdarts.engine.data import datasets, loaders, specs, transforms
 from sharpdarts.engine.data import datasets as data_formats

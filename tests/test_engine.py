@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gin
 import numpy as np
 import pytest
 import torch
@@ -24,7 +25,6 @@ from test_data import write_cifar10  # the real CIFAR-10 pickle format (tests/te
 from torch import nn
 from torchvision import transforms as T
 
-import gin
 from sharpdarts.core import genotype_types, genotypes, schedules
 from sharpdarts.engine import checkpoint, context, jobs, loop
 from sharpdarts.engine.data import bundle as bundle_lib

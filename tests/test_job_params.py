@@ -16,11 +16,11 @@ import re
 import textwrap
 from pathlib import Path
 
+import gin
 import pytest
 import torch
-
-import gin
 from gin import config as gin_config
+
 from sharpdarts.core import config, validate
 from sharpdarts.engine import job_params
 from sharpdarts.engine.data.bundle import build_datasets

@@ -8,11 +8,11 @@ import sys
 from itertools import combinations
 from pathlib import Path
 
+import gin
 import numpy as np
 import pytest
 from killing import kill_after_epoch  # tests/killing.py
 
-import gin
 from sharpdarts.core import genotypes, recurrent_genotypes
 from sharpdarts.core.random_genotypes import (
     sample_cell_genotype,

@@ -7,11 +7,11 @@ the vectorised numpy code), following docs/facts/sharpdarts.md, "Cosine power an
 import io
 import math
 
+import gin
 import numpy as np
 import pytest
 import torch
 
-import gin
 from sharpdarts.core.schedules import (
     SCHEDULES,
     CosinePowerAnnealingLR,

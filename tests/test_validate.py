@@ -7,9 +7,9 @@ user meets it; the kinds themselves are pinned below.
 
 import math
 
+import gin
 import pytest
 
-import gin
 from sharpdarts.core import validate
 from sharpdarts.errors import UserError
 from sharpdarts.face import cli

@@ -57,6 +57,7 @@ def test_max_w_detach_max_binding_is_read_when_the_network_is_built():
     """`max_w.detach_max` is resolved at build time, so gin's operative config records it
     (the run's binding check then sees that it took effect) and the network uses it."""
     import gin
+
     from sharpdarts.nn.models import SearchNetwork
 
     gin.clear_config()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from gin import config as gin_config
+
 from sharpdarts.errors import UserError
 
 # (scope, selector, parameter): one binding, as gin keys it ('' for no scope).

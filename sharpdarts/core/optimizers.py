@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import gin
 import torch
 
-import gin
 from sharpdarts.core import validate
 from sharpdarts.registry import Registry
 

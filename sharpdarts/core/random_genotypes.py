@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import gin
 import numpy as np
 
-import gin
 from sharpdarts.core import validate
 from sharpdarts.core.genotype_types import primitives as resolve_primitives
 from sharpdarts.core.genotypes import RNN_PRIMITIVES, Genotype

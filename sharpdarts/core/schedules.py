@@ -25,12 +25,12 @@ import numbers
 from collections.abc import Callable
 from typing import Any, Sequence
 
+import gin
 import numpy as np
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-import gin
 from sharpdarts.core import validate
 from sharpdarts.registry import Registry
 

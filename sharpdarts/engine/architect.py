@@ -27,11 +27,11 @@ from __future__ import annotations
 import copy
 from typing import Callable, Sequence
 
+import gin
 import torch
 from torch import nn
 from torch.func import functional_call
 
-import gin
 from sharpdarts.core import validate
 from sharpdarts.engine.context import average_over_processes
 

@@ -9,12 +9,11 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import gin
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-
-import gin
 
 
 @dataclass

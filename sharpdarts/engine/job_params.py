@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gin
+
 from sharpdarts.core import validate
 
 __all__ = ["REQUIRED", "UNCHECKED", "param", "job_entry", "params_of", "kinds", "defaults"]

@@ -19,10 +19,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import gin
 import torch
 from torch import nn
 
-import gin
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core import run_folder, validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds

@@ -42,12 +42,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+import gin
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-import gin
 from sharpdarts.engine.context import average_over_processes
 
 

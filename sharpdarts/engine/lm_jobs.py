@@ -25,11 +25,11 @@ import dataclasses
 import math
 from collections.abc import Callable
 
+import gin
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gin
 from sharpdarts.core import run_folder
 from sharpdarts.core.metrics import count_parameters
 from sharpdarts.core.schedules import constant_schedule

@@ -16,11 +16,11 @@ import math
 import time
 from typing import Any
 
+import gin
 import torch
 from torch import nn
 from tqdm import tqdm
 
-import gin
 from sharpdarts.core import run_folder
 from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.engine.context import (

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gin
+
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core import run_folder, validate
 from sharpdarts.core.random_genotypes import sample_genotypes

@@ -60,6 +60,7 @@ def compute(name: str) -> dict | None:
     when it is no training experiment that builds on its own (a search, a continuation, a
     random search: its cell is drawn when it runs, so no figure can stand for it)."""
     import gin
+
     from sharpdarts.engine import jobs, lm_jobs
     from sharpdarts.engine.data import bundle, specs
     from sharpdarts.face import runner

@@ -76,6 +76,7 @@ def _run_side(folder: Path) -> Side:
 def experiment_operative_config(name: str) -> str:
     """The operative config of an experiment, from building it (torch) on synthetic images."""
     import gin
+
     from sharpdarts.engine.data import bundle
     from sharpdarts.face import runner
 

@@ -14,22 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import gin
-from sharpdarts.core import config, genotypes, optimizers, run_folder, schedules, validate  # noqa: F401  (optimizers and schedules for gin)
-from sharpdarts.engine import (
-    checkpoint,
-    context,
-    jobs,
-    loop,
-    random_search,  # noqa: F401  (the random-search baselines)
-)
-from sharpdarts.engine import lm_jobs as engine_lm  # noqa: F401  (language models)
+
+# Imported for their gin registrations (optimizers, schedules, jobs, networks).
+import sharpdarts.core.optimizers  # noqa: F401
+import sharpdarts.core.schedules  # noqa: F401
+import sharpdarts.engine.lm_search  # noqa: F401
+import sharpdarts.engine.random_search  # noqa: F401
+import sharpdarts.nn.models  # noqa: F401
+import sharpdarts.nn.multichannel.networks  # noqa: F401
+from sharpdarts.core import config, genotypes, run_folder, validate
+from sharpdarts.engine import checkpoint, context, jobs, loop
+from sharpdarts.engine import lm_jobs as engine_lm
 from sharpdarts.engine.data import bundle as bundle_lib
 from sharpdarts.engine.data import specs
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments, failures, quickskip, tensorboard, threads
 from sharpdarts.face.experiments import resolve_experiment
-from sharpdarts.nn import models  # noqa: F401  (registers the networks with gin)
-from sharpdarts.nn.multichannel import networks  # noqa: F401  (the grid networks, for gin)
 from sharpdarts.store import store
 
 # ---- Gin -------------------------------------------------------------------------------------

@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import gin
 import submitit
 
-import gin
 from sharpdarts.core import io
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face.sweep_status import SWEEP_JSON, print_status, sweep_folder

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Sequence
 
+import gin
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gin
 from sharpdarts.core import genotype_types, validate
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges

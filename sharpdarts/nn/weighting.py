@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import gin
 import torch
 
-import gin
 from sharpdarts.registry import Registry, unknown_name
 
 Weighting = Callable[[torch.Tensor], torch.Tensor]

@@ -7,9 +7,9 @@ import logging
 import os
 from collections.abc import Sequence
 
+import gin
 from torch.utils.data import Dataset
 
-import gin
 from sharpdarts.core import validate
 from sharpdarts.engine.data.datasets import DEFAULT_ROOT, resolve_root
 from sharpdarts.engine.data.specs import DatasetSpec, spec, synthetic_spec

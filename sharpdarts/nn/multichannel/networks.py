@@ -13,12 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import gin
 import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gin
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core import validate
 from sharpdarts.nn.multichannel.graph import (

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import gin
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gin
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core.genotypes import RNN_PRIMITIVES
 from sharpdarts.core.recurrent_genotypes import (
