@@ -118,7 +118,6 @@ def _writer(results: Path, seed: int, finish: bool, repo_dir: Path) -> None:
     print(run.path)
 
 
-@pytest.mark.slow
 def test_twenty_concurrent_runs_land_once_each_and_tables_count_completed_seeds(tmp_path):
     """22 processes (forked, released together, so they meet at the store's lock at once)."""
     from spawning import forked_output, race_forked
