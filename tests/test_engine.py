@@ -2,8 +2,8 @@
 
 Every test configures the engine through gin (cleared around each test) on tiny networks and
 small synthetic datasets, or a tiny CIFAR-10 written here in its real on-disk format. Runs
-record into minimal run folders (a run.json and ``runs.Run``), except the kill-and-resume
-test, which goes through the real command line in subprocesses.
+record into minimal run folders (a run.json and ``runs.Run``), except the command-line tests;
+the kill-and-resume test kills a real command-line process.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -482,7 +481,11 @@ def _env() -> dict:
 
 
 @pytest.mark.slow
-def test_cli_run_killed_after_an_epoch_resumes(tmp_path):
+def test_cli_run_killed_after_an_epoch_resumes(tmp_path, capsys):
+    """A real kill of a `sharpdarts run` process; the re-run goes through the same command line
+    in this process."""
+    from sharpdarts.face import cli
+
     results = tmp_path / "results"
     # 128 training images an epoch (16 steps) so that there is time to kill mid-run.
     cmd = _cli(results, "--gin_param", "build_datasets.synthetic_size = (128, 16)")
@@ -493,9 +496,10 @@ def test_cli_run_killed_after_an_epoch_resumes(tmp_path):
     assert json.loads((folder / "run.json").read_text())["status"] == "running"
     before = (folder / "metrics.jsonl").read_text().splitlines()[:killed_epoch]
 
-    again = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "resuming" in again.stdout and str(folder) in again.stdout
+    code = cli.main(cmd[3:])
+    again = capsys.readouterr()
+    assert code == 0, again.out + again.err
+    assert "resuming" in again.out and str(folder) in again.out
     assert [p.parent for p in results.glob("runs/*/*/*/run.json")] == [folder]
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
@@ -506,13 +510,14 @@ def test_cli_run_killed_after_an_epoch_resumes(tmp_path):
     assert engine.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 4
 
 
-@pytest.mark.slow
-def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path):
+def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path, capsys):
+    from sharpdarts.face import cli
+
     results = tmp_path / "results"
-    done = subprocess.run(_cli(results, "--gin_param", "train.learning_rate = 1e10"), cwd=REPO,
-                          env=_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "loss became nan" in done.stderr and "Traceback" not in done.stderr
+    code = cli.main(_cli(results, "--gin_param", "train.learning_rate = 1e10")[3:])
+    done = capsys.readouterr()
+    assert code == 1, done.out + done.err
+    assert "loss became nan" in done.err and "Traceback" not in done.err
     [run_json] = results.glob("runs/*/*/*/run.json")
     info = json.loads(run_json.read_text())
     assert info["status"] == "failed" and info["resumable"] is False
