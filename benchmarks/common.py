@@ -307,6 +307,6 @@ def report(result: dict) -> None:
         ratios = " ".join(f"{r:.3f}" for r in result["ratios"])
         line = f"ratio fast/reference: time {result['ratio_median']:.3f} (pairs: {ratios})"
         ref, fast = result["paths"]["reference"], result["paths"]["fast"]
-        if "peak_memory_mib" in ref:
+        if ref.get("peak_memory_mib"):  # a tiny step's peak can round to 0 MiB
             line += f"  peak memory {fast['peak_memory_mib'] / ref['peak_memory_mib']:.3f}"
         print(line)

@@ -45,13 +45,14 @@ def test_conv_flops_are_forward_times_gradients(channels, groups, kernel, dilati
 
 def test_search_step_compares_both_paths_and_writes_json(tmp_path):
     out = tmp_path / "r.jsonl"
-    result = search_step.main(["--batch", "2", "--C", "4", "--layers", "3", "--steps", "2",
-                               "--order", "2", "--compare", "--flops", "--threads", "1",
-                               "--no-memory", "--json", str(out)])
+    result = search_step.main(["--batch", "2", "--C", "4", "--layers", "3", "--nodes", "2",
+                               "--steps", "2", "--order", "2", "--compare", "--flops",
+                               "--threads", "1", "--no-memory", "--json", str(out)])
     assert set(result["paths"]) == {"reference", "fast"}
     assert len(result["ratios"]) == 2 and result["ratio_median"] > 0
     assert result["flops"]["step_flops"] > 0
-    assert json.loads(out.read_text().splitlines()[-1])["config"]["order"] == 2
+    config = json.loads(out.read_text().splitlines()[-1])["config"]
+    assert config["order"] == 2 and config["nodes"] == 2
 
 
 def test_train_step_measures_peak_memory_in_a_child_process():
@@ -64,12 +65,15 @@ def test_train_step_measures_peak_memory_in_a_child_process():
 
 @pytest.mark.parametrize("order", [1, 2])
 def test_lm_search_step_compares_both_paths_and_writes_json(tmp_path, order):
+    """Both orders are timed; the memory children (a process per path, the same for either
+    order) are measured once, with the first."""
     out = tmp_path / "r.jsonl"
+    memory = [] if order == 1 else ["--no-memory"]
     result = lm_search_step.main(["--batch", "3", "--nhid", "6", "--vocab", "20", "--bptt", "4",
                                   "--steps", "2", "--order", str(order), "--compare",
-                                  "--threads", "1", "--json", str(out)])
+                                  "--threads", "1", "--json", str(out), *memory])
     assert set(result["paths"]) == {"reference", "fast"}
     assert len(result["ratios"]) == 2 and result["ratio_median"] > 0
-    assert all("peak_memory_mib" in p for p in result["paths"].values())
+    assert all(("peak_memory_mib" in p) == (order == 1) for p in result["paths"].values())
     record = json.loads(out.read_text().splitlines()[-1])
     assert record["kind"] == "lm_search_step" and record["config"]["order"] == order
