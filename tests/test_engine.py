@@ -177,6 +177,16 @@ def test_smoke_search_gives_a_valid_genotype(space, order, weighting):
             assert cell[0][1] != cell[1][1] and cell[2][1] != cell[3][1]  # distinct inputs
 
 
+def test_an_architecture_split_without_a_full_batch_stops_with_a_user_error():
+    """6 images for the weights, 2 for the architecture at batch 4: the architecture's loader
+    gives no batch, which once made the search wait for one for ever."""
+    from sharpdarts.errors import UserError
+
+    configure(*SEARCH, *SEARCH_CELL, "search.train_portion = 0.75")
+    with pytest.raises(UserError, match="a loader of 2 items gives no batch of 4"):
+        engine.search(run=None, seed=0)
+
+
 def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
     """A search killed after epoch 1 and started again ends as an uninterrupted one."""
     configure(*SEARCH, *SEARCH_CELL, "search.epochs = 3", "Architect.order = 1",
