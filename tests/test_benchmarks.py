@@ -43,6 +43,7 @@ def test_conv_flops_are_forward_times_gradients(channels, groups, kernel, dilati
     assert common.count_flops(step) == forward * (1 + gradients)
 
 
+@pytest.mark.slow
 def test_search_step_compares_both_paths_and_writes_json(tmp_path):
     out = tmp_path / "r.jsonl"
     result = search_step.main(["--batch", "2", "--C", "4", "--layers", "3", "--nodes", "2",
@@ -55,6 +56,7 @@ def test_search_step_compares_both_paths_and_writes_json(tmp_path):
     assert config["order"] == 2 and config["nodes"] == 2
 
 
+@pytest.mark.slow
 def test_train_step_measures_peak_memory_in_a_child_process():
     result = train_step.main(["--batch", "2", "--C", "8", "--layers", "3", "--steps", "1",
                               "--threads", "1"])
@@ -63,7 +65,7 @@ def test_train_step_measures_peak_memory_in_a_child_process():
     assert memory["hwm_mib"] >= memory["rss_before_mib"]
 
 
-@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("order", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_lm_search_step_compares_both_paths_and_writes_json(tmp_path, order):
     """Both orders are timed; the memory children (a process per path, the same for either
     order) are measured once, with the first."""
