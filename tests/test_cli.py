@@ -5,9 +5,6 @@ DESIGN.md; user errors exit 2 with one paragraph and leave no run folder; comple
 are skipped; promoted and run:ID genotypes carry their lineage into training runs.
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
