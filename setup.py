@@ -47,6 +47,6 @@ setup(
         "tabulate",
         "submitit==1.5.4",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist", "pytest-timeout"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "pytest-timeout", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["sharpdarts=sharpdarts.face.cli:main"]},
 )

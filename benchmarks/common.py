@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
+if str(REPO) not in sys.path:  # run as `python benchmarks/<script>.py` from anywhere
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
@@ -307,6 +307,7 @@ def report(result: dict) -> None:
         ratios = " ".join(f"{r:.3f}" for r in result["ratios"])
         line = f"ratio fast/reference: time {result['ratio_median']:.3f} (pairs: {ratios})"
         ref, fast = result["paths"]["reference"], result["paths"]["fast"]
-        if ref.get("peak_memory_mib"):  # a tiny step's peak can round to 0 MiB
+        # A tiny model's reference peak can round to 0 MiB: then there is no ratio to print.
+        if ref.get("peak_memory_mib"):
             line += f"  peak memory {fast['peak_memory_mib'] / ref['peak_memory_mib']:.3f}"
         print(line)

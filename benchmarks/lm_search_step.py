@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.engine.lm_architect import RecurrentArchitect
-from sharpdarts.nn.recurrent.model import RNNSearchModel, ar_tar_penalty
+from sharpdarts.nn.recurrent.model import ar_tar_penalty
+from sharpdarts.nn.models import RNNSearchModel
 from sharpdarts.nn.reference import set_reference_path
 
 LR, WEIGHT_DECAY, GRAD_CLIP, BETA = 20.0, 5e-7, 0.25, 1e-3

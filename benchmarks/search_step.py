@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from sharpdarts.engine.architect import Architect
-from sharpdarts.nn.cells import set_reference_path
+from sharpdarts.nn.reference import set_reference_path
 from sharpdarts.nn.models import SearchNetwork
 
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import common  # noqa: F401  (puts the repository on sys.path)
 
-from sharpdarts.core import genotypes
+from sharpdarts.core import genotype_types
 HERE = Path(__file__).resolve().parent
 PRIMITIVE_SETS = ["DARTS_PRIMITIVES", "PRIMITIVES", "SHARPER_PRIMITIVES"]
 
@@ -55,12 +55,12 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for r in rows:
         c, fast = r["config"], r["paths"]["fast"]
-        ops = len(genotypes.primitives(c["primitives"]))
+        ops = len(genotype_types.primitives(c["primitives"]))
         print(f"| {c['primitives']} | {ops} | {c['batch']} | "
               f"{fast['median_step_s']:.2f} | {fast.get('peak_memory_mib', float('nan')):.0f} | "
               f"{fast['median_step_s'] / c['batch']:.3f} |")
     for primitives, batch, code in failed:
-        print(f"| {primitives} | {len(genotypes.primitives(primitives))} | {batch} | "
+        print(f"| {primitives} | {len(genotype_types.primitives(primitives))} | {batch} | "
               f"failed (exit {code}; -9: killed, out of memory) | | |")
 
 

@@ -23,7 +23,7 @@ import common  # noqa: F401  (puts the repository on sys.path)
 import torch
 from torch import nn
 
-from sharpdarts.nn.cells import set_reference_path
+from sharpdarts.nn.reference import set_reference_path
 from sharpdarts.nn.models import NetworkCIFAR
 
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP, AUX_WEIGHT = 0.025, 0.9, 3e-4, 5.0, 0.4

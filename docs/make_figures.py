@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 from sharpdarts.core import genotypes  # noqa: E402
-from sharpdarts.face import plots
+from sharpdarts.face.plots import cells, curves  # noqa: E402
 
 IMG = HERE / "img"
 LR = dict(epochs=300, max_lr=0.0875, min_lr=7.5e-4, exponent_orders=[2, 10], warmup_epochs=10)
@@ -22,10 +22,10 @@ LR = dict(epochs=300, max_lr=0.0875, min_lr=7.5e-4, exponent_orders=[2, 10], war
 
 def main() -> list[Path]:
     written = [
-        plots.plot_genotype(genotypes.get("SHARPSEPCONV_DARTS"), IMG / "sharpsepconv_darts.svg",
+        cells.plot_genotype(genotypes.get("SHARPSEPCONV_DARTS"), IMG / "sharpsepconv_darts.svg",
                             title="SHARPSEPCONV_DARTS"),
-        plots.plot_lr(IMG / "cosine_power_annealing.svg", **LR),
-        plots.plot_lr(IMG / "cosine_power_annealing_log.svg", log=True, **LR),
+        curves.plot_lr(IMG / "cosine_power_annealing.svg", **LR),
+        curves.plot_lr(IMG / "cosine_power_annealing_log.svg", log=True, **LR),
     ]
     for path in written:
         print(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from sharpdarts import engine
+from sharpdarts.engine import context
 
 
 def free_port() -> int:
@@ -29,7 +29,7 @@ def join_group(rank: int, port: int, world: int):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    return engine.make_context(device="cpu")
+    return context.make_context(device="cpu")
 
 
 def result_path(out_dir: str | os.PathLike, rank: int) -> Path:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from sharpdarts.core import genotypes
+from sharpdarts.core import genotype_types
 from sharpdarts.engine.architect import Architect
 from sharpdarts.nn.models import SearchNetwork
 
@@ -330,7 +330,7 @@ def test_eval_mode_is_kept_and_works():
 @pytest.mark.parametrize("primitives", ["PRIMITIVES", "SHARPER_PRIMITIVES", "DARTS_PRIMITIVES"])
 def test_every_primitive_set_and_weighting(primitives, weighting, order):
     model = make_model(primitives, weighting, double=False, spread=1e-3)
-    assert model.alphas_normal.shape[1] == len(genotypes.primitives(primitives))
+    assert model.alphas_normal.shape[1] == len(genotype_types.primitives(primitives))
     data = batches(torch.float32)
     before = [a.detach().clone() for a in model.arch_parameters()]
     loss = Architect(model, order=order).step(*data, eta=0.025)

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from sharpdarts.core import genotypes
 from sharpdarts.nn import reference
-from sharpdarts.nn.cells import (Cell, MixedOp, SearchCell, channel_shuffle, drop_path,
-                                 edge_softmax, fast_drop_path, num_edges, set_reference_path)
+from sharpdarts.nn.cells import Cell, MixedOp, SearchCell, edge_softmax, fast_drop_path, num_edges
+from sharpdarts.nn.ops import channel_shuffle, drop_path
+from sharpdarts.nn.reference import set_reference_path
 from sharpdarts.nn.models import NetworkCIFAR, SearchNetwork
 from sharpdarts.nn.ops import OPS
 

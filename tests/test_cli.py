@@ -1,7 +1,7 @@
 """The command line and the experiment registry, end to end (a detectron2-style instant test).
 
-Every named experiment runs with --smoke offline; its run folder holds every field of
-DESIGN.md; user errors exit 2 with one paragraph and leave no run folder; completed runs
+Every named experiment runs with --smoke offline; its run folder holds every field that
+docs/runs.md lists; user errors exit 2 with one paragraph and leave no run folder; completed runs
 are skipped; promoted and run:ID genotypes carry their lineage into training runs.
 """
 import json

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from sharpdarts.engine import data
+from sharpdarts.engine.data import bundle as bundle_lib
 from sharpdarts.engine.data import corpus as C
 from sharpdarts.errors import UserError
 
@@ -104,10 +104,10 @@ def test_bptt_windows_follow_the_original(jitter):
 def test_registered_corpora_read_from_the_data_root(tmp_path):
     _write(tmp_path / "penn")
     _write(tmp_path / "wikitext-2")
-    bundle = data.build_datasets(name="ptb", root=str(tmp_path))
+    bundle = bundle_lib.build_datasets(name="ptb", root=str(tmp_path))
     assert bundle.spec.modality == "text" and bundle.train.ntokens == 9
-    assert data.build_datasets(name="wikitext2", root=str(tmp_path)).train.ntokens == 9
+    assert bundle_lib.build_datasets(name="wikitext2", root=str(tmp_path)).train.ntokens == 9
     with pytest.raises(UserError, match="penn"):
-        data.build_datasets(name="ptb", root=str(tmp_path / "nowhere"))
-    synthetic = data.build_datasets(name="synthetic_text", seed=1).train
+        bundle_lib.build_datasets(name="ptb", root=str(tmp_path / "nowhere"))
+    synthetic = bundle_lib.build_datasets(name="synthetic_text", seed=1).train
     assert synthetic.ntokens == 50 and synthetic.train.numel() == 800

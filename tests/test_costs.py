@@ -43,7 +43,8 @@ def test_a_random_search_has_no_computed_cost():
 
 
 @pytest.mark.parametrize("name,parameters", [
-    # FACTS_RNN section 2: PTB (10,000 words, 850 units) and WikiText-2 (33,278 words, 700).
+    # docs/facts/darts_rnn.md, section 2: PTB (10,000 words, 850 units) and WikiText-2
+    # (33,278 words, 700).
     ("ptb/darts_v2", 22_960_000), ("ptb/enas", 27_295_000), ("wt2/darts_v2", 33_127_878)])
 def test_recurrent_rows_get_the_originals_parameter_counts(name, parameters):
     figures = costs.compute(name)
@@ -54,8 +55,9 @@ def test_recurrent_rows_get_the_originals_parameter_counts(name, parameters):
 
 def test_a_language_model_table_shows_computed_params_before_any_run(tmp_path):
     from sharpdarts.store import results
+    from sharpdarts.store import tables
 
-    table = results.build_table("darts_ptb", results.load_runs(tmp_path))
-    text = results.format_table(table, "markdown")
+    table = tables.build_table("darts_ptb", results.load_runs(tmp_path))
+    text = tables.format_table(table, "markdown")
     row = next(line for line in text.splitlines() if "ptb/darts_v2" in line)
     assert "22.96†" in row

@@ -5,7 +5,9 @@ import math
 
 import pytest
 
-from sharpdarts.store.results import build_table, format_table, load_runs, paper_tables
+from sharpdarts.store.results import load_runs
+from sharpdarts.store.tables import build_table, format_table
+from sharpdarts.store.table_defs import paper_tables
 from test_results import write_run
 
 

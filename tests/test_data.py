@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from sharpdarts.engine import data
+from sharpdarts.engine.data import bundle as bundle_lib, datasets, loaders, specs, transforms
 from sharpdarts.engine.data import datasets as data_formats
 from sharpdarts.errors import UserError
 
@@ -126,13 +126,13 @@ def write_mnist(root: os.PathLike, n: int = 4) -> dict[str, tuple]:
 
 
 def test_specs_and_unknown_name():
-    assert data.spec("cifar10").image_size == (32, 32)
-    assert data.spec("cifar10_1").mean == data.spec("cifar10").mean
-    imagenet = data.spec("imagenet")
+    assert specs.spec("cifar10").image_size == (32, 32)
+    assert specs.spec("cifar10_1").mean == specs.spec("cifar10").mean
+    imagenet = specs.spec("imagenet")
     assert (imagenet.image_size, imagenet.num_classes, imagenet.channels) == ((224, 224), 1000, 3)
-    assert data.spec("digits").image_shape == (1, 8, 8)
+    assert specs.spec("digits").image_shape == (1, 8, 8)
     with pytest.raises(KeyError) as info:
-        data.spec("cifar")
+        specs.spec("cifar")
     assert isinstance(info.value, UserError)
     assert "'cifar10'" in str(info.value) and not str(info.value).startswith('"')
 
@@ -152,8 +152,8 @@ def test_written_cifar_pickles_have_the_official_bytes_keys(tmp_path):
 
 def test_cifar10_reads_the_real_format(tmp_path):
     written = write_cifar10(tmp_path)
-    train = data.cifar10(tmp_path, train=True)
-    test = data.cifar10(str(tmp_path), train=False)
+    train = datasets.cifar10(tmp_path, train=True)
+    test = datasets.cifar10(str(tmp_path), train=False)
     assert len(train) == 15 and len(test) == 3
     expected = np.concatenate([written[f"data_batch_{i}"][0] for i in range(1, 6)])
     expected = expected.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -170,11 +170,11 @@ def test_cifar10_reads_the_real_format(tmp_path):
 
 def test_cifar10_1_reads_npy_pair(tmp_path):
     images, labels = write_cifar10_1(tmp_path)
-    ds = data.cifar10_1(tmp_path, transform=data.test_transform(data.spec("cifar10")))
+    ds = datasets.cifar10_1(tmp_path, transform=transforms.test_transform(specs.spec("cifar10")))
     assert len(ds) == 5
     x, y = ds[2]
     assert x.shape == (3, 32, 32) and y == labels[2]
-    raw = data.cifar10_1(tmp_path)
+    raw = datasets.cifar10_1(tmp_path)
     np.testing.assert_array_equal(np.asarray(raw[4][0]), images[4])
 
 
@@ -182,17 +182,17 @@ def test_cifar10_1_rejects_wrong_arrays(tmp_path):
     write_cifar10_1(tmp_path)
     np.save(tmp_path / "cifar10_1" / "cifar10.1_v6_data.npy", np.zeros((5, 32, 32), np.uint8))
     with pytest.raises(UserError, match="32 x 32 x 3"):
-        data.cifar10_1(tmp_path)
+        datasets.cifar10_1(tmp_path)
 
 
 def test_imagenet_folders_with_real_size_transforms(tmp_path):
     write_imagenet(tmp_path)
-    spec = data.spec("imagenet")
-    train_tf = data.train_transform(spec, cutout_length=112, autoaugment=True)
+    spec = specs.spec("imagenet")
+    train_tf = transforms.train_transform(spec, cutout_length=112, autoaugment=True)
     assert any(isinstance(t, T.AutoAugment) and t.policy == T.AutoAugmentPolicy.IMAGENET
                for t in train_tf.transforms)
-    train = data.imagenet(tmp_path, train=True, transform=train_tf)
-    test = data.imagenet(tmp_path, train=False, transform=data.test_transform(spec))
+    train = datasets.imagenet(tmp_path, train=True, transform=train_tf)
+    test = datasets.imagenet(tmp_path, train=False, transform=transforms.test_transform(spec))
     assert train.classes == ["n01440764", "n01443537"] and len(train) == 2 and len(test) == 2
     x, y = train[1]
     assert x.shape == (3, 224, 224) and y == 1
@@ -202,7 +202,7 @@ def test_imagenet_folders_with_real_size_transforms(tmp_path):
 
 def test_mnist_reads_idx_files(tmp_path):
     written = write_mnist(tmp_path)
-    ds = data.mnist(tmp_path, train=False)
+    ds = datasets.mnist(tmp_path, train=False)
     img, label = ds[3]
     np.testing.assert_array_equal(np.asarray(img), written["t10k"][0][3])
     assert label == written["t10k"][1][3]
@@ -216,7 +216,7 @@ def test_mnist_reads_idx_files(tmp_path):
 @pytest.mark.parametrize("name", ["cifar10", "imagenet", "mnist", "svhn"])
 def test_missing_data_is_a_user_error_naming_folder_and_hint(tmp_path, name):
     with pytest.raises(UserError) as info:
-        data.build_datasets(name, root=str(tmp_path))
+        bundle_lib.build_datasets(name, root=str(tmp_path))
     message = str(info.value)
     assert str(tmp_path) in message
     assert "\n" not in message.split("  In call to configurable")[0].strip()
@@ -230,7 +230,7 @@ def test_partial_cifar10_names_the_missing_files(tmp_path):
     write_cifar10(tmp_path, per_batch=1)
     os.remove(tmp_path / "cifar-10-batches-py" / "data_batch_3")
     with pytest.raises(UserError, match="data_batch_3"):
-        data.cifar10(tmp_path)
+        datasets.cifar10(tmp_path)
 
 
 def test_cifar10_download_failure_is_a_user_error(tmp_path, monkeypatch):
@@ -242,14 +242,14 @@ def test_cifar10_download_failure_is_a_user_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data_formats, "download_and_extract_archive", fail)
     with pytest.raises(UserError, match="no network"):
-        data.cifar10(tmp_path, download=True)
+        datasets.cifar10(tmp_path, download=True)
     assert calls == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
 
 
 def test_cifar10_download_path_then_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(data_formats, "download_and_extract_archive",
                         lambda url, root, **kwargs: write_cifar10(root, per_batch=2))
-    assert len(data.cifar10(tmp_path, train=False, download=True)) == 2
+    assert len(datasets.cifar10(tmp_path, train=False, download=True)) == 2
 
 
 def test_cifar10_1_download_is_attempted_and_failure_is_a_user_error(tmp_path, monkeypatch):
@@ -261,7 +261,7 @@ def test_cifar10_1_download_is_attempted_and_failure_is_a_user_error(tmp_path, m
 
     monkeypatch.setattr(data_formats, "download_url", fail)
     with pytest.raises(UserError, match="offline"):
-        data.cifar10_1(tmp_path, download=True)
+        datasets.cifar10_1(tmp_path, download=True)
     assert calls == [(
         "https://raw.githubusercontent.com/modestyachts/CIFAR-10.1/master/datasets/"
         "cifar10.1_v6_data.npy",
@@ -278,7 +278,7 @@ def test_mnist_download_failure_is_a_user_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", fail)
     with pytest.raises(UserError, match="Error downloading"):
-        data.mnist(tmp_path, download=True)
+        datasets.mnist(tmp_path, download=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def test_build_cifar10_with_and_without_cifar10_1(tmp_path, caplog, monkeypatch)
     write_cifar10(tmp_path, per_batch=2)
     monkeypatch.setenv("SHARPDARTS_DATA", str(tmp_path))
     with caplog.at_level(logging.WARNING, logger="sharpdarts.engine.data"):
-        bundle = data.build_datasets("cifar10", root=None, cutout_length=16, autoaugment=True)
+        bundle = bundle_lib.build_datasets("cifar10", root=None, cutout_length=16, autoaugment=True)
     assert bundle.extra_tests == {}
     assert "CIFAR-10.1" in caplog.text
     x, _ = bundle.train[0]
@@ -298,7 +298,7 @@ def test_build_cifar10_with_and_without_cifar10_1(tmp_path, caplog, monkeypatch)
     assert len(bundle.train) == 10 and len(bundle.test) == 2
 
     write_cifar10_1(tmp_path)
-    bundle = data.build_datasets("cifar10", root=str(tmp_path))
+    bundle = bundle_lib.build_datasets("cifar10", root=str(tmp_path))
     assert len(bundle.extra_tests["cifar10_1"]) == 5
     assert bundle.extra_tests["cifar10_1"][0][0].shape == (3, 32, 32)
 
@@ -313,7 +313,7 @@ def test_build_datasets_through_gin():
             "build_datasets.synthetic_classes = 3",
             "build_datasets.cutout_length = 4",
         ])
-        bundle = data.build_datasets()
+        bundle = bundle_lib.build_datasets()
     finally:
         gin.clear_config()
     assert (len(bundle.train), len(bundle.test)) == (20, 8)
@@ -323,9 +323,9 @@ def test_build_datasets_through_gin():
 
 def test_build_datasets_rejects_unknown_and_test_only_names():
     with pytest.raises(UserError, match="cifar10"):
-        data.build_datasets("cifar11")
+        bundle_lib.build_datasets("cifar11")
     with pytest.raises(UserError, match="test set only"):
-        data.build_datasets("cifar10_1")
+        bundle_lib.build_datasets("cifar10_1")
 
 
 def test_a_registered_dataset_description_is_all_build_datasets_needs(tmp_path):
@@ -334,43 +334,42 @@ def test_a_registered_dataset_description_is_all_build_datasets_needs(tmp_path):
 
     def build(root, train, transform, download, seed):
         made.append((root, train, download, seed))
-        return data.SyntheticDataset(6 if train else 2, (1, 4, 4), 2, seed=seed,
+        return datasets.SyntheticDataset(6 if train else 2, (1, 4, 4), 2, seed=seed,
                                      sample_offset=0 if train else 6, transform=transform)
 
     def build_extra(root, train, transform, download, seed):
         raise UserError("the extra test set is not there")
 
-    tiny = data.DatasetSpec("tiny", (4, 4), 1, 2, (0.0,), (1.0,), build, "Tiny",
+    tiny = specs.DatasetSpec("tiny", (4, 4), 1, 2, (0.0,), (1.0,), build, "Tiny",
                             tensor_images=True, extra_tests=("tiny_extra",))
-    extra = data.DatasetSpec("tiny_extra", (4, 4), 1, 2, (0.0,), (1.0,), build_extra,
+    extra = specs.DatasetSpec("tiny_extra", (4, 4), 1, 2, (0.0,), (1.0,), build_extra,
                              "Tiny-X", tensor_images=True, test_set_of="tiny")
-    data.DATASETS.register("tiny")(tiny)
-    data.DATASETS.register("tiny_extra")(extra)
+    specs.DATASETS.register("tiny")(tiny)
+    specs.DATASETS.register("tiny_extra")(extra)
     try:
-        bundle = data.build_datasets("tiny", root=str(tmp_path), download=True, seed=4)
+        bundle = bundle_lib.build_datasets("tiny", root=str(tmp_path), download=True, seed=4)
         assert made == [(str(tmp_path), True, True, 4), (str(tmp_path), False, True, 4)]
         assert (len(bundle.train), len(bundle.test), bundle.extra_tests) == (6, 2, {})
         assert bundle.spec is tiny and bundle.train[0][0].shape == (1, 4, 4)
         with pytest.raises(UserError, match="test set only.*'tiny'.*Tiny-X"):
-            data.build_datasets("tiny_extra")
+            bundle_lib.build_datasets("tiny_extra")
     finally:
-        del data.DATASETS["tiny"], data.DATASETS["tiny_extra"]
+        del specs.DATASETS["tiny"], specs.DATASETS["tiny_extra"]
 
 
 def test_descriptions_choose_the_pipelines():
-    assert data.autoaugment_policy(data.spec("svhn")) == T.AutoAugmentPolicy.SVHN
-    assert data.autoaugment_policy(data.spec("imagenet")) == T.AutoAugmentPolicy.IMAGENET
-    assert data.autoaugment_policy(data.spec("mnist")) == T.AutoAugmentPolicy.CIFAR10
-    assert data.spec("cifar10").extra_tests == ("cifar10_1",)
-    assert data.SPECS is data.DATASETS
+    assert transforms.autoaugment_policy(specs.spec("svhn")) == T.AutoAugmentPolicy.SVHN
+    assert transforms.autoaugment_policy(specs.spec("imagenet")) == T.AutoAugmentPolicy.IMAGENET
+    assert transforms.autoaugment_policy(specs.spec("mnist")) == T.AutoAugmentPolicy.CIFAR10
+    assert specs.spec("cifar10").extra_tests == ("cifar10_1",)
 
 
 def test_make_loader_is_a_plain_function():
     """Its arguments all come from the engine: a gin binding of it could never take effect."""
-    assert not hasattr(data.make_loader, "__wrapped__")
+    assert not hasattr(loaders.make_loader, "__wrapped__")
     with pytest.raises(ValueError):
         gin.parse_config("make_loader.workers = 2")
-    assert hasattr(data.build_datasets, "__wrapped__")  # still gin-configurable
+    assert hasattr(bundle_lib.build_datasets, "__wrapped__")  # still gin-configurable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +379,7 @@ def test_make_loader_is_a_plain_function():
 
 @pytest.mark.parametrize("length", [16, 5])
 def test_cutout_zeroes_a_clipped_square(length):
-    cutout = data.Cutout(length)
+    cutout = transforms.Cutout(length)
     size = 32
     seen_interior = seen_clipped = False
     for seed in range(60):
@@ -410,20 +409,20 @@ def test_cutout_zeroes_a_clipped_square(length):
 def test_cutout_count_and_zero_length():
     img = torch.ones(1, 64, 64)
     torch.manual_seed(0)
-    assert (data.Cutout(4, count=3)(img) == 0).sum() > 16
-    assert torch.equal(data.Cutout(0)(img), img)
+    assert (transforms.Cutout(4, count=3)(img) == 0).sum() > 16
+    assert torch.equal(transforms.Cutout(0)(img), img)
 
 
 def test_cifar_train_pipeline_order_and_autoaugment():
-    spec = data.spec("cifar10")
-    tf = data.train_transform(spec, cutout_length=16, autoaugment=True)
+    spec = specs.spec("cifar10")
+    tf = transforms.train_transform(spec, cutout_length=16, autoaugment=True)
     kinds = [type(t) for t in tf.transforms]
     assert kinds == [T.RandomCrop, T.RandomHorizontalFlip, T.AutoAugment, T.ToTensor, T.Normalize,
-                     data.Cutout]
+                     transforms.Cutout]
     crop = tf.transforms[0]
     assert (crop.size, crop.padding, crop.fill) == ((32, 32), 4, 128)
     assert tf.transforms[2].policy == T.AutoAugmentPolicy.CIFAR10
-    plain = data.train_transform(spec)
+    plain = transforms.train_transform(spec)
     assert plain.transforms[0].fill == 0
     assert [type(t) for t in plain.transforms] == [T.RandomCrop, T.RandomHorizontalFlip,
                                                    T.ToTensor, T.Normalize]
@@ -431,13 +430,13 @@ def test_cifar_train_pipeline_order_and_autoaugment():
     torch.manual_seed(0)
     for _ in range(5):
         assert tf(img).shape == (3, 32, 32)
-    assert data.test_transform(spec)(img).shape == (3, 32, 32)
+    assert transforms.test_transform(spec)(img).shape == (3, 32, 32)
 
 
 def test_tensor_datasets_only_normalize_and_cutout():
-    tf = data.train_transform(data.spec("digits"), cutout_length=2, autoaugment=True)
-    assert [type(t) for t in tf.transforms] == [T.Normalize, data.Cutout]
-    assert [type(t) for t in data.test_transform(data.spec("digits")).transforms] == [T.Normalize]
+    tf = transforms.train_transform(specs.spec("digits"), cutout_length=2, autoaugment=True)
+    assert [type(t) for t in tf.transforms] == [T.Normalize, transforms.Cutout]
+    assert [type(t) for t in transforms.test_transform(specs.spec("digits")).transforms] == [T.Normalize]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,9 +445,9 @@ def test_tensor_datasets_only_normalize_and_cutout():
 
 
 def test_synthetic_is_deterministic_and_learnable():
-    a = data.SyntheticDataset(60, (3, 16, 16), 3, seed=7)
-    b = data.SyntheticDataset(60, (3, 16, 16), 3, seed=7)
-    c = data.SyntheticDataset(60, (3, 16, 16), 3, seed=8)
+    a = datasets.SyntheticDataset(60, (3, 16, 16), 3, seed=7)
+    b = datasets.SyntheticDataset(60, (3, 16, 16), 3, seed=7)
+    c = datasets.SyntheticDataset(60, (3, 16, 16), 3, seed=8)
     assert a.targets == b.targets
     assert torch.equal(a[5][0], b[5][0]) and not torch.equal(a[5][0], c[5][0])
     assert sorted(a.targets.count(k) for k in range(3)) == [20, 20, 20]
@@ -459,7 +458,7 @@ def test_synthetic_is_deterministic_and_learnable():
     ys = torch.tensor(a.targets)
     means = torch.stack([xs[ys == k].mean(0) for k in range(3)])
     assert min((means[i] - means[j]).norm() for i in range(3) for j in range(i)) > 1.0
-    test = data.SyntheticDataset(30, (3, 16, 16), 3, seed=7, sample_offset=60)
+    test = datasets.SyntheticDataset(30, (3, 16, 16), 3, seed=7, sample_offset=60)
     assert not torch.equal(test[0][0], a[0][0])
     tx = torch.stack([test[i][0] for i in range(len(test))])
     predicted = torch.cdist(tx.flatten(1), means.flatten(1)).argmin(1)
@@ -467,14 +466,14 @@ def test_synthetic_is_deterministic_and_learnable():
 
 
 def test_digits_split_and_range():
-    train = data.digits(train=True)
-    test = data.digits(train=False)
+    train = datasets.digits(train=True)
+    test = datasets.digits(train=False)
     assert (len(train), len(test)) == (1437, 360)
     x, y = train[0]
     assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and isinstance(y, int)
     assert float(train.data.min()) == 0.0 and float(train.data.max()) == 1.0
-    assert torch.equal(data.digits(train=False).data, test.data)  # deterministic
-    assert not torch.equal(data.digits(train=False, seed=1).data, test.data)
+    assert torch.equal(datasets.digits(train=False).data, test.data)  # deterministic
+    assert not torch.equal(datasets.digits(train=False, seed=1).data, test.data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,12 +482,12 @@ def test_digits_split_and_range():
 
 
 def test_search_split_portions():
-    assert data.search_split(range(10)) == (list(range(5)), list(range(5, 10)))
-    weights, arch = data.search_split(range(7), 0.5)
+    assert loaders.search_split(range(10)) == (list(range(5)), list(range(5, 10)))
+    weights, arch = loaders.search_split(range(7), 0.5)
     assert (len(weights), len(arch)) == (3, 4)
-    assert data.search_split(range(10), 1.0) == (list(range(10)), [])
+    assert loaders.search_split(range(10), 1.0) == (list(range(10)), [])
     with pytest.raises(UserError):
-        data.search_split(range(10), 0.0)
+        loaders.search_split(range(10), 0.0)
 
 
 class _IndexDataset(torch.utils.data.Dataset):
@@ -506,17 +505,17 @@ def test_make_loader_with_indices_yields_only_those(workers):
     def epoch(loader):
         return [int(i) for batch in loader for i in batch]
 
-    loader = data.make_loader(_IndexDataset(), 2, indices=indices, seed=3, workers=workers)
+    loader = loaders.make_loader(_IndexDataset(), 2, indices=indices, seed=3, workers=workers)
     first, second = epoch(loader), epoch(loader)
     assert sorted(first) == indices and sorted(second) == indices
     assert first != second or first != sorted(first)  # sampled randomly, not in order
-    again = data.make_loader(_IndexDataset(), 2, indices=indices, seed=3, workers=workers)
+    again = loaders.make_loader(_IndexDataset(), 2, indices=indices, seed=3, workers=workers)
     assert epoch(again) == first  # same seed, same order
     assert not loader.pin_memory or torch.cuda.is_available()
 
 
 def test_make_loader_plain_and_distributed(tmp_path):
-    loader = data.make_loader(_IndexDataset(), 8, drop_last=True)
+    loader = loaders.make_loader(_IndexDataset(), 8, drop_last=True)
     assert [len(b) for b in loader] == [8, 8]
     assert [int(i) for b in loader for i in b] == list(range(16))  # in order unless shuffled
 
@@ -525,7 +524,7 @@ def test_make_loader_plain_and_distributed(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
                             world_size=1)
     try:
-        loader = data.make_loader(_IndexDataset(), 3, indices=[2, 4, 6, 8], distributed=True,
+        loader = loaders.make_loader(_IndexDataset(), 3, indices=[2, 4, 6, 8], distributed=True,
                                   seed=0)
         assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
         # The sampler shards the subset: its positions map back to the chosen items only.

@@ -19,8 +19,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts.engine import data as data_lib
-from sharpdarts import engine
+from sharpdarts.engine.data import loaders
+from sharpdarts.engine import checkpoint, context
 from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.engine import loop
 from spawning import free_port, join_group, run_ranks
@@ -60,7 +60,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
         # The loaders shard the data; the checkpoint path is rank 0's on every rank.
         dataset = torch.utils.data.TensorDataset(torch.arange(10))
-        loader = data_lib.make_loader(dataset, 2, shuffle=True, seed=0, distributed=True,
+        loader = loaders.make_loader(dataset, 2, shuffle=True, seed=0, distributed=True,
                                       drop_last=True)
         loader.sampler.set_epoch(1)
         seen = [int(i) for (batch,) in loader for i in batch]
@@ -88,7 +88,7 @@ def test_ddp_gradients_equal_one_process_over_the_global_batch(tmp_path):
     torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM).step()
     totals = loop.Totals("cpu")
     totals.add(loss, logits, y)
-    expected = totals.result(engine.Context(torch.device("cpu"), None))
+    expected = totals.result(context.Context(torch.device("cpu"), None))
 
     for r in ranks:
         for got, want in zip(r["grads"], grads):
@@ -121,7 +121,7 @@ def test_torchrun_trains_with_two_processes_and_rank_0_records(tmp_path):
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     assert (folder / "checkpoint.pt").is_file()
-    assert engine.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 2
+    assert checkpoint.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 2
     info = json.loads((folder / "run.json").read_text())
     assert info["status"] == "completed"
     assert done.stdout.count("running cifar10/sharpsepconv_darts") == 1  # rank 0 prints

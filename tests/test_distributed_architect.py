@@ -44,8 +44,11 @@ class TinySearch(nn.Module):
 
 def _batches():
     g = torch.Generator().manual_seed(1)
-    make = lambda: (torch.randn(WORLD * B, 3, 6, 6, generator=g),  # noqa: E731
-                    torch.randint(0, 5, (WORLD * B,), generator=g))
+
+    def make():
+        return (torch.randn(WORLD * B, 3, 6, 6, generator=g),
+                torch.randint(0, 5, (WORLD * B,), generator=g))
+
     return make(), make()
 
 

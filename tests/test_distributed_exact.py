@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from sharpdarts import engine
-from sharpdarts.engine import data as data_lib
+from sharpdarts.engine import context
+from sharpdarts.engine.data import loaders
 from sharpdarts.engine.context import seed_everything
 from sharpdarts.engine.data.shards import ExactShard, rank_seed
 from sharpdarts.engine.loop import evaluate
@@ -42,18 +42,18 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     try:
         model = nn.parallel.DistributedDataParallel(_net())
         dataset = _data()
-        loader = data_lib.make_loader(dataset, 4, distributed=True, exact=True)
+        loader = loaders.make_loader(dataset, 4, distributed=True, exact=True)
         seen = [int(i) for i in loader.sampler]
-        padded = data_lib.make_loader(dataset, 4, distributed=True)
+        padded = loaders.make_loader(dataset, 4, distributed=True)
         result = evaluate(model, loader, nn.CrossEntropyLoss(), ctx)
         padded_result = evaluate(model, padded, nn.CrossEntropyLoss(), ctx)
         # A validation split (indices): every index once as well.
-        split = data_lib.make_loader(dataset, 3, indices=list(range(5, N)), seed=SEED,
+        split = loaders.make_loader(dataset, 3, indices=list(range(5, N)), seed=SEED,
                                      distributed=True, exact=True)
         split_result = evaluate(model, split, nn.CrossEntropyLoss(), ctx)
         seed_everything(rank_seed(SEED, rank))  # what the training job does
         draws = _draws()
-        train = data_lib.make_loader(dataset, 2, shuffle=True, seed=SEED, distributed=True,
+        train = loaders.make_loader(dataset, 2, shuffle=True, seed=SEED, distributed=True,
                                      drop_last=True)
         torch.save({"seen": seen, "result": result, "padded": padded_result,
                     "split": split_result, "draws": draws,
@@ -71,8 +71,8 @@ def ranks(tmp_path_factory):
 
 
 def _one_process(dataset, batch_size=4):
-    ctx = engine.Context(torch.device("cpu"), None)
-    loader = data_lib.make_loader(dataset, batch_size)
+    ctx = context.Context(torch.device("cpu"), None)
+    loader = loaders.make_loader(dataset, batch_size)
     return evaluate(_net(), loader, nn.CrossEntropyLoss(), ctx)
 
 

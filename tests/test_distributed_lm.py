@@ -28,7 +28,7 @@ from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.lm_jobs import evaluate_ppl, lm_train
 from sharpdarts.engine.lm_search import lm_search
-from sharpdarts.models import RNNModel, RNNSearchModel
+from sharpdarts.nn.models import RNNModel, RNNSearchModel
 from spawning import free_port, join_group, run_ranks
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 import gin
@@ -23,15 +23,14 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from sharpdarts.engine import data as data_lib
-from sharpdarts import engine
+from sharpdarts.engine.data import bundle as bundle_lib, loaders, transforms
+from sharpdarts.engine import checkpoint, context, jobs, loop
 from sharpdarts.core import schedules
-from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.engine import jobs  # noqa: F401 (gin names)
 from sharpdarts.core import genotypes
+from sharpdarts.core import genotype_types
 from sharpdarts.nn import models
-from sharpdarts.nn import multichannel
-from sharpdarts.store import runs
+from sharpdarts.nn.multichannel import graph as graph_lib
+from sharpdarts.store import run as run_lib
 from test_data import write_cifar10  # the real CIFAR-10 pickle format (tests/test_data.py)
 from killing import kill_after_epoch  # tests/killing.py
 
@@ -76,20 +75,20 @@ def configure(*bindings: str) -> None:
     gin.parse_config(list(bindings))
 
 
-def make_run(path: Path) -> runs.Run:
+def make_run(path: Path) -> run_lib.Run:
     """A minimal run folder (start_run's provenance takes seconds and is tested elsewhere)."""
     path.mkdir(parents=True)
     (path / "run.json").write_text(json.dumps({"status": "running"}))
-    return runs.Run(path)
+    return run_lib.Run(path)
 
 
-def read_metrics(run: runs.Run) -> list[dict]:
+def read_metrics(run: run_lib.Run) -> list[dict]:
     if not run.metrics_path.exists():
         return []
     return [json.loads(line) for line in run.metrics_path.read_text().splitlines() if line]
 
 
-def epochs_of(run: runs.Run) -> list[int]:
+def epochs_of(run: run_lib.Run) -> list[int]:
     return [r["epoch"] for r in read_metrics(run)]
 
 
@@ -100,7 +99,7 @@ class Killed(Exception):
 def kill_at(monkeypatch, epoch: int, after_checkpoint: bool = True) -> None:
     """Makes the run die when the checkpoint of ``epoch`` is written: just after it (the
     epoch is logged and checkpointed) or just before it (logged, not checkpointed)."""
-    real = checkpoint_lib.save_checkpoint
+    real = checkpoint.save_checkpoint
 
     def save(path, state):
         if state["epoch"] == epoch and not after_checkpoint:
@@ -109,7 +108,7 @@ def kill_at(monkeypatch, epoch: int, after_checkpoint: bool = True) -> None:
         if state["epoch"] == epoch:
             raise Killed(f"killed after the checkpoint of epoch {epoch}")
 
-    monkeypatch.setattr(checkpoint_lib, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
 
 
 def assert_same_tensors(actual: dict, expected: dict) -> None:
@@ -156,23 +155,23 @@ def test_smoke_search_gives_a_valid_genotype(space, order, weighting):
     else:
         configure(*SEARCH, *SEARCH_CELL, f"SearchNetwork.primitives = '{space}'",
                   f"SearchNetwork.weighting = '{weighting}'", f"Architect.order = {order}")
-    final = engine.search(run=None, seed=0)
+    final = jobs.search(run=None, seed=0)
 
     assert final["genotype_epoch"] == 2 and final["best_epoch"] in (1, 2)
     genotype = genotypes.from_dict(final["genotype"])
     best = genotypes.from_dict(final["best_genotype"])
     if space == "grid":
         assert genotype.layout == "path"
-        graph = multichannel.grid_graph(None, multichannel.channel_widths(8, 2), 1)
+        graph = graph_lib.grid_graph(None, graph_lib.channel_widths(8, 2), 1)
         for g in (genotype, best):
-            names = multichannel.check_path(g, graph)  # raises unless Source -> ... -> Linear
-            ops = [multichannel.parse_op_node(n) for n in names]
+            names = graph_lib.check_path(g, graph)  # raises unless Source -> ... -> Linear
+            ops = [graph_lib.parse_op_node(n) for n in names]
             assert [o.stride for o in ops if o is not None] == [1, 2]  # one op per stage
         raw = genotypes.from_dict(final["raw_weights"])
         assert raw.layout == "raw_weights"
         assert np.allclose(np.asarray(raw.normal).sum(axis=(1, 2, 3)), 1.0)
         return
-    primitives = genotypes.primitives(space)
+    primitives = genotype_types.primitives(space)
     for g in (genotype, best):
         assert g.layout == "cell"
         for cell, concat in ((g.normal, g.normal_concat), (g.reduce, g.reduce_concat)):
@@ -199,7 +198,7 @@ def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
     configure(*SEARCH, *SEARCH_CELL, "search.epochs = 3", "Architect.order = 1",
               "SearchNetwork.primitives = 'DARTS_PRIMITIVES'")
     full = make_run(tmp_path / "full")
-    final_full = engine.search(run=full, seed=0)
+    final_full = jobs.search(run=full, seed=0)
     records = read_metrics(full)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(set(r) == SEARCH_KEYS for r in records)
@@ -210,13 +209,13 @@ def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         kill_at(m, 1)
         with pytest.raises(Killed):
-            engine.search(run=part, seed=0)
+            jobs.search(run=part, seed=0)
     assert epochs_of(part) == [1]
-    final_part = engine.search(run=part, seed=0)
+    final_part = jobs.search(run=part, seed=0)
     assert epochs_of(part) == [1, 2, 3]
     assert final_part == final_full
     assert without_seconds(read_metrics(part)) == without_seconds(records)
-    a, b = (engine.load_checkpoint(r.checkpoint_path) for r in (full, part))
+    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
     assert_same_tensors(b["model"], a["model"])
     assert_same_state(b["architect"], a["architect"], "architect")
 
@@ -270,11 +269,11 @@ def test_smoke_training_cifar10_with_auxiliary_drop_path_cutout_autoaugment(tmp_
               "train.drop_path_prob = 0.2", "train.auxiliary_weight = 0.4",
               "NetworkCIFAR.C = 8", "NetworkCIFAR.layers = 3", "NetworkCIFAR.auxiliary = True",
               "NetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'")
-    pipeline = [type(t) for t in data_lib.build_datasets().train.transform.transforms]
-    assert T.AutoAugment in pipeline and data_lib.Cutout in pipeline
+    pipeline = [type(t) for t in bundle_lib.build_datasets().train.transform.transforms]
+    assert T.AutoAugment in pipeline and transforms.Cutout in pipeline
     recorder = Recorder()
     run = make_run(tmp_path / "run")
-    final = engine.train(run=run, seed=0, network=recorder)
+    final = jobs.train(run=run, seed=0, network=recorder)
 
     assert recorder.aux_seen and recorder.train_steps == 2 * 5
     assert recorder.drop_path_probs == {0.0, 0.1}  # ramped from 0 by the 0-based epoch
@@ -288,7 +287,7 @@ def test_smoke_training_cifar10_with_auxiliary_drop_path_cutout_autoaugment(tmp_
     assert final["test_error_top1"] == 100.0 - records[-1]["test_acc"]
     assert all(math.isfinite(v) for v in final.values())
     assert 0 <= final["test_error_top1"] <= 100 and 0 <= final["cifar10_1_error"] <= 100
-    assert engine.load_checkpoint(run.checkpoint_path)["epoch"] == 2
+    assert checkpoint.load_checkpoint(run.checkpoint_path)["epoch"] == 2
 
 
 @pytest.mark.parametrize("size,auxiliary", [(64, False), (224, True)])
@@ -303,7 +302,7 @@ def test_smoke_training_imagenet(size, auxiliary):
               f"NetworkImageNet.auxiliary = {auxiliary}",
               "NetworkImageNet.genotype = 'SHARPSEPCONV_DARTS'")
     recorder = Recorder(models.NetworkImageNet)
-    final = engine.train(run=None, seed=0, network=recorder)
+    final = jobs.train(run=None, seed=0, network=recorder)
     assert recorder.aux_seen == auxiliary and recorder.train_steps == 4
     assert recorder.drop_path_probs == {0.0, 0.1}
     assert all(math.isfinite(v) for v in final.values())
@@ -312,7 +311,7 @@ def test_smoke_training_imagenet(size, auxiliary):
 
 def test_a_held_out_split_chooses_the_best_epoch_and_the_test_set_never_does(tmp_path):
     configure(*TRAIN_CIFAR, "train.valid_portion = 0.25")
-    built = engine.train(seed=0, build_only=True)
+    built = jobs.train(seed=0, build_only=True)
     train_idx, valid_idx = (set(l.sampler.indices) for l in (built.train_loader, built.valid_loader))
     assert not train_idx & valid_idx and train_idx | valid_idx == set(range(16))
     assert len(valid_idx) == 4
@@ -334,21 +333,21 @@ def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, after_check
     logs every epoch once and ends with the weights and metrics of an uninterrupted run."""
     configure(*TRAIN_CIFAR)
     full = make_run(tmp_path / "full")
-    final_full = engine.train(run=full, seed=0)
+    final_full = jobs.train(run=full, seed=0)
 
     part = make_run(tmp_path / "part")
     with monkeypatch.context() as m:
         kill_at(m, 2, after_checkpoint)
         with pytest.raises(Killed):
-            engine.train(run=part, seed=0)
+            jobs.train(run=part, seed=0)
     assert epochs_of(part) == [1, 2]
-    assert engine.load_checkpoint(part.checkpoint_path)["epoch"] == (2 if after_checkpoint else 1)
-    final_part = engine.train(run=part, seed=0)
+    assert checkpoint.load_checkpoint(part.checkpoint_path)["epoch"] == (2 if after_checkpoint else 1)
+    final_part = jobs.train(run=part, seed=0)
 
     assert epochs_of(part) == [1, 2, 3] and part.info["last_epoch"] == 3
     assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
     assert final_part == final_full
-    a, b = (engine.load_checkpoint(r.checkpoint_path) for r in (full, part))
+    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
     assert_same_tensors(b["model"], a["model"])
     assert_same_state(b["optimizer"], a["optimizer"], "optimizer")
     assert_same_state(b["rng"], a["rng"], "rng")
@@ -360,12 +359,12 @@ def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         kill_at(m, 1)
         with pytest.raises(Killed):
-            engine.train(run=run, seed=0)
-    saved = engine.load_checkpoint(run.checkpoint_path)
+            jobs.train(run=run, seed=0)
+    saved = checkpoint.load_checkpoint(run.checkpoint_path)
 
     recorder = Recorder()
     optimizers = []
-    real_resume = checkpoint_lib.resume
+    real_resume = checkpoint.resume
     restored = {}
 
     def build_optimizer(*args, **kwargs):
@@ -379,8 +378,8 @@ def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
                         torch_rng=torch.get_rng_state())
         return start
 
-    monkeypatch.setattr(checkpoint_lib, "resume", resume)
-    engine.train(run=run, seed=0, network=recorder, optimizer=build_optimizer)
+    monkeypatch.setattr(checkpoint, "resume", resume)
+    jobs.train(run=run, seed=0, network=recorder, optimizer=build_optimizer)
 
     assert restored["start"] == 2
     assert_same_tensors(restored["model"], saved["model"])
@@ -392,9 +391,9 @@ def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
 def test_completed_training_is_not_trained_again(tmp_path):
     configure(*TRAIN_CIFAR, "train.epochs = 2")
     run = make_run(tmp_path / "run")
-    final = engine.train(run=run, seed=0)
+    final = jobs.train(run=run, seed=0)
     recorder = Recorder()
-    again = engine.train(run=run, seed=0, network=recorder)
+    again = jobs.train(run=run, seed=0, network=recorder)
     assert recorder.train_steps == 0 and epochs_of(run) == [1, 2]
     assert again["test_error_top1"] == final["test_error_top1"]
 
@@ -404,10 +403,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     configure(*TRAIN_CIFAR)
     run = make_run(tmp_path / "run")
     recorder = Recorder(poison_after=4)  # 4 steps an epoch: epoch 2's losses are NaN
-    with pytest.raises(engine.NonFiniteLossError, match=r"loss became nan in epoch 2"):
-        engine.train(run=run, seed=0, network=recorder)
+    with pytest.raises(loop.NonFiniteLossError, match=r"loss became nan in epoch 2"):
+        jobs.train(run=run, seed=0, network=recorder)
     assert epochs_of(run) == [1]
-    saved = engine.load_checkpoint(run.checkpoint_path)
+    saved = checkpoint.load_checkpoint(run.checkpoint_path)
     assert saved["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
     assert not list((tmp_path / "run").glob("*.tmp"))
@@ -416,8 +415,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_huge_learning_rate_stops_with_a_clear_reason(tmp_path):
     configure(*TRAIN_CIFAR, "train.learning_rate = 1e10")
     run = make_run(tmp_path / "run")
-    with pytest.raises(engine.NonFiniteLossError, match=r"lower learning rate"):
-        engine.train(run=run, seed=0)
+    with pytest.raises(loop.NonFiniteLossError, match=r"lower learning rate"):
+        jobs.train(run=run, seed=0)
     assert epochs_of(run) == [] and not run.checkpoint_path.exists()
 
 
@@ -434,20 +433,20 @@ def test_evaluate_checkpoint_in_the_original_layout(tmp_path):
               "evaluate_checkpoint.batch_size = 3")
     run = make_run(tmp_path / "run")
     recorder = Recorder()
-    final = engine.train(run=run, seed=0, network=recorder)
+    final = jobs.train(run=run, seed=0, network=recorder)
     model = recorder.models[0]
-    ctx = engine.make_context()
-    bundle = data_lib.build_datasets()
-    expected = engine.evaluate(model, data_lib.make_loader(bundle.test, 8), nn.CrossEntropyLoss(), ctx)
+    ctx = context.make_context()
+    bundle = bundle_lib.build_datasets()
+    expected = loop.evaluate(model, loaders.make_loader(bundle.test, 8), nn.CrossEntropyLoss(), ctx)
     assert 100.0 - expected["acc"] == final["test_error_top1"]
 
     original = tmp_path / "weights.pt"
-    torch.save(_original_layout(engine.load_checkpoint(run.checkpoint_path)["model"]), original)
-    result = engine.evaluate_checkpoint(checkpoint=original)
+    torch.save(_original_layout(checkpoint.load_checkpoint(run.checkpoint_path)["model"]), original)
+    result = jobs.evaluate_checkpoint(checkpoint=original)
     assert result["test_error_top1"] == pytest.approx(100.0 - expected["acc"], abs=1e-9)
     assert result["test_error_top5"] == pytest.approx(100.0 - expected["acc_top5"], abs=1e-9)
     assert result["params_m"] == final["params_m"]
-    ours = engine.evaluate_checkpoint(checkpoint=run.path)  # a run folder works too
+    ours = jobs.evaluate_checkpoint(checkpoint=run.path)  # a run folder works too
     assert ours["test_error_top1"] == result["test_error_top1"]
 
 
@@ -455,8 +454,8 @@ def test_evaluate_checkpoint_in_the_original_layout(tmp_path):
 def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch, layout):
     configure(*TRAIN_CIFAR, "train.epochs = 1")
     source = make_run(tmp_path / "source")
-    engine.train(run=source, seed=0)
-    weights = engine.load_checkpoint(source.checkpoint_path)["model"]
+    jobs.train(run=source, seed=0)
+    weights = checkpoint.load_checkpoint(source.checkpoint_path)["model"]
     if layout == "run":
         init_from = source.path
     else:
@@ -464,7 +463,7 @@ def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch,
         torch.save(_original_layout(weights), init_from)
 
     loaded = []
-    real = jobs.init_weights_from
+    real = checkpoint.init_weights_from
 
     def init_weights_from(model, path):
         real(model, path)
@@ -473,7 +472,7 @@ def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch,
     monkeypatch.setattr(jobs, "init_weights_from", init_weights_from)
     configure("train.epochs = 2", f"train.init_from = '{init_from}'")
     run = make_run(tmp_path / "run")
-    engine.train(run=run, seed=1)
+    jobs.train(run=run, seed=1)
     assert len(loaded) == 1
     state = loaded[0]
     if layout == "original":  # the old layout has no step counters; they stay as built
@@ -508,7 +507,7 @@ def test_cli_run_killed_after_an_epoch_resumes(tmp_path, capsys):
     cmd = _cli(results, "--gin_param", "build_datasets.synthetic_size = (128, 16)")
     folder, _ = kill_after_epoch(cmd, results, "cifar10/sharpsepconv_darts", 1, cwd=REPO,
                                  env=_env(), timeout=120)
-    killed_epoch = engine.load_checkpoint(folder / "checkpoint.pt")["epoch"]
+    killed_epoch = checkpoint.load_checkpoint(folder / "checkpoint.pt")["epoch"]
     assert 1 <= killed_epoch < 4, "the run finished before it was killed"
     assert json.loads((folder / "run.json").read_text())["status"] == "running"
     before = (folder / "metrics.jsonl").read_text().splitlines()[:killed_epoch]
@@ -524,7 +523,7 @@ def test_cli_run_killed_after_an_epoch_resumes(tmp_path, capsys):
     info = json.loads((folder / "run.json").read_text())
     assert info["status"] == "completed" and info["resumes"] == 1
     assert set(info["final"]) >= {"test_error_top1", "test_error_top5", "params_m"}
-    assert engine.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 4
+    assert checkpoint.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 4
 
 
 def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path, capsys):
@@ -566,7 +565,7 @@ def test_compiled_weight_steps_give_the_eager_results(job, tmp_path, monkeypatch
         gin.clear_config()
         configure(*bindings, f"make_context.compile_backend = {backend!r}")
         run = make_run(tmp_path / str(backend))
-        final = getattr(engine, job)(run=run, seed=0)
+        final = getattr(jobs, job)(run=run, seed=0)
         results.append((final, without_seconds(read_metrics(run))))
     assert compiled == ["eager"]
     torch._dynamo.reset()

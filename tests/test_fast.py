@@ -10,7 +10,7 @@ from torch import nn
 
 from sharpdarts.nn import fast
 from sharpdarts.nn.ops import OPS, FactorizedReduce, SharpSepConv
-from sharpdarts.nn.reference import channel_shuffle
+from sharpdarts.nn.ops import channel_shuffle
 
 TOL = dict(rtol=1e-9, atol=1e-11)
 

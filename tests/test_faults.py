@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sharpdarts.core import io as io_lib
+from sharpdarts.core import run_folder
 from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.face import cli
 
@@ -70,7 +71,7 @@ def _nth(n: int, condition=lambda *a, **k: True):
 def inject(point: str, n: int) -> None:
     """Arms a kill at the ``n``-th occurrence of ``point`` (in the child process only)."""
     if point == "checkpoint_write":  # mid-write of checkpoint.next.pt
-        real, hit = checkpoint_lib.atomic_write, _nth(n)
+        real, hit = io_lib.atomic_write, _nth(n)
         checkpoint_lib.atomic_write = lambda p, d: _torn_write(p, d) if hit() else real(p, d)
     elif point == "checksum_recorded":  # the checksum is in run.json, the file is not written
         real_save, hit = checkpoint_lib.save_checkpoint, _nth(n)
@@ -81,7 +82,7 @@ def inject(point: str, n: int) -> None:
             lambda r, e, s: die() if hit() else real_record(r, e, s))
     elif point == "mid_rotation":  # checkpoint.pt is now .prev.pt; .next.pt is not renamed yet
         real_replace = os.replace
-        hit = _nth(n, lambda src, dst: Path(src).name == checkpoint_lib.NEXT_NAME)
+        hit = _nth(n, lambda src, dst: Path(src).name == run_folder.CHECKPOINT_NEXT)
         os.replace = lambda src, dst: die() if hit(src, dst) else real_replace(src, dst)
     elif point == "metrics_append":  # a torn metrics line
         real_append, hit = io_lib.append_jsonl, _nth(n)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sharpdarts.core import genotypes as G
+from sharpdarts.core import genotype_types
 from sharpdarts.store import genotype_store
 REF = json.loads(resources.files("sharpdarts").joinpath("reference/genotypes.json").read_text())
 CELL_NAMES = sorted(REF["cell_genotypes"])
@@ -96,27 +97,27 @@ def test_unknown_name_suggests_close_matches():
 @pytest.mark.parametrize("name", sorted(REF["primitives"]))
 def test_primitive_sets_equal_the_reference_in_order(name):
     assert getattr(G, name) == REF["primitives"][name]
-    assert G.PRIMITIVE_SETS[name] == REF["primitives"][name]
-    assert G.primitives(name) == REF["primitives"][name]
+    assert genotype_types.PRIMITIVE_SETS[name] == REF["primitives"][name]
+    assert genotype_types.primitives(name) == REF["primitives"][name]
 
 
 def test_primitive_set_sizes():
     assert (len(G.PRIMITIVES), len(G.SHARPER_PRIMITIVES), len(G.DARTS_PRIMITIVES)) == (9, 12, 8)
-    assert set(G.PRIMITIVE_SETS) == set(REF["primitives"])
+    assert set(genotype_types.PRIMITIVE_SETS) == set(REF["primitives"])
 
 
 def test_primitives_resolves_names_and_passes_lists_through():
     ops = ["none", "skip_connect"]
-    assert G.primitives(ops) == ops
-    assert G.primitives(tuple(ops)) == ops
-    resolved = G.primitives("DARTS_PRIMITIVES")
+    assert genotype_types.primitives(ops) == ops
+    assert genotype_types.primitives(tuple(ops)) == ops
+    resolved = genotype_types.primitives("DARTS_PRIMITIVES")
     resolved.append("x")  # a copy: the module's set must stay intact
     assert len(G.DARTS_PRIMITIVES) == 8
     with pytest.raises(KeyError) as e:
-        G.primitives("SHARPER_PRIMITIVE")
+        genotype_types.primitives("SHARPER_PRIMITIVE")
     assert "SHARPER_PRIMITIVES" in str(e.value)
     with pytest.raises(TypeError):
-        G.primitives(["none", 3])
+        genotype_types.primitives(["none", 3])
 
 
 # --------------------------------------------------------------------------- parse_cell
@@ -223,14 +224,14 @@ def test_parse_cell_other_step_counts():
 def test_genotype_from_weights_concat():
     rng = np.random.default_rng(1)
     n, r = rng.random((14, 8)), rng.random((14, 8))
-    g = G.genotype_from_weights(n, r, G.DARTS_PRIMITIVES)
+    g = genotype_types.genotype_from_weights(n, r, G.DARTS_PRIMITIVES)
     assert g.layout == "cell"
     assert g.normal_concat == [2, 3, 4, 5] and g.reduce_concat == [2, 3, 4, 5]
     assert g.normal == G.parse_cell(n, G.DARTS_PRIMITIVES)
     assert g.reduce == G.parse_cell(r, G.DARTS_PRIMITIVES)
-    assert G.genotype_from_weights(n, r, G.DARTS_PRIMITIVES, multiplier=2).normal_concat == [4, 5]
+    assert genotype_types.genotype_from_weights(n, r, G.DARTS_PRIMITIVES, multiplier=2).normal_concat == [4, 5]
     with pytest.raises(ValueError):
-        G.genotype_from_weights(n, r, G.DARTS_PRIMITIVES, multiplier=5)
+        genotype_types.genotype_from_weights(n, r, G.DARTS_PRIMITIVES, multiplier=5)
 
 
 # --------------------------------------------------------------------------- published data
@@ -248,7 +249,7 @@ VARIANTS = [
 @pytest.mark.parametrize("base,suffix,skip", VARIANTS)
 def test_raw_weights_reproduce_published_genotypes(base, suffix, skip):
     raw = G.get(base + "_WEIGHTS")
-    parsed = G.genotype_from_weights(raw.normal, raw.reduce, G.SHARPER_PRIMITIVES, skip_primitive=skip)
+    parsed = genotype_types.genotype_from_weights(raw.normal, raw.reduce, G.SHARPER_PRIMITIVES, skip_primitive=skip)
     assert parsed == G.get(base + suffix)
 
 
@@ -257,13 +258,13 @@ def test_published_variants_differ_with_the_hack(base):
     raw = G.get(base + "_WEIGHTS")
     other = {"none": None, None: "none"}
     for suffix, skip in (("_genotype_skip_none", "none"), ("_genotype_no_hack", None)):
-        parsed = G.genotype_from_weights(raw.normal, raw.reduce, G.SHARPER_PRIMITIVES, skip_primitive=other[skip])
+        parsed = genotype_types.genotype_from_weights(raw.normal, raw.reduce, G.SHARPER_PRIMITIVES, skip_primitive=other[skip])
         assert parsed.normal != G.get(base + suffix).normal
 
 
 def test_no_hack_keeps_none_mostly_in_scalar_search():
-    # FACTS.md: without the hack the scalar genotype keeps 'none' in 6 of 8 normal ops,
-    # the Max-W one in 2.
+    # docs/facts/sharpdarts.md: without the hack the scalar genotype keeps 'none' in 6 of 8
+    # normal ops, the Max-W one in 2.
     def nones(name):
         return sum(op == "none" for op, _ in G.get(name).normal)
 

@@ -12,9 +12,10 @@ import copy
 import pytest
 import torch
 
-from sharpdarts.engine.data import build_datasets
+from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.engine.lm_search import lm_search
-from sharpdarts.nn.recurrent import DARTSCellSearch, RNNSearchModel
+from sharpdarts.nn.recurrent.cells import DARTSCellSearch
+from sharpdarts.nn.models import RNNSearchModel
 from sharpdarts.nn.recurrent import cells as cells_lib
 from test_lm_reference import cell_outputs_and_grads
 

@@ -5,21 +5,21 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sharpdarts import engine
-from sharpdarts.engine.data import build_datasets
+from sharpdarts.engine import checkpoint
+from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.lm_jobs import evaluate_ppl, lm_train
 from sharpdarts.engine.lm_search import lm_search
-from sharpdarts.models import RNNModel, RNNSearchModel
+from sharpdarts.nn.models import RNNModel, RNNSearchModel
 from killing import kill_after_epoch  # tests/killing.py
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path, capsys):
     results = tmp_path / "b"
     folder, _ = kill_after_epoch(cmd(results), results, "ptb/darts_v2", 4, cwd=REPO, env=env,
                                  timeout=300)
-    state = engine.load_checkpoint(folder / "checkpoint.pt")
+    state = checkpoint.load_checkpoint(folder / "checkpoint.pt")
     assert state["asgd_epoch"] == 3 and 3 <= state["epoch"] < 5
     capsys.readouterr()
     code = cli.main(cmd(results)[3:])
@@ -188,7 +188,7 @@ def test_cli_evaluate_gives_the_test_perplexity_of_original_weights(tmp_path, ca
     perplexity is the one computed independently (batch 1, windows of 35, divided by rows)."""
     from test_recurrent import _original_state, _reference_log_probs
 
-    from sharpdarts import genotypes
+    from sharpdarts.core import genotypes
     from sharpdarts.face import cli
 
     folder = tmp_path / "data" / "penn"

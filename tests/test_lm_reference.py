@@ -13,12 +13,13 @@ import copy
 import pytest
 import torch
 
-from sharpdarts.engine.data import build_datasets
+from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.lm_search import lm_search
 from sharpdarts.nn import reference
-from sharpdarts.nn.cells import set_reference_path
-from sharpdarts.nn.recurrent import DARTSCellSearch, RNNSearchModel
+from sharpdarts.nn.reference import set_reference_path
+from sharpdarts.nn.recurrent.cells import DARTSCellSearch
+from sharpdarts.nn.models import RNNSearchModel
 
 TOL64 = dict(rtol=1e-9, atol=1e-12)
 # float32: rounding differences (the reference sums ops one by one) grow through SGD at lr 20

@@ -1,8 +1,8 @@
 """Networks: exact parameter counts, every named genotype, drop path, heads, checkpoints.
 
 Parameter counts are checked against an independent closed-form count written from the
-structure in FACTS.md (op by op), pinned by the two exact figures FACTS.md gives, and by the
-paper's rounded Params column.
+structure in docs/facts/sharpdarts.md (op by op), pinned by the two exact figures it gives,
+and by the paper's rounded Params column.
 """
 import math
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sharpdarts.core import genotypes
+from sharpdarts.core import genotype_types
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.nn.models import (NetworkCIFAR, NetworkImageNet, SearchNetwork,
                                load_original_state_dict)
@@ -55,11 +56,9 @@ def fixed_network_params(genotype, C, classes, layers, imagenet, auxiliary, c_mi
     if imagenet:
         total = 27 * (C // 2) + bn(C // 2) + 9 * (C // 2) * C + bn(C) + 9 * C * C + bn(C)
         C_pp = C_p = C
-        reduction_prev = True
     else:
         total = 27 * 3 * C + bn(3 * C)
         C_pp = C_p = 3 * C
-        reduction_prev = False
     C_curr = C
     for i in range(layers):
         reduction = i in (layers // 3, 2 * layers // 3)
@@ -68,7 +67,6 @@ def fixed_network_params(genotype, C, classes, layers, imagenet, auxiliary, c_mi
         total += preprocess(C_pp, C_curr) + preprocess(C_p, C_curr)
         total += sum(op_params(name, C_curr, 2 if reduction and idx < 2 else 1, c_mid=c_mid)
                      for name, idx in ops)
-        reduction_prev = reduction
         C_pp, C_p = C_p, len(concat) * C_curr
         if i == 2 * layers // 3 and auxiliary:
             total += aux_head(C_p, classes)
@@ -139,9 +137,9 @@ def test_paper_params_column(network, name, c_mid, paper_m):
     assert paper_m in printed
 
 
-@pytest.mark.parametrize("primitives", list(genotypes.PRIMITIVE_SETS)[:3])
+@pytest.mark.parametrize("primitives", list(genotype_types.PRIMITIVE_SETS)[:3])
 def test_search_network_counts_for_every_primitive_set(primitives):
-    prims = genotypes.primitives(primitives)
+    prims = genotype_types.primitives(primitives)
     scalar = SearchNetwork(16, 10, 8, primitives=primitives, weighting="scalar")
     max_w = SearchNetwork(16, 10, 8, primitives=primitives, weighting="max_w")
     assert count_parameters(scalar) == count_parameters(max_w) == search_network_params(prims)
@@ -174,7 +172,7 @@ def test_paper_multiply_adds(network, name, c_mid, paper_b, tolerance):
 
 
 def test_sharpsepconv_darts_multiply_adds_exact():
-    # FACTS.md: the original counter gives 578.6M for SharpSepConvDARTS on CIFAR-10.
+    # docs/facts/sharpdarts.md: the original counter gives 578.6M for SharpSepConvDARTS on CIFAR-10.
     assert round(multiply_adds(NetworkCIFAR(36, 10, 20, False, "SHARPSEPCONV_DARTS"),
                                (3, 32, 32)) / 1e6, 1) == 578.6
 
@@ -220,7 +218,7 @@ def test_genotype_name_resolution_and_layout_check():
 
 
 # ---- Search network ---------------------------------------------------------------------
-@pytest.mark.parametrize("primitives", list(genotypes.PRIMITIVE_SETS)[:3])
+@pytest.mark.parametrize("primitives", list(genotype_types.PRIMITIVE_SETS)[:3])
 @pytest.mark.parametrize("weighting", ["scalar", "max_w"])
 def test_search_network_forward_backward_and_genotype(primitives, weighting):
     net = SearchNetwork(4, 10, 3, steps=2, multiplier=2, primitives=primitives,
@@ -231,7 +229,7 @@ def test_search_network_forward_backward_and_genotype(primitives, weighting):
     assert all(p.grad is not None for p in net.arch_parameters())
     g = net.genotype()
     assert len(g.normal) == 4 and list(g.normal_concat) == [2, 3]
-    assert all(op in genotypes.primitives(primitives) and op != "none" for op, _ in g.normal)
+    assert all(op in genotype_types.primitives(primitives) and op != "none" for op, _ in g.normal)
 
 
 def test_search_network_rejects_primitives_missing_from_table():

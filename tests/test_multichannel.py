@@ -10,10 +10,8 @@ import torch
 
 from sharpdarts.core import genotypes
 from sharpdarts.errors import UserError
-from sharpdarts.nn.multichannel import (GRID_PRIMITIVES, InvalidPathError, MultiChannelNetwork,
-                                     PathNetwork, channel_widths, check_path, greedy_path,
-                                     grid_graph, longest_path, op_node, parse_op_node,
-                                     path_nodes_valid, sum_node)
+from sharpdarts.nn.multichannel.graph import GRID_PRIMITIVES, InvalidPathError, channel_widths, check_path, greedy_path, grid_graph, longest_path, op_node, parse_op_node, path_nodes_valid, sum_node
+from sharpdarts.nn.multichannel.networks import MultiChannelNetwork, PathNetwork
 
 PATH_NAMES = genotypes.builtin_names(layout="path")
 FULL_CS = [32, 64, 128, 256]

@@ -21,9 +21,9 @@ from torch import nn
 
 from sharpdarts.core import genotypes
 from sharpdarts.engine.architect import Architect
-from sharpdarts.nn.cells import set_reference_path
+from sharpdarts.nn.reference import set_reference_path
 from sharpdarts.nn.models import NetworkCIFAR, SearchNetwork
-from sharpdarts.nn.ops import OPS, Zero
+from sharpdarts.nn.ops import Zero
 
 TOL = dict(rtol=1e-9, atol=1e-11)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from sharpdarts.core import io
+from sharpdarts.core import io, run_folder
 from sharpdarts.face import cli
 from sharpdarts.face.plots import common, progress
 from sharpdarts.store import reader
@@ -111,7 +111,7 @@ def _with_genotypes(run: Path, folder: Path, genotypes: list[dict]) -> Path:
     """A copy of a real search run whose epochs logged ``genotypes`` (one record each)."""
     shutil.copytree(run, folder)
     template = reader.read_metrics(run)[0]
-    io.write_jsonl(folder / reader.METRICS,
+    io.write_jsonl(folder / run_folder.METRICS,
                    [{**template, "epoch": e, "genotype": g} for e, g in enumerate(genotypes, 1)])
     return folder
 
@@ -169,18 +169,18 @@ def test_user_errors_exit_2_and_write_nothing(searches, tmp_path, capsys):
     # A training run logs no cells.
     train = tmp_path / "train"
     shutil.copytree(run, train)
-    info = json.loads((train / reader.RUN_JSON).read_text())
-    io.atomic_write_json(train / reader.RUN_JSON, {**info, "kind": "train"})
+    info = json.loads((train / run_folder.RUN_JSON).read_text())
+    io.atomic_write_json(train / run_folder.RUN_JSON, {**info, "kind": "train"})
     assert plot(train, "--out", out, "--frames", tmp_path / "out" / "f") == 2
     assert "not a search run" in " ".join(capsys.readouterr().err.split())
     # A search whose epochs logged no genotype (one that has not finished an epoch yet).
     empty = tmp_path / "empty"
     shutil.copytree(run, empty)
-    io.write_jsonl(empty / reader.METRICS, [{k: v for k, v in r.items() if k != "genotype"}
+    io.write_jsonl(empty / run_folder.METRICS, [{k: v for k, v in r.items() if k != "genotype"}
                                             for r in reader.read_metrics(run)])
     assert plot(empty, "--out", out) == 2
     assert "no epoch that logged a genotype" in " ".join(capsys.readouterr().err.split())
-    (empty / reader.METRICS).unlink()
+    (empty / run_folder.METRICS).unlink()
     assert plot(empty, "--out", out, capsys=capsys) == 2
     # A multi-channel search logs a path through its grid, not cells.
     path = {"normal": ["a", "b"], "normal_concat": [], "reduce": [], "reduce_concat": [],

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from sharpdarts.engine.data import build_datasets, corpus as C, pydoc_corpus as P
+from sharpdarts.engine.data import corpus as C, pydoc_corpus as P
+from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.errors import UserError
 
 # Sized (in prose tokens: 23, 5, 4, 11) so that the split is train: alpha, delta; valid: beta;

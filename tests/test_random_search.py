@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from sharpdarts.core import genotypes
+from sharpdarts.core import recurrent_genotypes
 from sharpdarts.core.random_genotypes import (sample_cell_genotype, sample_genotypes,
                                               sample_recurrent_genotype)
 from sharpdarts.face import cli
 from sharpdarts.store import reader
-from sharpdarts.store.results import build_table, load_runs
+from sharpdarts.store.results import load_runs
+from sharpdarts.store.tables import build_table
 from killing import kill_after_epoch  # tests/killing.py
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +48,7 @@ def test_sampled_cells_are_valid_genotypes_of_the_darts_space():
 def test_a_sampled_cell_builds_a_network_in_darts_ops():
     import torch
 
-    from sharpdarts.models import NetworkCIFAR
+    from sharpdarts.nn.models import NetworkCIFAR
 
     net = NetworkCIFAR(4, 10, 3, False, sample_cell_genotype(3), op_dict="DARTS_OPS")
     logits, _ = net(torch.zeros(2, 3, 8, 8))
@@ -56,11 +58,11 @@ def test_a_sampled_cell_builds_a_network_in_darts_ops():
 def test_sampled_recurrent_cells_are_valid_genotypes_of_the_darts_space():
     for seed in range(50):
         g = sample_recurrent_genotype(seed)
-        assert isinstance(g, genotypes.RecurrentGenotype)
+        assert isinstance(g, recurrent_genotypes.RecurrentGenotype)
         assert len(g.recurrent) == 8 and g.concat == list(range(1, 9))
         for i, (op, pred) in enumerate(g.recurrent):
             assert op in RNN_OPS and 0 <= pred <= i
-        assert genotypes.recurrent_from_dict(genotypes.recurrent_to_dict(g)) == g
+        assert recurrent_genotypes.recurrent_from_dict(recurrent_genotypes.recurrent_to_dict(g)) == g
 
 
 def test_samples_are_reproducible_per_seed():

@@ -4,8 +4,11 @@ import json
 import pytest
 
 from sharpdarts.errors import UserError
-from sharpdarts.store import RECORD_FORMAT, Run, reader
-from sharpdarts.store.results import build_table, format_table, load_metrics, load_runs
+from sharpdarts.store import reader
+from sharpdarts.store.reader import RECORD_FORMAT
+from sharpdarts.store.run import Run
+from sharpdarts.store.results import load_metrics, load_runs
+from sharpdarts.store.tables import build_table, format_table
 
 SSC = "cifar10/sharpsepconv_darts"
 

@@ -2,6 +2,7 @@
 loses what it recorded, and the terminal never shows a raw traceback without ``-v``."""
 import errno
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from sharpdarts.engine import checkpoint as checkpoint_lib
+from sharpdarts.core import io as io_lib
 from sharpdarts.engine import jobs
 from sharpdarts.face import cli
 
@@ -122,7 +124,7 @@ def test_no_good_checkpoint_exits_2_and_restart_starts_again_in_the_same_folder(
 def test_running_out_of_space_loses_nothing(tmp_path, capsys, monkeypatch):
     """An injected ENOSPC while the checkpoint of epoch 3 is written: the run fails with one
     paragraph; the previous checkpoints and run.json are intact; the run then completes."""
-    real = checkpoint_lib.atomic_write
+    real = io_lib.atomic_write
 
     def full_disk(path, data):
         if torch.load(__import__("io").BytesIO(data), weights_only=True)["epoch"] == 3:
@@ -146,9 +148,9 @@ def test_running_out_of_space_loses_nothing(tmp_path, capsys, monkeypatch):
     assert epochs(folder) == [1, 2, 3] and info(folder)["status"] == "completed"
 
 
-def test_a_run_json_write_that_fails_for_space_leaves_run_json_as_it_was(tmp_path):
+def test_a_run_json_write_that_fails_for_space_leaves_run_json_as_it_was(tmp_path, monkeypatch):
     from sharpdarts.core import io
-    from sharpdarts.store import Run
+    from sharpdarts.store.run import Run
 
     folder = tmp_path / "run"
     folder.mkdir()
@@ -159,14 +161,10 @@ def test_a_run_json_write_that_fails_for_space_leaves_run_json_as_it_was(tmp_pat
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    import sharpdarts.core.io as io_module
-    real = io_module.os.fsync
-    io_module.os.fsync = no_space
-    try:
-        with pytest.raises(OSError):
-            run_.update(status="completed")
-    finally:
-        io_module.os.fsync = real
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError):
+        run_.update(status="completed")
+    monkeypatch.undo()
     assert (folder / "run.json").read_bytes() == before
     assert run_.info["status"] == "running"
     assert [p.name for p in folder.iterdir()] == ["run.json"]  # no temp file left

@@ -1,14 +1,14 @@
 """DARTS's recurrent cells and language models, against the original's formulas
-(``reference/FACTS_RNN.md``), written out here independently in the plainest form."""
+(``docs/facts/darts_rnn.md``), written out here independently in the plainest form."""
 import numpy as np
 import pytest
 import torch
 
-from sharpdarts import genotypes
+from sharpdarts.core import genotypes
 from sharpdarts.core.recurrent_genotypes import (RecurrentGenotype, parse_recurrent,
                                                  recurrent_from_dict, recurrent_to_dict)
-from sharpdarts.metrics import count_parameters
-from sharpdarts.models import RNNModel, RNNSearchModel, load_original_state_dict
+from sharpdarts.core.metrics import count_parameters
+from sharpdarts.nn.models import RNNModel, RNNSearchModel, load_original_state_dict
 
 ACT = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0), "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
        "identity": lambda v: v}

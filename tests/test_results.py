@@ -8,10 +8,13 @@ import warnings
 import pandas as pd
 import pytest
 
-from sharpdarts import store as run_store
+from sharpdarts.store import keys, store as run_store
 from sharpdarts.errors import UserError
-from sharpdarts.store import provenance, results
-from sharpdarts.store.results import build_table, format_table, load_metrics, load_runs, table_names
+from sharpdarts.store import provenance
+from sharpdarts.store import table_defs
+from sharpdarts.store.results import load_metrics, load_runs
+from sharpdarts.store.tables import build_table, format_table
+from sharpdarts.store.table_defs import table_names
 
 SSC = "cifar10/sharpsepconv_darts"
 _counter = iter(range(100000))
@@ -130,7 +133,7 @@ def test_runs_written_by_start_run_load(tmp_path, monkeypatch):
     run.finish({"test_error_top1": 2.5, "params_m": 3.56, "multiply_adds_b": 0.579})
     df = load_runs(tmp_path / "res")
     assert list(df["run_id"]) == [run.run_id] and df.loc[0, "status"] == "completed"
-    assert df.loc[0, "config_hash"] == run_store.config_hash("EPOCHS = 1\n")
+    assert df.loc[0, "config_hash"] == keys.config_hash("EPOCHS = 1\n")
     assert _row(build_table("cifar10", df), SSC)["test_error_mean"] == 2.5
     # A run of today's record format keeps its names: valid_acc is validation data.
     assert list(load_metrics(tmp_path / "res")["valid_acc"]) == [90.0]
@@ -141,7 +144,7 @@ def test_runs_written_by_start_run_load(tmp_path, monkeypatch):
 
 def test_cifar10_table_aggregates_completed_runs_beside_the_paper(store):
     table = build_table("cifar10", load_runs(store))
-    paper = results.paper_tables()
+    paper = table_defs.paper_tables()
     paper = paper[paper["table"] == "cifar10"]
     assert list(table["architecture"]) == list(paper["architecture"])  # paper order
 

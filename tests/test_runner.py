@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sharpdarts.engine import jobs
+from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.face import cli
 from sharpdarts.nn import models
 from test_data import write_cifar10
@@ -87,7 +88,7 @@ def test_two_checkpoints_of_one_architecture_make_two_evaluation_records(tmp_pat
     assert len(folders) == 2  # the third evaluation (of the first file again) is skipped
     infos = [json.loads((f / "run.json").read_text()) for f in folders]
     assert {i["checkpoint_sha256"] for i in infos} == {
-        jobs.file_sha256(first), jobs.file_sha256(second)}
+        checkpoint_lib.file_sha256(first), checkpoint_lib.file_sha256(second)}
     assert len({i["config_hash"] for i in infos}) == 2
     for info, folder in zip(infos, folders):
         assert info["checkpoint_sha256"] in (folder / "config.gin").read_text()

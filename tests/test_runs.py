@@ -10,10 +10,13 @@ import sys
 
 import pytest
 
-from sharpdarts import store
+from sharpdarts.store import keys, provenance as provenance_lib
 from sharpdarts.core import io
 from sharpdarts.errors import UserError
-from sharpdarts.store import Run, config_hash, find_run, provenance, start_run
+from sharpdarts.store import provenance
+from sharpdarts.store.run import Run
+from sharpdarts.store.keys import config_hash
+from sharpdarts.store.store import find_run, start_run
 
 CONFIG = "EPOCHS = 2\nBATCH_SIZE = 8  # small\n"
 
@@ -73,7 +76,7 @@ def test_start_run_writes_every_design_field(tmp_path, norepo):
                            extra={"genotype_name": "SHARP_DARTS", "smoke": True})
     assert decision == "new"
     assert run.path.parent == tmp_path / "res" / "runs" / "cifar10" / "sharpdarts"
-    assert store.RUN_ID_RE.match(run.run_id)
+    assert keys.RUN_ID_RE.match(run.run_id)
     info = json.loads((run.path / "run.json").read_text())
     assert info["experiment"] == "cifar10/sharpdarts"
     assert info["seed"] == 3 and info["kind"] == "train"
@@ -366,10 +369,10 @@ def test_repo_without_commits_and_no_repo_have_no_commit(tmp_path, norepo):
     repo.mkdir()
     _git(repo, "init", "-q")
     (repo / "a.py").write_text("x = 1\n")
-    prov = store.collect_provenance(repo)
+    prov = provenance_lib.collect_provenance(repo)
     assert prov["git"]["commit"] is None and prov["git"]["dirty"] is True
     assert "+x = 1" in prov["diff"]
-    assert store.collect_provenance(norepo)["git"] == {"commit": None, "branch": None,
+    assert provenance_lib.collect_provenance(norepo)["git"] == {"commit": None, "branch": None,
                                                       "dirty": None}
     with pytest.raises(UserError, match="commit"):
         _start(tmp_path / "res", repo=norepo, allow_dirty=False)
@@ -378,7 +381,7 @@ def test_repo_without_commits_and_no_repo_have_no_commit(tmp_path, norepo):
 
 def test_real_provenance_reports_device_and_packages(monkeypatch, norepo):
     monkeypatch.undo()  # the real device detection (imports torch)
-    prov = store.collect_provenance(norepo)
+    prov = provenance_lib.collect_provenance(norepo)
     assert isinstance(prov["device"], str) and prov["device"]
     assert isinstance(prov["device_count"], int) and prov["device_count"] >= 0
     assert (prov["device"] == "cpu") == (prov["device_count"] == 0)

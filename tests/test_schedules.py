@@ -1,7 +1,7 @@
 """Tests for sharpdarts.schedules: cosine power annealing and its LR scheduler.
 
 Expected values are recomputed here element by element with ``math`` (a different route from
-the vectorised numpy code), following reference/FACTS.md, "Cosine Power Annealing".
+the vectorised numpy code), following docs/facts/sharpdarts.md, "Cosine power annealing".
 """
 
 import io

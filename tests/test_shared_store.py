@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from sharpdarts.core import run_folder
 from sharpdarts.store import keys, locks, results, store
+from sharpdarts.store import tables
 
 REPO = Path(__file__).resolve().parents[1]
 SSC = "cifar10/sharpsepconv_darts"
@@ -141,17 +143,17 @@ def test_twenty_concurrent_runs_land_once_each_and_tables_count_completed_seeds(
     frame = results.load_runs(res)
     assert len(frame) == 22 and frame["run_id"].is_unique
     assert (frame["status"] == "completed").sum() == 20
-    table = results.build_table("cifar10", frame)
+    table = tables.build_table("cifar10", frame)
     row = table[table["experiment"] == SSC].iloc[0]
     assert row["seeds"] == 20 and row["running"] == 2
     assert row["test_error_mean"] == pytest.approx(2.0 + 10.5 / 100)
-    text = results.format_table(table, "markdown")
+    text = tables.format_table(table, "markdown")
     assert f"Still running (not counted; seeds are completed runs only): {SSC}: 2" in text
     # Starting them all again skips every completed one: each is counted once.
     again = [store.start_run(res, SSC, seed, "EPOCHS = 3\n", command=["x"], kind="train",
                              repo_dir=norepo)[1] for seed in range(1, 21)]
     assert again == ["skip"] * 20
-    assert not (res / "runs" / store.LOCK_FILE).exists()
+    assert not run_folder.lock_file(res).exists()
 
 
 def test_a_requeued_scheduler_job_resumes_its_run_left_running_on_another_host(tmp_path):

@@ -1,4 +1,4 @@
-"""The store package: its old paths, its light imports, and where it finds its files."""
+"""The store package: its light imports, and where it finds its files."""
 import json
 import subprocess
 import sys
@@ -7,30 +7,11 @@ import pytest
 
 import sharpdarts
 import sharpdarts.resources
-from sharpdarts import store
+from sharpdarts.core import run_folder
+from sharpdarts.store import reader, store
 from sharpdarts.errors import UserError
 from sharpdarts.store import provenance, results, tables
-
-
-def test_old_paths_are_the_store_package_and_its_results_module():
-    import sharpdarts.results
-    import sharpdarts.runs
-    from sharpdarts.store import runs
-
-    assert sharpdarts.runs is store and runs is store
-    assert sharpdarts.results is results
-    for name in ("Run", "start_run", "find_run", "config_hash", "collect_provenance",
-                 "iter_run_dirs", "utc_now", "RUN_ID_RE"):
-        assert callable(getattr(sharpdarts.runs, name)) or name == "RUN_ID_RE", name
-    # The tables' names are still found where the command line looks for them.
-    for name in ("load_runs", "build_table", "format_table", "table_names", "paper_tables",
-                 "load_table_defs", "load_metrics"):
-        assert callable(getattr(results, name)), name
-    from sharpdarts.store.results import build_table, format_table
-
-    assert build_table is tables.build_table and format_table is tables.format_table
-    with pytest.raises(AttributeError):
-        results.no_such_name  # noqa: B018
+from sharpdarts.store import table_defs, tables as tables_lib
 
 
 def test_store_and_results_import_no_torch_and_no_higher_layer():
@@ -41,7 +22,8 @@ def test_store_and_results_import_no_torch_and_no_higher_layer():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
-    code = "import sys, sharpdarts.store\nprint('pandas' in sys.modules)"
+    code = ("import sys, sharpdarts.store.store, sharpdarts.store.run, sharpdarts.store.keys\n"
+            "print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"  # starting a run does not even need pandas
@@ -52,7 +34,7 @@ def test_new_runs_record_the_record_format(tmp_path, monkeypatch):
     (tmp_path / "norepo").mkdir()
     run, _ = store.start_run(tmp_path / "res", "demo/train", 1, "EPOCHS = 1\n", command=["x"],
                              kind="train", repo_dir=tmp_path / "norepo")
-    assert run.info["record_format"] == store.RECORD_FORMAT == 2
+    assert run.info["record_format"] == reader.RECORD_FORMAT == 2
     with pytest.raises(ValueError, match="record_format"):
         store.start_run(tmp_path / "res", "demo/train", 2, "EPOCHS = 1\n", command=["x"],
                         kind="train", repo_dir=tmp_path / "norepo", extra={"record_format": 1})
@@ -81,34 +63,34 @@ def test_tables_json_comes_from_the_project_root(tmp_path, monkeypatch):
                  "columns": [{"name": "test_error", "label": "Test error %",
                               "metric": "test_error_top1"}]}}))
     monkeypatch.setenv("SHARPDARTS_PROJECT", str(project))
-    assert tables.tables_json_path() == project / "experiments" / "tables.json"
-    assert results.table_names() == ["mine"]
-    table = results.build_table("mine", results.load_runs(tmp_path))
+    assert table_defs.tables_json_path() == project / "experiments" / "tables.json"
+    assert table_defs.table_names() == ["mine"]
+    table = tables_lib.build_table("mine", results.load_runs(tmp_path))
     assert list(table["experiment"]) == ["demo/train"] and table["seeds"].tolist() == [0]
     monkeypatch.delenv("SHARPDARTS_PROJECT")
-    assert "cifar10" in results.table_names()  # the checkout's (or the shipped) tables again
+    assert "cifar10" in table_defs.table_names()  # the checkout's (or the shipped) tables again
 
 
 def test_no_tables_json_anywhere_is_a_user_error(monkeypatch):
     monkeypatch.setattr(sharpdarts.resources, "find", lambda relative: None)
     with pytest.raises(UserError, match="no experiments/tables.json found"):
-        tables.load_table_defs()
+        table_defs.load_table_defs()
 
 
 def test_paper_tables_are_package_data():
-    paper = results.paper_tables()
+    paper = table_defs.paper_tables()
     assert set(paper["table"]) >= {"cifar10", "imagenet"}
     ssc = paper[paper["architecture"] == "SharpSepConvDARTS"].iloc[0]
     assert ssc["error_top1"] == 1.98 and ssc["params_m"] == 3.6
     paper.loc[:, "table"] = "changed"  # a copy: the cached frame is untouched
-    assert "cifar10" in set(results.paper_tables()["table"])
+    assert "cifar10" in set(table_defs.paper_tables()["table"])
 
 
 def test_provenance_describes_the_repository_around_the_package(monkeypatch):
     # No repo_dir: the code that runs is what is traced, found from the package's folder.
     monkeypatch.setattr(provenance, "_device_info", lambda: ("cpu", 0))
     seen = []
-    monkeypatch.setattr(provenance, "_git_state",
+    monkeypatch.setattr(run_folder, "git_state",
                         lambda repo, exclude: seen.append(repo) or {
                             "commit": None, "branch": None, "dirty": None, "diff": ""})
     provenance.collect_provenance()

@@ -1,12 +1,12 @@
 """Tables as printed: the paper's values as its text, computed params and multiply-adds for
 rows without runs, and a LaTeX table with booktabs structure."""
-import csv
 import re
 
 import pytest
 
 from sharpdarts.store import table_defs
-from sharpdarts.store.results import build_table, format_table, load_runs
+from sharpdarts.store.results import load_runs
+from sharpdarts.store.tables import build_table, format_table
 from sharpdarts.store.tables import COMPUTED_MARK
 from test_results import write_run
 
@@ -66,7 +66,8 @@ def test_rows_without_runs_show_computed_params_and_multiply_adds(tmp_path):
 
 
 def test_computed_figures_match_the_paper_for_its_own_rows():
-    # A sanity check of the shipped file: the paper's own sizes, within 2% (rounding, and counting conventions).
+    # A sanity check of the shipped file: the paper's own sizes, within 2% (rounding, and
+    # counting conventions).
     costs = table_defs.computed_costs()
     for row in table_defs.paper_rows():
         name = row["experiment"]

@@ -48,7 +48,7 @@ def test_a_search_run_writes_scalars_alphas_and_genotype(search_run):
     assert perplexity == pytest.approx(math.exp(records[-1]["valid_loss"]), rel=1e-5)
 
     for key in ("alphas_normal", "alphas_reduce"):
-        (first, *_), last = acc.Histograms(key), acc.Histograms(key)[-1]
+        last = acc.Histograms(key)[-1]
         weights = np.asarray(records[-1][key])
         assert last.step == records[-1]["epoch"]
         assert last.histogram_value.num == weights.size

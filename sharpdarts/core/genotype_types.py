@@ -30,7 +30,8 @@ from sharpdarts.registry import Registry
 Genotype = namedtuple(
     "Genotype", ["normal", "normal_concat", "reduce", "reduce_concat", "layout"], defaults=("cell",)
 )
-Genotype.__doc__ = """An architecture: two cell descriptions (or weights, or a path) and their concat lists.
+Genotype.__doc__ = """An architecture: two cell descriptions (or weights, or a path) and their
+concat lists.
 
 Attributes:
     normal: For layout 'cell', ``(op_name, input_index)`` tuples, two per node; for

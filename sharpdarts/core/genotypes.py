@@ -1,6 +1,6 @@
-"""Genotypes: the named-genotype registry (read side), the one resolver, and (re-exported
-from :mod:`sharpdarts.core.genotype_types`) the Genotype type, primitive sets, JSON form and
-cell parsing.
+"""Genotypes: the named-genotype registry (read side), the one resolver, and the public path
+of the Genotype type, the primitive sets and cell parsing (defined in
+:mod:`sharpdarts.core.genotype_types` and :mod:`sharpdarts.core.recurrent_genotypes`).
 
 Named genotypes come from two places: the published ones in ``reference/genotypes.json``
 (shipped with the package; the *builtin* names) and a user registry file holding genotypes
@@ -26,25 +26,37 @@ from pathlib import Path
 from typing import Any
 
 from sharpdarts import resources
-from sharpdarts.core.genotype_types import (  # noqa: F401  (the public names of this module)
-    DARTS_PRIMITIVES, LAYOUTS, MULTICHANNELNET_PRIMITIVES, PRIMITIVE_SETS, PRIMITIVES,
-    SHARPER_PRIMITIVES, Genotype, genotype_from_weights, parse_cell, primitives, reference_data)
 from sharpdarts.core import genotype_types as _types
-from sharpdarts.core.recurrent_genotypes import (  # noqa: F401  (public names too)
-    RECURRENT_GENOTYPES, RNN_PRIMITIVES, RecurrentGenotype, parse_recurrent, recurrent_from_dict,
-    recurrent_to_dict)
-from sharpdarts.registry import UnknownNameError, unknown_name  # noqa: F401
+
+# The public API promises these names at this path (docs/api.md); they are defined in
+# genotype_types and recurrent_genotypes, and imported from here everywhere else.
+from sharpdarts.core.genotype_types import (  # noqa: F401
+    DARTS_PRIMITIVES,
+    LAYOUTS,
+    MULTICHANNELNET_PRIMITIVES,
+    PRIMITIVES,
+    SHARPER_PRIMITIVES,
+    Genotype,
+    parse_cell,
+    reference_data,
+)
+from sharpdarts.core.recurrent_genotypes import (  # noqa: F401
+    RECURRENT_GENOTYPES,
+    RNN_PRIMITIVES,
+    RecurrentGenotype,
+    recurrent_from_dict,
+    recurrent_to_dict,
+)
+from sharpdarts.registry import unknown_name
 
 __all__ = [
-    "Genotype",
-    "LAYOUTS",
-    "PRIMITIVES",
-    "SHARPER_PRIMITIVES",
     "DARTS_PRIMITIVES",
     "MULTICHANNELNET_PRIMITIVES",
-    "PRIMITIVE_SETS",
-    "UnknownNameError",
-    "primitives",
+    "PRIMITIVES",
+    "RNN_PRIMITIVES",
+    "SHARPER_PRIMITIVES",
+    "Genotype",
+    "parse_cell",
     "to_dict",
     "from_dict",
     "to_json",
@@ -58,12 +70,6 @@ __all__ = [
     "lineage",
     "user_registry_path",
     "NAME_RE",
-    "parse_cell",
-    "genotype_from_weights",
-    "RecurrentGenotype",
-    "RNN_PRIMITIVES",
-    "RECURRENT_GENOTYPES",
-    "parse_recurrent",
 ]
 
 ENV_VAR = "SHARPDARTS_GENOTYPES"

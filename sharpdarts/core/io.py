@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -126,10 +125,3 @@ def read_jsonl(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:
     """Rewrites a JSON-lines file atomically (used when resume truncates the log)."""
     return atomic_write(path, "".join(dumps(r) + "\n" for r in records))
-
-
-def finite_or_none(value: Any) -> Any:
-    """``value`` unless it is a non-finite float (for tables and plots)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

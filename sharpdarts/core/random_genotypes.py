@@ -22,9 +22,10 @@ import gin
 import numpy as np
 
 from sharpdarts.core import validate
-from sharpdarts.core.genotype_types import Genotype, primitives as resolve_primitives
-from sharpdarts.core.recurrent_genotypes import (RNN_CONCAT, RNN_PRIMITIVES, RNN_STEPS,
-                                                 RecurrentGenotype, check)
+from sharpdarts.core.genotype_types import primitives as resolve_primitives
+from sharpdarts.core.genotypes import Genotype
+from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_STEPS, RecurrentGenotype, check
+from sharpdarts.core.genotypes import RNN_PRIMITIVES
 
 __all__ = ["sample_cell", "sample_cell_genotype", "sample_recurrent_genotype",
            "sample_genotypes"]

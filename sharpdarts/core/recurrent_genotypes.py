@@ -81,7 +81,10 @@ def check(genotype: RecurrentGenotype, primitives: Sequence[str] = RNN_PRIMITIVE
 
 
 def recurrent_to_dict(genotype: RecurrentGenotype) -> dict[str, Any]:
-    """The JSON form: ``{'recurrent': [[op, pred], ...], 'concat': [...], 'layout': 'recurrent'}``."""
+    """The JSON form.
+
+    ``{'recurrent': [[op, pred], ...], 'concat': [...], 'layout': 'recurrent'}``.
+    """
     g = check(genotype)
     return {"recurrent": [list(e) for e in g.recurrent], "concat": list(g.concat),
             "layout": "recurrent"}

@@ -4,7 +4,7 @@ injectable per-epoch schedules a job's config names.
 Cosine power annealing (sharpDARTS) blends cosine annealing with exponential decay. The
 computation follows the original exactly, including its quirks (the curve is rescaled by its
 own minimum and maximum, so the values depend on which epochs are asked for); see
-``reference/FACTS.md``, "Cosine Power Annealing".
+``docs/facts/sharpdarts.md``, "Cosine power annealing".
 
 Plain ``cosine_annealing`` and ``exponential_decay`` curves over the same epochs are provided
 for comparison plots.
@@ -34,6 +34,19 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from sharpdarts.core import validate
 from sharpdarts.registry import Registry
+
+__all__ = [
+    "CosinePowerAnnealingLR",
+    "SCHEDULES",
+    "constant_schedule",
+    "cosine_annealing",
+    "cosine_annealing_schedule",
+    "cosine_power_annealing",
+    "cosine_power_annealing_schedule",
+    "exponential_decay",
+    "resolve_schedule",
+    "step_decay_schedule",
+]
 
 EpochsArg = int | Sequence[float] | np.ndarray | None
 
@@ -337,7 +350,7 @@ def cosine_power_annealing_schedule(optimizer: Optimizer, epochs: int, min_lr: f
     """Cosine power annealing from each param group's initial lr down to ``min_lr``.
 
     The gin name is ``cosine_power_annealing``. The defaults are the search protocol's
-    (FACTS.md: p = 2, 5 warm-up epochs, 1e-4).
+    (docs/facts/sharpdarts.md, "Cell search settings": p = 2, 5 warm-up epochs, 1e-4).
 
     Args:
         optimizer: the optimizer whose learning rates are set (its lr is the top of the curve).
@@ -385,13 +398,6 @@ def constant_schedule(optimizer: Optimizer, epochs: int) -> LRScheduler:
 def resolve_schedule(schedule: str | ScheduleFactory) -> ScheduleFactory:
     """A schedule factory given by name (a key of :data:`SCHEDULES`) or passed through."""
     return schedule if callable(schedule) else SCHEDULES[schedule]
-
-
-__all__ = [
-    'cosine_power_annealing', 'cosine_annealing', 'exponential_decay',
-    'CosinePowerAnnealingLR', 'SCHEDULES', 'cosine_power_annealing_schedule',
-    'cosine_annealing_schedule', 'constant_schedule', 'resolve_schedule',
-]
 
 
 @SCHEDULES.register('step_decay')

@@ -147,7 +147,7 @@ class Folder(Kind):
 
 
 def _primitive_set(value: Any) -> None:
-    from sharpdarts.core.genotypes import primitives
+    from sharpdarts.core.genotype_types import primitives
 
     names = primitives(value)  # an unknown set name: KeyError with close names
     if not names:

@@ -13,7 +13,8 @@ event goes into run.json and is said in one line. When none is left, the run sto
 :class:`NoGoodCheckpointError` unless restarting from epoch 1 was asked for.
 
 The run folder is reached only through the duck-typed run object (``info``, ``update``,
-``truncate_metrics``): the engine never imports the store.
+``truncate_metrics``): the engine never imports the store. The files' names are
+:mod:`sharpdarts.core.run_folder`'s.
 """
 from __future__ import annotations
 
@@ -30,15 +31,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sharpdarts.core import run_folder
 from sharpdarts.core.io import atomic_write, fsync_dir
 from sharpdarts.engine.context import Context, broadcast_object
 from sharpdarts.nn.models import load_original_state_dict
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-PREVIOUS_NAME = "checkpoint.prev.pt"
-NEXT_NAME = "checkpoint.next.pt"
 RECORDS = "checkpoints"  # run.json: [{"epoch", "sha256"}], newest first
 EVENTS = "checkpoint_events"  # run.json: damaged checkpoints set aside, restarts
 LOST = "checkpoint_lost"  # run.json: every checkpoint was damaged; --restart needed
@@ -72,10 +71,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
     ``checkpoint.prev.pt``: a crash or a full disk at any point leaves the previous one intact."""
     path = Path(path)
     data = state.payload if isinstance(state, PreparedState) else prepare(state).payload
-    fresh = path.with_name(NEXT_NAME)
+    fresh = path.with_name(run_folder.CHECKPOINT_NEXT)
     atomic_write(fresh, data)
     if path.exists():
-        os.replace(path, path.with_name(PREVIOUS_NAME))
+        os.replace(path, path.with_name(run_folder.CHECKPOINT_PREVIOUS))
     os.replace(fresh, path)
     fsync_dir(path.parent)
 
@@ -91,12 +90,6 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def checkpoint_file(source: str | os.PathLike) -> Path:
-    """A checkpoint file, or the checkpoint.pt of a run folder."""
-    path = Path(source)
-    return path / CHECKPOINT_NAME if path.is_dir() else path
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a file's content (hex), read in chunks."""
     digest = hashlib.sha256()
@@ -108,7 +101,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def init_weights_from(model: nn.Module, source: str | os.PathLike) -> None:
     """Loads another run's (or the original code's) weights into ``model``, strictly."""
-    state = load_checkpoint(checkpoint_file(source))
+    state = load_checkpoint(run_folder.checkpoint_file(source))
     load_original_state_dict(model, state.get("model", state) if isinstance(state, dict) else state)
 
 
@@ -142,10 +135,10 @@ def _candidates(run, path: Path) -> list[tuple[Path, int | None]]:
     """The checkpoint files on disk, newest recorded epoch first (``checkpoint.pt`` alone, with
     no epoch, for a run written before checksums were recorded)."""
     records = run.info.get(RECORDS)
-    files = [path.with_name(n) for n in (NEXT_NAME, CHECKPOINT_NAME, PREVIOUS_NAME)]
-    files = [f for f in files if f.exists()]
+    names = (run_folder.CHECKPOINT_NEXT, run_folder.CHECKPOINT, run_folder.CHECKPOINT_PREVIOUS)
+    files = [f for f in (path.with_name(n) for n in names) if f.exists()]
     if not records:
-        return [(f, None) for f in files if f.name == CHECKPOINT_NAME]
+        return [(f, None) for f in files if f.name == run_folder.CHECKPOINT]
     epochs = {r["sha256"]: int(r["epoch"]) for r in records}
     found = [(f, epochs.get(file_sha256(f))) for f in files]
     # Unrecorded checksums (damaged files) first, so they are set aside; then newest first.
@@ -190,7 +183,7 @@ def _choose(run, path: Path, ctx: Context, restart: bool) -> tuple[Path | None, 
         events.append({"time": _now(), "file": file.name, "set_aside_as": aside.name,
                        "reason": reason[:300]})
     if unlogged:
-        events.append({"time": _now(), "file": "metrics.jsonl",
+        events.append({"time": _now(), "file": run_folder.METRICS,
                        "reason": "epochs are missing before " + ", ".join(unlogged)})
     lost = bool(events or run.info.get(LOST)) and chosen is None
     said = _said(events)
@@ -215,9 +208,10 @@ def _choose(run, path: Path, ctx: Context, restart: bool) -> tuple[Path | None, 
               + (f"resuming from {chosen.name} (epoch {state['epoch']})" if chosen is not None
                  else "restarting from epoch 1 (--restart: no good checkpoint was left)"),
               file=sys.stderr, flush=True)
-    if chosen is not None and chosen.name == NEXT_NAME:  # a kill mid-rotation: finish it
+    # a kill mid-rotation: finish it
+    if chosen is not None and chosen.name == run_folder.CHECKPOINT_NEXT:
         if path.exists():
-            os.replace(path, path.with_name(PREVIOUS_NAME))
+            os.replace(path, path.with_name(run_folder.CHECKPOINT_PREVIOUS))
         os.replace(chosen, path)
         fsync_dir(path.parent)
         chosen = path

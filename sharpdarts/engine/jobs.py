@@ -7,10 +7,13 @@ scaled by the global batch. Each is a gin configurable that *builds* its job (mo
 schedule, loaders, architect, criterion: everything before the first epoch) and then *fits* it
 with the one epoch loop of :mod:`sharpdarts.engine.loop`. ``build_only=True`` returns the
 built job instead, so the runner can check the config before a run folder exists and then fit
-with the very objects it built (``job.fit(run)``).
+with the very objects it built (``job.fit(run)``). Each job's parameters are declared once, as
+the fields of its dataclass (:class:`SearchParams`, :class:`TrainParams`,
+:class:`EvaluateParams`; see :mod:`sharpdarts.engine.job_params`).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -20,23 +23,22 @@ import torch
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.core import validate
+from sharpdarts.core import run_folder, validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
-from sharpdarts.engine import data as data_lib
+from sharpdarts.engine.data import bundle as bundle_lib, loaders
 from sharpdarts.engine.architect import Architect
-from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, init_weights_from
+from sharpdarts.engine.checkpoint import file_sha256, init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
 from sharpdarts.engine.data.shards import rank_seed
+from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
 
-_DENY = ["run", "seed", "data", "build_only"]
 
-
-def _data(data: data_lib.DataBundle | None, seed: int) -> data_lib.DataBundle:
+def _data(data: bundle_lib.DataBundle | None, seed: int) -> bundle_lib.DataBundle:
     """The datasets the caller built already (the runner does), or gin's."""
-    return data if data is not None else data_lib.build_datasets(seed=seed)
+    return data if data is not None else bundle_lib.build_datasets(seed=seed)
 
 
 def _weights_tools(params, learning_rate: float, epochs: int, optimizer, lr_schedule, ctx):
@@ -51,7 +53,7 @@ def _extra_test_errors(model, bundle, batch_size, criterion, ctx, workers) -> di
     """Errors on the extra test sets (CIFAR-10.1 for CIFAR-10)."""
     out = {}
     for name, dataset in bundle.extra_tests.items():
-        loader = data_lib.make_loader(dataset, batch_size, workers=workers,
+        loader = loaders.make_loader(dataset, batch_size, workers=workers,
                                       distributed=ctx.distributed, exact=True)
         out[f"{name}_error"] = 100.0 - evaluate(model, loader, criterion, ctx)["acc"]
     return out
@@ -71,39 +73,69 @@ def _alphas(model) -> dict:
 
 
 # ---- Search --------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SearchParams:
+    """The parameters of :func:`search` (``search.NAME`` in a config)."""
+
+    epochs: int = param(validate.EPOCHS, REQUIRED, "search epochs.")
+    batch_size: int = param(validate.BATCH_SIZE, REQUIRED,
+                            "images per step (per process), for both halves of the training set.")
+    network: Callable[..., nn.Module] = param(
+        UNCHECKED, REQUIRED, "builds the supernet from ``num_classes`` and ``in_channels`` "
+        "(e.g. ``@SearchNetwork``, ``@MultiChannelNetwork``).")
+    learning_rate: float = param(validate.LEARNING_RATE, 0.025, "the weights' initial lr.")
+    optimizer: str | Callable = param(
+        UNCHECKED, "sgd", "the weights' optimizer factory (``@sgd``) or its name in "
+        "``OPTIMIZERS``.")
+    lr_schedule: str | Callable = param(
+        UNCHECKED, "cosine_power_annealing",
+        "the per-epoch schedule (``@cosine_power_annealing``, ...) or its name.")
+    grad_clip: float | None = param(validate.NON_NEGATIVE.or_none(), 5.0,
+                                    "gradient norm clip of the weights.")
+    train_portion: float = param(
+        validate.PORTION, 0.5, "share of the training set for the weights; the rest trains the "
+        "architecture and measures the search accuracy (``valid_*``: held out from the weights, "
+        "never the test set).")
+    skip_primitive: str | None = param(
+        UNCHECKED, "none", "the op left out when reading the genotype ('none', as DARTS), or "
+        "None.")
+    workers: int = param(validate.WORKERS, 0, "loader worker processes.")
+    show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
+
+
 class SearchJob(ArchitectureSearch, Job):
     """A built architecture search (see :func:`search`)."""
 
     name = "search"
 
-    def __init__(self, seed, data, *, epochs, batch_size, network, learning_rate, optimizer,
-                 lr_schedule, grad_clip, train_portion, skip_primitive, workers, show_progress):
+    def __init__(self, seed: int, data: bundle_lib.DataBundle | None, params: SearchParams):
+        self.params = p = params
         self.ctx = ctx = make_context()
         seed_everything(seed)
         bundle = _data(data, seed)
-        weight_idx, arch_idx = data_lib.search_split(bundle.train, train_portion)
-        self.train_loader = data_lib.make_loader(
-            bundle.train, batch_size, indices=weight_idx, workers=workers, seed=seed,
+        weight_idx, arch_idx = loaders.search_split(bundle.train, p.train_portion)
+        self.train_loader = loaders.make_loader(
+            bundle.train, p.batch_size, indices=weight_idx, workers=p.workers, seed=seed,
             distributed=ctx.distributed, drop_last=True)
-        arch_loader = data_lib.make_loader(
-            bundle.train, batch_size, indices=arch_idx, workers=workers, seed=seed + 1,
+        arch_loader = loaders.make_loader(
+            bundle.train, p.batch_size, indices=arch_idx, workers=p.workers, seed=seed + 1,
             distributed=ctx.distributed, drop_last=True)
-        self.valid_loader = data_lib.make_loader(
-            bundle.train, batch_size, indices=arch_idx, workers=workers, seed=seed + 2,
+        self.valid_loader = loaders.make_loader(
+            bundle.train, p.batch_size, indices=arch_idx, workers=p.workers, seed=seed + 2,
             distributed=ctx.distributed, exact=True)
         self.rng_loaders = [self.train_loader, arch_loader, self.valid_loader]
         self.arch_batches = cycle(arch_loader)
-        self.model = network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
+        self.model = p.network(num_classes=bundle.spec.num_classes,
+                               in_channels=bundle.spec.channels)
         self.model.to(ctx.device)
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
-            self.model.weights(), learning_rate, epochs, optimizer, lr_schedule, ctx)
+            self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx)
         self.architect = Architect(self.model, criterion=self.criterion)
         if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
             seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
-        self.epochs, self.grad_clip = epochs, grad_clip
-        self.skip_primitive, self.show_progress = skip_primitive, show_progress
+        self.epochs, self.show_progress = p.epochs, p.show_progress
         self.best = {"valid_acc": -1.0, "epoch": 0, "genotype": None}
         self.last_valid_acc = None
 
@@ -123,12 +155,13 @@ class SearchJob(ArchitectureSearch, Job):
         # Under torchrun each rank searches on its own shard; the weights' gradients are
         # averaged like the architecture's (the architect), so every rank stays identical.
         weight_step(self.optimizer, self.scaler, loss, list(self.model.weights()),
-                    self.grad_clip, average=ctx.distributed)
+                    self.params.grad_clip, average=ctx.distributed)
         return loss, logits
 
     def end_epoch(self, epoch: int) -> dict:
         valid = evaluate(self.model, self.valid_loader, self.criterion, self.ctx)
-        genotype = genotypes_lib.to_dict(self.model.genotype(skip_primitive=self.skip_primitive))
+        genotype = self.model.genotype(skip_primitive=self.params.skip_primitive)
+        genotype = genotypes_lib.to_dict(genotype)
         if valid["acc"] > self.best["valid_acc"]:
             self.best.update(valid_acc=valid["acc"], epoch=epoch, genotype=genotype)
         self.last_valid_acc = valid["acc"]
@@ -136,7 +169,7 @@ class SearchJob(ArchitectureSearch, Job):
                 **_alphas(self.model)}
 
     def final(self, trained: bool) -> dict:
-        genotype = self.model.genotype(skip_primitive=self.skip_primitive)
+        genotype = self.model.genotype(skip_primitive=self.params.skip_primitive)
         final = {"best_valid_acc": self.best["valid_acc"], "best_epoch": self.best["epoch"],
                  "valid_acc": self.last_valid_acc, "genotype": genotypes_lib.to_dict(genotype),
                  "best_genotype": self.best["genotype"], "genotype_epoch": self.epochs}
@@ -146,17 +179,9 @@ class SearchJob(ArchitectureSearch, Job):
         return final
 
 
-@gin.configurable(denylist=_DENY)
-@validate.params(epochs=validate.EPOCHS, batch_size=validate.BATCH_SIZE,
-                 learning_rate=validate.LEARNING_RATE, grad_clip=validate.NON_NEGATIVE.or_none(),
-                 train_portion=validate.PORTION, workers=validate.WORKERS)
-def search(run=None, seed: int = 0, data=None, build_only: bool = False, *,
-           epochs: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
-           network: Callable[..., nn.Module] = gin.REQUIRED, learning_rate: float = 0.025,
-           optimizer: str | Callable = "sgd", lr_schedule: str | Callable = "cosine_power_annealing",
-           grad_clip: float = 5.0, train_portion: float = 0.5,
-           skip_primitive: str | None = "none", workers: int = 0,
-           show_progress: bool = True) -> dict | SearchJob:
+@job_entry(SearchParams)
+def search(run=None, seed: int = 0, data=None, build_only: bool = False,
+           **params) -> dict | SearchJob:
     """Architecture search: alternating architecture and weight steps (DARTS).
 
     Args:
@@ -164,83 +189,103 @@ def search(run=None, seed: int = 0, data=None, build_only: bool = False, *,
         seed: seeds everything.
         data: the datasets, when the caller built them (else ``build_datasets()``).
         build_only: return the built :class:`SearchJob` (fit it with ``.fit(run)``).
-        epochs: search epochs.
-        batch_size: images per step (per process), for both halves of the training set.
-        network: builds the supernet from ``num_classes`` and ``in_channels``
-            (e.g. ``@SearchNetwork``, ``@MultiChannelNetwork``).
-        learning_rate: the weights' initial lr.
-        optimizer: the weights' optimizer factory (``@sgd``) or its name in ``OPTIMIZERS``.
-        lr_schedule: the per-epoch schedule (``@cosine_power_annealing``, ...) or its name.
-        grad_clip: gradient norm clip of the weights.
-        train_portion: share of the training set for the weights; the rest trains the
-            architecture and measures the search accuracy (``valid_*``: held out from the
-            weights, never the test set).
-        skip_primitive: the op left out when reading the genotype ('none', as DARTS), or None.
-        workers: loader worker processes.
-        show_progress: a tqdm bar per epoch.
+        **params: :class:`SearchParams` (gin binds them).
 
     Returns:
         The final metrics (also written to the run), or the built job with ``build_only``.
     """
-    job = SearchJob(seed, data, epochs=epochs, batch_size=batch_size, network=network,
-                    learning_rate=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
-                    grad_clip=grad_clip, train_portion=train_portion,
-                    skip_primitive=skip_primitive, workers=workers, show_progress=show_progress)
+    job = SearchJob(seed, data, SearchParams(**params))
     return job if build_only else job.fit(run)
 
 
 # ---- Training -------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainParams:
+    """The parameters of :func:`train` (``train.NAME`` in a config)."""
+
+    epochs: int = param(validate.EPOCHS, REQUIRED, "training epochs.")
+    batch_size: int = param(validate.BATCH_SIZE, REQUIRED, "images per step per process.")
+    network: Callable[..., nn.Module] = param(
+        UNCHECKED, REQUIRED, "builds the network from ``num_classes`` and ``in_channels`` "
+        "(e.g. ``@NetworkCIFAR`` with ``NetworkCIFAR.genotype = %GENOTYPE``).")
+    learning_rate: float = param(validate.LEARNING_RATE, 0.025, "initial lr, for a global "
+                                 "batch of ``lr_reference_batch`` if given.")
+    optimizer: str | Callable = param(
+        UNCHECKED, "sgd", "the optimizer factory (``@sgd``) or its name in ``OPTIMIZERS``.")
+    lr_schedule: str | Callable = param(
+        UNCHECKED, "cosine_power_annealing",
+        "the per-epoch schedule (``@cosine_power_annealing``, ...) or its name.")
+    grad_clip: float | None = param(validate.NON_NEGATIVE.or_none(), 5.0, "gradient norm clip.")
+    auxiliary_weight: float = param(validate.NON_NEGATIVE, 0.4, "weight of the auxiliary "
+                                    "head's loss (when the network has one).")
+    drop_path_prob: float = param(validate.PROBABILITY, 0.2, "final drop path probability, "
+                                  "ramped linearly from 0 over the epochs.")
+    label_smoothing: float = param(validate.PROBABILITY, 0.0, "cross-entropy label smoothing "
+                                   "of the training loss (ImageNet).")
+    lr_reference_batch: int | None = param(
+        validate.COUNT.or_none(), None, "scale the lr by global_batch / lr_reference_batch "
+        "(256 for ImageNet), None for no scaling.")
+    init_from: str | None = param(
+        UNCHECKED, None, "a checkpoint file or run folder to take the initial weights from "
+        "(e.g. the README's 100-epoch ImageNet continuation at a lower lr).")
+    eval_batch_size: int | None = param(validate.BATCH_SIZE.or_none(), None,
+                                        "batch size of evaluation (defaults to batch_size).")
+    valid_portion: float | None = param(
+        validate.Real("a share in [0, 1)", low=0.0, high=1.0, high_open=True).or_none(), None,
+        "share of the training set held out for validation (None: none; the paper's protocol "
+        "trains on all of it and reports the final epoch).")
+    workers: int = param(validate.WORKERS, 0, "loader worker processes.")
+    show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
+
+
 class TrainJob(Job):
     """A built training of a fixed network (see :func:`train`)."""
 
     name = "train"
 
-    def __init__(self, seed, data, *, epochs, batch_size, network, learning_rate, optimizer,
-                 lr_schedule, grad_clip, auxiliary_weight, drop_path_prob, label_smoothing,
-                 lr_reference_batch, init_from, eval_batch_size, valid_portion, workers,
-                 show_progress):
+    def __init__(self, seed: int, data: bundle_lib.DataBundle | None, params: TrainParams):
+        self.params = p = params
         self.ctx = ctx = make_context()
         # Each process its own stream (cutout, drop path); DDP copies rank 0's initial weights.
         seed_everything(rank_seed(seed, ctx.rank))
         self.bundle = bundle = _data(data, seed)
-        self.eval_batch_size = eval_bs = eval_batch_size or batch_size
-        self.workers = workers
+        self.eval_batch_size = eval_bs = p.eval_batch_size or p.batch_size
         self.valid_loader = None
-        if valid_portion:
+        if p.valid_portion:
             # A held-out part of the training set chooses the best epoch; the test set never does.
-            train_idx, valid_idx = data_lib.search_split(bundle.train, 1.0 - valid_portion)
-            self.train_loader = data_lib.make_loader(
-                bundle.train, batch_size, indices=train_idx, workers=workers, seed=seed,
+            train_idx, valid_idx = loaders.search_split(bundle.train, 1.0 - p.valid_portion)
+            self.train_loader = loaders.make_loader(
+                bundle.train, p.batch_size, indices=train_idx, workers=p.workers, seed=seed,
                 distributed=ctx.distributed, drop_last=True)
-            self.valid_loader = data_lib.make_loader(
-                bundle.train, eval_bs, indices=valid_idx, workers=workers, seed=seed + 2,
+            self.valid_loader = loaders.make_loader(
+                bundle.train, eval_bs, indices=valid_idx, workers=p.workers, seed=seed + 2,
                 distributed=ctx.distributed, exact=True)
         else:
-            self.train_loader = data_lib.make_loader(
-                bundle.train, batch_size, shuffle=True, workers=workers, seed=seed,
+            self.train_loader = loaders.make_loader(
+                bundle.train, p.batch_size, shuffle=True, workers=p.workers, seed=seed,
                 distributed=ctx.distributed, drop_last=True)
-        self.test_loader = data_lib.make_loader(bundle.test, eval_bs, workers=workers,
+        self.test_loader = loaders.make_loader(bundle.test, eval_bs, workers=p.workers,
                                                 distributed=ctx.distributed, exact=True)
         self.rng_loaders = [self.train_loader] + ([self.valid_loader] if self.valid_loader else [])
-        model = network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
+        model = p.network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
         self.params_m = count_parameters(model) / 1e6
         self.madds_b = multiply_adds(model, bundle.spec.image_shape) / 1e9
-        if init_from:
-            init_weights_from(model, init_from)
+        if p.init_from:
+            init_weights_from(model, p.init_from)
         model.to(ctx.device)
         if ctx.distributed:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
         self.model = model
-        if lr_reference_batch:
-            learning_rate = learning_rate * batch_size * ctx.world_size / lr_reference_batch
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing).to(ctx.device)
+        learning_rate = p.learning_rate
+        if p.lr_reference_batch:
+            learning_rate = learning_rate * p.batch_size * ctx.world_size / p.lr_reference_batch
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=p.label_smoothing).to(ctx.device)
         self.eval_criterion = nn.CrossEntropyLoss().to(ctx.device)
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
-            model.parameters(), learning_rate, epochs, optimizer, lr_schedule, ctx)
+            model.parameters(), learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx)
         self.step_model = ctx.compiled(model)
-        self.epochs, self.grad_clip, self.show_progress = epochs, grad_clip, show_progress
-        self.auxiliary_weight, self.drop_path_prob = auxiliary_weight, drop_path_prob
+        self.epochs, self.show_progress = p.epochs, p.show_progress
         self.best = {"valid_acc": -1.0, "epoch": 0}
         self.test: dict | None = None
 
@@ -249,15 +294,17 @@ class TrainJob(Job):
 
     def start_epoch(self, epoch: int) -> None:
         # The original ramps drop path with the 0-based epoch: 0 in the first epoch.
-        self.network.drop_path_prob = self.drop_path_prob * (epoch - 1) / self.epochs
+        self.network.drop_path_prob = self.params.drop_path_prob * (epoch - 1) / self.epochs
 
     def train_step(self, x, y):
+        auxiliary_weight = self.params.auxiliary_weight
         with self.ctx.autocast():
             logits, logits_aux = self.step_model(x)
             loss = self.criterion(logits.float(), y)
-            if logits_aux is not None and self.auxiliary_weight:
-                loss = loss + self.auxiliary_weight * self.criterion(logits_aux.float(), y)
-        weight_step(self.optimizer, self.scaler, loss, self.model.parameters(), self.grad_clip)
+            if logits_aux is not None and auxiliary_weight:
+                loss = loss + auxiliary_weight * self.criterion(logits_aux.float(), y)
+        weight_step(self.optimizer, self.scaler, loss, self.model.parameters(),
+                    self.params.grad_clip)
         return loss, logits
 
     def end_epoch(self, epoch: int) -> dict:
@@ -290,27 +337,13 @@ class TrainJob(Job):
         if self.valid_loader is not None:
             final.update(best_epoch=self.best["epoch"], best_valid_acc=self.best["valid_acc"])
         final.update(_extra_test_errors(self.model, self.bundle, self.eval_batch_size,
-                                        self.eval_criterion, self.ctx, self.workers))
+                                        self.eval_criterion, self.ctx, self.params.workers))
         return final
 
 
-@gin.configurable(denylist=_DENY)
-@validate.params(epochs=validate.EPOCHS, batch_size=validate.BATCH_SIZE,
-                 eval_batch_size=validate.BATCH_SIZE.or_none(),
-                 learning_rate=validate.LEARNING_RATE, grad_clip=validate.NON_NEGATIVE.or_none(),
-                 auxiliary_weight=validate.NON_NEGATIVE, drop_path_prob=validate.PROBABILITY,
-                 label_smoothing=validate.PROBABILITY, lr_reference_batch=validate.COUNT.or_none(),
-                 valid_portion=validate.Real("a share in [0, 1)", low=0.0, high=1.0,
-                                             high_open=True).or_none(), workers=validate.WORKERS)
-def train(run=None, seed: int = 0, data=None, build_only: bool = False, *,
-          epochs: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
-          network: Callable[..., nn.Module] = gin.REQUIRED, learning_rate: float = 0.025,
-          optimizer: str | Callable = "sgd", lr_schedule: str | Callable = "cosine_power_annealing",
-          grad_clip: float = 5.0, auxiliary_weight: float = 0.4, drop_path_prob: float = 0.2,
-          label_smoothing: float = 0.0, lr_reference_batch: int | None = None,
-          init_from: str | None = None, eval_batch_size: int | None = None,
-          valid_portion: float | None = None, workers: int = 0,
-          show_progress: bool = True) -> dict | TrainJob:
+@job_entry(TrainParams)
+def train(run=None, seed: int = 0, data=None, build_only: bool = False,
+          **params) -> dict | TrainJob:
     """Trains a fixed network from scratch (CIFAR-10 ``train.py``, the ImageNet trainer).
 
     Every epoch is measured on the test set and logged as ``test_loss``, ``test_acc``,
@@ -323,61 +356,50 @@ def train(run=None, seed: int = 0, data=None, build_only: bool = False, *,
         seed: seeds everything.
         data: the datasets, when the caller built them (else ``build_datasets()``).
         build_only: return the built :class:`TrainJob` (fit it with ``.fit(run)``).
-        epochs: training epochs.
-        batch_size: images per step per process.
-        network: builds the network from ``num_classes`` and ``in_channels``
-            (e.g. ``@NetworkCIFAR`` with ``NetworkCIFAR.genotype = %GENOTYPE``).
-        learning_rate: initial lr, for a global batch of ``lr_reference_batch`` if given.
-        optimizer: the optimizer factory (``@sgd``) or its name in ``OPTIMIZERS``.
-        lr_schedule: the per-epoch schedule (``@cosine_power_annealing``, ...) or its name.
-        grad_clip: gradient norm clip.
-        auxiliary_weight: weight of the auxiliary head's loss (when the network has one).
-        drop_path_prob: final drop path probability, ramped linearly from 0 over the epochs.
-        label_smoothing: cross-entropy label smoothing of the training loss (ImageNet).
-        lr_reference_batch: scale the lr by global_batch / lr_reference_batch (256 for
-            ImageNet), None for no scaling.
-        init_from: a checkpoint file or run folder to take the initial weights from (e.g. the
-            README's 100-epoch ImageNet continuation at a lower lr).
-        eval_batch_size: batch size of evaluation (defaults to batch_size).
-        valid_portion: share of the training set held out for validation (None: none; the
-            paper's protocol trains on all of it and reports the final epoch).
-        workers: loader worker processes.
-        show_progress: a tqdm bar per epoch.
+        **params: :class:`TrainParams` (gin binds them).
 
     Returns:
         The final metrics (also written to the run), or the built job with ``build_only``.
     """
-    job = TrainJob(seed, data, epochs=epochs, batch_size=batch_size, network=network,
-                   learning_rate=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
-                   grad_clip=grad_clip, auxiliary_weight=auxiliary_weight,
-                   drop_path_prob=drop_path_prob, label_smoothing=label_smoothing,
-                   lr_reference_batch=lr_reference_batch, init_from=init_from,
-                   eval_batch_size=eval_batch_size, valid_portion=valid_portion,
-                   workers=workers, show_progress=show_progress)
+    job = TrainJob(seed, data, TrainParams(**params))
     return job if build_only else job.fit(run)
 
 
 # ---- Evaluation of saved weights ---------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateParams:
+    """The parameters of :func:`evaluate_checkpoint` (``evaluate_checkpoint.NAME``)."""
+
+    network: Callable[..., nn.Module] = param(UNCHECKED, REQUIRED,
+                                              "builds the network the weights belong to.")
+    batch_size: int = param(validate.BATCH_SIZE, 128, "evaluation batch size.")
+    workers: int = param(validate.WORKERS, 0, "loader worker processes.")
+    checkpoint_sha256: str | None = param(
+        UNCHECKED, None, "the content hash the checkpoint must have (the runner binds it, so "
+        "that the record names exactly which weights it measured); None checks nothing.")
+
+
 class EvaluateJob:
     """Saved weights loaded into their network, ready to be measured (see
     :func:`evaluate_checkpoint`)."""
 
     name = "evaluate"
 
-    def __init__(self, seed, data, checkpoint, *, network, batch_size, workers, checkpoint_sha256):
-        path = checkpoint_file(checkpoint)
-        if checkpoint_sha256 is not None and file_sha256(path) != checkpoint_sha256:
-            raise ValueError(f"{path} changed: its sha256 is no longer {checkpoint_sha256}")
+    def __init__(self, seed: int, data: bundle_lib.DataBundle | None,
+                 checkpoint: str | os.PathLike, params: EvaluateParams):
+        self.params = p = params
+        path = run_folder.checkpoint_file(checkpoint)
+        if p.checkpoint_sha256 is not None and file_sha256(path) != p.checkpoint_sha256:
+            raise ValueError(f"{path} changed: its sha256 is no longer {p.checkpoint_sha256}")
         self.ctx = ctx = make_context()
         seed_everything(seed)
         self.bundle = _data(data, seed)
-        self.model = network(num_classes=self.bundle.spec.num_classes,
-                             in_channels=self.bundle.spec.channels)
+        self.model = p.network(num_classes=self.bundle.spec.num_classes,
+                               in_channels=self.bundle.spec.channels)
         init_weights_from(self.model, path)
         self.model.to(ctx.device)
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
-        self.loader = data_lib.make_loader(self.bundle.test, batch_size, workers=workers)
-        self.batch_size, self.workers = batch_size, workers
+        self.loader = loaders.make_loader(self.bundle.test, p.batch_size, workers=p.workers)
 
     def fit(self, run=None) -> dict[str, Any]:
         """Measures the weights; records the operative config into ``run`` when given."""
@@ -385,20 +407,16 @@ class EvaluateJob:
         final = {"test_error_top1": 100.0 - result["acc"],
                  "test_error_top5": 100.0 - result["acc_top5"],
                  "params_m": count_parameters(self.model) / 1e6}
-        final.update(_extra_test_errors(self.model, self.bundle, self.batch_size,
-                                        self.criterion, self.ctx, self.workers))
+        final.update(_extra_test_errors(self.model, self.bundle, self.params.batch_size,
+                                        self.criterion, self.ctx, self.params.workers))
         if run is not None:
-            run.write_text("operative_config.gin", gin.operative_config_str())
+            run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
         return final
 
 
-@gin.configurable(denylist=_DENY + ["checkpoint"])
-@validate.params(batch_size=validate.BATCH_SIZE, workers=validate.WORKERS)
+@job_entry(EvaluateParams)
 def evaluate_checkpoint(run=None, seed: int = 0, data=None, checkpoint: str | os.PathLike = "",
-                        build_only: bool = False, *,
-                        network: Callable[..., nn.Module] = gin.REQUIRED,
-                        batch_size: int = 128, workers: int = 0,
-                        checkpoint_sha256: str | None = None) -> dict[str, Any] | EvaluateJob:
+                        build_only: bool = False, **params) -> dict[str, Any] | EvaluateJob:
     """Test error (and CIFAR-10.1 error for CIFAR-10) of saved weights, ours or the original's.
 
     Args:
@@ -407,14 +425,9 @@ def evaluate_checkpoint(run=None, seed: int = 0, data=None, checkpoint: str | os
         data: the datasets, when the caller built them (else ``build_datasets()``).
         checkpoint: a checkpoint file, or a run folder holding checkpoint.pt.
         build_only: return the built :class:`EvaluateJob` (measure it with ``.fit(run)``).
-        network: builds the network the weights belong to.
-        batch_size: evaluation batch size.
-        workers: loader worker processes.
-        checkpoint_sha256: the content hash the checkpoint must have (the runner binds it, so
-            that the record names exactly which weights it measured); None checks nothing.
+        **params: :class:`EvaluateParams` (gin binds them).
     """
-    job = EvaluateJob(seed, data, checkpoint, network=network, batch_size=batch_size,
-                      workers=workers, checkpoint_sha256=checkpoint_sha256)
+    job = EvaluateJob(seed, data, checkpoint, EvaluateParams(**params))
     return job if build_only else job.fit(run)
 
 

@@ -15,8 +15,9 @@ carries from step to step (the step returns the next one):
 As the original does: ``eta`` is the weight optimizer's current (sequence-length scaled) lr,
 ``c`` scales the Hessian term even when it is above 1 (no clipping happened), and the tied
 embedding is *not* stepped in ``w'`` unless ``step_embedding=True`` (the original reloads the
-old decoder weight over it; FACTS_RNN section 6). Every forward runs in training mode, so
-dropout masks are drawn and batch-norm statistics are updated, as the original's are.
+old decoder weight over it; docs/facts/darts_rnn.md, section 6). Every forward runs in
+training mode, so dropout masks are drawn and batch-norm statistics are updated, as the
+original's are.
 
 First order takes the gradient of the alphas only. The virtual validation pass of the
 unrolled step runs on a scratch copy of the batch-norm buffers, as the original's runs on its

@@ -8,7 +8,7 @@ state is carried from window to window and zeroed each epoch, each step's lr is 
 ``seq_len / bptt``, the loss adds TAR (and AR), and evaluation reports perplexity. Training
 switches from SGD to averaged SGD on the original's non-monotonic trigger; the switch, the
 averaged weights and the best weights are in the checkpoint, so a resumed run continues
-exactly. Facts: ``reference/FACTS_RNN.md`` sections 1, 3 and 5.
+exactly. Facts: ``docs/facts/darts_rnn.md``, sections 1, 3 and 5.
 
 Under torchrun (``batch_size`` is then per process) each split is batchified at the whole
 batch and every rank takes its own block of columns (:func:`~.corpus.rank_columns`): the ranks
@@ -20,6 +20,7 @@ token once.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -28,16 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sharpdarts.core import run_folder
 from sharpdarts.core.metrics import count_parameters
+from sharpdarts.core.schedules import constant_schedule
 from sharpdarts.engine.context import Context, make_context, reduce_sum, seed_everything
 from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.engine.data.shards import rank_seed
+from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import Job, weight_step
 from sharpdarts.errors import UserError
 from sharpdarts.nn.recurrent.model import ar_tar_penalty
-
-_DENY = ["run", "seed", "data", "build_only"]
 
 
 class Windows:
@@ -55,19 +57,6 @@ class Windows:
         for i, seq_len in corpus_lib.bptt_windows(self.source.size(0), self.bptt, self.jitter):
             self.seq_len, self.start = seq_len, i
             yield corpus_lib.get_batch(self.source, i, seq_len)
-
-
-class _Constant:
-    """The lr 'schedule' of the language models: none (the lr changes only per step)."""
-
-    def step(self) -> None:
-        """Nothing to do."""
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Nothing to restore."""
 
 
 @torch.no_grad()
@@ -106,31 +95,52 @@ def _corpus(data, seed: int) -> corpus_lib.Corpus:
     return bundle.train
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LanguageParams:
+    """The parameters that the language-model search and training share."""
+
+    epochs: int = param(UNCHECKED, REQUIRED, "training epochs (the original's 8000 is "
+                        "\"until stopped\"), or search epochs (50).")
+    batch_size: int = param(UNCHECKED, REQUIRED, "columns of the training (and architecture) "
+                            "batches: 64 to train, 256 to search; per process under torchrun.")
+    network: Callable[..., nn.Module] = param(
+        UNCHECKED, REQUIRED, "builds the model from ``ntoken`` (``@RNNModel``, "
+        "``@RNNSearchModel``).")
+    learning_rate: float = param(UNCHECKED, 20.0, "SGD's lr, then ASGD's.")
+    bptt: int = param(UNCHECKED, 35, "the base BPTT length.")
+    grad_clip: float = param(UNCHECKED, 0.25, "global gradient-norm clip.")
+    weight_decay: float = param(UNCHECKED, 8e-7, "SGD's and ASGD's weight decay (5e-7 on "
+                                "WikiText-2).")
+    alpha: float = param(UNCHECKED, 0.0, "AR weight.")
+    beta: float = param(UNCHECKED, 1e-3, "TAR weight.")
+    eval_batch_size: int = param(UNCHECKED, corpus_lib.EVAL_BATCH_SIZE,
+                                 "validation batch columns; test uses batch 1.")
+    show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
+
+
 class _LanguageJob(Job):
     """What the search and the training share: data, model, SGD, the TAR step."""
 
-    def __init__(self, seed, data, *, epochs, batch_size, network, learning_rate, bptt,
-                 grad_clip, weight_decay, alpha, beta, eval_batch_size, jitter, show_progress):
+    def __init__(self, seed: int, data, params: LanguageParams, *, jitter: bool):
+        self.params = p = params
         self.ctx = ctx = make_context()
         seed_everything(seed)
         self._corpus = corpus = _corpus(data, seed)
         self.ntokens = corpus.ntokens
-        self.train_data = self._columns(corpus.train, batch_size)
-        self.valid_data = corpus_lib.batchify(corpus.valid, eval_batch_size).to(ctx.device)
+        self.train_data = self._columns(corpus.train, p.batch_size)
+        self.valid_data = corpus_lib.batchify(corpus.valid, p.eval_batch_size).to(ctx.device)
         self.test_data = corpus_lib.batchify(corpus.test, corpus_lib.TEST_BATCH_SIZE).to(ctx.device)
-        self.train_loader = Windows(self.train_data, bptt, jitter)
+        self.train_loader = Windows(self.train_data, p.bptt, jitter)
         self.rng_loaders = []  # the windows draw from numpy's global state, which is saved
-        self.model = network(ntoken=corpus.ntokens).to(ctx.device)
+        self.model = p.network(ntoken=corpus.ntokens).to(ctx.device)
         if ctx.distributed:  # the same initial network everywhere, then each rank's masks
             torch.manual_seed(rank_seed(seed, ctx.rank))
-        self.optimizer = torch.optim.SGD(self.weights(), lr=learning_rate,
-                                         weight_decay=weight_decay)
-        self.scheduler = _Constant()
+        self.optimizer = torch.optim.SGD(self.weights(), lr=p.learning_rate,
+                                         weight_decay=p.weight_decay)
+        # No per-epoch schedule: the lr changes per step only (scaled by the window length).
+        self.scheduler = constant_schedule(self.optimizer, p.epochs)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=False)
-        self.epochs, self.batch_size, self.bptt = epochs, batch_size, bptt
-        self.learning_rate, self.weight_decay = learning_rate, weight_decay
-        self.grad_clip, self.alpha, self.beta = grad_clip, alpha, beta
-        self.show_progress = show_progress
+        self.epochs, self.show_progress = p.epochs, p.show_progress
         self.hidden = None
 
     def _columns(self, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -148,7 +158,7 @@ class _LanguageJob(Job):
         return {"parameters": sum(p.numel() for p in self.weights()), "vocabulary": self.ntokens}
 
     def start_epoch(self, epoch: int) -> None:
-        self.hidden = self.model.init_hidden(self.batch_size)  # zeroed every epoch
+        self.hidden = self.model.init_hidden(self.params.batch_size)  # zeroed every epoch
 
     def _weight_step(self, x, y):
         """TAR/AR-regularised NLL, backward, the original's clip, one step."""
@@ -156,10 +166,10 @@ class _LanguageJob(Job):
         log_probs, self.hidden, raw, dropped = self.model(x, self.hidden, return_h=True)
         log_probs = log_probs.view(-1, log_probs.size(-1))
         raw_loss = F.nll_loss(log_probs, y)
-        loss = raw_loss + ar_tar_penalty(raw, dropped, self.alpha, self.beta)
+        loss = raw_loss + ar_tar_penalty(raw, dropped, self.params.alpha, self.params.beta)
         # Under torchrun the gradients are averaged over the ranks before the clip (its norm
         # is the whole batch's), so every rank takes the same step.
-        weight_step(self.optimizer, self.scaler, loss, self.weights(), self.grad_clip,
+        weight_step(self.optimizer, self.scaler, loss, self.weights(), self.params.grad_clip,
                     average=self.ctx.distributed)
         return raw_loss.detach(), log_probs.detach()
 
@@ -167,7 +177,7 @@ class _LanguageJob(Job):
         """Scales the lr by the window's sampled length; returns the lr to restore."""
         group = self.optimizer.param_groups[0]
         base = group["lr"]
-        group["lr"] = base * self.train_loader.seq_len / self.bptt
+        group["lr"] = base * self.train_loader.seq_len / self.params.bptt
         return base
 
     def load_state(self, state: dict) -> None:
@@ -176,14 +186,21 @@ class _LanguageJob(Job):
 
 
 # ---- Training ---------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LanguageTrainParams(LanguageParams):
+    """The parameters of :func:`lm_train` (``lm_train.NAME`` in a config)."""
+
+    nonmono: int = param(UNCHECKED, 5, "switch to ASGD when validation is worse than the best "
+                         "before the last ``nonmono`` epochs.")
+
+
 class LanguageTrainJob(_LanguageJob):
     """A built language-model training (see :func:`lm_train`)."""
 
     name = "lm_train"
 
-    def __init__(self, seed, data, *, nonmono, **kwargs):
-        super().__init__(seed, data, jitter=True, **kwargs)
-        self.nonmono = nonmono
+    def __init__(self, seed: int, data, params: LanguageTrainParams):
+        super().__init__(seed, data, params, jitter=True)
         self.asgd_epoch = None          # the epoch after which ASGD took over
         self.val_history: list[float] = []
         self.best = {"valid_loss": math.inf, "epoch": 0}
@@ -195,8 +212,8 @@ class LanguageTrainJob(_LanguageJob):
         return self.asgd_epoch is not None
 
     def _switch_to_asgd(self) -> None:
-        self.optimizer = torch.optim.ASGD(self.weights(), lr=self.learning_rate, t0=0,
-                                          lambd=0.0, weight_decay=self.weight_decay)
+        self.optimizer = torch.optim.ASGD(self.weights(), lr=self.params.learning_rate, t0=0,
+                                          lambd=0.0, weight_decay=self.params.weight_decay)
 
     def train_step(self, x, y):
         base = self._scaled_lr()
@@ -215,16 +232,16 @@ class LanguageTrainJob(_LanguageJob):
             with torch.no_grad():
                 for p, ax in self._averaged().items():
                     p.copy_(ax)
-            valid = evaluate_ppl(self.model, self.valid_data, self.bptt, self.ctx)
+            valid = evaluate_ppl(self.model, self.valid_data, self.params.bptt, self.ctx)
             self._keep_if_best(valid["loss"], epoch)
             with torch.no_grad():
                 for p, value in saved.items():
                     p.copy_(value)
         else:
-            valid = evaluate_ppl(self.model, self.valid_data, self.bptt, self.ctx)
+            valid = evaluate_ppl(self.model, self.valid_data, self.params.bptt, self.ctx)
             self._keep_if_best(valid["loss"], epoch)
-            hist = self.val_history
-            if len(hist) > self.nonmono and valid["loss"] > min(hist[:-self.nonmono]):
+            hist, nonmono = self.val_history, self.params.nonmono
+            if len(hist) > nonmono and valid["loss"] > min(hist[:-nonmono]):
                 self._switch_to_asgd()
                 self.asgd_epoch = epoch
                 record["switched_to_asgd"] = True
@@ -259,7 +276,7 @@ class LanguageTrainJob(_LanguageJob):
         current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.best_model is not None:
             self.model.load_state_dict(self.best_model)
-        test = evaluate_ppl(self.model, self.test_data, self.bptt, self.ctx)
+        test = evaluate_ppl(self.model, self.test_data, self.params.bptt, self.ctx)
         self.model.load_state_dict(current)
         valid_ppl = math.exp(min(self.best["valid_loss"], 700.0))
         return {"test_loss": test["loss"], "test_ppl": test["ppl"], "valid_ppl": valid_ppl,
@@ -267,14 +284,9 @@ class LanguageTrainJob(_LanguageJob):
                 "params_m": self.params_m}
 
 
-@gin.configurable(denylist=_DENY)
-def lm_train(run=None, seed: int = 1267, data=None, build_only: bool = False, *,
-             epochs: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
-             network: Callable[..., nn.Module] = gin.REQUIRED, learning_rate: float = 20.0,
-             bptt: int = 35, grad_clip: float = 0.25, weight_decay: float = 8e-7,
-             alpha: float = 0.0, beta: float = 1e-3, nonmono: int = 5,
-             eval_batch_size: int = corpus_lib.EVAL_BATCH_SIZE,
-             show_progress: bool = True) -> dict | LanguageTrainJob:
+@job_entry(LanguageTrainParams)
+def lm_train(run=None, seed: int = 1267, data=None, build_only: bool = False,
+             **params) -> dict | LanguageTrainJob:
     """Trains a fixed recurrent cell's language model (``rnn/train.py``).
 
     Args:
@@ -282,23 +294,9 @@ def lm_train(run=None, seed: int = 1267, data=None, build_only: bool = False, *,
         seed: seeds everything.
         data: the corpus bundle, when the caller built it (else ``build_datasets()``).
         build_only: return the built job (fit it with ``.fit(run)``).
-        epochs: training epochs (the original's 8000 is "until stopped").
-        batch_size: columns of the training batches (64), per process under torchrun.
-        network: builds the model from ``ntoken`` (``@RNNModel``).
-        learning_rate: SGD's lr, then ASGD's (20).
-        bptt: the base BPTT length (35).
-        grad_clip: global gradient-norm clip (0.25).
-        weight_decay: SGD's and ASGD's weight decay (8e-7; 5e-7 on WikiText-2).
-        alpha: AR weight (0); beta: TAR weight (1e-3).
-        nonmono: switch to ASGD when validation is worse than the best before the last
-            ``nonmono`` epochs.
-        eval_batch_size: validation batch columns (10); test uses batch 1.
-        show_progress: a tqdm bar per epoch.
+        **params: :class:`LanguageTrainParams` (gin binds them).
     """
-    job = LanguageTrainJob(seed, data, epochs=epochs, batch_size=batch_size, network=network,
-                           learning_rate=learning_rate, bptt=bptt, grad_clip=grad_clip,
-                           weight_decay=weight_decay, alpha=alpha, beta=beta, nonmono=nonmono,
-                           eval_batch_size=eval_batch_size, show_progress=show_progress)
+    job = LanguageTrainJob(seed, data, LanguageTrainParams(**params))
     return job if build_only else job.fit(run)
 
 
@@ -306,23 +304,35 @@ lm_train.run_kind = "train"  # the run store's kind: a training run (test_* metr
 
 
 # ---- Evaluation of saved weights ---------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LanguageEvaluateParams:
+    """The parameters of :func:`lm_evaluate_checkpoint` (``lm_evaluate_checkpoint.NAME``)."""
+
+    network: Callable[..., nn.Module] = param(
+        UNCHECKED, REQUIRED, "builds the model the weights belong to (``@RNNModel``).")
+    bptt: int = param(UNCHECKED, 35, "evaluation window length.")
+    checkpoint_sha256: str | None = param(
+        UNCHECKED, None, "the content hash the checkpoint must have, or None.")
+
+
 class LanguageEvaluateJob:
     """Saved recurrent weights (ours or in the original's state-dict layout) in their model,
     ready to be measured (see :func:`lm_evaluate_checkpoint`)."""
 
     name = "lm_evaluate"
 
-    def __init__(self, seed, data, checkpoint, *, network, bptt, checkpoint_sha256):
-        from sharpdarts.engine.checkpoint import checkpoint_file, file_sha256, load_checkpoint
+    def __init__(self, seed: int, data, checkpoint, params: LanguageEvaluateParams):
+        from sharpdarts.engine.checkpoint import file_sha256, load_checkpoint
         from sharpdarts.nn.models import load_original_state_dict
 
-        path = checkpoint_file(checkpoint)
-        if checkpoint_sha256 is not None and file_sha256(path) != checkpoint_sha256:
-            raise ValueError(f"{path} changed: its sha256 is no longer {checkpoint_sha256}")
+        self.params = p = params
+        path = run_folder.checkpoint_file(checkpoint)
+        if p.checkpoint_sha256 is not None and file_sha256(path) != p.checkpoint_sha256:
+            raise ValueError(f"{path} changed: its sha256 is no longer {p.checkpoint_sha256}")
         self.ctx = make_context()
         seed_everything(seed)
         corpus = _corpus(data, seed)
-        self.model = network(ntoken=corpus.ntokens)
+        self.model = p.network(ntoken=corpus.ntokens)
         state = load_checkpoint(path)
         # Our training checkpoints keep the best weights by validation (averaged once ASGD
         # runs), which the original's model.pt holds and its test.py measures.
@@ -331,22 +341,19 @@ class LanguageEvaluateJob:
         load_original_state_dict(self.model, state.get("model", state) if isinstance(state, dict) else state)
         self.model.to(self.ctx.device)
         self.test_data = corpus_lib.batchify(corpus.test, corpus_lib.TEST_BATCH_SIZE).to(self.ctx.device)
-        self.bptt = bptt
 
     def fit(self, run=None) -> dict:
         """Test perplexity at batch 1 (as ``rnn/test.py``); records the config into ``run``."""
-        test = evaluate_ppl(self.model, self.test_data, self.bptt, self.ctx)
+        test = evaluate_ppl(self.model, self.test_data, self.params.bptt, self.ctx)
         if run is not None:
-            run.write_text("operative_config.gin", gin.operative_config_str())
+            run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
         return {"test_loss": test["loss"], "test_ppl": test["ppl"],
                 "params_m": count_parameters(self.model) / 1e6}
 
 
-@gin.configurable(denylist=_DENY + ["checkpoint"])
+@job_entry(LanguageEvaluateParams)
 def lm_evaluate_checkpoint(run=None, seed: int = 0, data=None, checkpoint="",
-                           build_only: bool = False, *,
-                           network: Callable[..., nn.Module] = gin.REQUIRED, bptt: int = 35,
-                           checkpoint_sha256: str | None = None):
+                           build_only: bool = False, **params) -> dict | LanguageEvaluateJob:
     """Test perplexity of saved recurrent weights (``rnn/test.py``: batch 1, BPTT 35).
 
     Args:
@@ -356,10 +363,7 @@ def lm_evaluate_checkpoint(run=None, seed: int = 0, data=None, checkpoint="",
         checkpoint: a checkpoint file (ours, or a state dict in the original's layout), or a
             run folder holding checkpoint.pt.
         build_only: return the built job.
-        network: builds the model the weights belong to (``@RNNModel``).
-        bptt: evaluation window length.
-        checkpoint_sha256: the content hash the checkpoint must have, or None.
+        **params: :class:`LanguageEvaluateParams` (gin binds them).
     """
-    job = LanguageEvaluateJob(seed, data, checkpoint, network=network, bptt=bptt,
-                              checkpoint_sha256=checkpoint_sha256)
+    job = LanguageEvaluateJob(seed, data, checkpoint, LanguageEvaluateParams(**params))
     return job if build_only else job.fit(run)

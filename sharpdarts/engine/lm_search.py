@@ -1,6 +1,6 @@
 """The recurrent architecture search (``rnn/train_search.py``) as a job of the one loop.
 
-Each training step (``reference/FACTS_RNN.md`` section 3): the validation batch at row
+Each training step (``docs/facts/darts_rnn.md``, section 3): the validation batch at row
 ``i mod (rows - 1)`` of the batchified validation split (``bptt`` rows, same columns as
 training) gives one architecture step (first order or unrolled, with the validation hidden
 state carried from step to step); then the weights take one SGD step on the training window
@@ -10,18 +10,18 @@ validation perplexity at batch 10 and the genotype of the current alphas.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
 
-import gin
 import torch
 from torch import nn
 
-from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.core import recurrent_genotypes
 from sharpdarts.engine.context import average_over_processes
 from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.lm_architect import RecurrentArchitect
-from sharpdarts.engine.lm_jobs import _DENY, _LanguageJob, evaluate_ppl
+from sharpdarts.engine.job_params import UNCHECKED, job_entry, param
+from sharpdarts.engine.lm_jobs import LanguageParams, _LanguageJob, evaluate_ppl
 from sharpdarts.engine.loop import ArchitectureSearch
 
 
@@ -41,17 +41,28 @@ def _average_buffers(model: nn.Module) -> None:
         b.copy_(mean)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LanguageSearchParams(LanguageParams):
+    """The parameters of :func:`lm_search` (``lm_search.NAME`` in a config). The architect's
+    Adam settings are ``RecurrentArchitect.lr`` etc. (3e-3, (0.9, 0.999), 1e-3)."""
+
+    weight_decay: float = param(UNCHECKED, 5e-7, "SGD's weight decay, also that of the "
+                                "architect's virtual weight step.")
+    order: int = param(UNCHECKED, 2, "1 (first order) or 2 (unrolled, the README's "
+                       "``--unrolled``).")
+
+
 class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
     """A built recurrent search (see :func:`lm_search`)."""
 
     name = "lm_search"
 
-    def __init__(self, seed, data, *, order, **kwargs):
-        super().__init__(seed, data, jitter=False, **kwargs)
+    def __init__(self, seed: int, data, params: LanguageSearchParams):
+        super().__init__(seed, data, params, jitter=False)
         # The architecture's batches: the validation split in training-sized columns.
-        self.search_data = self._columns(self._corpus.valid, self.batch_size)
-        self.architect = RecurrentArchitect(self.model, order=order,
-                                            network_weight_decay=self.weight_decay)
+        self.search_data = self._columns(self._corpus.valid, params.batch_size)
+        self.architect = RecurrentArchitect(self.model, order=params.order,
+                                            network_weight_decay=params.weight_decay)
         self.hidden_valid = None
         self.best = {"valid_loss": math.inf, "epoch": 0, "genotype": None}
         self.last_valid_ppl = None
@@ -65,12 +76,13 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
 
     def start_epoch(self, epoch: int) -> None:
         super().start_epoch(epoch)
-        self.hidden_valid = self.model.init_hidden(self.batch_size)
+        self.hidden_valid = self.model.init_hidden(self.params.batch_size)
 
     def train_step(self, x, y):
         base = self._scaled_lr()
         rows = self.search_data.size(0) - 1
-        xv, yv = corpus_lib.get_batch(self.search_data, self.train_loader.start % rows, self.bptt)
+        start = self.train_loader.start % rows
+        xv, yv = corpus_lib.get_batch(self.search_data, start, self.params.bptt)
         self.hidden = [h.detach() for h in self.hidden]
         self.hidden_valid = self.architect.step(
             self.hidden, x, y, self.hidden_valid, xv, yv,
@@ -82,8 +94,8 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
     def end_epoch(self, epoch: int) -> dict:
         if self.ctx.distributed:
             _average_buffers(self.model)
-        valid = evaluate_ppl(self.model, self.valid_data, self.bptt, self.ctx)
-        genotype = genotypes_lib.recurrent_to_dict(self.model.genotype())
+        valid = evaluate_ppl(self.model, self.valid_data, self.params.bptt, self.ctx)
+        genotype = recurrent_genotypes.recurrent_to_dict(self.model.genotype())
         if valid["loss"] < self.best["valid_loss"]:
             self.best.update(valid_loss=valid["loss"], epoch=epoch, genotype=genotype)
         self.last_valid_ppl = valid["ppl"]
@@ -93,21 +105,16 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
                 "alphas_recurrent": alphas}
 
     def final(self, trained: bool) -> dict:
-        genotype = genotypes_lib.recurrent_to_dict(self.model.genotype())
+        genotype = recurrent_genotypes.recurrent_to_dict(self.model.genotype())
         return {"genotype": genotype, "genotype_epoch": self.epochs,
                 "best_genotype": self.best["genotype"], "best_epoch": self.best["epoch"],
                 "best_valid_ppl": math.exp(min(self.best["valid_loss"], 700.0)),
                 "valid_ppl": self.last_valid_ppl}
 
 
-@gin.configurable(denylist=_DENY)
-def lm_search(run=None, seed: int = 3, data=None, build_only: bool = False, *,
-              epochs: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
-              network: Callable[..., nn.Module] = gin.REQUIRED, order: int = 2,
-              learning_rate: float = 20.0, bptt: int = 35, grad_clip: float = 0.25,
-              weight_decay: float = 5e-7, alpha: float = 0.0, beta: float = 1e-3,
-              eval_batch_size: int = corpus_lib.EVAL_BATCH_SIZE,
-              show_progress: bool = True) -> dict | LanguageSearchJob:
+@job_entry(LanguageSearchParams)
+def lm_search(run=None, seed: int = 3, data=None, build_only: bool = False,
+              **params) -> dict | LanguageSearchJob:
     """DARTS's recurrent search on a corpus.
 
     Args:
@@ -115,24 +122,9 @@ def lm_search(run=None, seed: int = 3, data=None, build_only: bool = False, *,
         seed: seeds everything (3, as the original).
         data: the corpus bundle, when the caller built it.
         build_only: return the built job.
-        epochs: search epochs (50).
-        batch_size: training and architecture batch columns (256), per process under
-            torchrun.
-        network: builds the search model from ``ntoken`` (``@RNNSearchModel``).
-        order: 1 (first order) or 2 (unrolled, the README's ``--unrolled``).
-        learning_rate, bptt, grad_clip, weight_decay, alpha, beta: as :func:`lm_train`
-            (20, 35, 0.25, 5e-7, 0, 1e-3).
-        eval_batch_size: validation batch columns (10).
-        show_progress: a tqdm bar per epoch.
-
-    The architect's Adam settings are ``RecurrentArchitect.lr`` etc. (3e-3, (0.9, 0.999),
-    1e-3).
+        **params: :class:`LanguageSearchParams` (gin binds them).
     """
-    job = LanguageSearchJob(seed, data, epochs=epochs, batch_size=batch_size, network=network,
-                            order=order, learning_rate=learning_rate, bptt=bptt,
-                            grad_clip=grad_clip, weight_decay=weight_decay, alpha=alpha,
-                            beta=beta, eval_batch_size=eval_batch_size,
-                            show_progress=show_progress)
+    job = LanguageSearchJob(seed, data, LanguageSearchParams(**params))
     return job if build_only else job.fit(run)
 
 

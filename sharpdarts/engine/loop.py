@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sharpdarts.core import run_folder
 from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.engine.context import (Context, average_over_processes, barrier, reduce_sum,
                                        rng_state, set_rng_state, unwrap)
@@ -214,7 +215,7 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
     """
     ctx = job.ctx
     if run is not None:
-        run.write_text("operative_config.gin", gin.operative_config_str())
+        run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
         run.update(**job.run_fields())
     path = checkpoint_lib.run_checkpoint_path(run, ctx)
     start = checkpoint_lib.resume(run, path, ctx, job.load_state, restart=restart)

@@ -6,8 +6,8 @@ for one phase: it hands the loop its own checkpoint folder (``phases/<name>/``, 
 keeps and rotates its own checkpoints), its own part of ``run.json`` (``phases.<name>``: the
 checkpoint checksums and events that :mod:`sharpdarts.engine.checkpoint` keeps, the job's run
 fields) and its own stretch of the run's epochs (the last phase may instead be the run's own
-training, ``at_root``: its checkpoint is the run's ``checkpoint.pt``): the phase's epoch ``e`` is logged to the run's
-one ``metrics.jsonl`` as epoch ``offset + e``, with ``phase`` and ``phase_epoch`` beside it.
+training, ``at_root``: its checkpoint is the run's ``checkpoint.pt``): the phase's epoch ``e``
+is logged to the run's one ``metrics.jsonl`` as epoch ``offset + e``, with ``phase`` and ``phase_epoch`` beside it.
 Phases run one after the other with disjoint stretches, so truncating a phase's metrics to its
 checkpoint (resume) keeps every earlier phase's lines and no epoch is ever logged twice.
 
@@ -21,10 +21,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sharpdarts.core import run_folder
 from sharpdarts.core.io import atomic_write
-from sharpdarts.engine.checkpoint import CHECKPOINT_NAME, NEXT_NAME, PREVIOUS_NAME
 
-PHASES = "phases"  # the folder of the phases' files, and their part of run.json
+PHASES = "phases"  # the phases' part of run.json (their folders: run_folder.phase_dir)
 
 
 class Phase:
@@ -48,7 +48,7 @@ class Phase:
         self.run, self.name, self.offset = run, name, int(offset)
         self.fields = dict(fields or {})
         self.at_root = at_root
-        self.folder = Path(run.path) if at_root else Path(run.path) / PHASES / name
+        self.folder = Path(run.path) if at_root else run_folder.phase_dir(run.path, name)
         self.folder.mkdir(parents=True, exist_ok=True)
 
     # ---- run.json: the phase's own part ------------------------------------------------------
@@ -72,7 +72,7 @@ class Phase:
     @property
     def checkpoint_path(self) -> Path:
         """The phase's checkpoint (rotated with its own ``.prev`` and ``.next``)."""
-        return self.folder / CHECKPOINT_NAME
+        return run_folder.checkpoint_path(self.folder)
 
     def write_text(self, name: str, text: str) -> Path:
         """Writes a text file (the phase's operative config) into the phase's folder."""
@@ -87,9 +87,9 @@ class Phase:
         (files set aside as damaged are kept). Never the run's own (``at_root``)."""
         if self.at_root:
             raise ValueError("the run's own checkpoints are never removed")
-        for name in (CHECKPOINT_NAME, PREVIOUS_NAME, NEXT_NAME):
+        for path in run_folder.checkpoint_files(self.folder):
             with contextlib.suppress(FileNotFoundError):
-                os.remove(self.folder / name)
+                os.remove(path)
 
     # ---- metrics: the phase's stretch of the run's epochs ----------------------------------------
     def log_epoch(self, record: dict) -> None:

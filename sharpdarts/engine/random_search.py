@@ -34,16 +34,18 @@ measured again from its last checkpoint, with no epoch trained twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import gin
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.core import validate
+from sharpdarts.core import run_folder, validate
 from sharpdarts.core.random_genotypes import sample_genotypes
 from sharpdarts.engine.context import broadcast_object
 from sharpdarts.engine.data.bundle import build_datasets
+from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.jobs import TrainJob
 from sharpdarts.engine.lm_jobs import LanguageTrainJob
 from sharpdarts.engine.loop import evaluate
@@ -53,7 +55,6 @@ SAMPLE_SCOPE = "sample"  # the gin scope of the samples' trainings
 RECORD = "random_search"  # run.json: {"genotypes": [...], "samples": [...]}
 FINAL_PHASE = "final"
 _MACRO = "GENOTYPE/gin.macro.value"
-_DENY = ["run", "seed", "data", "build_only"]
 _bound_here: list = [None]  # the GENOTYPE this module bound last (a second build may see it)
 
 
@@ -95,6 +96,20 @@ def _genotype_dict(genotype) -> dict:
     return genotypes_lib.to_dict(genotypes_lib.resolve(genotype))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RandomSearchParams:
+    """The parameters of :func:`random_search` (``random_search.NAME`` in a config)."""
+
+    trainer: Callable[..., Any] = param(
+        UNCHECKED, REQUIRED, "the training job (``@train``, ``@lm_train``); its network must "
+        "read the ``GENOTYPE`` macro. Bind the samples' own settings under ``sample/`` (their "
+        "epochs; ``sample/train.valid_portion`` for an image network).")
+    samples: int = param(validate.COUNT, REQUIRED, "how many cells to draw and train.")
+    sampler: Callable[..., Any] = param(
+        UNCHECKED, REQUIRED, "draws one genotype from a numpy generator "
+        "(``@sample_cell_genotype``, ``@sample_recurrent_genotype``).")
+
+
 class RandomSearchJob:
     """A built random search (see :func:`random_search`): the cells are drawn, and the first
     sample's training and a winner's training are built, so a bad config is refused before a
@@ -102,17 +117,17 @@ class RandomSearchJob:
 
     name = "random_search"
 
-    def __init__(self, seed: int, data, *, trainer: Callable[..., Any], samples: int,
-                 sampler: Callable[..., Any]):
+    def __init__(self, seed: int, data, params: RandomSearchParams):
         bound = None
         with contextlib.suppress(ValueError, KeyError):
             bound = gin.query_parameter("%GENOTYPE")
         if bound is not None and bound != _bound_here[0]:  # the config's, not a former draw's
             raise ValueError(f"a random search draws its own cells; GENOTYPE is bound to "
                              f"{bound!r}: remove that binding")
-        self.seed, self.trainer, self.samples = seed, trainer, samples
+        self.params, self.seed = params, seed
         self.data = data if data is not None else build_datasets(seed=seed)
-        self.genotypes = [_genotype_dict(g) for g in sample_genotypes(sampler, samples, seed)]
+        self.genotypes = [_genotype_dict(g)
+                          for g in sample_genotypes(params.sampler, params.samples, seed)]
         # The winner's training is built once now, only to refuse a bad config before days of
         # sampling (and so that every binding it reads counts as used); it is built again for
         # the winner.
@@ -136,7 +151,7 @@ class RandomSearchJob:
         gin.bind_parameter(_MACRO, genotype)
         _bound_here[0] = genotype
         with _scope(sample):
-            job = self.trainer(build_only=True, seed=self.seed, data=self.data)
+            job = self.params.trainer(build_only=True, seed=self.seed, data=self.data)
         built = getattr(job.network, "genotype", None)
         if built is None or _genotype_dict(built) != genotype:
             raise ValueError("the trainer's network does not take its cell from the GENOTYPE "
@@ -161,11 +176,11 @@ class RandomSearchJob:
         genotypes = record.get("genotypes") or self.genotypes
         results = list(record.get("samples") or [])
         if run is not None:
-            run.write_text("operative_config.gin", gin.operative_config_str())
+            run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
             run.update(**{RECORD: {"genotypes": genotypes, "samples": results,
                                    "sample_epochs": self.sample_epochs}})
         epochs = self.sample_epochs
-        for i in range(len(results), self.samples):
+        for i in range(len(results), self.params.samples):
             built = self.current if i == 0 and genotypes[0] == self.genotypes[0] else None
             self.current = None  # one network at a time in memory
             self.current = built or self._build(genotypes[i], sample=True)
@@ -184,18 +199,16 @@ class RandomSearchJob:
         if run is not None:
             run.update(**{RECORD: {**run.info[RECORD], "winner": winner["sample"]}})
         # The winner's training is the run's own: its checkpoint.pt, its operative config.
-        phase = Phase(run, FINAL_PHASE, self.samples * epochs, at_root=True) if run else None
+        phase = Phase(run, FINAL_PHASE, self.params.samples * epochs, at_root=True) if run else None
         final = self._fit(self.current, phase, restart, sample=False)
         return {**final, "genotype": winner["genotype"], "winner_sample": winner["sample"],
                 f"winner_{metric}": winner[metric], "samples": results,
                 "sample_epochs": epochs}
 
 
-@gin.configurable(denylist=_DENY)
-@validate.params(samples=validate.COUNT)
-def random_search(run=None, seed: int = 0, data=None, build_only: bool = False, *,
-                  trainer: Callable[..., Any] = gin.REQUIRED, samples: int = gin.REQUIRED,
-                  sampler: Callable[..., Any] = gin.REQUIRED) -> dict | RandomSearchJob:
+@job_entry(RandomSearchParams)
+def random_search(run=None, seed: int = 0, data=None, build_only: bool = False,
+                  **params) -> dict | RandomSearchJob:
     """Random search: ``samples`` cells, each trained by ``trainer`` in the gin scope
     ``sample``; the best by held-out validation is trained again by the unscoped config.
 
@@ -204,19 +217,14 @@ def random_search(run=None, seed: int = 0, data=None, build_only: bool = False, 
         seed: draws the cells and seeds every training.
         data: the datasets, when the caller built them (else ``build_datasets()``).
         build_only: return the built :class:`RandomSearchJob` (fit it with ``.fit(run)``).
-        trainer: the training job (``@train``, ``@lm_train``); its network must read the
-            ``GENOTYPE`` macro. Bind the samples' own settings under ``sample/`` (their epochs;
-            ``sample/train.valid_portion`` for an image network).
-        samples: how many cells to draw and train.
-        sampler: draws one genotype from a numpy generator (``@sample_cell_genotype``,
-            ``@sample_recurrent_genotype``).
+        **params: :class:`RandomSearchParams` (gin binds them).
 
     Returns:
         The winner's final metrics (``test_*``, ``params_m``, ...) with ``genotype`` (the
         winner's), ``winner_sample``, ``winner_valid_*`` and ``samples`` (every sample's
         genotype and validation figure), or the built job with ``build_only``.
     """
-    job = RandomSearchJob(seed, data, trainer=trainer, samples=samples, sampler=sampler)
+    job = RandomSearchJob(seed, data, RandomSearchParams(**params))
     return job if build_only else job.fit(run)
 
 

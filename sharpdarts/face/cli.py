@@ -2,7 +2,7 @@
 
 Every user mistake (an unknown name, a bad gin binding, a missing dataset) ends with a
 one-paragraph message and exit status 2, before anything is written; a run that fails
-exits 1. See DESIGN.md for the contract of each subcommand.
+exits 1. docs/cli.md describes each subcommand and every exit status.
 """
 from __future__ import annotations
 
@@ -62,8 +62,9 @@ def cmd_table(args) -> int:
 
     table_defs.definition(args.name)  # a bad name fails before pandas loads
     from sharpdarts.store import results
-    table = results.build_table(args.name, results.load_runs(args.results))
-    print(results.format_table(table, args.format))
+    from sharpdarts.store import tables
+    table = tables.build_table(args.name, results.load_runs(args.results))
+    print(tables.format_table(table, args.format))
     return 0
 
 
@@ -71,8 +72,9 @@ def cmd_tables(args) -> int:
     """Every table as markdown, and each experiment's figures, into one folder."""
     import warnings
 
-    from sharpdarts.face import plots
+    from sharpdarts.face.plots import alphas, cells, curves, grid, progress
     from sharpdarts.store import results
+    from sharpdarts.store import table_defs, tables
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -80,9 +82,9 @@ def cmd_tables(args) -> int:
         frame = results.load_runs(args.results)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    for name in results.table_names():
+    for name in table_defs.table_names():
         path = out / f"{name}.md"
-        path.write_text(results.format_table(results.build_table(name, frame), "markdown") + "\n")
+        path.write_text(tables.format_table(tables.build_table(name, frame), "markdown") + "\n")
         print(path)
     if frame.empty:
         return 0
@@ -90,22 +92,22 @@ def cmd_tables(args) -> int:
     for experiment, group in done.groupby("experiment"):
         stem = out / "figures" / experiment.replace("/", "-")
         folders = [Path(p) for p in group["path"]]
-        print(plots.plot_curves(folders, f"{stem}-curves.svg"))
+        print(curves.plot_curves(folders, f"{stem}-curves.svg"))
         if (group["kind"] == "search").all():
             # A language-model search is best at its lowest perplexity, an image one at its
             # highest accuracy.
             by_ppl = "best_valid_ppl" in group and group["best_valid_ppl"].notna().any()
             best = group.sort_values("best_valid_ppl" if by_ppl else "best_valid_acc",
                                      ascending=by_ppl).iloc[0]
-            genotype = plots.genotype_for(best["path"], prefer="best_genotype")
+            genotype = cells.genotype_for(best["path"], prefer="best_genotype")
             if genotype.layout in ("cell", "recurrent"):
-                print(plots.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
+                print(cells.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
                 if genotype.layout == "cell":
-                    print(plots.plot_alphas(best["path"], f"{stem}-alphas.svg"))
+                    print(alphas.plot_alphas(best["path"], f"{stem}-alphas.svg"))
                 # Few frames: a long search would otherwise make the tables slow.
-                print(plots.plot_progress(best["path"], f"{stem}-progress.gif", max_frames=24))
+                print(progress.plot_progress(best["path"], f"{stem}-progress.gif", max_frames=24))
             else:
-                print(plots.plot_grid(best["path"], f"{stem}-grid.svg", path=list(genotype.normal)))
+                print(grid.plot_grid(best["path"], f"{stem}-grid.svg", path=list(genotype.normal)))
     return 0
 
 
@@ -169,50 +171,50 @@ def cmd_info(args) -> int:
 
 def _run_folder(name: str, results: str) -> Path:
     """A run folder named by its path, run id or ``run:ID``."""
-    from sharpdarts import store
+    from sharpdarts.store import store
 
     return store.find_run(results, name).path
 
 
 def cmd_plot_genotype(args) -> int:
-    from sharpdarts.face import plots
+    from sharpdarts.face.plots import cells
     from sharpdarts.store import genotype_store
 
     genotype, _ = genotype_store.genotype_of(args.name, args.results, args.best)
-    written = plots.plot_genotype(genotype, args.out, separate=args.separate, title=args.title)
+    written = cells.plot_genotype(genotype, args.out, separate=args.separate, title=args.title)
     print("\n".join(str(p) for p in (written if isinstance(written, list) else [written])))
     return 0
 
 
 def cmd_plot_lr(args) -> int:
-    from sharpdarts.face import plots
-    print(plots.plot_lr(args.out, args.epochs, args.max_lr, args.min_lr, args.exponent_order,
+    from sharpdarts.face.plots import curves
+    print(curves.plot_lr(args.out, args.epochs, args.max_lr, args.min_lr, args.exponent_order,
                         warmup_epochs=args.warmup_epochs, log=args.log))
     return 0
 
 
 def cmd_plot_curves(args) -> int:
-    from sharpdarts.face import plots
+    from sharpdarts.face.plots import curves
 
-    print(plots.plot_curves([_run_folder(r, args.results) for r in args.runs], args.out))
+    print(curves.plot_curves([_run_folder(r, args.results) for r in args.runs], args.out))
     return 0
 
 
 def cmd_plot_alphas(args) -> int:
-    from sharpdarts.face import plots
+    from sharpdarts.face.plots import alphas
 
-    print(plots.plot_alphas(_run_folder(args.run, args.results), args.out))
+    print(alphas.plot_alphas(_run_folder(args.run, args.results), args.out))
     return 0
 
 
 def cmd_plot_grid(args) -> int:
-    from sharpdarts.face import plots
+    from sharpdarts.face.plots import grid
 
     try:
         source = _run_folder(args.source, args.results)
     except UserError:
         source = args.source  # a raw-weights genotype name
-    print(plots.plot_grid(source, args.out))
+    print(grid.plot_grid(source, args.out))
     return 0
 
 
@@ -374,8 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another (default, when A is a run: A's experiment)")
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.set_defaults(func=cmd_diff)
-    add_sweep_parser(sub, DEFAULT_RESULTS)
+    add_sweep_parser(sub, DEFAULT_RESULTS, cmd_sweep)
     return parser
+
+
+def cmd_sweep(args) -> int:
+    from sharpdarts.face import sweep  # submitit, gin and the runner load only when sweeping
+
+    return sweep.run_sweep(args, entry_point=main)
 
 
 def cmd_diff(args) -> int:
@@ -425,6 +433,18 @@ def _restore_project(previous: str | None) -> None:
         os.environ[resources.PROJECT_ENV_VAR] = previous
 
 
+def _reader_went_away() -> int:
+    """The reader of our output closed the pipe (``| head -1``): stop quietly, as Unix tools do.
+
+    What is still buffered for the closed pipe is dropped (standard output now goes nowhere),
+    so that the interpreter's final flush does not print an error either.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE  # the status of a tool ended by SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = build_parser()
@@ -438,14 +458,18 @@ def main(argv: list[str] | None = None) -> int:
     previous_project = os.environ.get(resources.PROJECT_ENV_VAR)
     try:
         _use_project(args.project)
-        return args.func(args) or 0
+        status = args.func(args) or 0
+        sys.stdout.flush()  # a reader that went away shows here, inside the try
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except UserError as exc:
         _print_user_error(exc)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # no raw traceback without -v (DESIGN.md: exit 1, a failed run)
+    except Exception as exc:  # no raw traceback without -v (docs/cli.md: exit 1, a failed run)
         from sharpdarts.face import failures
 
         failed_run = isinstance(exc, failures.RunFailed)

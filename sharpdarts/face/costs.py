@@ -16,7 +16,6 @@ Regenerate the file after changing a network or an experiment:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -58,8 +57,8 @@ def compute(name: str) -> dict | None:
     random search: its cell is drawn when it runs, so no figure can stand for it)."""
     import gin
 
-    from sharpdarts import engine
-    from sharpdarts.engine import data as data_lib
+    from sharpdarts.engine import jobs
+    from sharpdarts.engine.data import bundle, specs
     from sharpdarts.engine import lm_jobs
     from sharpdarts.face import runner
 
@@ -69,16 +68,16 @@ def compute(name: str) -> dict | None:
         except UserError:
             return None  # e.g. a continuation, which needs INIT_FROM
         if configured.job is lm_jobs.lm_train:  # a recurrent cell: params only
-            spec = data_lib.spec(gin.query_parameter("build_datasets.name"))
+            spec = specs.spec(gin.query_parameter("build_datasets.name"))
             data = _vocabulary_stand_in(spec)
             if data is None:
                 return None
             built = runner._build(configured.job, seed=0, data=data)
             figures = {"params_m": round(built.params_m, DIGITS)}
-        elif configured.job is engine.train:
+        elif configured.job is jobs.train:
             runner._apply_smoke()  # the dataset's shape and classes, on synthetic images
             gin.bind_parameter("build_datasets.synthetic_size", (4, 4))
-            built = runner._build(configured.job, seed=0, data=data_lib.build_datasets())
+            built = runner._build(configured.job, seed=0, data=bundle.build_datasets())
             figures = {"params_m": round(built.params_m, DIGITS),
                        "multiply_adds_b": round(built.madds_b, DIGITS)}
         else:

@@ -17,10 +17,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sharpdarts.core import run_folder
 from sharpdarts.errors import UserError
 from sharpdarts.store import reader
 
-OPERATIVE = "operative_config.gin"
 _BINDING = re.compile(r"^([A-Za-z_][\w./]*)\s*=\s*(.*)$")
 
 
@@ -61,9 +61,9 @@ class Side:
 
 def _run_side(folder: Path) -> Side:
     info = reader.read_info(folder)
-    path = folder / OPERATIVE
+    path = run_folder.operative_config_path(folder)
     if not path.is_file():
-        raise UserError(f"The run in {folder} has no {OPERATIVE} (it never started training).")
+        raise UserError(f"The run in {folder} has no {path.name} (it never started training).")
     git = info.get("git") if isinstance(info.get("git"), dict) else {}
     label = (f"run {info.get('run_id') or folder.name} ({info.get('experiment')}, seed "
              f"{info.get('seed')}, {info.get('status')})")
@@ -74,7 +74,7 @@ def experiment_operative_config(name: str) -> str:
     """The operative config of an experiment, from building it (torch) on synthetic images."""
     import gin
 
-    from sharpdarts.engine import data as data_lib
+    from sharpdarts.engine.data import bundle
     from sharpdarts.face import runner
 
     with tempfile.TemporaryDirectory() as results:
@@ -83,7 +83,7 @@ def experiment_operative_config(name: str) -> str:
                if k.startswith("build_datasets.")}
         runner._apply_smoke()
         gin.bind_parameter("build_datasets.synthetic_size", (4, 4))
-        runner._build(configured.job, seed=0, data=data_lib.build_datasets())
+        runner._build(configured.job, seed=0, data=bundle.build_datasets())
         text = gin.operative_config_str()
     # The dataset as the experiment names it, not the synthetic stand-in.
     bindings = {k: v for k, v in parse_bindings(text).items()
@@ -106,10 +106,10 @@ def resolve(name: str, results: str) -> Side:
     Raises:
         UserError: neither a run nor an experiment.
     """
-    from sharpdarts import store
+    from sharpdarts.store import store
     from sharpdarts.face import experiments
 
-    if name.startswith("run:") or (Path(name) / reader.RUN_JSON).is_file():
+    if name.startswith("run:") or run_folder.has_run_json(name):
         return _run_side(store.find_run(results, name).path)
     try:
         experiments.resolve_experiment(name)

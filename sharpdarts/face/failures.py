@@ -10,9 +10,8 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+from sharpdarts.core import run_folder
 from sharpdarts.errors import one_line
-
-ERROR_LOG = "error.log"
 
 
 class RunFailed(Exception):
@@ -48,9 +47,9 @@ def run_failed(run, exc: BaseException, built=None) -> RunFailed:
     :class:`RunFailed` for the command line to report. A record that cannot be written (a
     full disk) is said, not raised: the paragraph still names the folder."""
     reason = reason_of(exc, built)
-    log: Path | None = Path(run.path) / ERROR_LOG
+    log: Path | None = run_folder.error_log_path(run.path)
     try:
-        run.write_text(ERROR_LOG, "".join(traceback.format_exception(exc)))
+        run.write_text(run_folder.ERROR_LOG, "".join(traceback.format_exception(exc)))
     except OSError:
         log = None
     try:

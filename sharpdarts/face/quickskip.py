@@ -18,11 +18,10 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 from sharpdarts import resources
-from sharpdarts.core import genotypes
+from sharpdarts.core import genotypes, run_folder
 from sharpdarts.face import experiments
 from sharpdarts.store import reader
 
@@ -54,15 +53,11 @@ def _code_version() -> dict:
     """The code a config was parsed by: commit and uncommitted diff, else the package version."""
     root = resources.checkout_root()
     if root is not None:
-        try:
-            head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                                  capture_output=True, text=True, timeout=10, check=True)
-            diff = subprocess.run(["git", "-C", str(root), "diff", "HEAD", "--", "sharpdarts"],
-                                  capture_output=True, timeout=10, check=True)
-            return {"commit": head.stdout.strip(),
-                    "diff": hashlib.sha256(diff.stdout).hexdigest()}
-        except (OSError, subprocess.SubprocessError):
-            pass
+        head = run_folder.git_head(root, timeout=10)
+        if head is not None:
+            diff = run_folder.git_tracked_diff(root, "sharpdarts", timeout=10)
+            if diff is not None:
+                return {"commit": head, "diff": hashlib.sha256(diff).hexdigest()}
     from importlib import metadata
     try:
         return {"version": metadata.version("sharpdarts")}
@@ -97,7 +92,7 @@ def completed_run(args) -> Path | None:
     experiment, path = experiments.resolve_experiment(args.experiment)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return None
-    exp_dir = Path(args.results) / "runs" / experiment
+    exp_dir = run_folder.experiment_dir(args.results, experiment)
     if not exp_dir.is_dir():
         return None
     try:
@@ -106,7 +101,7 @@ def completed_run(args) -> Path | None:
         return None
     found = []
     for child in sorted(exp_dir.iterdir()):
-        if not (child / reader.RUN_JSON).is_file():
+        if not run_folder.has_run_json(child):
             continue
         try:
             info = reader.read_info(child)

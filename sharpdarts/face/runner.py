@@ -14,18 +14,18 @@ from typing import Any
 
 import gin
 
-from sharpdarts import store
-from sharpdarts.core import config, genotypes, validate
+from sharpdarts.store import store
+from sharpdarts.core import config, genotypes, run_folder, validate
 from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and schedules for gin)
-from sharpdarts.engine import data as data_lib
-from sharpdarts import engine
-from sharpdarts.engine import jobs  # noqa: F401  (registers the jobs with gin)
+from sharpdarts.engine.data import bundle as bundle_lib, specs
+from sharpdarts.engine import checkpoint, context, jobs, loop
 from sharpdarts.engine import lm_jobs as engine_lm, lm_search  # noqa: F401  (language models)
 from sharpdarts.engine import random_search  # noqa: F401  (the random-search baselines)
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments, failures, quickskip, tensorboard, threads
 from sharpdarts.face.experiments import resolve_experiment
-from sharpdarts.nn import models, multichannel  # noqa: F401  (registers the networks with gin)
+from sharpdarts.nn import models  # noqa: F401  (registers the networks with gin)
+from sharpdarts.nn.multichannel import networks  # noqa: F401  (the grid networks, for gin)
 
 
 # ---- Gin -------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def _resolve_init_from(results: str, smoke: bool) -> str | None:
 
 def _apply_smoke() -> None:
     """Swaps the experiment's dataset for a small synthetic one of its shape and classes."""
-    spec = data_lib.spec(_query("build_datasets.name", "cifar10"))
+    spec = specs.spec(_query("build_datasets.name", "cifar10"))
     if spec.modality == "text":  # a language model: a small synthetic corpus
         gin.bind_parameter("build_datasets.name", "synthetic_text")
         return
@@ -210,7 +210,7 @@ def configure(name: str, gin_params: list[str], smoke: bool, results: str,
     genotype_info = _resolve_genotype_macro(results)
     init_from = _resolve_init_from(results, smoke)
     try:
-        job = engine.experiment()
+        job = jobs.experiment()
     except Exception as exc:
         raise UserError(f"{path} does not say which job to run (experiment.job = @search or "
                         f"@train): {one_line(exc)}") from None
@@ -232,7 +232,7 @@ def build_checked(configured: Configured, seed: int, data_root: str | None):
     """Builds the job (datasets, model, optimizer, schedule, loaders, ...) and refuses the
     config if any binding took no effect; nothing is written."""
     validate.check_config()  # bad values are refused by binding name before anything is built
-    bundle = data_lib.build_datasets(root=data_root)
+    bundle = bundle_lib.build_datasets(root=data_root)
     built = _build(configured.job, seed=seed, data=bundle)
     config.check_bindings_used(configured.smoke_only, allowed=configured.allow_unused)
     return built
@@ -253,7 +253,7 @@ def run_experiment(args) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     is_main = int(os.environ.get("RANK", "0")) == 0
     if world_size > 1:
-        engine.make_context()  # joins the process group before the ranks agree on what to do
+        context.make_context()  # joins the process group before the ranks agree on what to do
         extra["world_size"] = world_size
         from sharpdarts.engine.data.shards import rank_seed  # each rank's own seed, recorded
         extra["rank_seeds"] = [rank_seed(args.seed, r) for r in range(world_size)]
@@ -267,7 +267,7 @@ def run_experiment(args) -> int:
                         paper_experiment, is_main)
     finally:
         if world_size > 1:
-            engine.close_process_group()
+            context.close_process_group()
 
 
 def _run_job(args, experiment, job, built, config_text, extra, paper_experiment, is_main) -> int:
@@ -277,7 +277,7 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
         run, decision = store.start_run(
             args.results, experiment, args.seed, config_text, command=sys.argv[:],
             kind=getattr(job, "run_kind", job.__name__), allow_dirty=args.allow_dirty or not paper_experiment, extra=extra)
-    decision = engine.broadcast_object(decision)
+    decision = context.broadcast_object(decision)
     if decision == "skip":
         if is_main:
             print(f"already completed: {run.path}")
@@ -285,7 +285,7 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
     if not is_main:
         try:
             built.fit(None)
-        except engine.NonFiniteLossError:
+        except loop.NonFiniteLossError:
             return 1  # rank 0 reports it
         return 0
     print(f"{'resuming' if decision == 'resume' else 'running'} {experiment} (seed {args.seed}) "
@@ -293,11 +293,11 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
     with run.guard(), tensorboard.Recording(run) as recorded:  # events beside metrics.jsonl
         try:
             final = built.fit(recorded, restart=bool(getattr(args, "restart", False)))
-        except engine.NonFiniteLossError as exc:
+        except loop.NonFiniteLossError as exc:
             run.fail(str(exc), resumable=False)
             print(f"run failed: {exc}", file=sys.stderr)
             return 1
-        except engine.NoGoodCheckpointError as exc:
+        except checkpoint.NoGoodCheckpointError as exc:
             run.interrupt(one_line(exc))  # kept as it was: --restart resumes this folder
             raise UserError(str(exc)) from None
         except UserError:
@@ -328,14 +328,14 @@ def evaluate(args) -> int:
         fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
                      experiments.gin_fragment(f"networks/{args.dataset}")]
         network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
-        job = engine.evaluate_checkpoint
+        job = jobs.evaluate_checkpoint
     target = Path(args.checkpoint)
     if not target.exists():
         target = store.find_run(args.results, args.checkpoint).path
-    if target.is_dir() and not (target / "checkpoint.pt").exists():
-        raise UserError(f"{target} holds no checkpoint.pt to evaluate.")
-    checkpoint_file = target / "checkpoint.pt" if target.is_dir() else target
-    sha256 = engine.file_sha256(checkpoint_file)
+    checkpoint_file = run_folder.checkpoint_file(target)
+    if target.is_dir() and not checkpoint_file.exists():
+        raise UserError(f"{target} holds no {checkpoint_file.name} to evaluate.")
+    sha256 = checkpoint.file_sha256(checkpoint_file)
     # The hash is a binding (not a comment): it is part of the config hash, so two
     # checkpoints make two records, and the job checks that the file still has it.
     scope = job.__name__
@@ -344,7 +344,7 @@ def evaluate(args) -> int:
     _parse_config(fragments, bindings)
     genotype_info = _resolve_genotype_macro(args.results)
     validate.check_config()
-    bundle = data_lib.build_datasets(root=args.data)
+    bundle = bundle_lib.build_datasets(root=args.data)
     built = _build(job, checkpoint=target, data=bundle)
     config.check_bindings_used(what="evaluation")
     used_threads = threads.apply(getattr(args, "threads", None))

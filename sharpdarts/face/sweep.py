@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gin
@@ -32,6 +33,7 @@ import submitit
 
 from sharpdarts.core import io
 from sharpdarts.errors import UserError, one_line
+from sharpdarts.face.sweep_status import SWEEP_JSON, print_status, sweep_folder
 from sharpdarts.store.keys import new_run_id
 
 __all__ = ["JOB_ENV", "LAUNCHERS", "SweepJob", "cluster", "job_record", "parse_seeds",
@@ -40,9 +42,6 @@ __all__ = ["JOB_ENV", "LAUNCHERS", "SweepJob", "cluster", "job_record", "parse_s
 LAUNCHERS = ("slurm", "local", "debug")
 # The environment variable through which a sweep job tells the runner its scheduler identity.
 JOB_ENV = "SHARPDARTS_SWEEP_JOB"
-SWEEP_JSON = "sweep.json"
-
-
 @gin.configurable("cluster")
 def cluster(partition: str | None = None, timeout_min: float = 24 * 60, gpus_per_node: int = 1,
             cpus_per_task: int = 8, mem_gb: float = 32, nodes: int = 1,
@@ -134,8 +133,9 @@ class SweepJob(submitit.helpers.Checkpointable):
         index: the job's position in the sweep.
     """
 
-    def __init__(self, argv: list[str], sweep_id: str, index: int):
+    def __init__(self, argv: list[str], sweep_id: str, index: int, entry_point: Callable):
         self.argv, self.sweep_id, self.index = list(argv), sweep_id, index
+        self.entry_point = entry_point
 
     def __call__(self) -> dict:
         record = {"sweep_id": self.sweep_id, "sweep_index": self.index}
@@ -150,12 +150,10 @@ class SweepJob(submitit.helpers.Checkpointable):
                 submitit.helpers.TorchDistributedEnvironment().export(
                     set_cuda_visible_devices=False)
         os.environ[JOB_ENV] = json.dumps(record)
-        from sharpdarts.face import cli  # the same entry point as `sharpdarts run`
-
         sys.argv = ["sharpdarts", *self.argv]
         tee = _Tee(sys.stdout)
         with contextlib.redirect_stdout(tee):
-            rc = cli.main(self.argv)
+            rc = self.entry_point(self.argv)
         # A failed run fails its job (the scheduler shows it), except under submitit's debug
         # executor, which would open a debugger on the error.
         if rc != 0 and (env is None or env.name() != "debug"):
@@ -191,10 +189,6 @@ def _gpus() -> int:
     import torch
 
     return torch.cuda.device_count()
-
-
-def sweep_folder(results: str | os.PathLike, sweep_id: str) -> Path:
-    return Path(results) / "sweeps" / sweep_id
 
 
 def _job_argv(experiment: str, seed: int, args) -> list[str]:
@@ -247,12 +241,18 @@ def _resources(args) -> dict:
         gin.clear_config()
 
 
-def run_sweep(args) -> int:
-    """``sharpdarts sweep``: submit the jobs; the local launcher also waits for them."""
-    from sharpdarts.face import experiments, sweep_status
+def run_sweep(args, entry_point: Callable[[list[str]], int]) -> int:
+    """``sharpdarts sweep``: submit the jobs; the local launcher also waits for them.
+
+    Args:
+        args: the parsed ``sharpdarts sweep`` arguments.
+        entry_point: what each job calls with its ``sharpdarts`` arguments (the command
+            line's ``main``, passed in so that this module does not import the command line).
+    """
+    from sharpdarts.face import experiments
 
     if args.status is not None:
-        return sweep_status.print_status(args.results, args.status or None)
+        return print_status(args.results, args.status or None)
     if not args.experiments:
         raise UserError("name the experiments to sweep (e.g. sharpdarts sweep "
                         "cifar10/sharpsepconv_darts --seeds 1-8), or ask --status.")
@@ -272,7 +272,7 @@ def run_sweep(args) -> int:
               "jobs": jobs}
     folder.mkdir(parents=True, exist_ok=True)
     io.atomic_write_json(folder / SWEEP_JSON, record)
-    calls = [SweepJob(job["argv"], sweep_id, job["index"]) for job in jobs]
+    calls = [SweepJob(job["argv"], sweep_id, job["index"], entry_point) for job in jobs]
     if args.launcher == "slurm":
         with executor.batch():  # one Slurm job array: array index = position in the sweep
             submitted = [executor.submit(call) for call in calls]
@@ -284,7 +284,7 @@ def run_sweep(args) -> int:
         print(f"status: sharpdarts sweep --status {sweep_id} --results {args.results}")
         return 0
     failed = _run_throttled(executor, calls, jobs, record, folder, resources["parallel"])
-    sweep_status.print_status(args.results, sweep_id)
+    print_status(args.results, sweep_id)
     return 1 if failed else 0
 
 

@@ -1,17 +1,13 @@
 """The ``sharpdarts sweep`` command's arguments (no heavy imports: ``--help`` stays quick)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 
 
 
-def _cmd_sweep(args) -> int:
-    from sharpdarts.face import sweep  # submitit, gin and the runner load only when sweeping
 
-    return sweep.run_sweep(args)
-
-
-def add_sweep_parser(sub, default_results: str) -> None:
-    """Adds ``sweep`` to the ``sharpdarts`` subcommands ``sub``."""
+def add_sweep_parser(sub, default_results: str, command: Callable) -> None:
+    """Adds ``sweep`` to the ``sharpdarts`` subcommands ``sub``, run by ``command(args)``."""
     p = sub.add_parser(
         "sweep", help="one scheduler job per experiment and seed (Slurm or local, via submitit)",
         description="Submits `sharpdarts run EXPERIMENT --seed S` for every experiment and seed "
@@ -42,7 +38,7 @@ def add_sweep_parser(sub, default_results: str) -> None:
     p.add_argument("--allow-dirty", "--allow_dirty", dest="allow_dirty", action="store_true")
     p.add_argument("--allow-unused", "--allow_unused", dest="allow_unused", action="append",
                    default=[], metavar="BINDING")
-    p.set_defaults(func=_cmd_sweep)
+    p.set_defaults(func=command)
 
 
 __all__ = ["add_sweep_parser"]

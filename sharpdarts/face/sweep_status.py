@@ -19,10 +19,16 @@ import pickle
 from pathlib import Path
 
 from sharpdarts.errors import UserError
-from sharpdarts.face.sweep import SWEEP_JSON, sweep_folder
 from sharpdarts.store import reader
 
-__all__ = ["job_states", "load_sweep", "print_status"]
+__all__ = ["SWEEP_JSON", "job_states", "load_sweep", "print_status", "sweep_folder"]
+
+SWEEP_JSON = "sweep.json"
+
+
+def sweep_folder(results: str | os.PathLike, sweep_id: str) -> Path:
+    """Where a sweep's record (``sweep.json``) and its scheduler's job files live."""
+    return Path(results) / "sweeps" / sweep_id
 
 
 def load_sweep(results: str | os.PathLike, sweep_id: str | None) -> dict:

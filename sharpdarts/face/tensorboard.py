@@ -18,10 +18,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sharpdarts.core import run_folder
 from sharpdarts.errors import UserError
 from sharpdarts.store import reader
 
-EVENTS_GLOB = "events.out.tfevents.*"
 ALPHAS = ("alphas_normal", "alphas_reduce")
 
 
@@ -90,7 +90,7 @@ class Recording:
 
 
 def has_events(folder: Path) -> bool:
-    return any(Path(folder).glob(EVENTS_GLOB))
+    return bool(run_folder.event_files(folder))
 
 
 def export(folder: str | Path, replace: bool = False) -> int:
@@ -101,13 +101,13 @@ def export(folder: str | Path, replace: bool = False) -> int:
     Raises:
         UserError: not a run folder.
     """
-    folder = reader.run_dir(folder)
-    if not (folder / reader.RUN_JSON).is_file():
-        raise UserError(f"{folder} is not a run folder (it has no {reader.RUN_JSON}).")
+    folder = run_folder.run_dir(folder)
+    if not run_folder.has_run_json(folder):
+        raise UserError(f"{folder} is not a run folder (it has no {run_folder.RUN_JSON}).")
     if has_events(folder):
         if not replace:
             return 0
-        for old in folder.glob(EVENTS_GLOB):
+        for old in run_folder.event_files(folder):
             old.unlink()
     records = reader.read_metrics(folder)
     if not records:
@@ -123,14 +123,14 @@ def export(folder: str | Path, replace: bool = False) -> int:
 
 def cmd_export(args) -> int:
     """``sharpdarts export tensorboard [RUN...]``: events for older run folders."""
-    from sharpdarts import store
+    from sharpdarts.store import store
 
     if args.runs:
         folders = [store.find_run(args.results, r).path for r in args.runs]
     else:
-        folders = [f for f in store.iter_run_dirs(args.results) if (f / reader.RUN_JSON).is_file()]
+        folders = [f for f in store.iter_run_dirs(args.results) if run_folder.has_run_json(f)]
         if not folders:
-            raise UserError(f"No run folders under {Path(args.results) / 'runs'}.")
+            raise UserError(f"No run folders under {run_folder.runs_root(args.results)}.")
     for folder in folders:
         n = export(folder, replace=args.replace)
         print(f"{folder}: {n} epochs written" if n else f"{folder}: nothing to write "

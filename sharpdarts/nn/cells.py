@@ -13,14 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.nn import fast
-from sharpdarts.nn.ops import FactorizedReduce, Identity, ReLUConvBN, Zero
+from sharpdarts.nn.ops import FactorizedReduce, Identity, ReLUConvBN, Zero, channel_shuffle
 # The original computations live in the reference module; these names stay importable here.
-from sharpdarts.nn.reference import channel_shuffle, drop_path, set_reference_path  # noqa: F401
 from sharpdarts.registry import unknown_name
 
 
 def fast_drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """``reference.drop_path`` in one pass over ``x`` (the same mask; equal within rounding)."""
+    """``ops.drop_path`` in one pass over ``x`` (the same mask; equal within rounding)."""
     keep = 1.0 - drop_prob
     mask = torch.empty(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
     return x * mask.div_(keep)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.core import genotype_types
 from sharpdarts.core import validate
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
 from sharpdarts.nn.ops import DEFAULT_C_MID, PRIMITIVES_OF_KNOWN_OPS, op_table, resolve_ops
@@ -318,7 +319,7 @@ class SearchNetwork(nn.Module):
         if edges_normal is not None:
             normal = normal * edges_normal[:, None]
             reduce = reduce * edges_reduce[:, None]
-        return genotypes_lib.genotype_from_weights(
+        return genotype_types.genotype_from_weights(
             normal.cpu().numpy(), reduce.cpu().numpy(),
             self.primitives, steps=self._steps, multiplier=self._multiplier,
             skip_primitive=skip_primitive)

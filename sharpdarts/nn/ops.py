@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from sharpdarts.core import genotypes, validate
+from sharpdarts.core import validate
+from sharpdarts.core import genotype_types
 from sharpdarts.registry import Registry, unknown_name
 
 OpFactory = Callable[..., nn.Module]
@@ -69,13 +70,38 @@ def resolve_ops(primitives: str | Sequence[str], table: str | Mapping | None) ->
         UnknownNameError: (a KeyError) an unknown set or table name.
         ValueError: primitives the table lacks, named.
     """
-    names = genotypes.primitives(primitives)
+    names = genotype_types.primitives(primitives)
     op_dict = op_table(table)
     missing = [p for p in names if p not in op_dict]
     if missing:
         raise ValueError(f"primitives {missing} are not in the op table "
                          f"{getattr(op_dict, 'name', '')}".rstrip())
     return names, op_dict
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zeroes whole samples with probability ``drop_prob`` and rescales the rest.
+
+    A per-sample Bernoulli keep mask, output divided by the keep probability (two passes
+    over ``x``, as the original).
+    """
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x.div(keep).mul(mask)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: channel ``i * (C // groups) + j`` moves to ``j * groups + i``.
+
+    A channels-last input stays channels-last (the shuffle is done on the NHWC view).
+    """
+    b, c, h, w = x.shape
+    if groups == 1:
+        return x
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
+        return nhwc.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
 class Zero(nn.Module):
@@ -327,7 +353,7 @@ def _primitives_of_known_ops(value) -> None:
     bound apart, so a name known to none is the typo worth refusing before a build)."""
     validate.PRIMITIVE_SET.test(value)
     known = set().union(*(table.names() for table in OP_TABLES.values()))
-    for name in genotypes.primitives(value):
+    for name in genotype_types.primitives(value):
         if name not in known:
             raise unknown_name("op", name, known, where="in any op table")
 

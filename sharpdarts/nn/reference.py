@@ -7,7 +7,8 @@ original code, term by term, as the yardstick that the equivalence tests
 path against. It exists for them, not for training: the two paths compute the same function.
 
 :func:`set_reference_path` switches a model's ``MixedOp``, ``SearchCell`` and ``Cell``
-modules, and the recurrent search cell (:mod:`sharpdarts.nn.recurrent.reference`), over (it gives each module its reference ``forward``) and back again; the cells
+modules, and the recurrent search cell (:mod:`sharpdarts.nn.recurrent.reference`), over (it
+gives each module its reference ``forward``) and back again; the cells
 themselves carry no reference flag and no reference branch.
 """
 from __future__ import annotations
@@ -19,32 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts.nn.ops import Identity
-
-
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zeroes whole samples with probability ``drop_prob`` and rescales the rest.
-
-    A per-sample Bernoulli keep mask, output divided by the keep probability (two passes
-    over ``x``, as the original).
-    """
-    keep = 1.0 - drop_prob
-    mask = torch.empty(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
-    return x.div(keep).mul(mask)
-
-
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """ShuffleNet's channel shuffle: channel ``i * (C // groups) + j`` moves to ``j * groups + i``.
-
-    A channels-last input stays channels-last (the shuffle is done on the NHWC view).
-    """
-    b, c, h, w = x.shape
-    if groups == 1:
-        return x
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
-        return nhwc.reshape(b, h, w, c).permute(0, 3, 1, 2)
-    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+from sharpdarts.nn.cells import Cell, MixedOp, SearchCell
+from sharpdarts.nn.ops import Identity, channel_shuffle, drop_path
+from sharpdarts.nn.recurrent import reference as recurrent
+from sharpdarts.nn.recurrent.cells import DARTSCellSearch
 
 
 def weighted_sum(ops: nn.ModuleList, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
@@ -113,11 +92,6 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor,
 
 
 def _reference_forwards() -> dict[type, Callable]:
-    # cells imports this module (for drop_path and channel_shuffle): look its classes up late.
-    from sharpdarts.nn.cells import Cell, MixedOp, SearchCell
-    from sharpdarts.nn.recurrent import reference as recurrent
-    from sharpdarts.nn.recurrent.cells import DARTSCellSearch
-
     return {MixedOp: mixed_op_forward, SearchCell: search_cell_forward, Cell: cell_forward,
             DARTSCellSearch: recurrent.search_cell_forward}
 

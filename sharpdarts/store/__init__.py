@@ -22,43 +22,6 @@ Modules, one job each:
 - :mod:`~sharpdarts.store.table_defs`: table definitions (tables.json) and the paper's values;
 - :mod:`~sharpdarts.store.tables`: the tables built from the DataFrame, and their printing.
 
-This package imports neither torch nor pandas: the quick commands use it. The old paths
-``sharpdarts.runs`` and ``sharpdarts.store.runs`` are this package.
+Import each name from its module. Apart from results and tables, these modules import neither
+torch nor pandas: the quick commands use them.
 """
-from sharpdarts.store.keys import RUN_ID_RE, check_experiment, config_hash, new_run_id
-from sharpdarts.store.provenance import (PACKAGES, collect_provenance, process_alive,
-                                         process_start_time, utc_now)
-from sharpdarts.store.reader import (CHECKPOINT, CONFIG, GIT_DIFF, METRICS, RECORD_FORMAT,
-                                     RUN_JSON, read_info, read_metrics, read_recorded_info,
-                                     run_dir)
-from sharpdarts.store.run import Run
-from sharpdarts.store.store import KINDS, RESERVED, STATUSES, find_run, iter_run_dirs, start_run
-
-__all__ = [
-    "CHECKPOINT",
-    "CONFIG",
-    "GIT_DIFF",
-    "KINDS",
-    "METRICS",
-    "PACKAGES",
-    "RECORD_FORMAT",
-    "RESERVED",
-    "RUN_ID_RE",
-    "RUN_JSON",
-    "STATUSES",
-    "Run",
-    "check_experiment",
-    "collect_provenance",
-    "config_hash",
-    "find_run",
-    "iter_run_dirs",
-    "new_run_id",
-    "process_alive",
-    "process_start_time",
-    "read_info",
-    "read_metrics",
-    "read_recorded_info",
-    "run_dir",
-    "start_run",
-    "utc_now",
-]

@@ -18,7 +18,7 @@ from typing import Any
 from sharpdarts.core import genotypes
 from sharpdarts.core.io import atomic_write_json
 from sharpdarts.errors import UserError
-from sharpdarts.store import runs
+from sharpdarts.store import store
 
 try:  # POSIX only; elsewhere promotion runs without a lock.
     import fcntl
@@ -125,7 +125,7 @@ def genotype_of(name_or_run: str, results_dir: str | os.PathLike,
     except KeyError as exc:
         registry_error = exc
     try:
-        run = runs.find_run(results_dir, name_or_run)
+        run = store.find_run(results_dir, name_or_run)
     except UserError:
         raise UserError(f"'{name_or_run}' is neither a genotype nor a run: "
                         f"{_one_line(registry_error)}") from None

@@ -1,21 +1,21 @@
-"""Where, when and with what a run is made: git state and diff, device, packages, host, and
-the identity of the process that runs it.
+"""Where, when and with what a run is made: git state and diff (read by
+:func:`sharpdarts.core.run_folder.git_state`), device, packages, host, and the identity of the
+process that runs it.
 
 No torch at import: device detection imports it lazily (and reports a CPU without it).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import importlib.metadata
 import os
 import platform
 import socket
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from sharpdarts import resources
+from sharpdarts.core import run_folder
 
 __all__ = [
     "PACKAGES",
@@ -28,8 +28,6 @@ __all__ = [
 ]
 
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "gin-config", "sharpdarts")
-# Untracked files larger than this are named in git.diff but not copied into it.
-_MAX_UNTRACKED_BYTES = 256 * 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,98 +47,6 @@ def parse_time(text: str | None) -> float | None:
         return _dt.datetime.fromisoformat(text).timestamp()
     except (TypeError, ValueError):
         return None
-
-
-# --------------------------------------------------------------------------------------------
-# Git
-
-
-def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess | None:
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(repo), *args],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=60,
-            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"},
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if check and proc.returncode != 0:
-        return None
-    return proc
-
-
-def _pathspec(root: Path, exclude: list[Path]) -> list[str]:
-    """``-- . :(exclude)...`` for the excluded paths that lie inside the repository."""
-    excludes = []
-    for path in exclude:
-        with contextlib.suppress(ValueError, OSError):
-            rel = Path(path).resolve().relative_to(root.resolve())
-            if str(rel) not in ("", "."):
-                excludes.append(f":(exclude){rel.as_posix()}")
-    return ["--", ".", *excludes]
-
-
-def _diff(root: Path, has_commit: bool, untracked: list[str], spec: list[str]) -> str:
-    """The working tree's changes against HEAD (or the index before the first commit), plus
-    every untracked file small enough to copy."""
-    parts = []
-    against = ["HEAD"] if has_commit else ["--cached"]
-    diff = _git(root, "diff", "--no-color", "--no-ext-diff", *against, *spec)
-    if diff is not None and diff.stdout:
-        parts.append(diff.stdout)
-    skipped = []
-    for name in untracked:
-        try:
-            too_big = (root / name).stat().st_size > _MAX_UNTRACKED_BYTES
-        except OSError:
-            continue
-        if too_big:
-            skipped.append(name)
-            continue
-        new = _git(root, "diff", "--no-color", "--no-index", "--", "/dev/null", name, check=False)
-        if new is not None and new.returncode in (0, 1) and new.stdout:
-            parts.append(new.stdout)
-    if skipped:
-        parts.append(
-            "# untracked files too large to include:\n"
-            + "".join(f"#   {name}\n" for name in skipped)
-        )
-    return "".join(p if p.endswith("\n") else p + "\n" for p in parts)
-
-
-def _git_state(repo_dir: Path, exclude: list[Path]) -> dict:
-    """Commit, branch, dirty flag and diff of the repository holding ``repo_dir``.
-
-    Not a git repository (or no git): everything None. No commit yet: commit None and dirty
-    True whenever files exist (nothing is committed, so nothing can be traced). Files under
-    ``exclude`` (the results store) never make the tree dirty.
-    """
-    state = {"commit": None, "branch": None, "dirty": None, "diff": ""}
-    top = _git(repo_dir, "rev-parse", "--show-toplevel")
-    if top is None:
-        return state
-    root = Path(top.stdout.strip())
-    spec = _pathspec(root, exclude)
-
-    head = _git(root, "rev-parse", "--verify", "-q", "HEAD")
-    state["commit"] = head.stdout.strip() if head is not None else None
-    branch = _git(root, "symbolic-ref", "-q", "--short", "HEAD")
-    state["branch"] = branch.stdout.strip() if branch is not None else None
-    if state["branch"] is None and state["commit"] is not None:
-        state["branch"] = "HEAD"  # detached
-
-    status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", *spec)
-    if status is None:
-        return state
-    entries = [e for e in status.stdout.split("\0") if e]
-    state["dirty"] = bool(entries)
-    if state["dirty"]:
-        untracked = [e[3:] for e in entries if e.startswith("?? ")]
-        state["diff"] = _diff(root, state["commit"] is not None, untracked, spec)
-    return state
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,7 +97,7 @@ def collect_provenance(repo_dir: str | os.PathLike | None = None, *,
         or before the first commit; ``dirty`` is None outside a git repository.
     """
     repo = Path(repo_dir) if repo_dir is not None else resources.PACKAGE_DIR
-    git = _git_state(repo, [Path(p) for p in (exclude or [])])
+    git = run_folder.git_state(repo, [Path(p) for p in (exclude or [])])
     device, count = _device_info()
     return {
         "git": {"commit": git["commit"], "branch": git["branch"], "dirty": git["dirty"]},

@@ -24,32 +24,20 @@ import json
 import os
 from pathlib import Path
 
-from sharpdarts.core import io
+from sharpdarts.core import io, run_folder
 from sharpdarts.errors import UserError
 
+
 __all__ = [
-    "CHECKPOINT",
-    "CONFIG",
-    "GIT_DIFF",
-    "METRICS",
     "RECORD_FORMAT",
-    "RUN_JSON",
     "current_epoch_names",
     "current_names",
     "is_legacy_training",
     "read_info",
     "read_metrics",
     "read_recorded_info",
-    "run_dir",
     "scan_metrics",
 ]
-
-# The files of a run folder.
-RUN_JSON = "run.json"
-METRICS = "metrics.jsonl"
-CONFIG = "config.gin"
-CHECKPOINT = "checkpoint.pt"
-GIT_DIFF = "git.diff"
 
 # The record format that start_run writes into run.json (``record_format``). A run.json
 # without it was written before format 2, when training logged test figures as ``valid_*``.
@@ -65,14 +53,6 @@ LEGACY_TRAIN_FINAL_NAMES = {
 }
 
 
-def run_dir(path: str | os.PathLike) -> Path:
-    """A run folder from a folder path or the path of its run.json."""
-    path = Path(path)
-    if path.name == RUN_JSON and path.is_file():
-        return path.parent
-    return path
-
-
 # --------------------------------------------------------------------------------------------
 # run.json
 
@@ -83,12 +63,12 @@ def read_recorded_info(path: str | os.PathLike) -> dict:
     Raises:
         UserError: The folder has no readable run.json, or it does not hold a JSON object.
     """
-    folder = run_dir(path)
-    file = folder / RUN_JSON
+    folder = run_folder.run_dir(path)
+    file = run_folder.run_json_path(folder)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{str(folder)!r} is not a run folder: it has no {RUN_JSON}.") from None
+        raise UserError(f"{str(folder)!r} is not a run folder: it has no {file.name}.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"Cannot read {file}: {e}.") from e
     if not isinstance(data, dict):
@@ -168,7 +148,7 @@ def scan_metrics(path: str | os.PathLike) -> tuple[list[dict], bool]:
     writer rewrites a file that is not intact before it appends, since a line appended after
     a torn one would be glued to it. A missing file is intact and empty.
     """
-    file = run_dir(path) / METRICS
+    file = run_folder.metrics_path(run_folder.run_dir(path))
     intact = _ends_with_newline(file)
     try:
         records = io.read_jsonl(file, strict=True)

@@ -19,16 +19,12 @@ from typing import Any
 
 import pandas as pd
 
+from sharpdarts.core import run_folder
 from sharpdarts.errors import UserError
 from sharpdarts.store import reader
 from sharpdarts.store.store import iter_run_dirs
 
-# The tables' public names, re-exported lazily: tables.py builds on this module, so importing
-# it here, at the top, would be circular.
-_FROM_TABLES = ("FORMATS", "build_table", "format_table", "load_table_defs", "paper_tables",
-                "table_names")
-
-__all__ = ["RUN_COLUMNS", "as_number", "load_metrics", "load_runs", *_FROM_TABLES]
+__all__ = ["RUN_COLUMNS", "as_number", "load_metrics", "load_runs"]
 
 RUN_COLUMNS = [
     "experiment", "run_id", "path", "seed", "kind", "status", "reason", "started", "ended",
@@ -50,7 +46,7 @@ def _read_infos(results_dir: Path) -> list[tuple[Path, dict]]:
     if skipped:
         warnings.warn(
             f"skipped {skipped} unreadable run folder{'s' if skipped != 1 else ''} "
-            f"under {Path(results_dir) / 'runs'} (missing or corrupt run.json)",
+            f"under {run_folder.runs_root(results_dir)} (missing or corrupt run.json)",
             stacklevel=3,
         )
     return out
@@ -96,7 +92,7 @@ def _run_row(results_dir: Path, folder: Path, info: dict) -> dict:
     run_id = info.get("run_id") or folder.name
     row = {
         "experiment": info.get("experiment")
-        or folder.parent.relative_to(results_dir / "runs").as_posix(),
+        or run_folder.relative_name(results_dir, folder.parent),
         "run_id": run_id,
         "path": str(folder),
         "seed": info.get("seed"),
@@ -202,15 +198,3 @@ def load_metrics(results_dir: str | os.PathLike) -> pd.DataFrame:
         if column not in df:
             df[column] = pd.Series(dtype=object)
     return df
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_TABLES:
-        from sharpdarts.store import tables
-
-        return getattr(tables, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_FROM_TABLES})

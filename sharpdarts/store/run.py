@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from sharpdarts.core import io
+from sharpdarts.core import io, run_folder
 from sharpdarts.store import reader
 from sharpdarts.store.provenance import parse_time, utc_now
 
@@ -65,12 +65,12 @@ class Run:
     @property
     def checkpoint_path(self) -> Path:
         """Where the engine keeps the checkpoint to resume from."""
-        return self.path / reader.CHECKPOINT
+        return run_folder.checkpoint_path(self.path)
 
     @property
     def metrics_path(self) -> Path:
         """The per-epoch log."""
-        return self.path / reader.METRICS
+        return run_folder.metrics_path(self.path)
 
     # ------------------------------------------------------------------ run.json
     def reload(self) -> dict:
@@ -86,14 +86,15 @@ class Run:
         """
         new = {**self.info, **fields, "updated": utc_now()}
         text = io.dumps(new, indent=2) + "\n"
-        io.atomic_write(self.path / reader.RUN_JSON, text)
+        io.atomic_write(run_folder.run_json_path(self.path), text)
         self.info = json.loads(text)  # what a reader will see (tuples as lists, ...)
         return self.info
 
     def write_text(self, name: str, text: str) -> Path:
         """Write a text file (e.g. 'config.gin', 'operative_config.gin') into the folder."""
         name = str(name)
-        if Path(name).name != name or name in ("", ".", "..", reader.RUN_JSON, reader.METRICS):
+        reserved = ("", ".", "..", run_folder.RUN_JSON, run_folder.METRICS)
+        if Path(name).name != name or name in reserved:
             raise ValueError(f"not a plain file name for a run folder: {name!r}")
         return io.atomic_write(self.path / name, text)
 

@@ -29,7 +29,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator
 
-from sharpdarts.core import io
+from sharpdarts.core import io, run_folder
 from sharpdarts.errors import UserError
 from sharpdarts.registry import unknown_name
 from sharpdarts.store import locks, reader
@@ -40,7 +40,6 @@ from sharpdarts.store.run import Run
 
 __all__ = ["KINDS", "RESERVED", "STATUSES", "find_run", "iter_run_dirs", "start_run"]
 
-LOCK_FILE = ".lock"
 STATUSES = ("running", "completed", "failed", "interrupted")
 KINDS = ("search", "train", "evaluate")
 # Fields that start_run owns: ``extra`` may not set them (they define the key and the state).
@@ -61,16 +60,15 @@ def iter_run_dirs(results_dir: str | os.PathLike) -> Iterator[Path]:
     A run folder is one that holds run.json, metrics.jsonl or config.gin, or whose name looks
     like a run id. The search does not descend into run folders.
     """
-    root = Path(results_dir) / "runs"
+    root = run_folder.runs_root(results_dir)
     if not root.is_dir():
         return
-    markers = {reader.RUN_JSON, reader.METRICS, reader.CONFIG}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
         if here == root:
             continue
-        if markers.intersection(filenames) or RUN_ID_RE.match(here.name):
+        if run_folder.MARKERS.intersection(filenames) or RUN_ID_RE.match(here.name):
             dirnames[:] = []
             yield here
 
@@ -87,20 +85,20 @@ def find_run(results_dir: str | os.PathLike, run_id_or_path: str | os.PathLike) 
     if text.startswith("run:"):
         text = text[4:]
     if text:
-        for folder in (Path(text), Path(results_dir) / "runs" / text):
-            if (folder / reader.RUN_JSON).is_file():
+        for folder in (Path(text), run_folder.runs_root(results_dir) / text):
+            if run_folder.has_run_json(folder):
                 return Run(folder)
-    folders = [d for d in iter_run_dirs(results_dir) if (d / reader.RUN_JSON).is_file()]
+    folders = [d for d in iter_run_dirs(results_dir) if run_folder.has_run_json(d)]
     matches = [d for d in folders if d.name == text]
     if not matches:
         matches = [d for d in folders if text and d.name.startswith(text)]
     if len(matches) == 1:
         return Run(matches[0])
     if len(matches) > 1:
-        names = ", ".join(str(d.relative_to(Path(results_dir) / "runs")) for d in matches[:10])
+        names = ", ".join(run_folder.relative_name(results_dir, d) for d in matches[:10])
         raise UserError(f"run {text!r} is ambiguous under {results_dir}: it matches {names}.")
     error = unknown_name("run", text, [d.name for d in folders],
-                         where=f"under {Path(results_dir) / 'runs'}", cutoff=0.5)
+                         where=f"under {run_folder.runs_root(results_dir)}", cutoff=0.5)
     raise UserError(str(error))
 
 
@@ -113,7 +111,7 @@ def _same_key(exp_dir: Path, experiment: str, seed: Any, chash: str) -> list[Run
     if not exp_dir.is_dir():
         return runs
     for child in sorted(exp_dir.iterdir()):
-        if not (child / reader.RUN_JSON).is_file():
+        if not run_folder.has_run_json(child):
             continue
         try:
             run = Run(child)
@@ -191,11 +189,11 @@ def _resume(run: Run, prov: dict, session: dict, command: list[str], extra: dict
         fields["crashes"] = int(info.get("crashes") or 0) + 1
     sessions = fields.get("sessions", [dict(s) for s in info.get("sessions") or []])
     n = int(info.get("resumes") or 0) + 1
-    for tmp in run.path.glob(f".{reader.RUN_JSON}.*.tmp"):  # left by a kill mid-write
+    for tmp in run.path.glob(f".{run_folder.RUN_JSON}.*.tmp"):  # left by a kill mid-write
         with contextlib.suppress(OSError):
             tmp.unlink()
     if prov["git"]["dirty"] and prov["diff"]:
-        io.atomic_write(run.path / f"git.resume{n}.diff", prov["diff"])
+        io.atomic_write(run_folder.git_diff_path(run.path, n), prov["diff"])
     fields.update(
         status="running", reason=None, resumable=None, ended=None, pid=session["pid"],
         pid_start=process_start_time(session["pid"]), host=session["host"],
@@ -251,12 +249,12 @@ def _create(exp_dir: Path, key: dict, prov: dict, session: dict, command: list[s
         "final": None,
         **extra,
     }
-    io.atomic_write_json(path / reader.RUN_JSON, info)
+    io.atomic_write_json(run_folder.run_json_path(path), info)
     run = Run(path)
     run.own_session()
-    run.write_text(reader.CONFIG, config_text)
+    run.write_text(run_folder.CONFIG, config_text)
     if prov["git"]["dirty"] and prov["diff"]:
-        run.write_text(reader.GIT_DIFF, prov["diff"])
+        run.write_text(run_folder.GIT_DIFF, prov["diff"])
     return run
 
 
@@ -308,8 +306,8 @@ def start_run(
     # Provenance first (git can be slow), outside the lock.
     prov = collect_provenance(repo_dir, exclude=[results_dir])
 
-    exp_dir = results_dir / "runs" / experiment
-    with locks.exclusive(results_dir / "runs" / LOCK_FILE):
+    exp_dir = run_folder.experiment_dir(results_dir, experiment)
+    with locks.exclusive(run_folder.lock_file(results_dir)):
         decision, run = _decide(_same_key(exp_dir, experiment, seed, chash),
                                 extra.get("scheduler"))
         if decision == "skip":

@@ -29,18 +29,9 @@ import pandas as pd
 from sharpdarts.core import io
 from sharpdarts.errors import UserError
 from sharpdarts.store.results import RUN_COLUMNS, as_number
-from sharpdarts.store.table_defs import (computed_costs, definition, load_table_defs,
-                                         paper_rows, paper_tables, table_names, tables_json_path)
+from sharpdarts.store.table_defs import (computed_costs, definition, paper_rows, paper_tables)
 
-__all__ = [
-    "FORMATS",
-    "build_table",
-    "format_table",
-    "load_table_defs",
-    "paper_tables",
-    "table_names",
-    "tables_json_path",
-]
+__all__ = ["FORMATS", "build_table", "format_table"]
 
 FORMATS = ("markdown", "latex", "csv")
 PM = " ± "

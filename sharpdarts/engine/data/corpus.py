@@ -8,7 +8,7 @@ test (all three add words), as the original's ``Corpus`` does (PTB: 10,000 words
 33,278). The tokenised corpus is cached beside the text (``.sharpdarts_corpus.pt``, keyed by
 the files' sizes and modification times), so the vocabulary is built once.
 
-Batching follows ``reference/FACTS_RNN.md`` section 1: :func:`batchify` cuts the token stream
+Batching follows ``docs/facts/darts_rnn.md``, section 1: :func:`batchify` cuts the token stream
 into ``bsz`` columns (the tail dropped), :func:`get_batch` takes ``L`` rows and the rows after
 them as targets, and :func:`bptt_windows` yields the variable BPTT lengths of the original's
 training loops.
@@ -222,7 +222,7 @@ def synthetic_corpus(vocab: int = 50, sizes=(800, 240, 240), seed: int = 0) -> C
 
 
 # ---- registered corpora -----------------------------------------------------------------------
-def _folder_builder(*names: str):
+def folder_builder(*names: str):
     """A DatasetSpec builder reading the first of ``root/<name>`` that holds a corpus (or
     ``root`` itself); the same Corpus serves as 'train' and 'test'."""
 
@@ -242,23 +242,5 @@ def _folder_builder(*names: str):
     return build
 
 
-def _synthetic_builder(root, train, transform, download, seed):
+def synthetic_builder(root, train, transform, download, seed):
     return synthetic_corpus(seed=seed)
-
-
-def _register() -> None:
-    from sharpdarts.engine.data.specs import DATASETS, DatasetSpec
-
-    def text(name, builder, label, vocabulary=0):
-        # A language model's classes are its vocabulary: the published corpora's sizes are
-        # known (FACTS_RNN section 1), so a model's size is known before any data is read.
-        return DatasetSpec(name, (1, 1), 1, vocabulary, (0.0,), (1.0,), builder, label,
-                           tensor_images=True, modality="text")
-
-    for spec_ in (text("ptb", _folder_builder("penn", "ptb"), "Penn Treebank", 10000),
-                  text("wikitext2", _folder_builder("wikitext-2", "wikitext2"), "WikiText-2", 33278),
-                  text("synthetic_text", _synthetic_builder, "synthetic text", 50)):
-        DATASETS.register(spec_.name)(spec_)
-
-
-_register()

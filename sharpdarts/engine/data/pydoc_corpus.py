@@ -173,17 +173,6 @@ def write_corpus(folder: str | os.PathLike, texts: dict[str, str] | None = None)
     return folder
 
 
-def _builder(root, train, transform, download, seed):
+def builder(root, train, transform, download, seed):
     """The DatasetSpec builder: ``<root>/pydoc``, written on first use, read as PTB is."""
     return load_corpus(write_corpus(Path(root) / FOLDER))
-
-
-def _register() -> None:
-    from sharpdarts.engine.data.specs import DATASETS, DatasetSpec
-
-    DATASETS.register("pydoc")(DatasetSpec(
-        "pydoc", (1, 1), 1, 0, (0.0,), (1.0,), _builder, "Python documentation topics",
-        tensor_images=True, modality="text"))
-
-
-_register()

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from sharpdarts.engine.data import datasets
+from sharpdarts.engine.data import corpus, datasets, pydoc_corpus
 from sharpdarts.errors import UserError
 from sharpdarts.registry import Registry, unknown_name
 
@@ -93,8 +93,6 @@ class DatasetRegistry(Registry[DatasetSpec]):
 
 
 DATASETS = DatasetRegistry("dataset", "DATASETS")
-# The name the package started with.
-SPECS = DATASETS
 
 
 def _files(reader: Callable[..., Dataset]) -> Builder:
@@ -167,6 +165,22 @@ def synthetic_spec(image_shape: Sequence[int] = (3, 32, 32), num_classes: int = 
 
 
 DATASETS.register("synthetic")(synthetic_spec())
+
+
+def _text(name: str, builder: Builder, label: str, vocabulary: int = 0) -> DatasetSpec:
+    # A language model's classes are its vocabulary: the published corpora's sizes are known
+    # (docs/facts/darts_rnn.md, section 1), so a model's size is known before any data is read.
+    return DatasetSpec(name, (1, 1), 1, vocabulary, (0.0,), (1.0,), builder, label,
+                       tensor_images=True, modality="text")
+
+
+for _spec in (
+    _text("ptb", corpus.folder_builder("penn", "ptb"), "Penn Treebank", 10000),
+    _text("wikitext2", corpus.folder_builder("wikitext-2", "wikitext2"), "WikiText-2", 33278),
+    _text("synthetic_text", corpus.synthetic_builder, "synthetic text", 50),
+    _text("pydoc", pydoc_corpus.builder, "Python documentation topics"),
+):
+    DATASETS.register(_spec.name)(_spec)
 
 
 def spec(name: str) -> DatasetSpec:

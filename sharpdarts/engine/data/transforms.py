@@ -84,8 +84,8 @@ def train_transform(
     (fill 128) rather than black before cropping, as the AutoAugment authors did; without it
     the padding is black.
 
-    ImageNet (``crop='resized'``): RandomResizedCrop(224), horizontal flip, AutoAugment (ImageNet policy),
-    ToTensor, Normalize, Cutout.
+    ImageNet (``crop='resized'``): RandomResizedCrop(224), horizontal flip, AutoAugment
+    (ImageNet policy), ToTensor, Normalize, Cutout.
 
     Tensor datasets (digits, synthetic) are kept simple: Normalize and Cutout only; crop, flip
     and AutoAugment do not apply to them and are ignored.

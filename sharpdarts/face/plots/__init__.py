@@ -1,7 +1,6 @@
 """Pictures of NAS results: genotype graphs, learning-rate curves, learning curves, alphas.
 
-One module per kind of picture; this package re-exports their public names (and
-``sharpdarts.plots`` is this package), so callers write ``plots.plot_genotype(...)``:
+One module per kind of picture (import each name from its module):
 
 - :mod:`.cells`: ``plot_genotype`` (DARTS-style cell graphs drawn by graphviz) and
   ``genotype_for`` (a registry name or run folder -> ``Genotype``);
@@ -21,36 +20,6 @@ plotting is safe in headless processes and threads. Run folders are read through
 :mod:`sharpdarts.store.reader` only; functions take run folder *paths*, and resolving run ids
 is the caller's job.
 
-The names load lazily (PEP 562): the learning-rate curves import torch (through the
-schedules), and a command that draws cells only should not pay for it.
+The learning-rate curves import torch (through the schedules): a command that draws cells
+only imports :mod:`.cells`, and does not pay for it.
 """
-from __future__ import annotations
-
-import importlib
-
-# Each public name and the module of this package that defines it.
-_EXPORTS = {
-    "alphas": ("alphas_primitives", "edge_labels", "make_alphas_figure", "plot_alphas"),
-    "cells": ("genotype_for", "genotype_graph", "plot_genotype"),
-    "common": ("CELLS", "FORMATS"),
-    "curves": ("COSINE_LABEL", "CURVE_PANELS", "EXPONENTIAL_LABEL", "cpa_label", "lr_curves",
-               "make_curves_figure", "make_lr_figure", "plot_curves", "plot_lr"),
-    "grid": ("grid_weights_for", "plot_grid"),
-    "progress": ("plot_progress",),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

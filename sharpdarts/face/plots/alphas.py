@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sharpdarts.core import genotypes
+from sharpdarts.core import genotype_types, run_folder
 from sharpdarts.errors import UserError
 from sharpdarts.face.plots.common import CELL_TITLES, CELLS, output_format, save_figure
 from sharpdarts.store import reader
@@ -34,14 +34,14 @@ def alphas_primitives(info: Mapping[str, Any], n_ops: int) -> list[str]:
     given = info.get("primitives")
     if given is not None:
         try:
-            names = genotypes.primitives(given)
+            names = genotype_types.primitives(given)
         except (KeyError, TypeError) as e:
             raise UserError(f"run.json 'primitives' is not usable: {e}") from e
         if len(names) != n_ops:
             raise UserError(
                 f"run.json lists {len(names)} primitives but the logged alphas have {n_ops} ops.")
         return names
-    matches = [list(ops) for ops in genotypes.PRIMITIVE_SETS.values() if len(ops) == n_ops]
+    matches = [list(ops) for ops in genotype_types.PRIMITIVE_SETS.values() if len(ops) == n_ops]
     if len(matches) == 1:
         return matches[0]
     return [f"op{i}" for i in range(n_ops)]
@@ -85,7 +85,7 @@ def _alphas_history(run_dir: str | Path) -> tuple[dict, list[int], dict[str, lis
             history[c].append(arrays[c])
     if not epochs:
         raise UserError(
-            f"The run in {reader.run_dir(run_dir)} has logged no architecture weights "
+            f"The run in {run_folder.run_dir(run_dir)} has logged no architecture weights "
             "(alphas_normal / alphas_reduce); only search runs do.")
     return info, epochs, history
 
@@ -155,7 +155,8 @@ def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | Non
     bar = top.colorbar(image, ax=list(top_axes), shrink=0.9,
                        label=f"softmax weight (centre: uniform 1/{n_ops} = {1 / n_ops:.3f})")
     bar.ax.axhline(1.0 / n_ops, color="black", linewidth=0.8)
-    top.suptitle(title or f"Architecture weights of {info.get('experiment', reader.run_dir(run_dir).name)}")
+    name = info.get("experiment", run_folder.run_dir(run_dir).name)
+    top.suptitle(title or f"Architecture weights of {name}")
 
     grid = bottom.subplots(2, len(picked), squeeze=False)
     for col, i in enumerate(picked):

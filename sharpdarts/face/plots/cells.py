@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sharpdarts.core import genotypes
+from sharpdarts.core import genotypes, recurrent_genotypes, run_folder
 from sharpdarts.core.genotypes import Genotype
 from sharpdarts.errors import UserError
-from sharpdarts.face.plots.common import (CELL_TITLES, CELLS, METRICS, RUN_JSON, output_format,
-                                          render_graph)
+from sharpdarts.face.plots.common import CELL_TITLES, CELLS, output_format, render_graph
 from sharpdarts.store import reader
 
 # DARTS' visualize.py look: green inputs, blue intermediate nodes, yellow output.
@@ -63,16 +62,16 @@ def genotype_for(name_or_run_dir: str | Path | Genotype, prefer: str = "genotype
         UserError: An unknown name, a folder that is not a run folder, a run without a
             genotype, or a malformed genotype.
     """
-    if isinstance(name_or_run_dir, (Genotype, genotypes.RecurrentGenotype)):
+    if isinstance(name_or_run_dir, (Genotype, recurrent_genotypes.RecurrentGenotype)):
         return name_or_run_dir
     if prefer not in ("genotype", "best_genotype"):
         raise ValueError(f"prefer must be 'genotype' or 'best_genotype', got {prefer!r}.")
     text = str(name_or_run_dir)
     path = Path(text)
-    if path.is_dir() or (path.name == RUN_JSON and path.is_file()):
-        folder = reader.run_dir(path)
+    if path.is_dir() or (path.name == run_folder.RUN_JSON and path.is_file()):
+        folder = run_folder.run_dir(path)
         info = reader.read_info(folder)
-        where = str(folder / RUN_JSON)
+        where = str(run_folder.run_json_path(folder))
         final = info.get("final") if isinstance(info.get("final"), Mapping) else {}
         other = "best_genotype" if prefer == "genotype" else "genotype"
         for value, source in ((final.get(prefer), f"{where} final.{prefer}"),
@@ -82,7 +81,8 @@ def genotype_for(name_or_run_dir: str | Path | Genotype, prefer: str = "genotype
             if found is not None:
                 return found
         for record in reversed(reader.read_metrics(folder)):
-            found = _genotype_from_value(record.get("genotype"), f"{folder / METRICS}")
+            found = _genotype_from_value(record.get("genotype"),
+                                         str(run_folder.metrics_path(folder)))
             if found is not None:
                 return found
         raise UserError(
@@ -211,7 +211,7 @@ def plot_genotype(
     """
     out, fmt = output_format(out)
     cells = tuple(cells)
-    if isinstance(genotype, genotypes.RecurrentGenotype):  # one recurrent cell: one graph
+    if isinstance(genotype, recurrent_genotypes.RecurrentGenotype):  # one recurrent cell: one graph
         from sharpdarts.face.plots.recurrent import recurrent_graph
 
         data = render_graph(recurrent_graph(genotype, title), fmt)

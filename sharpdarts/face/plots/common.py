@@ -17,8 +17,6 @@ if TYPE_CHECKING:  # matplotlib loads only where a figure is made
 
 FORMATS = ("svg", "pdf", "png")
 CELLS = ("normal", "reduce")
-RUN_JSON = "run.json"
-METRICS = "metrics.jsonl"
 CELL_TITLES = {"normal": "normal cell", "reduce": "reduction cell"}
 
 

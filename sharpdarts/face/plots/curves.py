@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from sharpdarts.core import run_folder
 from sharpdarts.core.schedules import cosine_annealing, cosine_power_annealing, exponential_decay
 from sharpdarts.errors import UserError
 from sharpdarts.face.plots.common import output_format, save_figure
@@ -163,7 +164,7 @@ def _group_runs(run_dirs: Sequence[str | Path], group_by: str) -> dict[str, list
     for run_dir in run_dirs:
         info = reader.read_info(run_dir)
         key = info.get(group_by)
-        key = str(key) if key is not None else reader.run_dir(run_dir).name
+        key = str(key) if key is not None else run_folder.run_dir(run_dir).name
         groups.setdefault(key, []).append(reader.read_metrics(run_dir))
     if not any(records for runs in groups.values() for records in runs):
         raise UserError("None of the runs has logged an epoch yet; there is nothing to plot.")

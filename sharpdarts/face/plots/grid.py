@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sharpdarts.core import genotypes
+from sharpdarts.core import genotypes, run_folder
 from sharpdarts.core.genotypes import Genotype
 from sharpdarts.errors import UserError
-from sharpdarts.face.plots.common import RUN_JSON, output_format, render_graph
+from sharpdarts.face.plots.common import output_format, render_graph
 from sharpdarts.store import reader
 
 
@@ -21,14 +21,14 @@ def grid_weights_for(source: str | Path | Genotype) -> Genotype:
     if isinstance(source, Genotype):
         return source
     path = Path(source)
-    if path.is_dir() or path.name == RUN_JSON:
+    if path.is_dir() or path.name == run_folder.RUN_JSON:
         info = reader.read_info(path)
         raw = (info.get("final") or {}).get("raw_weights")
         if raw is None:
             logged = [r["grid_weights"] for r in reader.read_metrics(path) if "grid_weights" in r]
             if not logged:
-                raise UserError(f"{reader.run_dir(path)} is not a multi-channel search run: it has no "
-                                "grid weights.")
+                raise UserError(f"{run_folder.run_dir(path)} is not a multi-channel search run: "
+                                "it has no grid weights.")
             raw = {**logged[-1], "normal_concat": [], "reduce_concat": [], "layout": "raw_weights"}
         return genotypes.from_dict(raw)
     try:
@@ -52,11 +52,11 @@ def plot_grid(source: str | Path | Genotype, out: str | Path, path: Sequence[str
     """
     import graphviz
 
-    from sharpdarts.nn import multichannel
+    from sharpdarts.nn.multichannel import graph as graph_lib
     out, fmt = output_format(out)
     weights = grid_weights_for(source)
-    graph = multichannel.grid_graph(weights)
-    chosen = list(path) if path is not None else multichannel.longest_path(graph)
+    graph = graph_lib.grid_graph(weights)
+    chosen = list(path) if path is not None else graph_lib.longest_path(graph)
     on_path = set(zip(chosen, chosen[1:]))
     dot = graphviz.Digraph(format=fmt, graph_attr={"rankdir": "TB", "fontsize": "10"},
                            node_attr={"shape": "box", "style": "filled", "fontsize": "8"},

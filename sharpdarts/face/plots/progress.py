@@ -1,4 +1,4 @@
-"""A search's most likely cells over time, as an animated GIF (the seed's "progress" pictures).
+"""A search's most likely cells over time, as an animated GIF (like DARTS's "progress" pictures).
 
 A search run logs, per epoch, the genotype its architecture weights give (``genotype`` in
 ``metrics.jsonl``). :func:`plot_progress` draws one frame per recorded epoch (or per
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sharpdarts.core import genotypes
+from sharpdarts.core import genotypes, run_folder
 from sharpdarts.errors import UserError
 from sharpdarts.store import reader
 
@@ -69,7 +69,7 @@ def progress_frames(run_dir: str | Path) -> tuple[dict, list[Frame]]:
         UserError: not a run folder, not a search run, no epoch with a genotype, a malformed
             genotype, or genotypes that are not cells (a multi-channel search's paths).
     """
-    folder = reader.run_dir(run_dir)
+    folder = run_folder.run_dir(run_dir)
     info = reader.read_info(folder)
     if info.get("kind") != "search":
         raise UserError(
@@ -85,7 +85,7 @@ def progress_frames(run_dir: str | Path) -> tuple[dict, list[Frame]]:
             genotype = genotypes.from_dict(value)
         except (ValueError, TypeError, KeyError) as e:
             raise UserError(f"The genotype of epoch {record['epoch']} in "
-                            f"{folder / reader.METRICS} is malformed: {e}") from e
+                            f"{run_folder.metrics_path(folder)} is malformed: {e}") from e
         if genotype.layout not in ("cell", "recurrent"):
             raise UserError(
                 f"The search in {folder} logs {genotype.layout!r} genotypes (a multi-channel "
@@ -95,7 +95,7 @@ def progress_frames(run_dir: str | Path) -> tuple[dict, list[Frame]]:
     if not frames:
         raise UserError(
             f"The search in {folder} has no epoch that logged a genotype yet "
-            f"({reader.METRICS} holds no 'genotype' per epoch): nothing to animate. Wait for "
+            f"({run_folder.METRICS} holds no 'genotype' per epoch): nothing to animate. Wait for "
             "its first epoch to end, or pass a search run written by this version.")
     return info, frames
 

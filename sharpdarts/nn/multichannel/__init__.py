@@ -1,8 +1,8 @@
 """Differentiable hyperparameter grid search (HyperCuboid): the multi-channel supernet, its
 weighted graph, path extraction and the path models trained afterwards.
 
-The grid (FACTS.md, "HyperCuboid"): ``layers`` grid layers, each a stride-1 stage followed by
-a stride-2 stage. The feature maps come in the channel widths
+The grid (``docs/facts/sharpdarts.md``, "HyperCuboid"): ``layers`` grid layers, each a
+stride-1 stage followed by a stride-2 stage. The feature maps come in the channel widths
 ``Cs = 2 ** (floor(log2 C) + k)``, ``k = 0 .. steps - 1`` ({32, 64, 128, 256} for C = 36). At
 every stage every ``C_in -> C_out`` pair is joined by each primitive, and the outputs with the
 same ``C_out`` are summed. A 3x3 conv + BN stem per width feeds the first stage; a
@@ -22,18 +22,5 @@ round. Read with that order, the published weights do not give the published pat
 
 Modules: ``graph`` (node names, the weighted DAG, longest and greedy paths, path checks; no
 torch) and ``networks`` (:class:`MultiChannelNetwork`, the supernet, and :class:`PathNetwork`,
-the network of one path). Every public name of both is importable from here.
+the network of one path).
 """
-from sharpdarts.nn.multichannel.graph import (  # noqa: F401
-    GRID_PRIMITIVES, HEAD_SUM, LINEAR, POOLING, SOURCE, STRIDES, InvalidPathError, OpNode,
-    channel_widths, check_path, greedy_path, grid_graph, head_node, longest_path, op_node,
-    parse_op_node, path_genotype, path_list, path_nodes_valid, stem_nodes, sum_node,
-    weights_array)
-from sharpdarts.nn.multichannel.networks import MultiChannelNetwork, PathNetwork  # noqa: F401
-
-__all__ = [
-    "GRID_PRIMITIVES", "SOURCE", "HEAD_SUM", "POOLING", "LINEAR", "OpNode", "InvalidPathError",
-    "channel_widths", "stem_nodes", "op_node", "sum_node", "head_node", "parse_op_node",
-    "grid_graph", "longest_path", "greedy_path", "check_path", "path_nodes_valid",
-    "path_genotype", "path_list", "MultiChannelNetwork", "PathNetwork",
-]

@@ -7,7 +7,8 @@ imports torch); the networks are in ``networks.py``.
 The graph (:func:`grid_graph`) names its nodes as the published paths do::
 
     Source -> Conv3x3_{k} -> BatchNorm_{k}
-      -> layer_{l}_stride_{s}_c_in_{ci}_c_out_{co}_op_type_{Op} -> layer_{l}_add_c_out_{co}_stride_{s}
+      -> layer_{l}_stride_{s}_c_in_{ci}_c_out_{co}_op_type_{Op}
+      -> layer_{l}_add_c_out_{co}_stride_{s}
       -> ... -> SharpSepConv{c} -> add-SharpSep -> global_pooling -> Linear
 
 (the original's later ``_opid_{i}`` suffix is not part of the published paths). Each op node's
@@ -122,7 +123,7 @@ def parse_op_node(name: str) -> OpNode | None:
 
 # ---- The weighted graph ---------------------------------------------------------------------
 def weights_array(weights: Any) -> np.ndarray:
-    """``[2, layers, n, n, ops]`` floats from a tensor, array, nested list or raw-weights genotype."""
+    """``[2, layers, n, n, ops]`` floats from a tensor, array, nested list or raw weights."""
     if isinstance(weights, (str, Mapping)):
         weights = genotypes_lib.resolve(weights)
     if isinstance(weights, genotypes_lib.Genotype):

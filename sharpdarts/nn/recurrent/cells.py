@@ -1,6 +1,6 @@
 """DARTS's recurrent cells: the fixed cell of a genotype and the search cell over all of them.
 
-Both follow the original formulas (``reference/FACTS_RNN.md`` section 2 and 3). One time step,
+Both follow the original formulas (``docs/facts/darts_rnn.md``, sections 2 and 3). One time step,
 with ``x`` the input, ``h`` the previous output, ``mx``/``mh`` dropout masks (training only):
 
     [c0 | h0] = [x * mx, h * mh] @ W0          s0 = h + sigmoid(c0) * (tanh(h0) - h)
@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_PRIMITIVES, RNN_STEPS, RecurrentGenotype, check
+from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_STEPS, RecurrentGenotype, check
+from sharpdarts.core.genotypes import RNN_PRIMITIVES
 from sharpdarts.registry import Registry
 
 INIT_RANGE = 0.04

@@ -6,7 +6,7 @@ its architecture parameters. Both keep the original's module names (``encoder``,
 original's state dicts, and count parameters as it does: ``V (n + 1) + (4 + 2 S) n^2`` with
 the tied embedding counted once (22,960,000 for DARTS's PTB model).
 
-Dropouts, in training only (``reference/FACTS_RNN.md`` section 2): embedding dropout drops
+Dropouts, in training only (``docs/facts/darts_rnn.md``, section 2): embedding dropout drops
 whole words from the embedding matrix (``dropoute``); locked dropout drops the same units at
 every time step, on the embedded input (``dropouti``) and on the cell's output
 (``dropout``); the cell's own variational masks use ``dropoutx`` and ``dropouth``.
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.core.recurrent_genotypes import (RNN_CONCAT, RNN_PRIMITIVES, RNN_STEPS,
-                                                 RecurrentGenotype, parse_recurrent)
+from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_STEPS, RecurrentGenotype, parse_recurrent
+from sharpdarts.core.genotypes import RNN_PRIMITIVES
 from sharpdarts.nn.recurrent.cells import INIT_RANGE, DARTSCell, DARTSCellSearch
 
 

@@ -3,7 +3,7 @@
 :class:`~sharpdarts.nn.recurrent.cells.DARTSCellSearch` computes its time steps with
 shortcuts (the input half of ``W0`` applied to the whole sequence in one product, each node's
 ops summed in closed form). This module keeps the original's expressions
-(``reference/FACTS_RNN.md`` section 3) as the yardstick that tests/test_lm_reference.py and
+(``docs/facts/darts_rnn.md``, section 3) as the yardstick that tests/test_lm_reference.py and
 benchmarks/lm_search_step.py measure the fast cell against:
 
 - every time step concatenates ``[x_t * mx, h * mh]`` and multiplies it by all of ``W0``;
