@@ -5,6 +5,7 @@ definitions inside the package, at ``sharpdarts/_shipped/{experiments,gin}``, wh
 :mod:`sharpdarts.resources` finds them when there is no checkout. The repository folders are
 mapped to packages of that name (``package_dir``) so that they stay where users edit them.
 """
+
 from setuptools import find_packages, setup
 
 # Repository folder -> where it lies inside the installed package.

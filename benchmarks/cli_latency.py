@@ -7,6 +7,7 @@ completed run is timed against a smoke run of ``demo/search`` made first in a te
 
 Usage: ``python benchmarks/cli_latency.py [--repeats 5] [--json FILE]``; prints a markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ def commands(results: str) -> list[tuple[str, list[str], int]]:
         ("sharpdarts --help", ["--help"], 0),
         ("sharpdarts list", ["list"], 0),
         ("sharpdarts table cifar10", ["table", "cifar10", "--results", results], 0),
-        ("sharpdarts table imagenet --format latex",
-         ["table", "imagenet", "--format", "latex", "--results", results], 0),
+        (
+            "sharpdarts table imagenet --format latex",
+            ["table", "imagenet", "--format", "latex", "--results", results],
+            0,
+        ),
         ("sharpdarts genotype show SHARP_DARTS", ["genotype", "show", "SHARP_DARTS"], 0),
         ("sharpdarts table no_such_table (bad name)", ["table", "no_such_table"], 2),
         ("sharpdarts run cifar10/sharpdart (bad name)", ["run", "cifar10/sharpdart"], 2),
@@ -43,8 +47,13 @@ def measure(args: list[str], expected: int) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one fresh process running the command line."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", START, *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", START, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -60,18 +69,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as results:
-        first = subprocess.run([sys.executable, "-c", START, "run", "demo/search", "--smoke",
-                                "--seed", "1", "--results", results], cwd=ROOT,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+        first = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                START,
+                "run",
+                "demo/search",
+                "--smoke",
+                "--seed",
+                "1",
+                "--results",
+                results,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+        )
         if first.returncode != 0:
             raise SystemExit(f"the smoke run failed: {first.stderr.decode()[-2000:]}")
         for label, command, expected in commands(results):
             samples = [measure(command, expected) for _ in range(args.repeats)]
-            rows.append({"command": label,
-                         "median_s": statistics.median(s for s, _ in samples),
-                         "median_peak_mb": statistics.median(m for _, m in samples),
-                         "repeats": args.repeats})
-    print(f"| command | median wall time (s) | median peak memory (MB) |\n|---|---|---|")
+            rows.append(
+                {
+                    "command": label,
+                    "median_s": statistics.median(s for s, _ in samples),
+                    "median_peak_mb": statistics.median(m for _, m in samples),
+                    "repeats": args.repeats,
+                }
+            )
+    print("| command | median wall time (s) | median peak memory (MB) |\n|---|---|---|")
     for row in rows:
         print(f"| `{row['command']}` | {row['median_s']:.2f} | {row['median_peak_mb']:.0f} |")
     if args.json:

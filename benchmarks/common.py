@@ -17,6 +17,7 @@ held before it. (Measuring in the timing process instead, even after ``mallopt``
 ``malloc_trim``, overstated the reference path's peak by 15%.) Steps in the child are 2-3x
 slower (a page fault per fresh page), which is why timing never happens there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,31 +44,54 @@ MEMORY_CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_":
 def add_common_arguments(parser) -> None:
     """The options every step benchmark shares."""
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3,
-                        help="timed steps per path (pairs with --compare), after 1 warm-up")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=3,
+        help="timed steps per path (pairs with --compare), after 1 warm-up",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)"
+    )
     parser.add_argument("--reference", action="store_true", help="time the reference path only")
-    parser.add_argument("--compare", action="store_true",
-                        help="time reference and fast interleaved in one process; print the ratio")
-    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                        help="fast path in the default (NCHW) memory format")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the fast path's network (slow to start)")
-    parser.add_argument("--no-memory", dest="memory", action="store_false",
-                        help="skip the peak memory measurement")
-    parser.add_argument("--flops", action="store_true",
-                        help="count the reference step's FLOPs (FlopCounterMode) and measure the "
-                             "float32 matmul throughput, to report effective throughput")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="append the result as a JSON line")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="time reference and fast interleaved in one process; print the ratio",
+    )
+    parser.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_false",
+        help="fast path in the default (NCHW) memory format",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the fast path's network (slow to start)",
+    )
+    parser.add_argument(
+        "--no-memory", dest="memory", action="store_false", help="skip the peak memory measurement"
+    )
+    parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="count the reference step's FLOPs (FlopCounterMode) and measure the "
+        "float32 matmul throughput, to report effective throughput",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="append the result as a JSON line")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--memory-warmup", type=int, default=1,
-                        help="steps before the measured one in the memory child (0 counts "
-                             "first-step allocations too: about +2%%)")
-    parser.add_argument("--memory-child", choices=["fast", "reference"], default=None,
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-warmup",
+        type=int,
+        default=1,
+        help="steps before the measured one in the memory child (0 counts "
+        "first-step allocations too: about +2%%)",
+    )
+    parser.add_argument(
+        "--memory-child", choices=["fast", "reference"], default=None, help=argparse.SUPPRESS
+    )
 
 
 def setup(args) -> torch.device:
@@ -94,8 +118,13 @@ def time_step(step: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - tic
 
 
-def interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: torch.device,
-                warmup: int = 1, log=print) -> dict[str, list[float]]:
+def interleaved(
+    steps: dict[str, Callable[[], None]],
+    rounds: int,
+    device: torch.device,
+    warmup: int = 1,
+    log=print,
+) -> dict[str, list[float]]:
     """Times each step ``rounds`` times, interleaved; the order alternates every round."""
     names = list(steps)
     for name in names:
@@ -110,8 +139,9 @@ def interleaved(steps: dict[str, Callable[[], None]], rounds: int, device: torch
     return times
 
 
-def ratio_summary(times: dict[str, list[float]], fast: str = "fast",
-                  reference: str = "reference") -> dict:
+def ratio_summary(
+    times: dict[str, list[float]], fast: str = "fast", reference: str = "reference"
+) -> dict:
     ratios = [f / r for f, r in zip(times[fast], times[reference])]
     return {"ratios": ratios, "ratio_median": statistics.median(ratios)}
 
@@ -141,16 +171,21 @@ def cpu_step_peak(step: Callable[[], None], warmup: int = 1) -> dict:
     before = _status_kb("VmRSS")
     step()
     peak = _status_kb("VmHWM")
-    return {"peak_mib": (peak - before) / 1024, "rss_before_mib": before / 1024,
-            "hwm_mib": peak / 1024, "warmup_steps": warmup}
+    return {
+        "peak_mib": (peak - before) / 1024,
+        "rss_before_mib": before / 1024,
+        "hwm_mib": peak / 1024,
+        "warmup_steps": warmup,
+    }
 
 
 def memory_in_child(script: str, argv: list[str], path: str) -> dict:
     """Runs the benchmark ``script`` again as ``script argv --memory-child path`` in a fresh
     process with the mmap threshold fixed; returns the JSON line it prints."""
     env = {**os.environ, **MEMORY_CHILD_ENV}
-    args = _drop_option([a for a in argv if a not in ("--compare", "--reference", "--flops")],
-                        "--json")
+    args = _drop_option(
+        [a for a in argv if a not in ("--compare", "--reference", "--flops")], "--json"
+    )
     cmd = [sys.executable, script, *args, "--memory-child", path]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
@@ -178,8 +213,11 @@ def cuda_step_peak(step: Callable[[], None], device: torch.device) -> dict:
     step()
     sync(device)
     peak = torch.cuda.max_memory_allocated(device)
-    return {"peak_mib": (peak - before) / 2**20, "allocated_before_mib": before / 2**20,
-            "max_allocated_mib": peak / 2**20}
+    return {
+        "peak_mib": (peak - before) / 2**20,
+        "allocated_before_mib": before / 2**20,
+        "max_allocated_mib": peak / 2**20,
+    }
 
 
 def matmul_flops_per_s(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
@@ -189,16 +227,29 @@ def matmul_flops_per_s(device: torch.device, n: int = 2048, repeats: int = 5) ->
     b = torch.randn(n, n, device=device)
     torch.mm(a, b)
     best = min(time_step(lambda: torch.mm(a, b), device) for _ in range(repeats))
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
-def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
-                        transposed, _output_padding, _groups, output_mask, out_shape=None) -> int:
+def conv_backward_flops(
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    _bias,
+    _stride,
+    _padding,
+    _dilation,
+    transposed,
+    _output_padding,
+    _groups,
+    output_mask,
+    out_shape=None,
+) -> int:
     """FLOPs of ``aten.convolution_backward``: each gradient asked for (input, weight) costs
     what the forward convolution costs, 2 * (output elements) * (weight elements per output
     channel), groups included. torch 2.14's own formula leaves out the groups in the weight
     gradient and counts a depthwise conv's backward C times too high (pytorch#183405)."""
     from math import prod
+
     spatial_points = prod(x_shape) if transposed else prod(grad_out_shape)
     forward = 2 * spatial_points * prod(w_shape[1:])
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
@@ -208,6 +259,7 @@ def count_flops(step: Callable[[], None]) -> int:
     """Convolution and matrix-product FLOPs of one ``step()``, forward and backward, as
     executed (torch's FlopCounterMode with a corrected convolution backward)."""
     from torch.utils.flop_counter import FlopCounterMode
+
     mapping = {torch.ops.aten.convolution_backward: conv_backward_flops}
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         step()
@@ -223,8 +275,7 @@ def emit(result: dict, json_path: Path | None) -> None:
 
 
 def describe_machine(device: torch.device) -> dict:
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "device": str(device)}
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     else:
@@ -256,17 +307,21 @@ def run(args, argv: list[str], build_fn, config: dict, kind: str) -> dict:
         memory = {p: memory_in_child(script, argv, p) for p in paths}
     steps = {p: build_fn(args, device, p)[1] for p in paths}
     times = interleaved(steps, args.steps, device)
-    result = {"kind": kind, "config": config, "machine": describe_machine(device),
-              "paths": {p: {"times_s": times[p], "median_step_s": statistics.median(times[p])}
-                        for p in paths}}
+    result = {
+        "kind": kind,
+        "config": config,
+        "machine": describe_machine(device),
+        "paths": {
+            p: {"times_s": times[p], "median_step_s": statistics.median(times[p])} for p in paths
+        },
+    }
     if args.compare:
         result.update(ratio_summary(times))
     if args.flops:
         counted = "reference" if "reference" in steps else paths[0]
         flops = count_flops(steps[counted])
         matmul = matmul_flops_per_s(device)
-        result["flops"] = {"counted_on": counted, "step_flops": flops,
-                           "matmul_flops_per_s": matmul}
+        result["flops"] = {"counted_on": counted, "step_flops": flops, "matmul_flops_per_s": matmul}
         for p in paths:
             eff = flops / result["paths"][p]["median_step_s"]
             result["paths"][p]["effective_flops_per_s"] = eff
@@ -296,13 +351,17 @@ def report(result: dict) -> None:
         if mem is not None:
             line += f"  peak_memory_mib {mem:.1f}"
         if "effective_flops_per_s" in r:
-            line += (f"  effective_gflops {r['effective_flops_per_s'] / 1e9:.2f}"
-                     f" ({100 * r['fraction_of_matmul']:.1f}% of matmul)")
+            line += (
+                f"  effective_gflops {r['effective_flops_per_s'] / 1e9:.2f}"
+                f" ({100 * r['fraction_of_matmul']:.1f}% of matmul)"
+            )
         print(line)
     if "flops" in result:
         f = result["flops"]
-        print(f"flops: {f['step_flops'] / 1e9:.2f} GFLOP per {f['counted_on']} step "
-              f"(FlopCounterMode); float32 matmul {f['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s")
+        print(
+            f"flops: {f['step_flops'] / 1e9:.2f} GFLOP per {f['counted_on']} step "
+            f"(FlopCounterMode); float32 matmul {f['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s"
+        )
     if "ratio_median" in result:
         ratios = " ".join(f"{r:.3f}" for r in result["ratios"])
         line = f"ratio fast/reference: time {result['ratio_median']:.3f} (pairs: {ratios})"

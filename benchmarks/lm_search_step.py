@@ -34,6 +34,7 @@ Examples:
 Prints ``median_step_s`` and ``peak_memory_mib`` per path and, with --compare, the median of
 the per-pair time ratios fast / reference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.engine.lm_architect import RecurrentArchitect
-from sharpdarts.nn.recurrent.model import ar_tar_penalty
 from sharpdarts.nn.models import RNNSearchModel
+from sharpdarts.nn.recurrent.model import ar_tar_penalty
 from sharpdarts.nn.reference import set_reference_path
 
 LR, WEIGHT_DECAY, GRAD_CLIP, BETA = 20.0, 5e-7, 0.25, 1e-3
@@ -55,8 +56,9 @@ DROPOUTS = dict(dropout=0.75, dropouth=0.25, dropoutx=0.75, dropouti=0.2, dropou
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nhid", type=int, default=300,
-                        help="embedding and hidden width (the search model's 300)")
+    parser.add_argument(
+        "--nhid", type=int, default=300, help="embedding and hidden width (the search model's 300)"
+    )
     parser.add_argument("--vocab", type=int, default=10000, help="vocabulary (PTB's 10000)")
     parser.add_argument("--bptt", type=int, default=35, help="window length (35)")
     parser.add_argument("--order", type=int, default=1, choices=[1, 2])
@@ -70,20 +72,26 @@ def build(args, device: torch.device, path: str):
     torch.manual_seed(args.seed)
     reference = path == "reference"
     backend = "inductor" if args.compile and not reference else None
-    model = RNNSearchModel(args.vocab, args.nhid, args.nhid, args.nhid, **DROPOUTS,
-                           compile_backend=backend).to(device)
+    model = RNNSearchModel(
+        args.vocab, args.nhid, args.nhid, args.nhid, **DROPOUTS, compile_backend=backend
+    ).to(device)
     model.train()
     if reference:
         set_reference_path(model)
     weights = model.weights()
     optimizer = torch.optim.SGD(weights, lr=LR, weight_decay=WEIGHT_DECAY)
-    architect = RecurrentArchitect(model, order=args.order, network_weight_decay=WEIGHT_DECAY,
-                                   copy_network=reference)
+    architect = RecurrentArchitect(
+        model, order=args.order, network_weight_decay=WEIGHT_DECAY, copy_network=reference
+    )
     gen = torch.Generator().manual_seed(args.seed + 1)
-    x, xv = (torch.randint(0, args.vocab, (args.bptt, args.batch), generator=gen).to(device)
-             for _ in range(2))
-    y, yv = (torch.randint(0, args.vocab, (args.bptt * args.batch,), generator=gen).to(device)
-             for _ in range(2))
+    x, xv = (
+        torch.randint(0, args.vocab, (args.bptt, args.batch), generator=gen).to(device)
+        for _ in range(2)
+    )
+    y, yv = (
+        torch.randint(0, args.vocab, (args.bptt * args.batch,), generator=gen).to(device)
+        for _ in range(2)
+    )
     state = {"train": model.init_hidden(args.batch), "valid": model.init_hidden(args.batch)}
 
     def step():
@@ -100,8 +108,9 @@ def build(args, device: torch.device, path: str):
     if backend:  # compile now, and report it apart from the step times
         tic = time.perf_counter()
         step()
-        print(f"fast (compiled): first step, compiling, {time.perf_counter() - tic:.1f}s",
-              flush=True)
+        print(
+            f"fast (compiled): first step, compiling, {time.perf_counter() - tic:.1f}s", flush=True
+        )
     return model, step
 
 

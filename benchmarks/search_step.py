@@ -25,6 +25,7 @@ Examples:
 Prints ``median_step_s`` and ``peak_memory_mib`` per path and, with --compare, the median of
 the per-pair time ratios fast / reference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,8 @@ import torch
 from torch import nn
 
 from sharpdarts.engine.architect import Architect
-from sharpdarts.nn.reference import set_reference_path
 from sharpdarts.nn.models import SearchNetwork
+from sharpdarts.nn.reference import set_reference_path
 
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0
 
@@ -44,16 +45,27 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--C", type=int, default=16)
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--nodes", type=int, default=4,
-                        help="intermediate nodes per cell, all concatenated into its output")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=4,
+        help="intermediate nodes per cell, all concatenated into its output",
+    )
     parser.add_argument("--primitives", default="DARTS_PRIMITIVES")
     parser.add_argument("--op_dict", default="OPS")
     parser.add_argument("--order", type=int, default=1, choices=[1, 2])
     parser.add_argument("--weighting", default="scalar", choices=["scalar", "max_w"])
-    parser.add_argument("--partial_channels", type=int, default=1,
-                        help="PC-DARTS K for the fast path (changes the math)")
-    parser.add_argument("--edge_normalization", action="store_true",
-                        help="PC-DARTS edge normalization for the fast path (changes the math)")
+    parser.add_argument(
+        "--partial_channels",
+        type=int,
+        default=1,
+        help="PC-DARTS K for the fast path (changes the math)",
+    )
+    parser.add_argument(
+        "--edge_normalization",
+        action="store_true",
+        help="PC-DARTS edge normalization for the fast path (changes the math)",
+    )
     common.add_common_arguments(parser)
     return parser.parse_args(argv)
 
@@ -63,12 +75,18 @@ def build(args, device: torch.device, path: str):
     torch.manual_seed(args.seed)
     reference = path == "reference"
     model = SearchNetwork(
-        C=args.C, num_classes=10, layers=args.layers, steps=args.nodes, multiplier=args.nodes,
+        C=args.C,
+        num_classes=10,
+        layers=args.layers,
+        steps=args.nodes,
+        multiplier=args.nodes,
         primitives=args.primitives,
-        op_dict=args.op_dict, weighting=args.weighting,
+        op_dict=args.op_dict,
+        weighting=args.weighting,
         partial_channels=1 if reference else args.partial_channels,
         edge_normalization=not reference and args.edge_normalization,
-        channels_last=not reference and args.channels_last).to(device)
+        channels_last=not reference and args.channels_last,
+    ).to(device)
     model.train()
     if reference:
         set_reference_path(model)
@@ -93,8 +111,21 @@ def build(args, device: torch.device, path: str):
     return model, step
 
 
-CONFIG_KEYS = ["batch", "C", "layers", "nodes", "primitives", "op_dict", "order", "weighting",
-               "partial_channels", "edge_normalization", "channels_last", "compile", "steps"]
+CONFIG_KEYS = [
+    "batch",
+    "C",
+    "layers",
+    "nodes",
+    "primitives",
+    "op_dict",
+    "order",
+    "weighting",
+    "partial_channels",
+    "edge_normalization",
+    "channels_last",
+    "compile",
+    "steps",
+]
 
 
 def main(argv=None):

@@ -6,6 +6,7 @@ in its own process, and prints a markdown table. Defaults take about 10 minutes 
 
   python benchmarks/table.py --threads 1 [--batches 8 16 32 64] [--steps 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,7 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository on sys.path)
 
 from sharpdarts.core import genotype_types
+
 HERE = Path(__file__).resolve().parent
 PRIMITIVE_SETS = ["DARTS_PRIMITIVES", "PRIMITIVES", "SHARPER_PRIMITIVES"]
 
@@ -29,8 +31,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=1, help="timed steps per configuration")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--order", type=int, default=1)
-    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
-                        help="more search_step.py options")
+    parser.add_argument(
+        "--extra", nargs=argparse.REMAINDER, default=[], help="more search_step.py options"
+    )
     args = parser.parse_args(argv)
 
     rows, failed = [], []
@@ -38,10 +41,23 @@ def main(argv=None):
         out = Path(tmp) / "results.jsonl"
         for primitives in args.primitives:
             for batch in args.batches:
-                cmd = [sys.executable, str(HERE / "search_step.py"), "--primitives", primitives,
-                       "--batch", str(batch), "--steps", str(args.steps), "--order",
-                       str(args.order), "--json", str(out), "--memory-warmup", "0",
-                       *args.extra]
+                cmd = [
+                    sys.executable,
+                    str(HERE / "search_step.py"),
+                    "--primitives",
+                    primitives,
+                    "--batch",
+                    str(batch),
+                    "--steps",
+                    str(args.steps),
+                    "--order",
+                    str(args.order),
+                    "--json",
+                    str(out),
+                    "--memory-warmup",
+                    "0",
+                    *args.extra,
+                ]
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
                 print("$", " ".join(cmd[1:]), flush=True)
@@ -56,12 +72,16 @@ def main(argv=None):
     for r in rows:
         c, fast = r["config"], r["paths"]["fast"]
         ops = len(genotype_types.primitives(c["primitives"]))
-        print(f"| {c['primitives']} | {ops} | {c['batch']} | "
-              f"{fast['median_step_s']:.2f} | {fast.get('peak_memory_mib', float('nan')):.0f} | "
-              f"{fast['median_step_s'] / c['batch']:.3f} |")
+        print(
+            f"| {c['primitives']} | {ops} | {c['batch']} | "
+            f"{fast['median_step_s']:.2f} | {fast.get('peak_memory_mib', float('nan')):.0f} | "
+            f"{fast['median_step_s'] / c['batch']:.3f} |"
+        )
     for primitives, batch, code in failed:
-        print(f"| {primitives} | {len(genotype_types.primitives(primitives))} | {batch} | "
-              f"failed (exit {code}; -9: killed, out of memory) | | |")
+        print(
+            f"| {primitives} | {len(genotype_types.primitives(primitives))} | {batch} | "
+            f"failed (exit {code}; -9: killed, out of memory) | | |"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Examples:
   python benchmarks/train_step.py --batch 16 --compare
   python benchmarks/train_step.py --genotype DARTS_V2 --batch 32 --compare --flops
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ import common  # noqa: F401  (puts the repository on sys.path)
 import torch
 from torch import nn
 
-from sharpdarts.nn.reference import set_reference_path
 from sharpdarts.nn.models import NetworkCIFAR
+from sharpdarts.nn.reference import set_reference_path
 
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP, AUX_WEIGHT = 0.025, 0.9, 3e-4, 5.0, 0.4
 
@@ -43,17 +44,23 @@ def parse_args(argv=None):
 def build(args, device: torch.device, path: str):
     torch.manual_seed(args.seed)
     reference = path == "reference"
-    model = NetworkCIFAR(C=args.C, num_classes=10, layers=args.layers, auxiliary=args.auxiliary,
-                         genotype=args.genotype,
-                         channels_last=not reference and args.channels_last).to(device)
+    model = NetworkCIFAR(
+        C=args.C,
+        num_classes=10,
+        layers=args.layers,
+        auxiliary=args.auxiliary,
+        genotype=args.genotype,
+        channels_last=not reference and args.channels_last,
+    ).to(device)
     model.train()
     model.drop_path_prob = args.drop_path_prob
     if reference:
         set_reference_path(model)
     net = torch.compile(model) if args.compile and not reference else model
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM,
-                                weight_decay=WEIGHT_DECAY)
+    optimizer = torch.optim.SGD(
+        model.parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+    )
     params = list(model.parameters())
     gen = torch.Generator().manual_seed(args.seed + 1)
     x = torch.randn(args.batch, 3, 32, 32, generator=gen).to(device)
@@ -72,8 +79,17 @@ def build(args, device: torch.device, path: str):
     return model, step
 
 
-CONFIG_KEYS = ["batch", "C", "layers", "genotype", "auxiliary", "drop_path_prob",
-               "channels_last", "compile", "steps"]
+CONFIG_KEYS = [
+    "batch",
+    "C",
+    "layers",
+    "genotype",
+    "auxiliary",
+    "drop_path_prob",
+    "channels_last",
+    "compile",
+    "steps",
+]
 
 
 def main(argv=None):

@@ -5,6 +5,7 @@
   (300 epochs, max lr 0.0875, min lr 7.5e-4, 10 warmup epochs) for exponent orders 2 and 10,
   against cosine annealing and exponential decay, on linear and log scales.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,8 +23,11 @@ LR = dict(epochs=300, max_lr=0.0875, min_lr=7.5e-4, exponent_orders=[2, 10], war
 
 def main() -> list[Path]:
     written = [
-        cells.plot_genotype(genotypes.get("SHARPSEPCONV_DARTS"), IMG / "sharpsepconv_darts.svg",
-                            title="SHARPSEPCONV_DARTS"),
+        cells.plot_genotype(
+            genotypes.get("SHARPSEPCONV_DARTS"),
+            IMG / "sharpsepconv_darts.svg",
+            title="SHARPSEPCONV_DARTS",
+        ),
         curves.plot_lr(IMG / "cosine_power_annealing.svg", **LR),
         curves.plot_lr(IMG / "cosine_power_annealing_log.svg", log=True, **LR),
     ]

@@ -1,4 +1,5 @@
 """`python -m sharpdarts` is the `sharpdarts` command."""
+
 import sys
 
 from sharpdarts.face.cli import main

@@ -4,6 +4,7 @@ schedules, optimizers, experiments, ...) with ``list``-style lookup and did-you-
 Every "unknown name" error of the library comes from :func:`unknown_name`, so they all read
 alike: ``Unknown op 'sep_conv_3x33'. Did you mean: sep_conv_3x3?``
 """
+
 from __future__ import annotations
 
 import difflib
@@ -24,16 +25,24 @@ class UnknownNameError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def close_matches(name: object, candidates: Iterable[str], n: int = 5,
-                  cutoff: float = 0.6) -> list[str]:
+def close_matches(
+    name: object, candidates: Iterable[str], n: int = 5, cutoff: float = 0.6
+) -> list[str]:
     """The candidates closest to ``name``, compared case-insensitively."""
     folded = {str(c).lower(): str(c) for c in candidates}
     matches = difflib.get_close_matches(str(name).lower(), list(folded), n=n, cutoff=cutoff)
     return [folded[m] for m in matches]
 
 
-def unknown_name(kind: str, name: object, candidates: Iterable[str], *, where: str = "",
-                 cutoff: float = 0.6, hint: str = "") -> UnknownNameError:
+def unknown_name(
+    kind: str,
+    name: object,
+    candidates: Iterable[str],
+    *,
+    where: str = "",
+    cutoff: float = 0.6,
+    hint: str = "",
+) -> UnknownNameError:
     """The error for an unknown name, naming the closest known names (or all of them).
 
     Args:

@@ -11,6 +11,7 @@ Two kinds of roots, searched in order:
 
 No torch here: the quick commands (``list``, ``table``) read these files only.
 """
+
 from __future__ import annotations
 
 import os

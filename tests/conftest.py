@@ -1,4 +1,5 @@
 """Shared test set-up: deterministic seeds and one torch thread per xdist worker."""
+
 import os
 
 import gin

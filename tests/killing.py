@@ -3,6 +3,7 @@
 Shared by the resume tests (convolutional and language-model runs): the kill must land
 mid-run, after a checkpoint exists, like a node dying.
 """
+
 import os
 import signal
 import subprocess
@@ -12,9 +13,17 @@ from pathlib import Path
 from sharpdarts.store import reader
 
 
-def kill_after_epoch(cmd: list[str], results: Path, experiment: str, epoch: int, *,
-                     cwd, env, timeout: float, checkpoint: str = "checkpoint.pt"
-                     ) -> tuple[Path, str]:
+def kill_after_epoch(
+    cmd: list[str],
+    results: Path,
+    experiment: str,
+    epoch: int,
+    *,
+    cwd,
+    env,
+    timeout: float,
+    checkpoint: str = "checkpoint.pt",
+) -> tuple[Path, str]:
     """Runs ``cmd`` and kills it (SIGKILL) once the run folder of ``experiment`` under
     ``results`` holds a checkpoint (``checkpoint``: a glob inside the run folder, e.g.
     ``phases/*/checkpoint.pt`` for a random search's phases) and metrics.jsonl has logged an
@@ -23,8 +32,9 @@ def kill_after_epoch(cmd: list[str], results: Path, experiment: str, epoch: int,
     Returns:
         The run folder and the command's output. Asserts that the kill happened.
     """
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     folder = None
     deadline = time.monotonic() + timeout
     try:

@@ -1,6 +1,7 @@
 """What the multi-process tests share: a free local port, joining a gloo group as the engine
 does, running a worker on every rank whose results come back through files, and racing
 forked processes."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,13 @@ def free_port() -> int:
 def join_group(rank: int, port: int, world: int):
     """Sets the variables torchrun would set, one thread, and joins through the engine's
     context (gloo on CPU); returns the context."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
     torch.set_num_threads(1)
     return context.make_context(device="cpu")
 
@@ -37,16 +43,18 @@ def result_path(out_dir: str | os.PathLike, rank: int) -> Path:
     return Path(out_dir) / f"rank{rank}.pt"
 
 
-def run_ranks(worker: Callable[[int, int, str], None], out_dir: str | os.PathLike,
-              world: int) -> list:
+def run_ranks(
+    worker: Callable[[int, int, str], None], out_dir: str | os.PathLike, world: int
+) -> list:
     """Runs ``worker(rank, port, out_dir)`` in ``world`` processes and returns what each
     saved to :func:`result_path`, by rank.
 
     The processes are forked from the test process (which has joined no process group): they
     start with torch imported, where spawned ones would pay 2 to 4 s of CPU each to import it
     and this module again."""
-    mp.start_processes(worker, args=(free_port(), str(out_dir)), nprocs=world, join=True,
-                       start_method="fork")
+    mp.start_processes(
+        worker, args=(free_port(), str(out_dir)), nprocs=world, join=True, start_method="fork"
+    )
     return [torch.load(result_path(out_dir, r), weights_only=True) for r in range(world)]
 
 
@@ -76,8 +84,9 @@ def _fork_each(calls, log_dir, read_end: int, write_end: int, pids: list[int]) -
             code = 99
             try:
                 os.close(write_end)
-                log = os.open(Path(log_dir) / f"{i}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                              0o644)
+                log = os.open(
+                    Path(log_dir) / f"{i}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+                )
                 os.dup2(log, 1)
                 os.dup2(log, 2)
                 sys.stdout = open(1, "w", closefd=False)

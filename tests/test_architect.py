@@ -10,6 +10,7 @@ Softplus and max pooling left out of the primitives. With kinks, the unrolled ob
 moves makes dL_train/dw jump), so neither finite differences of it nor the architect's
 finite-difference Hessian-vector product would be meaningful to compare.
 """
+
 import copy
 import io
 
@@ -29,8 +30,16 @@ SMOOTH_PRIMITIVES = ["none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3"]
 
 
 def make_model(primitives="DARTS_PRIMITIVES", weighting="scalar", double=True, spread=0.5):
-    model = SearchNetwork(C=4, num_classes=3, layers=3, steps=2, multiplier=2,
-                          stem_multiplier=2, primitives=primitives, weighting=weighting)
+    model = SearchNetwork(
+        C=4,
+        num_classes=3,
+        layers=3,
+        steps=2,
+        multiplier=2,
+        stem_multiplier=2,
+        primitives=primitives,
+        weighting=weighting,
+    )
     if double:
         model.double()
     with torch.no_grad():  # spread the alphas so softmax is far from uniform
@@ -58,6 +67,7 @@ def smooth_model():
 def batches(dtype=torch.float64, n=4, size=8):
     def batch():
         return torch.randn(n, 3, size, size, dtype=dtype), torch.randint(0, 3, (n,))
+
     return batch() + batch()  # train_x, train_y, valid_x, valid_y
 
 
@@ -142,6 +152,7 @@ def snapshot(model):
 
 # ---- construction and configuration ------------------------------------------------------
 
+
 def test_adam_defaults_follow_the_paper():
     model = make_model(double=False)
     arch = Architect(model)
@@ -157,8 +168,14 @@ def test_adam_defaults_follow_the_paper():
 def test_hyperparameters_are_gin_configurable():
     model = make_model(double=False)
     with gin.unlock_config():
-        gin.parse_config(["Architect.order = 2", "Architect.lr = 0.01",
-                          "Architect.betas = (0.9, 0.99)", "Architect.weight_decay = 0.0"])
+        gin.parse_config(
+            [
+                "Architect.order = 2",
+                "Architect.lr = 0.01",
+                "Architect.betas = (0.9, 0.99)",
+                "Architect.weight_decay = 0.0",
+            ]
+        )
     try:
         arch = Architect(model)
     finally:
@@ -174,6 +191,7 @@ def test_bad_order_is_rejected():
 
 
 # ---- first order ------------------------------------------------------------------------
+
 
 def test_first_order_gradient_is_the_validation_gradient_and_adam_steps():
     model = make_model()
@@ -202,6 +220,7 @@ def test_first_order_gradient_is_the_validation_gradient_and_adam_steps():
 
 
 # ---- second order -----------------------------------------------------------------------
+
 
 @pytest.fixture
 def second_order_case():
@@ -254,15 +273,31 @@ def test_second_order_without_weight_optimizer_is_a_plain_gradient_step():
     assert rel_err(got, want) < 1e-2
 
 
-@pytest.mark.parametrize("momentum,dampening,nesterov,weight_decay", [
-    (0.0, 0.0, False, 0.0), (0.0, 0.0, False, 3e-4), (0.9, 0.0, False, 3e-4),
-    (0.9, 0.1, False, 1e-2), (0.9, 0.0, True, 3e-4)])
-def test_virtual_step_is_the_weight_optimizers_next_step(momentum, dampening, nesterov,
-                                                         weight_decay):
-    weights = [torch.randn(3, 4, dtype=torch.float64, requires_grad=True),
-               torch.randn(5, dtype=torch.float64, requires_grad=True)]
-    opt = torch.optim.SGD(weights, lr=0.05, momentum=momentum, dampening=dampening,
-                          nesterov=nesterov, weight_decay=weight_decay)
+@pytest.mark.parametrize(
+    "momentum,dampening,nesterov,weight_decay",
+    [
+        (0.0, 0.0, False, 0.0),
+        (0.0, 0.0, False, 3e-4),
+        (0.9, 0.0, False, 3e-4),
+        (0.9, 0.1, False, 1e-2),
+        (0.9, 0.0, True, 3e-4),
+    ],
+)
+def test_virtual_step_is_the_weight_optimizers_next_step(
+    momentum, dampening, nesterov, weight_decay
+):
+    weights = [
+        torch.randn(3, 4, dtype=torch.float64, requires_grad=True),
+        torch.randn(5, dtype=torch.float64, requires_grad=True),
+    ]
+    opt = torch.optim.SGD(
+        weights,
+        lr=0.05,
+        momentum=momentum,
+        dampening=dampening,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+    )
     for _ in range(2):  # the second step is checked before it is taken
         grads = [torch.randn_like(w) for w in weights]
         directions = Architect._virtual_direction(weights, grads, opt)
@@ -276,14 +311,16 @@ def test_virtual_step_is_the_weight_optimizers_next_step(momentum, dampening, ne
 
 # ---- the model is left alone ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("order", [1, 2])
 def test_step_changes_only_the_alphas(order):
     model = make_model(double=False)
     tx, ty, vx, vy = batches(torch.float32)
     opt = sgd_with_momentum(model, tx, ty)
     before = snapshot(model)
-    alpha_names = {n for n, p in model.named_parameters()
-                   if any(p is a for a in model.arch_parameters())}
+    alpha_names = {
+        n for n, p in model.named_parameters() if any(p is a for a in model.arch_parameters())
+    }
     Architect(model, order=order).step(tx, ty, vx, vy, eta=0.1, weight_optimizer=opt)
     after = model.state_dict()
     for k, v in before.items():
@@ -325,6 +362,7 @@ def test_eval_mode_is_kept_and_works():
 
 # ---- every search space -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize("weighting", ["scalar", "max_w"])
 @pytest.mark.parametrize("primitives", ["PRIMITIVES", "SHARPER_PRIMITIVES", "DARTS_PRIMITIVES"])
@@ -341,6 +379,7 @@ def test_every_primitive_set_and_weighting(primitives, weighting, order):
 
 
 # ---- checkpoints ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("order", [1, 2])
 def test_state_dict_round_trip_gives_the_same_next_step(order):
@@ -362,13 +401,15 @@ def test_state_dict_round_trip_gives_the_same_next_step(order):
 
     for a in (arch, resumed, fresh):
         a.step(*second, eta=ETA)
-    for a, b, c in zip(model.arch_parameters(), resumed_model.arch_parameters(),
-                       fresh_model.arch_parameters()):
+    for a, b, c in zip(
+        model.arch_parameters(), resumed_model.arch_parameters(), fresh_model.arch_parameters()
+    ):
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
 
 
 # ---- the original's way: a network copy per step (the benchmarks' yardstick) --------------
+
 
 @pytest.mark.parametrize("update_buffers", [False, True])
 def test_copying_second_order_step_equals_the_functional_one(update_buffers):
@@ -387,8 +428,9 @@ def test_copying_second_order_step_equals_the_functional_one(update_buffers):
         if not update_buffers:
             for name, _ in model.named_buffers():
                 assert torch.equal(after[name], before[name]), name
-        alpha_names = [n for n, p in model.named_parameters()
-                       if any(p is a for a in model.arch_parameters())]
+        alpha_names = [
+            n for n, p in model.named_parameters() if any(p is a for a in model.arch_parameters())
+        ]
         assert alpha_names and all(not torch.equal(after[n], before[n]) for n in alpha_names)
         results.append((loss, [a.detach().clone() for a in model.arch_parameters()], after))
     (loss_f, alphas_f, state_f), (loss_c, alphas_c, state_c) = results

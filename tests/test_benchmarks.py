@@ -4,6 +4,7 @@ benchmarks/ is not timed here (timings belong in benchmarks/README.md, measured 
 these tests keep the scripts working on tiny networks and pin the FLOP formula that the
 effective-throughput figures rest on.
 """
+
 import json
 import sys
 from pathlib import Path
@@ -21,15 +22,17 @@ import search_step  # noqa: E402
 import train_step  # noqa: E402
 
 
-@pytest.mark.parametrize("channels,groups,kernel,dilation", [
-    (16, 16, 3, 1),  # depthwise: torch 2.14's own formula counts its backward 16x too high
-    (16, 16, 5, 2),
-    (16, 1, 1, 1),   # pointwise
-    (32, 4, 3, 1),   # grouped
-])
+@pytest.mark.parametrize(
+    "channels,groups,kernel,dilation",
+    [
+        (16, 16, 3, 1),  # depthwise: torch 2.14's own formula counts its backward 16x too high
+        (16, 16, 5, 2),
+        (16, 1, 1, 1),  # pointwise
+        (32, 4, 3, 1),  # grouped
+    ],
+)
 @pytest.mark.parametrize("weight_grad", [True, False])
-def test_conv_flops_are_forward_times_gradients(channels, groups, kernel, dilation,
-                                                weight_grad):
+def test_conv_flops_are_forward_times_gradients(channels, groups, kernel, dilation, weight_grad):
     x = torch.randn(2, channels, 6, 7, requires_grad=True)
     w = torch.randn(channels, channels // groups, kernel, kernel, requires_grad=weight_grad)
     padding = dilation * (kernel - 1) // 2
@@ -46,9 +49,29 @@ def test_conv_flops_are_forward_times_gradients(channels, groups, kernel, dilati
 @pytest.mark.slow
 def test_search_step_compares_both_paths_and_writes_json(tmp_path):
     out = tmp_path / "r.jsonl"
-    result = search_step.main(["--batch", "2", "--C", "4", "--layers", "3", "--nodes", "2",
-                               "--steps", "2", "--order", "2", "--compare", "--flops",
-                               "--threads", "1", "--no-memory", "--json", str(out)])
+    result = search_step.main(
+        [
+            "--batch",
+            "2",
+            "--C",
+            "4",
+            "--layers",
+            "3",
+            "--nodes",
+            "2",
+            "--steps",
+            "2",
+            "--order",
+            "2",
+            "--compare",
+            "--flops",
+            "--threads",
+            "1",
+            "--no-memory",
+            "--json",
+            str(out),
+        ]
+    )
     assert set(result["paths"]) == {"reference", "fast"}
     assert len(result["ratios"]) == 2 and result["ratio_median"] > 0
     assert result["flops"]["step_flops"] > 0
@@ -58,8 +81,9 @@ def test_search_step_compares_both_paths_and_writes_json(tmp_path):
 
 @pytest.mark.slow
 def test_train_step_measures_peak_memory_in_a_child_process():
-    result = train_step.main(["--batch", "2", "--C", "8", "--layers", "3", "--steps", "1",
-                              "--threads", "1"])
+    result = train_step.main(
+        ["--batch", "2", "--C", "8", "--layers", "3", "--steps", "1", "--threads", "1"]
+    )
     memory = result["paths"]["fast"]["memory"]
     assert result["paths"]["fast"]["peak_memory_mib"] > 0
     assert memory["hwm_mib"] >= memory["rss_before_mib"]
@@ -71,9 +95,28 @@ def test_lm_search_step_compares_both_paths_and_writes_json(tmp_path, order):
     order) are measured once, with the first."""
     out = tmp_path / "r.jsonl"
     memory = [] if order == 1 else ["--no-memory"]
-    result = lm_search_step.main(["--batch", "3", "--nhid", "6", "--vocab", "20", "--bptt", "4",
-                                  "--steps", "2", "--order", str(order), "--compare",
-                                  "--threads", "1", "--json", str(out), *memory])
+    result = lm_search_step.main(
+        [
+            "--batch",
+            "3",
+            "--nhid",
+            "6",
+            "--vocab",
+            "20",
+            "--bptt",
+            "4",
+            "--steps",
+            "2",
+            "--order",
+            str(order),
+            "--compare",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+            *memory,
+        ]
+    )
     assert set(result["paths"]) == {"reference", "fast"}
     assert len(result["ratios"]) == 2 and result["ratio_median"] > 0
     assert all(("peak_memory_mib" in p) == (order == 1) for p in result["paths"].values())

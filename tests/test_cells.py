@@ -1,6 +1,7 @@
 """Cells (sharpdarts.nn.cells) and the reference path (sharpdarts.nn.reference): the mixed op,
 the search cell, the fixed cell, drop path, channel shuffle, edge normalization, and switching
 a model between the fast and the reference path."""
+
 import copy
 
 import pytest
@@ -10,10 +11,9 @@ import torch.nn.functional as F
 from sharpdarts.core import genotypes
 from sharpdarts.nn import reference
 from sharpdarts.nn.cells import Cell, MixedOp, SearchCell, edge_softmax, fast_drop_path, num_edges
-from sharpdarts.nn.ops import channel_shuffle, drop_path
-from sharpdarts.nn.reference import set_reference_path
 from sharpdarts.nn.models import NetworkCIFAR, SearchNetwork
-from sharpdarts.nn.ops import OPS
+from sharpdarts.nn.ops import OPS, channel_shuffle, drop_path
+from sharpdarts.nn.reference import set_reference_path
 
 TOL = dict(rtol=1e-9, atol=1e-11)
 
@@ -122,8 +122,11 @@ def test_set_reference_path_switches_every_cell_and_back():
     assert set_reference_path(net) is net
     assert all(reference.uses_reference_path(m) for m in switched)
     twin = copy.deepcopy(net)  # the second-order architect copies the model
-    assert all(reference.uses_reference_path(m) for m in twin.modules()
-               if isinstance(m, (MixedOp, SearchCell)))
+    assert all(
+        reference.uses_reference_path(m)
+        for m in twin.modules()
+        if isinstance(m, (MixedOp, SearchCell))
+    )
     first = next(m for m in twin.modules() if isinstance(m, MixedOp))
     assert first.forward.__self__ is first  # bound to the copy, not the original
     set_reference_path(net, False)

@@ -4,28 +4,44 @@ Every named experiment runs with --smoke offline; its run folder holds every fie
 docs/runs.md lists; user errors exit 2 with one paragraph and leave no run folder; completed runs
 are skipped; promoted and run:ID genotypes carry their lineage into training runs.
 """
+
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from test_data import write_cifar10, write_cifar10_1
 
-from sharpdarts.face import cli, experiments
 from sharpdarts.core import genotypes
 from sharpdarts.core.random_genotypes import sample_cell_genotype as random_genotype
+from sharpdarts.face import cli, experiments
 from sharpdarts.store import genotype_store
-from test_data import write_cifar10, write_cifar10_1
 
 EXPERIMENTS = experiments.experiment_names()
 PAPER_NAMES = [
-    "cifar10/sharpsepconv_darts", "cifar10/darts_ssc_no_search", "cifar10/sharpdarts",
-    "cifar10/sharpsepconv_darts_no_autoaugment", "cifar10/darts_ssc_no_search_no_autoaugment",
-    "cifar10/sharpdarts_no_autoaugment", "cifar10/sharpsepconv_darts_max_w",
-    "cifar10/multi_channel_max_w_path", "search/sharpsepconv_darts_scalar",
-    "search/sharpsepconv_darts_max_w", "search/sharpdarts_scalar", "search/sharper_scalar",
-    "search/sharper_max_w", "search/multi_channel_scalar", "search/multi_channel_max_w",
-    "imagenet/sharpsepconv_darts", "imagenet/sharper_darts_max_w", "imagenet/sharpdarts_cmid96",
-    "imagenet/sharpdarts_cmid32", "demo/search", "demo/train", "demo/train_random"]
+    "cifar10/sharpsepconv_darts",
+    "cifar10/darts_ssc_no_search",
+    "cifar10/sharpdarts",
+    "cifar10/sharpsepconv_darts_no_autoaugment",
+    "cifar10/darts_ssc_no_search_no_autoaugment",
+    "cifar10/sharpdarts_no_autoaugment",
+    "cifar10/sharpsepconv_darts_max_w",
+    "cifar10/multi_channel_max_w_path",
+    "search/sharpsepconv_darts_scalar",
+    "search/sharpsepconv_darts_max_w",
+    "search/sharpdarts_scalar",
+    "search/sharper_scalar",
+    "search/sharper_max_w",
+    "search/multi_channel_scalar",
+    "search/multi_channel_max_w",
+    "imagenet/sharpsepconv_darts",
+    "imagenet/sharper_darts_max_w",
+    "imagenet/sharpdarts_cmid96",
+    "imagenet/sharpdarts_cmid32",
+    "demo/search",
+    "demo/train",
+    "demo/train_random",
+]
 
 
 def run_cli(*args, capsys=None):
@@ -71,8 +87,21 @@ def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
     (folder,) = run_folders(results)
     assert str(folder) in out.out
     info = json.loads((folder / "run.json").read_text())
-    for key in ("experiment", "seed", "command", "git", "config_hash", "started", "ended",
-                "wall_seconds", "device", "device_count", "packages", "status", "final"):
+    for key in (
+        "experiment",
+        "seed",
+        "command",
+        "git",
+        "config_hash",
+        "started",
+        "ended",
+        "wall_seconds",
+        "device",
+        "device_count",
+        "packages",
+        "status",
+        "final",
+    ):
         assert key in info, key
     assert info["experiment"] == name and info["seed"] == 3 and info["status"] == "completed"
     assert set(info["git"]) >= {"commit", "branch", "dirty"}
@@ -120,9 +149,21 @@ def bad_gin(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("case", ["experiment", "binding", "gin_file", "genotype", "run_genotype",
-                                  "dataset", "table", "promote_builtin", "bad_network",
-                                  "continuation"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "experiment",
+        "binding",
+        "gin_file",
+        "genotype",
+        "run_genotype",
+        "dataset",
+        "table",
+        "promote_builtin",
+        "bad_network",
+        "continuation",
+    ],
+)
 def test_user_errors_exit_2_without_traceback_or_run_folder(case, tmp_path, capsys, bad_gin):
     results = tmp_path / "results"
     smoke = ("--smoke", "--results", results)
@@ -132,10 +173,23 @@ def test_user_errors_exit_2_without_traceback_or_run_folder(case, tmp_path, caps
         "gin_file": ("run", bad_gin, *smoke),
         "genotype": ("run", "cifar10/sharpdarts", "--gin_param", "GENOTYPE='SHARP_DART'", *smoke),
         "run_genotype": ("run", "cifar10/sharpdarts", "--gin_param", "GENOTYPE='run:nope'", *smoke),
-        "dataset": ("run", "cifar10/sharpdarts", "--data", tmp_path / "empty", "--results", results),
+        "dataset": (
+            "run",
+            "cifar10/sharpdarts",
+            "--data",
+            tmp_path / "empty",
+            "--results",
+            results,
+        ),
         "table": ("table", "cifar100", "--results", results),
         "promote_builtin": ("genotype", "promote", "DARTS", "MINE", "--results", results),
-        "bad_network": ("run", "cifar10/sharpdarts", "--gin_param", "NetworkCIFAR.layers=-1", *smoke),
+        "bad_network": (
+            "run",
+            "cifar10/sharpdarts",
+            "--gin_param",
+            "NetworkCIFAR.layers=-1",
+            *smoke,
+        ),
         "continuation": ("run", "imagenet/sharpsepconv_darts_continue", "--results", results),
     }[case]
     code, out = run_cli(*args, capsys=capsys)
@@ -143,21 +197,33 @@ def test_user_errors_exit_2_without_traceback_or_run_folder(case, tmp_path, caps
     assert "Traceback" not in out.err and out.err.startswith("sharpdarts: error:")
     assert "\n\n" not in out.err.strip()
     assert not (results / "runs").exists() or not run_folders(results)
-    hints = {"experiment": "cifar10/sharpdarts", "gin_file": "line 3", "genotype": "SHARP_DARTS",
-             "dataset": "--data", "table": "cifar10", "binding": "widht",
-             "continuation": "INIT_FROM"}
+    hints = {
+        "experiment": "cifar10/sharpdarts",
+        "gin_file": "line 3",
+        "genotype": "SHARP_DARTS",
+        "dataset": "--data",
+        "table": "cifar10",
+        "binding": "widht",
+        "continuation": "INIT_FROM",
+    }
     if case in hints:
         assert hints[case] in " ".join(out.err.split())
 
 
 def test_search_genotype_promotion_and_lineage(tmp_path, capsys):
     results = tmp_path / "results"
-    assert run_cli("run", "search/sharpsepconv_darts_max_w", "--smoke", "--results", results,
-                   capsys=capsys)[0] == 0
+    assert (
+        run_cli(
+            "run", "search/sharpsepconv_darts_max_w", "--smoke", "--results", results, capsys=capsys
+        )[0]
+        == 0
+    )
     (search_dir,) = run_folders(results)
     search_info = json.loads((search_dir / "run.json").read_text())
     run_id = search_info["run_id"]
-    code, out = run_cli("genotype", "promote", run_id, "MY_CELL", "--results", results, capsys=capsys)
+    code, out = run_cli(
+        "genotype", "promote", run_id, "MY_CELL", "--results", results, capsys=capsys
+    )
     assert code == 0 and "MY_CELL" in out.out
     assert genotypes.get("MY_CELL") == genotypes.from_dict(search_info["final"]["genotype"])
     assert genotypes.lineage("MY_CELL")["run_id"] == run_id
@@ -166,20 +232,48 @@ def test_search_genotype_promotion_and_lineage(tmp_path, capsys):
     assert code == 0 and json.loads(out.out)["lineage"]["run_id"] == run_id
     # Train with it by name, and straight from the run.
     for binding in ("GENOTYPE='MY_CELL'", f"GENOTYPE='run:{run_id}'"):
-        assert run_cli("run", "cifar10/sharpsepconv_darts", "--smoke", "--results", results,
-                       "--gin_param", binding, capsys=capsys)[0] == 0
-    trains = [json.loads((d / "run.json").read_text()) for d in run_folders(results)
-              if d.parent.name == "sharpsepconv_darts" and d.parent.parent.name == "cifar10"]
+        assert (
+            run_cli(
+                "run",
+                "cifar10/sharpsepconv_darts",
+                "--smoke",
+                "--results",
+                results,
+                "--gin_param",
+                binding,
+                capsys=capsys,
+            )[0]
+            == 0
+        )
+    trains = [
+        json.loads((d / "run.json").read_text())
+        for d in run_folders(results)
+        if d.parent.name == "sharpsepconv_darts" and d.parent.parent.name == "cifar10"
+    ]
     sources = sorted(t["genotype"]["source"] for t in trains)
     assert sources == ["promoted", "run"]
     for t in trains:
         lineage = t["genotype"].get("lineage") or t["genotype"]
         assert lineage["run_id"] == run_id
     # A second promotion under the same name is refused; --replace allows it.
-    assert run_cli("genotype", "promote", run_id, "MY_CELL", "--results", results,
-                   capsys=capsys)[0] == 2
-    assert run_cli("genotype", "promote", run_id, "MY_CELL", "--best", "--replace",
-                   "--results", results, capsys=capsys)[0] == 0
+    assert (
+        run_cli("genotype", "promote", run_id, "MY_CELL", "--results", results, capsys=capsys)[0]
+        == 2
+    )
+    assert (
+        run_cli(
+            "genotype",
+            "promote",
+            run_id,
+            "MY_CELL",
+            "--best",
+            "--replace",
+            "--results",
+            results,
+            capsys=capsys,
+        )[0]
+        == 0
+    )
 
 
 def test_info_reports_the_papers_size(capsys):
@@ -196,15 +290,37 @@ def test_train_on_real_cifar10_files_and_evaluate_the_checkpoint(tmp_path, capsy
     write_cifar10_1(data, n=6)
     results = tmp_path / "results"
     small = ["--gin_param", "NetworkCIFAR.C=8", "--gin_param", "NetworkCIFAR.layers=3"]
-    code, out = run_cli("run", "cifar10/sharpsepconv_darts", "--allow-dirty", "--data", data,
-                        "--results", results, "--gin_param", "EPOCHS=1", "--gin_param",
-                        "BATCH_SIZE=4", *small, capsys=capsys)
+    code, out = run_cli(
+        "run",
+        "cifar10/sharpsepconv_darts",
+        "--allow-dirty",
+        "--data",
+        data,
+        "--results",
+        results,
+        "--gin_param",
+        "EPOCHS=1",
+        "--gin_param",
+        "BATCH_SIZE=4",
+        *small,
+        capsys=capsys,
+    )
     assert code == 0, out.err
     (train_dir,) = run_folders(results)
     final = json.loads((train_dir / "run.json").read_text())["final"]
     assert "cifar10_1_error" in final  # CIFAR-10 runs are also tested on CIFAR-10.1
-    code, out = run_cli("evaluate", train_dir, "--arch", "SHARPSEPCONV_DARTS", "--data", data,
-                        "--results", results, *small, capsys=capsys)
+    code, out = run_cli(
+        "evaluate",
+        train_dir,
+        "--arch",
+        "SHARPSEPCONV_DARTS",
+        "--data",
+        data,
+        "--results",
+        results,
+        *small,
+        capsys=capsys,
+    )
     assert code == 0, out.err
     evaluation = [d for d in run_folders(results) if "evaluate" in str(d)]
     assert len(evaluation) == 1
@@ -219,12 +335,45 @@ def test_plot_commands(tmp_path, capsys):
     assert run_cli("plot", "genotype", "SHARPSEPCONV_DARTS", "--out", out, capsys=capsys)[0] == 0
     assert "sep_conv_3x3" in out.read_text()
     lr = tmp_path / "lr.png"
-    assert run_cli("plot", "lr", "--epochs", 20, "--max_lr", 0.1, "--min_lr", 1e-4,
-                   "--exponent_order", 2, 10, "--warmup_epochs", 2, "--out", lr, capsys=capsys)[0] == 0
+    assert (
+        run_cli(
+            "plot",
+            "lr",
+            "--epochs",
+            20,
+            "--max_lr",
+            0.1,
+            "--min_lr",
+            1e-4,
+            "--exponent_order",
+            2,
+            10,
+            "--warmup_epochs",
+            2,
+            "--out",
+            lr,
+            capsys=capsys,
+        )[0]
+        == 0
+    )
     assert lr.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_cli("plot", "genotype", "NOT_A_CELL", "--out", out, capsys=capsys)[0] == 2
-    assert run_cli("plot", "lr", "--epochs", 5, "--max_lr", 0.1, "--min_lr", 1e-4,
-                   "--out", tmp_path / "lr.bmp", capsys=capsys)[0] == 2
+    assert (
+        run_cli(
+            "plot",
+            "lr",
+            "--epochs",
+            5,
+            "--max_lr",
+            0.1,
+            "--min_lr",
+            1e-4,
+            "--out",
+            tmp_path / "lr.bmp",
+            capsys=capsys,
+        )[0]
+        == 2
+    )
 
 
 def test_ten_concurrent_runs_get_ten_complete_folders(tmp_path):
@@ -236,8 +385,19 @@ def test_ten_concurrent_runs_get_ten_complete_folders(tmp_path):
     logs.mkdir()
 
     def one_run(seed: int):
-        return lambda: cli.main(["run", "cifar10/sharpdarts", "--smoke", "--seed", str(seed),
-                                 "--gin_param", "EPOCHS=1", "--results", str(results)])
+        return lambda: cli.main(
+            [
+                "run",
+                "cifar10/sharpdarts",
+                "--smoke",
+                "--seed",
+                str(seed),
+                "--gin_param",
+                "EPOCHS=1",
+                "--results",
+                str(results),
+            ]
+        )
 
     codes = race_forked([one_run(seed) for seed in range(10)], logs)
     assert codes == [0] * 10, [forked_output(logs, i)[-500:] for i in range(10) if codes[i]]
@@ -251,8 +411,17 @@ def test_ten_concurrent_runs_get_ten_complete_folders(tmp_path):
 
 def test_tables_command_writes_every_table_and_the_figures(tmp_path, capsys):
     results = tmp_path / "results"
-    assert run_cli("run", "search/sharpsepconv_darts_scalar", "--smoke", "--results", results,
-                   capsys=capsys)[0] == 0
+    assert (
+        run_cli(
+            "run",
+            "search/sharpsepconv_darts_scalar",
+            "--smoke",
+            "--results",
+            results,
+            capsys=capsys,
+        )[0]
+        == 0
+    )
     (results / "runs" / "cifar10" / "broken" / "20260101T000000000Z-abcdef").mkdir(parents=True)
     code, out = run_cli("tables", "--results", results, capsys=capsys)
     assert code == 0
@@ -268,11 +437,23 @@ def test_tables_command_writes_every_table_and_the_figures(tmp_path, capsys):
 
 def test_continuation_starts_from_another_runs_weights(tmp_path, capsys):
     results = tmp_path / "results"
-    assert run_cli("run", "imagenet/sharpsepconv_darts", "--smoke", "--results", results,
-                   capsys=capsys)[0] == 0
+    assert (
+        run_cli(
+            "run", "imagenet/sharpsepconv_darts", "--smoke", "--results", results, capsys=capsys
+        )[0]
+        == 0
+    )
     (first,) = run_folders(results)
-    code, out = run_cli("run", "imagenet/sharpsepconv_darts_continue", "--smoke", "--results",
-                        results, "--gin_param", f"INIT_FROM='run:{first.name}'", capsys=capsys)
+    code, out = run_cli(
+        "run",
+        "imagenet/sharpsepconv_darts_continue",
+        "--smoke",
+        "--results",
+        results,
+        "--gin_param",
+        f"INIT_FROM='run:{first.name}'",
+        capsys=capsys,
+    )
     assert code == 0, out.err
     (second,) = [d for d in run_folders(results) if d != first]
     assert json.loads((second / "run.json").read_text())["init_from"] == str(first)

@@ -1,4 +1,5 @@
 """Language-model corpora in the awd-lstm / DARTS format (small files in the real format)."""
+
 import numpy as np
 import pytest
 import torch
@@ -21,14 +22,18 @@ def test_vocabulary_in_first_occurrence_order_over_train_valid_test(tmp_path):
     assert corpus.words == ["the", "cat", "sat", "<eos>", "on", "mat", "a", "dog", "bird"]
     w = {word: i for i, word in enumerate(corpus.words)}
     # A blank line is a lone <eos>; every line ends with one.
-    assert corpus.train.tolist() == [w[x] for x in "the cat sat <eos> <eos> on the mat <eos>".split()]
+    assert corpus.train.tolist() == [
+        w[x] for x in "the cat sat <eos> <eos> on the mat <eos>".split()
+    ]
     assert corpus.valid.tolist() == [w[x] for x in "a dog sat <eos>".split()]
     assert corpus.test.tolist() == [w[x] for x in "the bird <eos>".split()]
     assert corpus.train.dtype == torch.int64 and corpus.ntokens == 9
 
 
 def test_raw_ptb_file_names_and_missing_files(tmp_path):
-    corpus = C.load_corpus(_write(tmp_path / "raw", ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")))
+    corpus = C.load_corpus(
+        _write(tmp_path / "raw", ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"))
+    )
     assert corpus.ntokens == 9
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="train.txt, valid.txt and test.txt"):
@@ -54,21 +59,21 @@ def test_vocabulary_is_built_once_and_cached(tmp_path, monkeypatch):
 
 
 def test_batchify_drops_the_tail_and_fills_columns_in_order():
-    batched = C.batchify(torch.arange(929_589), 64)   # standard PTB train: 53 dropped
+    batched = C.batchify(torch.arange(929_589), 64)  # standard PTB train: 53 dropped
     assert batched.shape == (14_524, 64)
     assert batched[:, 1].tolist() == list(range(14_524, 2 * 14_524))
     assert C.batchify(torch.arange(73_760), 10).shape == (7_376, 10)
-    assert C.batchify(torch.arange(73_760), 256).shape == (288, 256)   # 32 dropped
+    assert C.batchify(torch.arange(73_760), 256).shape == (288, 256)  # 32 dropped
     assert (C.EVAL_BATCH_SIZE, C.TEST_BATCH_SIZE) == (10, 1)
     with pytest.raises(ValueError):
         C.batchify(torch.arange(5), 4)
 
 
 def test_get_batch_targets_are_the_next_rows_and_cut_at_the_end():
-    source = C.batchify(torch.arange(40), 4)   # 10 rows
+    source = C.batchify(torch.arange(40), 4)  # 10 rows
     x, y = C.get_batch(source, 2, 3)
     assert torch.equal(x, source[2:5]) and torch.equal(y, source[3:6].reshape(-1))
-    x, y = C.get_batch(source, 7, 35)          # L = min(35, 10 - 1 - 7) = 2
+    x, y = C.get_batch(source, 7, 35)  # L = min(35, 10 - 1 - 7) = 2
     assert x.shape == (2, 4) and y.numel() == 8
 
 
@@ -77,7 +82,7 @@ def _original_lengths(rows, bptt, jitter, seed):
     np.random.seed(seed)
     out, i = [], 0
     while i < rows - 1 - 1:
-        base = bptt if np.random.random() < 0.95 else bptt / 2.
+        base = bptt if np.random.random() < 0.95 else bptt / 2.0
         if jitter:
             seq_len = max(5, int(np.random.normal(base, 5)))
             seq_len = min(seq_len, bptt + 20)

@@ -1,5 +1,6 @@
 """The shipped params and multiply-adds (reference/computed_costs.json) are what the code
 computes from each experiment's architecture."""
+
 import pytest
 
 from sharpdarts.face import costs
@@ -15,9 +16,12 @@ def _check(name):
 def test_the_file_covers_every_training_experiment_that_builds_alone():
     # A continuation needs INIT_FROM; a random search's cell is drawn only when it runs; the
     # recurrent searches (ptb/search_*) train no fixed cell.
-    expected = {n for n in costs.train_experiments()
-                if not n.endswith(("_continue", "random_search"))
-                and not n.split("/")[1].startswith("search_")}
+    expected = {
+        n
+        for n in costs.train_experiments()
+        if not n.endswith(("_continue", "random_search"))
+        and not n.split("/")[1].startswith("search_")
+    }
     assert set(SHIPPED) == expected
 
 
@@ -42,10 +46,16 @@ def test_a_random_search_has_no_computed_cost():
     assert "cifar10/darts_random_search" not in SHIPPED
 
 
-@pytest.mark.parametrize("name,parameters", [
-    # docs/facts/darts_rnn.md, section 2: PTB (10,000 words, 850 units) and WikiText-2
-    # (33,278 words, 700).
-    ("ptb/darts_v2", 22_960_000), ("ptb/enas", 27_295_000), ("wt2/darts_v2", 33_127_878)])
+@pytest.mark.parametrize(
+    "name,parameters",
+    [
+        # docs/facts/darts_rnn.md, section 2: PTB (10,000 words, 850 units) and WikiText-2
+        # (33,278 words, 700).
+        ("ptb/darts_v2", 22_960_000),
+        ("ptb/enas", 27_295_000),
+        ("wt2/darts_v2", 33_127_878),
+    ],
+)
 def test_recurrent_rows_get_the_originals_parameter_counts(name, parameters):
     figures = costs.compute(name)
     assert round(figures["params_m"] * 1e6) == parameters
@@ -54,8 +64,7 @@ def test_recurrent_rows_get_the_originals_parameter_counts(name, parameters):
 
 
 def test_a_language_model_table_shows_computed_params_before_any_run(tmp_path):
-    from sharpdarts.store import results
-    from sharpdarts.store import tables
+    from sharpdarts.store import results, tables
 
     table = tables.build_table("darts_ptb", results.load_runs(tmp_path))
     text = tables.format_table(table, "markdown")

@@ -6,17 +6,18 @@ both from PyTorch 0.3, so without ``num_batches_tracked``; both trained with ``-
 which the DARTS README's test commands pass too), in DARTS's own module layout, and evaluated
 with exactly the README's command lines on small files in the real dataset formats.
 """
+
 import json
 
 import pytest
 import torch
+from test_data import write_cifar10, write_cifar10_1, write_imagenet
 from torchvision import datasets
 from torchvision import transforms as T
 
 from sharpdarts.core import genotypes
 from sharpdarts.face import cli
 from sharpdarts.nn.models import NetworkCIFAR, NetworkImageNet, load_original_state_dict
-from test_data import write_cifar10, write_cifar10_1, write_imagenet
 
 BN = ["weight", "bias", "running_mean", "running_var"]
 
@@ -28,12 +29,16 @@ def darts_cell_keys(prefix: str, genotype, reduction: bool, reduction_prev: bool
         keys += [prefix + "preprocess0.conv_1.weight", prefix + "preprocess0.conv_2.weight"]
         keys += [prefix + f"preprocess0.bn.{k}" for k in BN]
     else:  # ReLUConvBN: ReLU, conv, BN
-        keys += [prefix + "preprocess0.op.1.weight"] + [prefix + f"preprocess0.op.2.{k}" for k in BN]
+        keys += [prefix + "preprocess0.op.1.weight"] + [
+            prefix + f"preprocess0.op.2.{k}" for k in BN
+        ]
     keys += [prefix + "preprocess1.op.1.weight"] + [prefix + f"preprocess1.op.2.{k}" for k in BN]
     for j, (name, index) in enumerate(genotype.reduce if reduction else genotype.normal):
         q = f"{prefix}_ops.{j}.op."
         if name.startswith("sep_conv"):  # two (ReLU, depthwise, pointwise, BN) stacks
-            keys += [q + f"{n}.weight" for n in (1, 2, 5, 6)] + [q + f"{n}.{k}" for n in (3, 7) for k in BN]
+            keys += [q + f"{n}.weight" for n in (1, 2, 5, 6)] + [
+                q + f"{n}.{k}" for n in (3, 7) for k in BN
+            ]
         elif name.startswith("dil_conv"):  # one ReLU, dilated depthwise, pointwise, BN
             keys += [q + "1.weight", q + "2.weight"] + [q + f"3.{k}" for k in BN]
         elif name == "skip_connect" and reduction and index < 2:  # FactorizedReduce
@@ -52,7 +57,9 @@ def darts_keys(imagenet: bool, layers: int) -> set[str]:
         aux = ["features.2.weight", "features.5.weight"] + [f"features.3.{k}" for k in BN]
     else:
         keys = ["stem.0.weight"] + [f"stem.1.{k}" for k in BN]
-        aux = ["features.2.weight", "features.5.weight"] + [f"features.{n}.{k}" for n in (3, 6) for k in BN]
+        aux = ["features.2.weight", "features.5.weight"] + [
+            f"features.{n}.{k}" for n in (3, 6) for k in BN
+        ]
     reduction_prev = imagenet
     for i in range(layers):
         reduction = i in (layers // 3, 2 * layers // 3)
@@ -68,15 +75,16 @@ def as_saved_by_darts(model) -> dict[str, torch.Tensor]:
     with torch.no_grad():  # move the BN statistics off their defaults
         model(torch.randn(2, 3, *((224, 224) if isinstance(model, NetworkImageNet) else (32, 32))))
     model.eval()
-    return {k: v.clone() for k, v in model.state_dict().items()
-            if not k.endswith("num_batches_tracked")}
+    return {
+        k: v.clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
 
 
 def evaluate(tmp_path, capsys, *args) -> dict:
     code = cli.main([str(a) for a in ("evaluate", *args, "--results", tmp_path / "results")])
     out = capsys.readouterr()
     assert code == 0, out.err
-    return json.loads(out.out[:out.out.rindex("}") + 1])
+    return json.loads(out.out[: out.out.rindex("}") + 1])
 
 
 def top1_error(model, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -96,15 +104,27 @@ def test_darts_cifar10_weights_with_the_readmes_command(tmp_path, capsys):
     data = tmp_path / "data"
     written = write_cifar10(data, per_batch=4)
     write_cifar10_1(data, n=6)
-    final = evaluate(tmp_path, capsys, tmp_path / "cifar10_model.pt", "--arch", "DARTS_V2",
-                     "--dataset", "cifar10", "--gin_param", "NetworkCIFAR.op_dict='DARTS_OPS'",
-                     "--data", data)
+    final = evaluate(
+        tmp_path,
+        capsys,
+        tmp_path / "cifar10_model.pt",
+        "--arch",
+        "DARTS_V2",
+        "--dataset",
+        "cifar10",
+        "--gin_param",
+        "NetworkCIFAR.op_dict='DARTS_OPS'",
+        "--data",
+        data,
+    )
     images, labels = written["test_batch"]
     # DARTS's test.py: ToTensor, then Normalize with its CIFAR-10 statistics.
     mean = torch.tensor([0.49139968, 0.48215827, 0.44653124]).view(1, 3, 1, 1)
     std = torch.tensor([0.24703233, 0.24348505, 0.26158768]).view(1, 3, 1, 1)
     x = (torch.tensor(images).float().div(255).view(-1, 3, 32, 32) - mean) / std
-    assert final["test_error_top1"] == pytest.approx(top1_error(model, x, torch.tensor(labels)), abs=1e-6)
+    assert final["test_error_top1"] == pytest.approx(
+        top1_error(model, x, torch.tensor(labels)), abs=1e-6
+    )
     assert final["params_m"] == pytest.approx(3.349342)
 
 
@@ -115,25 +135,48 @@ def test_darts_imagenet_weights_with_the_readmes_command(tmp_path, capsys):
     assert set(state) == darts_keys(imagenet=True, layers=14)
     # DARTS reports 4.7M parameters.
     assert sum(v.numel() for k, v in model.named_parameters() if "auxiliary" not in k) == 4_718_752
-    torch.save({"epoch": 250, "state_dict": {"module." + k: v for k, v in state.items()}},
-               tmp_path / "imagenet_model.pt")
+    torch.save(
+        {"epoch": 250, "state_dict": {"module." + k: v for k, v in state.items()}},
+        tmp_path / "imagenet_model.pt",
+    )
     data = tmp_path / "data"
     write_imagenet(data)
-    final = evaluate(tmp_path, capsys, tmp_path / "imagenet_model.pt", "--arch", "DARTS_V2",
-                     "--dataset", "imagenet", "--gin_param", "NetworkImageNet.op_dict='DARTS_OPS'",
-                     "--gin_param", "NetworkImageNet.auxiliary_bn=False", "--data", data)
+    final = evaluate(
+        tmp_path,
+        capsys,
+        tmp_path / "imagenet_model.pt",
+        "--arch",
+        "DARTS_V2",
+        "--dataset",
+        "imagenet",
+        "--gin_param",
+        "NetworkImageNet.op_dict='DARTS_OPS'",
+        "--gin_param",
+        "NetworkImageNet.auxiliary_bn=False",
+        "--data",
+        data,
+    )
     assert final["params_m"] == pytest.approx(4.718752)
     # DARTS's test_imagenet.py: Resize(256), CenterCrop(224), ToTensor, Normalize.
-    steps = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-                       T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    steps = T.Compose(
+        [
+            T.Resize(256),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     folder = datasets.ImageFolder(data / "imagenet" / "val", steps)
     x = torch.stack([image for image, _ in folder])
     y = torch.tensor([label for _, label in folder])
     with torch.no_grad():
         top5 = model(x)[0].topk(5, 1).indices
-    assert final["test_error_top1"] == pytest.approx(100.0 * (top5[:, 0] != y).float().mean().item())
+    assert final["test_error_top1"] == pytest.approx(
+        100.0 * (top5[:, 0] != y).float().mean().item()
+    )
     assert final["test_error_top5"] == pytest.approx(
-        100.0 * (~(top5 == y[:, None]).any(1)).float().mean().item())
+        100.0 * (~(top5 == y[:, None]).any(1)).float().mean().item()
+    )
 
 
 def test_weights_without_the_auxiliary_head_get_a_hint(tmp_path, capsys):
@@ -142,10 +185,25 @@ def test_weights_without_the_auxiliary_head_get_a_hint(tmp_path, capsys):
     data = tmp_path / "data"
     write_cifar10(data, per_batch=2)
     write_cifar10_1(data, n=2)
-    small = ["--gin_param", "NetworkCIFAR.C=8", "--gin_param", "NetworkCIFAR.layers=5",
-             "--gin_param", "NetworkCIFAR.op_dict='DARTS_OPS'"]
-    args = ["evaluate", tmp_path / "no_aux.pt", "--arch", "DARTS_V2", "--data", data,
-            "--results", tmp_path / "results", *small]
+    small = [
+        "--gin_param",
+        "NetworkCIFAR.C=8",
+        "--gin_param",
+        "NetworkCIFAR.layers=5",
+        "--gin_param",
+        "NetworkCIFAR.op_dict='DARTS_OPS'",
+    ]
+    args = [
+        "evaluate",
+        tmp_path / "no_aux.pt",
+        "--arch",
+        "DARTS_V2",
+        "--data",
+        data,
+        "--results",
+        tmp_path / "results",
+        *small,
+    ]
     assert cli.main([str(a) for a in args]) == 2
     err = capsys.readouterr().err
     assert "no auxiliary head" in err and "NetworkCIFAR.auxiliary=False" in err
@@ -157,7 +215,10 @@ def test_weights_without_the_auxiliary_head_get_a_hint(tmp_path, capsys):
 def test_darts_imagenet_weights_in_a_sharpdarts_head_get_a_hint():
     darts = NetworkImageNet(8, 10, 5, True, "DARTS_V2", op_dict="DARTS_OPS", auxiliary_bn=False)
     with pytest.raises(ValueError, match=r"auxiliary_bn=False"):
-        load_original_state_dict(NetworkImageNet(8, 10, 5, True, "DARTS_V2", op_dict="DARTS_OPS"),
-                                 darts.state_dict())
-    load_original_state_dict(NetworkImageNet(8, 10, 5, True, "DARTS_V2", op_dict="DARTS_OPS",
-                                             auxiliary_bn=False), darts.state_dict())
+        load_original_state_dict(
+            NetworkImageNet(8, 10, 5, True, "DARTS_V2", op_dict="DARTS_OPS"), darts.state_dict()
+        )
+    load_original_state_dict(
+        NetworkImageNet(8, 10, 5, True, "DARTS_V2", op_dict="DARTS_OPS", auxiliary_bn=False),
+        darts.state_dict(),
+    )

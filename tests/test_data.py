@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from sharpdarts.engine.data import bundle as bundle_lib, datasets, loaders, specs, transforms
+from sharpdarts.engine.data import bundle as bundle_lib
+from sharpdarts.engine.data import datasets, loaders, specs, transforms
 from sharpdarts.engine.data import datasets as data_formats
 from sharpdarts.errors import UserError
-
 
 # ---------------------------------------------------------------------------------------------
 # Writers of the real on-disk formats
@@ -50,8 +50,18 @@ def _py2_pickle(obj: object, path: os.PathLike) -> None:
 
 
 CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                 "truck"]
+CIFAR_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 def write_cifar10(root: os.PathLike, per_batch: int = 3, seed: int = 0) -> dict[str, tuple]:
@@ -66,18 +76,24 @@ def write_cifar10(root: os.PathLike, per_batch: int = 3, seed: int = 0) -> dict[
     for name in CIFAR_BATCHES:
         pixels = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
-        _py2_pickle({
-            _Py2Str("batch_label"): _Py2Str(f"{name} of 5"),
-            _Py2Str("labels"): labels,
-            _Py2Str("data"): pixels,
-            _Py2Str("filenames"): [_Py2Str(f"img_{i}.png") for i in range(per_batch)],
-        }, os.path.join(folder, name))
+        _py2_pickle(
+            {
+                _Py2Str("batch_label"): _Py2Str(f"{name} of 5"),
+                _Py2Str("labels"): labels,
+                _Py2Str("data"): pixels,
+                _Py2Str("filenames"): [_Py2Str(f"img_{i}.png") for i in range(per_batch)],
+            },
+            os.path.join(folder, name),
+        )
         written[name] = (pixels, labels)
-    _py2_pickle({
-        _Py2Str("num_cases_per_batch"): 10000,
-        _Py2Str("label_names"): [_Py2Str(c) for c in CIFAR_CLASSES],
-        _Py2Str("num_vis"): 3072,
-    }, os.path.join(folder, "batches.meta"))
+    _py2_pickle(
+        {
+            _Py2Str("num_cases_per_batch"): 10000,
+            _Py2Str("label_names"): [_Py2Str(c) for c in CIFAR_CLASSES],
+            _Py2Str("num_vis"): 3072,
+        },
+        os.path.join(folder, "batches.meta"),
+    )
     return written
 
 
@@ -189,8 +205,10 @@ def test_imagenet_folders_with_real_size_transforms(tmp_path):
     write_imagenet(tmp_path)
     spec = specs.spec("imagenet")
     train_tf = transforms.train_transform(spec, cutout_length=112, autoaugment=True)
-    assert any(isinstance(t, T.AutoAugment) and t.policy == T.AutoAugmentPolicy.IMAGENET
-               for t in train_tf.transforms)
+    assert any(
+        isinstance(t, T.AutoAugment) and t.policy == T.AutoAugmentPolicy.IMAGENET
+        for t in train_tf.transforms
+    )
     train = datasets.imagenet(tmp_path, train=True, transform=train_tf)
     test = datasets.imagenet(tmp_path, train=False, transform=transforms.test_transform(spec))
     assert train.classes == ["n01440764", "n01443537"] and len(train) == 2 and len(test) == 2
@@ -247,8 +265,11 @@ def test_cifar10_download_failure_is_a_user_error(tmp_path, monkeypatch):
 
 
 def test_cifar10_download_path_then_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_formats, "download_and_extract_archive",
-                        lambda url, root, **kwargs: write_cifar10(root, per_batch=2))
+    monkeypatch.setattr(
+        data_formats,
+        "download_and_extract_archive",
+        lambda url, root, **kwargs: write_cifar10(root, per_batch=2),
+    )
     assert len(datasets.cifar10(tmp_path, train=False, download=True)) == 2
 
 
@@ -262,12 +283,14 @@ def test_cifar10_1_download_is_attempted_and_failure_is_a_user_error(tmp_path, m
     monkeypatch.setattr(data_formats, "download_url", fail)
     with pytest.raises(UserError, match="offline"):
         datasets.cifar10_1(tmp_path, download=True)
-    assert calls == [(
-        "https://raw.githubusercontent.com/modestyachts/CIFAR-10.1/master/datasets/"
-        "cifar10.1_v6_data.npy",
-        os.path.join(tmp_path, "cifar10_1"),
-        "cifar10.1_v6_data.npy",
-    )]
+    assert calls == [
+        (
+            "https://raw.githubusercontent.com/modestyachts/CIFAR-10.1/master/datasets/"
+            "cifar10.1_v6_data.npy",
+            os.path.join(tmp_path, "cifar10_1"),
+            "cifar10.1_v6_data.npy",
+        )
+    ]
 
 
 def test_mnist_download_failure_is_a_user_error(tmp_path, monkeypatch):
@@ -306,13 +329,15 @@ def test_build_cifar10_with_and_without_cifar10_1(tmp_path, caplog, monkeypatch)
 def test_build_datasets_through_gin():
     gin.clear_config()
     try:
-        gin.parse_config([
-            "build_datasets.name = 'synthetic'",
-            "build_datasets.synthetic_size = (20, 8)",
-            "build_datasets.synthetic_shape = (1, 12, 10)",
-            "build_datasets.synthetic_classes = 3",
-            "build_datasets.cutout_length = 4",
-        ])
+        gin.parse_config(
+            [
+                "build_datasets.name = 'synthetic'",
+                "build_datasets.synthetic_size = (20, 8)",
+                "build_datasets.synthetic_shape = (1, 12, 10)",
+                "build_datasets.synthetic_classes = 3",
+                "build_datasets.cutout_length = 4",
+            ]
+        )
         bundle = bundle_lib.build_datasets()
     finally:
         gin.clear_config()
@@ -334,16 +359,42 @@ def test_a_registered_dataset_description_is_all_build_datasets_needs(tmp_path):
 
     def build(root, train, transform, download, seed):
         made.append((root, train, download, seed))
-        return datasets.SyntheticDataset(6 if train else 2, (1, 4, 4), 2, seed=seed,
-                                     sample_offset=0 if train else 6, transform=transform)
+        return datasets.SyntheticDataset(
+            6 if train else 2,
+            (1, 4, 4),
+            2,
+            seed=seed,
+            sample_offset=0 if train else 6,
+            transform=transform,
+        )
 
     def build_extra(root, train, transform, download, seed):
         raise UserError("the extra test set is not there")
 
-    tiny = specs.DatasetSpec("tiny", (4, 4), 1, 2, (0.0,), (1.0,), build, "Tiny",
-                            tensor_images=True, extra_tests=("tiny_extra",))
-    extra = specs.DatasetSpec("tiny_extra", (4, 4), 1, 2, (0.0,), (1.0,), build_extra,
-                             "Tiny-X", tensor_images=True, test_set_of="tiny")
+    tiny = specs.DatasetSpec(
+        "tiny",
+        (4, 4),
+        1,
+        2,
+        (0.0,),
+        (1.0,),
+        build,
+        "Tiny",
+        tensor_images=True,
+        extra_tests=("tiny_extra",),
+    )
+    extra = specs.DatasetSpec(
+        "tiny_extra",
+        (4, 4),
+        1,
+        2,
+        (0.0,),
+        (1.0,),
+        build_extra,
+        "Tiny-X",
+        tensor_images=True,
+        test_set_of="tiny",
+    )
     specs.DATASETS.register("tiny")(tiny)
     specs.DATASETS.register("tiny_extra")(extra)
     try:
@@ -390,7 +441,7 @@ def test_cutout_zeroes_a_clipped_square(length):
         out = cutout(img)
         y0, x0 = cy - length // 2, cx - length // 2
         expected = torch.ones(size, size, dtype=torch.bool)
-        expected[max(y0, 0):max(y0 + length, 0), max(x0, 0):max(x0 + length, 0)] = False
+        expected[max(y0, 0) : max(y0 + length, 0), max(x0, 0) : max(x0 + length, 0)] = False
         for c in range(3):
             assert torch.equal(out[c] != 0, expected)
         assert torch.equal(out[:, expected], img[:, expected])
@@ -417,15 +468,25 @@ def test_cifar_train_pipeline_order_and_autoaugment():
     spec = specs.spec("cifar10")
     tf = transforms.train_transform(spec, cutout_length=16, autoaugment=True)
     kinds = [type(t) for t in tf.transforms]
-    assert kinds == [T.RandomCrop, T.RandomHorizontalFlip, T.AutoAugment, T.ToTensor, T.Normalize,
-                     transforms.Cutout]
+    assert kinds == [
+        T.RandomCrop,
+        T.RandomHorizontalFlip,
+        T.AutoAugment,
+        T.ToTensor,
+        T.Normalize,
+        transforms.Cutout,
+    ]
     crop = tf.transforms[0]
     assert (crop.size, crop.padding, crop.fill) == ((32, 32), 4, 128)
     assert tf.transforms[2].policy == T.AutoAugmentPolicy.CIFAR10
     plain = transforms.train_transform(spec)
     assert plain.transforms[0].fill == 0
-    assert [type(t) for t in plain.transforms] == [T.RandomCrop, T.RandomHorizontalFlip,
-                                                   T.ToTensor, T.Normalize]
+    assert [type(t) for t in plain.transforms] == [
+        T.RandomCrop,
+        T.RandomHorizontalFlip,
+        T.ToTensor,
+        T.Normalize,
+    ]
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     torch.manual_seed(0)
     for _ in range(5):
@@ -436,7 +497,9 @@ def test_cifar_train_pipeline_order_and_autoaugment():
 def test_tensor_datasets_only_normalize_and_cutout():
     tf = transforms.train_transform(specs.spec("digits"), cutout_length=2, autoaugment=True)
     assert [type(t) for t in tf.transforms] == [T.Normalize, transforms.Cutout]
-    assert [type(t) for t in transforms.test_transform(specs.spec("digits")).transforms] == [T.Normalize]
+    assert [type(t) for t in transforms.test_transform(specs.spec("digits")).transforms] == [
+        T.Normalize
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,11 +584,13 @@ def test_make_loader_plain_and_distributed(tmp_path):
 
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
-                            world_size=1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
     try:
-        loader = loaders.make_loader(_IndexDataset(), 3, indices=[2, 4, 6, 8], distributed=True,
-                                  seed=0)
+        loader = loaders.make_loader(
+            _IndexDataset(), 3, indices=[2, 4, 6, 8], distributed=True, seed=0
+        )
         assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
         # The sampler shards the subset: its positions map back to the chosen items only.
         assert sorted(int(i) for b in loader for i in b) == [2, 4, 6, 8]

@@ -1,6 +1,7 @@
 """`make demo-lm`'s steps, end to end on the real pydoc corpus but with tiny sizes: the search
 runs on the Python documentation text, its cell is promoted as DEMO_RNN, demo/lm_train trains
 it and demo/lm_train_darts_v2 trains DARTS_V2's cell, and the demo_lm table shows all three."""
+
 import json
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def test_search_promote_train_and_table_on_the_pydoc_corpus(tmp_path, monkeypatc
         row = rows[name]
         assert float(row["valid_ppl_mean"]) > 1.0 and float(row["test_ppl_mean"]) > 1.0
     assert float(rows["demo/lm_train"]["valid_ppl_mean"]) == min(
-        m["valid_ppl"] for m in metrics)  # the best epoch's
+        m["valid_ppl"] for m in metrics
+    )  # the best epoch's
     assert float(rows["demo/lm_search"]["valid_ppl_mean"]) > 1.0
     # `make tables` after `make demo-lm`: a recurrent search's figures (its cell, picked by
     # validation perplexity) beside the trainings' curves.

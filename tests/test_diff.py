@@ -1,4 +1,5 @@
 """`sharpdarts diff`: binding-level differences of experiments and runs."""
+
 import json
 
 import pytest
@@ -7,11 +8,16 @@ from sharpdarts.face import cli, diff
 
 
 def test_parse_bindings_joins_continued_values_and_drops_comments():
-    text = ("# Macros:\n# ====\nEPOCHS = 2\n\n# Parameters for search:\nsearch.primitives = \\\n"
-            "    ['none',\n     'max_pool_3x3']\nscope/train.lr = 0.1  \nimport my_ops\n")
+    text = (
+        "# Macros:\n# ====\nEPOCHS = 2\n\n# Parameters for search:\nsearch.primitives = \\\n"
+        "    ['none',\n     'max_pool_3x3']\nscope/train.lr = 0.1  \nimport my_ops\n"
+    )
     assert diff.parse_bindings(text) == {
-        "EPOCHS": "2", "search.primitives": "['none', 'max_pool_3x3']",
-        "scope/train.lr": "0.1", "import my_ops": ""}
+        "EPOCHS": "2",
+        "search.primitives": "['none', 'max_pool_3x3']",
+        "scope/train.lr": "0.1",
+        "import my_ops": "",
+    }
 
 
 def test_compare_sorts_added_removed_and_changed():
@@ -24,8 +30,22 @@ def two_runs(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     folders = []
     for epochs in (1, 2):
-        assert cli.main(["run", "demo/search", "--smoke", "--seed", "1", "--results", str(results),
-                         "--gin_param", f"EPOCHS={epochs}"]) == 0
+        assert (
+            cli.main(
+                [
+                    "run",
+                    "demo/search",
+                    "--smoke",
+                    "--seed",
+                    "1",
+                    "--results",
+                    str(results),
+                    "--gin_param",
+                    f"EPOCHS={epochs}",
+                ]
+            )
+            == 0
+        )
     for info in sorted((results / "runs").rglob("run.json")):
         folders.append(info.parent)
     folders.sort(key=lambda f: json.loads((f / "run.json").read_text())["gin_params"])
@@ -50,8 +70,7 @@ def test_a_run_against_its_experiment_shows_the_smoke_bindings(two_runs, capsys)
     assert cli.main(["diff", str(one), "--results", str(results)]) == 0
     out = capsys.readouterr().out
     assert "B: experiment demo/search" in out
-    changed = dict(line.strip().split(": ", 1) for line in out.splitlines()
-                   if "  ->  " in line)
+    changed = dict(line.strip().split(": ", 1) for line in out.splitlines() if "  ->  " in line)
     assert changed["EPOCHS"] == "1  ->  6"  # demo/search's own epochs; the run had EPOCHS=1
     assert changed["build_datasets.name"] == "'synthetic'  ->  'digits'"
 
@@ -64,8 +83,9 @@ def test_two_paper_rows(capsys):
 
 
 def test_unknown_names_are_user_errors(tmp_path, capsys):
-    assert cli.main(["diff", "cifar10/no_such", "cifar10/sharpdarts",
-                     "--results", str(tmp_path)]) == 2
+    assert (
+        cli.main(["diff", "cifar10/no_such", "cifar10/sharpdarts", "--results", str(tmp_path)]) == 2
+    )
     assert "neither an experiment nor a run" in capsys.readouterr().err
     assert cli.main(["diff", "cifar10/sharpdarts", "--results", str(tmp_path)]) == 2
     assert "one argument must be a run" in capsys.readouterr().err

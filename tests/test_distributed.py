@@ -4,6 +4,7 @@ The engine joins the process group from torchrun's environment (``engine.make_co
 these tests start the processes themselves (``torch.multiprocessing.spawn`` with
 MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE) or through ``torch.distributed.run``.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from spawning import free_port, join_group, run_ranks
 from torch import nn
 
-from sharpdarts.engine.data import loaders
-from sharpdarts.engine import checkpoint, context
+from sharpdarts.engine import checkpoint, context, loop
 from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.engine import loop
-from spawning import free_port, join_group, run_ranks
+from sharpdarts.engine.data import loaders
+
 REPO = Path(__file__).resolve().parent.parent
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -33,13 +34,20 @@ LR, MOMENTUM, GRAD_CLIP = 0.1, 0.9, 0.5  # a clip small enough to act
 def small_net() -> nn.Module:
     """Conv + linear, no batch norm: per-sample losses are independent of the batch."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(4, 5))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
+    )
 
 
 def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return torch.randn(GLOBAL_BATCH, 3, 8, 8, generator=g), torch.randint(0, 5, (GLOBAL_BATCH,), generator=g)
+    return torch.randn(GLOBAL_BATCH, 3, 8, 8, generator=g), torch.randint(
+        0, 5, (GLOBAL_BATCH,), generator=g
+    )
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -60,17 +68,24 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
         # The loaders shard the data; the checkpoint path is rank 0's on every rank.
         dataset = torch.utils.data.TensorDataset(torch.arange(10))
-        loader = loaders.make_loader(dataset, 2, shuffle=True, seed=0, distributed=True,
-                                      drop_last=True)
+        loader = loaders.make_loader(
+            dataset, 2, shuffle=True, seed=0, distributed=True, drop_last=True
+        )
         loader.sampler.set_epoch(1)
         seen = [int(i) for (batch,) in loader for i in batch]
         fake_run = SimpleNamespace(checkpoint_path=Path(out_dir) / "checkpoint.pt")
         path = checkpoint_lib.run_checkpoint_path(fake_run if rank == 0 else None, ctx)
 
-        torch.save({"grads": [p.grad for p in model.module.parameters()],
-                    "params": [p.detach() for p in model.module.parameters()],
-                    "totals": totals.result(ctx), "seen": seen, "path": str(path)},
-                   Path(out_dir) / f"rank{rank}.pt")
+        torch.save(
+            {
+                "grads": [p.grad for p in model.module.parameters()],
+                "params": [p.detach() for p in model.module.parameters()],
+                "totals": totals.result(ctx),
+                "seen": seen,
+                "path": str(path),
+            },
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -109,9 +124,21 @@ def test_ddp_gradients_equal_one_process_over_the_global_batch(tmp_path):
 @pytest.mark.slow
 def test_torchrun_trains_with_two_processes_and_rank_0_records(tmp_path):
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port", str(free_port()), "-m", "sharpdarts", "run",
-           "cifar10/sharpsepconv_darts", "--smoke", "--results", str(results)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "sharpdarts",
+        "run",
+        "cifar10/sharpsepconv_darts",
+        "--smoke",
+        "--results",
+        str(results),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

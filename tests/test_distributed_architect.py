@@ -1,5 +1,6 @@
 """The architect under two gloo processes: a step at per-rank batch B equals one process's step
 at batch 2B (first and second order), and every rank ends with the same alphas."""
+
 from __future__ import annotations
 
 import os
@@ -9,11 +10,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from spawning import free_port, join_group, run_ranks
 from torch import nn
 
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.loop import weight_step
-from spawning import free_port, join_group, run_ranks
 
 WORLD, B = 2, 4
 
@@ -46,8 +47,10 @@ def _batches():
     g = torch.Generator().manual_seed(1)
 
     def make():
-        return (torch.randn(WORLD * B, 3, 6, 6, generator=g),
-                torch.randint(0, 5, (WORLD * B,), generator=g))
+        return (
+            torch.randn(WORLD * B, 3, 6, 6, generator=g),
+            torch.randint(0, 5, (WORLD * B,), generator=g),
+        )
 
     return make(), make()
 
@@ -58,8 +61,14 @@ def _search_step(model, architect, optimizer, train, valid):
     (x, y), (xv, yv) = train, valid
     architect.step(x, y, xv, yv, eta=0.05, weight_optimizer=optimizer)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    weight_step(optimizer, scaler, F.cross_entropy(model(x), y), model.weights(), 5.0,
-                average=dist.is_initialized())
+    weight_step(
+        optimizer,
+        scaler,
+        F.cross_entropy(model(x), y),
+        model.weights(),
+        5.0,
+        average=dist.is_initialized(),
+    )
 
 
 def _run(order: int, shard: slice | None):
@@ -95,8 +104,9 @@ def test_two_processes_at_b_step_like_one_process_at_2b(ranks, order):
     assert not torch.allclose(single["alphas"], before)  # the step moved the alphas
     for r in ranks:
         for name, want in single.items():
-            torch.testing.assert_close(r[order][name], want, rtol=1e-5, atol=1e-6,
-                                       msg=f"{name}, order {order}")
+            torch.testing.assert_close(
+                r[order][name], want, rtol=1e-5, atol=1e-6, msg=f"{name}, order {order}"
+            )
     for name in single:  # every rank holds the same architecture: the same genotype
         assert torch.equal(ranks[0][order][name], ranks[1][order][name])
 
@@ -116,9 +126,21 @@ def test_torchrun_searches_with_two_processes_and_rank_0_records(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port", str(free_port()), "-m", "sharpdarts", "run",
-           "search/sharpsepconv_darts_scalar", "--smoke", "--results", str(results)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "sharpdarts",
+        "run",
+        "search/sharpsepconv_darts_scalar",
+        "--smoke",
+        "--results",
+        str(results),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

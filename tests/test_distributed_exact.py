@@ -1,4 +1,5 @@
 """Exact distributed evaluation and per-rank seeds, with two gloo processes on the CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from spawning import join_group, run_ranks
 from torch import nn
 
 from sharpdarts.engine import context
-from sharpdarts.engine.data import loaders
 from sharpdarts.engine.context import seed_everything
+from sharpdarts.engine.data import loaders
 from sharpdarts.engine.data.shards import ExactShard, rank_seed
 from sharpdarts.engine.loop import evaluate
-from spawning import join_group, run_ranks
 
 WORLD = 2
 N = 13  # not a multiple of the process count: DistributedSampler would pad it to 14
@@ -23,14 +24,21 @@ SEED = 7
 
 def _net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 10),
+    )
 
 
 def _data():
     g = torch.Generator().manual_seed(3)
-    return torch.utils.data.TensorDataset(torch.randn(N, 3, 8, 8, generator=g),
-                                          torch.randint(0, 10, (N,), generator=g))
+    return torch.utils.data.TensorDataset(
+        torch.randn(N, 3, 8, 8, generator=g), torch.randint(0, 10, (N,), generator=g)
+    )
 
 
 def _draws() -> dict:
@@ -48,18 +56,27 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         result = evaluate(model, loader, nn.CrossEntropyLoss(), ctx)
         padded_result = evaluate(model, padded, nn.CrossEntropyLoss(), ctx)
         # A validation split (indices): every index once as well.
-        split = loaders.make_loader(dataset, 3, indices=list(range(5, N)), seed=SEED,
-                                     distributed=True, exact=True)
+        split = loaders.make_loader(
+            dataset, 3, indices=list(range(5, N)), seed=SEED, distributed=True, exact=True
+        )
         split_result = evaluate(model, split, nn.CrossEntropyLoss(), ctx)
         seed_everything(rank_seed(SEED, rank))  # what the training job does
         draws = _draws()
-        train = loaders.make_loader(dataset, 2, shuffle=True, seed=SEED, distributed=True,
-                                     drop_last=True)
-        torch.save({"seen": seen, "result": result, "padded": padded_result,
-                    "split": split_result, "draws": draws,
-                    "worker_seed": train.generator.initial_seed(),
-                    "sampler_seed": train.sampler.seed},
-                   Path(out_dir) / f"rank{rank}.pt")
+        train = loaders.make_loader(
+            dataset, 2, shuffle=True, seed=SEED, distributed=True, drop_last=True
+        )
+        torch.save(
+            {
+                "seen": seen,
+                "result": result,
+                "padded": padded_result,
+                "split": split_result,
+                "draws": draws,
+                "worker_seed": train.generator.initial_seed(),
+                "sampler_seed": train.sampler.seed,
+            },
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -90,9 +107,11 @@ def test_distributed_evaluation_equals_one_process_evaluation(ranks):
         assert r["result"]["acc_top5"] == single["acc_top5"]
         assert r["result"]["loss"] == pytest.approx(single["loss"], rel=1e-6)
     # The defect this fixes: DistributedSampler's padding counts an image twice.
-    padded_n_differs = [r["padded"]["acc"] != single["acc"] or
-                        r["padded"]["loss"] != pytest.approx(single["loss"], rel=1e-6)
-                        for r in ranks]
+    padded_n_differs = [
+        r["padded"]["acc"] != single["acc"]
+        or r["padded"]["loss"] != pytest.approx(single["loss"], rel=1e-6)
+        for r in ranks
+    ]
     assert all(padded_n_differs)
 
 

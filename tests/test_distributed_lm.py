@@ -7,6 +7,7 @@ batch norm normalises by each rank's own columns (B of them, not 2B), and each r
 own dropout masks, so with either the runs are not expected to be equal (they are
 statistically the same search). A run with both checks that the ranks still agree.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,16 +21,16 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from spawning import free_port, join_group, run_ranks
 from torch import nn
 
-from sharpdarts.engine.data.bundle import DataBundle
-from sharpdarts.engine.data.specs import spec
 from sharpdarts.engine.data import corpus as corpus_lib
+from sharpdarts.engine.data.bundle import DataBundle
 from sharpdarts.engine.data.shards import rank_seed
+from sharpdarts.engine.data.specs import spec
 from sharpdarts.engine.lm_jobs import evaluate_ppl, lm_train
 from sharpdarts.engine.lm_search import lm_search
 from sharpdarts.nn.models import RNNModel, RNNSearchModel
-from spawning import free_port, join_group, run_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD, B, SEED = 2, 4, 3
@@ -58,16 +59,27 @@ def _search(order: int, batch_size: int, network=_plain_net) -> dict:
     Adam's moments and the carried hidden states) and its validation, through the real job.
 
     The lr is 2, not the original's 20, which only the batch norm keeps from diverging."""
-    job = lm_search(data=_bundle(), seed=SEED, epochs=1,
-                    batch_size=batch_size, network=network, order=order, learning_rate=2.0,
-                    show_progress=False, build_only=True)
+    job = lm_search(
+        data=_bundle(),
+        seed=SEED,
+        epochs=1,
+        batch_size=batch_size,
+        network=network,
+        order=order,
+        learning_rate=2.0,
+        show_progress=False,
+        build_only=True,
+    )
     seeds = {"torch": torch.initial_seed(), "numpy": np.random.get_state()[1][:4].tolist()}
     start = job.model.alphas.detach().clone()
     final = job.fit(None)
-    return {"state": {k: v.detach().clone() for k, v in job.model.state_dict().items()},
-            "start_alphas": start,
-            "valid_ppl": final["valid_ppl"], "genotype": json.dumps(final["genotype"]),
-            "seeds": seeds}
+    return {
+        "state": {k: v.detach().clone() for k, v in job.model.state_dict().items()},
+        "start_alphas": start,
+        "valid_ppl": final["valid_ppl"],
+        "genotype": json.dumps(final["genotype"]),
+        "seeds": seeds,
+    }
 
 
 def _sources() -> list[torch.Tensor]:
@@ -113,11 +125,22 @@ def _train(batch_size: int) -> dict:
     """One training epoch of a fixed cell (jittered windows from numpy's shared stream), its
     validation and its test at batch 1 (one column: rank 1 evaluates none of it)."""
     network = functools.partial(RNNModel, ninp=8, nhid=8, nhidlast=8, **NO_DROPOUT)
-    job = lm_train(data=_bundle(), seed=SEED, epochs=1, batch_size=batch_size,
-                   network=network, learning_rate=2.0, show_progress=False, build_only=True)
+    job = lm_train(
+        data=_bundle(),
+        seed=SEED,
+        epochs=1,
+        batch_size=batch_size,
+        network=network,
+        learning_rate=2.0,
+        show_progress=False,
+        build_only=True,
+    )
     final = job.fit(None)
-    return {"state": {k: v.detach().clone() for k, v in job.model.state_dict().items()},
-            "valid_ppl": final["valid_ppl"], "test_ppl": final["test_ppl"]}
+    return {
+        "state": {k: v.detach().clone() for k, v in job.model.state_dict().items()},
+        "valid_ppl": final["valid_ppl"],
+        "test_ppl": final["test_ppl"],
+    }
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,8 +156,9 @@ def test_two_processes_at_b_search_like_one_process_at_2b(ranks, order):
     for r in ranks:
         got = r[order]
         for name, want in single["state"].items():
-            torch.testing.assert_close(got["state"][name], want, rtol=1e-4, atol=1e-6,
-                                       msg=f"{name}, order {order}")
+            torch.testing.assert_close(
+                got["state"][name], want, rtol=1e-4, atol=1e-6, msg=f"{name}, order {order}"
+            )
         assert got["valid_ppl"] == pytest.approx(single["valid_ppl"], rel=1e-5)
         assert got["genotype"] == single["genotype"]
     for name in single["state"]:  # the ranks hold one network: identical, not just close
@@ -144,8 +168,9 @@ def test_two_processes_at_b_search_like_one_process_at_2b(ranks, order):
 def test_one_process_at_b_differs_from_2b():
     """The comparison above has power: half the columns alone give another search."""
     half, single = _search(2, B), _single(2)
-    assert not torch.allclose(half["state"]["alphas"], single["state"]["alphas"],
-                              rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(
+        half["state"]["alphas"], single["state"]["alphas"], rtol=1e-4, atol=1e-6
+    )
 
 
 def test_two_processes_at_b_train_like_one_process_at_2b(ranks):
@@ -153,8 +178,9 @@ def test_two_processes_at_b_train_like_one_process_at_2b(ranks):
     single = _train(WORLD * B)
     for r in ranks:
         for name, want in single["state"].items():
-            torch.testing.assert_close(r["train"]["state"][name], want, rtol=1e-4, atol=1e-6,
-                                       msg=name)
+            torch.testing.assert_close(
+                r["train"]["state"][name], want, rtol=1e-4, atol=1e-6, msg=name
+            )
         assert r["train"]["valid_ppl"] == pytest.approx(single["valid_ppl"], rel=1e-5)
         assert r["train"]["test_ppl"] == pytest.approx(single["test_ppl"], rel=1e-5)
 
@@ -182,9 +208,21 @@ def test_with_batch_norm_and_dropout_the_ranks_still_agree(ranks):
 @pytest.mark.slow
 def test_torchrun_recurrent_search_with_two_processes_and_rank_0_records(tmp_path):
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port", str(free_port()), "-m", "sharpdarts", "run",
-           "ptb/search_first_order", "--smoke", "--results", str(results)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "sharpdarts",
+        "run",
+        "ptb/search_first_order",
+        "--smoke",
+        "--results",
+        str(results),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

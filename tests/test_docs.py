@@ -12,6 +12,7 @@
 
 Each checker is also run on a made-up file, so that it is known to catch what it is for.
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,13 +34,18 @@ NOT_IN_A_CHECKOUT = {"experiments/genotypes.json", "sharpdarts/_shipped"}
 
 # A repository path, or any *.md file name, where a path starts (so a `docs/` or `gin/`
 # inside a longer path, like a user's project folder, is not read as the repository's).
-_PATH = re.compile(r"(?<![\w./$%-])((?:" + "|".join(re.escape(name) for name in ROOTED)
-                   + r")/[\w./-]*|[\w./-]*\w\.md\b)")
+_PATH = re.compile(
+    r"(?<![\w./$%-])((?:"
+    + "|".join(re.escape(name) for name in ROOTED)
+    + r")/[\w./-]*|[\w./-]*\w\.md\b)"
+)
 # Characters after which a path is a pattern (a glob, a placeholder), not one file.
 _PATTERN_NEXT = set("*<{[$%")
 # The working notes outside the repository, spelt so that this file does not match itself.
-_NOTES = re.compile(r"\bD[E]SIGN\.md|\bF[A]CTS\w*|\bD[A]RTS_PROTOCOL|\bF[A]MILY_PROTOCOLS"
-                    r"|/w[o]rk/")
+_NOTES = re.compile(
+    r"\bD[E]SIGN\.md|\bF[A]CTS\w*|\bD[A]RTS_PROTOCOL|\bF[A]MILY_PROTOCOLS"
+    r"|/w[o]rk/"
+)
 # A markdown link or image: [text](target) or ![alt](target).
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # A dotted name in the package, e.g. sharpdarts.nn.models.NetworkCIFAR (not a file name such as
@@ -75,8 +81,11 @@ def prose_lines(path: Path, text: str) -> list[tuple[int, str]]:
         if token.type == tokenize.COMMENT:
             found.append((token.start[0], token.string))
     for node in ast.walk(ast.parse(text)):
-        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-                and isinstance(node.value.value, str)):
+        if (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
             found += [(n, lines[n - 1]) for n in range(node.lineno, node.end_lineno + 1)]
     return sorted(found)
 
@@ -87,9 +96,9 @@ def cited_paths(line: str) -> list[str]:
     paths = []
     for match in _PATH.finditer(line):
         path = match.group(1)
-        following = line[match.end():match.end() + 1]
+        following = line[match.end() : match.end() + 1]
         if following in _PATTERN_NEXT:
-            path = path[:path.rfind("/") + 1]
+            path = path[: path.rfind("/") + 1]
         paths.append(path.rstrip(".-") or path)
     return paths
 
@@ -146,9 +155,11 @@ def missing_citations(path: Path, text: str) -> list[str]:
 
 
 def notes_cited(path: Path, text: str) -> list[str]:
-    return [f"{path.relative_to(ROOT)}:{number}: {match.group(0)}"
-            for number, line in enumerate(text.splitlines(), start=1)
-            for match in _NOTES.finditer(line)]
+    return [
+        f"{path.relative_to(ROOT)}:{number}: {match.group(0)}"
+        for number, line in enumerate(text.splitlines(), start=1)
+        for match in _NOTES.finditer(line)
+    ]
 
 
 def _module_file(dotted: list[str]) -> Path | None:
@@ -199,8 +210,10 @@ def test_every_cited_file_exists():
 
 def test_no_working_notes_are_cited():
     wrong = _all(notes_cited, FILES)
-    assert not wrong, ("these notes are not in the repository; cite the page under docs/ "
-                       "that says the thing:\n" + "\n".join(wrong))
+    assert not wrong, (
+        "these notes are not in the repository; cite the page under docs/ "
+        "that says the thing:\n" + "\n".join(wrong)
+    )
 
 
 def test_markdown_links_resolve():
@@ -215,9 +228,17 @@ def test_docs_name_modules_by_their_layered_paths():
 
 def test_the_scan_covers_every_kind_of_file():
     names = {f.relative_to(ROOT).as_posix() for f in FILES}
-    for expected in ("README.md", "Makefile", "docs/layout.md", "sharpdarts/face/cli.py",
-                     "tests/test_layers.py", "benchmarks/README.md", "benchmarks/common.py",
-                     "experiments/ptb/darts_v2.gin", "gin/protocols/search.gin"):
+    for expected in (
+        "README.md",
+        "Makefile",
+        "docs/layout.md",
+        "sharpdarts/face/cli.py",
+        "tests/test_layers.py",
+        "benchmarks/README.md",
+        "benchmarks/common.py",
+        "experiments/ptb/darts_v2.gin",
+        "gin/protocols/search.gin",
+    ):
         assert expected in names, expected
 
 
@@ -264,35 +285,44 @@ def test_written_layer_maps_agree_with_the_layer_test(page):
 def test_the_checkers_catch_made_up_citations():
     fake = ROOT / "docs" / "made_up.md"
     notes = "D" + "ESIGN.md"
-    text = ("See `docs/facts/no_such_page.md` and `sharpdarts/reference/no_such.csv`,\n"
-            f"then {notes}; [a link](no_such_page.md), [a heading](../README.md#no-such-heading)\n"
-            "and `sharpdarts.models.NetworkCIFAR` (a removed path).\n"
-            "These exist: `docs/facts/darts_rnn.md`, `experiments/<table>/<row>.gin`, "
-            "[the README](../README.md), `sharpdarts.nn.models.NetworkCIFAR`.\n")
+    text = (
+        "See `docs/facts/no_such_page.md` and `sharpdarts/reference/no_such.csv`,\n"
+        f"then {notes}; [a link](no_such_page.md), [a heading](../README.md#no-such-heading)\n"
+        "and `sharpdarts.models.NetworkCIFAR` (a removed path).\n"
+        "These exist: `docs/facts/darts_rnn.md`, `experiments/<table>/<row>.gin`, "
+        "[the README](../README.md), `sharpdarts.nn.models.NetworkCIFAR`.\n"
+    )
     assert missing_citations(fake, text) == [
         "docs/made_up.md:1: docs/facts/no_such_page.md",
         "docs/made_up.md:1: sharpdarts/reference/no_such.csv",
         f"docs/made_up.md:2: {notes}",
-        "docs/made_up.md:2: no_such_page.md"]
+        "docs/made_up.md:2: no_such_page.md",
+    ]
     assert notes_cited(fake, text) == [f"docs/made_up.md:2: {notes}"]
     assert broken_links(fake, text) == [
         "docs/made_up.md:2: no file no_such_page.md",
-        "docs/made_up.md:2: no heading ../README.md#no-such-heading"]
+        "docs/made_up.md:2: no heading ../README.md#no-such-heading",
+    ]
     assert unknown_modules(fake, text) == ["docs/made_up.md:3: sharpdarts.models.NetworkCIFAR"]
 
 
 def test_python_code_strings_are_not_citations_but_docstrings_are():
     fake = ROOT / "sharpdarts" / "made_up.py"
-    text = ('"""Facts: docs/facts/gone.md."""\n'
-            'DATA = "reference/paper_tables.csv"  # see sharpdarts/reference/gone.csv\n')
+    text = (
+        '"""Facts: docs/facts/gone.md."""\n'
+        'DATA = "reference/paper_tables.csv"  # see sharpdarts/reference/gone.csv\n'
+    )
     assert missing_citations(fake, text) == [
         "sharpdarts/made_up.py:1: docs/facts/gone.md",
-        "sharpdarts/made_up.py:2: sharpdarts/reference/gone.csv"]
+        "sharpdarts/made_up.py:2: sharpdarts/reference/gone.csv",
+    ]
 
 
 def test_a_wrong_layer_map_is_caught():
-    right = ("<!-- layer map -->\n```\nface -> engine, store, nn, core\nengine -> nn, core\n"
-             "store -> core\nnn -> core\ncore -> nothing\nbase -> nothing\n```\n")
+    right = (
+        "<!-- layer map -->\n```\nface -> engine, store, nn, core\nengine -> nn, core\n"
+        "store -> core\nnn -> core\ncore -> nothing\nbase -> nothing\n```\n"
+    )
     assert layer_map(right) == _allowed_as_drawn()
     wrong = right.replace("store -> core", "store -> nn, core")
     assert layer_map(wrong)["store"] == {"nn", "core"}

@@ -5,14 +5,13 @@ small synthetic datasets, or a tiny CIFAR-10 written here in its real on-disk fo
 record into minimal run folders (a run.json and ``runs.Run``), except the command-line tests;
 the kill-and-resume test kills a real command-line process.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,48 +19,93 @@ import gin
 import numpy as np
 import pytest
 import torch
+from killing import kill_after_epoch  # tests/killing.py
+from test_data import write_cifar10  # the real CIFAR-10 pickle format (tests/test_data.py)
 from torch import nn
 from torchvision import transforms as T
 
-from sharpdarts.engine.data import bundle as bundle_lib, loaders, transforms
+from sharpdarts.core import genotype_types, genotypes, schedules
 from sharpdarts.engine import checkpoint, context, jobs, loop
-from sharpdarts.core import schedules
-from sharpdarts.core import genotypes
-from sharpdarts.core import genotype_types
+from sharpdarts.engine.data import bundle as bundle_lib
+from sharpdarts.engine.data import loaders, transforms
 from sharpdarts.nn import models
 from sharpdarts.nn.multichannel import graph as graph_lib
 from sharpdarts.store import run as run_lib
-from test_data import write_cifar10  # the real CIFAR-10 pickle format (tests/test_data.py)
-from killing import kill_after_epoch  # tests/killing.py
 
 REPO = Path(__file__).resolve().parent.parent
 
 COMMON = ["make_context.device = 'cpu'", "cosine_power_annealing.warmup_epochs = 1"]
 
 # 8 training images: two halves of 4, one weight step and one architecture step per epoch.
-SEARCH_DATA = ["build_datasets.name = 'synthetic'", "build_datasets.synthetic_shape = (3, 8, 8)",
-               "build_datasets.synthetic_size = (8, 4)", "build_datasets.synthetic_classes = 3"]
-SEARCH = [*COMMON, *SEARCH_DATA, "search.epochs = 2", "search.batch_size = 4",
-          "search.show_progress = False"]
-SEARCH_CELL = ["search.network = @SearchNetwork", "SearchNetwork.C = 4", "SearchNetwork.layers = 3",
-               "SearchNetwork.steps = 2", "SearchNetwork.multiplier = 2"]
-SEARCH_GRID = ["search.network = @MultiChannelNetwork", "MultiChannelNetwork.C = 8",
-               "MultiChannelNetwork.steps = 2", "MultiChannelNetwork.layers = 1",
-               "MultiChannelNetwork.head_channels = 16"]
+SEARCH_DATA = [
+    "build_datasets.name = 'synthetic'",
+    "build_datasets.synthetic_shape = (3, 8, 8)",
+    "build_datasets.synthetic_size = (8, 4)",
+    "build_datasets.synthetic_classes = 3",
+]
+SEARCH = [
+    *COMMON,
+    *SEARCH_DATA,
+    "search.epochs = 2",
+    "search.batch_size = 4",
+    "search.show_progress = False",
+]
+SEARCH_CELL = [
+    "search.network = @SearchNetwork",
+    "SearchNetwork.C = 4",
+    "SearchNetwork.layers = 3",
+    "SearchNetwork.steps = 2",
+    "SearchNetwork.multiplier = 2",
+]
+SEARCH_GRID = [
+    "search.network = @MultiChannelNetwork",
+    "MultiChannelNetwork.C = 8",
+    "MultiChannelNetwork.steps = 2",
+    "MultiChannelNetwork.layers = 1",
+    "MultiChannelNetwork.head_channels = 16",
+]
 
 # NetworkCIFAR's auxiliary head needs the 8x8 map of a 32x32 image.
-TRAIN_CIFAR = [*COMMON, "build_datasets.name = 'synthetic'",
-               "build_datasets.synthetic_shape = (3, 32, 32)",
-               "build_datasets.synthetic_size = (16, 8)", "build_datasets.cutout_length = 16",
-               "train.epochs = 3", "train.batch_size = 4", "train.show_progress = False",
-               "train.network = @NetworkCIFAR", "train.drop_path_prob = 0.3",
-               "NetworkCIFAR.C = 8", "NetworkCIFAR.layers = 3", "NetworkCIFAR.auxiliary = True",
-               "NetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'"]
+TRAIN_CIFAR = [
+    *COMMON,
+    "build_datasets.name = 'synthetic'",
+    "build_datasets.synthetic_shape = (3, 32, 32)",
+    "build_datasets.synthetic_size = (16, 8)",
+    "build_datasets.cutout_length = 16",
+    "train.epochs = 3",
+    "train.batch_size = 4",
+    "train.show_progress = False",
+    "train.network = @NetworkCIFAR",
+    "train.drop_path_prob = 0.3",
+    "NetworkCIFAR.C = 8",
+    "NetworkCIFAR.layers = 3",
+    "NetworkCIFAR.auxiliary = True",
+    "NetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'",
+]
 
-TRAIN_KEYS = {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
-              "test_acc_top5", "drop_path_prob"}
-SEARCH_KEYS = {"epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
-               "genotype", "alphas_normal", "alphas_reduce"}
+TRAIN_KEYS = {
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "seconds",
+    "test_acc_top5",
+    "drop_path_prob",
+}
+SEARCH_KEYS = {
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "valid_loss",
+    "valid_acc",
+    "seconds",
+    "genotype",
+    "alphas_normal",
+    "alphas_reduce",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -141,20 +185,33 @@ def without_seconds(records: list[dict]) -> list[dict]:
 # Every pair of settings, not every triple: each cell space with both orders and both
 # weightings, each order with each weighting; the grid (a second of CPU in all) with all four.
 SMOKE_SEARCHES = [
-    ("PRIMITIVES", 1, "scalar"), ("PRIMITIVES", 2, "max_w"),
-    ("SHARPER_PRIMITIVES", 1, "max_w"), ("SHARPER_PRIMITIVES", 2, "scalar"),
-    ("DARTS_PRIMITIVES", 1, "scalar"), ("DARTS_PRIMITIVES", 2, "max_w"),
-    *[("grid", order, weighting) for order in (1, 2) for weighting in ("scalar", "max_w")]]
+    ("PRIMITIVES", 1, "scalar"),
+    ("PRIMITIVES", 2, "max_w"),
+    ("SHARPER_PRIMITIVES", 1, "max_w"),
+    ("SHARPER_PRIMITIVES", 2, "scalar"),
+    ("DARTS_PRIMITIVES", 1, "scalar"),
+    ("DARTS_PRIMITIVES", 2, "max_w"),
+    *[("grid", order, weighting) for order in (1, 2) for weighting in ("scalar", "max_w")],
+]
 
 
 @pytest.mark.parametrize("space, order, weighting", SMOKE_SEARCHES)
 def test_smoke_search_gives_a_valid_genotype(space, order, weighting):
     if space == "grid":
-        configure(*SEARCH, *SEARCH_GRID, f"MultiChannelNetwork.weighting = '{weighting}'",
-                  f"Architect.order = {order}")
+        configure(
+            *SEARCH,
+            *SEARCH_GRID,
+            f"MultiChannelNetwork.weighting = '{weighting}'",
+            f"Architect.order = {order}",
+        )
     else:
-        configure(*SEARCH, *SEARCH_CELL, f"SearchNetwork.primitives = '{space}'",
-                  f"SearchNetwork.weighting = '{weighting}'", f"Architect.order = {order}")
+        configure(
+            *SEARCH,
+            *SEARCH_CELL,
+            f"SearchNetwork.primitives = '{space}'",
+            f"SearchNetwork.weighting = '{weighting}'",
+            f"Architect.order = {order}",
+        )
     final = jobs.search(run=None, seed=0)
 
     assert final["genotype_epoch"] == 2 and final["best_epoch"] in (1, 2)
@@ -190,13 +247,18 @@ def test_an_architecture_split_without_a_full_batch_stops_with_a_user_error():
 
     configure(*SEARCH, *SEARCH_CELL, "search.train_portion = 0.75")
     with pytest.raises(UserError, match="a loader of 2 items gives no batch of 4"):
-        engine.search(run=None, seed=0)
+        jobs.search(run=None, seed=0)
 
 
 def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
     """A search killed after epoch 1 and started again ends as an uninterrupted one."""
-    configure(*SEARCH, *SEARCH_CELL, "search.epochs = 3", "Architect.order = 1",
-              "SearchNetwork.primitives = 'DARTS_PRIMITIVES'")
+    configure(
+        *SEARCH,
+        *SEARCH_CELL,
+        "search.epochs = 3",
+        "Architect.order = 1",
+        "SearchNetwork.primitives = 'DARTS_PRIMITIVES'",
+    )
     full = make_run(tmp_path / "full")
     final_full = jobs.search(run=full, seed=0)
     records = read_metrics(full)
@@ -263,12 +325,22 @@ def write_cifar10_1(root: Path, n: int = 4) -> None:
 def test_smoke_training_cifar10_with_auxiliary_drop_path_cutout_autoaugment(tmp_path):
     write_cifar10(tmp_path, per_batch=4)  # 20 training and 4 test images
     write_cifar10_1(tmp_path)
-    configure(*COMMON, "build_datasets.name = 'cifar10'", f"build_datasets.root = '{tmp_path}'",
-              "build_datasets.autoaugment = True", "build_datasets.cutout_length = 16",
-              "train.epochs = 2", "train.batch_size = 4", "train.show_progress = False",
-              "train.drop_path_prob = 0.2", "train.auxiliary_weight = 0.4",
-              "NetworkCIFAR.C = 8", "NetworkCIFAR.layers = 3", "NetworkCIFAR.auxiliary = True",
-              "NetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'")
+    configure(
+        *COMMON,
+        "build_datasets.name = 'cifar10'",
+        f"build_datasets.root = '{tmp_path}'",
+        "build_datasets.autoaugment = True",
+        "build_datasets.cutout_length = 16",
+        "train.epochs = 2",
+        "train.batch_size = 4",
+        "train.show_progress = False",
+        "train.drop_path_prob = 0.2",
+        "train.auxiliary_weight = 0.4",
+        "NetworkCIFAR.C = 8",
+        "NetworkCIFAR.layers = 3",
+        "NetworkCIFAR.auxiliary = True",
+        "NetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'",
+    )
     pipeline = [type(t) for t in bundle_lib.build_datasets().train.transform.transforms]
     assert T.AutoAugment in pipeline and transforms.Cutout in pipeline
     recorder = Recorder()
@@ -282,8 +354,13 @@ def test_smoke_training_cifar10_with_auxiliary_drop_path_cutout_autoaugment(tmp_
     assert all(set(r) == TRAIN_KEYS for r in records)
     assert [r["drop_path_prob"] for r in records] == [0.0, 0.1]
     # The final epoch's test figures; no best epoch is chosen without a held-out split.
-    assert set(final) == {"test_error_top1", "test_error_top5", "cifar10_1_error", "params_m",
-                          "multiply_adds_b"}
+    assert set(final) == {
+        "test_error_top1",
+        "test_error_top5",
+        "cifar10_1_error",
+        "params_m",
+        "multiply_adds_b",
+    }
     assert final["test_error_top1"] == 100.0 - records[-1]["test_acc"]
     assert all(math.isfinite(v) for v in final.values())
     assert 0 <= final["test_error_top1"] <= 100 and 0 <= final["cifar10_1_error"] <= 100
@@ -293,14 +370,23 @@ def test_smoke_training_cifar10_with_auxiliary_drop_path_cutout_autoaugment(tmp_
 @pytest.mark.parametrize("size,auxiliary", [(64, False), (224, True)])
 def test_smoke_training_imagenet(size, auxiliary):
     """NetworkImageNet at a reduced resolution; its auxiliary head needs 224 (a 7x7 map)."""
-    configure(*COMMON, "build_datasets.name = 'synthetic'",
-              f"build_datasets.synthetic_shape = (3, {size}, {size})",
-              "build_datasets.synthetic_size = (8, 4)", "build_datasets.cutout_length = 16",
-              "train.epochs = 2", "train.batch_size = 4", "train.show_progress = False",
-              "train.label_smoothing = 0.1", "train.lr_reference_batch = 256",
-              "train.drop_path_prob = 0.2", "NetworkImageNet.C = 8", "NetworkImageNet.layers = 3",
-              f"NetworkImageNet.auxiliary = {auxiliary}",
-              "NetworkImageNet.genotype = 'SHARPSEPCONV_DARTS'")
+    configure(
+        *COMMON,
+        "build_datasets.name = 'synthetic'",
+        f"build_datasets.synthetic_shape = (3, {size}, {size})",
+        "build_datasets.synthetic_size = (8, 4)",
+        "build_datasets.cutout_length = 16",
+        "train.epochs = 2",
+        "train.batch_size = 4",
+        "train.show_progress = False",
+        "train.label_smoothing = 0.1",
+        "train.lr_reference_batch = 256",
+        "train.drop_path_prob = 0.2",
+        "NetworkImageNet.C = 8",
+        "NetworkImageNet.layers = 3",
+        f"NetworkImageNet.auxiliary = {auxiliary}",
+        "NetworkImageNet.genotype = 'SHARPSEPCONV_DARTS'",
+    )
     recorder = Recorder(models.NetworkImageNet)
     final = jobs.train(run=None, seed=0, network=recorder)
     assert recorder.aux_seen == auxiliary and recorder.train_steps == 4
@@ -312,15 +398,18 @@ def test_smoke_training_imagenet(size, auxiliary):
 def test_a_held_out_split_chooses_the_best_epoch_and_the_test_set_never_does(tmp_path):
     configure(*TRAIN_CIFAR, "train.valid_portion = 0.25")
     built = jobs.train(seed=0, build_only=True)
-    train_idx, valid_idx = (set(l.sampler.indices) for l in (built.train_loader, built.valid_loader))
+    train_idx, valid_idx = (
+        set(l.sampler.indices) for l in (built.train_loader, built.valid_loader)
+    )
     assert not train_idx & valid_idx and train_idx | valid_idx == set(range(16))
     assert len(valid_idx) == 4
 
     run = make_run(tmp_path / "run")
     final = built.fit(run)
     records = read_metrics(run)
-    assert all(set(r) == TRAIN_KEYS | {"valid_loss", "valid_acc", "valid_acc_top5"}
-               for r in records)
+    assert all(
+        set(r) == TRAIN_KEYS | {"valid_loss", "valid_acc", "valid_acc_top5"} for r in records
+    )
     best = max(records, key=lambda r: r["valid_acc"])  # the first epoch of the best accuracy
     assert (final["best_epoch"], final["best_valid_acc"]) == (best["epoch"], best["valid_acc"])
     assert final["test_error_top1"] == 100.0 - records[-1]["test_acc"]  # the final epoch's
@@ -341,7 +430,9 @@ def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, after_check
         with pytest.raises(Killed):
             jobs.train(run=part, seed=0)
     assert epochs_of(part) == [1, 2]
-    assert checkpoint.load_checkpoint(part.checkpoint_path)["epoch"] == (2 if after_checkpoint else 1)
+    assert checkpoint.load_checkpoint(part.checkpoint_path)["epoch"] == (
+        2 if after_checkpoint else 1
+    )
     final_part = jobs.train(run=part, seed=0)
 
     assert epochs_of(part) == [1, 2, 3] and part.info["last_epoch"] == 3
@@ -373,9 +464,12 @@ def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
 
     def resume(*args, **kwargs):
         start = real_resume(*args, **kwargs)
-        restored.update(start=start, model={k: v.clone() for k, v in recorder.models[0].state_dict().items()},
-                        optimizer=copy.deepcopy(optimizers[0].state_dict()),
-                        torch_rng=torch.get_rng_state())
+        restored.update(
+            start=start,
+            model={k: v.clone() for k, v in recorder.models[0].state_dict().items()},
+            optimizer=copy.deepcopy(optimizers[0].state_dict()),
+            torch_rng=torch.get_rng_state(),
+        )
         return start
 
     monkeypatch.setattr(checkpoint, "resume", resume)
@@ -424,13 +518,21 @@ def test_huge_learning_rate_stops_with_a_clear_reason(tmp_path):
 def _original_layout(state: dict) -> dict:
     """Our state dict as the original code saved it: 'module.' prefixes (DataParallel), no
     BatchNorm step counters (PyTorch < 0.4.1), wrapped as {'state_dict': ...}."""
-    return {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()
-                                       if not k.endswith("num_batches_tracked")}}
+    return {
+        "epoch": 3,
+        "state_dict": {
+            f"module.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")
+        },
+    }
 
 
 def test_evaluate_checkpoint_in_the_original_layout(tmp_path):
-    configure(*TRAIN_CIFAR, "train.epochs = 2", "evaluate_checkpoint.network = @NetworkCIFAR",
-              "evaluate_checkpoint.batch_size = 3")
+    configure(
+        *TRAIN_CIFAR,
+        "train.epochs = 2",
+        "evaluate_checkpoint.network = @NetworkCIFAR",
+        "evaluate_checkpoint.batch_size = 3",
+    )
     run = make_run(tmp_path / "run")
     recorder = Recorder()
     final = jobs.train(run=run, seed=0, network=recorder)
@@ -482,14 +584,26 @@ def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch,
     records = read_metrics(run)
     assert [r["epoch"] for r in records] == [1, 2]  # a fresh schedule, from epoch 1
     fresh = schedules.cosine_power_annealing_schedule(
-        torch.optim.SGD([nn.Parameter(torch.zeros(1))], 0.025), 2)
+        torch.optim.SGD([nn.Parameter(torch.zeros(1))], 0.025), 2
+    )
     assert records[0]["lr"] == fresh.optimizer.param_groups[0]["lr"]  # warm-up's first epoch
 
 
 # ---- The real command line: kill and resume -----------------------------------------------
 def _cli(results: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sharpdarts", "run", "cifar10/sharpsepconv_darts", "--smoke",
-            "--results", str(results), "--gin_param", "EPOCHS=4", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sharpdarts",
+        "run",
+        "cifar10/sharpsepconv_darts",
+        "--smoke",
+        "--results",
+        str(results),
+        "--gin_param",
+        "EPOCHS=4",
+        *extra,
+    ]
 
 
 def _env() -> dict:
@@ -505,8 +619,9 @@ def test_cli_run_killed_after_an_epoch_resumes(tmp_path, capsys):
     results = tmp_path / "results"
     # 128 training images an epoch (16 steps) so that there is time to kill mid-run.
     cmd = _cli(results, "--gin_param", "build_datasets.synthetic_size = (128, 16)")
-    folder, _ = kill_after_epoch(cmd, results, "cifar10/sharpsepconv_darts", 1, cwd=REPO,
-                                 env=_env(), timeout=120)
+    folder, _ = kill_after_epoch(
+        cmd, results, "cifar10/sharpsepconv_darts", 1, cwd=REPO, env=_env(), timeout=120
+    )
     killed_epoch = checkpoint.load_checkpoint(folder / "checkpoint.pt")["epoch"]
     assert 1 <= killed_epoch < 4, "the run finished before it was killed"
     assert json.loads((folder / "run.json").read_text())["status"] == "running"
@@ -531,8 +646,15 @@ def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path, capsys):
 
     results = tmp_path / "results"
     # 32 images (4 steps an epoch): the loss becomes nan within the first epoch.
-    code = cli.main(_cli(results, "--gin_param", "train.learning_rate = 1e10", "--gin_param",
-                         "build_datasets.synthetic_size = (32, 16)")[3:])
+    code = cli.main(
+        _cli(
+            results,
+            "--gin_param",
+            "train.learning_rate = 1e10",
+            "--gin_param",
+            "build_datasets.synthetic_size = (32, 16)",
+        )[3:]
+    )
     done = capsys.readouterr()
     assert code == 1, done.out + done.err
     assert "loss became nan" in done.err and "Traceback" not in done.err
@@ -543,6 +665,7 @@ def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path, capsys):
 
 
 # ---- torch.compile (optional) --------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("job", ["search", "train"])

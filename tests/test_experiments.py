@@ -1,5 +1,6 @@
 """Experiment names and gin fragments resolve from every root, the user's project first; the
 quick commands stay free of torch."""
+
 import json
 import os
 import subprocess
@@ -40,9 +41,13 @@ def test_a_project_comes_first_and_shadows_the_shipped_names(project):
     assert "mine/tiny" in names and "cifar10/sharpdarts" in names
     assert names == sorted(names) and len(names) == len(set(names))
     assert experiments.resolve_experiment("demo/search") == (
-        "demo/search", project / "experiments" / "demo" / "search.gin")
-    assert experiments.resolve_experiment(str(project / "experiments" / "mine" / "tiny.gin"))[0] \
+        "demo/search",
+        project / "experiments" / "demo" / "search.gin",
+    )
+    assert (
+        experiments.resolve_experiment(str(project / "experiments" / "mine" / "tiny.gin"))[0]
         == "mine/tiny"
+    )
     assert experiments.smoke_gin() == project / "gin" / "smoke.gin"
 
 
@@ -85,8 +90,9 @@ print(json.dumps([code, 'torch' in sys.modules]))
 @pytest.mark.parametrize("args", [["--help"], ["list"], ["table", "demo", "--results", "{tmp}"]])
 def test_the_quick_commands_do_not_import_torch(args, tmp_path):
     command = [sys.executable, "-c", LIGHT] + [a.format(tmp=tmp_path) for a in args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                          cwd=resources.CHECKOUT_DIR)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=resources.CHECKOUT_DIR
+    )
     code, imported_torch = json.loads(done.stdout.strip().splitlines()[-1])
     assert code == 0, done.stderr
     assert not imported_torch

@@ -3,14 +3,14 @@ module it stands in for computes (values, gradients, running statistics and memo
 
 Whole networks on the fast path against the reference path: test_performance_equivalence.py.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.nn import fast
-from sharpdarts.nn.ops import OPS, FactorizedReduce, SharpSepConv
-from sharpdarts.nn.ops import channel_shuffle
+from sharpdarts.nn.ops import OPS, FactorizedReduce, SharpSepConv, channel_shuffle
 
 TOL = dict(rtol=1e-9, atol=1e-11)
 
@@ -18,10 +18,19 @@ TOL = dict(rtol=1e-9, atol=1e-11)
 @pytest.mark.parametrize("size", [7, 8, 9, 16])
 @pytest.mark.parametrize("kernel,dilation,groups", [(3, 2, 6), (5, 2, 6), (3, 2, 1), (3, 3, 6)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_conv_with_stride_equal_to_dilation_runs_subsampled(size, kernel, dilation, groups,
-                                                             channels_last):
-    conv = nn.Conv2d(6, 6, kernel, stride=dilation, padding=dilation * (kernel - 1) // 2,
-                     dilation=dilation, groups=groups, bias=False).double()
+def test_conv_with_stride_equal_to_dilation_runs_subsampled(
+    size, kernel, dilation, groups, channels_last
+):
+    conv = nn.Conv2d(
+        6,
+        6,
+        kernel,
+        stride=dilation,
+        padding=dilation * (kernel - 1) // 2,
+        dilation=dilation,
+        groups=groups,
+        bias=False,
+    ).double()
     assert fast._subsampling(conv) == (dilation, dilation)
     x = torch.randn(2, 6, size, size, dtype=torch.float64)
     if channels_last:
@@ -41,15 +50,20 @@ def test_conv_with_stride_equal_to_dilation_runs_subsampled(size, kernel, dilati
 def test_square_pointwise_conv_as_a_matrix_product(channels):
     conv = nn.Conv2d(channels, channels, 1, bias=False).double()
     conv = conv.to(memory_format=torch.channels_last)
-    x = torch.randn(2, channels, 5, 6, dtype=torch.float64).contiguous(
-        memory_format=torch.channels_last).requires_grad_()
+    x = (
+        torch.randn(2, channels, 5, 6, dtype=torch.float64)
+        .contiguous(memory_format=torch.channels_last)
+        .requires_grad_()
+    )
     assert fast._square_pointwise_on_cpu(conv, x)
     want, got = conv(x), fast.conv2d(conv, x)
     torch.testing.assert_close(got, want, **TOL)
     assert got.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(want)
-    for a, b in zip(torch.autograd.grad(want, [x, conv.weight], g),
-                    torch.autograd.grad(got, [x, conv.weight], g)):
+    for a, b in zip(
+        torch.autograd.grad(want, [x, conv.weight], g),
+        torch.autograd.grad(got, [x, conv.weight], g),
+    ):
         torch.testing.assert_close(b, a, **TOL)
 
 
@@ -57,24 +71,32 @@ def test_square_pointwise_conv_as_a_matrix_product(channels):
 def test_batch_norm_shortcut_keeps_outputs_gradients_stats_and_layout(channels):
     ref_bn = nn.BatchNorm2d(channels, affine=False).double()
     fast_bn = nn.BatchNorm2d(channels, affine=False).double()
-    x = torch.randn(3, channels, 5, 6, dtype=torch.float64).contiguous(
-        memory_format=torch.channels_last).requires_grad_()
+    x = (
+        torch.randn(3, channels, 5, 6, dtype=torch.float64)
+        .contiguous(memory_format=torch.channels_last)
+        .requires_grad_()
+    )
     want, got = ref_bn(x), fast.batch_norm(fast_bn, x)
     torch.testing.assert_close(got, want, **TOL)
     assert got.is_contiguous(memory_format=torch.channels_last)
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(fast_bn, name), getattr(ref_bn, name), **TOL)
     g = torch.randn_like(want)
-    torch.testing.assert_close(torch.autograd.grad(got, x, g)[0],
-                               torch.autograd.grad(want, x, g)[0], **TOL)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], **TOL
+    )
 
 
 def test_other_convolutions_are_left_alone():
     assert fast._subsampling(nn.Conv2d(4, 4, 3, stride=2, padding=1)) is None
     assert fast._subsampling(nn.Conv2d(4, 4, 3, padding=2, dilation=2)) is None
     assert fast._subsampling(nn.Conv2d(4, 4, 3, stride=2, padding=1, dilation=2)) is None
-    assert fast._subsampling(nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2,
-                                       padding_mode="reflect")) is None
+    assert (
+        fast._subsampling(
+            nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2, padding_mode="reflect")
+        )
+        is None
+    )
 
 
 def test_lazy_relu_computes_once_and_shares():
@@ -109,8 +131,9 @@ def test_run_and_run_shared_equal_calling_the_op(name, stride):
     got = fast.run_shared(op, x, fast.LazyReLU(x))
     torch.testing.assert_close(got, want, **TOL)
     g = torch.randn_like(want)
-    torch.testing.assert_close(torch.autograd.grad(got, x, g)[0],
-                               torch.autograd.grad(want, x, g)[0], **TOL)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], **TOL
+    )
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -127,8 +150,9 @@ def test_factorized_reduce_after_relu_equals_the_op(channels_last):
     got = fast.factorized_reduce_after_relu(op, F.relu(x))
     torch.testing.assert_close(got, want, **TOL)
     g = torch.randn_like(want)
-    torch.testing.assert_close(torch.autograd.grad(got, x, g)[0],
-                               torch.autograd.grad(want, x, g)[0], **TOL)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], **TOL
+    )
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -6,6 +6,7 @@ forked child process that ends itself with ``os._exit`` (no ``finally``, no hand
 SIGKILL) at the chosen point; the same command then runs in this process. Points and epochs
 are drawn from a seeded generator, so a failure is reproducible.
 """
+
 import json
 import os
 import random
@@ -65,6 +66,7 @@ def _nth(n: int, condition=lambda *a, **k: True):
             calls[0] += 1
             return calls[0] == n
         return False
+
     return hit
 
 
@@ -78,8 +80,7 @@ def inject(point: str, n: int) -> None:
         checkpoint_lib.save_checkpoint = lambda p, s: die() if hit() else real_save(p, s)
     elif point == "between_metrics_and_checkpoint":  # the epoch is logged, not checkpointed
         real_record, hit = checkpoint_lib.record_checkpoint, _nth(n)
-        checkpoint_lib.record_checkpoint = (
-            lambda r, e, s: die() if hit() else real_record(r, e, s))
+        checkpoint_lib.record_checkpoint = lambda r, e, s: die() if hit() else real_record(r, e, s)
     elif point == "mid_rotation":  # checkpoint.pt is now .prev.pt; .next.pt is not renamed yet
         real_replace = os.replace
         hit = _nth(n, lambda src, dst: Path(src).name == run_folder.CHECKPOINT_NEXT)
@@ -94,6 +95,7 @@ def inject(point: str, n: int) -> None:
                 line = json.dumps(record)
                 f.write(line[: len(line) // 2])
             die()
+
         io_lib.append_jsonl = append
     elif point == "run_json_write":
         real_write = io_lib.atomic_write
@@ -119,8 +121,11 @@ def killed_run(results, point: str, n: int) -> int:
 
 def assert_completed_once(results) -> Path:
     """The run completed with every epoch logged exactly once; returns its folder."""
-    done = [f for f in folders(results) if (f / "run.json").exists() and _readable(f)
-            and status(f) == "completed"]
+    done = [
+        f
+        for f in folders(results)
+        if (f / "run.json").exists() and _readable(f) and status(f) == "completed"
+    ]
     assert len(done) == 1, [(f.name, sorted(p.name for p in f.iterdir())) for f in folders(results)]
     assert logged(done[0]) == list(range(1, EPOCHS + 1))
     return done[0]
@@ -169,20 +174,24 @@ def _damage(file: Path, how: str) -> None:
         file.write_bytes(data[: len(data) // 2])
     else:  # a storage fault: bytes flipped in the middle, the size unchanged
         middle = len(data) // 2
-        file.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 16])
-                         + data[middle + 16:])
+        file.write_bytes(
+            data[:middle]
+            + bytes(b ^ 0xFF for b in data[middle : middle + 16])
+            + data[middle + 16 :]
+        )
 
 
 # config.gin stands for the text files that resume does not read (git.diff likewise).
-FILES = ["run.json", "metrics.jsonl", "checkpoint.pt", "checkpoint.prev.pt",
-         "operative_config.gin"]
+FILES = ["run.json", "metrics.jsonl", "checkpoint.pt", "checkpoint.prev.pt", "operative_config.gin"]
 CASES = [(name, "truncate") for name in FILES] + [
-    (name, "corrupt") for name in ("run.json", "metrics.jsonl", "checkpoint.pt")]
+    (name, "corrupt") for name in ("run.json", "metrics.jsonl", "checkpoint.pt")
+]
 
 
 @pytest.mark.parametrize("name, how", CASES)
-def test_a_damaged_file_ends_completed_or_in_a_clear_exit_2(name, how, interrupted, tmp_path,
-                                                           capsys):
+def test_a_damaged_file_ends_completed_or_in_a_clear_exit_2(
+    name, how, interrupted, tmp_path, capsys
+):
     results = tmp_path / "results"
     shutil.copytree(interrupted, results)
     (folder,) = folders(results)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from sharpdarts.core import genotypes as G
 from sharpdarts.core import genotype_types
+from sharpdarts.core import genotypes as G
 from sharpdarts.store import genotype_store
+
 REF = json.loads(resources.files("sharpdarts").joinpath("reference/genotypes.json").read_text())
 CELL_NAMES = sorted(REF["cell_genotypes"])
 RAW_NAMES = sorted(REF["raw_weight_genotypes"])
@@ -190,7 +191,9 @@ def test_parse_cell_accepts_lists_tensors_and_set_names():
     expected = G.parse_cell(w, G.DARTS_PRIMITIVES)
     assert G.parse_cell(w.tolist(), G.DARTS_PRIMITIVES) == expected
     t = torch.tensor(w, dtype=torch.float32, requires_grad=True)
-    assert G.parse_cell(t * 1.0, G.DARTS_PRIMITIVES) == G.parse_cell(w.astype(np.float32), G.DARTS_PRIMITIVES)
+    assert G.parse_cell(t * 1.0, G.DARTS_PRIMITIVES) == G.parse_cell(
+        w.astype(np.float32), G.DARTS_PRIMITIVES
+    )
     assert G.parse_cell(w, "DARTS_PRIMITIVES") == expected
     assert len(expected) == 8
     assert all(isinstance(op, str) and type(j) is int for op, j in expected)
@@ -198,7 +201,15 @@ def test_parse_cell_accepts_lists_tensors_and_set_names():
 
 @pytest.mark.parametrize(
     "shape,steps",
-    [((13, 8), 4), ((14, 7), 4), ((14, 9), 4), ((14,), 4), ((2, 14, 8), 4), ((14, 8), 3), ((5, 8), 3)],
+    [
+        ((13, 8), 4),
+        ((14, 7), 4),
+        ((14, 9), 4),
+        ((14,), 4),
+        ((2, 14, 8), 4),
+        ((14, 8), 3),
+        ((5, 8), 3),
+    ],
 )
 def test_parse_cell_rejects_wrong_shapes(shape, steps):
     with pytest.raises(ValueError, match="shape"):
@@ -218,7 +229,14 @@ def test_parse_cell_other_step_counts():
     w = np.zeros((9, 3))  # 3 steps: 2 + 3 + 4 rows
     w[:, 1] = 1.0
     w[8, 2] = 2.0  # node 2's input 3 uses 'b'
-    assert G.parse_cell(w, OPS3, steps=3) == [("a", 0), ("a", 1), ("a", 0), ("a", 1), ("b", 3), ("a", 0)]
+    assert G.parse_cell(w, OPS3, steps=3) == [
+        ("a", 0),
+        ("a", 1),
+        ("a", 0),
+        ("a", 1),
+        ("b", 3),
+        ("a", 0),
+    ]
 
 
 def test_genotype_from_weights_concat():
@@ -229,7 +247,9 @@ def test_genotype_from_weights_concat():
     assert g.normal_concat == [2, 3, 4, 5] and g.reduce_concat == [2, 3, 4, 5]
     assert g.normal == G.parse_cell(n, G.DARTS_PRIMITIVES)
     assert g.reduce == G.parse_cell(r, G.DARTS_PRIMITIVES)
-    assert genotype_types.genotype_from_weights(n, r, G.DARTS_PRIMITIVES, multiplier=2).normal_concat == [4, 5]
+    assert genotype_types.genotype_from_weights(
+        n, r, G.DARTS_PRIMITIVES, multiplier=2
+    ).normal_concat == [4, 5]
     with pytest.raises(ValueError):
         genotype_types.genotype_from_weights(n, r, G.DARTS_PRIMITIVES, multiplier=5)
 
@@ -249,7 +269,9 @@ VARIANTS = [
 @pytest.mark.parametrize("base,suffix,skip", VARIANTS)
 def test_raw_weights_reproduce_published_genotypes(base, suffix, skip):
     raw = G.get(base + "_WEIGHTS")
-    parsed = genotype_types.genotype_from_weights(raw.normal, raw.reduce, G.SHARPER_PRIMITIVES, skip_primitive=skip)
+    parsed = genotype_types.genotype_from_weights(
+        raw.normal, raw.reduce, G.SHARPER_PRIMITIVES, skip_primitive=skip
+    )
     assert parsed == G.get(base + suffix)
 
 
@@ -258,7 +280,9 @@ def test_published_variants_differ_with_the_hack(base):
     raw = G.get(base + "_WEIGHTS")
     other = {"none": None, None: "none"}
     for suffix, skip in (("_genotype_skip_none", "none"), ("_genotype_no_hack", None)):
-        parsed = genotype_types.genotype_from_weights(raw.normal, raw.reduce, G.SHARPER_PRIMITIVES, skip_primitive=other[skip])
+        parsed = genotype_types.genotype_from_weights(
+            raw.normal, raw.reduce, G.SHARPER_PRIMITIVES, skip_primitive=other[skip]
+        )
         assert parsed.normal != G.get(base + suffix).normal
 
 
@@ -290,7 +314,9 @@ def test_json_round_trip(name):
 
 
 def test_to_dict_normalises_ranges_and_defaults_layout():
-    g = G.Genotype(normal=[("a", 0)], normal_concat=range(2, 6), reduce=[("b", 1)], reduce_concat=(2, 3))
+    g = G.Genotype(
+        normal=[("a", 0)], normal_concat=range(2, 6), reduce=[("b", 1)], reduce_concat=(2, 3)
+    )
     assert g.layout == "cell"
     d = G.to_dict(g)
     assert d == {
@@ -306,7 +332,13 @@ def test_to_dict_normalises_ranges_and_defaults_layout():
 @pytest.mark.parametrize(
     "bad",
     [
-        {"normal": [["a", 0]], "normal_concat": [2], "reduce": [], "reduce_concat": [2], "layout": "graph"},
+        {
+            "normal": [["a", 0]],
+            "normal_concat": [2],
+            "reduce": [],
+            "reduce_concat": [2],
+            "layout": "graph",
+        },
         {"normal": [["a"]], "normal_concat": [2], "reduce": [], "reduce_concat": [2]},
         {"normal": [["a", "0"]], "normal_concat": [2], "reduce": [], "reduce_concat": [2]},
         {"normal": [["a", 0]], "normal_concat": [2], "reduce": []},
@@ -390,15 +422,21 @@ def test_promote_refuses_duplicates_and_bad_input(empty_user_registry):
         genotype_store.promote("OTHER", ("x",), {})
     assert empty_user_registry.read_bytes() == before
     assert G.get("MINE") == G.get("DARTS_V1")
-    assert [p.name for p in empty_user_registry.parent.iterdir()] == ["genotypes.json"]  # no temp files
+    assert [p.name for p in empty_user_registry.parent.iterdir()] == [
+        "genotypes.json"
+    ]  # no temp files
 
 
 def test_user_entries_cannot_shadow_builtins(empty_user_registry):
     # A hand-edited registry that reuses a builtin name does not change what get() returns.
     empty_user_registry.parent.mkdir(parents=True)
     fake = G.to_dict(G.get("DARTS_V1"))
-    empty_user_registry.write_text(json.dumps({"genotypes": {"DARTS_V2": {"genotype": fake, "lineage": {}}}}))
-    assert G.get("DARTS_V2").normal == [tuple(e) for e in REF["cell_genotypes"]["DARTS_V2"]["normal"]]
+    empty_user_registry.write_text(
+        json.dumps({"genotypes": {"DARTS_V2": {"genotype": fake, "lineage": {}}}})
+    )
+    assert G.get("DARTS_V2").normal == [
+        tuple(e) for e in REF["cell_genotypes"]["DARTS_V2"]["normal"]
+    ]
     assert G.get("DARTS_V2") != G.get("DARTS_V1")
     assert G.lineage("DARTS_V2") is None
     assert G.names().count("DARTS_V2") == 1
@@ -424,14 +462,28 @@ def test_collected_cases_do_not_come_from_the_user_registry(tmp_path):
     """
     registry = tmp_path / "genotypes.json"
     genotype_store.promote("MY_PROMOTED_CELL", G.get("DARTS_V2"), {"run_id": "x"}, path=registry)
-    genotype_store.promote("MY_PROMOTED_PATH", G.get("MULTI_CHANNEL_RANDOM_PATH"), {"run_id": "y"},
-                           path=registry)
+    genotype_store.promote(
+        "MY_PROMOTED_PATH", G.get("MULTI_CHANNEL_RANDOM_PATH"), {"run_id": "y"}, path=registry
+    )
     tests = Path(__file__).resolve().parent
     env = dict(os.environ, SHARPDARTS_GENOTYPES=str(registry))
     collected = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-p", "no:cacheprovider",
-         str(tests / "test_models.py"), str(tests / "test_multichannel.py")],
-        cwd=tests.parent, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-p",
+            "no:cacheprovider",
+            str(tests / "test_models.py"),
+            str(tests / "test_multichannel.py"),
+        ],
+        cwd=tests.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert collected.returncode == 0, collected.stdout + collected.stderr
     assert "MY_PROMOTED" not in collected.stdout
 
@@ -480,8 +532,13 @@ def test_resolve_finds_promoted_names():
 def write_run(results, run_id, final, experiment="search/demo"):
     folder = results / "runs" / experiment.replace("/", "-") / run_id
     folder.mkdir(parents=True)
-    info = {"experiment": experiment, "seed": 3, "status": "completed", "final": final,
-            "git": {"commit": "abc", "dirty": False}}
+    info = {
+        "experiment": experiment,
+        "seed": 3,
+        "status": "completed",
+        "final": final,
+        "git": {"commit": "abc", "dirty": False},
+    }
     (folder / "run.json").write_text(json.dumps(info))
     return folder
 
@@ -494,14 +551,27 @@ def test_genotype_of_a_name_gives_its_lineage(tmp_path):
 
 def test_genotype_of_a_run_final_or_best(tmp_path):
     final_g, best_g = G.get("DARTS_V1"), G.get("DARTS_V2")
-    folder = write_run(tmp_path, "20260101-000000-ab12", {
-        "genotype": G.to_dict(final_g), "genotype_epoch": 50,
-        "best_genotype": G.to_dict(best_g), "best_epoch": 31})
+    folder = write_run(
+        tmp_path,
+        "20260101-000000-ab12",
+        {
+            "genotype": G.to_dict(final_g),
+            "genotype_epoch": 50,
+            "best_genotype": G.to_dict(best_g),
+            "best_epoch": 31,
+        },
+    )
     genotype, lineage = genotype_store.genotype_of("run:20260101-000000-ab12", tmp_path)
     assert genotype == final_g
-    assert lineage == {"run_id": "20260101-000000-ab12", "experiment": "search/demo",
-                       "commit": "abc", "dirty": False, "epoch": 50, "which": "genotype",
-                       "seed": 3}
+    assert lineage == {
+        "run_id": "20260101-000000-ab12",
+        "experiment": "search/demo",
+        "commit": "abc",
+        "dirty": False,
+        "epoch": 50,
+        "which": "genotype",
+        "seed": 3,
+    }
     genotype, lineage = genotype_store.genotype_of(str(folder), tmp_path, best=True)
     assert genotype == best_g and lineage["epoch"] == 31 and lineage["which"] == "best_genotype"
 
@@ -518,8 +588,15 @@ def test_genotype_of_refuses_unknown_names_and_runs_without_a_genotype(tmp_path)
 
 def test_the_registry_and_its_store_do_not_import_torch():
     """The light commands (genotype show/promote) read and write the registry without torch."""
-    code = ("import sys, sharpdarts.core.genotypes, sharpdarts.store.genotype_store; "
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys, sharpdarts.core.genotypes, sharpdarts.store.genotype_store; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "False", out.stderr

@@ -5,6 +5,7 @@ The fresh virtual environment borrows this interpreter's installed dependencies 
 without running the ``.pth`` files inside it, so the editable install's finder of the
 checkout's sharpdarts stays out, and only the freshly installed copy can be imported.
 """
+
 import json
 import os
 import shutil
@@ -27,8 +28,9 @@ def _copy_sources(destination: Path) -> Path:
     for name in SOURCES:
         source = resources.CHECKOUT_DIR / name
         if source.is_dir():
-            shutil.copytree(source, destination / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         else:
             shutil.copy2(source, destination / name)
     # The user's promoted genotypes, if any, are theirs: a fresh install starts without them.
@@ -42,15 +44,21 @@ def _fresh_venv(folder: Path) -> Path:
     python = folder / "bin" / "python"
     site_packages = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True).stdout.strip()
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     borrowed = sysconfig.get_paths()["purelib"]
     Path(site_packages, "_borrowed_dependencies.pth").write_text(borrowed + "\n")
     return python
 
 
 def _clean_env() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", resources.PROJECT_ENV_VAR, "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", resources.PROJECT_ENV_VAR, "VIRTUAL_ENV")
+    }
     env["OMP_NUM_THREADS"] = "1"
     return env
 
@@ -64,15 +72,36 @@ def test_a_plain_install_lists_and_runs_an_experiment_from_outside_the_checkout(
     env = _clean_env()
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(a) for a in args], cwd=outside, env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [str(a) for a in args],
+            cwd=outside,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
-    installed = run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps",
-                    "--no-build-isolation", "--no-index", "--no-warn-script-location", source)
+    installed = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--no-warn-script-location",
+        source,
+    )
     assert installed.returncode == 0, installed.stdout + installed.stderr
 
-    where = run(python, "-c", "import json, sharpdarts, sharpdarts.resources as r; print(json.dumps("
-                "[sharpdarts.__file__, [str(p) for p in r.roots()]]))")
+    where = run(
+        python,
+        "-c",
+        "import json, sharpdarts, sharpdarts.resources as r; print(json.dumps("
+        "[sharpdarts.__file__, [str(p) for p in r.roots()]]))",
+    )
     assert where.returncode == 0, where.stderr
     package_file, roots = json.loads(where.stdout)
     assert Path(package_file).is_relative_to(tmp_path / "venv")

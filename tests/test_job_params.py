@@ -6,6 +6,7 @@ The checks below fail when a parameter is declared but missing elsewhere: a job 
 declares its parameters some other way, a parameter gin does not bind or record, a kind the
 validation does not check by binding name, a parameter the job never reads.
 """
+
 from __future__ import annotations
 
 import ast
@@ -39,8 +40,11 @@ def _job_entries() -> dict[str, object]:
     found = {}
     for selector, configurable in gin_config._REGISTRY.items():  # noqa: SLF001
         wrapped = configurable.wrapped
-        if (selector.startswith("sharpdarts.engine.") and inspect.isfunction(wrapped)
-                and "build_only" in inspect.signature(wrapped).parameters):
+        if (
+            selector.startswith("sharpdarts.engine.")
+            and inspect.isfunction(wrapped)
+            and "build_only" in inspect.signature(wrapped).parameters
+        ):
             found[configurable.name] = configurable.wrapper
     return found
 
@@ -49,8 +53,15 @@ JOBS = sorted(_job_entries())
 
 
 def test_the_jobs_are_found():
-    assert {"search", "train", "evaluate_checkpoint", "lm_search", "lm_train",
-            "lm_evaluate_checkpoint", "random_search"} <= set(JOBS)
+    assert {
+        "search",
+        "train",
+        "evaluate_checkpoint",
+        "lm_search",
+        "lm_train",
+        "lm_evaluate_checkpoint",
+        "random_search",
+    } <= set(JOBS)
 
 
 @pytest.mark.parametrize("name", JOBS)
@@ -102,8 +113,9 @@ def _reads(job_class: type) -> set[str]:
             if not isinstance(node, ast.Attribute):
                 continue
             owner = node.value
-            if ((isinstance(owner, ast.Name) and owner.id in ("p", "params"))
-                    or (isinstance(owner, ast.Attribute) and owner.attr == "params")):
+            if (isinstance(owner, ast.Name) and owner.id in ("p", "params")) or (
+                isinstance(owner, ast.Attribute) and owner.attr == "params"
+            ):
                 reads.add(node.attr)
     return reads
 
@@ -154,8 +166,10 @@ def _evaluate_cifar(tmp_path):
     from sharpdarts.engine import jobs
     from sharpdarts.nn import models
 
-    gin.parse_config("evaluate_checkpoint.network = @NetworkCIFAR\nNetworkCIFAR.C = 8\n"
-                     "NetworkCIFAR.layers = 3\nNetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'")
+    gin.parse_config(
+        "evaluate_checkpoint.network = @NetworkCIFAR\nNetworkCIFAR.C = 8\n"
+        "NetworkCIFAR.layers = 3\nNetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'"
+    )
     path = tmp_path / "weights.pt"
     torch.save({"model": models.NetworkCIFAR(num_classes=10, in_channels=3).state_dict()}, path)
     data = build_datasets(name="synthetic", synthetic_size=(8, 8))
@@ -168,8 +182,10 @@ def _evaluate_lm(tmp_path):
     from sharpdarts.engine import lm_jobs
     from sharpdarts.nn.models import RNNModel
 
-    gin.parse_config("lm_evaluate_checkpoint.network = @RNNModel\nRNNModel.ninp = 16\n"
-                     "RNNModel.nhid = 16\nRNNModel.nhidlast = 16")
+    gin.parse_config(
+        "lm_evaluate_checkpoint.network = @RNNModel\nRNNModel.ninp = 16\n"
+        "RNNModel.nhid = 16\nRNNModel.nhidlast = 16"
+    )
     data = build_datasets(name="synthetic_text")
     path = tmp_path / "weights.pt"
     torch.save({"model": RNNModel(ntoken=data.train.ntokens).state_dict()}, path)
@@ -222,6 +238,7 @@ def test_every_shipped_job_reference_names_a_declared_job():
     referenced = set()
     for path in [*(REPO / "experiments").rglob("*.gin"), *(REPO / "gin").rglob("*.gin")]:
         text = path.read_text(encoding="utf-8")
-        referenced |= set(re.findall(r"^\s*(?:experiment\.job|[\w/]*\.trainer)\s*=\s*@(\w+)",
-                                     text, flags=re.M))
+        referenced |= set(
+            re.findall(r"^\s*(?:experiment\.job|[\w/]*\.trainer)\s*=\s*@(\w+)", text, flags=re.M)
+        )
     assert referenced and referenced <= set(JOBS), referenced - set(JOBS)

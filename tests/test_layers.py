@@ -4,6 +4,7 @@ Every ``import`` of every module, at any depth (lazy imports inside functions in
 checked against the layer rules below (drawn in docs/layout.md), so a shortcut through the
 layers fails here the moment it is written.
 """
+
 import ast
 from pathlib import Path
 
@@ -52,8 +53,9 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-MODULES = sorted(p for p in PACKAGE.rglob("*.py")
-                 if p.relative_to(PACKAGE.parent).as_posix() not in ENTRY_POINTS)
+MODULES = sorted(
+    p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE.parent).as_posix() not in ENTRY_POINTS
+)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
@@ -72,7 +74,9 @@ def test_imports_follow_the_layers(path):
 def test_the_checker_sees_a_violation(tmp_path):
     """The rules bite: a store module importing the engine is caught, lazily or not."""
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from sharpdarts.engine import jobs\n    import sharpdarts.nn.ops\n")
+    bad.write_text(
+        "def f():\n    from sharpdarts.engine import jobs\n    import sharpdarts.nn.ops\n"
+    )
     targets = {_layer_of_module(m) for _, m in _imports(bad)}
     assert targets == {"engine", "nn"}
     assert not targets <= ALLOWED["store"]

@@ -7,17 +7,18 @@ update, a mask or an op weight captured as a constant, a graph that falls back) 
 difference from the uncompiled cell. benchmarks/lm_search_step.py --compile times the
 inductor backend.
 """
+
 import copy
 
 import pytest
 import torch
+from test_lm_reference import cell_outputs_and_grads
 
 from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.engine.lm_search import lm_search
-from sharpdarts.nn.recurrent.cells import DARTSCellSearch
 from sharpdarts.nn.models import RNNSearchModel
 from sharpdarts.nn.recurrent import cells as cells_lib
-from test_lm_reference import cell_outputs_and_grads
+from sharpdarts.nn.recurrent.cells import DARTSCellSearch
 
 TOL64 = dict(rtol=1e-9, atol=1e-12)
 
@@ -44,8 +45,14 @@ class _CountingBackend:
 
 def _outputs_and_grads(cell, x, h, probs, seed):
     out, last, grads = cell_outputs_and_grads(cell, x, h, probs, seed)
-    return [out, last, *grads, cell.bn.running_mean.clone(), cell.bn.running_var.clone(),
-            cell.bn.num_batches_tracked.clone()]
+    return [
+        out,
+        last,
+        *grads,
+        cell.bn.running_mean.clone(),
+        cell.bn.running_var.clone(),
+        cell.bn.num_batches_tracked.clone(),
+    ]
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -76,8 +83,16 @@ def _search_job(bundle, order, compile_backend):
     def net(ntoken):
         return RNNSearchModel(ntoken, 8, 8, 8, dropoute=0.1, compile_backend=compile_backend)
 
-    job = lm_search(data=bundle, epochs=1, batch_size=6, network=net, order=order,
-                    show_progress=False, build_only=True, seed=11)
+    job = lm_search(
+        data=bundle,
+        epochs=1,
+        batch_size=6,
+        network=net,
+        order=order,
+        show_progress=False,
+        build_only=True,
+        seed=11,
+    )
     job.model.double()
     return job
 
@@ -87,9 +102,11 @@ def _run_steps(job, steps, seed):
     job.start_epoch(1)
     for (x, y), _ in zip(job.train_loader, range(steps)):
         job.train_step(x, y)
-    return {"alphas": job.model.alphas.detach().clone(),
-            "hidden_valid": job.hidden_valid[0].detach().clone(),
-            **{k: v.detach().clone() for k, v in job.model.state_dict().items()}}
+    return {
+        "alphas": job.model.alphas.detach().clone(),
+        "hidden_valid": job.hidden_valid[0].detach().clone(),
+        **{k: v.detach().clone() for k, v in job.model.state_dict().items()},
+    }
 
 
 @pytest.mark.slow
@@ -99,8 +116,9 @@ def test_a_search_step_with_the_compiled_cell_is_the_eager_step(order):
     batch-norm buffers) and weight step: the same alphas, weights, statistics and state."""
     bundle = build_datasets(name="synthetic_text")
     backend = _CountingBackend()
-    jobs = {name: _search_job(bundle, order, b) for name, b in (("eager", None),
-                                                                ("compiled", backend))}
+    jobs = {
+        name: _search_job(bundle, order, b) for name, b in (("eager", None), ("compiled", backend))
+    }
     assert jobs["compiled"].model.rnns[0].compile_backend is backend
     after = {name: _run_steps(job, 2, seed=5) for name, job in jobs.items()}
     assert not torch.equal(after["eager"]["alphas"], jobs["eager"].model.alphas.new_zeros(1))
@@ -111,14 +129,16 @@ def test_a_search_step_with_the_compiled_cell_is_the_eager_step(order):
     assert backend.graphs == 2 * (order + 1)
     with torch.no_grad():  # evaluation runs eagerly: no graph for its batch size and mode
         jobs["compiled"].model.eval()
-        jobs["compiled"].model(torch.zeros(3, 2, dtype=torch.long),
-                               jobs["compiled"].model.init_hidden(2))
+        jobs["compiled"].model(
+            torch.zeros(3, 2, dtype=torch.long), jobs["compiled"].model.init_hidden(2)
+        )
     assert backend.graphs == 2 * (order + 1)
     cells_lib._COMPILED_STEPS.pop(backend)
 
 
 def test_compile_backend_is_bindable_and_off_by_default():
     import gin
+
     assert RNNSearchModel(10, 4, 4, 4).rnns[0].compile_backend is None
     with gin.unlock_config():
         gin.bind_parameter("RNNSearchModel.compile_backend", "eager")

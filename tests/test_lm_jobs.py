@@ -1,26 +1,25 @@
 """Language-model jobs in the one loop: the ASGD switch, exact resume across it (kill and
 re-run), perplexity, and the recurrent architect's steps."""
+
 import functools
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from killing import kill_after_epoch  # tests/killing.py
 
 from sharpdarts.engine import checkpoint
-from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.engine.data import corpus as corpus_lib
+from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.lm_jobs import evaluate_ppl, lm_train
 from sharpdarts.engine.lm_search import lm_search
 from sharpdarts.nn.models import RNNModel, RNNSearchModel
-from killing import kill_after_epoch  # tests/killing.py
 
 REPO = Path(__file__).resolve().parents[1]
 NET = functools.partial(RNNModel, ninp=16, nhid=16, nhidlast=16)
@@ -32,8 +31,16 @@ def bundle():
 
 
 def test_switches_to_asgd_on_the_non_monotonic_trigger_and_validates_the_average(bundle):
-    job = lm_train(data=bundle, epochs=5, batch_size=8, network=NET, nonmono=1,
-                   show_progress=False, build_only=True, seed=1267)
+    job = lm_train(
+        data=bundle,
+        epochs=5,
+        batch_size=8,
+        network=NET,
+        nonmono=1,
+        show_progress=False,
+        build_only=True,
+        seed=1267,
+    )
     final = job.fit(None)
     hist = job.val_history
     switch = final["asgd_epoch"]
@@ -50,7 +57,7 @@ def test_switches_to_asgd_on_the_non_monotonic_trigger_and_validates_the_average
 
 def test_evaluation_divides_by_rows_as_the_original():
     model = NET(ntoken=50)
-    source = corpus_lib.batchify(torch.randint(0, 50, (7 * 3 + 1,)), 3)   # 7 rows
+    source = corpus_lib.batchify(torch.randint(0, 50, (7 * 3 + 1,)), 3)  # 7 rows
     model.eval()
     hidden, total = model.init_hidden(3), 0.0
     with torch.no_grad():
@@ -96,7 +103,7 @@ def test_unrolled_gradient_matches_finite_differences_of_the_original_formula():
     weights = [params[n] for n in names]
     loss = torch.nn.functional.nll_loss(model(x, h)[0].view(-1, 20), y)
     grads = torch.autograd.grad(loss, weights)
-    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    norm = torch.sqrt(sum((g**2).sum() for g in grads))
     coef = 0.25 / (norm + 1e-6)
     g_used = [g * coef if coef < 1 else g for g in grads]
     clone = RNNSearchModel(20, 5, 5, 5, **kw).double()
@@ -110,10 +117,10 @@ def test_unrolled_gradient_matches_finite_differences_of_the_original_formula():
     vloss = torch.nn.functional.nll_loss(clone(xv, h)[0].view(-1, 20), yv)
     cw = [cparams[n] for n in names]
     dalpha, *dw = torch.autograd.grad(vloss, [clone.alphas] + cw)
-    vnorm = torch.sqrt(sum((d ** 2).sum() for d in dw))
+    vnorm = torch.sqrt(sum((d**2).sum() for d in dw))
     vc = 0.25 / (vnorm + 1e-6)
     v = [d * vc if vc < 1 else d for d in dw]
-    R = 0.01 / torch.sqrt(sum((t ** 2).sum() for t in v))
+    R = 0.01 / torch.sqrt(sum((t**2).sum() for t in v))
     grads_pm = []
     for sign in (1, -1):
         with torch.no_grad():
@@ -127,8 +134,15 @@ def test_unrolled_gradient_matches_finite_differences_of_the_original_formula():
 
 def test_search_job_records_a_recurrent_genotype_each_epoch(bundle):
     net = functools.partial(RNNSearchModel, ninp=8, nhid=8, nhidlast=8)
-    job = lm_search(data=bundle, epochs=1, batch_size=16, network=net, order=1,
-                    show_progress=False, build_only=True)
+    job = lm_search(
+        data=bundle,
+        epochs=1,
+        batch_size=16,
+        network=net,
+        order=1,
+        show_progress=False,
+        build_only=True,
+    )
     final = job.fit(None)
     assert final["genotype"]["layout"] == "recurrent" and len(final["genotype"]["recurrent"]) == 8
     assert math.isfinite(final["valid_ppl"])
@@ -138,9 +152,15 @@ def test_search_job_records_a_recurrent_genotype_each_epoch(bundle):
 
 def test_an_image_dataset_is_refused_for_a_language_model():
     from sharpdarts.errors import UserError
+
     with pytest.raises(UserError, match="text corpus"):
-        lm_train(data=build_datasets(name="synthetic"), epochs=1, batch_size=4, network=NET,
-                 build_only=True)
+        lm_train(
+            data=build_datasets(name="synthetic"),
+            epochs=1,
+            batch_size=4,
+            network=NET,
+            build_only=True,
+        )
 
 
 @pytest.mark.slow
@@ -151,21 +171,36 @@ def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path, capsys):
     go through the same command line in this process."""
     from sharpdarts.face import cli
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
 
     def cmd(results):
-        return [sys.executable, "-m", "sharpdarts", "run", "ptb/darts_v2", "--smoke", "--seed",
-                "1267", "--results", str(results), "--allow-dirty",
-                "--gin_param", "EPOCHS = 5", "--gin_param", "lm_train.nonmono = 1",
-                "--gin_param", "make_context.threads = 1"]
+        return [
+            sys.executable,
+            "-m",
+            "sharpdarts",
+            "run",
+            "ptb/darts_v2",
+            "--smoke",
+            "--seed",
+            "1267",
+            "--results",
+            str(results),
+            "--allow-dirty",
+            "--gin_param",
+            "EPOCHS = 5",
+            "--gin_param",
+            "lm_train.nonmono = 1",
+            "--gin_param",
+            "make_context.threads = 1",
+        ]
 
     assert cli.main(cmd(tmp_path / "a")[3:]) == 0
     [ref] = (tmp_path / "a").glob("runs/ptb/darts_v2/*")
 
     results = tmp_path / "b"
-    folder, _ = kill_after_epoch(cmd(results), results, "ptb/darts_v2", 4, cwd=REPO, env=env,
-                                 timeout=300)
+    folder, _ = kill_after_epoch(
+        cmd(results), results, "ptb/darts_v2", 4, cwd=REPO, env=env, timeout=300
+    )
     state = checkpoint.load_checkpoint(folder / "checkpoint.pt")
     assert state["asgd_epoch"] == 3 and 3 <= state["epoch"] < 5
     capsys.readouterr()
@@ -203,18 +238,36 @@ def test_cli_evaluate_gives_the_test_perplexity_of_original_weights(tmp_path, ca
     state = _original_state(genotype, corpus.ntokens, 6, rng)
     path = tmp_path / "ptb_model_state.pt"
     torch.save({k: torch.from_numpy(v).float() for k, v in state.items()}, path)
-    code = cli.main(["evaluate", str(path), "--arch", "DARTS_V2_RNN", "--dataset", "ptb",
-                     "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results"),
-                     "--gin_param", "RNNModel.ninp = 6", "--gin_param", "RNNModel.nhid = 6",
-                     "--gin_param", "RNNModel.nhidlast = 6"])
+    code = cli.main(
+        [
+            "evaluate",
+            str(path),
+            "--arch",
+            "DARTS_V2_RNN",
+            "--dataset",
+            "ptb",
+            "--data",
+            str(tmp_path / "data"),
+            "--results",
+            str(tmp_path / "results"),
+            "--gin_param",
+            "RNNModel.ninp = 6",
+            "--gin_param",
+            "RNNModel.nhid = 6",
+            "--gin_param",
+            "RNNModel.nhidlast = 6",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
-    final = json.loads(out[:out.rindex("}") + 1])
+    final = json.loads(out[: out.rindex("}") + 1])
     words = corpus.test.numpy()
     log_probs = _reference_log_probs(state, genotype, words[:-1, None], 6)[:, 0]
     nll = -log_probs[np.arange(len(words) - 1), words[1:]]
     rows = len(words)
     # Windows of 35 rows: the window-mean NLL times its length, summed, over all rows.
-    expected = sum(nll[i:i + 35].mean() * len(nll[i:i + 35]) for i in range(0, rows - 1, 35)) / rows
+    expected = (
+        sum(nll[i : i + 35].mean() * len(nll[i : i + 35]) for i in range(0, rows - 1, 35)) / rows
+    )
     assert final["test_loss"] == pytest.approx(expected, rel=1e-5)
     assert final["test_ppl"] == pytest.approx(math.exp(expected), rel=1e-5)

@@ -8,6 +8,7 @@ own weights shifted in place). Both paths draw the same dropout masks in the sam
 with dropout on, from the same seed, a whole search step (architect step, then the weight
 step of the search job) must leave the same alphas, weights and batch-norm statistics.
 """
+
 import copy
 
 import pytest
@@ -17,9 +18,9 @@ from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.lm_search import lm_search
 from sharpdarts.nn import reference
-from sharpdarts.nn.reference import set_reference_path
-from sharpdarts.nn.recurrent.cells import DARTSCellSearch
 from sharpdarts.nn.models import RNNSearchModel
+from sharpdarts.nn.recurrent.cells import DARTSCellSearch
+from sharpdarts.nn.reference import set_reference_path
 
 TOL64 = dict(rtol=1e-9, atol=1e-12)
 # float32: rounding differences (the reference sums ops one by one) grow through SGD at lr 20
@@ -38,8 +39,9 @@ def cell_outputs_and_grads(cell, x, h, probs, seed):
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("primitives", [["none", "tanh", "relu", "sigmoid", "identity"],
-                                        ["relu", "tanh"]])
+@pytest.mark.parametrize(
+    "primitives", [["none", "tanh", "relu", "sigmoid", "identity"], ["relu", "tanh"]]
+)
 def test_reference_search_cell_equals_the_fast_cell(training, primitives):
     torch.manual_seed(0)
     cell = DARTSCellSearch(6, 6, 0.25, 0.5, primitives, steps=4, concat=3).double()
@@ -78,8 +80,16 @@ def _search_job(bundle, order, path, dtype):
     def net(ntoken):
         return RNNSearchModel(ntoken, 8, 8, 8, dropoute=0.1)  # every dropout on
 
-    job = lm_search(data=bundle, epochs=1, batch_size=6, network=net, order=order,
-                    show_progress=False, build_only=True, seed=11)
+    job = lm_search(
+        data=bundle,
+        epochs=1,
+        batch_size=6,
+        network=net,
+        order=order,
+        show_progress=False,
+        build_only=True,
+        seed=11,
+    )
     job.model.to(dtype)
     if path == "reference":
         set_reference_path(job.model)
@@ -94,8 +104,10 @@ def _run_steps(job, steps, seed):
     job.start_epoch(1)
     for (x, y), _ in zip(job.train_loader, range(steps)):
         job.train_step(x, y)
-    return {"alphas": job.model.alphas.detach().clone(),
-            **{k: v.detach().clone() for k, v in job.model.state_dict().items()}}
+    return {
+        "alphas": job.model.alphas.detach().clone(),
+        **{k: v.detach().clone() for k, v in job.model.state_dict().items()},
+    }
 
 
 @pytest.mark.parametrize("order", [1, 2])
@@ -103,16 +115,16 @@ def _run_steps(job, steps, seed):
 def test_a_search_step_is_the_same_on_both_paths(bundle, order, dtype, tol):
     jobs = {p: _search_job(bundle, order, p, dtype) for p in ("fast", "reference")}
     initial = {k: v.clone() for k, v in jobs["fast"].model.state_dict().items()}
-    assert all(torch.equal(v, jobs["reference"].model.state_dict()[k])
-               for k, v in initial.items())
+    assert all(torch.equal(v, jobs["reference"].model.state_dict()[k]) for k, v in initial.items())
     after = {p: _run_steps(job, 2, seed=5) for p, job in jobs.items()}
     assert not torch.equal(after["fast"]["alphas"], initial["alphas"])
     assert not torch.equal(after["fast"]["rnns.0._W0"], initial["rnns.0._W0"])
     assert after["fast"].keys() == after["reference"].keys()
     for name, value in after["fast"].items():
         torch.testing.assert_close(value, after["reference"][name], **tol, msg=name)
-    torch.testing.assert_close(jobs["fast"].hidden_valid[0], jobs["reference"].hidden_valid[0],
-                               **tol)
+    torch.testing.assert_close(
+        jobs["fast"].hidden_valid[0], jobs["reference"].hidden_valid[0], **tol
+    )
 
 
 @pytest.mark.parametrize("order", [1, 2])
@@ -129,9 +141,12 @@ def test_the_architect_steps_of_both_paths_leave_the_weights_as_they_were(order)
         xv, yv = torch.randint(0, 30, (5, 4)), torch.randint(0, 30, (20,))
         h = model.init_hidden(4)
         hidden = arch.step(h, x, y, h, xv, yv, eta=20.0)
-        assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters()
-                   if n != "alphas")
-        results[copy_network] = (model.alphas.detach().clone(), model.alphas.grad.clone(),
-                                 hidden[0], model.rnns[0].bn.running_var.clone())
+        assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters() if n != "alphas")
+        results[copy_network] = (
+            model.alphas.detach().clone(),
+            model.alphas.grad.clone(),
+            hidden[0],
+            model.rnns[0].bn.running_var.clone(),
+        )
     for fast, ref in zip(results[False], results[True]):
         torch.testing.assert_close(fast, ref, **TOL64)

@@ -3,6 +3,7 @@
 The paper's figures for whole networks are pinned in test_models.py; here each function is
 checked on networks small enough to count by hand.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -51,10 +52,13 @@ def test_count_parameters_leaves_out_alphas_and_the_auxiliary_head():
 def test_multiply_adds_counts_as_the_original_and_restores_the_mode():
     net = Tiny().train()
     pixels = 5 * 5
-    expected = (3 * 9 * 4 * pixels        # conv: multiply-adds per output element
-                + 2 * 4 * pixels          # affine batch norm: 2 per element
-                + 4 * pixels              # ReLU: 1 per element
-                + 4 * pixels              # pooling: 1 per input element
-                + 4 * 2 + 2)              # linear, plus its bias
+    expected = (
+        3 * 9 * 4 * pixels  # conv: multiply-adds per output element
+        + 2 * 4 * pixels  # affine batch norm: 2 per element
+        + 4 * pixels  # ReLU: 1 per element
+        + 4 * pixels  # pooling: 1 per input element
+        + 4 * 2
+        + 2
+    )  # linear, plus its bias
     assert multiply_adds(net, (3, 5, 5)) == expected
     assert net.training  # put back in training mode

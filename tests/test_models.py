@@ -4,16 +4,20 @@ Parameter counts are checked against an independent closed-form count written fr
 structure in docs/facts/sharpdarts.md (op by op), pinned by the two exact figures it gives,
 and by the paper's rounded Params column.
 """
+
 import math
 
 import pytest
 import torch
 
-from sharpdarts.core import genotypes
-from sharpdarts.core import genotype_types
+from sharpdarts.core import genotype_types, genotypes
 from sharpdarts.core.metrics import count_parameters, multiply_adds
-from sharpdarts.nn.models import (NetworkCIFAR, NetworkImageNet, SearchNetwork,
-                               load_original_state_dict)
+from sharpdarts.nn.models import (
+    NetworkCIFAR,
+    NetworkImageNet,
+    SearchNetwork,
+    load_original_state_dict,
+)
 
 CELL_GENOTYPES = genotypes.builtin_names(layout="cell")
 
@@ -65,8 +69,10 @@ def fixed_network_params(genotype, C, classes, layers, imagenet, auxiliary, c_mi
         C_curr *= 2 if reduction else 1
         ops, concat = (g.reduce, g.reduce_concat) if reduction else (g.normal, g.normal_concat)
         total += preprocess(C_pp, C_curr) + preprocess(C_p, C_curr)
-        total += sum(op_params(name, C_curr, 2 if reduction and idx < 2 else 1, c_mid=c_mid)
-                     for name, idx in ops)
+        total += sum(
+            op_params(name, C_curr, 2 if reduction and idx < 2 else 1, c_mid=c_mid)
+            for name, idx in ops
+        )
         C_pp, C_p = C_p, len(concat) * C_curr
         if i == 2 * layers // 3 and auxiliary:
             total += aux_head(C_p, classes)
@@ -115,25 +121,32 @@ def test_imagenet_parameter_counts_match_closed_form(name):
         assert count_parameters(net, auxiliary=True) == expected
 
 
-@pytest.mark.parametrize("network,name,c_mid,paper_m", [
-    ("cifar", "SHARPSEPCONV_DARTS", None, 3.6),
-    ("cifar", "DARTS", None, 3.5),
-    ("cifar", "SHARP_DARTS", None, 1.98),
-    ("imagenet", "SHARPSEPCONV_DARTS", None, 4.9),
-    ("imagenet", "SHARP_DARTS", 96, 3.71),
-    ("imagenet", "SHARP_DARTS", 32, 3.17),
-    ("imagenet", "SHARPER_MAX_W", None, 8.3),
-])
+@pytest.mark.parametrize(
+    "network,name,c_mid,paper_m",
+    [
+        ("cifar", "SHARPSEPCONV_DARTS", None, 3.6),
+        ("cifar", "DARTS", None, 3.5),
+        ("cifar", "SHARP_DARTS", None, 1.98),
+        ("imagenet", "SHARPSEPCONV_DARTS", None, 4.9),
+        ("imagenet", "SHARP_DARTS", 96, 3.71),
+        ("imagenet", "SHARP_DARTS", 32, 3.17),
+        ("imagenet", "SHARPER_MAX_W", None, 8.3),
+    ],
+)
 def test_paper_params_column(network, name, c_mid, paper_m):
-    cls, C, classes, layers = ((NetworkCIFAR, 36, 10, 20) if network == "cifar"
-                               else (NetworkImageNet, 48, 1000, 14))
+    cls, C, classes, layers = (
+        (NetworkCIFAR, 36, 10, 20) if network == "cifar" else (NetworkImageNet, 48, 1000, 14)
+    )
     net = cls(C, classes, layers, True, name, C_mid=c_mid)
     digits = len(str(paper_m).split(".")[1])
     millions = count_parameters(net) / 1e6
     # The paper's column is not rounded one way: 3,555,622 is printed 3.6 (rounded),
     # 4,973,728 as 4.9 (truncated) and 1,974,934 as 1.98 (1.975 rounded again).
-    printed = {round(millions, digits), math.floor(millions * 10**digits) / 10**digits,
-               round(round(millions, digits + 1), digits)}
+    printed = {
+        round(millions, digits),
+        math.floor(millions * 10**digits) / 10**digits,
+        round(round(millions, digits + 1), digits),
+    }
     assert paper_m in printed
 
 
@@ -147,19 +160,23 @@ def test_search_network_counts_for_every_primitive_set(primitives):
     assert scalar.alphas_normal.shape == (14, len(prims))
     n_arch = sum(p.numel() for p in scalar.arch_parameters())
     assert sum(p.numel() for p in scalar.weights()) + n_arch == sum(
-        p.numel() for p in scalar.parameters())
+        p.numel() for p in scalar.parameters()
+    )
 
 
 # ---- Multiply-adds (the paper's +x column) --------------------------------------------------
-@pytest.mark.parametrize("network,name,c_mid,paper_b,tolerance", [
-    ("cifar", "SHARPSEPCONV_DARTS", None, 0.579, 0.02),
-    ("cifar", "DARTS", None, 0.576, 0.02),
-    ("cifar", "SHARP_DARTS", None, 0.357, 0.02),
-    ("imagenet", "SHARPSEPCONV_DARTS", None, 0.573, 0.02),
-    ("imagenet", "SHARP_DARTS", 96, 0.481, 0.02),
-    ("imagenet", "SHARP_DARTS", 32, 0.370, 0.02),
-    ("imagenet", "SHARPER_MAX_W", None, 0.950, 0.03),
-])
+@pytest.mark.parametrize(
+    "network,name,c_mid,paper_b,tolerance",
+    [
+        ("cifar", "SHARPSEPCONV_DARTS", None, 0.579, 0.02),
+        ("cifar", "DARTS", None, 0.576, 0.02),
+        ("cifar", "SHARP_DARTS", None, 0.357, 0.02),
+        ("imagenet", "SHARPSEPCONV_DARTS", None, 0.573, 0.02),
+        ("imagenet", "SHARP_DARTS", 96, 0.481, 0.02),
+        ("imagenet", "SHARP_DARTS", 32, 0.370, 0.02),
+        ("imagenet", "SHARPER_MAX_W", None, 0.950, 0.03),
+    ],
+)
 def test_paper_multiply_adds(network, name, c_mid, paper_b, tolerance):
     if network == "cifar":
         net, shape = NetworkCIFAR(36, 10, 20, True, name, C_mid=c_mid), (3, 32, 32)
@@ -173,8 +190,13 @@ def test_paper_multiply_adds(network, name, c_mid, paper_b, tolerance):
 
 def test_sharpsepconv_darts_multiply_adds_exact():
     # docs/facts/sharpdarts.md: the original counter gives 578.6M for SharpSepConvDARTS on CIFAR-10.
-    assert round(multiply_adds(NetworkCIFAR(36, 10, 20, False, "SHARPSEPCONV_DARTS"),
-                               (3, 32, 32)) / 1e6, 1) == 578.6
+    assert (
+        round(
+            multiply_adds(NetworkCIFAR(36, 10, 20, False, "SHARPSEPCONV_DARTS"), (3, 32, 32)) / 1e6,
+            1,
+        )
+        == 578.6
+    )
 
 
 # ---- Every genotype builds and runs ---------------------------------------------------------
@@ -199,10 +221,13 @@ def test_auxiliary_logits_only_when_training_with_head():
     assert NetworkCIFAR(8, 10, 5, False, "DARTS")(torch.randn(2, 3, 32, 32))[1] is None
 
 
-@pytest.mark.parametrize("entry,match", [
-    (("sep_conv_9x9", 0), "names op 'sep_conv_9x9'"),
-    (("sep_conv_3x3", 3), "reads input 3"),
-])
+@pytest.mark.parametrize(
+    "entry,match",
+    [
+        (("sep_conv_9x9", 0), "names op 'sep_conv_9x9'"),
+        (("sep_conv_3x3", 3), "reads input 3"),
+    ],
+)
 def test_bad_genotype_fails_at_construction(entry, match):
     g = genotypes.get("DARTS")
     bad = g._replace(normal=[entry] + list(g.normal[1:]))
@@ -221,8 +246,7 @@ def test_genotype_name_resolution_and_layout_check():
 @pytest.mark.parametrize("primitives", list(genotype_types.PRIMITIVE_SETS)[:3])
 @pytest.mark.parametrize("weighting", ["scalar", "max_w"])
 def test_search_network_forward_backward_and_genotype(primitives, weighting):
-    net = SearchNetwork(4, 10, 3, steps=2, multiplier=2, primitives=primitives,
-                        weighting=weighting)
+    net = SearchNetwork(4, 10, 3, steps=2, multiplier=2, primitives=primitives, weighting=weighting)
     logits = net(torch.randn(2, 3, 16, 16))
     assert logits.shape == (2, 10)
     logits.sum().backward()
@@ -260,7 +284,9 @@ def original_keys(genotype, layers):
                 keys += [q + f"op.{n}.weight" for n in (1, 2, 5, 6)]
                 keys += [q + f"op.{n}.{k}" for n in (3, 7) for k in bn_keys]
             elif name == "skip_connect" and reduction and idx < 2:
-                keys += [q + "conv_1.weight", q + "conv_2.weight"] + [q + f"bn.{k}" for k in bn_keys]
+                keys += [q + "conv_1.weight", q + "conv_2.weight"] + [
+                    q + f"bn.{k}" for k in bn_keys
+                ]
         reduction_prev = reduction
     return set(keys + ["classifier.weight", "classifier.bias"])
 
@@ -278,9 +304,14 @@ def test_original_checkpoint_gives_the_same_logits():
     source.eval()
     # As the original ImageNet trainer saved it: wrapped, DataParallel prefixes, and (as a
     # PyTorch 0.3 checkpoint) no num_batches_tracked.
-    state = {"epoch": 3, "state_dict": {"module." + k: v.clone()
-                                        for k, v in source.state_dict().items()
-                                        if not k.endswith("num_batches_tracked")}}
+    state = {
+        "epoch": 3,
+        "state_dict": {
+            "module." + k: v.clone()
+            for k, v in source.state_dict().items()
+            if not k.endswith("num_batches_tracked")
+        },
+    }
     target = load_original_state_dict(NetworkCIFAR(8, 10, 5, True, "SHARPSEPCONV_DARTS"), state)
     target.eval()
     x = torch.randn(4, 3, 32, 32)

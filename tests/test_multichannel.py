@@ -4,13 +4,26 @@ The published weights and paths (reference/genotypes.json) pin the alpha layout 
 order: the published longest paths follow from the published raw weights only when the last
 axis is read as GRID_PRIMITIVES = [SharpSepConv, ResizablePool].
 """
+
 import numpy as np
 import pytest
 import torch
 
 from sharpdarts.core import genotypes
 from sharpdarts.errors import UserError
-from sharpdarts.nn.multichannel.graph import GRID_PRIMITIVES, InvalidPathError, channel_widths, check_path, greedy_path, grid_graph, longest_path, op_node, parse_op_node, path_nodes_valid, sum_node
+from sharpdarts.nn.multichannel.graph import (
+    GRID_PRIMITIVES,
+    InvalidPathError,
+    channel_widths,
+    check_path,
+    greedy_path,
+    grid_graph,
+    longest_path,
+    op_node,
+    parse_op_node,
+    path_nodes_valid,
+    sum_node,
+)
 from sharpdarts.nn.multichannel.networks import MultiChannelNetwork, PathNetwork
 
 PATH_NAMES = genotypes.builtin_names(layout="path")
@@ -51,14 +64,22 @@ def test_full_size_network_matches_the_published_search():
     assert list(net.alphas.shape) == [2, 4, 4, 4, 2] and net.alphas.numel() == 256
     assert net.arch_parameters() == [net.alphas]
     assert net.primitives == GRID_PRIMITIVES
-    assert net.weight_threshold == pytest.approx(1 / 32 ** 2)
+    assert net.weight_threshold == pytest.approx(1 / 32**2)
     assert len(net.stem) == 4 and len(net.base) == 4
-    ops = [op for strides in net.op_grid for grid in strides for row in grid for cell in row
-           for op in cell]
+    ops = [
+        op
+        for strides in net.op_grid
+        for grid in strides
+        for row in grid
+        for cell in row
+        for op in cell
+    ]
     assert len(ops) == 256 and {type(op).__name__ for op in ops} == {SSC, RP}
     # every (layer, stride, c_in, c_out, op) has its own module with the right widths
     op = net.op_grid[3][1][0][3][0]  # layer 3, stride 2, 32 -> 256, SharpSepConv
-    assert op.op[1].stride == (2, 2) and op.op[1].in_channels == 32 and op.op[-1].num_features == 256
+    assert (
+        op.op[1].stride == (2, 2) and op.op[1].in_channels == 32 and op.op[-1].num_features == 256
+    )
     # the published raw weights load exactly and give the published longest path
     for name in ("MULTI_CHANNEL_SCALAR", "MULTI_CHANNEL_MAX_W"):
         net.load_raw_weights(name)
@@ -125,15 +146,19 @@ def test_published_weights_give_the_published_longest_path(name):
 
 def test_published_weights_give_the_published_scalar_bottom_up_greedy_path():
     graph = grid_graph(genotypes.get("MULTI_CHANNEL_SCALAR"))
-    assert greedy_path(graph, "bottom_up") == genotypes.get("MULTI_CHANNEL_GREEDY_SCALAR_BOTTOM_UP").normal
+    assert (
+        greedy_path(graph, "bottom_up")
+        == genotypes.get("MULTI_CHANNEL_GREEDY_SCALAR_BOTTOM_UP").normal
+    )
 
 
 def test_primitive_order_of_the_network_does_not_change_raw_weights_or_paths():
     net = MultiChannelNetwork(primitives="MULTICHANNELNET_PRIMITIVES")
     assert net.primitives == [RP, SSC]
     net.load_raw_weights("MULTI_CHANNEL_MAX_W")
-    np.testing.assert_allclose(net.raw_weights().normal, genotypes.get("MULTI_CHANNEL_MAX_W").normal,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        net.raw_weights().normal, genotypes.get("MULTI_CHANNEL_MAX_W").normal, atol=1e-6
+    )
     assert net.genotype().normal == genotypes.get("MULTI_CHANNEL_MAX_W_PATH").normal
 
 
@@ -141,11 +166,11 @@ def test_primitive_order_of_the_network_does_not_change_raw_weights_or_paths():
 def hand_made_weights():
     """Widths {32, 64}, one layer; w[stride, layer, c_in, c_out, op], ops (SSC, RP)."""
     w = np.zeros((2, 1, 2, 2, 2))
-    w[0, 0, 0, 0] = [0.35, 0.0]   # stride 1: 32 -> 32
-    w[0, 0, 0, 1] = [0.30, 0.0]   # 32 -> 64
-    w[0, 0, 1, 0] = [0.50, 0.0]   # 64 -> 32
-    w[0, 0, 1, 1] = [0.00, 0.1]   # 64 -> 64
-    w[1, 0, 0, 0] = [0.05, 0.6]   # stride 2: 32 -> 32
+    w[0, 0, 0, 0] = [0.35, 0.0]  # stride 1: 32 -> 32
+    w[0, 0, 0, 1] = [0.30, 0.0]  # 32 -> 64
+    w[0, 0, 1, 0] = [0.50, 0.0]  # 64 -> 32
+    w[0, 0, 1, 1] = [0.00, 0.1]  # 64 -> 64
+    w[1, 0, 0, 0] = [0.05, 0.6]  # stride 2: 32 -> 32
     w[1, 0, 1, 1] = [0.90, 0.15]  # 64 -> 64
     return w
 
@@ -190,25 +215,49 @@ def one_hot_alphas(net, choices, high=12.0):
 
 def test_network_paths_follow_the_current_alphas():
     net = small_net()  # widths 8, 16
-    one_hot_alphas(net, {(0, 0): (0, 1, 1), (1, 0): (1, 1, 0), (0, 1): (1, 0, 0), (1, 1): (0, 0, 1)})
-    expected = ["Source", "Conv3x3_0", "BatchNorm_0",
-                op_node(0, 1, 8, 16, RP), sum_node(0, 16, 1),
-                op_node(0, 2, 16, 16, SSC), sum_node(0, 16, 2),
-                op_node(1, 1, 16, 8, SSC), sum_node(1, 8, 1),
-                op_node(1, 2, 8, 8, RP), sum_node(1, 8, 2),
-                "SharpSepConv8"] + HEAD
+    one_hot_alphas(
+        net, {(0, 0): (0, 1, 1), (1, 0): (1, 1, 0), (0, 1): (1, 0, 0), (1, 1): (0, 0, 1)}
+    )
+    expected = [
+        "Source",
+        "Conv3x3_0",
+        "BatchNorm_0",
+        op_node(0, 1, 8, 16, RP),
+        sum_node(0, 16, 1),
+        op_node(0, 2, 16, 16, SSC),
+        sum_node(0, 16, 2),
+        op_node(1, 1, 16, 8, SSC),
+        sum_node(1, 8, 1),
+        op_node(1, 2, 8, 8, RP),
+        sum_node(1, 8, 2),
+        "SharpSepConv8",
+    ] + HEAD
     assert net.genotype().normal == expected
     assert net.genotype(method="greedy_top_down").normal == expected
     assert net.genotype(method="greedy_bottom_up").normal == expected
     assert net.paths()["longest_path"] == expected
     # no stale state: new alphas, new path
-    one_hot_alphas(net, {(0, 0): (1, 1, 0), (1, 0): (1, 0, 0), (0, 1): (0, 0, 0), (1, 1): (0, 1, 0)})
-    assert net.genotype().normal == ["Source", "Conv3x3_1", "BatchNorm_1",
-                                     op_node(0, 1, 16, 16, SSC), sum_node(0, 16, 1),
-                                     op_node(0, 2, 16, 8, SSC), sum_node(0, 8, 2),
-                                     op_node(1, 1, 8, 8, SSC), sum_node(1, 8, 1),
-                                     op_node(1, 2, 8, 16, SSC), sum_node(1, 16, 2),
-                                     "SharpSepConv16"] + HEAD
+    one_hot_alphas(
+        net, {(0, 0): (1, 1, 0), (1, 0): (1, 0, 0), (0, 1): (0, 0, 0), (1, 1): (0, 1, 0)}
+    )
+    assert (
+        net.genotype().normal
+        == [
+            "Source",
+            "Conv3x3_1",
+            "BatchNorm_1",
+            op_node(0, 1, 16, 16, SSC),
+            sum_node(0, 16, 1),
+            op_node(0, 2, 16, 8, SSC),
+            sum_node(0, 8, 2),
+            op_node(1, 1, 8, 8, SSC),
+            sum_node(1, 8, 1),
+            op_node(1, 2, 8, 16, SSC),
+            sum_node(1, 16, 2),
+            "SharpSepConv16",
+        ]
+        + HEAD
+    )
     with pytest.raises(ValueError, match="method"):
         net.genotype(method="beam")
 
@@ -271,6 +320,7 @@ def count_calls(net):
 
                         def hook(module, args, output, key=key):
                             calls[key] += 1
+
                         op.register_forward_hook(hook)
     return calls
 
@@ -278,7 +328,7 @@ def count_calls(net):
 @pytest.mark.parametrize("always", [False, True])
 def test_ops_under_the_threshold_are_not_computed(always):
     net = small_net(layers=1, always_apply_ops=always)
-    assert net.weight_threshold == pytest.approx(1 / 8 ** 2)
+    assert net.weight_threshold == pytest.approx(1 / 8**2)
     with torch.no_grad():
         net.alphas.zero_()
         net.alphas[0, 0, :, 1, :] = -30.0  # stride 1: nothing reaches width 16
@@ -339,8 +389,10 @@ def test_invalid_node_is_named():
 def test_invalid_edge_is_named():
     path = handmade()
     path[5] = "layer_0_stride_2_c_in_64_c_out_64_op_type_ResizablePool"  # input is width 32
-    with pytest.raises(InvalidPathError, match="'layer_0_add_c_out_32_stride_1' -> "
-                                               "'layer_0_stride_2_c_in_64_c_out_64"):
+    with pytest.raises(
+        InvalidPathError,
+        match="'layer_0_add_c_out_32_stride_1' -> 'layer_0_stride_2_c_in_64_c_out_64",
+    ):
         PathNetwork(path)
     skipped = handmade()
     del skipped[5:7]  # leave out layer 0's stride-2 stage
@@ -361,6 +413,8 @@ def test_other_invalid_paths():
 
 
 def test_opid_suffixes_are_ignored():
-    path = [f"{n}_opid_{GRID_PRIMITIVES.index(p.op)}" if (p := parse_op_node(n)) else n
-            for n in handmade()]
+    path = [
+        f"{n}_opid_{GRID_PRIMITIVES.index(p.op)}" if (p := parse_op_node(n)) else n
+        for n in handmade()
+    ]
     assert PathNetwork(path).genotype.normal == handmade()

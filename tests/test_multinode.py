@@ -1,4 +1,5 @@
 """Two "nodes" on localhost: two torchrun launchers meet at one rendezvous (as on a cluster)."""
+
 import json
 import os
 import subprocess
@@ -6,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from spawning import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,13 +20,29 @@ def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_one_run(tmp_path):
 
     def node(rank: int) -> subprocess.Popen:
         # What each node of a two-node job runs (README "Running on a cluster").
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
-               "--nproc_per_node=1", f"--node_rank={rank}", "--rdzv_backend=c10d",
-               f"--rdzv_endpoint={endpoint}", "--rdzv_id=sharpdarts-test",
-               "-m", "sharpdarts", "run", "cifar10/sharpsepconv_darts", "--smoke",
-               "--seed", "3", "--results", str(results)]
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc_per_node=1",
+            f"--node_rank={rank}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={endpoint}",
+            "--rdzv_id=sharpdarts-test",
+            "-m",
+            "sharpdarts",
+            "run",
+            "cifar10/sharpsepconv_darts",
+            "--smoke",
+            "--seed",
+            "3",
+            "--results",
+            str(results),
+        ]
+        return subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
     nodes = [node(0), node(1)]
     outs = [p.communicate(timeout=400)[0] for p in nodes]

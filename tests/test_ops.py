@@ -1,8 +1,10 @@
 """Every op of every op table: shapes at stride 1 and 2, gradients, no NaN."""
+
 import pytest
 import torch
 
 from sharpdarts.nn import ops
+
 ALL_OPS = [(table, name) for table, t in ops.OP_TABLES.items() for name in t]
 
 
@@ -20,8 +22,18 @@ def test_op_shape_and_backward(table, name, stride):
         assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-@pytest.mark.parametrize("name", ["max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "dil_conv_5x5",
-                                  "flood_conv_3x3", "choke_conv_3x3", "conv_7x1_1x7"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "sep_conv_3x3",
+        "dil_conv_5x5",
+        "flood_conv_3x3",
+        "choke_conv_3x3",
+        "conv_7x1_1x7",
+    ],
+)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_ops_change_channels(name, stride):
     op = ops.OPS[name](8, 16, stride, True, None)
@@ -37,7 +49,15 @@ def test_sharpsepconv_structure():
     op = ops.SharpSepConv(8, 12, kernel_size=5, stride=2, padding=4, dilation=2, C_mid=20)
     layers = list(op.op)
     assert [type(m).__name__ for m in layers] == [
-        "ReLU", "Conv2d", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "Conv2d", "BatchNorm2d"]
+        "ReLU",
+        "Conv2d",
+        "Conv2d",
+        "BatchNorm2d",
+        "ReLU",
+        "Conv2d",
+        "Conv2d",
+        "BatchNorm2d",
+    ]
     first_dw, second_dw = layers[1], layers[5]
     assert (first_dw.stride, first_dw.dilation, first_dw.groups) == ((2, 2), (2, 2), 8)
     assert (second_dw.stride, second_dw.dilation, second_dw.padding) == ((1, 1), (1, 1), (2, 2))
@@ -88,6 +108,7 @@ def test_resizable_pool_adds_conv_only_when_channels_change():
 def test_user_can_register_an_op_and_unknown_names_suggest():
     table = ops.OpTable("TEST_OPS")
     try:
+
         @table.register("double")
         def double(C_in, C_out, stride, affine, C_mid=None):
             return ops.Identity()

@@ -12,6 +12,7 @@ Partial channels and edge normalization (PC-DARTS) change the math on purpose: t
 tested for building, a search step, and the genotype rule. The shortcuts one by one:
 test_fast.py; the cells and the reference module: test_cells.py.
 """
+
 import copy
 
 import pytest
@@ -21,9 +22,9 @@ from torch import nn
 
 from sharpdarts.core import genotypes
 from sharpdarts.engine.architect import Architect
-from sharpdarts.nn.reference import set_reference_path
 from sharpdarts.nn.models import NetworkCIFAR, SearchNetwork
 from sharpdarts.nn.ops import Zero
+from sharpdarts.nn.reference import set_reference_path
 
 TOL = dict(rtol=1e-9, atol=1e-11)
 
@@ -34,8 +35,20 @@ PRIMITIVE_CASES = [
     ("SHARPER_PRIMITIVES", "OPS"),
     ("DARTS_PRIMITIVES", "OPS"),
     ("MULTICHANNELNET_PRIMITIVES", "MULTICHANNELNET_OPS"),
-    (["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3",
-      "dil_conv_5x5", "conv_7x1_1x7", "nor_conv_3x3"], "DARTS_OPS"),
+    (
+        [
+            "none",
+            "max_pool_3x3",
+            "avg_pool_3x3",
+            "skip_connect",
+            "sep_conv_3x3",
+            "dil_conv_3x3",
+            "dil_conv_5x5",
+            "conv_7x1_1x7",
+            "nor_conv_3x3",
+        ],
+        "DARTS_OPS",
+    ),
 ]
 CASE_IDS = ["PRIMITIVES", "SHARPER", "DARTS", "MULTICHANNELNET", "DARTS_OPS"]
 
@@ -43,16 +56,42 @@ CASE_IDS = ["PRIMITIVES", "SHARPER", "DARTS", "MULTICHANNELNET", "DARTS_OPS"]
 def search_pair(primitives, op_dict, weighting="scalar", channels_last=True, **kwargs):
     """A reference-path network and a fast one with the same weights, in double precision."""
     torch.manual_seed(0)
-    ref = SearchNetwork(C=4, num_classes=3, layers=3, steps=2, multiplier=2, stem_multiplier=2,
-                        primitives=primitives, op_dict=op_dict, weighting=weighting,
-                        **kwargs).double().train()
+    ref = (
+        SearchNetwork(
+            C=4,
+            num_classes=3,
+            layers=3,
+            steps=2,
+            multiplier=2,
+            stem_multiplier=2,
+            primitives=primitives,
+            op_dict=op_dict,
+            weighting=weighting,
+            **kwargs,
+        )
+        .double()
+        .train()
+    )
     with torch.no_grad():  # far from uniform, so that every op's coefficient matters
         for a in ref.arch_parameters():
             a.normal_(0.0, 0.5)
-    fast_net = SearchNetwork(C=4, num_classes=3, layers=3, steps=2, multiplier=2,
-                             stem_multiplier=2, primitives=primitives, op_dict=op_dict,
-                             weighting=weighting, channels_last=channels_last,
-                             **kwargs).double().train()
+    fast_net = (
+        SearchNetwork(
+            C=4,
+            num_classes=3,
+            layers=3,
+            steps=2,
+            multiplier=2,
+            stem_multiplier=2,
+            primitives=primitives,
+            op_dict=op_dict,
+            weighting=weighting,
+            channels_last=channels_last,
+            **kwargs,
+        )
+        .double()
+        .train()
+    )
     fast_net.load_state_dict(ref.state_dict())
     set_reference_path(ref)
     return ref, fast_net
@@ -60,8 +99,12 @@ def search_pair(primitives, op_dict, weighting="scalar", channels_last=True, **k
 
 def batches(n=4, size=8):
     g = torch.Generator().manual_seed(1)
-    return [torch.randn(n, 3, size, size, generator=g, dtype=torch.float64)
-            if i % 2 == 0 else torch.randint(0, 3, (n,), generator=g) for i in range(4)]
+    return [
+        torch.randn(n, 3, size, size, generator=g, dtype=torch.float64)
+        if i % 2 == 0
+        else torch.randint(0, 3, (n,), generator=g)
+        for i in range(4)
+    ]
 
 
 def grads_of(model, x, y):
@@ -113,9 +156,15 @@ def _engine_like_steps(model, order, data, steps=2):
 
 
 @pytest.mark.parametrize("order", [1, 2])
-@pytest.mark.parametrize("primitives,op_dict,weighting", [
-    ("PRIMITIVES", "OPS", "scalar"), ("DARTS_PRIMITIVES", "OPS", "max_w"),
-    (PRIMITIVE_CASES[-1][0], "DARTS_OPS", "scalar")], ids=["PRIMITIVES", "DARTS", "DARTS_OPS"])
+@pytest.mark.parametrize(
+    "primitives,op_dict,weighting",
+    [
+        ("PRIMITIVES", "OPS", "scalar"),
+        ("DARTS_PRIMITIVES", "OPS", "max_w"),
+        (PRIMITIVE_CASES[-1][0], "DARTS_OPS", "scalar"),
+    ],
+    ids=["PRIMITIVES", "DARTS", "DARTS_OPS"],
+)
 def test_search_steps_give_the_same_alphas_and_weights(order, primitives, op_dict, weighting):
     ref, fast_net = search_pair(primitives, op_dict, weighting)
     data = batches()
@@ -125,8 +174,9 @@ def test_search_steps_give_the_same_alphas_and_weights(order, primitives, op_dic
         torch.testing.assert_close(b, a, rtol=1e-7, atol=1e-10)
     assert state_r.keys() == state_f.keys()
     for k in state_r:  # alphas, weights and BN running statistics
-        torch.testing.assert_close(state_f[k], state_r[k], rtol=1e-7, atol=1e-10,
-                                   msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(
+            state_f[k], state_r[k], rtol=1e-7, atol=1e-10, msg=lambda m: f"{k}: {m}"
+        )
 
 
 def test_zero_op_is_not_called_on_the_fast_path(monkeypatch):
@@ -155,8 +205,15 @@ def test_a_relu_swapped_for_another_activation_is_not_shared():
 def test_fast_path_at_sixteen_channels():
     """C=16 reaches the shortcuts that small test networks do not (1x1 convs as products)."""
     torch.manual_seed(0)
-    kwargs = dict(C=16, num_classes=3, layers=3, steps=2, multiplier=2, stem_multiplier=1,
-                  primitives="DARTS_PRIMITIVES")
+    kwargs = dict(
+        C=16,
+        num_classes=3,
+        layers=3,
+        steps=2,
+        multiplier=2,
+        stem_multiplier=1,
+        primitives="DARTS_PRIMITIVES",
+    )
     ref = SearchNetwork(**kwargs).double().train()
     fast_net = SearchNetwork(channels_last=True, **kwargs).double().train()
     fast_net.load_state_dict(ref.state_dict())
@@ -175,11 +232,20 @@ def test_options_keep_the_state_dict_keys():
 
 # ---- partial channels and edge normalization (PC-DARTS: different math, on purpose) -------
 
+
 def pc_network(**kwargs):
     torch.manual_seed(0)
-    return SearchNetwork(C=8, num_classes=3, layers=3, steps=2, multiplier=2,
-                         primitives="DARTS_PRIMITIVES", partial_channels=4,
-                         edge_normalization=True, **kwargs).train()
+    return SearchNetwork(
+        C=8,
+        num_classes=3,
+        layers=3,
+        steps=2,
+        multiplier=2,
+        primitives="DARTS_PRIMITIVES",
+        partial_channels=4,
+        edge_normalization=True,
+        **kwargs,
+    ).train()
 
 
 def test_partial_channels_build_step_and_genotype():
@@ -190,8 +256,12 @@ def test_partial_channels_build_step_and_genotype():
     # Every op sees C // 4 channels.
     edge = model.cells[0]._ops[0]
     assert edge._ops[4].op[1].in_channels == 2  # C=8 in the first cell
-    tx, ty, vx, vy = [torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,)),
-                      torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))]
+    tx, ty, vx, vy = [
+        torch.randn(4, 3, 8, 8),
+        torch.randint(0, 3, (4,)),
+        torch.randn(4, 3, 8, 8),
+        torch.randint(0, 3, (4,)),
+    ]
     before = [a.detach().clone() for a in arch]
     opt = torch.optim.SGD(model.weights(), 0.1, momentum=0.9)
     for order in (1, 2):

@@ -1,4 +1,5 @@
 """Tests for sharpdarts.plots: genotype graphs, LR curves, learning curves and alpha heatmaps."""
+
 import collections
 import json
 import shutil
@@ -12,11 +13,12 @@ import pytest
 from PIL import Image
 
 from sharpdarts.core import genotypes
-from sharpdarts.face.plots import alphas, cells, curves as curves_lib
+from sharpdarts.core.schedules import cosine_annealing, cosine_power_annealing, exponential_decay
+from sharpdarts.errors import UserError
+from sharpdarts.face.plots import alphas, cells
+from sharpdarts.face.plots import curves as curves_lib
 from sharpdarts.face.plots import render as plots_render
 from sharpdarts.face.plots.alphas import alphas_norm
-from sharpdarts.errors import UserError
-from sharpdarts.core.schedules import cosine_annealing, cosine_power_annealing, exponential_decay
 
 SVG = "{http://www.w3.org/2000/svg}"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,8 +43,11 @@ def _svg_size_pt(svg_path: Path) -> tuple[float, float]:
 def _groups(svg_path: Path, cls: str) -> list[list[str]]:
     """The texts of every <g class=cls> of an SVG written by dot."""
     root = ET.parse(svg_path).getroot()
-    return [[t.text for t in g.iter(f"{SVG}text")]
-            for g in root.iter(f"{SVG}g") if g.get("class") == cls]
+    return [
+        [t.text for t in g.iter(f"{SVG}text")]
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == cls
+    ]
 
 
 def _edge_titles(svg_path: Path) -> list[str]:
@@ -89,14 +94,17 @@ def test_edges_connect_the_right_states(tmp_path, renderer):
     def state(s):
         return f"normal_in{s}" if s < 2 else f"normal_node{s - 2}"
 
-    want = sorted((f"{state(j)}->normal_node{k // 2}", op) for k, (op, j) in enumerate(genotype.normal))
+    want = sorted(
+        (f"{state(j)}->normal_node{k // 2}", op) for k, (op, j) in enumerate(genotype.normal)
+    )
     assert got == want
     assert not any("reduce" in t for t in titles)
 
 
 def test_png_and_separate_files(tmp_path, renderer):
-    paths = cells.plot_genotype(genotypes.get("SHARPSEPCONV_DARTS"), tmp_path / "sub" / "arch.png",
-                                separate=True)
+    paths = cells.plot_genotype(
+        genotypes.get("SHARPSEPCONV_DARTS"), tmp_path / "sub" / "arch.png", separate=True
+    )
     assert paths == [tmp_path / "sub" / "arch_normal.png", tmp_path / "sub" / "arch_reduce.png"]
     for path in paths:
         assert path.read_bytes()[:8] == PNG_MAGIC
@@ -126,8 +134,11 @@ def test_pip_png_matches_the_svg_layout_and_draws_text(tmp_path, monkeypatch):
     for g in root.iter(f"{SVG}g"):
         for text in list(g.findall(f"{SVG}text")):
             g.remove(text)
-    bare = np.asarray(Image.open(__import__("io").BytesIO(
-        plots_render.svg_to_png(ET.tostring(root)))).convert("L"))
+    bare = np.asarray(
+        Image.open(__import__("io").BytesIO(plots_render.svg_to_png(ET.tostring(root)))).convert(
+            "L"
+        )
+    )
     assert bare.shape == gray.shape
     assert (gray < 128).sum() > 1.3 * (bare < 128).sum()
 
@@ -193,26 +204,42 @@ def test_lr_figure_plots_the_schedules(log):
         np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 51))
         np.testing.assert_allclose(
             line.get_ydata(),
-            cosine_power_annealing(epochs=50, max_lr=0.1, min_lr=1e-3, exponent_order=order,
-                                   warmup_epochs=5), rtol=0, atol=0)
-    np.testing.assert_allclose(lines[curves_lib.COSINE_LABEL].get_ydata(), cosine_annealing(50, 0.1, 1e-3))
-    np.testing.assert_allclose(lines[curves_lib.EXPONENTIAL_LABEL].get_ydata(), exponential_decay(50, 0.1, 1e-3))
+            cosine_power_annealing(
+                epochs=50, max_lr=0.1, min_lr=1e-3, exponent_order=order, warmup_epochs=5
+            ),
+            rtol=0,
+            atol=0,
+        )
+    np.testing.assert_allclose(
+        lines[curves_lib.COSINE_LABEL].get_ydata(), cosine_annealing(50, 0.1, 1e-3)
+    )
+    np.testing.assert_allclose(
+        lines[curves_lib.EXPONENTIAL_LABEL].get_ydata(), exponential_decay(50, 0.1, 1e-3)
+    )
     assert ax.get_yscale() == ("log" if log else "linear")
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted(lines)
 
 
 def test_lr_curves_single_order_and_bad_order():
     curves = curves_lib.lr_curves(20, 0.05, 1e-4, exponent_orders=10)
-    assert list(curves) == [curves_lib.cpa_label(10), curves_lib.COSINE_LABEL, curves_lib.EXPONENTIAL_LABEL]
-    np.testing.assert_array_equal(curves[curves_lib.cpa_label(10)],
-                                  cosine_power_annealing(epochs=20, max_lr=0.05, min_lr=1e-4))
+    assert list(curves) == [
+        curves_lib.cpa_label(10),
+        curves_lib.COSINE_LABEL,
+        curves_lib.EXPONENTIAL_LABEL,
+    ]
+    np.testing.assert_array_equal(
+        curves[curves_lib.cpa_label(10)],
+        cosine_power_annealing(epochs=20, max_lr=0.05, min_lr=1e-4),
+    )
     with pytest.raises(UserError, match="exponent_order"):
         curves_lib.lr_curves(20, 0.05, 1e-4, exponent_orders=[0.5])
 
 
 @pytest.mark.parametrize("suffix", [".svg", ".png"])
 def test_plot_lr_writes_the_file(tmp_path, suffix):
-    out = curves_lib.plot_lr(tmp_path / f"lr{suffix}", 30, 0.1, 1e-3, exponent_orders=(2, 10), log=True)
+    out = curves_lib.plot_lr(
+        tmp_path / f"lr{suffix}", 30, 0.1, 1e-3, exponent_orders=(2, 10), log=True
+    )
     data = out.read_bytes()
     if suffix == ".png":
         assert data[:8] == PNG_MAGIC
@@ -233,17 +260,29 @@ def _softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _write_run(root: Path, experiment: str, seed: int, epochs: int = 3, search: bool = True,
-               extra: dict | None = None) -> Path:
+def _write_run(
+    root: Path,
+    experiment: str,
+    seed: int,
+    epochs: int = 3,
+    search: bool = True,
+    extra: dict | None = None,
+) -> Path:
     folder = root / "runs" / experiment / f"20250101T00000{seed}Z-abc{seed:03d}"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     final = {"best_valid_acc": 50.0 + seed, "best_epoch": epochs}
     lines = []
     for epoch in range(1, epochs + 1):
-        record = {"epoch": epoch, "lr": 0.1 / epoch, "train_loss": 2.0 / epoch + seed * 0.1,
-                  "train_acc": 30.0 + 10 * epoch + seed, "valid_loss": 2.2 / epoch + seed * 0.1,
-                  "valid_acc": 25.0 + 10 * epoch + seed, "seconds": 1.0}
+        record = {
+            "epoch": epoch,
+            "lr": 0.1 / epoch,
+            "train_loss": 2.0 / epoch + seed * 0.1,
+            "train_acc": 30.0 + 10 * epoch + seed,
+            "valid_loss": 2.2 / epoch + seed * 0.1,
+            "valid_acc": 25.0 + 10 * epoch + seed,
+            "seconds": 1.0,
+        }
         if search:
             record["alphas_normal"] = _softmax(rng.normal(size=(EDGES, OPS)) * epoch).tolist()
             record["alphas_reduce"] = _softmax(rng.normal(size=(EDGES, OPS)) * epoch).tolist()
@@ -252,8 +291,14 @@ def _write_run(root: Path, experiment: str, seed: int, epochs: int = 3, search: 
     if search:
         final["genotype"] = genotypes.to_dict(genotypes.get("DARTS_V2"))
         final["best_genotype"] = genotypes.to_dict(genotypes.get("SHARPSEPCONV_DARTS"))
-    info = {"experiment": experiment, "seed": seed, "kind": "search" if search else "train",
-            "status": "completed", "final": final, **(extra or {})}
+    info = {
+        "experiment": experiment,
+        "seed": seed,
+        "kind": "search" if search else "train",
+        "status": "completed",
+        "final": final,
+        **(extra or {}),
+    }
     (folder / "run.json").write_text(json.dumps(info))
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     return folder
@@ -265,8 +310,12 @@ def test_curves_overlay_runs_of_an_experiment_as_mean_and_band(tmp_path):
     fig = curves_lib.make_curves_figure(a + [b])
     acc, loss, lr = fig.axes[:3]
     lines = {line.get_label(): line for line in acc.lines}
-    assert set(lines) == {"cifar10/a train (n=3)", "cifar10/a valid (n=3)",
-                          "cifar10/b train (n=1)", "cifar10/b test (n=1)"}
+    assert set(lines) == {
+        "cifar10/a train (n=3)",
+        "cifar10/a valid (n=3)",
+        "cifar10/b train (n=1)",
+        "cifar10/b test (n=1)",
+    }
     valid = lines["cifar10/a valid (n=3)"]
     np.testing.assert_allclose(valid.get_xdata(), [1, 2, 3])
     np.testing.assert_allclose(valid.get_ydata(), [25.0 + 10 * e + 2 for e in (1, 2, 3)])
@@ -310,11 +359,15 @@ def test_alphas_heatmaps_and_grid(tmp_path):
 
 
 def test_alphas_grid_thins_many_epochs_and_uses_run_primitives(tmp_path):
-    run = _write_run(tmp_path, "s", 1, epochs=25, extra={"primitives": [f"p{i}" for i in range(OPS)]})
+    run = _write_run(
+        tmp_path, "s", 1, epochs=25, extra={"primitives": [f"p{i}" for i in range(OPS)]}
+    )
     fig = alphas.make_alphas_figure(run, max_grid=10)
     titles = [ax.get_title() for ax in fig.subfigs[1].axes if ax.get_title()]
     assert titles == [f"epoch {e}" for e in (1, 4, 7, 10, 13, 16, 19, 22, 25)]
-    assert [t.get_text() for t in fig.subfigs[0].axes[0].get_xticklabels()] == [f"p{i}" for i in range(OPS)]
+    assert [t.get_text() for t in fig.subfigs[0].axes[0].get_xticklabels()] == [
+        f"p{i}" for i in range(OPS)
+    ]
 
 
 def test_alphas_errors(tmp_path):
@@ -374,11 +427,14 @@ def test_genotype_for_unknown_is_a_user_error(tmp_path):
 def test_alphas_colour_scale_is_centred_on_the_uniform_weight(tmp_path):
     run = _write_run(tmp_path, "cifar10/search", 1, epochs=3)
     fig = alphas.make_alphas_figure(run)
-    images = [ax.images[0] for ax in fig.subfigs[0].axes[:2]] + \
-             [ax.images[0] for ax in fig.subfigs[1].axes]
-    weights = [np.asarray(json.loads(line)[k])
-               for line in (run / "metrics.jsonl").read_text().splitlines()
-               for k in ("alphas_normal", "alphas_reduce")]
+    images = [ax.images[0] for ax in fig.subfigs[0].axes[:2]] + [
+        ax.images[0] for ax in fig.subfigs[1].axes
+    ]
+    weights = [
+        np.asarray(json.loads(line)[k])
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        for k in ("alphas_normal", "alphas_reduce")
+    ]
     spread = max(np.abs(w - 1 / OPS).max() for w in weights)
     for image in images:
         norm = image.norm
@@ -399,4 +455,6 @@ def test_alphas_colour_scale_starts_at_zero_once_a_weight_passes_twice_uniform(t
     # The blue half spans only possible weights: 0 is its darkest blue, not a middle shade.
     assert norm(0.0) == pytest.approx(0.0)
     small = alphas_norm([np.full((14, OPS), 1 / OPS) + 0.01], OPS)  # symmetric when small
-    assert small.vmin == pytest.approx(1 / OPS - 0.01) and small.vmax == pytest.approx(1 / OPS + 0.01)
+    assert small.vmin == pytest.approx(1 / OPS - 0.01) and small.vmax == pytest.approx(
+        1 / OPS + 0.01
+    )

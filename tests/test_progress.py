@@ -1,5 +1,6 @@
 """The progress display: a bar with epoch, step, loss and time left on a terminal; one line
 per epoch when the output is not a terminal; nothing when show_progress is off."""
+
 import io
 import re
 
@@ -18,8 +19,16 @@ def _fit(progress, epochs=3, steps=8):
     for epoch in range(1, epochs + 1):
         for step, batch in enumerate(progress.bar(list(range(steps)), epoch)):
             progress.step(step, torch.tensor(2.5 - 0.1 * epoch))
-        progress.epoch_done(epoch, {"epoch": epoch, "lr": 0.025, "train_loss": 2.5 - 0.1 * epoch,
-                                    "train_acc": 10.0 * epoch, "seconds": 0.5})
+        progress.epoch_done(
+            epoch,
+            {
+                "epoch": epoch,
+                "lr": 0.025,
+                "train_loss": 2.5 - 0.1 * epoch,
+                "train_acc": 10.0 * epoch,
+                "seconds": 0.5,
+            },
+        )
 
 
 def test_not_a_terminal_gives_one_line_per_epoch():
@@ -39,8 +48,13 @@ def test_a_terminal_gets_a_bar_with_epoch_step_loss_and_time_left():
     text = stream.getvalue()
     assert "train epoch 1/2" in text and re.search(r"\d/8 \[", text) and "step/s" in text
     assert re.search(r"loss 2\.4000, run left \d+m\d\ds", text)
-    assert sum(line.startswith("train epoch") and ": lr" in line
-               for line in text.replace("\r", "\n").splitlines()) == 2
+    assert (
+        sum(
+            line.startswith("train epoch") and ": lr" in line
+            for line in text.replace("\r", "\n").splitlines()
+        )
+        == 2
+    )
 
 
 def test_quiet_when_off_or_not_rank_zero():

@@ -3,6 +3,7 @@
 Real smoke searches (convolutional and recurrent) are drawn with the pip Graphviz (no system
 ``dot`` on the PATH), and the GIF is read back with Pillow.
 """
+
 import copy
 import json
 import os
@@ -31,8 +32,20 @@ def searches(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     folders = {}
     for kind, experiment in (("conv", "demo/search"), ("rnn", "ptb/search_first_order")):
-        assert cli.main(["run", experiment, "--smoke", "--results", str(results),
-                         "--gin_param", f"EPOCHS={EPOCHS}"]) == 0
+        assert (
+            cli.main(
+                [
+                    "run",
+                    experiment,
+                    "--smoke",
+                    "--results",
+                    str(results),
+                    "--gin_param",
+                    f"EPOCHS={EPOCHS}",
+                ]
+            )
+            == 0
+        )
         folders[kind] = next((results / "runs" / experiment).iterdir())
     return results, folders
 
@@ -52,7 +65,7 @@ def frames_of(gif: Path) -> list[np.ndarray]:
 
 def cells(frame: np.ndarray) -> np.ndarray:
     """The cell pictures of a frame (below its caption and progress bar)."""
-    return frame[progress.HEADER_PX:]
+    return frame[progress.HEADER_PX :]
 
 
 def plot(*args, capsys=None) -> int:
@@ -84,14 +97,15 @@ def test_a_convolutional_search_animates_each_epochs_cells(searches, tmp_path):
         same = np.array_equal(cells(frames[i - 1]), cells(frames[i]))
         assert same == (logged[i - 1] == logged[i]), f"epochs {i} and {i + 1}"
     # The progress bar grows: frames differ in their header even with equal cells.
-    assert not np.array_equal(frames[0][:progress.HEADER_PX], frames[-1][:progress.HEADER_PX])
+    assert not np.array_equal(frames[0][: progress.HEADER_PX], frames[-1][: progress.HEADER_PX])
 
 
 def test_a_recurrent_search_every_other_epoch_and_the_last(searches, tmp_path):
     results, folders = searches
     out, pngs = tmp_path / "rnn.gif", tmp_path / "frames"
-    assert plot(folders["rnn"], "--out", out, "--every", 2, "--frames", pngs,
-                "--duration", 250) == 0
+    assert (
+        plot(folders["rnn"], "--out", out, "--every", 2, "--frames", pngs, "--duration", 250) == 0
+    )
     frames = frames_of(out)
     assert len(frames) == 2  # epochs 1 and 3
     assert sorted(p.name for p in pngs.iterdir()) == ["epoch_0001.png", "epoch_0003.png"]
@@ -111,8 +125,10 @@ def _with_genotypes(run: Path, folder: Path, genotypes: list[dict]) -> Path:
     """A copy of a real search run whose epochs logged ``genotypes`` (one record each)."""
     shutil.copytree(run, folder)
     template = reader.read_metrics(run)[0]
-    io.write_jsonl(folder / run_folder.METRICS,
-                   [{**template, "epoch": e, "genotype": g} for e, g in enumerate(genotypes, 1)])
+    io.write_jsonl(
+        folder / run_folder.METRICS,
+        [{**template, "epoch": e, "genotype": g} for e, g in enumerate(genotypes, 1)],
+    )
     return folder
 
 
@@ -124,8 +140,9 @@ def test_a_cell_is_laid_out_once_and_keeps_its_place(searches, tmp_path, monkeyp
     run = _with_genotypes(folders["conv"], tmp_path / "run", [a, a, b, a])
     laid_out = []
     original = common.render_graph
-    monkeypatch.setattr(common, "render_graph",
-                        lambda graph, fmt: laid_out.append(graph) or original(graph, fmt))
+    monkeypatch.setattr(
+        common, "render_graph", lambda graph, fmt: laid_out.append(graph) or original(graph, fmt)
+    )
     out = progress.plot_progress(run, tmp_path / "x.gif")
     # Three different cells: normal A, reduce A (the same in every epoch) and normal B.
     assert len(laid_out) == 3
@@ -139,13 +156,16 @@ def test_a_cell_is_laid_out_once_and_keeps_its_place(searches, tmp_path, monkeyp
     assert all(np.array_equal(f[quarter:], frames[0][quarter:]) for f in frames)
 
 
-@pytest.mark.parametrize("count, every, epochs", [
-    (10, 3, [1, 4, 7, 10]),
-    (8, 3, [1, 4, 7, 8]),
-    (5, 1, [1, 2, 3, 4, 5]),
-    (1, 4, [1]),
-    (10, None, list(range(1, 11))),  # under max_frames: every epoch
-])
+@pytest.mark.parametrize(
+    "count, every, epochs",
+    [
+        (10, 3, [1, 4, 7, 10]),
+        (8, 3, [1, 4, 7, 8]),
+        (5, 1, [1, 2, 3, 4, 5]),
+        (1, 4, [1]),
+        (10, None, list(range(1, 11))),  # under max_frames: every epoch
+    ],
+)
 def test_pick_takes_every_nth_epoch_and_the_last(count, every, epochs):
     frames = [progress.Frame(e, None, None) for e in range(1, count + 1)]
     assert [f.epoch for f in progress.pick(frames, every, max_frames=20)] == epochs
@@ -176,15 +196,22 @@ def test_user_errors_exit_2_and_write_nothing(searches, tmp_path, capsys):
     # A search whose epochs logged no genotype (one that has not finished an epoch yet).
     empty = tmp_path / "empty"
     shutil.copytree(run, empty)
-    io.write_jsonl(empty / run_folder.METRICS, [{k: v for k, v in r.items() if k != "genotype"}
-                                            for r in reader.read_metrics(run)])
+    io.write_jsonl(
+        empty / run_folder.METRICS,
+        [{k: v for k, v in r.items() if k != "genotype"} for r in reader.read_metrics(run)],
+    )
     assert plot(empty, "--out", out) == 2
     assert "no epoch that logged a genotype" in " ".join(capsys.readouterr().err.split())
     (empty / run_folder.METRICS).unlink()
     assert plot(empty, "--out", out, capsys=capsys) == 2
     # A multi-channel search logs a path through its grid, not cells.
-    path = {"normal": ["a", "b"], "normal_concat": [], "reduce": [], "reduce_concat": [],
-            "layout": "path"}
+    path = {
+        "normal": ["a", "b"],
+        "normal_concat": [],
+        "reduce": [],
+        "reduce_concat": [],
+        "layout": "path",
+    }
     grid = _with_genotypes(run, tmp_path / "grid", [path])
     assert plot(grid, "--out", out) == 2
     assert "plot grid" in capsys.readouterr().err
@@ -194,13 +221,18 @@ def test_user_errors_exit_2_and_write_nothing(searches, tmp_path, capsys):
 def test_plot_progress_imports_no_torch(searches, tmp_path):
     """Drawing cells needs no torch: the command starts in well under a second."""
     _, folders = searches
-    probe = ("import sys; from sharpdarts.face.cli import main; code = main(sys.argv[1:]); "
-             "print('PROBE', code, 'torch' in sys.modules)")
+    probe = (
+        "import sys; from sharpdarts.face.cli import main; code = main(sys.argv[1:]); "
+        "print('PROBE', code, 'torch' in sys.modules)"
+    )
     out = tmp_path / "cells.gif"
     proc = subprocess.run(
         [sys.executable, "-c", probe, "plot", "progress", str(folders["rnn"]), "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH})  # dot, if any: faster
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH},
+    )  # dot, if any: faster
     assert "PROBE 0 False" in proc.stdout, proc.stderr
     assert len(frames_of(out)) == EPOCHS
 

@@ -1,11 +1,13 @@
 """The offline corpus made from CPython's documentation topics (pydoc_data.topics): the files
 it writes are in the awd-lstm format, deterministic, cached, and read back by the corpus
 loader and through the DATASETS registry as PTB is."""
+
 import json
 
 import pytest
 
-from sharpdarts.engine.data import corpus as C, pydoc_corpus as P
+from sharpdarts.engine.data import corpus as C
+from sharpdarts.engine.data import pydoc_corpus as P
 from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.errors import UserError
 
@@ -13,7 +15,7 @@ from sharpdarts.errors import UserError
 # test: gamma.
 TOPICS = {
     "alpha": "Alpha heading\n*************\n\nThe cat sat on the mat. The cat ran!\n\n"
-             "   code_line = 1  # an indented example\n\nThe dog sat on the cat's mat, twice.",
+    "   code_line = 1  # an indented example\n\nThe dog sat on the cat's mat, twice.",
     "beta": "Beta\n====\n\nThe dog ran.",
     "gamma": "A bird sang.",
     "delta": "The cat sat on the mat. The dog sat.",
@@ -22,13 +24,34 @@ TOPICS = {
 
 def test_prose_only_ptb_tokens_and_one_line_per_sentence():
     assert P.paragraphs(TOPICS["alpha"]) == [
-        "Alpha heading", "The cat sat on the mat. The cat ran!",
-        "The dog sat on the cat's mat, twice."]  # the indented example and underline dropped
+        "Alpha heading",
+        "The cat sat on the mat. The cat ran!",
+        "The dog sat on the cat's mat, twice.",
+    ]  # the indented example and underline dropped
     assert P.tokenize("The *dict* `x.__len__()` has 3.5 keys, doesn\u2019t it \u201cso\u201d?") == [
-        "the", "dict", "x", ".", "__len__", "(", ")", "has", "N", "keys", ",", "doesn't",
-        "it", '"', "so", '"', "?"]
+        "the",
+        "dict",
+        "x",
+        ".",
+        "__len__",
+        "(",
+        ")",
+        "has",
+        "N",
+        "keys",
+        ",",
+        "doesn't",
+        "it",
+        '"',
+        "so",
+        '"',
+        "?",
+    ]
     assert P.sentences("One two. Three four!\n\nFive?") == [
-        ["one", "two", "."], ["three", "four", "!"], ["five", "?"]]
+        ["one", "two", "."],
+        ["three", "four", "!"],
+        ["five", "?"],
+    ]
 
 
 def test_topics_split_by_token_share_in_name_order():
@@ -41,8 +64,11 @@ def test_topics_split_by_token_share_in_name_order():
 def test_rare_training_words_become_unk_in_every_split():
     sizes = {name: sum(map(len, P.sentences(text))) for name, text in TOPICS.items()}
     assert sizes == {"alpha": 23, "beta": 5, "gamma": 4, "delta": 11}
-    assert P.split_topics(sizes) == {"train": ["alpha", "delta"], "valid": ["beta"],
-                                     "test": ["gamma"]}
+    assert P.split_topics(sizes) == {
+        "train": ["alpha", "delta"],
+        "valid": ["beta"],
+        "test": ["gamma"],
+    }
     lines = P.build_lines(TOPICS, min_count=3)
     assert lines["valid"] == ["<unk>", "the <unk> <unk> ."]  # the heading 'beta' too
     assert lines["test"] == ["<unk> <unk> <unk> ."]
@@ -86,8 +112,9 @@ def test_the_real_topics_give_a_deterministic_small_vocabulary_corpus(tmp_path):
     first = C.load_corpus(P.write_corpus(tmp_path / "one"))
     second = P.write_corpus(tmp_path / "two")
     for split in C.SPLITS:
-        assert (tmp_path / "one" / f"{split}.txt").read_bytes() == \
-            (second / f"{split}.txt").read_bytes()
+        assert (tmp_path / "one" / f"{split}.txt").read_bytes() == (
+            second / f"{split}.txt"
+        ).read_bytes()
     assert 500 < first.ntokens < 5000 and P.UNK in first.words and C.EOS in first.words
     n_train, n_valid, n_test = (len(getattr(first, s)) for s in C.SPLITS)
     assert n_train > 30_000 and n_valid > 2_000 and n_test > 2_000

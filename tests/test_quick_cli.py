@@ -3,6 +3,7 @@
 Each command runs in a fresh interpreter, which then reports the exit status and whether
 torch (or torchvision) was ever imported: timing is left to benchmarks/cli_latency.py.
 """
+
 import json
 import os
 import subprocess
@@ -29,25 +30,36 @@ print("PROBE " + json.dumps({"code": code, "heavy": heavy}))
 
 def probe(*args, cwd=ROOT):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
     line = [l for l in proc.stdout.splitlines() if l.startswith("PROBE ")][-1]
     return json.loads(line[6:]), proc
 
 
-@pytest.mark.parametrize("args, code", [
-    (("--help",), 0),
-    (("list",), 0),
-    (("table", "cifar10"), 0),
-    (("table", "imagenet", "--format", "latex"), 0),
-    (("genotype", "show", "SHARP_DARTS"), 0),
-    (("table", "no_such_table"), 2),
-    (("genotype", "show", "NO_SUCH_GENOTYPE"), 2),
-    (("run", "cifar10/no_such_experiment"), 2),
-    (("run", "cifar10/sharpdart", "--smoke"), 2),
-])
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (("--help",), 0),
+        (("list",), 0),
+        (("table", "cifar10"), 0),
+        (("table", "imagenet", "--format", "latex"), 0),
+        (("genotype", "show", "SHARP_DARTS"), 0),
+        (("table", "no_such_table"), 2),
+        (("genotype", "show", "NO_SUCH_GENOTYPE"), 2),
+        (("run", "cifar10/no_such_experiment"), 2),
+        (("run", "cifar10/sharpdart", "--smoke"), 2),
+    ],
+)
 def test_light_commands_import_no_torch(args, code, tmp_path):
-    result, proc = probe(*args, "--results", tmp_path) if args[0] in ("table", "run") else probe(*args)
+    result, proc = (
+        probe(*args, "--results", tmp_path) if args[0] in ("table", "run") else probe(*args)
+    )
     assert result["code"] == code, proc.stderr
     # Only a table that is printed needs pandas; nothing here needs torch.
     allowed = ["pandas"] if args[0] == "table" and code == 0 else []

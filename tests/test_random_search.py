@@ -1,6 +1,7 @@
 """The DARTS random-search baselines: cells drawn uniformly from DARTS's spaces, and the job
 that trains each briefly, keeps the best by validation and trains the winner (smoke runs through
 the command line, their table rows, and kill-and-resume that never redoes a finished sample)."""
+
 import collections
 import os
 import sys
@@ -10,16 +11,18 @@ from pathlib import Path
 import gin
 import numpy as np
 import pytest
+from killing import kill_after_epoch  # tests/killing.py
 
-from sharpdarts.core import genotypes
-from sharpdarts.core import recurrent_genotypes
-from sharpdarts.core.random_genotypes import (sample_cell_genotype, sample_genotypes,
-                                              sample_recurrent_genotype)
+from sharpdarts.core import genotypes, recurrent_genotypes
+from sharpdarts.core.random_genotypes import (
+    sample_cell_genotype,
+    sample_genotypes,
+    sample_recurrent_genotype,
+)
 from sharpdarts.face import cli
 from sharpdarts.store import reader
 from sharpdarts.store.results import load_runs
 from sharpdarts.store.tables import build_table
-from killing import kill_after_epoch  # tests/killing.py
 
 REPO = Path(__file__).resolve().parents[1]
 CELL_OPS = [op for op in genotypes.DARTS_PRIMITIVES if op != "none"]
@@ -62,14 +65,21 @@ def test_sampled_recurrent_cells_are_valid_genotypes_of_the_darts_space():
         assert len(g.recurrent) == 8 and g.concat == list(range(1, 9))
         for i, (op, pred) in enumerate(g.recurrent):
             assert op in RNN_OPS and 0 <= pred <= i
-        assert recurrent_genotypes.recurrent_from_dict(recurrent_genotypes.recurrent_to_dict(g)) == g
+        assert (
+            recurrent_genotypes.recurrent_from_dict(recurrent_genotypes.recurrent_to_dict(g)) == g
+        )
 
 
 def test_samples_are_reproducible_per_seed():
-    assert sample_genotypes(sample_cell_genotype, 5, 7) == sample_genotypes(sample_cell_genotype, 5, 7)
-    assert sample_genotypes(sample_cell_genotype, 5, 7) != sample_genotypes(sample_cell_genotype, 5, 8)
-    assert (sample_genotypes(sample_recurrent_genotype, 5, 7)
-            == sample_genotypes(sample_recurrent_genotype, 5, 7))
+    assert sample_genotypes(sample_cell_genotype, 5, 7) == sample_genotypes(
+        sample_cell_genotype, 5, 7
+    )
+    assert sample_genotypes(sample_cell_genotype, 5, 7) != sample_genotypes(
+        sample_cell_genotype, 5, 8
+    )
+    assert sample_genotypes(sample_recurrent_genotype, 5, 7) == sample_genotypes(
+        sample_recurrent_genotype, 5, 7
+    )
     drawn = sample_genotypes(sample_cell_genotype, 5, 7)
     assert len({genotypes.to_json(g) for g in drawn}) == 5
 
@@ -87,7 +97,8 @@ def test_every_op_and_every_input_pair_is_drawn_uniformly():
     for cell in ("normal", "reduce"):
         for node in range(4):
             pairs = collections.Counter(
-                (getattr(g, cell)[2 * node][1], getattr(g, cell)[2 * node + 1][1]) for g in drawn)
+                (getattr(g, cell)[2 * node][1], getattr(g, cell)[2 * node + 1][1]) for g in drawn
+            )
             _near_uniform(pairs, list(combinations(range(node + 2), 2)), n)
             for slot in (0, 1):
                 ops = collections.Counter(getattr(g, cell)[2 * node + slot][0] for g in drawn)
@@ -124,7 +135,8 @@ def _check_record(info, metrics, samples, sample_epochs, epochs, metric):
     assert [r["epoch"] for r in metrics] == list(range(1, samples * sample_epochs + epochs + 1))
     assert [r["phase"] for r in metrics] == (
         [f"sample_{i:02d}" for i in range(samples) for _ in range(sample_epochs)]
-        + ["final"] * epochs)
+        + ["final"] * epochs
+    )
     results = final["samples"]
     assert [r["sample"] for r in results] == list(range(samples))
     figures = [r[metric] for r in results]
@@ -161,8 +173,7 @@ def test_ptb_random_search_smoke_run_keeps_the_best_cell_by_validation_perplexit
     gin.parse_config_file(str(folder / "operative_config.gin"))  # the run's: the winner's
     assert gin.query_parameter("%GENOTYPE") == final["genotype"]
     assert "GENOTYPE" in (folder / "phases" / "sample_00" / "operative_config.gin").read_text()
-    _check_table(folder.parents[3], "darts_ptb", "ptb/random_search", "test_ppl",
-                 final["test_ppl"])
+    _check_table(folder.parents[3], "darts_ptb", "ptb/random_search", "test_ppl", final["test_ppl"])
 
 
 def test_cifar10_random_search_smoke_run_keeps_the_best_cell_by_validation_error(tmp_path):
@@ -170,16 +181,25 @@ def test_cifar10_random_search_smoke_run_keeps_the_best_cell_by_validation_error
     # training transforms (random crops, as DARTS's), so a sample's error measured again after
     # its epoch can differ from the epoch's by one image of 8; of 16, these networks answer
     # alike however the images are cropped.
-    folder, info, metrics = _run(tmp_path, "cifar10/darts_random_search", "SAMPLES = 3",
-                                 "build_datasets.synthetic_size = (32, 16)")
+    folder, info, metrics = _run(
+        tmp_path,
+        "cifar10/darts_random_search",
+        "SAMPLES = 3",
+        "build_datasets.synthetic_size = (32, 16)",
+    )
     final = _check_record(info, metrics, 3, 1, 2, "valid_error")
     for result in final["samples"]:  # the held-out error of each sample's final weights
         [line] = [r for r in metrics if r.get("sample") == result["sample"]]
         assert result["valid_error"] == pytest.approx(100.0 - line["valid_acc"])
     assert all("valid_acc" not in r for r in metrics if r["phase"] == "final")  # all data
     assert {"test_error_top1", "params_m"} <= set(final)
-    _check_table(tmp_path, "darts_cifar10", "cifar10/darts_random_search", "test_error",
-                 final["test_error_top1"])
+    _check_table(
+        tmp_path,
+        "darts_cifar10",
+        "cifar10/darts_random_search",
+        "test_error",
+        final["test_error_top1"],
+    )
 
 
 def _check_table(results, table, experiment, column, value):
@@ -195,25 +215,49 @@ def _check_table(results, table, experiment, column, value):
 
 
 def test_a_bound_genotype_is_refused(tmp_path, capsys):
-    code = cli.main(["run", "ptb/random_search", "--smoke", "--results", str(tmp_path),
-                     "--gin_param", "GENOTYPE = 'DARTS_V2_RNN'"])
+    code = cli.main(
+        [
+            "run",
+            "ptb/random_search",
+            "--smoke",
+            "--results",
+            str(tmp_path),
+            "--gin_param",
+            "GENOTYPE = 'DARTS_V2_RNN'",
+        ]
+    )
     assert code == 2
     assert "draws its own cells" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
 # ---- kill and resume ------------------------------------------------------------------------
-def test_a_killed_random_search_resumes_without_redoing_finished_samples(tmp_path, ptb_run,
-                                                                        capsys):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "sharpdarts", "run", "ptb/random_search", "--smoke",
-           "--results", str(tmp_path), "--allow-dirty"]
+def test_a_killed_random_search_resumes_without_redoing_finished_samples(tmp_path, ptb_run, capsys):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "sharpdarts",
+        "run",
+        "ptb/random_search",
+        "--smoke",
+        "--results",
+        str(tmp_path),
+        "--allow-dirty",
+    ]
     for binding in PTB:
         cmd += ["--gin_param", binding]
     # Killed once a later sample has a checkpoint and has logged an epoch (run epoch 3+).
-    folder, _ = kill_after_epoch(cmd, tmp_path, "ptb/random_search", 3, cwd=REPO, env=env,
-                                 timeout=300, checkpoint="phases/*/checkpoint.pt")
+    folder, _ = kill_after_epoch(
+        cmd,
+        tmp_path,
+        "ptb/random_search",
+        3,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        checkpoint="phases/*/checkpoint.pt",
+    )
     done = reader.read_info(folder)["random_search"]["samples"]
     assert len(done) >= 1 and not list((folder / "phases" / "sample_00").glob("*.pt"))
     kept = [r for r in reader.read_metrics(folder) if r.get("sample", 99) < len(done)]
@@ -221,7 +265,7 @@ def test_a_killed_random_search_resumes_without_redoing_finished_samples(tmp_pat
 
     again, info, after = _run(tmp_path, "ptb/random_search", *PTB)
     assert again == folder and "resuming" in capsys.readouterr().out
-    assert after[:len(kept)] == kept  # the finished samples' very lines (times included)
+    assert after[: len(kept)] == kept  # the finished samples' very lines (times included)
 
     def strip(records):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
@@ -232,8 +276,17 @@ def test_a_killed_random_search_resumes_without_redoing_finished_samples(tmp_pat
 
 
 def test_samples_without_held_out_data_are_refused_before_anything_runs(tmp_path, capsys):
-    code = cli.main(["run", "cifar10/darts_random_search", "--smoke", "--results", str(tmp_path),
-                     "--gin_param", "sample/train.valid_portion = None"])
+    code = cli.main(
+        [
+            "run",
+            "cifar10/darts_random_search",
+            "--smoke",
+            "--results",
+            str(tmp_path),
+            "--gin_param",
+            "sample/train.valid_portion = None",
+        ]
+    )
     assert code == 2
     assert "sample/train.valid_portion" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()

@@ -1,4 +1,5 @@
 """The one run-folder reader: as recorded for the writer, in today's names for tables and plots."""
+
 import json
 
 import pytest
@@ -6,8 +7,8 @@ import pytest
 from sharpdarts.errors import UserError
 from sharpdarts.store import reader
 from sharpdarts.store.reader import RECORD_FORMAT
-from sharpdarts.store.run import Run
 from sharpdarts.store.results import load_metrics, load_runs
+from sharpdarts.store.run import Run
 from sharpdarts.store.tables import build_table, format_table
 
 SSC = "cifar10/sharpsepconv_darts"
@@ -15,26 +16,60 @@ SSC = "cifar10/sharpsepconv_darts"
 # What the training job logged before record format 2: test-set figures under valid_* names,
 # and a "best" epoch chosen on them.
 OLD_TRAIN_EPOCHS = [
-    {"epoch": 1, "lr": 0.025, "train_loss": 1.2, "train_acc": 55.0, "valid_loss": 1.0,
-     "valid_acc": 64.0, "valid_acc_top5": 96.0, "drop_path_prob": 0.0, "seconds": 9.0},
-    {"epoch": 2, "lr": 0.0, "train_loss": 0.9, "train_acc": 66.0, "valid_loss": 0.8,
-     "valid_acc": 71.5, "valid_acc_top5": 97.5, "drop_path_prob": 0.1, "seconds": 9.0},
+    {
+        "epoch": 1,
+        "lr": 0.025,
+        "train_loss": 1.2,
+        "train_acc": 55.0,
+        "valid_loss": 1.0,
+        "valid_acc": 64.0,
+        "valid_acc_top5": 96.0,
+        "drop_path_prob": 0.0,
+        "seconds": 9.0,
+    },
+    {
+        "epoch": 2,
+        "lr": 0.0,
+        "train_loss": 0.9,
+        "train_acc": 66.0,
+        "valid_loss": 0.8,
+        "valid_acc": 71.5,
+        "valid_acc_top5": 97.5,
+        "drop_path_prob": 0.1,
+        "seconds": 9.0,
+    },
 ]
 
 
 def old_train_final(error):
-    return {"test_error_top1": error, "test_error_top5": 0.1, "cifar10_1_error": 6.0,
-            "best_epoch": 2, "best_valid_acc": 100.0 - error, "params_m": 3.56,
-            "multiply_adds_b": 0.579}
+    return {
+        "test_error_top1": error,
+        "test_error_top5": 0.1,
+        "cifar10_1_error": 6.0,
+        "best_epoch": 2,
+        "best_valid_acc": 100.0 - error,
+        "params_m": 3.56,
+        "multiply_adds_b": 0.579,
+    }
 
 
 def write_folder(root, experiment, run_id, *, kind, final, epochs=(), **extra):
     folder = root / "runs" / experiment / run_id
     folder.mkdir(parents=True)
-    info = {"experiment": experiment, "run_id": run_id, "seed": int(run_id[-1]), "kind": kind,
-            "config_hash": "c0ffee000000", "status": "completed",
-            "started": "2025-01-01T00:00:00+00:00", "ended": "2025-01-01T01:00:00+00:00",
-            "wall_seconds": 3600.0, "device_count": 1, "final": final, **extra}
+    info = {
+        "experiment": experiment,
+        "run_id": run_id,
+        "seed": int(run_id[-1]),
+        "kind": kind,
+        "config_hash": "c0ffee000000",
+        "status": "completed",
+        "started": "2025-01-01T00:00:00+00:00",
+        "ended": "2025-01-01T01:00:00+00:00",
+        "wall_seconds": 3600.0,
+        "device_count": 1,
+        "final": final,
+        **extra,
+    }
     (folder / "run.json").write_text(json.dumps(info))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
     return folder
@@ -44,8 +79,14 @@ def write_folder(root, experiment, run_id, *, kind, final, epochs=(), **extra):
 
 
 def test_old_training_folder_reads_with_test_names_and_no_test_chosen_best(tmp_path):
-    folder = write_folder(tmp_path, SSC, "20250101T000000000Z-aaaa01", kind="train",
-                          final=old_train_final(2.0), epochs=OLD_TRAIN_EPOCHS)
+    folder = write_folder(
+        tmp_path,
+        SSC,
+        "20250101T000000000Z-aaaa01",
+        kind="train",
+        final=old_train_final(2.0),
+        epochs=OLD_TRAIN_EPOCHS,
+    )
     info = reader.read_info(folder)
     assert "best_valid_acc" not in info["final"] and "best_epoch" not in info["final"]
     assert info["final"]["best_test_acc_legacy"] == 98.0
@@ -66,28 +107,42 @@ def test_old_training_folder_reads_with_test_names_and_no_test_chosen_best(tmp_p
 
 
 def test_search_runs_and_todays_training_runs_keep_their_validation_names(tmp_path):
-    search = write_folder(tmp_path, "search/darts", "20250101T000000000Z-bbbb01", kind="search",
-                          final={"best_valid_acc": 80.0, "best_epoch": 3},
-                          epochs=[{"epoch": 1, "valid_acc": 70.0, "valid_loss": 1.0}])
+    search = write_folder(
+        tmp_path,
+        "search/darts",
+        "20250101T000000000Z-bbbb01",
+        kind="search",
+        final={"best_valid_acc": 80.0, "best_epoch": 3},
+        epochs=[{"epoch": 1, "valid_acc": 70.0, "valid_loss": 1.0}],
+    )
     assert reader.read_info(search)["final"] == {"best_valid_acc": 80.0, "best_epoch": 3}
     assert reader.read_metrics(search) == [{"epoch": 1, "valid_acc": 70.0, "valid_loss": 1.0}]
     # A training run of today's format with a held-out validation split: valid_* is validation.
-    held_out = write_folder(tmp_path, SSC, "20250101T000000000Z-cccc01", kind="train",
-                            record_format=RECORD_FORMAT,
-                            final={"best_valid_acc": 90.0, "best_epoch": 5,
-                                   "test_error_top1": 3.0},
-                            epochs=[{"epoch": 1, "valid_acc": 85.0, "test_acc": 84.0}])
+    held_out = write_folder(
+        tmp_path,
+        SSC,
+        "20250101T000000000Z-cccc01",
+        kind="train",
+        record_format=RECORD_FORMAT,
+        final={"best_valid_acc": 90.0, "best_epoch": 5, "test_error_top1": 3.0},
+        epochs=[{"epoch": 1, "valid_acc": 85.0, "test_acc": 84.0}],
+    )
     assert reader.read_info(held_out)["final"]["best_valid_acc"] == 90.0
     assert reader.read_metrics(held_out) == [{"epoch": 1, "valid_acc": 85.0, "test_acc": 84.0}]
 
 
 def test_old_training_folders_give_the_same_cifar10_table(tmp_path):
     for seed, error in ((1, 1.9), (2, 2.0), (3, 2.2)):
-        write_folder(tmp_path, SSC, f"20250101T000000000Z-dddd0{seed}", kind="train",
-                     final=old_train_final(error), epochs=OLD_TRAIN_EPOCHS)
+        write_folder(
+            tmp_path,
+            SSC,
+            f"20250101T000000000Z-dddd0{seed}",
+            kind="train",
+            final=old_train_final(error),
+            epochs=OLD_TRAIN_EPOCHS,
+        )
     runs = load_runs(tmp_path)
-    assert "best_valid_acc" not in runs and list(runs["best_test_acc_legacy"]) == [98.1, 98.0,
-                                                                                   97.8]
+    assert "best_valid_acc" not in runs and list(runs["best_test_acc_legacy"]) == [98.1, 98.0, 97.8]
     table = build_table("cifar10", runs)
     row = table[table["experiment"] == SSC].iloc[0]
     assert row["seeds"] == 3 and row["test_error_mean"] == pytest.approx(2.0333333)
@@ -125,7 +180,8 @@ def test_read_metrics_sorts_by_epoch_and_the_later_duplicate_wins(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "metrics.jsonl").write_text(
-        '{"epoch": 2, "lr": 0.5}\n{"epoch": 1, "lr": 1.0}\n{"epoch": 2, "lr": 0.25}\n{"epo')
+        '{"epoch": 2, "lr": 0.5}\n{"epoch": 1, "lr": 1.0}\n{"epoch": 2, "lr": 0.25}\n{"epo'
+    )
     # No run.json: read without renaming.
     assert reader.read_metrics(folder) == [{"epoch": 1, "lr": 1.0}, {"epoch": 2, "lr": 0.25}]
 

@@ -1,5 +1,6 @@
 """Damaged checkpoints, full disks, out-of-memory errors and unexpected exceptions: a run never
 loses what it recorded, and the terminal never shows a raw traceback without ``-v``."""
+
 import errno
 import json
 import os
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.core import io as io_lib
+from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.engine import jobs
 from sharpdarts.face import cli
 
@@ -69,8 +70,9 @@ def test_the_last_two_checkpoints_are_kept_with_their_checksums(tmp_path, capsys
 
 
 @pytest.mark.parametrize("damage", ["truncate", "corrupt"])
-def test_a_damaged_checkpoint_resumes_from_the_previous_good_one(damage, tmp_path, capsys,
-                                                                  monkeypatch):
+def test_a_damaged_checkpoint_resumes_from_the_previous_good_one(
+    damage, tmp_path, capsys, monkeypatch
+):
     folder = interrupted_after(capsys, tmp_path, 2, monkeypatch)
     newest = folder / "checkpoint.pt"
     data = newest.read_bytes()
@@ -78,8 +80,11 @@ def test_a_damaged_checkpoint_resumes_from_the_previous_good_one(damage, tmp_pat
         newest.write_bytes(data[: len(data) // 2])
     else:  # same length, a few bytes changed in the middle (a storage fault)
         middle = len(data) // 2
-        newest.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64])
-                           + data[middle + 64:])
+        newest.write_bytes(
+            data[:middle]
+            + bytes(b ^ 0xFF for b in data[middle : middle + 64])
+            + data[middle + 64 :]
+        )
     damaged = newest.read_bytes()
 
     code, err = run(capsys, tmp_path)
@@ -92,13 +97,17 @@ def test_a_damaged_checkpoint_resumes_from_the_previous_good_one(damage, tmp_pat
     assert epochs(folder) == [1, 2, 3]  # epoch 2 redone, logged once
     event = record["checkpoint_events"]
     assert event[0]["file"] == "checkpoint.pt" and event[-1] == {
-        **event[-1], "resumed_from": "checkpoint.prev.pt", "epoch": 1}
+        **event[-1],
+        "resumed_from": "checkpoint.prev.pt",
+        "epoch": 1,
+    }
     aside = folder / event[0]["set_aside_as"]
     assert aside.read_bytes() == damaged  # set aside, never deleted
 
 
 def test_no_good_checkpoint_exits_2_and_restart_starts_again_in_the_same_folder(
-        tmp_path, capsys, monkeypatch):
+    tmp_path, capsys, monkeypatch
+):
     folder = interrupted_after(capsys, tmp_path, 2, monkeypatch)
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         (folder / name).write_bytes(b"not a checkpoint")
@@ -176,11 +185,14 @@ def small_tmpfs(tmp_path):
     where allowed."""
     mount = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
-        pytest.skip("this machine does not allow mounting a tmpfs: "
-                    + done.stderr.decode(errors="replace").strip())
+        pytest.skip(
+            "this machine does not allow mounting a tmpfs: "
+            + done.stderr.decode(errors="replace").strip()
+        )
     try:
         yield mount
     finally:

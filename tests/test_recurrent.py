@@ -1,17 +1,26 @@
 """DARTS's recurrent cells and language models, against the original's formulas
 (``docs/facts/darts_rnn.md``), written out here independently in the plainest form."""
+
 import numpy as np
 import pytest
 import torch
 
 from sharpdarts.core import genotypes
-from sharpdarts.core.recurrent_genotypes import (RecurrentGenotype, parse_recurrent,
-                                                 recurrent_from_dict, recurrent_to_dict)
 from sharpdarts.core.metrics import count_parameters
+from sharpdarts.core.recurrent_genotypes import (
+    RecurrentGenotype,
+    parse_recurrent,
+    recurrent_from_dict,
+    recurrent_to_dict,
+)
 from sharpdarts.nn.models import RNNModel, RNNSearchModel, load_original_state_dict
 
-ACT = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0), "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
-       "identity": lambda v: v}
+ACT = {
+    "tanh": np.tanh,
+    "relu": lambda v: np.maximum(v, 0),
+    "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+    "identity": lambda v: v,
+}
 
 
 def sigmoid(v):
@@ -24,8 +33,16 @@ def sigmoid(v):
 def test_recurrent_genotypes_are_named_like_the_others():
     assert genotypes.RNN_PRIMITIVES == ["none", "tanh", "relu", "sigmoid", "identity"]
     v2 = genotypes.get("DARTS_V2_RNN")
-    assert v2.recurrent == [("sigmoid", 0), ("relu", 1), ("relu", 1), ("identity", 1),
-                            ("tanh", 2), ("sigmoid", 5), ("tanh", 3), ("relu", 5)]
+    assert v2.recurrent == [
+        ("sigmoid", 0),
+        ("relu", 1),
+        ("relu", 1),
+        ("identity", 1),
+        ("tanh", 2),
+        ("sigmoid", 5),
+        ("tanh", 3),
+        ("relu", 5),
+    ]
     assert list(v2.concat) == list(range(1, 9))
     assert genotypes.get("DARTS_V1_RNN").recurrent[5] == ("identity", 1)
     enas = genotypes.get("ENAS_RNN")
@@ -42,7 +59,7 @@ def _parse_plainly(probs, steps=8):
     non-'none' op is largest (stable sort: the smaller index on ties), then that op."""
     gene, start = [], 0
     for i in range(steps):
-        W = probs[start:start + i + 1]
+        W = probs[start : start + i + 1]
         j = sorted(range(i + 1), key=lambda x: -max(W[x][k] for k in range(len(W[x])) if k != 0))[0]
         k_best = None
         for k in range(len(W[j])):
@@ -78,13 +95,16 @@ def test_search_model_genotype_uses_its_alphas():
 # ------------------------------------------------------------------ parameter counts
 
 
-@pytest.mark.parametrize("name,ntoken,size,expected", [
-    ("DARTS_V2_RNN", 10000, 850, 22_960_000),   # PTB, the README's "23M"
-    ("DARTS_V1_RNN", 10000, 850, 22_960_000),
-    ("DARTS_V2_RNN", 33278, 700, 33_127_878),   # WikiText-2
-    ("ENAS_RNN", 10000, 850, 27_295_000),
-    ("ENAS_RNN", 33278, 700, 36_067_878),
-])
+@pytest.mark.parametrize(
+    "name,ntoken,size,expected",
+    [
+        ("DARTS_V2_RNN", 10000, 850, 22_960_000),  # PTB, the README's "23M"
+        ("DARTS_V1_RNN", 10000, 850, 22_960_000),
+        ("DARTS_V2_RNN", 33278, 700, 33_127_878),  # WikiText-2
+        ("ENAS_RNN", 10000, 850, 27_295_000),
+        ("ENAS_RNN", 33278, 700, 36_067_878),
+    ],
+)
 def test_parameter_counts_equal_the_originals(name, ntoken, size, expected):
     model = RNNModel(ntoken, size, size, size, genotype=name)
     assert count_parameters(model) == expected
@@ -112,9 +132,11 @@ def test_mismatched_sizes_and_genotypes_are_refused():
 
 def _original_state(genotype, ntoken, n, rng):
     """Weights in the original's state-dict layout (``rnns.0._W0``, ``rnns.0._Ws.i``, ...)."""
-    state = {"encoder.weight": rng.uniform(-0.5, 0.5, (ntoken, n)),
-             "rnns.0._W0": rng.uniform(-0.5, 0.5, (2 * n, 2 * n)),
-             "decoder.bias": rng.uniform(-0.5, 0.5, ntoken)}
+    state = {
+        "encoder.weight": rng.uniform(-0.5, 0.5, (ntoken, n)),
+        "rnns.0._W0": rng.uniform(-0.5, 0.5, (2 * n, 2 * n)),
+        "decoder.bias": rng.uniform(-0.5, 0.5, ntoken),
+    }
     for i in range(len(genotype.recurrent)):
         state[f"rnns.0._Ws.{i}"] = rng.uniform(-0.5, 0.5, (n, 2 * n))
     state["decoder.weight"] = state["encoder.weight"]
@@ -124,7 +146,7 @@ def _original_state(genotype, ntoken, n, rng):
 def _reference_log_probs(state, genotype, words, n, masks=None):
     """Eval-mode (masks=None) or train-mode log-probabilities, one time step at a time."""
     emb_w = state["encoder.weight"] * (masks["emb"] if masks else 1)
-    x = emb_w[words] * (masks["in"] if masks else 1)                # (T, B, n)
+    x = emb_w[words] * (masks["in"] if masks else 1)  # (T, B, n)
     T, B = words.shape
     h = np.zeros((B, n))
     outs = []
@@ -184,7 +206,9 @@ def test_original_state_dicts_load_strictly():
     rng = np.random.default_rng(2)
     enas = _original_state(genotypes.get("ENAS_RNN"), 11, 4, rng)
     with pytest.raises(ValueError, match="unexpected: rnns.0._Ws.10"):
-        load_original_state_dict(RNNModel(11, 4, 4, 4), {k: torch.from_numpy(v) for k, v in enas.items()})
+        load_original_state_dict(
+            RNNModel(11, 4, 4, 4), {k: torch.from_numpy(v) for k, v in enas.items()}
+        )
     # A whole pickled model (the original's torch.save(model)) is taken too.
     source = RNNModel(11, 4, 4, 4, genotype="ENAS_RNN")
     target = load_original_state_dict(RNNModel(11, 4, 4, 4, genotype="ENAS_RNN"), source)
@@ -242,8 +266,9 @@ def test_search_model_takes_the_originals_weights_and_mixes_every_edge():
     words = rng.integers(0, ntoken, (4, 3))
     log_probs, _ = model(torch.from_numpy(words), model.init_hidden(3))
     probs = torch.softmax(alphas, -1).numpy()
-    expected = _reference_search(state, probs, words, n,
-                                 (state["rnns.0.bn.running_mean"], state["rnns.0.bn.running_var"]))
+    expected = _reference_search(
+        state, probs, words, n, (state["rnns.0.bn.running_mean"], state["rnns.0.bn.running_var"])
+    )
     np.testing.assert_allclose(log_probs.detach().numpy(), expected, rtol=1e-9, atol=1e-9)
 
 
@@ -259,11 +284,14 @@ def test_search_gradients_reach_alphas_and_bn_is_shared():
 
 def test_ar_tar_penalty_is_the_originals():
     from sharpdarts.nn.recurrent.model import ar_tar_penalty
+
     raw = torch.randn(6, 2, 3)
     dropped = torch.randn(6, 2, 3)
     tar = 1e-3 * ((raw[1:] - raw[:-1]) ** 2).mean()
     assert torch.allclose(ar_tar_penalty([raw], [dropped], 0.0, 1e-3), tar)
-    assert torch.allclose(ar_tar_penalty([raw], [dropped], 2.0, 1e-3), tar + 2.0 * (dropped ** 2).mean())
+    assert torch.allclose(
+        ar_tar_penalty([raw], [dropped], 2.0, 1e-3), tar + 2.0 * (dropped**2).mean()
+    )
     model = RNNModel(10, 4, 4, 4)
     _, _, raws, outs = model(torch.randint(0, 10, (5, 2)), model.init_hidden(2), return_h=True)
     assert raws[0].shape == outs[0].shape == (5, 2, 4)
@@ -274,18 +302,20 @@ def test_cli_draws_recurrent_cells(name, tmp_path, monkeypatch):
     # No system Graphviz: the pip-installed renderer draws the cell (CI has no `dot`).
     monkeypatch.setenv("PATH", str(tmp_path / "no_dot"))
     from sharpdarts.face import cli
+
     out = tmp_path / "cell.svg"
     assert cli.main(["plot", "genotype", name, "--out", str(out)]) == 0
     svg = out.read_text()
     genotype = genotypes.get(name)
-    assert svg.count("class=\"node\"") == 3 + len(genotype.recurrent) + 1  # x, h, 0, nodes, out
-    assert svg.count("class=\"edge\"") == 2 + len(genotype.recurrent) + len(genotype.concat)
+    assert svg.count('class="node"') == 3 + len(genotype.recurrent) + 1  # x, h, 0, nodes, out
+    assert svg.count('class="edge"') == 2 + len(genotype.recurrent) + len(genotype.concat)
     for op, _ in genotype.recurrent:
         assert f">{op}<" in svg
 
 
 def test_a_searched_recurrent_cell_is_promoted_and_trained_by_name(tmp_path):
     from sharpdarts.store import genotype_store
+
     searched = parse_recurrent(np.random.default_rng(4).dirichlet(np.ones(5), size=36))
     genotype_store.promote("MY_RNN_CELL", searched, {"run_id": "r1"})
     assert genotypes.get("MY_RNN_CELL") == searched

@@ -1,4 +1,5 @@
 """The results store as a DataFrame, and the paper tables built from it."""
+
 import io
 import json
 import math
@@ -8,20 +9,30 @@ import warnings
 import pandas as pd
 import pytest
 
-from sharpdarts.store import keys, store as run_store
 from sharpdarts.errors import UserError
-from sharpdarts.store import provenance
-from sharpdarts.store import table_defs
+from sharpdarts.store import keys, provenance, table_defs
+from sharpdarts.store import store as run_store
 from sharpdarts.store.results import load_metrics, load_runs
-from sharpdarts.store.tables import build_table, format_table
 from sharpdarts.store.table_defs import table_names
+from sharpdarts.store.tables import build_table, format_table
 
 SSC = "cifar10/sharpsepconv_darts"
 _counter = iter(range(100000))
 
 
-def write_run(root, experiment, seed, final=None, *, status="completed", wall=3600.0,
-              device_count=1, config_hash="c0ffee000000", metrics=None, **extra):
+def write_run(
+    root,
+    experiment,
+    seed,
+    final=None,
+    *,
+    status="completed",
+    wall=3600.0,
+    device_count=1,
+    config_hash="c0ffee000000",
+    metrics=None,
+    **extra,
+):
     """A run folder written by hand, in the format store.start_run wrote before record format 2
     (no ``record_format``: a training run's ``valid_*`` figures are test-set figures)."""
     n = next(_counter)
@@ -29,13 +40,22 @@ def write_run(root, experiment, seed, final=None, *, status="completed", wall=36
     folder = root / "runs" / experiment / run_id
     folder.mkdir(parents=True)
     info = {
-        "experiment": experiment, "run_id": run_id, "seed": seed, "kind": "train",
-        "command": ["sharpdarts", "run", experiment], "config_hash": config_hash,
+        "experiment": experiment,
+        "run_id": run_id,
+        "seed": seed,
+        "kind": "train",
+        "command": ["sharpdarts", "run", experiment],
+        "config_hash": config_hash,
         "git": {"commit": "a" * 40, "branch": "main", "dirty": False},
-        "status": status, "started": "2025-01-01T00:00:00+00:00",
-        "ended": f"2025-01-02T00:00:{n % 60:02d}+00:00", "wall_seconds": wall,
-        "device": "NVIDIA H200" if device_count else "cpu", "device_count": device_count,
-        "packages": {}, "final": final, **extra,
+        "status": status,
+        "started": "2025-01-01T00:00:00+00:00",
+        "ended": f"2025-01-02T00:00:{n % 60:02d}+00:00",
+        "wall_seconds": wall,
+        "device": "NVIDIA H200" if device_count else "cpu",
+        "device_count": device_count,
+        "packages": {},
+        "final": final,
+        **extra,
     }
     (folder / "run.json").write_text(json.dumps(info))
     if metrics:
@@ -48,9 +68,19 @@ def store(tmp_path):
     """Three seeds of SharpSepConvDARTS, one of sharpDARTS, plus runs that must not count."""
     errors = {1: 1.90, 2: 2.00, 3: 2.20}
     for seed, err in errors.items():
-        write_run(tmp_path, SSC, seed, {"test_error_top1": err, "cifar10_1_error": 5.0 + seed,
-                                        "params_m": 3.56, "multiply_adds_b": 0.579},
-                  wall=43200.0 * seed, device_count=1)
+        write_run(
+            tmp_path,
+            SSC,
+            seed,
+            {
+                "test_error_top1": err,
+                "cifar10_1_error": 5.0 + seed,
+                "params_m": 3.56,
+                "multiply_adds_b": 0.579,
+            },
+            wall=43200.0 * seed,
+            device_count=1,
+        )
     write_run(tmp_path, "cifar10/sharpdarts", 1, {"test_error_top1": 2.4, "params_m": 1.98})
     # Not completed: excluded from every aggregate.
     write_run(tmp_path, SSC, 4, {"test_error_top1": 50.0}, status="failed", reason="NaN")
@@ -71,9 +101,25 @@ def _row(table, experiment):
 def test_load_runs_one_row_per_folder_with_flattened_final_and_gpu_days(store):
     df = load_runs(store)
     assert len(df) == 7
-    for column in ("experiment", "run_id", "path", "seed", "kind", "status", "started",
-                   "ended", "wall_seconds", "device", "device_count", "git_commit", "dirty",
-                   "config_hash", "gpu_days", "test_error_top1", "params_m"):
+    for column in (
+        "experiment",
+        "run_id",
+        "path",
+        "seed",
+        "kind",
+        "status",
+        "started",
+        "ended",
+        "wall_seconds",
+        "device",
+        "device_count",
+        "git_commit",
+        "dirty",
+        "config_hash",
+        "gpu_days",
+        "test_error_top1",
+        "params_m",
+    ):
         assert column in df.columns
     ssc = df[(df["experiment"] == SSC) & (df["seed"] == 2)].iloc[0]
     assert ssc["test_error_top1"] == 2.0 and ssc["git_commit"] == "a" * 40
@@ -108,8 +154,17 @@ def test_corrupt_run_folders_are_skipped_and_counted_in_one_warning(store):
 
 
 def test_load_metrics_one_row_per_epoch(tmp_path):
-    folder = write_run(tmp_path, "demo/search", 1, {}, kind="search", metrics=[
-        {"epoch": 1, "lr": 0.1, "valid_acc": 10.0}, {"epoch": 2, "lr": 0.05, "valid_acc": 20.0}])
+    folder = write_run(
+        tmp_path,
+        "demo/search",
+        1,
+        {},
+        kind="search",
+        metrics=[
+            {"epoch": 1, "lr": 0.1, "valid_acc": 10.0},
+            {"epoch": 2, "lr": 0.05, "valid_acc": 20.0},
+        ],
+    )
     with open(folder / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 3, "lr"')  # torn: left out
     write_run(tmp_path, "demo/train", 4, {}, metrics=[{"epoch": 1, "valid_acc": 30.0}])
@@ -127,8 +182,9 @@ def test_runs_written_by_start_run_load(tmp_path, monkeypatch):
     monkeypatch.setattr(provenance, "_device_info", lambda: ("cpu", 0))
     norepo = tmp_path / "norepo"
     norepo.mkdir()
-    run, _ = run_store.start_run(tmp_path / "res", SSC, 1, "EPOCHS = 1\n", command=["x"],
-                                 kind="train", repo_dir=norepo)
+    run, _ = run_store.start_run(
+        tmp_path / "res", SSC, 1, "EPOCHS = 1\n", command=["x"], kind="train", repo_dir=norepo
+    )
     run.log_epoch({"epoch": 1, "valid_acc": 90.0})
     run.finish({"test_error_top1": 2.5, "params_m": 3.56, "multiply_adds_b": 0.579})
     df = load_runs(tmp_path / "res")
@@ -183,8 +239,16 @@ def test_markdown_latex_and_csv(store):
     md = format_table(table, "markdown")
     ssc_lines = [l for l in md.splitlines() if f"| {SSC} " in l]
     assert len(ssc_lines) == 1
-    for expected in ("SharpSepConvDARTS", "2.03 ± 0.15", "1.98 ± 0.07", "7.0 ± 1.0",
-                     "5.9 ± 0.5", "3.56", "0.579", "| 3 "):
+    for expected in (
+        "SharpSepConvDARTS",
+        "2.03 ± 0.15",
+        "1.98 ± 0.07",
+        "7.0 ± 1.0",
+        "5.9 ± 0.5",
+        "3.56",
+        "0.579",
+        "| 3 ",
+    ):
         assert expected in ssc_lines[0], expected
     assert "Test error % (ours)" in md and "Test error % (paper)" in md
     assert "Train GPU-days" not in md  # display: false
@@ -203,16 +267,27 @@ def test_markdown_latex_and_csv(store):
 
 
 def test_imagenet_table_has_top1_and_top5_beside_the_paper(tmp_path):
-    write_run(tmp_path, "imagenet/sharpsepconv_darts", 1,
-              {"test_error_top1": 25.0, "test_error_top5": 7.9, "params_m": 4.9,
-               "multiply_adds_b": 0.573})
+    write_run(
+        tmp_path,
+        "imagenet/sharpsepconv_darts",
+        1,
+        {
+            "test_error_top1": 25.0,
+            "test_error_top5": 7.9,
+            "params_m": 4.9,
+            "multiply_adds_b": 0.573,
+        },
+    )
     table = build_table("imagenet", load_runs(tmp_path))
     row = _row(table, "imagenet/sharpsepconv_darts")
     assert (row["top1_error_mean"], row["paper_top1_error"]) == (25.0, 25.1)
     assert (row["top5_error_mean"], row["paper_top5_error"]) == (7.9, 7.8)
     assert len(table) == 12 and table["reference"].sum() == 8
-    line = next(l for l in format_table(table, "markdown").splitlines()
-                if "imagenet/sharpsepconv_darts" in l)
+    line = next(
+        l
+        for l in format_table(table, "markdown").splitlines()
+        if "imagenet/sharpsepconv_darts" in l
+    )
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[3:7] == ["25.00", "25.1", "7.90", "7.8"]
 
@@ -221,13 +296,25 @@ def test_search_table_and_lineage_search_cost(tmp_path):
     acc = {1: 80.0, 2: 84.0}
     ids = {}
     for seed, a in acc.items():
-        folder = write_run(tmp_path, "search/sharpsepconv_darts_scalar", seed,
-                           {"best_valid_acc": a, "genotype": {"normal": [["sep_conv_3x3", 0]]}},
-                           wall=86400.0 * seed, device_count=1, kind="search")
+        folder = write_run(
+            tmp_path,
+            "search/sharpsepconv_darts_scalar",
+            seed,
+            {"best_valid_acc": a, "genotype": {"normal": [["sep_conv_3x3", 0]]}},
+            wall=86400.0 * seed,
+            device_count=1,
+            kind="search",
+        )
         ids[seed] = folder.name
     write_run(tmp_path, "search/other", 1, {"best_valid_acc": 70.0}, wall=8640.0, kind="search")
-    write_run(tmp_path, SSC, 1, {"test_error_top1": 2.0},
-              genotype_name="mine", genotype_lineage={"run_id": ids[2], "epoch": 50})
+    write_run(
+        tmp_path,
+        SSC,
+        1,
+        {"test_error_top1": 2.0},
+        genotype_name="mine",
+        genotype_lineage={"run_id": ids[2], "epoch": 50},
+    )
     df = load_runs(tmp_path)
     table = build_table("search", df)
     assert list(table["experiment"]) == ["search/other", "search/sharpsepconv_darts_scalar"]
@@ -248,13 +335,31 @@ def test_demo_table_rows_in_order(tmp_path):
     for seed, acc in ((1, 40.0), (2, 44.0)):
         write_run(tmp_path, "demo/search", seed, {"best_valid_acc": acc}, kind="search")
     # Old training runs chose their "best valid" epoch on test data: not shown as validation.
-    write_run(tmp_path, "demo/train", 1, {"best_valid_acc": 40.0, "params_m": 0.05,
-                                          "test_error_top1": 61.0}, wall=30.0, device_count=0)
-    write_run(tmp_path, "demo/train", 2, {"best_valid_acc": 44.0, "params_m": 0.05,
-                                          "test_error_top1": 57.0}, wall=40.0, device_count=0)
+    write_run(
+        tmp_path,
+        "demo/train",
+        1,
+        {"best_valid_acc": 40.0, "params_m": 0.05, "test_error_top1": 61.0},
+        wall=30.0,
+        device_count=0,
+    )
+    write_run(
+        tmp_path,
+        "demo/train",
+        2,
+        {"best_valid_acc": 44.0, "params_m": 0.05, "test_error_top1": 57.0},
+        wall=40.0,
+        device_count=0,
+    )
     # The random cell trained on the same budget: the demo's baseline row.
-    write_run(tmp_path, "demo/train_random", 1, {"params_m": 0.04, "test_error_top1": 65.0},
-              wall=20.0, device_count=0)
+    write_run(
+        tmp_path,
+        "demo/train_random",
+        1,
+        {"params_m": 0.04, "test_error_top1": 65.0},
+        wall=20.0,
+        device_count=0,
+    )
     table = build_table("demo", load_runs(tmp_path))
     assert list(table["experiment"]) == ["demo/search", "demo/train", "demo/train_random"]
     baseline = _row(table, "demo/train_random")
@@ -273,12 +378,30 @@ def test_smoke_runs_and_other_configs_are_left_out(tmp_path):
     write_run(tmp_path, SSC, 1, {"test_error_top1": 2.0})
     write_run(tmp_path, SSC, 2, {"test_error_top1": 2.2})
     write_run(tmp_path, SSC, 3, {"test_error_top1": 90.0}, smoke=True)
-    write_run(tmp_path, SSC, 1, {"test_error_top1": 30.0}, config_hash="feed00000000",
-              gin_params=["EPOCHS=5"])
-    write_run(tmp_path, SSC, 2, {"test_error_top1": 30.0}, config_hash="feed00000000",
-              gin_params=["EPOCHS=5"])
-    write_run(tmp_path, SSC, 3, {"test_error_top1": 30.0}, config_hash="feed00000000",
-              gin_params=["EPOCHS=5"])
+    write_run(
+        tmp_path,
+        SSC,
+        1,
+        {"test_error_top1": 30.0},
+        config_hash="feed00000000",
+        gin_params=["EPOCHS=5"],
+    )
+    write_run(
+        tmp_path,
+        SSC,
+        2,
+        {"test_error_top1": 30.0},
+        config_hash="feed00000000",
+        gin_params=["EPOCHS=5"],
+    )
+    write_run(
+        tmp_path,
+        SSC,
+        3,
+        {"test_error_top1": 30.0},
+        config_hash="feed00000000",
+        gin_params=["EPOCHS=5"],
+    )
     with pytest.warns(UserWarning, match="leaves 3 runs out"):
         row = _row(build_table("cifar10", load_runs(tmp_path)), SSC)
     assert row["seeds"] == 2 and row["test_error_mean"] == pytest.approx(2.1)
@@ -286,8 +409,7 @@ def test_smoke_runs_and_other_configs_are_left_out(tmp_path):
 
 
 def test_extra_experiments_get_their_own_rows(tmp_path):
-    write_run(tmp_path, "cifar10/my_new_ops", 1, {"test_error_top1": 3.0},
-              genotype_name="MY_CELL")
+    write_run(tmp_path, "cifar10/my_new_ops", 1, {"test_error_top1": 3.0}, genotype_name="MY_CELL")
     table = build_table("cifar10", load_runs(tmp_path))
     assert len(table) == 21
     row = table.iloc[-1]
@@ -305,8 +427,19 @@ def test_empty_store_builds_every_table(tmp_path):
 
 
 def test_unknown_table_and_format_are_user_errors(store):
-    assert table_names() == ["cifar10", "imagenet", "search", "demo", "hyperparameter", "ablation",
-                             "darts_cifar10", "darts_ptb", "darts_imagenet", "darts_wt2", "demo_lm"]
+    assert table_names() == [
+        "cifar10",
+        "imagenet",
+        "search",
+        "demo",
+        "hyperparameter",
+        "ablation",
+        "darts_cifar10",
+        "darts_ptb",
+        "darts_imagenet",
+        "darts_wt2",
+        "demo_lm",
+    ]
     with pytest.raises(UserError, match="Unknown table 'cifar100'.*Did you mean: cifar10"):
         build_table("cifar100", load_runs(store))
     with pytest.raises(UserError, match="markdown"):

@@ -1,5 +1,6 @@
 """The run folder has one owner: sharpdarts.core.run_folder names its files and folders, says
 where each lies and reads the git state; no other module of the package writes those names."""
+
 import ast
 import os
 import subprocess
@@ -37,7 +38,10 @@ def test_the_layout_is_pinned(tmp_path):
         assert where(folder) == folder / name, where.__name__
     assert run_folder.git_diff_path(folder, 3) == folder / "git.resume3.diff"
     assert run_folder.checkpoint_files(folder) == [
-        folder / "checkpoint.pt", folder / "checkpoint.prev.pt", folder / "checkpoint.next.pt"]
+        folder / "checkpoint.pt",
+        folder / "checkpoint.prev.pt",
+        folder / "checkpoint.next.pt",
+    ]
     assert run_folder.phase_dir(folder, "sample_00") == folder / "phases" / "sample_00"
     assert run_folder.EVENTS_GLOB == "events.out.tfevents.*"
     assert run_folder.MARKERS == {"run.json", "metrics.jsonl", "config.gin"}
@@ -57,7 +61,9 @@ def test_paths_resolve_to_folders_and_checkpoints(tmp_path):
     for name in ("events.out.tfevents.2.host", "events.out.tfevents.1.host"):
         (folder / name).write_bytes(b"")
     assert [p.name for p in run_folder.event_files(folder)] == [
-        "events.out.tfevents.1.host", "events.out.tfevents.2.host"]
+        "events.out.tfevents.1.host",
+        "events.out.tfevents.2.host",
+    ]
 
 
 def test_a_started_run_lies_where_the_owner_says(tmp_path, monkeypatch):
@@ -65,8 +71,9 @@ def test_a_started_run_lies_where_the_owner_says(tmp_path, monkeypatch):
     norepo = tmp_path / "norepo"
     norepo.mkdir()
     results = tmp_path / "results"
-    run, decision = start_run(results, "cifar10/x", 1, "A = 1\n", command=["x"], kind="train",
-                              repo_dir=norepo)
+    run, decision = start_run(
+        results, "cifar10/x", 1, "A = 1\n", command=["x"], kind="train", repo_dir=norepo
+    )
     assert decision == "new"
     assert run.path == run_folder.experiment_dir(results, "cifar10/x") / run.run_id
     assert run_folder.relative_name(results, run.path) == f"cifar10/x/{run.run_id}"
@@ -81,11 +88,18 @@ def test_a_started_run_lies_where_the_owner_says(tmp_path, monkeypatch):
 
 
 def _git(repo, *args):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          env=env).stdout
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, env=env
+    ).stdout
 
 
 def test_git_head_and_the_tracked_diff_are_what_git_prints(tmp_path):
@@ -116,17 +130,28 @@ def test_git_head_and_the_tracked_diff_are_what_git_prints(tmp_path):
 def _written_names() -> set[str]:
     """Every file name the owner defines (the runs and phases folders are checked as path
     parts, since the same words name other things: a command-line argument, a run.json key)."""
-    return {run_folder.RUN_JSON, run_folder.METRICS, run_folder.CONFIG,
-            run_folder.OPERATIVE_CONFIG, run_folder.GIT_DIFF, run_folder.ERROR_LOG,
-            run_folder.LOCK, run_folder.EVENTS_GLOB, *run_folder.CHECKPOINTS}
+    return {
+        run_folder.RUN_JSON,
+        run_folder.METRICS,
+        run_folder.CONFIG,
+        run_folder.OPERATIVE_CONFIG,
+        run_folder.GIT_DIFF,
+        run_folder.ERROR_LOG,
+        run_folder.LOCK,
+        run_folder.EVENTS_GLOB,
+        *run_folder.CHECKPOINTS,
+    }
 
 
 def _findings(source: str) -> list[str]:
     """Where a source writes a run folder's name itself: a string equal to a file name, a path
     joined with the runs or phases folder, or a git command line."""
     tree = ast.parse(source)
-    docstrings = {id(node.value) for node in ast.walk(tree)
-                  if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
     names, folders = _written_names(), {run_folder.RUNS, run_folder.PHASES}
     found = []
     for node in ast.walk(tree):
@@ -134,8 +159,12 @@ def _findings(source: str) -> list[str]:
             if id(node) in docstrings:
                 continue
             text = node.value
-            if (text in names or "tfevents" in text or "git.resume" in text
-                    or text.startswith("rev-parse")):
+            if (
+                text in names
+                or "tfevents" in text
+                or "git.resume" in text
+                or text.startswith("rev-parse")
+            ):
                 found.append(f"line {node.lineno}: {text!r}")
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
             for side in (node.left, node.right):
@@ -171,16 +200,25 @@ def test_only_the_owner_writes_the_run_folder_names():
         found = _findings(path.read_text(encoding="utf-8"))
         if found:
             offenders[path.relative_to(PACKAGE.parent).as_posix()] = found
-    assert not offenders, ("the run folder's names belong to sharpdarts.core.run_folder; use "
-                           f"its names and functions instead: {offenders}")
+    assert not offenders, (
+        "the run folder's names belong to sharpdarts.core.run_folder; use "
+        f"its names and functions instead: {offenders}"
+    )
 
 
 def test_the_owner_imports_nothing_of_the_project_nor_torch():
     tree = ast.parse(OWNER.read_text(encoding="utf-8"))
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert imported <= {"__future__", "contextlib", "os", "subprocess", "pathlib"}, imported
 
 

@@ -1,4 +1,5 @@
 """Run folders: provenance, atomic run.json, metrics log, skip/resume/new, concurrency."""
+
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -10,12 +11,12 @@ import sys
 
 import pytest
 
-from sharpdarts.store import keys, provenance as provenance_lib
 from sharpdarts.core import io
 from sharpdarts.errors import UserError
-from sharpdarts.store import provenance
-from sharpdarts.store.run import Run
+from sharpdarts.store import keys, provenance
+from sharpdarts.store import provenance as provenance_lib
 from sharpdarts.store.keys import config_hash
+from sharpdarts.store.run import Run
 from sharpdarts.store.store import find_run, start_run
 
 CONFIG = "EPOCHS = 2\nBATCH_SIZE = 8  # small\n"
@@ -48,9 +49,15 @@ def _dead_pid():
 
 
 def _git(repo, *args):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
 
 
@@ -72,8 +79,9 @@ def test_config_hash_ignores_comments_blank_lines_and_line_ends():
 
 
 def test_start_run_writes_every_design_field(tmp_path, norepo):
-    run, decision = _start(tmp_path / "res", seed=3, repo=norepo,
-                           extra={"genotype_name": "SHARP_DARTS", "smoke": True})
+    run, decision = _start(
+        tmp_path / "res", seed=3, repo=norepo, extra={"genotype_name": "SHARP_DARTS", "smoke": True}
+    )
     assert decision == "new"
     assert run.path.parent == tmp_path / "res" / "runs" / "cifar10" / "sharpdarts"
     assert keys.RUN_ID_RE.match(run.run_id)
@@ -90,7 +98,8 @@ def test_start_run_writes_every_design_field(tmp_path, norepo):
     assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
     assert info["device"] == "cpu" and info["device_count"] == 0
     assert {"torch", "torchvision", "numpy", "pandas", "gin-config", "sharpdarts"} <= set(
-        info["packages"])
+        info["packages"]
+    )
     assert info["packages"]["sharpdarts"]
     assert info["genotype_name"] == "SHARP_DARTS" and info["smoke"] is True
     assert (run.path / "config.gin").read_text() == CONFIG
@@ -149,8 +158,7 @@ def test_run_json_writes_are_atomic_and_leave_no_temp_files(tmp_path, norepo, mo
     run, _ = _start(tmp_path, repo=norepo)
     run.update(note="first")
     run.log_epoch({"epoch": 1, "lr": 0.1})
-    assert sorted(p.name for p in run.path.iterdir()) == ["config.gin", "metrics.jsonl",
-                                                          "run.json"]
+    assert sorted(p.name for p in run.path.iterdir()) == ["config.gin", "metrics.jsonl", "run.json"]
     before = (run.path / "run.json").read_bytes()
     info_before = dict(run.info)
 
@@ -291,9 +299,14 @@ def test_failed_run_resumes_unless_it_was_not_resumable(tmp_path, norepo):
 def test_running_run_with_a_dead_pid_resumes_with_its_session_closed(tmp_path, norepo):
     run, _ = _start(tmp_path, repo=norepo)
     t0 = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
-    info = dict(run.info, pid=_dead_pid(), pid_start=None, wall_seconds_done=10.0,
-                session_started=t0.isoformat(),
-                updated=(t0 + dt.timedelta(seconds=50)).isoformat())
+    info = dict(
+        run.info,
+        pid=_dead_pid(),
+        pid_start=None,
+        wall_seconds_done=10.0,
+        session_started=t0.isoformat(),
+        updated=(t0 + dt.timedelta(seconds=50)).isoformat(),
+    )
     (run.path / "run.json").write_text(json.dumps(info))  # a crash: no status change
     resumed, decision = _start(tmp_path, repo=norepo)
     assert decision == "resume" and resumed.path == run.path
@@ -372,8 +385,11 @@ def test_repo_without_commits_and_no_repo_have_no_commit(tmp_path, norepo):
     prov = provenance_lib.collect_provenance(repo)
     assert prov["git"]["commit"] is None and prov["git"]["dirty"] is True
     assert "+x = 1" in prov["diff"]
-    assert provenance_lib.collect_provenance(norepo)["git"] == {"commit": None, "branch": None,
-                                                      "dirty": None}
+    assert provenance_lib.collect_provenance(norepo)["git"] == {
+        "commit": None,
+        "branch": None,
+        "dirty": None,
+    }
     with pytest.raises(UserError, match="commit"):
         _start(tmp_path / "res", repo=norepo, allow_dirty=False)
     assert not list((tmp_path / "res").rglob("run.json"))
@@ -433,8 +449,10 @@ def _context():
 def test_ten_processes_starting_at_once_get_ten_complete_folders(tmp_path, norepo):
     ctx = _context()
     barrier = ctx.Barrier(10)
-    procs = [ctx.Process(target=_start_and_finish, args=(tmp_path, norepo, seed, barrier))
-             for seed in range(1, 11)]
+    procs = [
+        ctx.Process(target=_start_and_finish, args=(tmp_path, norepo, seed, barrier))
+        for seed in range(1, 11)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -444,8 +462,9 @@ def test_ten_processes_starting_at_once_get_ten_complete_folders(tmp_path, norep
     assert len(folders) == len({f.name for f in folders}) == 10
     infos = [json.loads((f / "run.json").read_text()) for f in folders]
     assert sorted(i["seed"] for i in infos) == list(range(1, 11))
-    assert all(i["status"] == "completed" and i["final"]["test_error_top1"] == i["seed"]
-               for i in infos)
+    assert all(
+        i["status"] == "completed" and i["final"]["test_error_top1"] == i["seed"] for i in infos
+    )
     assert all((f / "config.gin").read_text() == CONFIG for f in folders)
     assert all(len(Run(f).metrics()) == 1 for f in folders)
     assert not [p for p in tmp_path.rglob("*.tmp")]
@@ -454,8 +473,10 @@ def test_ten_processes_starting_at_once_get_ten_complete_folders(tmp_path, norep
 def test_same_key_started_at_once_runs_exactly_once(tmp_path, norepo):
     ctx = _context()
     barrier, queue = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_start_same_key, args=(tmp_path, norepo, barrier, queue))
-             for _ in range(4)]
+    procs = [
+        ctx.Process(target=_start_same_key, args=(tmp_path, norepo, barrier, queue))
+        for _ in range(4)
+    ]
     for p in procs:
         p.start()
     decisions = sorted(queue.get(timeout=120) for _ in procs)

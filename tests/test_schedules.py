@@ -48,6 +48,7 @@ def reference(epochs, max_lr, min_lr, p, max_epoch=None, warmup=None):
 
 # --- known values worked out by hand ------------------------------------------------------
 
+
 def test_hand_values_three_epochs_p1():
     # c = (1 + cos(pi/3))/2, (1 + cos(2pi/3))/2, (1 + cos(pi))/2 = 0.75, 0.25, 0
     # rescaled by its own range: 1, 1/3, 0.
@@ -57,9 +58,9 @@ def test_hand_values_three_epochs_p1():
 
 def test_hand_values_three_epochs_p2():
     # f = 2 ** (c + 1) for c = 0.75, 0.25, 0, then shifted to start at 0 and divided by its max.
-    span = 2 ** 1.75 - 2
+    span = 2**1.75 - 2
     lr = cosine_power_annealing(3, max_lr=0.5, min_lr=0.1, exponent_order=2)
-    np.testing.assert_allclose(lr, [0.5, 0.1 + 0.4 * (2 ** 1.25 - 2) / span, 0.1], **TOL)
+    np.testing.assert_allclose(lr, [0.5, 0.1 + 0.4 * (2**1.25 - 2) / span, 0.1], **TOL)
 
 
 def test_two_epochs_are_max_then_min():
@@ -68,10 +69,12 @@ def test_two_epochs_are_max_then_min():
 
 # --- every branch against the per-element reference ---------------------------------------
 
-@pytest.mark.parametrize('p', [1, 1.5, 2, 10])
+
+@pytest.mark.parametrize("p", [1, 1.5, 2, 10])
 def test_int_epochs_matches_reference(p):
     lr, props, cos_props = cosine_power_annealing(
-        50, max_lr=0.025, min_lr=1e-4, exponent_order=p, return_intermediates=True)
+        50, max_lr=0.025, min_lr=1e-4, exponent_order=p, return_intermediates=True
+    )
     want_lr, want_props, want_cos = reference(50, 0.025, 1e-4, p)
     assert lr.dtype == np.float64 and lr.shape == (50,)
     np.testing.assert_allclose(lr, want_lr, **TOL)
@@ -84,8 +87,7 @@ def test_int_epochs_matches_reference(p):
 
 
 def test_numpy_integer_epoch_count_is_a_count():
-    np.testing.assert_array_equal(
-        cosine_power_annealing(np.int64(20)), cosine_power_annealing(20))
+    np.testing.assert_array_equal(cosine_power_annealing(np.int64(20)), cosine_power_annealing(20))
 
 
 def test_array_of_epochs_rescales_by_its_own_range():
@@ -101,8 +103,7 @@ def test_array_of_epochs_rescales_by_its_own_range():
 def test_array_with_max_epoch():
     epochs = np.arange(1, 101)
     lr = cosine_power_annealing(epochs, max_lr=0.1, min_lr=1e-3, exponent_order=2, max_epoch=300)
-    np.testing.assert_allclose(
-        lr, reference(epochs, 0.1, 1e-3, 2, max_epoch=300)[0], **TOL)
+    np.testing.assert_allclose(lr, reference(epochs, 0.1, 1e-3, 2, max_epoch=300)[0], **TOL)
     # Still rescaled to the full range of this array.
     assert lr[0] == 0.1 and lr[-1] == pytest.approx(1e-3, rel=1e-12)
 
@@ -116,12 +117,14 @@ def test_none_epochs_with_max_epoch_is_one_to_max_epoch():
     lr = cosine_power_annealing(None, max_lr=0.05, min_lr=1e-5, exponent_order=2, max_epoch=30)
     np.testing.assert_allclose(lr, reference(30, 0.05, 1e-5, 2)[0], **TOL)
     np.testing.assert_array_equal(
-        lr, cosine_power_annealing(30, max_lr=0.05, min_lr=1e-5, exponent_order=2))
+        lr, cosine_power_annealing(30, max_lr=0.05, min_lr=1e-5, exponent_order=2)
+    )
 
 
 def test_list_of_epochs_is_accepted():
     np.testing.assert_array_equal(
-        cosine_power_annealing([1, 2, 3, 4, 5]), cosine_power_annealing(5))
+        cosine_power_annealing([1, 2, 3, 4, 5]), cosine_power_annealing(5)
+    )
 
 
 def test_p1_is_plain_cosine_annealing_rescaled():
@@ -143,11 +146,12 @@ def test_larger_exponent_decays_faster_early():
 
 # --- warmup ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('p', [1, 2, 10])
+
+@pytest.mark.parametrize("p", [1, 2, 10])
 def test_warmup_matches_reference(p):
     lr, props, cos_props = cosine_power_annealing(
-        30, max_lr=0.025, min_lr=1e-4, exponent_order=p, warmup_epochs=5,
-        return_intermediates=True)
+        30, max_lr=0.025, min_lr=1e-4, exponent_order=p, warmup_epochs=5, return_intermediates=True
+    )
     want_lr, want_props, want_cos = reference(30, 0.025, 1e-4, p, warmup=5)
     np.testing.assert_allclose(lr, want_lr, **TOL)
     np.testing.assert_allclose(props, want_props, **TOL)
@@ -156,8 +160,8 @@ def test_warmup_matches_reference(p):
 
 def test_warmup_ramp_values():
     lr, props, _ = cosine_power_annealing(
-        20, max_lr=0.1, min_lr=0.0, exponent_order=2, warmup_epochs=5,
-        return_intermediates=True)
+        20, max_lr=0.1, min_lr=0.0, exponent_order=2, warmup_epochs=5, return_intermediates=True
+    )
     # Epochs 1..6 (W + 1 of them) ramp as 1/6 .. 6/6; epoch 6 is at max_lr.
     np.testing.assert_allclose(props[:6], [k / 6 for k in range(1, 7)], **TOL)
     np.testing.assert_allclose(lr[:6], [0.1 * k / 6 for k in range(1, 7)], **TOL)
@@ -175,10 +179,12 @@ def test_warmup_with_min_lr_offsets_ramp():
 
 def test_warmup_zero_or_none_is_no_warmup():
     plain = cosine_power_annealing(25, exponent_order=2)
-    np.testing.assert_array_equal(cosine_power_annealing(25, exponent_order=2, warmup_epochs=0),
-                                  plain)
     np.testing.assert_array_equal(
-        cosine_power_annealing(25, exponent_order=2, warmup_epochs=None), plain)
+        cosine_power_annealing(25, exponent_order=2, warmup_epochs=0), plain
+    )
+    np.testing.assert_array_equal(
+        cosine_power_annealing(25, exponent_order=2, warmup_epochs=None), plain
+    )
 
 
 def test_warmup_does_not_modify_callers_array():
@@ -201,16 +207,19 @@ def test_single_epoch_is_max_lr():
 
 # --- resuming -------------------------------------------------------------------------------
 
+
 def test_start_epoch_with_restart_lr_keeps_whole_curve():
     full = cosine_power_annealing(200, exponent_order=10)
     np.testing.assert_array_equal(
-        cosine_power_annealing(200, exponent_order=10, start_epoch=101, restart_lr=True), full)
+        cosine_power_annealing(200, exponent_order=10, start_epoch=101, restart_lr=True), full
+    )
 
 
 def test_start_epoch_without_restart_lr_drops_done_epochs():
     full = cosine_power_annealing(200, exponent_order=10)
     lr, props, cos_props = cosine_power_annealing(
-        200, exponent_order=10, start_epoch=101, restart_lr=False, return_intermediates=True)
+        200, exponent_order=10, start_epoch=101, restart_lr=False, return_intermediates=True
+    )
     np.testing.assert_array_equal(lr, full[100:])
     assert lr.shape == (100,)
     # The intermediates are not shortened.
@@ -219,13 +228,14 @@ def test_start_epoch_without_restart_lr_drops_done_epochs():
 
 def test_start_epoch_one_ignores_restart_lr():
     np.testing.assert_array_equal(
-        cosine_power_annealing(30, start_epoch=1, restart_lr=False), cosine_power_annealing(30))
+        cosine_power_annealing(30, start_epoch=1, restart_lr=False), cosine_power_annealing(30)
+    )
 
 
 def test_return_intermediates_relation():
     lr, props, cos_props = cosine_power_annealing(
-        40, max_lr=0.3, min_lr=0.01, exponent_order=4, warmup_epochs=3,
-        return_intermediates=True)
+        40, max_lr=0.3, min_lr=0.01, exponent_order=4, warmup_epochs=3, return_intermediates=True
+    )
     np.testing.assert_allclose(lr, props * (0.3 - 0.01) + 0.01, **TOL)
     assert props.min() == 0.0 and props.max() == 1.0
     # cos_proportions use the warmup-shifted epochs, so they peak (1) at epoch W.
@@ -234,25 +244,27 @@ def test_return_intermediates_relation():
 
 # --- errors ---------------------------------------------------------------------------------
 
+
 def test_epochs_and_max_epoch_both_none():
-    with pytest.raises(ValueError, match='epochs'):
+    with pytest.raises(ValueError, match="epochs"):
         cosine_power_annealing()
 
 
-@pytest.mark.parametrize('p', [0.5, 0, -2])
+@pytest.mark.parametrize("p", [0.5, 0, -2])
 def test_exponent_order_below_one(p):
-    with pytest.raises(ValueError, match='exponent_order'):
+    with pytest.raises(ValueError, match="exponent_order"):
         cosine_power_annealing(10, exponent_order=p)
 
 
 def test_warmup_needs_epochs_from_one():
-    with pytest.raises(ValueError, match='warmup'):
+    with pytest.raises(ValueError, match="warmup"):
         cosine_power_annealing(np.arange(2, 20), warmup_epochs=3)
     # Without warmup a later start is fine.
     assert cosine_power_annealing(np.arange(2, 20)).shape == (18,)
 
 
 # --- comparison curves ----------------------------------------------------------------------
+
 
 def test_cosine_annealing_values():
     got = cosine_annealing(8, max_lr=0.2, min_lr=0.01)
@@ -269,7 +281,7 @@ def test_cosine_annealing_matches_torch_cosine_annealing_lr():
     for _ in range(8):
         optimizer.step()
         torch_sched.step()
-        seen.append(optimizer.param_groups[0]['lr'])
+        seen.append(optimizer.param_groups[0]["lr"])
     np.testing.assert_allclose(cosine_annealing(8, 0.2, 0.01), seen, rtol=1e-9)
 
 
@@ -283,8 +295,9 @@ def test_exponential_decay_values():
 
 # --- the torch scheduler --------------------------------------------------------------------
 
+
 def make_optimizer(lrs=(0.05,)):
-    groups = [{'params': [torch.nn.Parameter(torch.zeros(2))], 'lr': lr} for lr in lrs]
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": lr} for lr in lrs]
     return torch.optim.SGD(groups, lr=lrs[0], momentum=0.9)
 
 
@@ -292,7 +305,7 @@ def run_epochs(optimizer, scheduler, n):
     """The learning rates in effect during each of n epochs."""
     seen = []
     for _ in range(n):
-        seen.append([group['lr'] for group in optimizer.param_groups])
+        seen.append([group["lr"] for group in optimizer.param_groups])
         optimizer.step()
         scheduler.step()
     return seen
@@ -301,11 +314,11 @@ def run_epochs(optimizer, scheduler, n):
 def test_scheduler_follows_function_over_whole_run_and_holds_last():
     optimizer = make_optimizer()
     scheduler = CosinePowerAnnealingLR(
-        optimizer, epochs=12, min_lr=1e-4, exponent_order=2, warmup_epochs=3)
-    want = cosine_power_annealing(12, max_lr=0.05, min_lr=1e-4, exponent_order=2,
-                                  warmup_epochs=3)
+        optimizer, epochs=12, min_lr=1e-4, exponent_order=2, warmup_epochs=3
+    )
+    want = cosine_power_annealing(12, max_lr=0.05, min_lr=1e-4, exponent_order=2, warmup_epochs=3)
     # The epoch-1 value is in effect before the first step.
-    assert optimizer.param_groups[0]['lr'] == want[0]
+    assert optimizer.param_groups[0]["lr"] == want[0]
     seen = [lrs[0] for lrs in run_epochs(optimizer, scheduler, 15)]
     assert seen[:12] == want.tolist()
     assert seen[12:] == [want[-1]] * 3
@@ -314,8 +327,9 @@ def test_scheduler_follows_function_over_whole_run_and_holds_last():
 
 def test_scheduler_explicit_max_lr_sets_every_group():
     optimizer = make_optimizer((0.05, 0.5))
-    scheduler = CosinePowerAnnealingLR(optimizer, epochs=6, max_lr=0.1, min_lr=0.0,
-                                       exponent_order=10)
+    scheduler = CosinePowerAnnealingLR(
+        optimizer, epochs=6, max_lr=0.1, min_lr=0.0, exponent_order=10
+    )
     want = cosine_power_annealing(6, max_lr=0.1, min_lr=0.0, exponent_order=10).tolist()
     seen = run_epochs(optimizer, scheduler, 6)
     assert seen == [[value, value] for value in want]
@@ -340,17 +354,16 @@ def test_scheduler_resumes_exactly_from_state_dict():
     scheduler = CosinePowerAnnealingLR(optimizer, **kwargs)
     first_part = run_epochs(optimizer, scheduler, 7)
     buffer = io.BytesIO()
-    torch.save({'scheduler': scheduler.state_dict(), 'optimizer': optimizer.state_dict()},
-               buffer)
+    torch.save({"scheduler": scheduler.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)  # plain values only
 
     # Resume into fresh objects; the scheduler is built after the optimizer's state is loaded,
     # which resets the lr, and load_state_dict must put the right one back.
     optimizer = make_optimizer()
-    optimizer.load_state_dict(saved['optimizer'])
+    optimizer.load_state_dict(saved["optimizer"])
     scheduler = CosinePowerAnnealingLR(optimizer, **kwargs)
-    scheduler.load_state_dict(saved['scheduler'])
+    scheduler.load_state_dict(saved["scheduler"])
     second_part = run_epochs(optimizer, scheduler, 15)
     assert first_part + second_part == uninterrupted
 
@@ -376,11 +389,15 @@ def test_scheduler_rejects_bad_settings():
 
 # --- gin --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('binding', [
-    'CosinePowerAnnealingLR.min_lr = 1.0',
-    'sharpdarts.core.schedules.CosinePowerAnnealingLR.warmup_epochs = 2',
-    'sharpdarts.core.schedules.cosine_power_annealing.epochs = 3',
-])
+
+@pytest.mark.parametrize(
+    "binding",
+    [
+        "CosinePowerAnnealingLR.min_lr = 1.0",
+        "sharpdarts.core.schedules.CosinePowerAnnealingLR.warmup_epochs = 2",
+        "sharpdarts.core.schedules.cosine_power_annealing.epochs = 3",
+    ],
+)
 def test_what_the_code_always_passes_is_not_gin_configurable(binding):
     """The scheduler class and the numpy curve get every argument from the schedule factory:
     a binding on them could never take effect, so gin refuses it."""
@@ -389,19 +406,22 @@ def test_what_the_code_always_passes_is_not_gin_configurable(binding):
 
 
 def test_gin_schedule_factory_applies_its_bindings():
-    gin.parse_config([
-        'cosine_power_annealing.warmup_epochs = 2',
-        'cosine_power_annealing.exponent_order = 3',
-        'cosine_power_annealing.min_lr = 1e-3',
-    ])
+    gin.parse_config(
+        [
+            "cosine_power_annealing.warmup_epochs = 2",
+            "cosine_power_annealing.exponent_order = 3",
+            "cosine_power_annealing.min_lr = 1e-3",
+        ]
+    )
     optimizer = make_optimizer()
-    scheduler = SCHEDULES['cosine_power_annealing'](optimizer, 10)
+    scheduler = SCHEDULES["cosine_power_annealing"](optimizer, 10)
     want = cosine_power_annealing(10, max_lr=0.05, min_lr=1e-3, exponent_order=3, warmup_epochs=2)
     got = [lrs[0] for lrs in run_epochs(optimizer, scheduler, 10)]
     np.testing.assert_allclose(got, want, **TOL)
     # The numpy function keeps its own defaults: the factory's bindings do not reach it.
-    np.testing.assert_array_equal(cosine_power_annealing(10),
-                                  cosine_power_annealing(10, exponent_order=10))
+    np.testing.assert_array_equal(
+        cosine_power_annealing(10), cosine_power_annealing(10, exponent_order=10)
+    )
 
 
 def test_cosine_annealing_schedule_is_darts_plain_cosine():
@@ -415,11 +435,11 @@ def test_cosine_annealing_schedule_is_darts_plain_cosine():
 
 def test_constant_schedule_keeps_the_initial_lr():
     optimizer = make_optimizer()
-    assert run_epochs(optimizer, SCHEDULES['constant'](optimizer, 5), 5) == [[0.05]] * 5
+    assert run_epochs(optimizer, SCHEDULES["constant"](optimizer, 5), 5) == [[0.05]] * 5
 
 
 def test_schedules_are_found_by_name_with_did_you_mean():
-    assert resolve_schedule('cosine_annealing') is cosine_annealing_schedule
+    assert resolve_schedule("cosine_annealing") is cosine_annealing_schedule
     assert resolve_schedule(constant_schedule) is constant_schedule
     with pytest.raises(KeyError, match="Did you mean: cosine_annealing"):
-        resolve_schedule('cosine_anealing')
+        resolve_schedule("cosine_anealing")

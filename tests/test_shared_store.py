@@ -1,4 +1,5 @@
 """A results store that many processes (and machines) share: lock files, run ids, tables."""
+
 import json
 import os
 import socket
@@ -11,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from sharpdarts.core import run_folder
-from sharpdarts.store import keys, locks, results, store
-from sharpdarts.store import tables
+from sharpdarts.store import keys, locks, results, store, tables
 
 REPO = Path(__file__).resolve().parents[1]
 SSC = "cifar10/sharpsepconv_darts"
@@ -45,8 +45,13 @@ COUNTER = textwrap.dedent("""
 def test_the_lock_file_excludes_other_processes(tmp_path):
     counter = tmp_path / "counter"
     counter.write_text("0")
-    procs = [subprocess.Popen([sys.executable, "-c", COUNTER, str(tmp_path / "x.lock"),
-                               str(counter), "40"], env=_env()) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", COUNTER, str(tmp_path / "x.lock"), str(counter), "40"],
+            env=_env(),
+        )
+        for _ in range(4)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     assert counter.read_text() == "160"
     assert not (tmp_path / "x.lock").exists()
@@ -54,8 +59,7 @@ def test_the_lock_file_excludes_other_processes(tmp_path):
 
 def test_a_lock_left_by_a_dead_process_on_this_host_is_broken_at_once(tmp_path):
     lock = tmp_path / "x.lock"
-    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(),
-                                "token": "old"}))
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "token": "old"}))
     start = time.monotonic()
     with locks.exclusive(lock, timeout=5) as holder:
         assert locks.read_lock(lock)["token"] == holder["token"] != "old"
@@ -95,6 +99,7 @@ def test_breaking_a_stale_lock_gives_back_a_fresh_one_taken_meanwhile(tmp_path):
 
 # ---- run ids ---------------------------------------------------------------------------------
 
+
 def test_run_ids_carry_a_host_tag_and_stay_valid(monkeypatch):
     first = keys.new_run_id()
     monkeypatch.setattr(socket, "gethostname", lambda: "node-0042")
@@ -106,10 +111,12 @@ def test_run_ids_carry_a_host_tag_and_stay_valid(monkeypatch):
 
 # ---- many runs into one store ----------------------------------------------------------------
 
+
 def _writer(results: Path, seed: int, finish: bool, repo_dir: Path) -> None:
     config = "EPOCHS = 3\n"
-    run, decision = store.start_run(results, SSC, seed, config, command=["sharpdarts", "run"],
-                                    kind="train", repo_dir=repo_dir)
+    run, decision = store.start_run(
+        results, SSC, seed, config, command=["sharpdarts", "run"], kind="train", repo_dir=repo_dir
+    )
     assert decision == "new", decision
     for epoch in (1, 2, 3):
         run.log_epoch({"epoch": epoch, "train_loss": 1.0 / epoch})
@@ -131,8 +138,9 @@ def test_twenty_concurrent_runs_land_once_each_and_tables_count_completed_seeds(
     res = tmp_path / "results"
     # 20 runs finish, 2 are still running when the table is built.
     jobs = [(seed, seed <= 20) for seed in range(1, 23)]
-    codes = race_forked([lambda s=seed, f=finish: _writer(res, s, f, norepo)
-                         for seed, finish in jobs], logs)
+    codes = race_forked(
+        [lambda s=seed, f=finish: _writer(res, s, f, norepo) for seed, finish in jobs], logs
+    )
     outs = [forked_output(logs, i) for i in range(len(jobs))]
     assert codes == [0] * 22, [out for code, out in zip(codes, outs) if code][:2]
     folders = [Path(out.strip()) for out in outs]
@@ -150,8 +158,12 @@ def test_twenty_concurrent_runs_land_once_each_and_tables_count_completed_seeds(
     text = tables.format_table(table, "markdown")
     assert f"Still running (not counted; seeds are completed runs only): {SSC}: 2" in text
     # Starting them all again skips every completed one: each is counted once.
-    again = [store.start_run(res, SSC, seed, "EPOCHS = 3\n", command=["x"], kind="train",
-                             repo_dir=norepo)[1] for seed in range(1, 21)]
+    again = [
+        store.start_run(
+            res, SSC, seed, "EPOCHS = 3\n", command=["x"], kind="train", repo_dir=norepo
+        )[1]
+        for seed in range(1, 21)
+    ]
     assert again == ["skip"] * 20
     assert not run_folder.lock_file(res).exists()
 
@@ -160,12 +172,36 @@ def test_a_requeued_scheduler_job_resumes_its_run_left_running_on_another_host(t
     norepo = tmp_path / "norepo"
     norepo.mkdir()
     job = {"executor": "slurm", "job_id": "4242_3"}
-    run, _ = store.start_run(tmp_path, SSC, 1, "A = 1\n", command=["x"], kind="train",
-                             repo_dir=norepo, extra={"scheduler": job})
+    run, _ = store.start_run(
+        tmp_path,
+        SSC,
+        1,
+        "A = 1\n",
+        command=["x"],
+        kind="train",
+        repo_dir=norepo,
+        extra={"scheduler": job},
+    )
     run.update(host="node-7")  # preempted there with SIGKILL: still 'running' on node-7
     with pytest.raises(Exception, match="already running"):
-        store.start_run(tmp_path, SSC, 1, "A = 1\n", command=["x"], kind="train",
-                        repo_dir=norepo, extra={"scheduler": {**job, "job_id": "4243"}})
-    again, decision = store.start_run(tmp_path, SSC, 1, "A = 1\n", command=["x"], kind="train",
-                                      repo_dir=norepo, extra={"scheduler": job})
+        store.start_run(
+            tmp_path,
+            SSC,
+            1,
+            "A = 1\n",
+            command=["x"],
+            kind="train",
+            repo_dir=norepo,
+            extra={"scheduler": {**job, "job_id": "4243"}},
+        )
+    again, decision = store.start_run(
+        tmp_path,
+        SSC,
+        1,
+        "A = 1\n",
+        command=["x"],
+        kind="train",
+        repo_dir=norepo,
+        extra={"scheduler": job},
+    )
     assert decision == "resume" and again.path == run.path

@@ -1,4 +1,5 @@
 """The store package: its light imports, and where it finds its files."""
+
 import json
 import subprocess
 import sys
@@ -8,60 +9,97 @@ import pytest
 import sharpdarts
 import sharpdarts.resources
 from sharpdarts.core import run_folder
-from sharpdarts.store import reader, store
 from sharpdarts.errors import UserError
-from sharpdarts.store import provenance, results, tables
-from sharpdarts.store import table_defs, tables as tables_lib
+from sharpdarts.store import provenance, reader, results, store, table_defs, tables
+from sharpdarts.store import tables as tables_lib
 
 
 def test_store_and_results_import_no_torch_and_no_higher_layer():
-    code = ("import sys, sharpdarts.store, sharpdarts.store.results, sharpdarts.store.tables\n"
-            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(("
-            "'torch.', 'sharpdarts.engine', 'sharpdarts.nn', 'sharpdarts.face')))\n"
-            "print(bad)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, sharpdarts.store, sharpdarts.store.results, sharpdarts.store.tables\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(("
+        "'torch.', 'sharpdarts.engine', 'sharpdarts.nn', 'sharpdarts.face')))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
-    code = ("import sys, sharpdarts.store.store, sharpdarts.store.run, sharpdarts.store.keys\n"
-            "print('pandas' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, sharpdarts.store.store, sharpdarts.store.run, sharpdarts.store.keys\n"
+        "print('pandas' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "False"  # starting a run does not even need pandas
 
 
 def test_new_runs_record_the_record_format(tmp_path, monkeypatch):
     monkeypatch.setattr(provenance, "_device_info", lambda: ("cpu", 0))
     (tmp_path / "norepo").mkdir()
-    run, _ = store.start_run(tmp_path / "res", "demo/train", 1, "EPOCHS = 1\n", command=["x"],
-                             kind="train", repo_dir=tmp_path / "norepo")
+    run, _ = store.start_run(
+        tmp_path / "res",
+        "demo/train",
+        1,
+        "EPOCHS = 1\n",
+        command=["x"],
+        kind="train",
+        repo_dir=tmp_path / "norepo",
+    )
     assert run.info["record_format"] == reader.RECORD_FORMAT == 2
     with pytest.raises(ValueError, match="record_format"):
-        store.start_run(tmp_path / "res", "demo/train", 2, "EPOCHS = 1\n", command=["x"],
-                        kind="train", repo_dir=tmp_path / "norepo", extra={"record_format": 1})
+        store.start_run(
+            tmp_path / "res",
+            "demo/train",
+            2,
+            "EPOCHS = 1\n",
+            command=["x"],
+            kind="train",
+            repo_dir=tmp_path / "norepo",
+            extra={"record_format": 1},
+        )
 
 
 def test_unknown_run_and_table_names_suggest_the_close_ones(tmp_path):
     folder = tmp_path / "runs" / "demo" / "20250101T000000000Z-abcdef"
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({"experiment": "demo", "status": "completed"}))
-    with pytest.raises(UserError, match=r"Unknown run '20250101T000000000Z-abcdex' under .*"
-                                        r"Did you mean: 20250101T000000000Z-abcdef\?"):
+    with pytest.raises(
+        UserError,
+        match=r"Unknown run '20250101T000000000Z-abcdex' under .*"
+        r"Did you mean: 20250101T000000000Z-abcdef\?",
+    ):
         store.find_run(tmp_path, "20250101T000000000Z-abcdex")
-    with pytest.raises(UserError, match=r"Unknown run 'zzz'.*Known names: "
-                                        r"20250101T000000000Z-abcdef\."):
+    with pytest.raises(
+        UserError,
+        match=r"Unknown run 'zzz'.*Known names: "
+        r"20250101T000000000Z-abcdef\.",
+    ):
         store.find_run(tmp_path, "zzz")
-    with pytest.raises(UserError, match=r"Unknown table 'imagenett'.*Did you mean: imagenet(, darts_imagenet)?\?"):
+    with pytest.raises(
+        UserError, match=r"Unknown table 'imagenett'.*Did you mean: imagenet(, darts_imagenet)?\?"
+    ):
         tables.build_table("imagenett", results.load_runs(tmp_path))
 
 
 def test_tables_json_comes_from_the_project_root(tmp_path, monkeypatch):
     project = tmp_path / "project"
     (project / "experiments").mkdir(parents=True)
-    (project / "experiments" / "tables.json").write_text(json.dumps({
-        "_format": "ignored",
-        "mine": {"title": "Mine", "rows": {"experiments": ["demo/train"]},
-                 "columns": [{"name": "test_error", "label": "Test error %",
-                              "metric": "test_error_top1"}]}}))
+    (project / "experiments" / "tables.json").write_text(
+        json.dumps(
+            {
+                "_format": "ignored",
+                "mine": {
+                    "title": "Mine",
+                    "rows": {"experiments": ["demo/train"]},
+                    "columns": [
+                        {"name": "test_error", "label": "Test error %", "metric": "test_error_top1"}
+                    ],
+                },
+            }
+        )
+    )
     monkeypatch.setenv("SHARPDARTS_PROJECT", str(project))
     assert table_defs.tables_json_path() == project / "experiments" / "tables.json"
     assert table_defs.table_names() == ["mine"]
@@ -90,8 +128,12 @@ def test_provenance_describes_the_repository_around_the_package(monkeypatch):
     # No repo_dir: the code that runs is what is traced, found from the package's folder.
     monkeypatch.setattr(provenance, "_device_info", lambda: ("cpu", 0))
     seen = []
-    monkeypatch.setattr(run_folder, "git_state",
-                        lambda repo, exclude: seen.append(repo) or {
-                            "commit": None, "branch": None, "dirty": None, "diff": ""})
+    monkeypatch.setattr(
+        run_folder,
+        "git_state",
+        lambda repo, exclude: (
+            seen.append(repo) or {"commit": None, "branch": None, "dirty": None, "diff": ""}
+        ),
+    )
     provenance.collect_provenance()
     assert seen == [sharpdarts.resources.PACKAGE_DIR]

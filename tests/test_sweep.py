@@ -1,4 +1,5 @@
 """``sharpdarts sweep``: jobs through submitit (local, debug, and Slurm's sbatch faked on PATH)."""
+
 import argparse
 import json
 import os
@@ -19,13 +20,21 @@ EXPERIMENT = "cifar10/sharpsepconv_darts"
 
 
 def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(REPO)}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
 
 
 def _sweep(results, *more):
-    return [sys.executable, "-m", "sharpdarts", "sweep", EXPERIMENT, "--smoke",
-            "--results", str(results), *more]
+    return [
+        sys.executable,
+        "-m",
+        "sharpdarts",
+        "sweep",
+        EXPERIMENT,
+        "--smoke",
+        "--results",
+        str(results),
+        *more,
+    ]
 
 
 def _sweep_here(capsys, monkeypatch, results, *more) -> tuple[int, str]:
@@ -45,11 +54,15 @@ def _infos(results):
 
 
 def _epochs(folder):
-    return [json.loads(line)["epoch"] for line in (Path(folder) / "metrics.jsonl").read_text()
-            .splitlines() if line.strip()]
+    return [
+        json.loads(line)["epoch"]
+        for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
 
 
 # ---- arguments and resources ---------------------------------------------------------------
+
 
 def test_seeds_take_ranges_and_lists_once_each():
     assert sweep.parse_seeds("1-8") == list(range(1, 9))
@@ -60,11 +73,14 @@ def test_seeds_take_ranges_and_lists_once_each():
             sweep.parse_seeds(bad)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--seeds", "1-x"], "--seeds"),
-    (["--gin_param", "EPOCHZ = 3"], "EPOCHZ"),
-    (["--launcher", "slurm"], "srun"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds", "1-x"], "--seeds"),
+        (["--gin_param", "EPOCHZ = 3"], "EPOCHZ"),
+        (["--launcher", "slurm"], "srun"),
+    ],
+)
 def test_a_bad_sweep_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no srun here
     results = tmp_path / "results"
@@ -81,13 +97,13 @@ def test_an_unknown_experiment_exits_2(tmp_path, capsys):
 
 
 def _args(**kw):
-    base = dict(partition=None, time=None, gpus=None, cpus=None, mem=None, parallel=None,
-                cluster_param=[])
+    base = dict(
+        partition=None, time=None, gpus=None, cpus=None, mem=None, parallel=None, cluster_param=[]
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
-def test_resources_come_from_gin_cluster_gin_then_cluster_param_then_flags(tmp_path,
-                                                                           monkeypatch):
+def test_resources_come_from_gin_cluster_gin_then_cluster_param_then_flags(tmp_path, monkeypatch):
     defaults = sweep._resources(_args())
     assert defaults["timeout_min"] == 1440 and defaults["partition"] is None
     assert defaults["tasks_per_node"] == defaults["gpus_per_node"] == 1
@@ -95,13 +111,20 @@ def test_resources_come_from_gin_cluster_gin_then_cluster_param_then_flags(tmp_p
     project = tmp_path / "project"
     (project / "gin").mkdir(parents=True)
     (project / "gin" / "cluster.gin").write_text(
-        "cluster.partition = 'long'\ncluster.mem_gb = 200\ncluster.gpus_per_node = 4\n")
+        "cluster.partition = 'long'\ncluster.mem_gb = 200\ncluster.gpus_per_node = 4\n"
+    )
     monkeypatch.setenv("SHARPDARTS_PROJECT", str(project))
     mine = sweep._resources(_args())
     assert (mine["partition"], mine["mem_gb"], mine["gpus_per_node"]) == ("long", 200, 4)
     assert mine["tasks_per_node"] == 4  # one process per GPU
-    over = sweep._resources(_args(partition="short", time=30, cpus=3,
-                                  cluster_param=["cluster.mem_gb = 64", "cluster.nodes = 2"]))
+    over = sweep._resources(
+        _args(
+            partition="short",
+            time=30,
+            cpus=3,
+            cluster_param=["cluster.mem_gb = 64", "cluster.nodes = 2"],
+        )
+    )
     assert (over["partition"], over["timeout_min"], over["cpus_per_task"]) == ("short", 30, 3)
     assert (over["mem_gb"], over["nodes"], over["gpus_per_node"]) == (64, 2, 4)
     with pytest.raises(UserError, match="cluster.mem_gbb"):
@@ -110,6 +133,7 @@ def test_resources_come_from_gin_cluster_gin_then_cluster_param_then_flags(tmp_p
 
 # ---- Slurm, with sbatch and sacct faked on PATH --------------------------------------------
 
+
 def _fake_slurm(folder: Path, sacct_lines: list[str]) -> Path:
     """srun, sbatch (saves its script, answers job 4242) and sacct (prints the given states)."""
     bin_dir = folder / "bin"
@@ -117,7 +141,9 @@ def _fake_slurm(folder: Path, sacct_lines: list[str]) -> Path:
     scripts = folder / "scripts"
     scripts.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {scripts}/\necho Submitted batch job 4242\n")
+    (bin_dir / "sbatch").write_text(
+        f'#!/bin/sh\ncp "$1" {scripts}/\necho Submitted batch job 4242\n'
+    )
     table = "\\n".join(["JobID|State|NodeList", *sacct_lines])
     (bin_dir / "sacct").write_text(f"#!/bin/sh\nprintf '{table}\\n'\n")
     for tool in bin_dir.iterdir():
@@ -130,16 +156,47 @@ def test_slurm_sweep_submits_one_array_with_the_resources(tmp_path, monkeypatch,
     bin_dir = _fake_slurm(tmp_path, states)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     results = tmp_path / "results"
-    rc = cli.main(["sweep", EXPERIMENT, "--seeds", "1-4", "--launcher", "slurm", "--smoke",
-                   "--results", str(results), "--partition", "gpu", "--time", "90",
-                   "--gpus", "2", "--cpus", "6", "--mem", "48", "--parallel", "3",
-                   "--gin_param", "EPOCHS = 3"])
+    rc = cli.main(
+        [
+            "sweep",
+            EXPERIMENT,
+            "--seeds",
+            "1-4",
+            "--launcher",
+            "slurm",
+            "--smoke",
+            "--results",
+            str(results),
+            "--partition",
+            "gpu",
+            "--time",
+            "90",
+            "--gpus",
+            "2",
+            "--cpus",
+            "6",
+            "--mem",
+            "48",
+            "--parallel",
+            "3",
+            "--gin_param",
+            "EPOCHS = 3",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "4 jobs submitted to Slurm" in out
     [script] = (tmp_path / "scripts").iterdir()
     text = script.read_text()
-    for line in ("--partition=gpu", "--time=90", "--gpus-per-node=2", "--cpus-per-task=6",
-                 "--mem=48GB", "--array=0-3%3", "--signal=USR2@120", "--ntasks-per-node=2"):
+    for line in (
+        "--partition=gpu",
+        "--time=90",
+        "--gpus-per-node=2",
+        "--cpus-per-task=6",
+        "--mem=48GB",
+        "--array=0-3%3",
+        "--signal=USR2@120",
+        "--ntasks-per-node=2",
+    ):
         assert f"#SBATCH {line}" in text, line
     [record_file] = results.glob("sweeps/*/sweep.json")
     record = json.loads(record_file.read_text())
@@ -160,11 +217,14 @@ def test_status_combines_the_store_and_the_scheduler():
     run = {"path": "R", "last_epoch": 3}
     assert sweep_status._combine({**run, "status": "completed"}, "RUNNING", None)[0] == "completed"
     assert sweep_status._combine({**run, "status": "running"}, "RUNNING", None) == (
-        "running", "epoch 3 done; R")
+        "running",
+        "epoch 3 done; R",
+    )
     state, detail = sweep_status._combine({**run, "status": "interrupted"}, "PENDING", None)
     assert state == "pending" and "resumes from epoch 3" in detail
-    state, detail = sweep_status._combine({**run, "status": "failed", "reason": "loss nan"},
-                                          "FAILED", None)
+    state, detail = sweep_status._combine(
+        {**run, "status": "failed", "reason": "loss nan"}, "FAILED", None
+    )
     assert state == "failed" and detail.startswith("loss nan")
     # The job ended while its run still says running: the process died (e.g. out of memory).
     assert sweep_status._combine({**run, "status": "running"}, "OUT_OF_MEMORY", None)[0] == "failed"
@@ -173,10 +233,24 @@ def test_status_combines_the_store_and_the_scheduler():
 
 # ---- debug and local executors --------------------------------------------------------------
 
+
 def test_debug_sweep_runs_in_process_and_records_the_job(tmp_path, capsys):
     results = tmp_path / "results"
-    rc = cli.main(["sweep", EXPERIMENT, "--seeds", "3", "--launcher", "debug", "--smoke",
-                   "--results", str(results), "--gin_param", "EPOCHS = 1"])
+    rc = cli.main(
+        [
+            "sweep",
+            EXPERIMENT,
+            "--seeds",
+            "3",
+            "--launcher",
+            "debug",
+            "--smoke",
+            "--results",
+            str(results),
+            "--gin_param",
+            "EPOCHS = 1",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     [info] = _infos(results)
@@ -186,28 +260,57 @@ def test_debug_sweep_runs_in_process_and_records_the_job(tmp_path, capsys):
     assert job["job_id"].startswith("DEBUG_")
     assert "1 completed seeds" in out and "completed" in out
     # The same sweep again skips the completed run (the runner decides, as for `run`).
-    assert cli.main(["sweep", EXPERIMENT, "--seeds", "3", "--launcher", "debug", "--smoke",
-                     "--results", str(results), "--gin_param", "EPOCHS = 1"]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                EXPERIMENT,
+                "--seeds",
+                "3",
+                "--launcher",
+                "debug",
+                "--smoke",
+                "--results",
+                str(results),
+                "--gin_param",
+                "EPOCHS = 1",
+            ]
+        )
+        == 0
+    )
     assert "already completed" in capsys.readouterr().out
     assert len(_infos(results)) == 1
 
 
 def test_a_failing_run_fails_its_job_with_the_reason(tmp_path, capsys):
     results = tmp_path / "results"
-    rc = cli.main(["sweep", EXPERIMENT, "--launcher", "debug", "--smoke",
-                   "--results", str(results), "--gin_param", "train.learning_rate = 1e10"])
+    rc = cli.main(
+        [
+            "sweep",
+            EXPERIMENT,
+            "--launcher",
+            "debug",
+            "--smoke",
+            "--results",
+            str(results),
+            "--gin_param",
+            "train.learning_rate = 1e10",
+        ]
+    )
     assert rc == 1
     _, [row] = sweep_status.job_states(results)
     assert row["state"] == "failed" and "loss became nan" in row["detail"]
 
 
 @pytest.mark.slow
-def test_local_sweep_of_two_seeds_gives_two_runs_and_their_mean_and_std(tmp_path, capsys,
-                                                                       monkeypatch):
+def test_local_sweep_of_two_seeds_gives_two_runs_and_their_mean_and_std(
+    tmp_path, capsys, monkeypatch
+):
     """Two seeds one at a time (--parallel 1): the second job waits for the first."""
     results = tmp_path / "results"
-    code, output = _sweep_here(capsys, monkeypatch, results, "--seeds", "1-2", "--launcher",
-                               "local", "--parallel", "1")
+    code, output = _sweep_here(
+        capsys, monkeypatch, results, "--seeds", "1-2", "--launcher", "local", "--parallel", "1"
+    )
     assert code == 0, output
     infos = _infos(results)
     assert sorted(i["seed"] for i in infos) == [1, 2]
@@ -219,9 +322,14 @@ def test_local_sweep_of_two_seeds_gives_two_runs_and_their_mean_and_std(tmp_path
     mean = sum(errors) / 2
     std = (sum((e - mean) ** 2 for e in errors) / (2 - 1)) ** 0.5  # the sample std
     assert f"test_error_top1 {mean:.2f} ± {std:.2f}" in output
-    status = subprocess.run([sys.executable, "-m", "sharpdarts", "sweep", "--status",
-                             "--results", str(results)], cwd=REPO, env=_env(),
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "sharpdarts", "sweep", "--status", "--results", str(results)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     states = [line.split()[6] for line in status.stdout.splitlines() if line.startswith("  ")]
     assert status.returncode == 0 and states == ["completed"] * 2, status.stdout
 
@@ -231,8 +339,14 @@ def test_a_preempted_sweep_job_is_requeued_and_resumes_exactly(tmp_path, capsys,
     """SIGUSR2 is what Slurm (--signal) and the local executor send before the end: submitit
     checkpoints the job, requeues it, and the run resumes from its checkpoint. The sweep waits
     for its job here; a thread signals the job's process once it has logged an epoch."""
-    more = ["--seeds", "5", "--gin_param", "EPOCHS = 4",
-            "--gin_param", "build_datasets.synthetic_size = (128, 16)"]
+    more = [
+        "--seeds",
+        "5",
+        "--gin_param",
+        "EPOCHS = 4",
+        "--gin_param",
+        "build_datasets.synthetic_size = (128, 16)",
+    ]
     results = tmp_path / "results"
     killed, done = [], threading.Event()
 
@@ -271,25 +385,49 @@ def test_a_preempted_sweep_job_is_requeued_and_resumes_exactly(tmp_path, capsys,
 
     def numbers(folder):
         keep = ("train_loss", "train_acc", "valid_acc", "test_acc", "lr")
-        return [{k: v for k, v in json.loads(line).items() if k in keep}
-                for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if k in keep}
+            for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()
+        ]
 
-    assert numbers(killed) == numbers(Path(plain["path"]) if "path" in plain else
-                                      next(again.glob("runs/*/*/*")))
+    assert numbers(killed) == numbers(
+        Path(plain["path"]) if "path" in plain else next(again.glob("runs/*/*/*"))
+    )
     assert info["final"]["test_error_top1"] == plain["final"]["test_error_top1"]
 
 
-@pytest.mark.parametrize("launcher, expected", [
-    ("slurm", ["sharpdarts sweep cifar10/sharpsepconv_darts --seeds 1-8 --launcher slurm "
-               "--results R --partition gpu"]),
-    ("", [f"sharpdarts run cifar10/sharpsepconv_darts --seed {s} --results R" for s in (1, 2)]),
-])
+@pytest.mark.parametrize(
+    "launcher, expected",
+    [
+        (
+            "slurm",
+            [
+                "sharpdarts sweep cifar10/sharpsepconv_darts --seeds 1-8 --launcher slurm "
+                "--results R --partition gpu"
+            ],
+        ),
+        ("", [f"sharpdarts run cifar10/sharpsepconv_darts --seed {s} --results R" for s in (1, 2)]),
+    ],
+)
 def test_make_targets_take_launcher_as_well_as_seeds(launcher, expected):
     seeds = "1-8" if launcher else "1 2"
-    done = subprocess.run(["make", "-s", "cifar10-sharpsepconv-darts", f"LAUNCHER={launcher}",
-                           f"SEEDS={seeds}", "STAMP=", "SHARPDARTS=echo sharpdarts",
-                           "RESULTS=R", "SWEEP_ARGS=--partition gpu"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            "make",
+            "-s",
+            "cifar10-sharpsepconv-darts",
+            f"LAUNCHER={launcher}",
+            f"SEEDS={seeds}",
+            "STAMP=",
+            "SHARPDARTS=echo sharpdarts",
+            "RESULTS=R",
+            "SWEEP_ARGS=--partition gpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert [" ".join(line.split()) for line in done.stdout.splitlines()] == expected
 
@@ -299,8 +437,17 @@ def test_a_job_of_two_tasks_trains_one_run_with_ddp(tmp_path, capsys, monkeypatc
     """One task per GPU under Slurm; here two CPU tasks of the local executor join one
     process group from submitit's environment, and rank 0 records the run."""
     results = tmp_path / "results"
-    code, output = _sweep_here(capsys, monkeypatch, results, "--seeds", "2", "--launcher",
-                               "local", "--cluster_param", "cluster.tasks_per_node = 2")
+    code, output = _sweep_here(
+        capsys,
+        monkeypatch,
+        results,
+        "--seeds",
+        "2",
+        "--launcher",
+        "local",
+        "--cluster_param",
+        "cluster.tasks_per_node = 2",
+    )
     assert code == 0, output
     [info] = _infos(results)
     assert info["status"] == "completed" and info["world_size"] == 2

@@ -1,14 +1,14 @@
 """Tables as printed: the paper's values as its text, computed params and multiply-adds for
 rows without runs, and a LaTeX table with booktabs structure."""
+
 import re
 
 import pytest
+from test_results import write_run
 
 from sharpdarts.store import table_defs
 from sharpdarts.store.results import load_runs
-from sharpdarts.store.tables import build_table, format_table
-from sharpdarts.store.tables import COMPUTED_MARK
-from test_results import write_run
+from sharpdarts.store.tables import COMPUTED_MARK, build_table, format_table
 
 
 def _cells(markdown: str, needle: str) -> dict[str, str]:
@@ -21,12 +21,12 @@ def _cells(markdown: str, needle: str) -> dict[str, str]:
 def test_paper_values_are_printed_as_the_paper_printed_them(tmp_path):
     md = format_table(build_table("imagenet", load_runs(tmp_path)), "markdown")
     maxw = _cells(md, "imagenet/sharper_darts_max_w")
-    assert maxw["Top-1 error % (paper)"] == "24.0"           # not 24
-    assert maxw["Multiply-adds B (paper)"] == "0.950"        # not 0.95
+    assert maxw["Top-1 error % (paper)"] == "24.0"  # not 24
+    assert maxw["Multiply-adds B (paper)"] == "0.950"  # not 0.95
     gpipe = _cells(md, "GPipe AmoebaNet-B")
-    assert gpipe["Top-5 error % (paper)"] == "3.0"            # not 3
+    assert gpipe["Top-5 error % (paper)"] == "3.0"  # not 3
     amoeba_c = _cells(md, "AmoebaNet-C")
-    assert amoeba_c["Multiply-adds B (paper)"] == "0.570"    # not 0.57
+    assert amoeba_c["Multiply-adds B (paper)"] == "0.570"  # not 0.57
     cifar = format_table(build_table("cifar10", load_runs(tmp_path)), "markdown")
     assert _cells(cifar, "| cifar10/sharpsepconv_darts ")["Test error % (paper)"] == "1.98 ± 0.07"
 
@@ -51,17 +51,26 @@ def test_rows_without_runs_show_computed_params_and_multiply_adds(tmp_path):
     for name in ("imagenet/sharpdarts_cmid32", "imagenet/sharpsepconv_darts"):
         cells = _cells(md, name)
         assert cells["Params M (ours)"] == f"{costs[name]['params_m']:.2f}{COMPUTED_MARK}"
-        assert cells["Multiply-adds B (ours)"] == f"{costs[name]['multiply_adds_b']:.3f}{COMPUTED_MARK}"
+        assert (
+            cells["Multiply-adds B (ours)"]
+            == f"{costs[name]['multiply_adds_b']:.3f}{COMPUTED_MARK}"
+        )
         assert cells["Top-1 error % (ours)"] == ""  # only what follows from the architecture
     assert md.rstrip().endswith("computed from the architecture (no completed run yet).")
     reference = _cells(md, "| DARTS ")
     assert reference["Params M (ours)"] == ""  # no architecture of ours behind it
 
     # A completed run's own figures replace the computed ones, unmarked.
-    write_run(tmp_path, "imagenet/sharpdarts_cmid32", 1,
-              {"test_error_top1": 31.0, "params_m": 3.2, "multiply_adds_b": 0.371})
-    cells = _cells(format_table(build_table("imagenet", load_runs(tmp_path)), "markdown"),
-                   "imagenet/sharpdarts_cmid32")
+    write_run(
+        tmp_path,
+        "imagenet/sharpdarts_cmid32",
+        1,
+        {"test_error_top1": 31.0, "params_m": 3.2, "multiply_adds_b": 0.371},
+    )
+    cells = _cells(
+        format_table(build_table("imagenet", load_runs(tmp_path)), "markdown"),
+        "imagenet/sharpdarts_cmid32",
+    )
     assert cells["Params M (ours)"] == "3.20" and cells["Multiply-adds B (ours)"] == "0.371"
 
 
@@ -83,8 +92,10 @@ def _latex_rows(tex: str) -> list[str]:
 def test_latex_has_booktabs_structure(tmp_path):
     tex = format_table(build_table("imagenet", load_runs(tmp_path)), "latex")
     lines = tex.splitlines()
-    spec = re.match(r"\\begin\{tabular\}\{([lrc]+)\}$", lines[[i for i, l in enumerate(lines)
-                                                                 if l.startswith("\\begin")][0]])
+    spec = re.match(
+        r"\\begin\{tabular\}\{([lrc]+)\}$",
+        lines[[i for i, l in enumerate(lines) if l.startswith("\\begin")][0]],
+    )
     assert spec, tex
     ncols = len(spec[1])
     order = [l for l in lines if l in ("\\toprule", "\\midrule", "\\bottomrule")]
@@ -92,7 +103,7 @@ def test_latex_has_booktabs_structure(tmp_path):
     assert lines[-1] == "\\end{tabular}"
     body = _latex_rows(tex)
     top, mid, bottom = (lines.index(r) for r in ("\\toprule", "\\midrule", "\\bottomrule"))
-    header, rows = lines[top + 1], lines[mid + 1:bottom]
+    header, rows = lines[top + 1], lines[mid + 1 : bottom]
     # Every row has the columns the spec declares; no unescaped specials in the cells.
     for row in [header, *rows]:
         assert row.endswith("\\\\")

@@ -1,20 +1,21 @@
 """Every run writes TensorBoard events beside run.json; `export tensorboard` writes them for
 older folders. The events are read back with TensorBoard's own reader."""
+
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_results import write_run
 
 from sharpdarts.face import cli
-from test_results import write_run
 
 
 def _events(folder):
-    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "histograms": 0,
-                                                       "images": 0, "tensors": 0})
+    acc = EventAccumulator(
+        str(folder), size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
+    )
     acc.Reload()
     return acc
 
@@ -26,8 +27,22 @@ def _records(folder):
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    assert cli.main(["run", "demo/search", "--smoke", "--seed", "2", "--gin_param", "EPOCHS=2",
-                     "--results", str(results)]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "demo/search",
+                "--smoke",
+                "--seed",
+                "2",
+                "--gin_param",
+                "EPOCHS=2",
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
     (folder,) = [p.parent for p in (results / "runs").rglob("run.json")]
     return results, folder
 
@@ -37,8 +52,16 @@ def test_a_search_run_writes_scalars_alphas_and_genotype(search_run):
     records = _records(folder)
     acc = _events(folder)
     tags = acc.Tags()
-    for key in ("lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
-                "train_perplexity", "valid_perplexity"):
+    for key in (
+        "lr",
+        "train_loss",
+        "train_acc",
+        "valid_loss",
+        "valid_acc",
+        "seconds",
+        "train_perplexity",
+        "valid_perplexity",
+    ):
         assert key in tags["scalars"], key
     for key in ("train_loss", "valid_acc", "lr"):
         events = acc.Scalars(key)
@@ -64,8 +87,9 @@ def test_a_search_run_writes_scalars_alphas_and_genotype(search_run):
 def test_export_writes_events_for_older_folders(tmp_path, search_run, capsys):
     _, folder = search_run
     # An older run folder: the same records, no events.
-    old = write_run(tmp_path, "demo/search", 1, {"genotype": None}, kind="search",
-                    metrics=_records(folder))
+    old = write_run(
+        tmp_path, "demo/search", 1, {"genotype": None}, kind="search", metrics=_records(folder)
+    )
     assert not list(old.glob("events.out.tfevents.*"))
     assert cli.main(["export", "tensorboard", "--results", str(tmp_path)]) == 0
     assert "2 epochs written" in capsys.readouterr().out
@@ -76,8 +100,9 @@ def test_export_writes_events_for_older_folders(tmp_path, search_run, capsys):
     assert cli.main(["export", "tensorboard", "--results", str(tmp_path)]) == 0
     assert "nothing to write" in capsys.readouterr().out
     assert len(list(old.glob("events.out.tfevents.*"))) == 1
-    assert cli.main(["export", "tensorboard", old.name, "--replace", "--results",
-                     str(tmp_path)]) == 0
+    assert (
+        cli.main(["export", "tensorboard", old.name, "--replace", "--results", str(tmp_path)]) == 0
+    )
     assert len(list(old.glob("events.out.tfevents.*"))) == 1
 
 

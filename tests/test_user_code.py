@@ -1,5 +1,6 @@
 """User code loads from config: a ``.gin`` file imports the user's module (gin's own ``import``
 statement), which registers a new op, and a search through the real command line uses it."""
+
 import json
 import sys
 import textwrap
@@ -42,7 +43,7 @@ USER_OPS = textwrap.dedent('''
         return ScaledPoolConv(C_in, C_out, stride, affine)
 ''')
 
-SEARCH_GIN = textwrap.dedent('''
+SEARCH_GIN = textwrap.dedent("""
     # A user's search: the shipped search protocol over a primitive set holding their op.
     import {module}
     include 'gin/protocols/search.gin'
@@ -51,7 +52,7 @@ SEARCH_GIN = textwrap.dedent('''
     SearchNetwork.primitives = ['none', 'skip_connect', '{op}']
     EPOCHS = 2
     BATCH_SIZE = 16
-''')
+""")
 
 
 @pytest.fixture
@@ -96,7 +97,8 @@ def _searched_with_user_op(run_folder: Path, module: str, op: str) -> None:
 
 @pytest.mark.slow
 def test_a_gin_file_imports_a_user_op_beside_it_and_searches_with_it(
-        tmp_path, capsys, user_environment):
+    tmp_path, capsys, user_environment
+):
     gin_file = _write_user_files(tmp_path / "mine", tmp_path / "mine", "beside_ops", "beside_op")
     results = tmp_path / "results"
     code = cli.main(["run", str(gin_file), "--smoke", "--results", str(results)])
@@ -107,15 +109,17 @@ def test_a_gin_file_imports_a_user_op_beside_it_and_searches_with_it(
 
 @pytest.mark.slow
 def test_a_project_experiment_imports_a_user_op_from_the_project_root(
-        tmp_path, capsys, user_environment):
+    tmp_path, capsys, user_environment
+):
     project = tmp_path / "project"
     _write_user_files(project, project / "experiments" / "mine", "project_ops", "project_op")
     results = tmp_path / "results"
     code = cli.main(["--project", str(project), "list"])
     out = capsys.readouterr()
     assert code == 0 and "mine/my_search" in out.out
-    code = cli.main(["--project", str(project), "run", "mine/my_search", "--smoke",
-                     "--results", str(results)])
+    code = cli.main(
+        ["--project", str(project), "run", "mine/my_search", "--smoke", "--results", str(results)]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     run_folder = Path(out.out.strip().splitlines()[-1])
@@ -130,7 +134,10 @@ def test_user_code_paths_are_the_project_root_then_each_config_folder(tmp_path, 
     monkeypatch.setattr(sys, "path", list(sys.path))
     configs = [project / "experiments" / "a.gin", tmp_path / "b" / "b.gin", project / "c.gin"]
     assert experiments.user_code_paths(configs) == [
-        project.resolve(), (project / "experiments").resolve(), (tmp_path / "b").resolve()]
+        project.resolve(),
+        (project / "experiments").resolve(),
+        (tmp_path / "b").resolve(),
+    ]
     added = experiments.make_user_code_importable(configs)
     assert sys.path[:3] == [str(p) for p in added] and len(added) == 3
     assert experiments.make_user_code_importable(configs) == []  # no repeats

@@ -4,8 +4,8 @@ Each kind of value (epochs, batch sizes, learning rates, widths, depths, primiti
 and results roots, portions, probabilities, seeds) is refused through the command line, where a
 user meets it; the kinds themselves are pinned below.
 """
+
 import math
-from pathlib import Path
 
 import gin
 import pytest
@@ -29,40 +29,49 @@ def _refused(capsys, tmp_path, experiment, *args) -> str:
     return " ".join(err.split())
 
 
-@pytest.mark.parametrize("experiment, binding, name", [
-    # epochs, through the EPOCHS macro and directly
-    (SEARCH, "EPOCHS=-3", "search.epochs = %EPOCHS"),
-    (SEARCH, "EPOCHS=0", "search.epochs = %EPOCHS"),
-    (SEARCH, "EPOCHS=2.5", "search.epochs = %EPOCHS"),
-    (TRAIN, "EPOCHS='ten'", "train.epochs = %EPOCHS"),
-    # batch sizes
-    (SEARCH, "BATCH_SIZE=0", "search.batch_size = %BATCH_SIZE"),
-    (TRAIN, "train.eval_batch_size=-8", "train.eval_batch_size"),
-    # learning rates
-    (SEARCH, "search.learning_rate=-0.1", "search.learning_rate"),
-    (SEARCH, "Architect.lr=0", "Architect.lr"),
-    (TRAIN, "train.learning_rate=float('nan')", None),  # gin cannot parse it: still exit 2
-    # widths and depths
-    (SEARCH, "SearchNetwork.C=0", "SearchNetwork.C"),
-    (TRAIN, "NetworkCIFAR.C=-4", "NetworkCIFAR.C"),
-    (SEARCH, "SearchNetwork.layers=0", "SearchNetwork.layers"),
-    (TRAIN, "NetworkCIFAR.layers=1.5", "NetworkCIFAR.layers"),
-    # primitive sets
-    (SEARCH, "SearchNetwork.primitives='DARTS_PRIMITVES'", "SearchNetwork.primitives"),
-    (SEARCH, "SearchNetwork.primitives=[]", "SearchNetwork.primitives"),
-    (SEARCH, "SearchNetwork.primitives=['skip_connect', 'skip_connect']",
-     "SearchNetwork.primitives"),
-    (SEARCH, "SearchNetwork.primitives=['skip_connect', 'sep_conv_3x33']",
-     "SearchNetwork.primitives"),
-    # portions and probabilities
-    (SEARCH, "search.train_portion=1.5", "search.train_portion"),
-    (SEARCH, "search.train_portion=0", "search.train_portion"),
-    (TRAIN, "train.valid_portion=1", "train.valid_portion"),
-    (TRAIN, "train.drop_path_prob=1.2", "train.drop_path_prob"),
-    (TRAIN, "train.label_smoothing=-0.1", "train.label_smoothing"),
-    # a scoped binding is named with its scope
-    (SEARCH, "sgd.momentum=1.0", "sgd.momentum"),
-])
+@pytest.mark.parametrize(
+    "experiment, binding, name",
+    [
+        # epochs, through the EPOCHS macro and directly
+        (SEARCH, "EPOCHS=-3", "search.epochs = %EPOCHS"),
+        (SEARCH, "EPOCHS=0", "search.epochs = %EPOCHS"),
+        (SEARCH, "EPOCHS=2.5", "search.epochs = %EPOCHS"),
+        (TRAIN, "EPOCHS='ten'", "train.epochs = %EPOCHS"),
+        # batch sizes
+        (SEARCH, "BATCH_SIZE=0", "search.batch_size = %BATCH_SIZE"),
+        (TRAIN, "train.eval_batch_size=-8", "train.eval_batch_size"),
+        # learning rates
+        (SEARCH, "search.learning_rate=-0.1", "search.learning_rate"),
+        (SEARCH, "Architect.lr=0", "Architect.lr"),
+        (TRAIN, "train.learning_rate=float('nan')", None),  # gin cannot parse it: still exit 2
+        # widths and depths
+        (SEARCH, "SearchNetwork.C=0", "SearchNetwork.C"),
+        (TRAIN, "NetworkCIFAR.C=-4", "NetworkCIFAR.C"),
+        (SEARCH, "SearchNetwork.layers=0", "SearchNetwork.layers"),
+        (TRAIN, "NetworkCIFAR.layers=1.5", "NetworkCIFAR.layers"),
+        # primitive sets
+        (SEARCH, "SearchNetwork.primitives='DARTS_PRIMITVES'", "SearchNetwork.primitives"),
+        (SEARCH, "SearchNetwork.primitives=[]", "SearchNetwork.primitives"),
+        (
+            SEARCH,
+            "SearchNetwork.primitives=['skip_connect', 'skip_connect']",
+            "SearchNetwork.primitives",
+        ),
+        (
+            SEARCH,
+            "SearchNetwork.primitives=['skip_connect', 'sep_conv_3x33']",
+            "SearchNetwork.primitives",
+        ),
+        # portions and probabilities
+        (SEARCH, "search.train_portion=1.5", "search.train_portion"),
+        (SEARCH, "search.train_portion=0", "search.train_portion"),
+        (TRAIN, "train.valid_portion=1", "train.valid_portion"),
+        (TRAIN, "train.drop_path_prob=1.2", "train.drop_path_prob"),
+        (TRAIN, "train.label_smoothing=-0.1", "train.label_smoothing"),
+        # a scoped binding is named with its scope
+        (SEARCH, "sgd.momentum=1.0", "sgd.momentum"),
+    ],
+)
 def test_a_bad_value_is_refused_by_its_binding_name(experiment, binding, name, tmp_path, capsys):
     message = _refused(capsys, tmp_path, experiment, "--gin_param", binding)
     if name is not None:
@@ -77,8 +86,9 @@ def test_the_macro_and_its_value_are_both_named(tmp_path, capsys):
 
 
 def test_an_unknown_primitive_set_names_close_ones(tmp_path, capsys):
-    message = _refused(capsys, tmp_path, SEARCH, "--gin_param",
-                       "SearchNetwork.primitives='DARTS_PRIMITVES'")
+    message = _refused(
+        capsys, tmp_path, SEARCH, "--gin_param", "SearchNetwork.primitives='DARTS_PRIMITVES'"
+    )
     assert "DARTS_PRIMITIVES" in message
 
 
@@ -112,23 +122,41 @@ def test_a_seed_out_of_range_is_refused(seed, tmp_path, capsys):
 
 def test_a_good_value_passes_and_runs(tmp_path, capsys):
     # Batches of 4: a quarter of smoke.gin's 16 images is one batch for the architecture.
-    code = cli.main(["run", SEARCH, "--smoke", "--results", str(tmp_path / "r"),
-                     "--gin_param", "EPOCHS=1", "--gin_param", "search.train_portion=0.75",
-                     "--gin_param", "BATCH_SIZE=4"])
+    code = cli.main(
+        [
+            "run",
+            SEARCH,
+            "--smoke",
+            "--results",
+            str(tmp_path / "r"),
+            "--gin_param",
+            "EPOCHS=1",
+            "--gin_param",
+            "search.train_portion=0.75",
+            "--gin_param",
+            "BATCH_SIZE=4",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
 
 
 # ---- the kinds themselves -------------------------------------------------------------------
-@pytest.mark.parametrize("kind, good, bad", [
-    (validate.EPOCHS, [1, 600], [0, -1, 1.0, True, "3", None]),
-    (validate.LEARNING_RATE, [1e-4, 1, 0.5], [0, -0.1, math.nan, math.inf, "0.1", False]),
-    (validate.PORTION, [0.5, 0.01], [0, 1, 1.5, -0.5]),
-    (validate.PROBABILITY, [0, 0.2, 1], [-0.01, 1.01]),
-    (validate.SEED, [0, 2**32 - 1], [-1, 2**32, 1.5]),
-    (validate.WIDTH.or_none(), [None, 1, 36], [0, 2.0]),
-    (validate.PRIMITIVE_SET, ["DARTS_PRIMITIVES", ["none", "skip_connect"]],
-     ["NO_SUCH_SET", [], ["a", "a"], [1, 2]]),
-])
+@pytest.mark.parametrize(
+    "kind, good, bad",
+    [
+        (validate.EPOCHS, [1, 600], [0, -1, 1.0, True, "3", None]),
+        (validate.LEARNING_RATE, [1e-4, 1, 0.5], [0, -0.1, math.nan, math.inf, "0.1", False]),
+        (validate.PORTION, [0.5, 0.01], [0, 1, 1.5, -0.5]),
+        (validate.PROBABILITY, [0, 0.2, 1], [-0.01, 1.01]),
+        (validate.SEED, [0, 2**32 - 1], [-1, 2**32, 1.5]),
+        (validate.WIDTH.or_none(), [None, 1, 36], [0, 2.0]),
+        (
+            validate.PRIMITIVE_SET,
+            ["DARTS_PRIMITIVES", ["none", "skip_connect"]],
+            ["NO_SUCH_SET", [], ["a", "a"], [1, 2]],
+        ),
+    ],
+)
 def test_kinds_accept_and_refuse(kind, good, bad):
     for value in good:
         assert kind.problem(value) is None, value
@@ -146,6 +174,7 @@ def test_a_folder_kind_refuses_a_file_and_what_lies_under_it(tmp_path):
 
 def test_a_declaration_must_name_real_parameters():
     with pytest.raises(TypeError, match="no parameters"):
+
         @validate.params(epochz=validate.EPOCHS)
         def job(epochs=1):
             return epochs

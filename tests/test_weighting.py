@@ -1,8 +1,11 @@
 """The scalar and max_w mixing schemes, on known weights and through their gradients."""
+
 import pytest
 import torch
 
 from sharpdarts.nn import weighting
+
+
 def test_scalar_is_the_softmax_weight():
     w = torch.tensor([0.2, 0.5, 0.3])
     assert torch.equal(weighting.scalar(w), w)
@@ -60,8 +63,9 @@ def test_max_w_detach_max_binding_is_read_when_the_network_is_built():
     gin.clear_config()
     gin.parse_config("max_w.detach_max = True")
     try:
-        net = SearchNetwork(C=4, num_classes=3, layers=2, primitives="DARTS_PRIMITIVES",
-                            weighting="max_w")
+        net = SearchNetwork(
+            C=4, num_classes=3, layers=2, primitives="DARTS_PRIMITIVES", weighting="max_w"
+        )
         assert "max_w.detach_max = True" in gin.operative_config_str()
     finally:
         gin.clear_config()

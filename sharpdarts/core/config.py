@@ -10,6 +10,7 @@ gin keeps both configs in module globals without a public accessor
 (``gin.config._CONFIG`` and ``gin.config._OPERATIVE_CONFIG``, keyed by ``(scope, selector)``),
 so they are read here, in one place. Gin only: no torch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection
@@ -28,16 +29,20 @@ def _macro_selector() -> str:
 
 def bound_keys() -> set[BindingKey]:
     """Every binding of the parsed config."""
-    return {(scope, selector, param)
-            for (scope, selector), params in gin_config._CONFIG.items()  # noqa: SLF001
-            for param in params}
+    return {
+        (scope, selector, param)
+        for (scope, selector), params in gin_config._CONFIG.items()  # noqa: SLF001
+        for param in params
+    }
 
 
 def _used_keys() -> set[BindingKey]:
     with gin_config._OPERATIVE_CONFIG_LOCK:  # noqa: SLF001
-        return {(scope, selector, param)
-                for (scope, selector), params in gin_config._OPERATIVE_CONFIG.items()  # noqa: SLF001
-                for param in params}
+        return {
+            (scope, selector, param)
+            for (scope, selector), params in gin_config._OPERATIVE_CONFIG.items()  # noqa: SLF001
+            for param in params
+        }
 
 
 def _scope_applies(binding_scope: str, call_scope: str) -> bool:
@@ -60,8 +65,9 @@ def binding_name(key: BindingKey) -> str:
     return f"{scope + '/' if scope else ''}{short}.{param}"
 
 
-def unused_bindings(exempt: Collection[BindingKey] = (),
-                    allowed: Collection[str] = ()) -> list[str]:
+def unused_bindings(
+    exempt: Collection[BindingKey] = (), allowed: Collection[str] = ()
+) -> list[str]:
     """The bindings that no built object used, by name (sorted), except ``exempt`` ones and those
     named in ``allowed`` (as :func:`binding_name` writes them, e.g. ``max_w.detach_max``)."""
     used = _used_keys()
@@ -70,14 +76,17 @@ def unused_bindings(exempt: Collection[BindingKey] = (),
         if key in exempt or binding_name(key) in allowed:
             continue
         scope, selector, param = key
-        if not any(s == selector and p == param and _scope_applies(scope, call_scope)
-                   for call_scope, s, p in used):
+        if not any(
+            s == selector and p == param and _scope_applies(scope, call_scope)
+            for call_scope, s, p in used
+        ):
             unused.append(binding_name(key))
     return sorted(unused)
 
 
-def check_bindings_used(exempt: Collection[BindingKey] = (), *, allowed: Collection[str] = (),
-                        what: str = "run") -> None:
+def check_bindings_used(
+    exempt: Collection[BindingKey] = (), *, allowed: Collection[str] = (), what: str = "run"
+) -> None:
     """Refuses a config with a binding that nothing used (call after building the job).
 
     Args:
@@ -98,7 +107,8 @@ def check_bindings_used(exempt: Collection[BindingKey] = (), *, allowed: Collect
             f"{', '.join(unused)}. Nothing built for this experiment reads them (another "
             "network or job than the one configured, or an argument the code always passes); "
             "remove them, bind the component that is actually used, or name them with "
-            "--allow-unused if they are meant to do nothing here.")
+            "--allow-unused if they are meant to do nothing here."
+        )
 
 
 def keys_of(binding: str) -> set[BindingKey]:
@@ -118,7 +128,6 @@ def keys_of(binding: str) -> set[BindingKey]:
         if match is not None:
             keys.add((scope, match.selector, param))
     return keys
-
 
 
 def selector_of(component) -> str | None:

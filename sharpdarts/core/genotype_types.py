@@ -62,7 +62,9 @@ def reference_data() -> dict:
 PRIMITIVES: list[str] = list(reference_data()["primitives"]["PRIMITIVES"])
 SHARPER_PRIMITIVES: list[str] = list(reference_data()["primitives"]["SHARPER_PRIMITIVES"])
 DARTS_PRIMITIVES: list[str] = list(reference_data()["primitives"]["DARTS_PRIMITIVES"])
-MULTICHANNELNET_PRIMITIVES: list[str] = list(reference_data()["primitives"]["MULTICHANNELNET_PRIMITIVES"])
+MULTICHANNELNET_PRIMITIVES: list[str] = list(
+    reference_data()["primitives"]["MULTICHANNELNET_PRIMITIVES"]
+)
 
 # Users add a set with ``PRIMITIVE_SETS.register('MY_PRIMITIVES')(['none', 'my_op', ...])``.
 PRIMITIVE_SETS: Registry[list[str]] = Registry("primitive set", "PRIMITIVE_SETS")
@@ -113,7 +115,9 @@ def _plain(value: Any) -> Any:
 def _cell_entries(entries: Any, where: str) -> list[tuple[str, int]]:
     """Validates cell entries and normalises them to ``(str, int)`` tuples."""
     if not isinstance(entries, list | tuple):
-        raise ValueError(f"{where}: expected a list of (op_name, input_index) pairs, got {entries!r}.")
+        raise ValueError(
+            f"{where}: expected a list of (op_name, input_index) pairs, got {entries!r}."
+        )
     out = []
     for entry in entries:
         if (
@@ -124,7 +128,9 @@ def _cell_entries(entries: Any, where: str) -> list[tuple[str, int]]:
             or not isinstance(entry[1], int | np.integer)
             or entry[1] < 0
         ):
-            raise ValueError(f"{where}: expected (op_name, input_index) pairs, got entry {entry!r}.")
+            raise ValueError(
+                f"{where}: expected (op_name, input_index) pairs, got entry {entry!r}."
+            )
         out.append((entry[0], int(entry[1])))
     return out
 
@@ -143,7 +149,9 @@ def _normalise(fields: Mapping[str, Any]) -> Genotype:
     """Builds a validated Genotype with canonical types from a field mapping."""
     layout = fields.get("layout", "cell")
     if layout not in LAYOUTS:
-        raise ValueError(f"Unknown genotype layout {layout!r}; expected one of {', '.join(LAYOUTS)}.")
+        raise ValueError(
+            f"Unknown genotype layout {layout!r}; expected one of {', '.join(LAYOUTS)}."
+        )
     missing = [f for f in ("normal", "normal_concat", "reduce", "reduce_concat") if f not in fields]
     if missing:
         raise ValueError(f"Genotype is missing the field(s) {', '.join(missing)}.")
@@ -164,7 +172,9 @@ def _normalise(fields: Mapping[str, Any]) -> Genotype:
         normal = list(fields["normal"])
         reduce = list(fields["reduce"])
         if not all(isinstance(n, str) for n in normal) or reduce:
-            raise ValueError("A 'path' genotype holds node names in 'normal' and nothing in 'reduce'.")
+            raise ValueError(
+                "A 'path' genotype holds node names in 'normal' and nothing in 'reduce'."
+            )
     return Genotype(normal, normal_concat, reduce, reduce_concat, layout)
 
 
@@ -315,7 +325,9 @@ def genotype_from_weights(
         ValueError: As ``parse_cell``, or ``multiplier`` outside ``1..steps``.
     """
     if not isinstance(multiplier, int) or not 1 <= multiplier <= steps:
-        raise ValueError(f"multiplier must be an integer in 1..steps ({steps}), got {multiplier!r}.")
+        raise ValueError(
+            f"multiplier must be an integer in 1..steps ({steps}), got {multiplier!r}."
+        )
     concat = list(range(2 + steps - multiplier, steps + 2))
     return Genotype(
         normal=parse_cell(normal, primitives, steps, skip_primitive),

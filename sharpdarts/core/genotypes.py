@@ -157,7 +157,7 @@ def read_registry(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ValueError(f"The genotype registry {path} is not valid JSON: {e}.") from e
     if not isinstance(data, dict) or not isinstance(data.get("genotypes", {}), dict):
-        raise ValueError(f"The genotype registry {path} must hold {{\"genotypes\": {{NAME: ...}}}}.")
+        raise ValueError(f'The genotype registry {path} must hold {{"genotypes": {{NAME: ...}}}}.')
     data.setdefault("genotypes", {})
     return data
 
@@ -188,7 +188,9 @@ def get(name: str) -> Genotype:
         return copy.deepcopy(RECURRENT_GENOTYPES[name])
     entries = _user_entries()
     if name not in entries:
-        raise unknown_name("genotype", name, list(table) + list(RECURRENT_GENOTYPES) + list(entries))
+        raise unknown_name(
+            "genotype", name, list(table) + list(RECURRENT_GENOTYPES) + list(entries)
+        )
     try:
         return from_dict(entries[name]["genotype"])
     except (KeyError, TypeError, ValueError) as e:
@@ -219,13 +221,16 @@ def resolve(value: Any) -> Genotype:
         return from_dict(value)
     if hasattr(value, "_asdict"):
         return from_dict(value._asdict())
-    raise TypeError(f"A genotype is a Genotype, a genotype dict or a registry name, "
-                    f"got {type(value).__name__}.")
+    raise TypeError(
+        f"A genotype is a Genotype, a genotype dict or a registry name, got {type(value).__name__}."
+    )
 
 
 def _check_layout(layout: str | None) -> None:
     if layout is not None and layout not in LAYOUTS:
-        raise ValueError(f"Unknown genotype layout {layout!r}; expected one of {', '.join(LAYOUTS)}.")
+        raise ValueError(
+            f"Unknown genotype layout {layout!r}; expected one of {', '.join(LAYOUTS)}."
+        )
 
 
 def builtin_names(layout: str | None = None) -> list[str]:

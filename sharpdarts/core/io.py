@@ -5,6 +5,7 @@ registry, shipped figures) goes through :func:`atomic_write`: a temp file in the
 folder, fsync, ``os.replace``, fsync of the folder. A crash or a full disk at any point
 leaves the previous content in place.
 """
+
 from __future__ import annotations
 
 import contextlib

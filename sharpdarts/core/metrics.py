@@ -1,4 +1,5 @@
 """Accuracy, parameter counts and multiply-adds, counted as the paper counts them."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -19,7 +20,7 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (
     maxk = min(max(topk), logits.size(1))
     pred = logits.topk(maxk, dim=1).indices
     correct = pred.eq(target.view(-1, 1))
-    return [correct[:, :min(k, maxk)].any(dim=1).float().mean().item() * 100.0 for k in topk]
+    return [correct[:, : min(k, maxk)].any(dim=1).float().mean().item() * 100.0 for k in topk]
 
 
 def count_parameters(model: nn.Module, auxiliary: bool = False) -> int:
@@ -30,8 +31,11 @@ def count_parameters(model: nn.Module, auxiliary: bool = False) -> int:
     column) leaves it out.
     """
     arch = {id(p) for p in getattr(model, "arch_parameters", lambda: [])()}
-    return sum(p.numel() for name, p in model.named_parameters()
-               if id(p) not in arch and (auxiliary or "auxiliary" not in name))
+    return sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if id(p) not in arch and (auxiliary or "auxiliary" not in name)
+    )
 
 
 class _Logits(nn.Module):
@@ -65,8 +69,14 @@ def multiply_adds(model: nn.Module, input_shape: Sequence[int]) -> int:
     model.eval()
     try:
         macs, _ = get_model_complexity_info(
-            _Logits(model), tuple(input_shape), as_strings=False, print_per_layer_stat=False,
-            verbose=False, backend="pytorch", backend_specific_config={"count_functional": False})
+            _Logits(model),
+            tuple(input_shape),
+            as_strings=False,
+            print_per_layer_stat=False,
+            verbose=False,
+            backend="pytorch",
+            backend_specific_config={"count_functional": False},
+        )
     finally:
         model.train(was_training)
     return int(macs)

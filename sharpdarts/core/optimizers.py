@@ -15,6 +15,7 @@ one, decorate a function ``(params, lr, **settings) -> Optimizer`` with
 ``gin.torch`` is not imported (it needs distutils, gone in Python 3.12); the few torch classes
 a config may name are registered here instead, under their ``torch`` module names.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -28,7 +29,8 @@ from sharpdarts.registry import Registry
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 OPTIMIZERS: Registry[OptimizerFactory] = Registry(
-    "optimizer", "OPTIMIZERS", hint="Bind one with e.g. train.optimizer = @sgd.")
+    "optimizer", "OPTIMIZERS", hint="Bind one with e.g. train.optimizer = @sgd."
+)
 
 gin.external_configurable(torch.optim.SGD, module="torch.optim")
 gin.external_configurable(torch.optim.Adam, module="torch.optim")
@@ -38,10 +40,17 @@ gin.external_configurable(torch.nn.CrossEntropyLoss, module="torch.nn")
 
 @OPTIMIZERS.register("sgd")
 @gin.configurable(denylist=["params", "lr"])
-@validate.params(momentum=validate.Real("a number in [0, 1)", low=0.0, high=1.0, high_open=True),
-                 weight_decay=validate.NON_NEGATIVE)
-def sgd(params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.9,
-        weight_decay: float = 3e-4, nesterov: bool = False) -> torch.optim.Optimizer:
+@validate.params(
+    momentum=validate.Real("a number in [0, 1)", low=0.0, high=1.0, high_open=True),
+    weight_decay=validate.NON_NEGATIVE,
+)
+def sgd(
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 3e-4,
+    nesterov: bool = False,
+) -> torch.optim.Optimizer:
     """SGD with momentum, the optimizer of DARTS and sharpDARTS (both searches and training).
 
     Args:
@@ -51,16 +60,20 @@ def sgd(params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.9,
         weight_decay: L2 penalty (3e-4 on CIFAR-10, 1e-4 on ImageNet).
         nesterov: Nesterov momentum (off in the original).
     """
-    return torch.optim.SGD(params, lr, momentum=momentum, weight_decay=weight_decay,
-                           nesterov=nesterov)
+    return torch.optim.SGD(
+        params, lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+    )
 
 
 @OPTIMIZERS.register("adamw")
 @gin.configurable(denylist=["params", "lr"])
 @validate.params(weight_decay=validate.NON_NEGATIVE)
-def adamw(params: Iterable[torch.nn.Parameter], lr: float,
-          betas: tuple[float, float] = (0.9, 0.999),
-          weight_decay: float = 1e-2) -> torch.optim.Optimizer:
+def adamw(
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 1e-2,
+) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay), for experiments beyond the paper.
 
     Args:

@@ -13,6 +13,7 @@ types (:class:`~sharpdarts.core.genotype_types.Genotype`,
 prints and plots like a published one. They are gin configurables (``@sample_cell_genotype``,
 ``@sample_recurrent_genotype``) for the random-search job.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -23,12 +24,10 @@ import numpy as np
 
 from sharpdarts.core import validate
 from sharpdarts.core.genotype_types import primitives as resolve_primitives
-from sharpdarts.core.genotypes import Genotype
+from sharpdarts.core.genotypes import RNN_PRIMITIVES, Genotype
 from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_STEPS, RecurrentGenotype, check
-from sharpdarts.core.genotypes import RNN_PRIMITIVES
 
-__all__ = ["sample_cell", "sample_cell_genotype", "sample_recurrent_genotype",
-           "sample_genotypes"]
+__all__ = ["sample_cell", "sample_cell_genotype", "sample_recurrent_genotype", "sample_genotypes"]
 
 Sampler = Callable[..., Any]
 
@@ -41,13 +40,18 @@ def _ops(primitives: str | Sequence[str], skip_primitive: str | None) -> list[st
     """The ops a sample may hold: the set without ``skip_primitive``."""
     ops = [op for op in resolve_primitives(primitives) if op != skip_primitive]
     if not ops:
-        raise ValueError(f"the primitive set {primitives!r} has no op other than "
-                         f"{skip_primitive!r} to sample")
+        raise ValueError(
+            f"the primitive set {primitives!r} has no op other than {skip_primitive!r} to sample"
+        )
     return ops
 
 
-def sample_cell(rng: np.random.Generator | int, primitives: str | Sequence[str],
-                steps: int = 4, skip_primitive: str | None = "none") -> list[tuple[str, int]]:
+def sample_cell(
+    rng: np.random.Generator | int,
+    primitives: str | Sequence[str],
+    steps: int = 4,
+    skip_primitive: str | None = "none",
+) -> list[tuple[str, int]]:
     """One cell's ``(op_name, input_index)`` pairs, two per node (lower input first).
 
     Args:
@@ -66,11 +70,14 @@ def sample_cell(rng: np.random.Generator | int, primitives: str | Sequence[str],
 
 
 @gin.configurable(denylist=["rng"])
-@validate.params(primitives=validate.PRIMITIVE_SET, steps=validate.COUNT,
-                 multiplier=validate.COUNT)
-def sample_cell_genotype(rng: np.random.Generator | int, primitives: str | Sequence[str]
-                         = "DARTS_PRIMITIVES", steps: int = 4, multiplier: int = 4,
-                         skip_primitive: str | None = "none") -> Genotype:
+@validate.params(primitives=validate.PRIMITIVE_SET, steps=validate.COUNT, multiplier=validate.COUNT)
+def sample_cell_genotype(
+    rng: np.random.Generator | int,
+    primitives: str | Sequence[str] = "DARTS_PRIMITIVES",
+    steps: int = 4,
+    multiplier: int = 4,
+    skip_primitive: str | None = "none",
+) -> Genotype:
     """A convolutional genotype: a normal and a reduction cell drawn independently.
 
     Args:
@@ -93,12 +100,14 @@ def sample_cell_genotype(rng: np.random.Generator | int, primitives: str | Seque
 
 
 @gin.configurable(denylist=["rng"])
-@validate.params(primitives=validate.PRIMITIVE_SET, steps=validate.COUNT,
-                 concat=validate.COUNT)
-def sample_recurrent_genotype(rng: np.random.Generator | int,
-                              primitives: str | Sequence[str] = tuple(RNN_PRIMITIVES),
-                              steps: int = RNN_STEPS, concat: int = RNN_CONCAT,
-                              skip_primitive: str | None = "none") -> RecurrentGenotype:
+@validate.params(primitives=validate.PRIMITIVE_SET, steps=validate.COUNT, concat=validate.COUNT)
+def sample_recurrent_genotype(
+    rng: np.random.Generator | int,
+    primitives: str | Sequence[str] = tuple(RNN_PRIMITIVES),
+    steps: int = RNN_STEPS,
+    concat: int = RNN_CONCAT,
+    skip_primitive: str | None = "none",
+) -> RecurrentGenotype:
     """A recurrent genotype: node ``i + 1`` reads a uniform earlier state ``0..i`` through a
     uniform activation.
 

@@ -8,6 +8,7 @@ cell's output. The published cells are DARTS_V1_RNN, DARTS_V2_RNN (DARTS's final
 ENAS_RNN (ENAS's cell, retrained in DARTS's setup); they are reached through
 :func:`sharpdarts.core.genotypes.get` like every other named genotype.
 """
+
 from __future__ import annotations
 
 from collections import namedtuple
@@ -34,17 +35,47 @@ RNN_STEPS = 8
 RNN_CONCAT = 8
 
 DARTS_V1_RNN = RecurrentGenotype(
-    recurrent=[("relu", 0), ("relu", 1), ("tanh", 2), ("relu", 3), ("relu", 4),
-               ("identity", 1), ("relu", 5), ("relu", 1)],
-    concat=list(range(1, 9)))
+    recurrent=[
+        ("relu", 0),
+        ("relu", 1),
+        ("tanh", 2),
+        ("relu", 3),
+        ("relu", 4),
+        ("identity", 1),
+        ("relu", 5),
+        ("relu", 1),
+    ],
+    concat=list(range(1, 9)),
+)
 DARTS_V2_RNN = RecurrentGenotype(
-    recurrent=[("sigmoid", 0), ("relu", 1), ("relu", 1), ("identity", 1), ("tanh", 2),
-               ("sigmoid", 5), ("tanh", 3), ("relu", 5)],
-    concat=list(range(1, 9)))
+    recurrent=[
+        ("sigmoid", 0),
+        ("relu", 1),
+        ("relu", 1),
+        ("identity", 1),
+        ("tanh", 2),
+        ("sigmoid", 5),
+        ("tanh", 3),
+        ("relu", 5),
+    ],
+    concat=list(range(1, 9)),
+)
 ENAS_RNN = RecurrentGenotype(
-    recurrent=[("tanh", 0), ("tanh", 1), ("relu", 1), ("tanh", 3), ("tanh", 3), ("relu", 3),
-               ("relu", 4), ("relu", 7), ("relu", 8), ("relu", 8), ("relu", 8)],
-    concat=[2, 5, 6, 9, 10, 11])
+    recurrent=[
+        ("tanh", 0),
+        ("tanh", 1),
+        ("relu", 1),
+        ("tanh", 3),
+        ("tanh", 3),
+        ("relu", 3),
+        ("relu", 4),
+        ("relu", 7),
+        ("relu", 8),
+        ("relu", 8),
+        ("relu", 8),
+    ],
+    concat=[2, 5, 6, 9, 10, 11],
+)
 
 # Name -> genotype; 'DARTS_RNN' is the original's alias for its final cell (train.py's default).
 RECURRENT_GENOTYPES: dict[str, RecurrentGenotype] = {
@@ -55,7 +86,9 @@ RECURRENT_GENOTYPES: dict[str, RecurrentGenotype] = {
 }
 
 
-def check(genotype: RecurrentGenotype, primitives: Sequence[str] = RNN_PRIMITIVES) -> RecurrentGenotype:
+def check(
+    genotype: RecurrentGenotype, primitives: Sequence[str] = RNN_PRIMITIVES
+) -> RecurrentGenotype:
     """Validates a recurrent genotype and returns it with tuples and lists normalised.
 
     Raises:
@@ -67,10 +100,14 @@ def check(genotype: RecurrentGenotype, primitives: Sequence[str] = RNN_PRIMITIVE
         try:
             op, pred = entry
         except (TypeError, ValueError) as e:
-            raise ValueError(f"Recurrent node {i + 1} must be (op_name, predecessor), got {entry!r}.") from e
+            raise ValueError(
+                f"Recurrent node {i + 1} must be (op_name, predecessor), got {entry!r}."
+            ) from e
         if op not in primitives or op == "none":
-            raise ValueError(f"Recurrent node {i + 1} has op {op!r}; expected one of "
-                             f"{', '.join(p for p in primitives if p != 'none')}.")
+            raise ValueError(
+                f"Recurrent node {i + 1} has op {op!r}; expected one of "
+                f"{', '.join(p for p in primitives if p != 'none')}."
+            )
         if not isinstance(pred, (int, np.integer)) or not 0 <= pred <= i:
             raise ValueError(f"Recurrent node {i + 1} reads state {pred!r}; it may read 0..{i}.")
         nodes.append((str(op), int(pred)))
@@ -86,8 +123,11 @@ def recurrent_to_dict(genotype: RecurrentGenotype) -> dict[str, Any]:
     ``{'recurrent': [[op, pred], ...], 'concat': [...], 'layout': 'recurrent'}``.
     """
     g = check(genotype)
-    return {"recurrent": [list(e) for e in g.recurrent], "concat": list(g.concat),
-            "layout": "recurrent"}
+    return {
+        "recurrent": [list(e) for e in g.recurrent],
+        "concat": list(g.concat),
+        "layout": "recurrent",
+    }
 
 
 def recurrent_from_dict(d: Mapping[str, Any]) -> RecurrentGenotype:
@@ -101,8 +141,13 @@ def recurrent_from_dict(d: Mapping[str, Any]) -> RecurrentGenotype:
     return check(RecurrentGenotype([tuple(e) for e in d["recurrent"]], list(d["concat"])))
 
 
-def parse_recurrent(probs, primitives: Sequence[str] = RNN_PRIMITIVES, steps: int = RNN_STEPS,
-                    concat: int = RNN_CONCAT, skip_primitive: str = "none") -> RecurrentGenotype:
+def parse_recurrent(
+    probs,
+    primitives: Sequence[str] = RNN_PRIMITIVES,
+    steps: int = RNN_STEPS,
+    concat: int = RNN_CONCAT,
+    skip_primitive: str = "none",
+) -> RecurrentGenotype:
     """DARTS's recurrent derivation rule: each node keeps its one strongest incoming edge.
 
     Rows of ``probs`` are edges, node by node: node ``i + 1`` owns the ``i + 1`` rows after the
@@ -126,14 +171,16 @@ def parse_recurrent(probs, primitives: Sequence[str] = RNN_PRIMITIVES, steps: in
     probs = np.asarray(probs, dtype=np.float64)
     rows = steps * (steps + 1) // 2
     if probs.shape != (rows, len(primitives)):
-        raise ValueError(f"Recurrent weights must be {rows} x {len(primitives)}, got {probs.shape}.")
+        raise ValueError(
+            f"Recurrent weights must be {rows} x {len(primitives)}, got {probs.shape}."
+        )
     masked = probs.copy()
     if skip_primitive in primitives:
         masked[:, list(primitives).index(skip_primitive)] = -np.inf
     gene = []
     start = 0
     for i in range(steps):
-        block = masked[start:start + i + 1]
+        block = masked[start : start + i + 1]
         # argmax returns the first maximum, which is the original's tie order for both choices.
         j = int(np.argmax(block.max(axis=1)))
         gene.append((primitives[int(np.argmax(block[j]))], j))

@@ -33,6 +33,7 @@ The git state (:func:`git_state`, :func:`git_head`, :func:`git_tracked_diff`) is
 records in run.json and ``git.diff`` (through :mod:`sharpdarts.store.provenance`) and what the
 quick skip (:mod:`sharpdarts.face.quickskip`) hashes: one set of git commands for both.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -209,8 +210,9 @@ def phase_dir(folder: str | os.PathLike, name: str) -> Path:
 # Git state
 
 
-def _git(repo: Path, *args: str, check: bool = True, text: bool = True,
-         timeout: float = 60) -> subprocess.CompletedProcess | None:
+def _git(
+    repo: Path, *args: str, check: bool = True, text: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess | None:
     """``git -C repo args``; None when git is missing, fails (with ``check``) or times out."""
     try:
         proc = subprocess.run(

@@ -22,9 +22,8 @@ argument, so a binding on them could never take effect.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence
-
 from collections.abc import Callable
+from typing import Any, Sequence
 
 import gin
 import numpy as np
@@ -67,34 +66,35 @@ def _epoch_array(epochs: EpochsArg, max_epoch: float | None = None) -> tuple[np.
     if epochs is None and max_epoch is None:
         raise ValueError(
             'cosine_power_annealing() needs "epochs" (a count or an array of epoch numbers), '
-            f'"max_epoch", or both; got epochs={epochs!r} and max_epoch={max_epoch!r}.')
+            f'"max_epoch", or both; got epochs={epochs!r} and max_epoch={max_epoch!r}.'
+        )
     if epochs is None:
         epochs = max_epoch
     if np.ndim(epochs) == 0:
         count = float(epochs)  # type: ignore[arg-type]
         if not count.is_integer():
-            raise ValueError(f'An epoch count must be a whole number, got {epochs!r}.')
+            raise ValueError(f"An epoch count must be a whole number, got {epochs!r}.")
         array = np.arange(int(count), dtype=np.float64) + 1
     else:
         # A float copy: the original shifted the caller's array in place; we never do.
         array = np.array(epochs, dtype=np.float64).reshape(-1)
     if array.size == 0:
-        raise ValueError(f'The schedule needs at least one epoch, got epochs={epochs!r}.')
+        raise ValueError(f"The schedule needs at least one epoch, got epochs={epochs!r}.")
     if max_epoch is None:
         max_epoch = float(array.max())
     return array, max_epoch
 
 
 def cosine_power_annealing(
-        epochs: EpochsArg = None,
-        max_lr: float = 0.1,
-        min_lr: float = 1e-4,
-        exponent_order: float = 10,
-        max_epoch: float | None = None,
-        warmup_epochs: float | None = None,
-        return_intermediates: bool = False,
-        start_epoch: int = 1,
-        restart_lr: bool = True,
+    epochs: EpochsArg = None,
+    max_lr: float = 0.1,
+    min_lr: float = 1e-4,
+    exponent_order: float = 10,
+    max_epoch: float | None = None,
+    warmup_epochs: float | None = None,
+    return_intermediates: bool = False,
+    start_epoch: int = 1,
+    restart_lr: bool = True,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cosine power annealing: a learning rate per epoch, from max_lr down to min_lr.
 
@@ -145,8 +145,9 @@ def cosine_power_annealing(
     epoch_numbers, max_epoch = _epoch_array(epochs, max_epoch)
     if exponent_order < 1:
         raise ValueError(
-            'cosine_power_annealing() needs exponent_order >= 1, '
-            f'got exponent_order={exponent_order!r}.')
+            "cosine_power_annealing() needs exponent_order >= 1, "
+            f"got exponent_order={exponent_order!r}."
+        )
 
     shifted = epoch_numbers
     in_warmup = None
@@ -154,9 +155,10 @@ def cosine_power_annealing(
         first_epoch = float(epoch_numbers.min())
         if first_epoch > 1:
             raise ValueError(
-                'cosine_power_annealing(): warmup needs the epochs to start at 1 (resuming with '
-                'warmup is not supported; compute the curve from epoch 1 and index it instead); '
-                f'got warmup_epochs={warmup_epochs!r} and smallest epoch {first_epoch:g}.')
+                "cosine_power_annealing(): warmup needs the epochs to start at 1 (resuming with "
+                "warmup is not supported; compute the curve from epoch 1 and index it instead); "
+                f"got warmup_epochs={warmup_epochs!r} and smallest epoch {first_epoch:g}."
+            )
         warmup_end = first_epoch + warmup_epochs
         in_warmup = epoch_numbers <= warmup_end
         # The cosine power curve starts once warmup is over; earlier epochs become <= 0.
@@ -165,7 +167,7 @@ def cosine_power_annealing(
 
     # A zero max_epoch only happens when every epoch is a warmup epoch, whose values are
     # replaced below, so its nan/inf need no warning.
-    with np.errstate(divide='ignore', invalid='ignore'):
+    with np.errstate(divide="ignore", invalid="ignore"):
         # The first half of a cosine period, from 1 down to 0.
         cos_proportions = (1 + np.cos(np.pi * shifted / max_epoch)) / 2
         if exponent_order == 1:
@@ -190,7 +192,7 @@ def cosine_power_annealing(
 
     # With restart_lr the original keeps the first len(epochs) values, which is all of them.
     if start_epoch > 1 and not restart_lr:
-        lr = lr[start_epoch - 1:]
+        lr = lr[start_epoch - 1 :]
 
     if return_intermediates:
         return lr, proportions, cos_proportions
@@ -236,8 +238,9 @@ def exponential_decay(epochs: EpochsArg, max_lr: float, min_lr: float) -> np.nda
     """
     if max_lr <= 0 or min_lr <= 0:
         raise ValueError(
-            f'exponential_decay() needs positive learning rates, got max_lr={max_lr!r}, '
-            f'min_lr={min_lr!r}.')
+            f"exponential_decay() needs positive learning rates, got max_lr={max_lr!r}, "
+            f"min_lr={min_lr!r}."
+        )
     epoch_numbers, last = _epoch_array(epochs)
     span = max(last - 1, 1)  # a single epoch stays at max_lr
     return max_lr * (min_lr / max_lr) ** ((epoch_numbers - 1) / span)
@@ -264,17 +267,17 @@ class CosinePowerAnnealingLR(LRScheduler):
     """
 
     def __init__(
-            self,
-            optimizer: Optimizer,
-            epochs: int,
-            max_lr: float | None = None,
-            min_lr: float = 1e-4,
-            exponent_order: float = 10,
-            warmup_epochs: float | None = None,
-            last_epoch: int = -1,
+        self,
+        optimizer: Optimizer,
+        epochs: int,
+        max_lr: float | None = None,
+        min_lr: float = 1e-4,
+        exponent_order: float = 10,
+        warmup_epochs: float | None = None,
+        last_epoch: int = -1,
     ) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-            raise ValueError(f'CosinePowerAnnealingLR needs epochs >= 1, got {epochs!r}.')
+            raise ValueError(f"CosinePowerAnnealingLR needs epochs >= 1, got {epochs!r}.")
         # Plain Python numbers only: they go into state_dict().
         self.epochs = int(epochs)
         self.max_lr = None if max_lr is None else float(max_lr)
@@ -287,8 +290,12 @@ class CosinePowerAnnealingLR(LRScheduler):
 
     def _curve(self, max_lr: float) -> np.ndarray:
         return cosine_power_annealing(
-            epochs=self.epochs, max_lr=max_lr, min_lr=self.min_lr,
-            exponent_order=self.exponent_order, warmup_epochs=self.warmup_epochs)
+            epochs=self.epochs,
+            max_lr=max_lr,
+            min_lr=self.min_lr,
+            exponent_order=self.exponent_order,
+            warmup_epochs=self.warmup_epochs,
+        )
 
     def _lrs_at(self, step: int) -> list[float]:
         # step k (k optimizer epochs done) uses the value for epoch k + 1, held at the end.
@@ -323,30 +330,40 @@ class CosinePowerAnnealingLR(LRScheduler):
         super().load_state_dict(state_dict)
         values = self._lrs_at(self.last_epoch)
         for group, value in zip(self.optimizer.param_groups, values, strict=True):
-            if isinstance(group['lr'], torch.Tensor):
-                group['lr'].fill_(value)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(value)
             else:
-                group['lr'] = value
+                group["lr"] = value
         self._last_lr = [
-            group['lr'].clone() if isinstance(group['lr'], torch.Tensor) else group['lr']
-            for group in self.optimizer.param_groups]
+            group["lr"].clone() if isinstance(group["lr"], torch.Tensor) else group["lr"]
+            for group in self.optimizer.param_groups
+        ]
 
 
 # ---- Injectable per-epoch schedules -----------------------------------------------------------
 ScheduleFactory = Callable[[Optimizer, int], LRScheduler]
 
 SCHEDULES: Registry[ScheduleFactory] = Registry(
-    'learning-rate schedule', 'SCHEDULES',
-    hint='Bind one with e.g. train.lr_schedule = @cosine_power_annealing.')
+    "learning-rate schedule",
+    "SCHEDULES",
+    hint="Bind one with e.g. train.lr_schedule = @cosine_power_annealing.",
+)
 
 
-@SCHEDULES.register('cosine_power_annealing')
-@gin.configurable('cosine_power_annealing', denylist=['optimizer', 'epochs'])
-@validate.params(min_lr=validate.NON_NEGATIVE, exponent_order=validate.Real('a number >= 1', low=1.0),
-                 warmup_epochs=validate.NON_NEGATIVE.or_none())
-def cosine_power_annealing_schedule(optimizer: Optimizer, epochs: int, min_lr: float = 1e-4,
-                                    exponent_order: float = 2,
-                                    warmup_epochs: float | None = 5) -> LRScheduler:
+@SCHEDULES.register("cosine_power_annealing")
+@gin.configurable("cosine_power_annealing", denylist=["optimizer", "epochs"])
+@validate.params(
+    min_lr=validate.NON_NEGATIVE,
+    exponent_order=validate.Real("a number >= 1", low=1.0),
+    warmup_epochs=validate.NON_NEGATIVE.or_none(),
+)
+def cosine_power_annealing_schedule(
+    optimizer: Optimizer,
+    epochs: int,
+    min_lr: float = 1e-4,
+    exponent_order: float = 2,
+    warmup_epochs: float | None = 5,
+) -> LRScheduler:
     """Cosine power annealing from each param group's initial lr down to ``min_lr``.
 
     The gin name is ``cosine_power_annealing``. The defaults are the search protocol's
@@ -359,15 +376,17 @@ def cosine_power_annealing_schedule(optimizer: Optimizer, epochs: int, min_lr: f
         exponent_order: the base of the power (>= 1); 1 is cosine annealing (rescaled).
         warmup_epochs: epochs of linear warm-up; None or 0 for none.
     """
-    return CosinePowerAnnealingLR(optimizer, epochs, min_lr=min_lr, exponent_order=exponent_order,
-                                  warmup_epochs=warmup_epochs)
+    return CosinePowerAnnealingLR(
+        optimizer, epochs, min_lr=min_lr, exponent_order=exponent_order, warmup_epochs=warmup_epochs
+    )
 
 
-@SCHEDULES.register('cosine_annealing')
-@gin.configurable('cosine_annealing', denylist=['optimizer', 'epochs'])
+@SCHEDULES.register("cosine_annealing")
+@gin.configurable("cosine_annealing", denylist=["optimizer", "epochs"])
 @validate.params(min_lr=validate.NON_NEGATIVE)
-def cosine_annealing_schedule(optimizer: Optimizer, epochs: int,
-                              min_lr: float = 0.0) -> LRScheduler:
+def cosine_annealing_schedule(
+    optimizer: Optimizer, epochs: int, min_lr: float = 0.0
+) -> LRScheduler:
     """Plain cosine annealing, as DARTS's train.py: no warm-up, no rescaling.
 
     The gin name is ``cosine_annealing``. Epoch e (1-based) uses
@@ -382,8 +401,8 @@ def cosine_annealing_schedule(optimizer: Optimizer, epochs: int,
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=min_lr)
 
 
-@SCHEDULES.register('constant')
-@gin.configurable('constant', denylist=['optimizer', 'epochs'])
+@SCHEDULES.register("constant")
+@gin.configurable("constant", denylist=["optimizer", "epochs"])
 def constant_schedule(optimizer: Optimizer, epochs: int) -> LRScheduler:
     """The initial learning rate in every epoch (gin name ``constant``).
 
@@ -400,8 +419,8 @@ def resolve_schedule(schedule: str | ScheduleFactory) -> ScheduleFactory:
     return schedule if callable(schedule) else SCHEDULES[schedule]
 
 
-@SCHEDULES.register('step_decay')
-@gin.configurable('step_decay', denylist=['optimizer', 'epochs'])
+@SCHEDULES.register("step_decay")
+@gin.configurable("step_decay", denylist=["optimizer", "epochs"])
 def step_decay_schedule(optimizer: Optimizer, epochs: int, gamma: float = 0.97) -> LRScheduler:
     """The lr times ``gamma`` after every epoch (DARTS's ImageNet training: 0.97, gin name
     ``step_decay``); epoch e (1-based) uses ``lr0 * gamma ** (e - 1)``.

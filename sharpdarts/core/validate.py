@@ -13,6 +13,7 @@ names the binding. Values given on the command line (seed, data root, results ro
 :func:`check_value` with the same kinds. The declaration does not wrap the component: a value
 passed by Python code is the caller's business. Gin only: no torch.
 """
+
 from __future__ import annotations
 
 import abc
@@ -27,10 +28,31 @@ from typing import Any
 from sharpdarts.core import config
 from sharpdarts.errors import UserError, one_line
 
-__all__ = ["Kind", "Int", "Real", "Choice", "Satisfies", "Folder", "params", "check_config",
-           "check_value", "declared", "EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "WIDTH", "DEPTH",
-           "COUNT", "PORTION", "PROBABILITY", "SEED", "NON_NEGATIVE", "PRIMITIVE_SET", "WORKERS",
-           "FOLDER"]
+__all__ = [
+    "Kind",
+    "Int",
+    "Real",
+    "Choice",
+    "Satisfies",
+    "Folder",
+    "params",
+    "check_config",
+    "check_value",
+    "declared",
+    "EPOCHS",
+    "BATCH_SIZE",
+    "LEARNING_RATE",
+    "WIDTH",
+    "DEPTH",
+    "COUNT",
+    "PORTION",
+    "PROBABILITY",
+    "SEED",
+    "NON_NEGATIVE",
+    "PRIMITIVE_SET",
+    "WORKERS",
+    "FOLDER",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +79,7 @@ class Kind(abc.ABC):
 
     def or_none(self) -> "Kind":
         """The same kind, allowing None."""
-        return dataclasses.replace(self, optional=True,
-                                   what=f"{self.what}, or None")
+        return dataclasses.replace(self, optional=True, what=f"{self.what}, or None")
 
 
 def _number(value: Any, integer: bool) -> str | None:
@@ -80,8 +101,10 @@ class Int(Kind):
 
     def _problem(self, value):
         wrong = _number(value, integer=True)
-        if wrong is None and ((self.low is not None and value < self.low)
-                              or (self.high is not None and value > self.high)):
+        if wrong is None and (
+            (self.low is not None and value < self.low)
+            or (self.high is not None and value > self.high)
+        ):
             wrong = "it is out of range"
         return wrong
 
@@ -99,10 +122,12 @@ class Real(Kind):
         wrong = _number(value, integer=False)
         if wrong is not None:
             return wrong
-        too_low = self.low is not None and (value <= self.low if self.low_open
-                                            else value < self.low)
-        too_high = self.high is not None and (value >= self.high if self.high_open
-                                              else value > self.high)
+        too_low = self.low is not None and (
+            value <= self.low if self.low_open else value < self.low
+        )
+        too_high = self.high is not None and (
+            value >= self.high if self.high_open else value > self.high
+        )
         return "it is out of range" if too_low or too_high else None
 
 
@@ -167,8 +192,9 @@ WORKERS = Int("an integer >= 0", low=0)
 PORTION = Real("a share in (0, 1)", low=0.0, high=1.0, low_open=True, high_open=True)
 PROBABILITY = Real("a probability in [0, 1]", low=0.0, high=1.0)
 SEED = Int("an integer in [0, 2**32)", low=0, high=2**32 - 1)
-PRIMITIVE_SET = Satisfies("a primitive set name (e.g. 'DARTS_PRIMITIVES') or a list of op "
-                          "names", test=_primitive_set)
+PRIMITIVE_SET = Satisfies(
+    "a primitive set name (e.g. 'DARTS_PRIMITIVES') or a list of op names", test=_primitive_set
+)
 FOLDER = Folder("a folder (not a file)")
 
 # The declared parameters of each component, keyed by the component itself.
@@ -181,6 +207,7 @@ def params(**kinds: Kind) -> Callable[[Any], Any]:
     Raises:
         TypeError: a declared name is not a parameter of the component (a typo).
     """
+
     def declare(component):
         accepted = inspect.signature(component).parameters
         unknown = sorted(set(kinds) - set(accepted))
@@ -188,6 +215,7 @@ def params(**kinds: Kind) -> Callable[[Any], Any]:
             raise TypeError(f"{component.__qualname__} has no parameters {unknown}")
         _DECLARED.setdefault(component, {}).update(kinds)
         return component
+
     return declare
 
 
@@ -198,15 +226,19 @@ def declared() -> dict[Any, dict[str, Kind]]:
 
 def _refusal(name: str, value: Any, kind: Kind, wrong: str, macros: list[str] = ()) -> UserError:
     if name.startswith("--"):
-        return UserError(f"The option {name} {value!r} is refused ({wrong}): it must be "
-                         f"{kind.what}. Nothing was run or written.")
+        return UserError(
+            f"The option {name} {value!r} is refused ({wrong}): it must be "
+            f"{kind.what}. Nothing was run or written."
+        )
     if macros:
         chain = " = ".join(f"%{m}" for m in macros)
         shown = f"The binding {name} = {chain} is refused: {macros[-1]} = {value!r} ({wrong})"
     else:
         shown = f"The binding {name} = {value!r} is refused ({wrong})"
-    return UserError(f"{shown}; {name} must be {kind.what}. Nothing was run or written: fix "
-                     "the binding and run again.")
+    return UserError(
+        f"{shown}; {name} must be {kind.what}. Nothing was run or written: fix "
+        "the binding and run again."
+    )
 
 
 def check_value(name: str, value: Any, kind: Kind) -> None:

@@ -21,6 +21,7 @@ does it the original's way instead (a new network holding ``w'`` every step, the
 passes on the model's own weights shifted in place): the same gradients, slower; it is the
 yardstick of benchmarks/search_step.py's reference path.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,13 +54,17 @@ def _grads(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> Tensors:
     to one process's step on the whole batch, in both orders.
     """
     grads = torch.autograd.grad(loss, list(inputs), allow_unused=True)
-    return average_over_processes([torch.zeros_like(x) if g is None else g
-                                   for x, g in zip(inputs, grads)])
+    return average_over_processes(
+        [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+    )
 
 
 @gin.configurable(denylist=["model"])
-@validate.params(order=validate.Choice("1 or 2", choices=(1, 2)), lr=validate.LEARNING_RATE,
-                 weight_decay=validate.NON_NEGATIVE)
+@validate.params(
+    order=validate.Choice("1 or 2", choices=(1, 2)),
+    lr=validate.LEARNING_RATE,
+    weight_decay=validate.NON_NEGATIVE,
+)
 class Architect:
     """Updates a search model's architecture parameters with Adam.
 
@@ -90,11 +95,18 @@ class Architect:
     train mode, as the original does).
     """
 
-    def __init__(self, model: nn.Module, order: int = 1, lr: float = 3e-4,
-                 betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3,
-                 criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 hvp_epsilon: float = 1e-2, update_buffers: bool = False,
-                 copy_network: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        order: int = 1,
+        lr: float = 3e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        weight_decay: float = 1e-3,
+        criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        hvp_epsilon: float = 1e-2,
+        update_buffers: bool = False,
+        copy_network: bool = False,
+    ):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, not {order!r}")
         self.model = model
@@ -103,14 +115,21 @@ class Architect:
         self.hvp_epsilon = hvp_epsilon
         self.update_buffers = update_buffers
         self.copy_network = copy_network
-        self.optimizer = torch.optim.Adam(model.arch_parameters(), lr, betas=tuple(betas),
-                                          weight_decay=weight_decay)
+        self.optimizer = torch.optim.Adam(
+            model.arch_parameters(), lr, betas=tuple(betas), weight_decay=weight_decay
+        )
 
     # -- public API ---------------------------------------------------------------------------
 
-    def step(self, train_x: torch.Tensor, train_y: torch.Tensor, valid_x: torch.Tensor,
-             valid_y: torch.Tensor, eta: float,
-             weight_optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
+    def step(
+        self,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        valid_x: torch.Tensor,
+        valid_y: torch.Tensor,
+        eta: float,
+        weight_optimizer: torch.optim.Optimizer | None = None,
+    ) -> torch.Tensor:
         """One Adam step on the alphas.
 
         Args:
@@ -135,11 +154,13 @@ class Architect:
             loss = self._loss(valid_x, valid_y, buffers=self._buffers(self.update_buffers))
             grads = _grads(loss, arch)
         elif self.copy_network:
-            loss, grads = self._unrolled_grads_by_copy(train_x, train_y, valid_x, valid_y, eta,
-                                                       weight_optimizer, arch)
+            loss, grads = self._unrolled_grads_by_copy(
+                train_x, train_y, valid_x, valid_y, eta, weight_optimizer, arch
+            )
         else:
-            loss, grads = self._unrolled_grads(train_x, train_y, valid_x, valid_y, eta,
-                                               weight_optimizer, arch)
+            loss, grads = self._unrolled_grads(
+                train_x, train_y, valid_x, valid_y, eta, weight_optimizer, arch
+            )
         self.optimizer.zero_grad(set_to_none=True)
         for a, g in zip(arch, grads):
             a.grad = g.detach()
@@ -175,8 +196,11 @@ class Architect:
         return self.criterion(_logits(out), y)
 
     @staticmethod
-    def _virtual_direction(weights: Sequence[nn.Parameter], grads: Tensors,
-                           weight_optimizer: torch.optim.Optimizer | None) -> Tensors:
+    def _virtual_direction(
+        weights: Sequence[nn.Parameter],
+        grads: Tensors,
+        weight_optimizer: torch.optim.Optimizer | None,
+    ) -> Tensors:
         """The direction ``d`` of the weight optimizer's next step, ``w_next = w - eta * d``.
 
         For SGD this is exactly torch's update: ``d_p = g + wd * w``, then with momentum
@@ -210,8 +234,9 @@ class Architect:
             directions.append(d)
         return directions
 
-    def _unrolled_grads(self, train_x, train_y, valid_x, valid_y, eta, weight_optimizer,
-                        arch: list[nn.Parameter]) -> tuple[torch.Tensor, Tensors]:
+    def _unrolled_grads(
+        self, train_x, train_y, valid_x, valid_y, eta, weight_optimizer, arch: list[nn.Parameter]
+    ) -> tuple[torch.Tensor, Tensors]:
         """Validation loss at ``w'`` and the unrolled architecture gradient (module docstring)."""
         names, weights = self._named_weights()
         model_buffers = self._buffers(self.update_buffers)
@@ -223,28 +248,31 @@ class Architect:
         del train_loss
         with torch.no_grad():
             directions = self._virtual_direction(weights, grads, weight_optimizer)
-            unrolled = [w.detach().sub(d, alpha=eta).requires_grad_(w.requires_grad)
-                        for w, d in zip(weights, directions)]
+            unrolled = [
+                w.detach().sub(d, alpha=eta).requires_grad_(w.requires_grad)
+                for w, d in zip(weights, directions)
+            ]
         del grads, directions
 
         # The validation gradient at (w', alpha): d_alpha and v.
         valid_loss = self._loss(valid_x, valid_y, scratch, dict(zip(names, unrolled)))
         valid_grads = _grads(valid_loss, arch + unrolled)
-        d_alpha, v = valid_grads[:len(arch)], valid_grads[len(arch):]
+        d_alpha, v = valid_grads[: len(arch)], valid_grads[len(arch) :]
         del unrolled, valid_grads
 
-        implicit = self._hessian_vector_product(names, weights, v, arch, train_x, train_y,
-                                                model_buffers)
+        implicit = self._hessian_vector_product(
+            names, weights, v, arch, train_x, train_y, model_buffers
+        )
         grads = [g.sub(h, alpha=eta) for g, h in zip(d_alpha, implicit)]
         return valid_loss, grads
 
-    def _unrolled_grads_by_copy(self, train_x, train_y, valid_x, valid_y, eta,
-                                weight_optimizer, arch) -> tuple[torch.Tensor, Tensors]:
+    def _unrolled_grads_by_copy(
+        self, train_x, train_y, valid_x, valid_y, eta, weight_optimizer, arch
+    ) -> tuple[torch.Tensor, Tensors]:
         """:meth:`_unrolled_grads` as the original computes it (``copy_network=True``)."""
         model = self.model
         names, weights = self._named_weights()
-        saved_buffers = (None if self.update_buffers
-                         else [b.clone() for b in model.buffers()])
+        saved_buffers = None if self.update_buffers else [b.clone() for b in model.buffers()]
 
         train_loss = self.criterion(_logits(model(train_x)), train_y)
         grads = _grads(train_loss, weights)
@@ -260,7 +288,7 @@ class Architect:
 
         valid_loss = self.criterion(_logits(unrolled_model(valid_x)), valid_y)
         valid_grads = _grads(valid_loss, list(unrolled_model.arch_parameters()) + unrolled)
-        d_alpha, v = valid_grads[:len(arch)], valid_grads[len(arch):]
+        d_alpha, v = valid_grads[: len(arch)], valid_grads[len(arch) :]
         del unrolled_model, unrolled, unrolled_params, valid_grads
 
         r = self._hvp_radius(v)
@@ -279,8 +307,9 @@ class Architect:
             if saved_buffers is not None:
                 for b, saved in zip(model.buffers(), saved_buffers):
                     b.copy_(saved)
-        grads = [g.sub((p - n) / (2 * r), alpha=eta)
-                 for g, p, n in zip(d_alpha, grads_pos, grads_neg)]
+        grads = [
+            g.sub((p - n) / (2 * r), alpha=eta) for g, p, n in zip(d_alpha, grads_pos, grads_neg)
+        ]
         return valid_loss, grads
 
     @torch.no_grad()

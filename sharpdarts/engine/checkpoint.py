@@ -16,6 +16,7 @@ The run folder is reached only through the duck-typed run object (``info``, ``up
 ``truncate_metrics``): the engine never imports the store. The files' names are
 :mod:`sharpdarts.core.run_folder`'s.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -126,9 +127,11 @@ def _set_aside(path: Path) -> Path:
 
 def _said(events: list[dict]) -> str:
     """The damaged files of ``events`` in words, for the one line that says what happened."""
-    return "; ".join(f"{e['file']} is damaged ({e['reason'][:150]})"
-                     + (f" and was set aside as {e['set_aside_as']}" if "set_aside_as" in e
-                        else "") for e in events)
+    return "; ".join(
+        f"{e['file']} is damaged ({e['reason'][:150]})"
+        + (f" and was set aside as {e['set_aside_as']}" if "set_aside_as" in e else "")
+        for e in events
+    )
 
 
 def _candidates(run, path: Path) -> list[tuple[Path, int | None]]:
@@ -180,11 +183,17 @@ def _choose(run, path: Path, ctx: Context, restart: bool) -> tuple[Path | None, 
                 state = None
                 continue  # a good file, kept: only the metrics before it are missing
         aside = _set_aside(file)
-        events.append({"time": _now(), "file": file.name, "set_aside_as": aside.name,
-                       "reason": reason[:300]})
+        events.append(
+            {"time": _now(), "file": file.name, "set_aside_as": aside.name, "reason": reason[:300]}
+        )
     if unlogged:
-        events.append({"time": _now(), "file": run_folder.METRICS,
-                       "reason": "epochs are missing before " + ", ".join(unlogged)})
+        events.append(
+            {
+                "time": _now(),
+                "file": run_folder.METRICS,
+                "reason": "epochs are missing before " + ", ".join(unlogged),
+            }
+        )
     lost = bool(events or run.info.get(LOST)) and chosen is None
     said = _said(events)
     if lost and not restart:
@@ -192,22 +201,41 @@ def _choose(run, path: Path, ctx: Context, restart: bool) -> tuple[Path | None, 
         raise NoGoodCheckpointError(
             f"No good checkpoint is left in {path.parent}: {said or 'none was left'}. Nothing "
             "was deleted (see checkpoint_events in run.json). Run the same command with "
-            "--restart to start this run again from epoch 1 in the same folder.")
+            "--restart to start this run again from epoch 1 in the same folder."
+        )
     if lost:  # --restart: the old metrics are kept aside too, never deleted
         metrics = getattr(run, "metrics_path", None)
         if metrics is not None and Path(metrics).exists():
-            events.append({"time": _now(), "file": Path(metrics).name,
-                           "set_aside_as": _set_aside(Path(metrics)).name,
-                           "reason": "the run restarts from epoch 1"})
+            events.append(
+                {
+                    "time": _now(),
+                    "file": Path(metrics).name,
+                    "set_aside_as": _set_aside(Path(metrics)).name,
+                    "reason": "the run restarts from epoch 1",
+                }
+            )
     if events or lost or run.info.get(LOST):
-        summary = ({"resumed_from": chosen.name, "epoch": int(state["epoch"])}
-                   if chosen is not None else {"restarted": True, "epoch": 0})
-        run.update(**{EVENTS: [*(run.info.get(EVENTS) or []), *events,
-                               {"time": _now(), **summary}], LOST: False})
-        print(f"{path.parent}: {said + '; ' if said else ''}"
-              + (f"resuming from {chosen.name} (epoch {state['epoch']})" if chosen is not None
-                 else "restarting from epoch 1 (--restart: no good checkpoint was left)"),
-              file=sys.stderr, flush=True)
+        summary = (
+            {"resumed_from": chosen.name, "epoch": int(state["epoch"])}
+            if chosen is not None
+            else {"restarted": True, "epoch": 0}
+        )
+        run.update(
+            **{
+                EVENTS: [*(run.info.get(EVENTS) or []), *events, {"time": _now(), **summary}],
+                LOST: False,
+            }
+        )
+        print(
+            f"{path.parent}: {said + '; ' if said else ''}"
+            + (
+                f"resuming from {chosen.name} (epoch {state['epoch']})"
+                if chosen is not None
+                else "restarting from epoch 1 (--restart: no good checkpoint was left)"
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
     # a kill mid-rotation: finish it
     if chosen is not None and chosen.name == run_folder.CHECKPOINT_NEXT:
         if path.exists():
@@ -218,8 +246,9 @@ def _choose(run, path: Path, ctx: Context, restart: bool) -> tuple[Path | None, 
     return chosen, state
 
 
-def resume(run, path: Path | None, ctx: Context, restore: Callable[[dict], None],
-           restart: bool = False) -> int:
+def resume(
+    run, path: Path | None, ctx: Context, restore: Callable[[dict], None], restart: bool = False
+) -> int:
     """Loads the newest good checkpoint if there is one and returns the first epoch to run.
 
     The run's metrics are truncated to the checkpoint's epoch: an epoch logged after its

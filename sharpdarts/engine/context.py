@@ -1,5 +1,6 @@
 """Where and how a job runs: device, mixed precision, the torchrun process group, seeding and
 every random state that exact resume needs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -52,9 +53,14 @@ class Context:
 
 
 @gin.configurable
-def make_context(device: str | None = None, amp: str | None = "bf16",
-                 cudnn_benchmark: bool = True, deterministic: bool = False,
-                 threads: int | None = None, compile_backend: str | None = None) -> Context:
+def make_context(
+    device: str | None = None,
+    amp: str | None = "bf16",
+    cudnn_benchmark: bool = True,
+    deterministic: bool = False,
+    threads: int | None = None,
+    compile_backend: str | None = None,
+) -> Context:
     """Chooses the device, mixed precision and joins the torchrun process group, if any.
 
     Args:
@@ -142,15 +148,18 @@ def average_over_processes(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     weight gradients (:func:`sharpdarts.engine.loop.weight_step`) with it, as DDP does for a
     training's weights.
     """
-    if (not tensors or not (dist.is_available() and dist.is_initialized())
-            or dist.get_world_size() == 1):
+    if (
+        not tensors
+        or not (dist.is_available() and dist.is_initialized())
+        or dist.get_world_size() == 1
+    ):
         return tensors
     flat = torch.cat([t.reshape(-1) for t in tensors])  # one collective, not one per tensor
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
     out, start = [], 0
     for t in tensors:
-        out.append(flat[start:start + t.numel()].view_as(t))
+        out.append(flat[start : start + t.numel()].view_as(t))
         start += t.numel()
     return out
 

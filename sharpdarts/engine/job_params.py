@@ -22,6 +22,7 @@ it makes the entry a gin configurable whose own parameters (``run``, ``seed``, `
 are not configurable. The job's constructor takes the dataclass and keeps it as ``job.params``.
 Gin only: no torch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,14 +60,18 @@ def param(kind: validate.Kind | _Unchecked, default: Any, doc: str) -> Any:
     """
     if kind is not UNCHECKED and not isinstance(kind, validate.Kind):
         raise TypeError(f"a parameter's kind is a validate.Kind or UNCHECKED, not {kind!r}")
-    return dataclasses.field(default=dataclasses.MISSING if default is REQUIRED else default,
-                             metadata={"kind": kind, "doc": doc})
+    return dataclasses.field(
+        default=dataclasses.MISSING if default is REQUIRED else default,
+        metadata={"kind": kind, "doc": doc},
+    )
 
 
 def defaults(params_class: type) -> dict[str, Any]:
     """Each parameter's default (``REQUIRED`` for one without)."""
-    return {f.name: REQUIRED if f.default is dataclasses.MISSING else f.default
-            for f in dataclasses.fields(params_class)}
+    return {
+        f.name: REQUIRED if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(params_class)
+    }
 
 
 def kinds(params_class: type) -> dict[str, validate.Kind | _Unchecked]:
@@ -111,14 +116,23 @@ def job_entry(params_class: type) -> Callable[[Callable[..., Any]], Callable[...
         clash = sorted({p.name for p in own} & {f.name for f in fields})
         if clash:
             raise TypeError(f"{fn.__qualname__} takes {clash} itself and as parameters")
-        declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type,
-                                      default=defaults(params_class)[f.name]) for f in fields]
+        declared = [
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=f.type,
+                default=defaults(params_class)[f.name],
+            )
+            for f in fields
+        ]
         fn.__signature__ = inspect.signature(fn).replace(parameters=own + declared)
         fn.__doc__ = _documented(fn.__doc__, fn.__name__, params_class)
         fn.params_class = params_class  # gin's wrapper copies it (functools.wraps)
-        checked = {name: kind for name, kind in kinds(params_class).items()
-                   if kind is not UNCHECKED}
+        checked = {
+            name: kind for name, kind in kinds(params_class).items() if kind is not UNCHECKED
+        }
         validate.params(**checked)(fn)
         # The entry's own parameters are the caller's (the runner's), never a binding's.
         return gin.configurable(denylist=[p.name for p in own])(fn)
+
     return declare

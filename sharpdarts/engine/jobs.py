@@ -11,6 +11,7 @@ with the very objects it built (``job.fit(run)``). Each job's parameters are dec
 the fields of its dataclass (:class:`SearchParams`, :class:`TrainParams`,
 :class:`EvaluateParams`; see :mod:`sharpdarts.engine.job_params`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,10 +28,11 @@ from sharpdarts.core import run_folder, validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
-from sharpdarts.engine.data import bundle as bundle_lib, loaders
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.checkpoint import file_sha256, init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
+from sharpdarts.engine.data import bundle as bundle_lib
+from sharpdarts.engine.data import loaders
 from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
@@ -53,8 +55,9 @@ def _extra_test_errors(model, bundle, batch_size, criterion, ctx, workers) -> di
     """Errors on the extra test sets (CIFAR-10.1 for CIFAR-10)."""
     out = {}
     for name, dataset in bundle.extra_tests.items():
-        loader = loaders.make_loader(dataset, batch_size, workers=workers,
-                                      distributed=ctx.distributed, exact=True)
+        loader = loaders.make_loader(
+            dataset, batch_size, workers=workers, distributed=ctx.distributed, exact=True
+        )
         out[f"{name}_error"] = 100.0 - evaluate(model, loader, criterion, ctx)["acc"]
     return out
 
@@ -63,13 +66,17 @@ def _alphas(model) -> dict:
     """The softmax architecture weights, for the alpha heatmaps (and the grid's paths)."""
     if hasattr(model, "raw_weights"):  # the multi-channel grid: its weights and paths
         raw = model.raw_weights()
-        return {"grid_weights": {"normal": raw.normal, "reduce": raw.reduce},
-                "paths": {name: list(p) for name, p in model.paths().items()}}
+        return {
+            "grid_weights": {"normal": raw.normal, "reduce": raw.reduce},
+            "paths": {name: list(p) for name, p in model.paths().items()},
+        }
     if not hasattr(model, "alphas_normal"):
         return {}
     with torch.no_grad():
-        return {name: torch.softmax(getattr(model, name).float(), dim=-1).cpu().tolist()
-                for name in ("alphas_normal", "alphas_reduce")}
+        return {
+            name: torch.softmax(getattr(model, name).float(), dim=-1).cpu().tolist()
+            for name in ("alphas_normal", "alphas_reduce")
+        }
 
 
 # ---- Search --------------------------------------------------------------------------------
@@ -78,27 +85,39 @@ class SearchParams:
     """The parameters of :func:`search` (``search.NAME`` in a config)."""
 
     epochs: int = param(validate.EPOCHS, REQUIRED, "search epochs.")
-    batch_size: int = param(validate.BATCH_SIZE, REQUIRED,
-                            "images per step (per process), for both halves of the training set.")
+    batch_size: int = param(
+        validate.BATCH_SIZE,
+        REQUIRED,
+        "images per step (per process), for both halves of the training set.",
+    )
     network: Callable[..., nn.Module] = param(
-        UNCHECKED, REQUIRED, "builds the supernet from ``num_classes`` and ``in_channels`` "
-        "(e.g. ``@SearchNetwork``, ``@MultiChannelNetwork``).")
+        UNCHECKED,
+        REQUIRED,
+        "builds the supernet from ``num_classes`` and ``in_channels`` "
+        "(e.g. ``@SearchNetwork``, ``@MultiChannelNetwork``).",
+    )
     learning_rate: float = param(validate.LEARNING_RATE, 0.025, "the weights' initial lr.")
     optimizer: str | Callable = param(
-        UNCHECKED, "sgd", "the weights' optimizer factory (``@sgd``) or its name in "
-        "``OPTIMIZERS``.")
+        UNCHECKED, "sgd", "the weights' optimizer factory (``@sgd``) or its name in ``OPTIMIZERS``."
+    )
     lr_schedule: str | Callable = param(
-        UNCHECKED, "cosine_power_annealing",
-        "the per-epoch schedule (``@cosine_power_annealing``, ...) or its name.")
-    grad_clip: float | None = param(validate.NON_NEGATIVE.or_none(), 5.0,
-                                    "gradient norm clip of the weights.")
+        UNCHECKED,
+        "cosine_power_annealing",
+        "the per-epoch schedule (``@cosine_power_annealing``, ...) or its name.",
+    )
+    grad_clip: float | None = param(
+        validate.NON_NEGATIVE.or_none(), 5.0, "gradient norm clip of the weights."
+    )
     train_portion: float = param(
-        validate.PORTION, 0.5, "share of the training set for the weights; the rest trains the "
+        validate.PORTION,
+        0.5,
+        "share of the training set for the weights; the rest trains the "
         "architecture and measures the search accuracy (``valid_*``: held out from the weights, "
-        "never the test set).")
+        "never the test set).",
+    )
     skip_primitive: str | None = param(
-        UNCHECKED, "none", "the op left out when reading the genotype ('none', as DARTS), or "
-        "None.")
+        UNCHECKED, "none", "the op left out when reading the genotype ('none', as DARTS), or None."
+    )
     workers: int = param(validate.WORKERS, 0, "loader worker processes.")
     show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
 
@@ -115,22 +134,42 @@ class SearchJob(ArchitectureSearch, Job):
         bundle = _data(data, seed)
         weight_idx, arch_idx = loaders.search_split(bundle.train, p.train_portion)
         self.train_loader = loaders.make_loader(
-            bundle.train, p.batch_size, indices=weight_idx, workers=p.workers, seed=seed,
-            distributed=ctx.distributed, drop_last=True)
+            bundle.train,
+            p.batch_size,
+            indices=weight_idx,
+            workers=p.workers,
+            seed=seed,
+            distributed=ctx.distributed,
+            drop_last=True,
+        )
         arch_loader = loaders.make_loader(
-            bundle.train, p.batch_size, indices=arch_idx, workers=p.workers, seed=seed + 1,
-            distributed=ctx.distributed, drop_last=True)
+            bundle.train,
+            p.batch_size,
+            indices=arch_idx,
+            workers=p.workers,
+            seed=seed + 1,
+            distributed=ctx.distributed,
+            drop_last=True,
+        )
         self.valid_loader = loaders.make_loader(
-            bundle.train, p.batch_size, indices=arch_idx, workers=p.workers, seed=seed + 2,
-            distributed=ctx.distributed, exact=True)
+            bundle.train,
+            p.batch_size,
+            indices=arch_idx,
+            workers=p.workers,
+            seed=seed + 2,
+            distributed=ctx.distributed,
+            exact=True,
+        )
         self.rng_loaders = [self.train_loader, arch_loader, self.valid_loader]
         self.arch_batches = cycle(arch_loader)
-        self.model = p.network(num_classes=bundle.spec.num_classes,
-                               in_channels=bundle.spec.channels)
+        self.model = p.network(
+            num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels
+        )
         self.model.to(ctx.device)
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
-            self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx)
+            self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx
+        )
         self.architect = Architect(self.model, criterion=self.criterion)
         if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
             seed_everything(rank_seed(seed, ctx.rank))
@@ -140,8 +179,10 @@ class SearchJob(ArchitectureSearch, Job):
         self.last_valid_acc = None
 
     def run_fields(self) -> dict:
-        return {"parameters": count_parameters(self.model),
-                "primitives": getattr(self.model, "primitives", None)}
+        return {
+            "parameters": count_parameters(self.model),
+            "primitives": getattr(self.model, "primitives", None),
+        }
 
     def train_step(self, x, y):
         ctx = self.ctx
@@ -154,8 +195,14 @@ class SearchJob(ArchitectureSearch, Job):
             loss = self.criterion(logits.float(), y)
         # Under torchrun each rank searches on its own shard; the weights' gradients are
         # averaged like the architecture's (the architect), so every rank stays identical.
-        weight_step(self.optimizer, self.scaler, loss, list(self.model.weights()),
-                    self.params.grad_clip, average=ctx.distributed)
+        weight_step(
+            self.optimizer,
+            self.scaler,
+            loss,
+            list(self.model.weights()),
+            self.params.grad_clip,
+            average=ctx.distributed,
+        )
         return loss, logits
 
     def end_epoch(self, epoch: int) -> dict:
@@ -165,14 +212,23 @@ class SearchJob(ArchitectureSearch, Job):
         if valid["acc"] > self.best["valid_acc"]:
             self.best.update(valid_acc=valid["acc"], epoch=epoch, genotype=genotype)
         self.last_valid_acc = valid["acc"]
-        return {"valid_loss": valid["loss"], "valid_acc": valid["acc"], "genotype": genotype,
-                **_alphas(self.model)}
+        return {
+            "valid_loss": valid["loss"],
+            "valid_acc": valid["acc"],
+            "genotype": genotype,
+            **_alphas(self.model),
+        }
 
     def final(self, trained: bool) -> dict:
         genotype = self.model.genotype(skip_primitive=self.params.skip_primitive)
-        final = {"best_valid_acc": self.best["valid_acc"], "best_epoch": self.best["epoch"],
-                 "valid_acc": self.last_valid_acc, "genotype": genotypes_lib.to_dict(genotype),
-                 "best_genotype": self.best["genotype"], "genotype_epoch": self.epochs}
+        final = {
+            "best_valid_acc": self.best["valid_acc"],
+            "best_epoch": self.best["epoch"],
+            "valid_acc": self.last_valid_acc,
+            "genotype": genotypes_lib.to_dict(genotype),
+            "best_genotype": self.best["genotype"],
+            "genotype_epoch": self.epochs,
+        }
         raw = getattr(self.model, "raw_weights", None)
         if raw is not None:
             final["raw_weights"] = genotypes_lib.to_dict(raw())
@@ -180,8 +236,9 @@ class SearchJob(ArchitectureSearch, Job):
 
 
 @job_entry(SearchParams)
-def search(run=None, seed: int = 0, data=None, build_only: bool = False,
-           **params) -> dict | SearchJob:
+def search(
+    run=None, seed: int = 0, data=None, build_only: bool = False, **params
+) -> dict | SearchJob:
     """Architecture search: alternating architecture and weight steps (DARTS).
 
     Args:
@@ -206,34 +263,59 @@ class TrainParams:
     epochs: int = param(validate.EPOCHS, REQUIRED, "training epochs.")
     batch_size: int = param(validate.BATCH_SIZE, REQUIRED, "images per step per process.")
     network: Callable[..., nn.Module] = param(
-        UNCHECKED, REQUIRED, "builds the network from ``num_classes`` and ``in_channels`` "
-        "(e.g. ``@NetworkCIFAR`` with ``NetworkCIFAR.genotype = %GENOTYPE``).")
-    learning_rate: float = param(validate.LEARNING_RATE, 0.025, "initial lr, for a global "
-                                 "batch of ``lr_reference_batch`` if given.")
+        UNCHECKED,
+        REQUIRED,
+        "builds the network from ``num_classes`` and ``in_channels`` "
+        "(e.g. ``@NetworkCIFAR`` with ``NetworkCIFAR.genotype = %GENOTYPE``).",
+    )
+    learning_rate: float = param(
+        validate.LEARNING_RATE,
+        0.025,
+        "initial lr, for a global batch of ``lr_reference_batch`` if given.",
+    )
     optimizer: str | Callable = param(
-        UNCHECKED, "sgd", "the optimizer factory (``@sgd``) or its name in ``OPTIMIZERS``.")
+        UNCHECKED, "sgd", "the optimizer factory (``@sgd``) or its name in ``OPTIMIZERS``."
+    )
     lr_schedule: str | Callable = param(
-        UNCHECKED, "cosine_power_annealing",
-        "the per-epoch schedule (``@cosine_power_annealing``, ...) or its name.")
+        UNCHECKED,
+        "cosine_power_annealing",
+        "the per-epoch schedule (``@cosine_power_annealing``, ...) or its name.",
+    )
     grad_clip: float | None = param(validate.NON_NEGATIVE.or_none(), 5.0, "gradient norm clip.")
-    auxiliary_weight: float = param(validate.NON_NEGATIVE, 0.4, "weight of the auxiliary "
-                                    "head's loss (when the network has one).")
-    drop_path_prob: float = param(validate.PROBABILITY, 0.2, "final drop path probability, "
-                                  "ramped linearly from 0 over the epochs.")
-    label_smoothing: float = param(validate.PROBABILITY, 0.0, "cross-entropy label smoothing "
-                                   "of the training loss (ImageNet).")
+    auxiliary_weight: float = param(
+        validate.NON_NEGATIVE,
+        0.4,
+        "weight of the auxiliary head's loss (when the network has one).",
+    )
+    drop_path_prob: float = param(
+        validate.PROBABILITY,
+        0.2,
+        "final drop path probability, ramped linearly from 0 over the epochs.",
+    )
+    label_smoothing: float = param(
+        validate.PROBABILITY, 0.0, "cross-entropy label smoothing of the training loss (ImageNet)."
+    )
     lr_reference_batch: int | None = param(
-        validate.COUNT.or_none(), None, "scale the lr by global_batch / lr_reference_batch "
-        "(256 for ImageNet), None for no scaling.")
+        validate.COUNT.or_none(),
+        None,
+        "scale the lr by global_batch / lr_reference_batch "
+        "(256 for ImageNet), None for no scaling.",
+    )
     init_from: str | None = param(
-        UNCHECKED, None, "a checkpoint file or run folder to take the initial weights from "
-        "(e.g. the README's 100-epoch ImageNet continuation at a lower lr).")
-    eval_batch_size: int | None = param(validate.BATCH_SIZE.or_none(), None,
-                                        "batch size of evaluation (defaults to batch_size).")
+        UNCHECKED,
+        None,
+        "a checkpoint file or run folder to take the initial weights from "
+        "(e.g. the README's 100-epoch ImageNet continuation at a lower lr).",
+    )
+    eval_batch_size: int | None = param(
+        validate.BATCH_SIZE.or_none(), None, "batch size of evaluation (defaults to batch_size)."
+    )
     valid_portion: float | None = param(
-        validate.Real("a share in [0, 1)", low=0.0, high=1.0, high_open=True).or_none(), None,
+        validate.Real("a share in [0, 1)", low=0.0, high=1.0, high_open=True).or_none(),
+        None,
         "share of the training set held out for validation (None: none; the paper's protocol "
-        "trains on all of it and reports the final epoch).")
+        "trains on all of it and reports the final epoch).",
+    )
     workers: int = param(validate.WORKERS, 0, "loader worker processes.")
     show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
 
@@ -255,17 +337,36 @@ class TrainJob(Job):
             # A held-out part of the training set chooses the best epoch; the test set never does.
             train_idx, valid_idx = loaders.search_split(bundle.train, 1.0 - p.valid_portion)
             self.train_loader = loaders.make_loader(
-                bundle.train, p.batch_size, indices=train_idx, workers=p.workers, seed=seed,
-                distributed=ctx.distributed, drop_last=True)
+                bundle.train,
+                p.batch_size,
+                indices=train_idx,
+                workers=p.workers,
+                seed=seed,
+                distributed=ctx.distributed,
+                drop_last=True,
+            )
             self.valid_loader = loaders.make_loader(
-                bundle.train, eval_bs, indices=valid_idx, workers=p.workers, seed=seed + 2,
-                distributed=ctx.distributed, exact=True)
+                bundle.train,
+                eval_bs,
+                indices=valid_idx,
+                workers=p.workers,
+                seed=seed + 2,
+                distributed=ctx.distributed,
+                exact=True,
+            )
         else:
             self.train_loader = loaders.make_loader(
-                bundle.train, p.batch_size, shuffle=True, workers=p.workers, seed=seed,
-                distributed=ctx.distributed, drop_last=True)
-        self.test_loader = loaders.make_loader(bundle.test, eval_bs, workers=p.workers,
-                                                distributed=ctx.distributed, exact=True)
+                bundle.train,
+                p.batch_size,
+                shuffle=True,
+                workers=p.workers,
+                seed=seed,
+                distributed=ctx.distributed,
+                drop_last=True,
+            )
+        self.test_loader = loaders.make_loader(
+            bundle.test, eval_bs, workers=p.workers, distributed=ctx.distributed, exact=True
+        )
         self.rng_loaders = [self.train_loader] + ([self.valid_loader] if self.valid_loader else [])
         model = p.network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
         self.params_m = count_parameters(model) / 1e6
@@ -275,7 +376,8 @@ class TrainJob(Job):
         model.to(ctx.device)
         if ctx.distributed:
             model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+                model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None
+            )
         self.model = model
         learning_rate = p.learning_rate
         if p.lr_reference_batch:
@@ -283,7 +385,8 @@ class TrainJob(Job):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=p.label_smoothing).to(ctx.device)
         self.eval_criterion = nn.CrossEntropyLoss().to(ctx.device)
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
-            model.parameters(), learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx)
+            model.parameters(), learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx
+        )
         self.step_model = ctx.compiled(model)
         self.epochs, self.show_progress = p.epochs, p.show_progress
         self.best = {"valid_acc": -1.0, "epoch": 0}
@@ -303,8 +406,9 @@ class TrainJob(Job):
             loss = self.criterion(logits.float(), y)
             if logits_aux is not None and auxiliary_weight:
                 loss = loss + auxiliary_weight * self.criterion(logits_aux.float(), y)
-        weight_step(self.optimizer, self.scaler, loss, self.model.parameters(),
-                    self.params.grad_clip)
+        weight_step(
+            self.optimizer, self.scaler, loss, self.model.parameters(), self.params.grad_clip
+        )
         return loss, logits
 
     def end_epoch(self, epoch: int) -> dict:
@@ -313,12 +417,16 @@ class TrainJob(Job):
             valid = evaluate(self.model, self.valid_loader, self.eval_criterion, self.ctx)
             if valid["acc"] > self.best["valid_acc"]:
                 self.best.update(valid_acc=valid["acc"], epoch=epoch)
-            record.update(valid_loss=valid["loss"], valid_acc=valid["acc"],
-                          valid_acc_top5=valid["acc_top5"])
+            record.update(
+                valid_loss=valid["loss"], valid_acc=valid["acc"], valid_acc_top5=valid["acc_top5"]
+            )
         self.test = evaluate(self.model, self.test_loader, self.eval_criterion, self.ctx)
-        record.update(test_loss=self.test["loss"], test_acc=self.test["acc"],
-                      test_acc_top5=self.test["acc_top5"],
-                      drop_path_prob=self.network.drop_path_prob)
+        record.update(
+            test_loss=self.test["loss"],
+            test_acc=self.test["acc"],
+            test_acc_top5=self.test["acc_top5"],
+            drop_path_prob=self.network.drop_path_prob,
+        )
         return record
 
     def extra_state(self) -> dict:
@@ -331,19 +439,31 @@ class TrainJob(Job):
         """The final epoch's test errors (as the paper reports), never a best epoch on test."""
         if not trained or self.test is None:  # already trained: measure the final weights again
             self.test = evaluate(self.model, self.test_loader, self.eval_criterion, self.ctx)
-        final = {"test_error_top1": 100.0 - self.test["acc"],
-                 "test_error_top5": 100.0 - self.test["acc_top5"],
-                 "params_m": self.params_m, "multiply_adds_b": self.madds_b}
+        final = {
+            "test_error_top1": 100.0 - self.test["acc"],
+            "test_error_top5": 100.0 - self.test["acc_top5"],
+            "params_m": self.params_m,
+            "multiply_adds_b": self.madds_b,
+        }
         if self.valid_loader is not None:
             final.update(best_epoch=self.best["epoch"], best_valid_acc=self.best["valid_acc"])
-        final.update(_extra_test_errors(self.model, self.bundle, self.eval_batch_size,
-                                        self.eval_criterion, self.ctx, self.params.workers))
+        final.update(
+            _extra_test_errors(
+                self.model,
+                self.bundle,
+                self.eval_batch_size,
+                self.eval_criterion,
+                self.ctx,
+                self.params.workers,
+            )
+        )
         return final
 
 
 @job_entry(TrainParams)
-def train(run=None, seed: int = 0, data=None, build_only: bool = False,
-          **params) -> dict | TrainJob:
+def train(
+    run=None, seed: int = 0, data=None, build_only: bool = False, **params
+) -> dict | TrainJob:
     """Trains a fixed network from scratch (CIFAR-10 ``train.py``, the ImageNet trainer).
 
     Every epoch is measured on the test set and logged as ``test_loss``, ``test_acc``,
@@ -370,13 +490,17 @@ def train(run=None, seed: int = 0, data=None, build_only: bool = False,
 class EvaluateParams:
     """The parameters of :func:`evaluate_checkpoint` (``evaluate_checkpoint.NAME``)."""
 
-    network: Callable[..., nn.Module] = param(UNCHECKED, REQUIRED,
-                                              "builds the network the weights belong to.")
+    network: Callable[..., nn.Module] = param(
+        UNCHECKED, REQUIRED, "builds the network the weights belong to."
+    )
     batch_size: int = param(validate.BATCH_SIZE, 128, "evaluation batch size.")
     workers: int = param(validate.WORKERS, 0, "loader worker processes.")
     checkpoint_sha256: str | None = param(
-        UNCHECKED, None, "the content hash the checkpoint must have (the runner binds it, so "
-        "that the record names exactly which weights it measured); None checks nothing.")
+        UNCHECKED,
+        None,
+        "the content hash the checkpoint must have (the runner binds it, so "
+        "that the record names exactly which weights it measured); None checks nothing.",
+    )
 
 
 class EvaluateJob:
@@ -385,8 +509,13 @@ class EvaluateJob:
 
     name = "evaluate"
 
-    def __init__(self, seed: int, data: bundle_lib.DataBundle | None,
-                 checkpoint: str | os.PathLike, params: EvaluateParams):
+    def __init__(
+        self,
+        seed: int,
+        data: bundle_lib.DataBundle | None,
+        checkpoint: str | os.PathLike,
+        params: EvaluateParams,
+    ):
         self.params = p = params
         path = run_folder.checkpoint_file(checkpoint)
         if p.checkpoint_sha256 is not None and file_sha256(path) != p.checkpoint_sha256:
@@ -394,8 +523,9 @@ class EvaluateJob:
         self.ctx = ctx = make_context()
         seed_everything(seed)
         self.bundle = _data(data, seed)
-        self.model = p.network(num_classes=self.bundle.spec.num_classes,
-                               in_channels=self.bundle.spec.channels)
+        self.model = p.network(
+            num_classes=self.bundle.spec.num_classes, in_channels=self.bundle.spec.channels
+        )
         init_weights_from(self.model, path)
         self.model.to(ctx.device)
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
@@ -404,19 +534,35 @@ class EvaluateJob:
     def fit(self, run=None) -> dict[str, Any]:
         """Measures the weights; records the operative config into ``run`` when given."""
         result = evaluate(self.model, self.loader, self.criterion, self.ctx)
-        final = {"test_error_top1": 100.0 - result["acc"],
-                 "test_error_top5": 100.0 - result["acc_top5"],
-                 "params_m": count_parameters(self.model) / 1e6}
-        final.update(_extra_test_errors(self.model, self.bundle, self.params.batch_size,
-                                        self.criterion, self.ctx, self.params.workers))
+        final = {
+            "test_error_top1": 100.0 - result["acc"],
+            "test_error_top5": 100.0 - result["acc_top5"],
+            "params_m": count_parameters(self.model) / 1e6,
+        }
+        final.update(
+            _extra_test_errors(
+                self.model,
+                self.bundle,
+                self.params.batch_size,
+                self.criterion,
+                self.ctx,
+                self.params.workers,
+            )
+        )
         if run is not None:
             run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
         return final
 
 
 @job_entry(EvaluateParams)
-def evaluate_checkpoint(run=None, seed: int = 0, data=None, checkpoint: str | os.PathLike = "",
-                        build_only: bool = False, **params) -> dict[str, Any] | EvaluateJob:
+def evaluate_checkpoint(
+    run=None,
+    seed: int = 0,
+    data=None,
+    checkpoint: str | os.PathLike = "",
+    build_only: bool = False,
+    **params,
+) -> dict[str, Any] | EvaluateJob:
     """Test error (and CIFAR-10.1 error for CIFAR-10) of saved weights, ours or the original's.
 
     Args:

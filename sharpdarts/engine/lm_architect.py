@@ -36,6 +36,7 @@ Under torchrun every gradient is averaged over the processes where it is taken
 vector and the radius are then the same on every rank, and the step equals one process's step
 on the union of the ranks' columns (the losses are means over equally many tokens).
 """
+
 from __future__ import annotations
 
 import copy
@@ -78,19 +79,28 @@ class RecurrentArchitect:
         copy_network: step the original's way (module docstring): the same alphas, slower.
     """
 
-    def __init__(self, model: nn.Module, order: int = 2, lr: float = 3e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 1e-3,
-                 grad_clip: float = 0.25, network_weight_decay: float = 5e-7,
-                 step_embedding: bool = False, fd_radius: float = 1e-2,
-                 copy_network: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        order: int = 2,
+        lr: float = 3e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 1e-3,
+        grad_clip: float = 0.25,
+        network_weight_decay: float = 5e-7,
+        step_embedding: bool = False,
+        fd_radius: float = 1e-2,
+        copy_network: bool = False,
+    ):
         if order not in (1, 2):
             raise ValueError(f"The architect's order is 1 or 2, not {order!r}.")
         self.model, self.order = model, order
         self.grad_clip, self.network_weight_decay = grad_clip, network_weight_decay
         self.step_embedding, self.fd_radius = step_embedding, fd_radius
         self.copy_network = copy_network
-        self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=lr, betas=tuple(betas),
-                                          weight_decay=weight_decay)
+        self.optimizer = torch.optim.Adam(
+            model.arch_parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay
+        )
         self.names = [name for name, _ in model.named_parameters() if name != "alphas"]
 
     # ---- losses --------------------------------------------------------------------------
@@ -113,12 +123,14 @@ class RecurrentArchitect:
         return [named[n] for n in self.names]
 
     # ---- steps ---------------------------------------------------------------------------
-    def step(self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid,
-             eta: float) -> list[torch.Tensor]:
+    def step(
+        self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid, eta: float
+    ) -> list[torch.Tensor]:
         """One architecture step; returns the next (detached) validation hidden state."""
         if self.copy_network:
-            return self._step_by_copy(hidden_train, x_train, y_train, hidden_valid, x_valid,
-                                      y_valid, eta)
+            return self._step_by_copy(
+                hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid, eta
+            )
         self.optimizer.zero_grad(set_to_none=True)
         alphas = self.model.arch_parameters()
         if self.order == 1:
@@ -126,12 +138,14 @@ class RecurrentArchitect:
             # the weights' gradients anyway; a compiled cell's backward computes a gradient
             # for every input that requires one, so there this skips half its products.
             params = {n: w.detach() for n, w in zip(self.names, self._weights())}
-            loss, hidden_next = self._loss(dict(params, alphas=alphas[0]), hidden_valid,
-                                           x_valid, y_valid)
+            loss, hidden_next = self._loss(
+                dict(params, alphas=alphas[0]), hidden_valid, x_valid, y_valid
+            )
             grads = _grads(loss, alphas)
         else:
-            grads, hidden_next = self._unrolled(hidden_train, x_train, y_train,
-                                                hidden_valid, x_valid, y_valid, eta)
+            grads, hidden_next = self._unrolled(
+                hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid, eta
+            )
         for a, g in zip(alphas, grads):
             a.grad = g.detach()
         self.optimizer.step()
@@ -175,21 +189,24 @@ class RecurrentArchitect:
         return (grads[0] - grads[1]) / (2 * radius)
 
     # ---- the original's way (copy_network=True) ------------------------------------------
-    def _step_by_copy(self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid,
-                      eta: float) -> list[torch.Tensor]:
+    def _step_by_copy(
+        self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid, eta: float
+    ) -> list[torch.Tensor]:
         """:meth:`step` as the original's ``architect.step`` computes it."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.order == 1:  # backward() over every parameter, as the original
             loss, hidden_next = self._loss(None, hidden_valid, x_valid, y_valid)
             loss.backward()
         else:
-            hidden_next = self._unrolled_by_copy(hidden_train, x_train, y_train, hidden_valid,
-                                                 x_valid, y_valid, eta)
+            hidden_next = self._unrolled_by_copy(
+                hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid, eta
+            )
         self.optimizer.step()
         return [h.detach() for h in hidden_next]
 
-    def _unrolled_by_copy(self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid,
-                          eta: float):
+    def _unrolled_by_copy(
+        self, hidden_train, x_train, y_train, hidden_valid, x_valid, y_valid, eta: float
+    ):
         weights = self._weights()
         loss, _ = self._loss(None, hidden_train, x_train, y_train)
         grads = torch.autograd.grad(loss, weights)
@@ -216,8 +233,7 @@ class RecurrentArchitect:
                 for d in dtheta:
                     d.mul_(vector_coef)
         del unrolled_model, unrolled
-        hvp = self._hessian_vector_product_in_place(dtheta, weights, hidden_train, x_train,
-                                                    y_train)
+        hvp = self._hessian_vector_product_in_place(dtheta, weights, hidden_train, x_train, y_train)
         self.model.alphas.grad = (dalpha - eta * coef * hvp).detach()
         return hidden_next
 

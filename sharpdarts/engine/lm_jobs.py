@@ -18,6 +18,7 @@ dropout masks (torch's seed per rank) but the same BPTT window lengths (numpy's 
 the run seed, so the ranks step together); evaluation sums over the ranks' columns, every
 token once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,8 +61,9 @@ class Windows:
 
 
 @torch.no_grad()
-def evaluate_ppl(model: nn.Module, source: torch.Tensor, bptt: int = 35,
-                 ctx: Context | None = None) -> dict:
+def evaluate_ppl(
+    model: nn.Module, source: torch.Tensor, bptt: int = 35, ctx: Context | None = None
+) -> dict:
     """The original's evaluation: windows of ``bptt`` with the hidden state carried; the loss
     is the sum of window-mean NLL times window length, divided by the rows of ``source``.
 
@@ -90,8 +92,10 @@ def evaluate_ppl(model: nn.Module, source: torch.Tensor, bptt: int = 35,
 def _corpus(data, seed: int) -> corpus_lib.Corpus:
     bundle = data if data is not None else build_datasets(seed=seed)
     if bundle.spec.modality != "text":
-        raise UserError(f"A language-model job needs a text corpus (build_datasets.name = "
-                        f"'ptb', 'wikitext2', ...), not the image dataset {bundle.spec.name!r}.")
+        raise UserError(
+            f"A language-model job needs a text corpus (build_datasets.name = "
+            f"'ptb', 'wikitext2', ...), not the image dataset {bundle.spec.name!r}."
+        )
     return bundle.train
 
 
@@ -99,22 +103,33 @@ def _corpus(data, seed: int) -> corpus_lib.Corpus:
 class LanguageParams:
     """The parameters that the language-model search and training share."""
 
-    epochs: int = param(UNCHECKED, REQUIRED, "training epochs (the original's 8000 is "
-                        "\"until stopped\"), or search epochs (50).")
-    batch_size: int = param(UNCHECKED, REQUIRED, "columns of the training (and architecture) "
-                            "batches: 64 to train, 256 to search; per process under torchrun.")
+    epochs: int = param(
+        UNCHECKED,
+        REQUIRED,
+        'training epochs (the original\'s 8000 is "until stopped"), or search epochs (50).',
+    )
+    batch_size: int = param(
+        UNCHECKED,
+        REQUIRED,
+        "columns of the training (and architecture) "
+        "batches: 64 to train, 256 to search; per process under torchrun.",
+    )
     network: Callable[..., nn.Module] = param(
-        UNCHECKED, REQUIRED, "builds the model from ``ntoken`` (``@RNNModel``, "
-        "``@RNNSearchModel``).")
+        UNCHECKED,
+        REQUIRED,
+        "builds the model from ``ntoken`` (``@RNNModel``, ``@RNNSearchModel``).",
+    )
     learning_rate: float = param(UNCHECKED, 20.0, "SGD's lr, then ASGD's.")
     bptt: int = param(UNCHECKED, 35, "the base BPTT length.")
     grad_clip: float = param(UNCHECKED, 0.25, "global gradient-norm clip.")
-    weight_decay: float = param(UNCHECKED, 8e-7, "SGD's and ASGD's weight decay (5e-7 on "
-                                "WikiText-2).")
+    weight_decay: float = param(
+        UNCHECKED, 8e-7, "SGD's and ASGD's weight decay (5e-7 on WikiText-2)."
+    )
     alpha: float = param(UNCHECKED, 0.0, "AR weight.")
     beta: float = param(UNCHECKED, 1e-3, "TAR weight.")
-    eval_batch_size: int = param(UNCHECKED, corpus_lib.EVAL_BATCH_SIZE,
-                                 "validation batch columns; test uses batch 1.")
+    eval_batch_size: int = param(
+        UNCHECKED, corpus_lib.EVAL_BATCH_SIZE, "validation batch columns; test uses batch 1."
+    )
     show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
 
 
@@ -135,8 +150,9 @@ class _LanguageJob(Job):
         self.model = p.network(ntoken=corpus.ntokens).to(ctx.device)
         if ctx.distributed:  # the same initial network everywhere, then each rank's masks
             torch.manual_seed(rank_seed(seed, ctx.rank))
-        self.optimizer = torch.optim.SGD(self.weights(), lr=p.learning_rate,
-                                         weight_decay=p.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.weights(), lr=p.learning_rate, weight_decay=p.weight_decay
+        )
         # No per-epoch schedule: the lr changes per step only (scaled by the window length).
         self.scheduler = constant_schedule(self.optimizer, p.epochs)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=False)
@@ -169,8 +185,14 @@ class _LanguageJob(Job):
         loss = raw_loss + ar_tar_penalty(raw, dropped, self.params.alpha, self.params.beta)
         # Under torchrun the gradients are averaged over the ranks before the clip (its norm
         # is the whole batch's), so every rank takes the same step.
-        weight_step(self.optimizer, self.scaler, loss, self.weights(), self.params.grad_clip,
-                    average=self.ctx.distributed)
+        weight_step(
+            self.optimizer,
+            self.scaler,
+            loss,
+            self.weights(),
+            self.params.grad_clip,
+            average=self.ctx.distributed,
+        )
         return raw_loss.detach(), log_probs.detach()
 
     def _scaled_lr(self):
@@ -190,8 +212,11 @@ class _LanguageJob(Job):
 class LanguageTrainParams(LanguageParams):
     """The parameters of :func:`lm_train` (``lm_train.NAME`` in a config)."""
 
-    nonmono: int = param(UNCHECKED, 5, "switch to ASGD when validation is worse than the best "
-                         "before the last ``nonmono`` epochs.")
+    nonmono: int = param(
+        UNCHECKED,
+        5,
+        "switch to ASGD when validation is worse than the best before the last ``nonmono`` epochs.",
+    )
 
 
 class LanguageTrainJob(_LanguageJob):
@@ -201,7 +226,7 @@ class LanguageTrainJob(_LanguageJob):
 
     def __init__(self, seed: int, data, params: LanguageTrainParams):
         super().__init__(seed, data, params, jitter=True)
-        self.asgd_epoch = None          # the epoch after which ASGD took over
+        self.asgd_epoch = None  # the epoch after which ASGD took over
         self.val_history: list[float] = []
         self.best = {"valid_loss": math.inf, "epoch": 0}
         self.best_model: dict | None = None
@@ -212,8 +237,13 @@ class LanguageTrainJob(_LanguageJob):
         return self.asgd_epoch is not None
 
     def _switch_to_asgd(self) -> None:
-        self.optimizer = torch.optim.ASGD(self.weights(), lr=self.params.learning_rate, t0=0,
-                                          lambd=0.0, weight_decay=self.params.weight_decay)
+        self.optimizer = torch.optim.ASGD(
+            self.weights(),
+            lr=self.params.learning_rate,
+            t0=0,
+            lambd=0.0,
+            weight_decay=self.params.weight_decay,
+        )
 
     def train_step(self, x, y):
         base = self._scaled_lr()
@@ -255,8 +285,12 @@ class LanguageTrainJob(_LanguageJob):
             self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def extra_state(self) -> dict:
-        return {"asgd_epoch": self.asgd_epoch, "val_history": list(self.val_history),
-                "best": dict(self.best), "best_model": self.best_model}
+        return {
+            "asgd_epoch": self.asgd_epoch,
+            "val_history": list(self.val_history),
+            "best": dict(self.best),
+            "best_model": self.best_model,
+        }
 
     def load_state(self, state: dict) -> None:
         # The optimizer in the checkpoint is ASGD after the switch: build it before loading.
@@ -279,14 +313,20 @@ class LanguageTrainJob(_LanguageJob):
         test = evaluate_ppl(self.model, self.test_data, self.params.bptt, self.ctx)
         self.model.load_state_dict(current)
         valid_ppl = math.exp(min(self.best["valid_loss"], 700.0))
-        return {"test_loss": test["loss"], "test_ppl": test["ppl"], "valid_ppl": valid_ppl,
-                "best_epoch": self.best["epoch"], "asgd_epoch": self.asgd_epoch,
-                "params_m": self.params_m}
+        return {
+            "test_loss": test["loss"],
+            "test_ppl": test["ppl"],
+            "valid_ppl": valid_ppl,
+            "best_epoch": self.best["epoch"],
+            "asgd_epoch": self.asgd_epoch,
+            "params_m": self.params_m,
+        }
 
 
 @job_entry(LanguageTrainParams)
-def lm_train(run=None, seed: int = 1267, data=None, build_only: bool = False,
-             **params) -> dict | LanguageTrainJob:
+def lm_train(
+    run=None, seed: int = 1267, data=None, build_only: bool = False, **params
+) -> dict | LanguageTrainJob:
     """Trains a fixed recurrent cell's language model (``rnn/train.py``).
 
     Args:
@@ -309,10 +349,12 @@ class LanguageEvaluateParams:
     """The parameters of :func:`lm_evaluate_checkpoint` (``lm_evaluate_checkpoint.NAME``)."""
 
     network: Callable[..., nn.Module] = param(
-        UNCHECKED, REQUIRED, "builds the model the weights belong to (``@RNNModel``).")
+        UNCHECKED, REQUIRED, "builds the model the weights belong to (``@RNNModel``)."
+    )
     bptt: int = param(UNCHECKED, 35, "evaluation window length.")
     checkpoint_sha256: str | None = param(
-        UNCHECKED, None, "the content hash the checkpoint must have, or None.")
+        UNCHECKED, None, "the content hash the checkpoint must have, or None."
+    )
 
 
 class LanguageEvaluateJob:
@@ -338,22 +380,30 @@ class LanguageEvaluateJob:
         # runs), which the original's model.pt holds and its test.py measures.
         if isinstance(state, dict) and isinstance(state.get("best_model"), dict):
             state = state["best_model"]
-        load_original_state_dict(self.model, state.get("model", state) if isinstance(state, dict) else state)
+        load_original_state_dict(
+            self.model, state.get("model", state) if isinstance(state, dict) else state
+        )
         self.model.to(self.ctx.device)
-        self.test_data = corpus_lib.batchify(corpus.test, corpus_lib.TEST_BATCH_SIZE).to(self.ctx.device)
+        self.test_data = corpus_lib.batchify(corpus.test, corpus_lib.TEST_BATCH_SIZE).to(
+            self.ctx.device
+        )
 
     def fit(self, run=None) -> dict:
         """Test perplexity at batch 1 (as ``rnn/test.py``); records the config into ``run``."""
         test = evaluate_ppl(self.model, self.test_data, self.params.bptt, self.ctx)
         if run is not None:
             run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
-        return {"test_loss": test["loss"], "test_ppl": test["ppl"],
-                "params_m": count_parameters(self.model) / 1e6}
+        return {
+            "test_loss": test["loss"],
+            "test_ppl": test["ppl"],
+            "params_m": count_parameters(self.model) / 1e6,
+        }
 
 
 @job_entry(LanguageEvaluateParams)
-def lm_evaluate_checkpoint(run=None, seed: int = 0, data=None, checkpoint="",
-                           build_only: bool = False, **params) -> dict | LanguageEvaluateJob:
+def lm_evaluate_checkpoint(
+    run=None, seed: int = 0, data=None, checkpoint="", build_only: bool = False, **params
+) -> dict | LanguageEvaluateJob:
     """Test perplexity of saved recurrent weights (``rnn/test.py``: batch 1, BPTT 35).
 
     Args:

@@ -8,6 +8,7 @@ with TAR, the original's clip over the weights (never the alphas), and the lr sc
 ``seq_len / bptt``. Window lengths are 35 or 17 (no jitter). Each epoch ends with the
 validation perplexity at batch 10 and the genotype of the current alphas.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,8 @@ from torch import nn
 from sharpdarts.core import recurrent_genotypes
 from sharpdarts.engine.context import average_over_processes
 from sharpdarts.engine.data import corpus as corpus_lib
-from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.job_params import UNCHECKED, job_entry, param
+from sharpdarts.engine.lm_architect import RecurrentArchitect
 from sharpdarts.engine.lm_jobs import LanguageParams, _LanguageJob, evaluate_ppl
 from sharpdarts.engine.loop import ArchitectureSearch
 
@@ -46,10 +47,12 @@ class LanguageSearchParams(LanguageParams):
     """The parameters of :func:`lm_search` (``lm_search.NAME`` in a config). The architect's
     Adam settings are ``RecurrentArchitect.lr`` etc. (3e-3, (0.9, 0.999), 1e-3)."""
 
-    weight_decay: float = param(UNCHECKED, 5e-7, "SGD's weight decay, also that of the "
-                                "architect's virtual weight step.")
-    order: int = param(UNCHECKED, 2, "1 (first order) or 2 (unrolled, the README's "
-                       "``--unrolled``).")
+    weight_decay: float = param(
+        UNCHECKED, 5e-7, "SGD's weight decay, also that of the architect's virtual weight step."
+    )
+    order: int = param(
+        UNCHECKED, 2, "1 (first order) or 2 (unrolled, the README's ``--unrolled``)."
+    )
 
 
 class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
@@ -61,8 +64,9 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
         super().__init__(seed, data, params, jitter=False)
         # The architecture's batches: the validation split in training-sized columns.
         self.search_data = self._columns(self._corpus.valid, params.batch_size)
-        self.architect = RecurrentArchitect(self.model, order=params.order,
-                                            network_weight_decay=params.weight_decay)
+        self.architect = RecurrentArchitect(
+            self.model, order=params.order, network_weight_decay=params.weight_decay
+        )
         self.hidden_valid = None
         self.best = {"valid_loss": math.inf, "epoch": 0, "genotype": None}
         self.last_valid_ppl = None
@@ -71,8 +75,11 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
         return self.model.weights()
 
     def run_fields(self) -> dict:
-        return {**super().run_fields(), "primitives": self.model.primitives,
-                "order": self.architect.order}
+        return {
+            **super().run_fields(),
+            "primitives": self.model.primitives,
+            "order": self.architect.order,
+        }
 
     def start_epoch(self, epoch: int) -> None:
         super().start_epoch(epoch)
@@ -85,8 +92,8 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
         xv, yv = corpus_lib.get_batch(self.search_data, start, self.params.bptt)
         self.hidden = [h.detach() for h in self.hidden]
         self.hidden_valid = self.architect.step(
-            self.hidden, x, y, self.hidden_valid, xv, yv,
-            eta=self.optimizer.param_groups[0]["lr"])
+            self.hidden, x, y, self.hidden_valid, xv, yv, eta=self.optimizer.param_groups[0]["lr"]
+        )
         loss, log_probs = self._weight_step(x, y)
         self.optimizer.param_groups[0]["lr"] = base
         return loss, log_probs
@@ -101,20 +108,29 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
         self.last_valid_ppl = valid["ppl"]
         with torch.no_grad():
             alphas = torch.softmax(self.model.alphas.float(), -1).cpu().tolist()
-        return {"valid_loss": valid["loss"], "valid_ppl": valid["ppl"], "genotype": genotype,
-                "alphas_recurrent": alphas}
+        return {
+            "valid_loss": valid["loss"],
+            "valid_ppl": valid["ppl"],
+            "genotype": genotype,
+            "alphas_recurrent": alphas,
+        }
 
     def final(self, trained: bool) -> dict:
         genotype = recurrent_genotypes.recurrent_to_dict(self.model.genotype())
-        return {"genotype": genotype, "genotype_epoch": self.epochs,
-                "best_genotype": self.best["genotype"], "best_epoch": self.best["epoch"],
-                "best_valid_ppl": math.exp(min(self.best["valid_loss"], 700.0)),
-                "valid_ppl": self.last_valid_ppl}
+        return {
+            "genotype": genotype,
+            "genotype_epoch": self.epochs,
+            "best_genotype": self.best["genotype"],
+            "best_epoch": self.best["epoch"],
+            "best_valid_ppl": math.exp(min(self.best["valid_loss"], 700.0)),
+            "valid_ppl": self.last_valid_ppl,
+        }
 
 
 @job_entry(LanguageSearchParams)
-def lm_search(run=None, seed: int = 3, data=None, build_only: bool = False,
-              **params) -> dict | LanguageSearchJob:
+def lm_search(
+    run=None, seed: int = 3, data=None, build_only: bool = False, **params
+) -> dict | LanguageSearchJob:
     """DARTS's recurrent search on a corpus.
 
     Args:

@@ -7,6 +7,7 @@ finite-loss check, one metrics line, the checkpoint (in that order) and a barrie
 processes. A job supplies only what differs: its training step, its evaluation record, its
 extra checkpoint state and its final metrics.
 """
+
 from __future__ import annotations
 
 import abc
@@ -22,8 +23,15 @@ from tqdm import tqdm
 
 from sharpdarts.core import run_folder
 from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.engine.context import (Context, average_over_processes, barrier, reduce_sum,
-                                       rng_state, set_rng_state, unwrap)
+from sharpdarts.engine.context import (
+    Context,
+    average_over_processes,
+    barrier,
+    reduce_sum,
+    rng_state,
+    set_rng_state,
+    unwrap,
+)
 from sharpdarts.engine.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -45,9 +53,14 @@ class Totals:
         n = target.size(0)
         top5 = logits.topk(min(5, logits.size(1)), dim=1).indices
         hits = top5.eq(target.view(-1, 1))
-        self.values += torch.stack([loss.detach().double() * n, hits[:, 0].sum().double(),
-                                    hits.any(dim=1).sum().double(),
-                                    torch.tensor(float(n), dtype=torch.float64, device=loss.device)])
+        self.values += torch.stack(
+            [
+                loss.detach().double() * n,
+                hits[:, 0].sum().double(),
+                hits.any(dim=1).sum().double(),
+                torch.tensor(float(n), dtype=torch.float64, device=loss.device),
+            ]
+        )
 
     def result(self, ctx: Context) -> dict:
         """Mean loss and top-1 / top-5 accuracy (percent) over every process's batches."""
@@ -58,13 +71,15 @@ class Totals:
 
 def progress(loader, desc: str, ctx: Context, show: bool):
     """A tqdm bar over a loader on rank 0 when asked for, else the plain loader."""
-    return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
-                disable=not (show and ctx.is_main))
+    return tqdm(
+        loader, desc=desc, leave=False, dynamic_ncols=True, disable=not (show and ctx.is_main)
+    )
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, criterion: nn.Module, ctx: Context,
-             show_progress: bool = False) -> dict:
+def evaluate(
+    model: nn.Module, loader, criterion: nn.Module, ctx: Context, show_progress: bool = False
+) -> dict:
     """Loss, top-1 and top-5 accuracy (percent) of a model over a loader (this process's
     shard of it under DDP: the totals are summed over the processes at the end)."""
     # The bare network: DDP's forward may synchronise, and the shards differ in batch count.
@@ -81,8 +96,9 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module, ctx: Context,
     return totals.result(ctx)
 
 
-def weight_step(optimizer, scaler, loss: torch.Tensor, params, grad_clip: float | None,
-                average: bool = False) -> None:
+def weight_step(
+    optimizer, scaler, loss: torch.Tensor, params, grad_clip: float | None, average: bool = False
+) -> None:
     """One optimizer step on the weights: backward (scaled for fp16), clip, step. ``average``:
     average the gradients over the processes first (a model that DDP does not wrap)."""
     optimizer.zero_grad(set_to_none=True)
@@ -101,8 +117,10 @@ def weight_step(optimizer, scaler, loss: torch.Tensor, params, grad_clip: float 
 def check_finite(loss: float, epoch: int) -> None:
     """Stops a run whose training loss is NaN or infinite (before it is checkpointed)."""
     if not math.isfinite(loss):
-        raise NonFiniteLossError(f"the training loss became {loss} in epoch {epoch}; the last "
-                                 "good checkpoint is kept (try a lower learning rate)")
+        raise NonFiniteLossError(
+            f"the training loss became {loss} in epoch {epoch}; the last "
+            "good checkpoint is kept (try a lower learning rate)"
+        )
 
 
 class Job(abc.ABC):
@@ -168,10 +186,15 @@ class Job(abc.ABC):
     # ---- state --------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
         """Everything needed to continue after ``epoch`` exactly as an uninterrupted run."""
-        return {"epoch": epoch, "model": self.network.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rng_state(self.rng_loaders),
-                **self.extra_state()}
+        return {
+            "epoch": epoch,
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(self.rng_loaders),
+            **self.extra_state(),
+        }
 
     def load_state(self, state: dict) -> None:
         """Restores a :meth:`state` (the optimizer before the schedule, which sets its lr)."""
@@ -237,8 +260,14 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
         check_finite(trained["loss"], epoch)
         evaluation = job.end_epoch(epoch)
         job.scheduler.step()
-        record = {"epoch": epoch, "lr": lr, "train_loss": trained["loss"],
-                  "train_acc": trained["acc"], **evaluation, "seconds": time.time() - tic}
+        record = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": trained["loss"],
+            "train_acc": trained["acc"],
+            **evaluation,
+            "seconds": time.time() - tic,
+        }
         # Log first, then checkpoint: a kill between the two leaves an epoch logged past the
         # checkpoint, which resume truncates and redoes; the other order would lose its line.
         if run is not None:
@@ -251,6 +280,10 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
             checkpoint_lib.save_checkpoint(path, state)
         barrier(ctx)  # nobody runs ahead of the checkpoint it may have to resume from
         shown.epoch_done(epoch, record)
-        log.info("%s epoch %d: %s", job.name, epoch,
-                 {k: v for k, v in record.items() if isinstance(v, float)})
+        log.info(
+            "%s epoch %d: %s",
+            job.name,
+            epoch,
+            {k: v for k, v in record.items() if isinstance(v, float)},
+        )
     return job.final(trained=start <= job.epochs)

@@ -7,13 +7,15 @@ keeps and rotates its own checkpoints), its own part of ``run.json`` (``phases.<
 checkpoint checksums and events that :mod:`sharpdarts.engine.checkpoint` keeps, the job's run
 fields) and its own stretch of the run's epochs (the last phase may instead be the run's own
 training, ``at_root``: its checkpoint is the run's ``checkpoint.pt``): the phase's epoch ``e``
-is logged to the run's one ``metrics.jsonl`` as epoch ``offset + e``, with ``phase`` and ``phase_epoch`` beside it.
+is logged to the run's one ``metrics.jsonl`` as epoch ``offset + e``, with ``phase`` and
+``phase_epoch`` beside it.
 Phases run one after the other with disjoint stretches, so truncating a phase's metrics to its
 checkpoint (resume) keeps every earlier phase's lines and no epoch is ever logged twice.
 
 The engine never imports the store: the run is whatever object the runner passes to ``fit``
 (the store's ``Run``, or the face's TensorBoard ``Recording`` around it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +43,9 @@ class Phase:
             only its epochs follow the earlier phases'.
     """
 
-    def __init__(self, run: Any, name: str, offset: int, fields: dict | None = None,
-                 at_root: bool = False):
+    def __init__(
+        self, run: Any, name: str, offset: int, fields: dict | None = None, at_root: bool = False
+    ):
         if Path(name).name != name or name in ("", ".", ".."):
             raise ValueError(f"not a plain phase name: {name!r}")
         self.run, self.name, self.offset = run, name, int(offset)
@@ -95,8 +98,15 @@ class Phase:
     def log_epoch(self, record: dict) -> None:
         """Logs the phase's epoch ``e`` as the run's epoch ``offset + e``."""
         epoch = int(record["epoch"])
-        self.run.log_epoch({**record, "epoch": self.offset + epoch, "phase": self.name,
-                            "phase_epoch": epoch, **self.fields})
+        self.run.log_epoch(
+            {
+                **record,
+                "epoch": self.offset + epoch,
+                "phase": self.name,
+                "phase_epoch": epoch,
+                **self.fields,
+            }
+        )
 
     def logged_epochs(self) -> list[int]:
         """The phase's epochs in the run's metrics (its own numbering)."""

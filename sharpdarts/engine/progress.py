@@ -6,6 +6,7 @@ the epoch. When the output is no terminal (CI, a Slurm log), a bar would fill th
 carriage returns: then nothing is drawn during an epoch, and one line per epoch is written
 instead. Both go to stderr, so that stdout keeps the run folder lines that scripts read.
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,8 +37,15 @@ class Progress:
         stream: where to write (stderr); a bar is drawn only when it is a terminal.
     """
 
-    def __init__(self, name: str, epochs: int, first_epoch: int, show: bool, is_main: bool,
-                 stream: IO[str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        epochs: int,
+        first_epoch: int,
+        show: bool,
+        is_main: bool,
+        stream: IO[str] | None = None,
+    ):
         self.name, self.epochs, self.first_epoch = name, epochs, first_epoch
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = bool(show and is_main)
@@ -58,8 +66,14 @@ class Progress:
         """The epoch's loader, wrapped in a bar on a terminal (see ``step``)."""
         if not self.interactive:
             return loader
-        self._bar = tqdm(loader, desc=f"{self.name} epoch {epoch}/{self.epochs}", leave=False,
-                         dynamic_ncols=True, file=self.stream, unit="step")
+        self._bar = tqdm(
+            loader,
+            desc=f"{self.name} epoch {epoch}/{self.epochs}",
+            leave=False,
+            dynamic_ncols=True,
+            file=self.stream,
+            unit="step",
+        )
         self._epoch = epoch
         return self._bar
 
@@ -74,7 +88,8 @@ class Progress:
             value = loss.item() if hasattr(loss, "item") else float(loss)
             self._bar.set_postfix_str(
                 f"loss {value:.4f}, run left {_duration(self.left(self._epoch, fraction))}",
-                refresh=True)  # at most ~50 times an epoch
+                refresh=True,
+            )  # at most ~50 times an epoch
 
     def epoch_done(self, epoch: int, record: dict) -> None:
         """One line for the epoch: its losses and accuracies, its time and the run's time left."""
@@ -83,9 +98,14 @@ class Progress:
             self._bar = None
         if not self.enabled:
             return
-        figures = " ".join(f"{k} {v:.4g}" for k, v in record.items()
-                           if isinstance(v, float) and k not in ("seconds", "lr"))
-        line = (f"{self.name} epoch {epoch}/{self.epochs}: lr {record.get('lr', float('nan')):.3g} "
-                f"{figures} ({record.get('seconds', 0.0):.1f}s, run left "
-                f"{_duration(self.left(epoch))})")
+        figures = " ".join(
+            f"{k} {v:.4g}"
+            for k, v in record.items()
+            if isinstance(v, float) and k not in ("seconds", "lr")
+        )
+        line = (
+            f"{self.name} epoch {epoch}/{self.epochs}: lr {record.get('lr', float('nan')):.3g} "
+            f"{figures} ({record.get('seconds', 0.0):.1f}s, run left "
+            f"{_duration(self.left(epoch))})"
+        )
         print(line, file=self.stream, flush=True)

@@ -31,6 +31,7 @@ its own last checkpoint (exactly, as any run), and going on. A finished sample's
 are deleted once its result is recorded; a kill between the two only means that phase is
 measured again from its last checkpoint, with no epoch trained twice.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,11 +70,15 @@ def selection_metric(job: Any) -> str:
         return "valid_ppl"
     if isinstance(job, TrainJob):
         if job.valid_loader is None:
-            raise ValueError("a random search chooses its cell on held-out data: bind "
-                             f"{SAMPLE_SCOPE}/train.valid_portion (e.g. 0.5, as DARTS's search)")
+            raise ValueError(
+                "a random search chooses its cell on held-out data: bind "
+                f"{SAMPLE_SCOPE}/train.valid_portion (e.g. 0.5, as DARTS's search)"
+            )
         return "valid_error"
-    raise ValueError(f"a random search trains its samples with @train or @lm_train, not with "
-                     f"{type(job).__name__}")
+    raise ValueError(
+        f"a random search trains its samples with @train or @lm_train, not with "
+        f"{type(job).__name__}"
+    )
 
 
 def selection_figure(job: Any, final: dict) -> tuple[str, float]:
@@ -101,13 +106,19 @@ class RandomSearchParams:
     """The parameters of :func:`random_search` (``random_search.NAME`` in a config)."""
 
     trainer: Callable[..., Any] = param(
-        UNCHECKED, REQUIRED, "the training job (``@train``, ``@lm_train``); its network must "
+        UNCHECKED,
+        REQUIRED,
+        "the training job (``@train``, ``@lm_train``); its network must "
         "read the ``GENOTYPE`` macro. Bind the samples' own settings under ``sample/`` (their "
-        "epochs; ``sample/train.valid_portion`` for an image network).")
+        "epochs; ``sample/train.valid_portion`` for an image network).",
+    )
     samples: int = param(validate.COUNT, REQUIRED, "how many cells to draw and train.")
     sampler: Callable[..., Any] = param(
-        UNCHECKED, REQUIRED, "draws one genotype from a numpy generator "
-        "(``@sample_cell_genotype``, ``@sample_recurrent_genotype``).")
+        UNCHECKED,
+        REQUIRED,
+        "draws one genotype from a numpy generator "
+        "(``@sample_cell_genotype``, ``@sample_recurrent_genotype``).",
+    )
 
 
 class RandomSearchJob:
@@ -122,12 +133,15 @@ class RandomSearchJob:
         with contextlib.suppress(ValueError, KeyError):
             bound = gin.query_parameter("%GENOTYPE")
         if bound is not None and bound != _bound_here[0]:  # the config's, not a former draw's
-            raise ValueError(f"a random search draws its own cells; GENOTYPE is bound to "
-                             f"{bound!r}: remove that binding")
+            raise ValueError(
+                f"a random search draws its own cells; GENOTYPE is bound to "
+                f"{bound!r}: remove that binding"
+            )
         self.params, self.seed = params, seed
         self.data = data if data is not None else build_datasets(seed=seed)
-        self.genotypes = [_genotype_dict(g)
-                          for g in sample_genotypes(params.sampler, params.samples, seed)]
+        self.genotypes = [
+            _genotype_dict(g) for g in sample_genotypes(params.sampler, params.samples, seed)
+        ]
         # The winner's training is built once now, only to refuse a bad config before days of
         # sampling (and so that every binding it reads counts as used); it is built again for
         # the winner.
@@ -154,8 +168,10 @@ class RandomSearchJob:
             job = self.params.trainer(build_only=True, seed=self.seed, data=self.data)
         built = getattr(job.network, "genotype", None)
         if built is None or _genotype_dict(built) != genotype:
-            raise ValueError("the trainer's network does not take its cell from the GENOTYPE "
-                             "macro (bind e.g. NetworkCIFAR.genotype = %GENOTYPE)")
+            raise ValueError(
+                "the trainer's network does not take its cell from the GENOTYPE "
+                "macro (bind e.g. NetworkCIFAR.genotype = %GENOTYPE)"
+            )
         return job
 
     def _fit(self, job, run, restart: bool, sample: bool) -> dict:
@@ -177,8 +193,15 @@ class RandomSearchJob:
         results = list(record.get("samples") or [])
         if run is not None:
             run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
-            run.update(**{RECORD: {"genotypes": genotypes, "samples": results,
-                                   "sample_epochs": self.sample_epochs}})
+            run.update(
+                **{
+                    RECORD: {
+                        "genotypes": genotypes,
+                        "samples": results,
+                        "sample_epochs": self.sample_epochs,
+                    }
+                }
+            )
         epochs = self.sample_epochs
         for i in range(len(results), self.params.samples):
             built = self.current if i == 0 and genotypes[0] == self.genotypes[0] else None
@@ -187,8 +210,14 @@ class RandomSearchJob:
             phase = Phase(run, f"sample_{i:02d}", i * epochs, {"sample": i}) if run else None
             final = self._fit(self.current, phase, restart, sample=True)
             metric, value = selection_figure(self.current, final)
-            results.append({"sample": i, "genotype": genotypes[i], metric: value,
-                            "epochs": self.current.epochs})
+            results.append(
+                {
+                    "sample": i,
+                    "genotype": genotypes[i],
+                    metric: value,
+                    "epochs": self.current.epochs,
+                }
+            )
             if run is not None:
                 run.update(**{RECORD: {**run.info[RECORD], "samples": results}})
                 phase.remove_checkpoints()
@@ -201,14 +230,20 @@ class RandomSearchJob:
         # The winner's training is the run's own: its checkpoint.pt, its operative config.
         phase = Phase(run, FINAL_PHASE, self.params.samples * epochs, at_root=True) if run else None
         final = self._fit(self.current, phase, restart, sample=False)
-        return {**final, "genotype": winner["genotype"], "winner_sample": winner["sample"],
-                f"winner_{metric}": winner[metric], "samples": results,
-                "sample_epochs": epochs}
+        return {
+            **final,
+            "genotype": winner["genotype"],
+            "winner_sample": winner["sample"],
+            f"winner_{metric}": winner[metric],
+            "samples": results,
+            "sample_epochs": epochs,
+        }
 
 
 @job_entry(RandomSearchParams)
-def random_search(run=None, seed: int = 0, data=None, build_only: bool = False,
-                  **params) -> dict | RandomSearchJob:
+def random_search(
+    run=None, seed: int = 0, data=None, build_only: bool = False, **params
+) -> dict | RandomSearchJob:
     """Random search: ``samples`` cells, each trained by ``trainer`` in the gin scope
     ``sample``; the best by held-out validation is trained again by the unscoped config.
 

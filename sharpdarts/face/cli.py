@@ -4,6 +4,7 @@ Every user mistake (an unknown name, a bad gin binding, a missing dataset) ends 
 one-paragraph message and exit status 2, before anything is written; a run that fails
 exits 1. docs/cli.md describes each subcommand and every exit status.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,8 @@ def cmd_table(args) -> int:
     from sharpdarts.store import table_defs
 
     table_defs.definition(args.name)  # a bad name fails before pandas loads
-    from sharpdarts.store import results
-    from sharpdarts.store import tables
+    from sharpdarts.store import results, tables
+
     table = tables.build_table(args.name, results.load_runs(args.results))
     print(tables.format_table(table, args.format))
     return 0
@@ -73,8 +74,8 @@ def cmd_tables(args) -> int:
     import warnings
 
     from sharpdarts.face.plots import alphas, cells, curves, grid, progress
-    from sharpdarts.store import results
-    from sharpdarts.store import table_defs, tables
+    from sharpdarts.store import results, table_defs, tables
+
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -97,8 +98,9 @@ def cmd_tables(args) -> int:
             # A language-model search is best at its lowest perplexity, an image one at its
             # highest accuracy.
             by_ppl = "best_valid_ppl" in group and group["best_valid_ppl"].notna().any()
-            best = group.sort_values("best_valid_ppl" if by_ppl else "best_valid_acc",
-                                     ascending=by_ppl).iloc[0]
+            best = group.sort_values(
+                "best_valid_ppl" if by_ppl else "best_valid_acc", ascending=by_ppl
+            ).iloc[0]
             genotype = cells.genotype_for(best["path"], prefer="best_genotype")
             if genotype.layout in ("cell", "recurrent"):
                 print(cells.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
@@ -129,8 +131,10 @@ def cmd_genotype_promote(args) -> int:
         genotype_store.promote(args.name, genotype, lineage, replace=args.replace)
     except ValueError as exc:
         raise UserError(f"Cannot promote as {args.name}: {one_line(exc)}") from None
-    print(f"promoted {lineage['run_id']} (epoch {lineage['epoch']}) as {args.name} in "
-          f"{genotypes.user_registry_path()}")
+    print(
+        f"promoted {lineage['run_id']} (epoch {lineage['epoch']}) as {args.name} in "
+        f"{genotypes.user_registry_path()}"
+    )
     return 0
 
 
@@ -144,8 +148,10 @@ def cmd_genotype_random(args) -> int:
         genotype_store.promote(args.name, genotype, lineage, replace=args.replace)
     except (KeyError, ValueError) as exc:
         raise UserError(f"Cannot add a random cell as {args.name}: {one_line(exc)}") from None
-    print(f"sampled a random {args.primitives} cell (seed {args.seed}) as {args.name} in "
-          f"{genotypes.user_registry_path()}")
+    print(
+        f"sampled a random {args.primitives} cell (seed {args.seed}) as {args.name} in "
+        f"{genotypes.user_registry_path()}"
+    )
     return 0
 
 
@@ -159,13 +165,24 @@ def cmd_info(args) -> int:
         if args.dataset == "cifar10":
             net, shape = NetworkCIFAR(36, 10, 20, True, genotype, C_mid=args.C_mid), (3, 32, 32)
         else:
-            net, shape = NetworkImageNet(48, 1000, 14, True, genotype, C_mid=args.C_mid), (3, 224, 224)
+            net, shape = (
+                NetworkImageNet(48, 1000, 14, True, genotype, C_mid=args.C_mid),
+                (3, 224, 224),
+            )
     except ValueError as exc:
         raise UserError(f"{args.name} does not build: {one_line(exc)}") from None
-    print(json.dumps({"genotype": args.name, "dataset": args.dataset,
-                      "parameters": count_parameters(net),
-                      "parameters_with_auxiliary": count_parameters(net, auxiliary=True),
-                      "multiply_adds": multiply_adds(net, shape)}, indent=1))
+    print(
+        json.dumps(
+            {
+                "genotype": args.name,
+                "dataset": args.dataset,
+                "parameters": count_parameters(net),
+                "parameters_with_auxiliary": count_parameters(net, auxiliary=True),
+                "multiply_adds": multiply_adds(net, shape),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 
@@ -188,8 +205,18 @@ def cmd_plot_genotype(args) -> int:
 
 def cmd_plot_lr(args) -> int:
     from sharpdarts.face.plots import curves
-    print(curves.plot_lr(args.out, args.epochs, args.max_lr, args.min_lr, args.exponent_order,
-                        warmup_epochs=args.warmup_epochs, log=args.log))
+
+    print(
+        curves.plot_lr(
+            args.out,
+            args.epochs,
+            args.max_lr,
+            args.min_lr,
+            args.exponent_order,
+            warmup_epochs=args.warmup_epochs,
+            log=args.log,
+        )
+    )
     return 0
 
 
@@ -222,14 +249,22 @@ def cmd_plot_progress(args) -> int:
     from sharpdarts.face.plots import progress  # cells only: no torch
 
     progress.check_out(args.out)  # a bad suffix fails before the run is looked up
-    print(progress.plot_progress(_run_folder(args.run, args.results), args.out, every=args.every,
-                                 duration_ms=args.duration, frames_dir=args.frames))
+    print(
+        progress.plot_progress(
+            _run_folder(args.run, args.results),
+            args.out,
+            every=args.every,
+            duration_ms=args.duration,
+            frames_dir=args.frames,
+        )
+    )
     return 0
 
 
 def _add_plot_parser(sub) -> None:
-    p = sub.add_parser("plot", help="figures: genotype cells, lr schedules, curves, alphas, grid, "
-                                      "search progress")
+    p = sub.add_parser(
+        "plot", help="figures: genotype cells, lr schedules, curves, alphas, grid, search progress"
+    )
     psub = p.add_subparsers(dest="plot_command", required=True)
     g = psub.add_parser("genotype", help="the cells of a genotype or a search run (graphviz)")
     g.add_argument("name", help="a genotype name, a run id or a run folder")
@@ -243,8 +278,13 @@ def _add_plot_parser(sub) -> None:
     g.add_argument("--epochs", type=int, required=True)
     g.add_argument("--max_lr", type=float, required=True)
     g.add_argument("--min_lr", type=float, required=True)
-    g.add_argument("--exponent_order", type=float, nargs="+", default=[10.0],
-                   help="one or more exponent orders (one curve each)")
+    g.add_argument(
+        "--exponent_order",
+        type=float,
+        nargs="+",
+        default=[10.0],
+        help="one or more exponent orders (one curve each)",
+    )
     g.add_argument("--warmup_epochs", type=int, default=None)
     g.add_argument("--log", action="store_true", help="logarithmic y axis")
     g.add_argument("--out", required=True)
@@ -267,9 +307,14 @@ def _add_plot_parser(sub) -> None:
     g = psub.add_parser("progress", help="a search's most likely cells per epoch (animated GIF)")
     g.add_argument("run", help="a search run id or run folder (convolutional or recurrent)")
     g.add_argument("--out", required=True, help="output file: .gif")
-    g.add_argument("--every", type=int, default=None, metavar="N",
-                   help="one frame per N recorded epochs, and the last (default: every epoch, "
-                        "at most 100 frames)")
+    g.add_argument(
+        "--every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="one frame per N recorded epochs, and the last (default: every epoch, "
+        "at most 100 frames)",
+    )
     g.add_argument("--duration", type=int, default=600, metavar="MS", help="ms per frame")
     g.add_argument("--frames", default=None, metavar="DIR", help="also one PNG per frame in DIR")
     g.add_argument("--results", default=DEFAULT_RESULTS)
@@ -278,42 +323,76 @@ def _add_plot_parser(sub) -> None:
 
 # ---- The parser -----------------------------------------------------------------------------
 def _add_threads(p) -> None:
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads torch may use (default: torch's, one per core); recorded "
-                        "in run.json")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads torch may use (default: torch's, one per core); recorded in run.json",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sharpdarts", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
-    parser.add_argument("--project", default=None, metavar="DIR",
-                        help="your own project folder (experiments/, gin/, experiments/"
-                             "genotypes.json, modules your configs import), searched before "
-                             f"the shipped files; default ${resources.PROJECT_ENV_VAR}")
+    parser.add_argument(
+        "--project",
+        default=None,
+        metavar="DIR",
+        help="your own project folder (experiments/, gin/, experiments/"
+        "genotypes.json, modules your configs import), searched before "
+        f"the shipped files; default ${resources.PROJECT_ENV_VAR}",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="every named experiment with its table and row")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="run one experiment (prints its run folder)")
-    p.add_argument("experiment", help="a name under experiments/ (e.g. cifar10/sharpdarts) or a .gin path")
+    p.add_argument(
+        "experiment", help="a name under experiments/ (e.g. cifar10/sharpdarts) or a .gin path"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
-                   help="a gin binding, e.g. EPOCHS=5 (repeatable)")
-    p.add_argument("--results", default=DEFAULT_RESULTS, help="the results store (default results/)")
+    p.add_argument(
+        "--gin_param",
+        action="append",
+        default=[],
+        metavar="BINDING",
+        help="a gin binding, e.g. EPOCHS=5 (repeatable)",
+    )
+    p.add_argument(
+        "--results", default=DEFAULT_RESULTS, help="the results store (default results/)"
+    )
     p.add_argument("--data", default=None, help="dataset root (default $SHARPDARTS_DATA or data/)")
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny widths, 2 epochs, synthetic data: any experiment in seconds on a CPU")
-    p.add_argument("--allow-dirty", "--allow_dirty", dest="allow_dirty", action="store_true",
-                   help="run a paper experiment from a tree with uncommitted changes (marked so)")
-    p.add_argument("--allow-unused", "--allow_unused", dest="allow_unused", action="append",
-                   default=[], metavar="BINDING",
-                   help="let BINDING (e.g. SearchNetwork.C) take no effect; any other binding "
-                        "that nothing built reads refuses the run with exit 2 (repeatable)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny widths, 2 epochs, synthetic data: any experiment in seconds on a CPU",
+    )
+    p.add_argument(
+        "--allow-dirty",
+        "--allow_dirty",
+        dest="allow_dirty",
+        action="store_true",
+        help="run a paper experiment from a tree with uncommitted changes (marked so)",
+    )
+    p.add_argument(
+        "--allow-unused",
+        "--allow_unused",
+        dest="allow_unused",
+        action="append",
+        default=[],
+        metavar="BINDING",
+        help="let BINDING (e.g. SearchNetwork.C) take no effect; any other binding "
+        "that nothing built reads refuses the run with exit 2 (repeatable)",
+    )
     _add_threads(p)
-    p.add_argument("--restart", action="store_true",
-                   help="when every checkpoint of the run to resume is damaged, start it again "
-                        "from epoch 1 in its folder (damaged ones are kept, renamed)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="when every checkpoint of the run to resume is damaged, start it again "
+        "from epoch 1 in its folder (damaged ones are kept, renamed)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("table", help="print a results table")
@@ -325,8 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="every table (markdown) and each experiment's figures")
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.add_argument("--out", default=None, help="output folder (default RESULTS/tables)")
-    p.set_defaults(func=lambda a: cmd_tables(argparse.Namespace(
-        results=a.results, out=a.out or str(Path(a.results) / "tables"))))
+    p.set_defaults(
+        func=lambda a: cmd_tables(
+            argparse.Namespace(results=a.results, out=a.out or str(Path(a.results) / "tables"))
+        )
+    )
 
     p = sub.add_parser("genotype", help="show or promote genotypes")
     gsub = p.add_subparsers(dest="genotype_command", required=True)
@@ -339,11 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("run", help="a run id or run folder")
     g.add_argument("name", help="the registry name (letters, digits, underscores)")
     g.add_argument("--best", action="store_true", help="promote the best-validation genotype")
-    g.add_argument("--replace", action="store_true", help="replace a promoted genotype of that name")
+    g.add_argument(
+        "--replace", action="store_true", help="replace a promoted genotype of that name"
+    )
     g.add_argument("--results", default=DEFAULT_RESULTS)
     g.set_defaults(func=cmd_genotype_promote)
-    g = gsub.add_parser("random", help="add a random cell of a search space (a baseline) to "
-                                       "experiments/genotypes.json")
+    g = gsub.add_parser(
+        "random",
+        help="add a random cell of a search space (a baseline) to experiments/genotypes.json",
+    )
     g.add_argument("name", help="the registry name (letters, digits, underscores)")
     g.add_argument("--seed", type=int, default=0, help="fixes the draw")
     g.add_argument("--primitives", default="DARTS_PRIMITIVES", help="a primitive set name")
@@ -360,8 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test error of saved weights (ours or the original code's)")
     p.add_argument("checkpoint", help="a checkpoint file, a run folder or a run id")
     p.add_argument("--arch", required=True, help="the genotype the weights belong to")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagenet", "ptb", "wt2"],
-                   help="ptb / wt2: test perplexity of recurrent weights (DARTS's 850 / 700 units)")
+    p.add_argument(
+        "--dataset",
+        default="cifar10",
+        choices=["cifar10", "imagenet", "ptb", "wt2"],
+        help="ptb / wt2: test perplexity of recurrent weights (DARTS's 850 / 700 units)",
+    )
     p.add_argument("--gin_param", action="append", default=[], metavar="BINDING")
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.add_argument("--data", default=None)
@@ -372,8 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(sub)
     p = sub.add_parser("diff", help="binding-level differences of two experiments or runs")
     p.add_argument("a", help="an experiment, a run id or a run folder")
-    p.add_argument("b", nargs="?", default=None,
-                   help="another (default, when A is a run: A's experiment)")
+    p.add_argument(
+        "b", nargs="?", default=None, help="another (default, when A is a run: A's experiment)"
+    )
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.set_defaults(func=cmd_diff)
     add_sweep_parser(sub, DEFAULT_RESULTS, cmd_sweep)
@@ -395,8 +486,10 @@ def cmd_diff(args) -> int:
 def _add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="export runs to other tools (tensorboard)")
     esub = p.add_subparsers(dest="export_command", required=True)
-    t = esub.add_parser("tensorboard", help="TensorBoard event files for run folders written "
-                                            "before runs recorded them")
+    t = esub.add_parser(
+        "tensorboard",
+        help="TensorBoard event files for run folders written before runs recorded them",
+    )
     t.add_argument("runs", nargs="*", help="run ids or folders (default: every run)")
     t.add_argument("--replace", action="store_true", help="rewrite folders that have events")
     t.add_argument("--results", default=DEFAULT_RESULTS)
@@ -413,8 +506,12 @@ def _print_user_error(exc: BaseException) -> None:
     text = " ".join(str(exc).split())
     # gin appends "In call to configurable ..." to errors raised inside configurables.
     text = text.split(" In call to configurable")[0]
-    print(textwrap.fill(f"sharpdarts: error: {text}", width=100, break_long_words=False,
-                        break_on_hyphens=False), file=sys.stderr)
+    print(
+        textwrap.fill(
+            f"sharpdarts: error: {text}", width=100, break_long_words=False, break_on_hyphens=False
+        ),
+        file=sys.stderr,
+    )
 
 
 def _use_project(folder: str | None) -> None:
@@ -449,8 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
     # SIGTERM (a scheduler's kill) ends the run as 'interrupted', to be resumed.
     # Inside a submitit job, submitit owns the signals (it requeues on SIGUSR2).
     if "SUBMITIT_EXECUTOR" not in os.environ:
@@ -474,8 +573,9 @@ def main(argv: list[str] | None = None) -> int:
 
         failed_run = isinstance(exc, failures.RunFailed)
         if args.verbose:
-            traceback.print_exception((exc.__cause__ or exc) if failed_run else exc,
-                                      file=sys.stderr)
+            traceback.print_exception(
+                (exc.__cause__ or exc) if failed_run else exc, file=sys.stderr
+            )
         _print_user_error(exc if failed_run else failures.unexpected(exc))
         return 1
     finally:

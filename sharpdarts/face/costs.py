@@ -13,6 +13,7 @@ compares, so the file cannot drift from the code.
 Regenerate the file after changing a network or an experiment:
 ``python -m sharpdarts.face.costs`` (about a minute on a CPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,11 @@ DIGITS = 6
 def train_experiments() -> list[str]:
     """The experiments whose rows carry params (and multiply-adds): cifar10/ and imagenet/,
     and the recurrent cells of ptb/ and wt2/."""
-    return [name for name in experiments.experiment_names()
-            if name.split("/")[0] in ("cifar10", "imagenet", "ptb", "wt2")]
+    return [
+        name
+        for name in experiments.experiment_names()
+        if name.split("/")[0] in ("cifar10", "imagenet", "ptb", "wt2")
+    ]
 
 
 def _vocabulary_stand_in(spec):
@@ -57,9 +61,8 @@ def compute(name: str) -> dict | None:
     random search: its cell is drawn when it runs, so no figure can stand for it)."""
     import gin
 
-    from sharpdarts.engine import jobs
+    from sharpdarts.engine import jobs, lm_jobs
     from sharpdarts.engine.data import bundle, specs
-    from sharpdarts.engine import lm_jobs
     from sharpdarts.face import runner
 
     with tempfile.TemporaryDirectory() as results:
@@ -78,8 +81,10 @@ def compute(name: str) -> dict | None:
             runner._apply_smoke()  # the dataset's shape and classes, on synthetic images
             gin.bind_parameter("build_datasets.synthetic_size", (4, 4))
             built = runner._build(configured.job, seed=0, data=bundle.build_datasets())
-            figures = {"params_m": round(built.params_m, DIGITS),
-                       "multiply_adds_b": round(built.madds_b, DIGITS)}
+            figures = {
+                "params_m": round(built.params_m, DIGITS),
+                "multiply_adds_b": round(built.madds_b, DIGITS),
+            }
         else:
             return None
     genotype = configured.extra.get("genotype") or {}
@@ -100,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Recompute " + COSTS_FILE.name)
     parser.add_argument("--out", default=str(COSTS_FILE))
     args = parser.parse_args(argv)
-    payload = {"_about": "Params (millions) and multiply-adds (billions) of each experiment's "
-                         "network, computed from its architecture by sharpdarts.face.costs.",
-               "experiments": compute_all()}
+    payload = {
+        "_about": "Params (millions) and multiply-adds (billions) of each experiment's "
+        "network, computed from its architecture by sharpdarts.face.costs.",
+        "experiments": compute_all(),
+    }
     io.atomic_write_json(Path(args.out), payload)
     print(args.out)
     return 0

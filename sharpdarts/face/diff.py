@@ -10,6 +10,7 @@ written by gin (``scope/selector.param = value``): added (only in B), removed (o
 changed. For runs, the commit and dirty state of each are shown too, since the same bindings
 at two commits may still differ in code.
 """
+
 from __future__ import annotations
 
 import re
@@ -65,8 +66,10 @@ def _run_side(folder: Path) -> Side:
     if not path.is_file():
         raise UserError(f"The run in {folder} has no {path.name} (it never started training).")
     git = info.get("git") if isinstance(info.get("git"), dict) else {}
-    label = (f"run {info.get('run_id') or folder.name} ({info.get('experiment')}, seed "
-             f"{info.get('seed')}, {info.get('status')})")
+    label = (
+        f"run {info.get('run_id') or folder.name} ({info.get('experiment')}, seed "
+        f"{info.get('seed')}, {info.get('status')})"
+    )
     return Side(label, parse_bindings(path.read_text()), git, info.get("experiment"), True)
 
 
@@ -79,15 +82,19 @@ def experiment_operative_config(name: str) -> str:
 
     with tempfile.TemporaryDirectory() as results:
         configured = runner.configure(name, [], False, results)
-        own = {k: v for k, v in parse_bindings(gin.config_str()).items()
-               if k.startswith("build_datasets.")}
+        own = {
+            k: v
+            for k, v in parse_bindings(gin.config_str()).items()
+            if k.startswith("build_datasets.")
+        }
         runner._apply_smoke()
         gin.bind_parameter("build_datasets.synthetic_size", (4, 4))
         runner._build(configured.job, seed=0, data=bundle.build_datasets())
         text = gin.operative_config_str()
     # The dataset as the experiment names it, not the synthetic stand-in.
-    bindings = {k: v for k, v in parse_bindings(text).items()
-                if not k.startswith("build_datasets.")}
+    bindings = {
+        k: v for k, v in parse_bindings(text).items() if not k.startswith("build_datasets.")
+    }
     lines = [f"{k} = {v}" for k, v in {**bindings, **own}.items()]
     return "\n".join(lines) + "\n"
 
@@ -96,8 +103,11 @@ def _experiment_side(name: str) -> Side:
     from sharpdarts.face import experiments
 
     experiment, _ = experiments.resolve_experiment(name)
-    return Side(f"experiment {experiment} (operative config computed from its .gin)",
-                parse_bindings(experiment_operative_config(experiment)), experiment=experiment)
+    return Side(
+        f"experiment {experiment} (operative config computed from its .gin)",
+        parse_bindings(experiment_operative_config(experiment)),
+        experiment=experiment,
+    )
 
 
 def resolve(name: str, results: str) -> Side:
@@ -106,8 +116,8 @@ def resolve(name: str, results: str) -> Side:
     Raises:
         UserError: neither a run nor an experiment.
     """
-    from sharpdarts.store import store
     from sharpdarts.face import experiments
+    from sharpdarts.store import store
 
     if name.startswith("run:") or run_folder.has_run_json(name):
         return _run_side(store.find_run(results, name).path)
@@ -117,17 +127,20 @@ def resolve(name: str, results: str) -> Side:
         try:
             run = store.find_run(results, name)
         except UserError:
-            raise UserError(f"{name!r} is neither an experiment nor a run under {results}: "
-                            f"{not_experiment}") from None
+            raise UserError(
+                f"{name!r} is neither an experiment nor a run under {results}: {not_experiment}"
+            ) from None
         return _run_side(run.path)
     return _experiment_side(name)
 
 
 def compare(a: dict[str, str], b: dict[str, str]) -> dict[str, list]:
     """``{"added": [(k, v)], "removed": [(k, v)], "changed": [(k, va, vb)]}``, sorted by key."""
-    return {"added": [(k, b[k]) for k in sorted(b.keys() - a.keys())],
-            "removed": [(k, a[k]) for k in sorted(a.keys() - b.keys())],
-            "changed": [(k, a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]}
+    return {
+        "added": [(k, b[k]) for k in sorted(b.keys() - a.keys())],
+        "removed": [(k, a[k]) for k in sorted(a.keys() - b.keys())],
+        "changed": [(k, a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]],
+    }
 
 
 def _provenance(side: Side) -> str:
@@ -145,8 +158,10 @@ def render(a: Side, b: Side) -> str:
     lines = [f"A: {a.label}{_provenance(a)}", f"B: {b.label}{_provenance(b)}"]
     if a.git and b.git:
         same = a.git.get("commit") == b.git.get("commit")
-        lines.append(f"commits: {'the same' if same else 'differ'}"
-                     + (", and a tree was dirty" if a.git.get("dirty") or b.git.get("dirty") else ""))
+        lines.append(
+            f"commits: {'the same' if same else 'differ'}"
+            + (", and a tree was dirty" if a.git.get("dirty") or b.git.get("dirty") else "")
+        )
     if not any(found.values()):
         lines.append(f"no binding differs ({len(a.bindings)} bindings)")
         return "\n".join(lines) + "\n"
@@ -167,8 +182,10 @@ def cmd_diff(args) -> int:
     a = resolve(args.a, args.results)
     if args.b is None:
         if not a.is_run or a.experiment is None:
-            raise UserError("Give two experiments or runs; one argument must be a run, "
-                            "compared with its own experiment.")
+            raise UserError(
+                "Give two experiments or runs; one argument must be a run, "
+                "compared with its own experiment."
+            )
         b = _experiment_side(a.experiment)
     else:
         b = resolve(args.b, args.results)

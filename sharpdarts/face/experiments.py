@@ -10,6 +10,7 @@ This module also says where gin looks for ``include``\\ d fragments
 ``import`` statements (:func:`make_user_code_importable`). No torch here: ``sharpdarts list``
 uses it.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,6 @@ from pathlib import Path
 from sharpdarts import resources
 from sharpdarts.errors import UserError
 from sharpdarts.registry import unknown_name
-
 
 
 def experiment_dirs() -> list[Path]:
@@ -75,9 +75,13 @@ def resolve_experiment(name: str) -> tuple[str, Path]:
     files = experiment_files()
     if name in files:
         return name, files[name]
-    error = unknown_name("experiment", name, files, cutoff=0.5,
-                         hint="`sharpdarts list` shows every experiment; a path to a .gin file "
-                              "also works.")
+    error = unknown_name(
+        "experiment",
+        name,
+        files,
+        cutoff=0.5,
+        hint="`sharpdarts list` shows every experiment; a path to a .gin file also works.",
+    )
     raise UserError(str(error)) from None
 
 
@@ -110,7 +114,8 @@ def user_code_paths(config_files: list[str | os.PathLike]) -> list[Path]:
     folders: list[Path] = []
     project = resources.project_root()
     candidates = ([project] if project is not None else []) + [
-        Path(f).resolve().parent for f in config_files]
+        Path(f).resolve().parent for f in config_files
+    ]
     for folder in candidates:
         if folder not in folders:
             folders.append(folder)
@@ -140,19 +145,28 @@ def describe_experiments() -> list[dict]:
     rows = {}
     for r in table_defs.paper_rows():
         if r["experiment"]:
-            without = " (without AutoAugment)" if r["table"] == "cifar10" and r["autoaugment"] == "no" else ""
+            without = (
+                " (without AutoAugment)"
+                if r["table"] == "cifar10" and r["autoaugment"] == "no"
+                else ""
+            )
             rows[r["experiment"]] = (r["table"], f"{r['architecture']}{without}")
     prefixes = {}
-    for table, definition in table_defs.load_table_defs(resources.find("experiments/tables.json")).items():
+    for table, definition in table_defs.load_table_defs(
+        resources.find("experiments/tables.json")
+    ).items():
         for name in definition.get("rows", {}).get("experiments", []):
             rows.setdefault(name, (table, name.split("/")[-1]))
         if "experiment_prefix" in definition.get("rows", {}):
             prefixes[definition["rows"]["experiment_prefix"]] = table
     out = []
     for name, path in experiment_files().items():
-        header = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
+        header = [
+            line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")
+        ]
         table = next((t for prefix, t in prefixes.items() if name.startswith(prefix)), "-")
         table, row = rows.get(name, (table, "-"))
-        out.append({"experiment": name, "table": table, "row": row,
-                    "summary": header[0] if header else ""})
+        out.append(
+            {"experiment": name, "table": table, "row": row, "summary": header[0] if header else ""}
+        )
     return out

@@ -5,6 +5,7 @@ names the batch size and the device), writes the full traceback to ``error.log``
 folder, and reaches the command line as :class:`RunFailed` (exit 1). ``sharpdarts -v`` prints
 the traceback too.
 """
+
 from __future__ import annotations
 
 import traceback
@@ -23,8 +24,10 @@ def _is_out_of_memory(exc: BaseException) -> bool:
         return True
     name = type(exc).__name__
     text = str(exc).lower()
-    return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text))
+    return name == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError)
+        and ("out of memory" in text or "can't allocate memory" in text)
+    )
 
 
 def reason_of(exc: BaseException, built=None) -> str:
@@ -35,10 +38,12 @@ def reason_of(exc: BaseException, built=None) -> str:
         batch = getattr(loader, "batch_size", None)
         ctx = getattr(built, "ctx", None)
         device = str(ctx.device) if ctx is not None else "the device"
-        hint = (f"; try a smaller batch, e.g. --gin_param BATCH_SIZE={max(1, batch // 2)}"
-                if batch else "")
-        return (f"out of memory on {device} with batch size {batch} "
-                f"({one_line(exc)[:200]}){hint}")
+        hint = (
+            f"; try a smaller batch, e.g. --gin_param BATCH_SIZE={max(1, batch // 2)}"
+            if batch
+            else ""
+        )
+        return f"out of memory on {device} with batch size {batch} ({one_line(exc)[:200]}){hint}"
     return f"{type(exc).__name__}: {one_line(exc)[:500]}"
 
 
@@ -57,16 +62,23 @@ def run_failed(run, exc: BaseException, built=None) -> RunFailed:
             run.fail(reason)
     except OSError as write_error:
         reason += f" (and run.json could not be updated: {one_line(write_error)})"
-    where = (f"The full traceback is in {log}" if log is not None
-             else "The traceback could not be written to the run folder")
-    return RunFailed(f"The run failed: {reason}. Its folder is {run.path}; it resumes from its "
-                     f"last good checkpoint when the same command runs again. {where} (or run "
-                     "with -v to print it).")
+    where = (
+        f"The full traceback is in {log}"
+        if log is not None
+        else "The traceback could not be written to the run folder"
+    )
+    return RunFailed(
+        f"The run failed: {reason}. Its folder is {run.path}; it resumes from its "
+        f"last good checkpoint when the same command runs again. {where} (or run "
+        "with -v to print it)."
+    )
 
 
 def unexpected(exc: BaseException) -> str:
     """The one paragraph for an unexpected error outside a run (a bug, or a fault of the
     machine): what happened, and how to see the traceback."""
-    return (f"Unexpected {type(exc).__name__}: {one_line(exc)[:500]}. Nothing more was "
-            "written. Run again with -v to see the traceback (and please report it if it looks "
-            "like a bug).")
+    return (
+        f"Unexpected {type(exc).__name__}: {one_line(exc)[:500]}. Nothing more was "
+        "written. Run again with -v to see the traceback (and please report it if it looks "
+        "like a bug)."
+    )

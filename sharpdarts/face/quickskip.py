@@ -12,6 +12,7 @@ seed and key finds that run completed and says so at once. Anything that differs
 read, falls back to the full path, which decides by the config hash as always: the quick path
 only ever skips a run the full path would skip.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,9 @@ def _included_files(path: Path, seen: dict[str, str]) -> None:
     text = path.read_text()
     seen[key] = text
     for include in _INCLUDE.findall(text):
-        candidates = [Path(include)] + [Path(root) / include
-                                        for root in experiments.gin_search_paths()]
+        candidates = [Path(include)] + [
+            Path(root) / include for root in experiments.gin_search_paths()
+        ]
         for candidate in candidates:
             if candidate.is_file():
                 _included_files(candidate, seen)
@@ -59,6 +61,7 @@ def _code_version() -> dict:
             if diff is not None:
                 return {"commit": head, "diff": hashlib.sha256(diff).hexdigest()}
     from importlib import metadata
+
     try:
         return {"version": metadata.version("sharpdarts")}
     except metadata.PackageNotFoundError:
@@ -107,7 +110,11 @@ def completed_run(args) -> Path | None:
             info = reader.read_info(child)
         except Exception:  # noqa: BLE001 - an unreadable folder is the full path's business
             continue
-        if (info.get("status") == "completed" and info.get("request_key") == key
-                and info.get("experiment") == experiment and info.get("seed") == args.seed):
+        if (
+            info.get("status") == "completed"
+            and info.get("request_key") == key
+            and info.get("experiment") == experiment
+            and info.get("seed") == args.seed
+        ):
             found.append((info.get("ended") or "", child.name, child))
     return max(found)[2] if found else None

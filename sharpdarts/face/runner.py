@@ -3,6 +3,7 @@
 The command line's `run` and `evaluate` call :func:`run_experiment` and :func:`evaluate`;
 helpers here also resolve genotype and run references for the other commands.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,19 +15,22 @@ from typing import Any
 
 import gin
 
-from sharpdarts.store import store
+# Imported for their gin registrations (optimizers, schedules, jobs, networks).
+import sharpdarts.core.optimizers  # noqa: F401
+import sharpdarts.core.schedules  # noqa: F401
+import sharpdarts.engine.lm_search  # noqa: F401
+import sharpdarts.engine.random_search  # noqa: F401
+import sharpdarts.nn.models  # noqa: F401
+import sharpdarts.nn.multichannel.networks  # noqa: F401
 from sharpdarts.core import config, genotypes, run_folder, validate
-from sharpdarts.core import optimizers, schedules  # noqa: F401  (optimizers and schedules for gin)
-from sharpdarts.engine.data import bundle as bundle_lib, specs
 from sharpdarts.engine import checkpoint, context, jobs, loop
-from sharpdarts.engine import lm_jobs as engine_lm, lm_search  # noqa: F401  (language models)
-from sharpdarts.engine import random_search  # noqa: F401  (the random-search baselines)
+from sharpdarts.engine import lm_jobs as engine_lm
+from sharpdarts.engine.data import bundle as bundle_lib
+from sharpdarts.engine.data import specs
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments, failures, quickskip, tensorboard, threads
 from sharpdarts.face.experiments import resolve_experiment
-from sharpdarts.nn import models  # noqa: F401  (registers the networks with gin)
-from sharpdarts.nn.multichannel import networks  # noqa: F401  (the grid networks, for gin)
-
+from sharpdarts.store import store
 
 # ---- Gin -------------------------------------------------------------------------------------
 _SEARCH_PATHS_ADDED: set[str] = set()
@@ -52,8 +56,9 @@ def _parse_config(files: list[Path], bindings: list[str], clear: bool = True) ->
         try:
             gin.parse_config(binding)
         except Exception as exc:
-            raise UserError(f"The binding --gin_param \"{binding}\" is not valid: "
-                            f"{one_line(exc)}") from None
+            raise UserError(
+                f'The binding --gin_param "{binding}" is not valid: {one_line(exc)}'
+            ) from None
 
 
 def _gin_error(exc: BaseException) -> str:
@@ -84,24 +89,37 @@ def _resolve_genotype_macro(results: str) -> dict | None:
         run = store.find_run(results, value[4:])
         final = run.info.get("final") or {}
         if "genotype" not in final:
-            raise UserError(f"Run {run.run_id} has no final genotype (status "
-                            f"{run.info.get('status')}); only a completed search run can be named "
-                            "as GENOTYPE='run:RUN_ID'.")
+            raise UserError(
+                f"Run {run.run_id} has no final genotype (status "
+                f"{run.info.get('status')}); only a completed search run can be named "
+                "as GENOTYPE='run:RUN_ID'."
+            )
         gin.bind_parameter("GENOTYPE/gin.macro.value", final["genotype"])
-        return {"name": value, "source": "run", "run_id": run.run_id,
-                "experiment": run.info.get("experiment"),
-                "commit": (run.info.get("git") or {}).get("commit"),
-                "epoch": final.get("genotype_epoch"), "genotype": final["genotype"]}
+        return {
+            "name": value,
+            "source": "run",
+            "run_id": run.run_id,
+            "experiment": run.info.get("experiment"),
+            "commit": (run.info.get("git") or {}).get("commit"),
+            "epoch": final.get("genotype_epoch"),
+            "genotype": final["genotype"],
+        }
     if not isinstance(value, str):
         return {"name": None, "source": "config", "genotype": value}
     try:
         genotype = genotypes.get(value)
     except KeyError as exc:
-        raise UserError(f"Unknown genotype: {one_line(exc)} Names come from the registry "
-                        "(`sharpdarts genotype show NAME`), experiments/genotypes.json (promoted "
-                        "searches), or 'run:RUN_ID' for a search run's result.") from None
-    return {"name": value, "source": "builtin" if genotypes.is_builtin(value) else "promoted",
-            "lineage": genotypes.lineage(value), "genotype": genotypes.to_dict(genotype)}
+        raise UserError(
+            f"Unknown genotype: {one_line(exc)} Names come from the registry "
+            "(`sharpdarts genotype show NAME`), experiments/genotypes.json (promoted "
+            "searches), or 'run:RUN_ID' for a search run's result."
+        ) from None
+    return {
+        "name": value,
+        "source": "builtin" if genotypes.is_builtin(value) else "promoted",
+        "lineage": genotypes.lineage(value),
+        "genotype": genotypes.to_dict(genotype),
+    }
 
 
 def _resolve_init_from(results: str, smoke: bool) -> str | None:
@@ -113,8 +131,10 @@ def _resolve_init_from(results: str, smoke: bool) -> str | None:
     if value is None:
         if smoke:
             return None  # a smoke run of a continuation starts from scratch
-        raise UserError("This experiment continues a finished run: name it with --gin_param "
-                        "\"INIT_FROM='run:RUN_ID'\" (or a checkpoint file).")
+        raise UserError(
+            "This experiment continues a finished run: name it with --gin_param "
+            "\"INIT_FROM='run:RUN_ID'\" (or a checkpoint file)."
+        )
     path = store.find_run(results, value[4:]).path if str(value).startswith("run:") else Path(value)
     if not path.exists():
         raise UserError(f"INIT_FROM names {path}, which does not exist.")
@@ -161,8 +181,10 @@ def _build(job, **kwargs):
     except RuntimeError as exc:  # gin's "Required bindings ... not provided": a config gap
         if "Required bindings" not in str(exc):
             raise
-        raise UserError(f"The experiment could not be built: {one_line(exc)} (an include or "
-                        "a binding is missing from the .gin file).") from None
+        raise UserError(
+            f"The experiment could not be built: {one_line(exc)} (an include or "
+            "a binding is missing from the .gin file)."
+        ) from None
 
 
 def check_options(args) -> None:
@@ -198,8 +220,9 @@ class Configured:
     allow_unused: tuple[str, ...] = ()
 
 
-def configure(name: str, gin_params: list[str], smoke: bool, results: str,
-              allow_unused: tuple[str, ...] = ()) -> Configured:
+def configure(
+    name: str, gin_params: list[str], smoke: bool, results: str, allow_unused: tuple[str, ...] = ()
+) -> Configured:
     """Parses and resolves an experiment's config (``sharpdarts run``'s first step).
 
     ``allow_unused`` names bindings that may take no effect at build time: the check after the
@@ -212,8 +235,10 @@ def configure(name: str, gin_params: list[str], smoke: bool, results: str,
     try:
         job = jobs.experiment()
     except Exception as exc:
-        raise UserError(f"{path} does not say which job to run (experiment.job = @search or "
-                        f"@train): {one_line(exc)}") from None
+        raise UserError(
+            f"{path} does not say which job to run (experiment.job = @search or "
+            f"@train): {one_line(exc)}"
+        ) from None
     extra = {"gin_params": list(gin_params), "smoke": bool(smoke), "experiment_file": str(path)}
     if genotype_info is not None:
         extra["genotype"] = genotype_info
@@ -224,8 +249,9 @@ def configure(name: str, gin_params: list[str], smoke: bool, results: str,
     job_record = os.environ.get("SHARPDARTS_SWEEP_JOB")  # set by a sweep's scheduler job
     if job_record:
         extra["scheduler"] = json.loads(job_record)  # job id, array index, host
-    return Configured(experiment, path, job, smoke_only, gin.config_str(), extra,
-                      tuple(allow_unused))
+    return Configured(
+        experiment, path, job, smoke_only, gin.config_str(), extra, tuple(allow_unused)
+    )
 
 
 def build_checked(configured: Configured, seed: int, data_root: str | None):
@@ -242,8 +268,13 @@ def run_experiment(args) -> int:
     """``sharpdarts run``: parse, build, check every binding, then start and fit the run."""
     check_options(args)
     # --allow-unused BINDING (repeatable) is the documented escape from the binding check.
-    configured = configure(args.experiment, args.gin_param, args.smoke, args.results,
-                           tuple(getattr(args, "allow_unused", None) or ()))
+    configured = configure(
+        args.experiment,
+        args.gin_param,
+        args.smoke,
+        args.results,
+        tuple(getattr(args, "allow_unused", None) or ()),
+    )
     job, extra = configured.job, configured.extra
     threads.check(getattr(args, "threads", None))
     # Lets a later `run` of the same request skip this run without importing torch.
@@ -256,6 +287,7 @@ def run_experiment(args) -> int:
         context.make_context()  # joins the process group before the ranks agree on what to do
         extra["world_size"] = world_size
         from sharpdarts.engine.data.shards import rank_seed  # each rank's own seed, recorded
+
         extra["rank_seeds"] = [rank_seed(args.seed, r) for r in range(world_size)]
         if torch_cuda_available():
             extra["device_count"] = world_size
@@ -263,8 +295,16 @@ def run_experiment(args) -> int:
         built = build_checked(configured, args.seed, args.data)
         # After the build: --threads wins over a config's make_context.threads.
         extra["threads"] = threads.apply(getattr(args, "threads", None))
-        return _run_job(args, configured.experiment, job, built, configured.config_text, extra,
-                        paper_experiment, is_main)
+        return _run_job(
+            args,
+            configured.experiment,
+            job,
+            built,
+            configured.config_text,
+            extra,
+            paper_experiment,
+            is_main,
+        )
     finally:
         if world_size > 1:
             context.close_process_group()
@@ -275,8 +315,15 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
     run, decision = None, None
     if is_main:
         run, decision = store.start_run(
-            args.results, experiment, args.seed, config_text, command=sys.argv[:],
-            kind=getattr(job, "run_kind", job.__name__), allow_dirty=args.allow_dirty or not paper_experiment, extra=extra)
+            args.results,
+            experiment,
+            args.seed,
+            config_text,
+            command=sys.argv[:],
+            kind=getattr(job, "run_kind", job.__name__),
+            allow_dirty=args.allow_dirty or not paper_experiment,
+            extra=extra,
+        )
     decision = context.broadcast_object(decision)
     if decision == "skip":
         if is_main:
@@ -288,8 +335,11 @@ def _run_job(args, experiment, job, built, config_text, extra, paper_experiment,
         except loop.NonFiniteLossError:
             return 1  # rank 0 reports it
         return 0
-    print(f"{'resuming' if decision == 'resume' else 'running'} {experiment} (seed {args.seed}) "
-          f"in {run.path}", flush=True)
+    print(
+        f"{'resuming' if decision == 'resume' else 'running'} {experiment} (seed {args.seed}) "
+        f"in {run.path}",
+        flush=True,
+    )
     with run.guard(), tensorboard.Recording(run) as recorded:  # events beside metrics.jsonl
         try:
             final = built.fit(recorded, restart=bool(getattr(args, "restart", False)))
@@ -321,12 +371,16 @@ def evaluate(args) -> int:
     threads.check(getattr(args, "threads", None))
     check_options(args)
     if args.dataset in ("ptb", "wt2"):  # recurrent weights: test perplexity
-        fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
-                     experiments.gin_fragment(f"networks/rnn_{args.dataset}")]
+        fragments = [
+            experiments.gin_fragment(f"datasets/{args.dataset}"),
+            experiments.gin_fragment(f"networks/rnn_{args.dataset}"),
+        ]
         network, job = "RNNModel", engine_lm.lm_evaluate_checkpoint
     else:
-        fragments = [experiments.gin_fragment(f"datasets/{args.dataset}"),
-                     experiments.gin_fragment(f"networks/{args.dataset}")]
+        fragments = [
+            experiments.gin_fragment(f"datasets/{args.dataset}"),
+            experiments.gin_fragment(f"networks/{args.dataset}"),
+        ]
         network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
         job = jobs.evaluate_checkpoint
     target = Path(args.checkpoint)
@@ -339,8 +393,11 @@ def evaluate(args) -> int:
     # The hash is a binding (not a comment): it is part of the config hash, so two
     # checkpoints make two records, and the job checks that the file still has it.
     scope = job.__name__
-    bindings = [f"GENOTYPE = '{args.arch}'", f"{scope}.network = @{network}",
-                f"{scope}.checkpoint_sha256 = '{sha256}'"] + list(args.gin_param)
+    bindings = [
+        f"GENOTYPE = '{args.arch}'",
+        f"{scope}.network = @{network}",
+        f"{scope}.checkpoint_sha256 = '{sha256}'",
+    ] + list(args.gin_param)
     _parse_config(fragments, bindings)
     genotype_info = _resolve_genotype_macro(args.results)
     validate.check_config()
@@ -350,9 +407,19 @@ def evaluate(args) -> int:
     used_threads = threads.apply(getattr(args, "threads", None))
     config_text = gin.config_str() + f"\n# checkpoint: {target.resolve()}\n"
     run, decision = store.start_run(
-        args.results, f"evaluate/{args.dataset}", 0, config_text, command=sys.argv[:],
-        kind="evaluate", extra={"checkpoint": str(target.resolve()), "checkpoint_sha256": sha256,
-                                "genotype": genotype_info, "threads": used_threads})
+        args.results,
+        f"evaluate/{args.dataset}",
+        0,
+        config_text,
+        command=sys.argv[:],
+        kind="evaluate",
+        extra={
+            "checkpoint": str(target.resolve()),
+            "checkpoint_sha256": sha256,
+            "genotype": genotype_info,
+            "threads": used_threads,
+        },
+    )
     if decision != "skip":
         with run.guard():
             run.finish(built.fit(run))

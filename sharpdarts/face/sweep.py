@@ -15,6 +15,7 @@ Every sweep is recorded in ``RESULTS/sweeps/<sweep_id>/sweep.json`` (its jobs an
 scheduler ids); submitit's own files (pickles, logs) go to ``RESULTS/sweeps/<sweep_id>/jobs``.
 :mod:`sharpdarts.face.sweep_status` reads both back for ``sharpdarts sweep --status``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,18 +37,36 @@ from sharpdarts.errors import UserError, one_line
 from sharpdarts.face.sweep_status import SWEEP_JSON, print_status, sweep_folder
 from sharpdarts.store.keys import new_run_id
 
-__all__ = ["JOB_ENV", "LAUNCHERS", "SweepJob", "cluster", "job_record", "parse_seeds",
-           "run_sweep", "make_executor"]
+__all__ = [
+    "JOB_ENV",
+    "LAUNCHERS",
+    "SweepJob",
+    "cluster",
+    "job_record",
+    "parse_seeds",
+    "run_sweep",
+    "make_executor",
+]
 
 LAUNCHERS = ("slurm", "local", "debug")
 # The environment variable through which a sweep job tells the runner its scheduler identity.
 JOB_ENV = "SHARPDARTS_SWEEP_JOB"
+
+
 @gin.configurable("cluster")
-def cluster(partition: str | None = None, timeout_min: float = 24 * 60, gpus_per_node: int = 1,
-            cpus_per_task: int = 8, mem_gb: float = 32, nodes: int = 1,
-            tasks_per_node: int | None = None, parallel: int = 1,
-            signal_delay_s: int = 120, max_num_timeout: int = 20,
-            slurm_additional_parameters: dict | None = None) -> dict:
+def cluster(
+    partition: str | None = None,
+    timeout_min: float = 24 * 60,
+    gpus_per_node: int = 1,
+    cpus_per_task: int = 8,
+    mem_gb: float = 32,
+    nodes: int = 1,
+    tasks_per_node: int | None = None,
+    parallel: int = 1,
+    signal_delay_s: int = 120,
+    max_num_timeout: int = 20,
+    slurm_additional_parameters: dict | None = None,
+) -> dict:
     """The resources of every job of a sweep (bind in gin/cluster.gin or ``--cluster_param``).
 
     Args:
@@ -68,11 +87,19 @@ def cluster(partition: str | None = None, timeout_min: float = 24 * 60, gpus_per
     Returns:
         The bound values, by name.
     """
-    return dict(partition=partition, timeout_min=timeout_min, gpus_per_node=gpus_per_node,
-                cpus_per_task=cpus_per_task, mem_gb=mem_gb, nodes=nodes,
-                tasks_per_node=tasks_per_node or max(1, gpus_per_node), parallel=parallel,
-                signal_delay_s=signal_delay_s, max_num_timeout=max_num_timeout,
-                slurm_additional_parameters=dict(slurm_additional_parameters or {}))
+    return dict(
+        partition=partition,
+        timeout_min=timeout_min,
+        gpus_per_node=gpus_per_node,
+        cpus_per_task=cpus_per_task,
+        mem_gb=mem_gb,
+        nodes=nodes,
+        tasks_per_node=tasks_per_node or max(1, gpus_per_node),
+        parallel=parallel,
+        signal_delay_s=signal_delay_s,
+        max_num_timeout=max_num_timeout,
+        slurm_additional_parameters=dict(slurm_additional_parameters or {}),
+    )
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -92,8 +119,10 @@ def parse_seeds(text: str) -> list[int]:
             else:
                 seeds.append(int(part))
         except ValueError:
-            raise UserError(f"--seeds {text!r}: use seeds and ranges such as 1-8 or 1,3,5 "
-                            f"('{part}' is neither).") from None
+            raise UserError(
+                f"--seeds {text!r}: use seeds and ranges such as 1-8 or 1,3,5 "
+                f"('{part}' is neither)."
+            ) from None
     if not seeds:
         raise UserError("--seeds names no seed; use e.g. --seeds 1-8.")
     return list(dict.fromkeys(seeds))
@@ -143,12 +172,19 @@ class SweepJob(submitit.helpers.Checkpointable):
         with contextlib.suppress(RuntimeError):  # outside a submitit job (called directly)
             env = submitit.JobEnvironment()
         if env is not None:
-            record.update(executor=env.name(), job_id=env.job_id, array_job_id=env.array_job_id,
-                          array_task_id=env.array_task_id, host=env.hostname,
-                          global_rank=env.global_rank, num_tasks=env.num_tasks)
+            record.update(
+                executor=env.name(),
+                job_id=env.job_id,
+                array_job_id=env.array_job_id,
+                array_task_id=env.array_task_id,
+                host=env.hostname,
+                global_rank=env.global_rank,
+                num_tasks=env.num_tasks,
+            )
             if env.num_tasks > 1:  # one task per GPU: each joins the job's process group
                 submitit.helpers.TorchDistributedEnvironment().export(
-                    set_cuda_visible_devices=False)
+                    set_cuda_visible_devices=False
+                )
         os.environ[JOB_ENV] = json.dumps(record)
         sys.argv = ["sharpdarts", *self.argv]
         tee = _Tee(sys.stdout)
@@ -166,19 +202,29 @@ def make_executor(launcher: str, folder: str | os.PathLike, resources: dict, nam
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}.")
     if launcher == "slurm" and shutil.which("srun") is None:
-        raise UserError("--launcher slurm needs a Slurm cluster (no `srun` on PATH here); "
-                        "use --launcher local to run the sweep on this machine.")
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=launcher,
-                                     slurm_max_num_timeout=resources["max_num_timeout"])
-    params = dict(timeout_min=int(math.ceil(resources["timeout_min"])), nodes=resources["nodes"],
-                  tasks_per_node=resources["tasks_per_node"], name=name,
-                  cpus_per_task=resources["cpus_per_task"], mem_gb=resources["mem_gb"],
-                  gpus_per_node=resources["gpus_per_node"])
+        raise UserError(
+            "--launcher slurm needs a Slurm cluster (no `srun` on PATH here); "
+            "use --launcher local to run the sweep on this machine."
+        )
+    executor = submitit.AutoExecutor(
+        folder=str(folder), cluster=launcher, slurm_max_num_timeout=resources["max_num_timeout"]
+    )
+    params = dict(
+        timeout_min=int(math.ceil(resources["timeout_min"])),
+        nodes=resources["nodes"],
+        tasks_per_node=resources["tasks_per_node"],
+        name=name,
+        cpus_per_task=resources["cpus_per_task"],
+        mem_gb=resources["mem_gb"],
+        gpus_per_node=resources["gpus_per_node"],
+    )
     if launcher == "slurm":
-        params.update(slurm_partition=resources["partition"],
-                      slurm_array_parallelism=resources["parallel"],
-                      slurm_signal_delay_s=resources["signal_delay_s"],
-                      slurm_additional_parameters=resources["slurm_additional_parameters"])
+        params.update(
+            slurm_partition=resources["partition"],
+            slurm_array_parallelism=resources["parallel"],
+            slurm_signal_delay_s=resources["signal_delay_s"],
+            slurm_additional_parameters=resources["slurm_additional_parameters"],
+        )
     else:  # a workstation: as many GPUs as it has, and no Slurm-only options
         params["gpus_per_node"] = min(params["gpus_per_node"], _gpus())
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
@@ -215,8 +261,9 @@ def _check_experiments(names: list[str], args) -> None:
     from sharpdarts.face import runner
 
     for name in names:
-        configured = runner.configure(name, list(args.gin_param), args.smoke, args.results,
-                                      tuple(args.allow_unused))
+        configured = runner.configure(
+            name, list(args.gin_param), args.smoke, args.results, tuple(args.allow_unused)
+        )
         if not args.smoke:
             runner._apply_smoke()  # the dataset's shape and classes, synthetic
             gin.bind_parameter("build_datasets.synthetic_size", (8, 8))
@@ -229,11 +276,17 @@ def _resources(args) -> dict:
     from sharpdarts.face import runner
 
     files = [p for p in [resources.find("gin/cluster.gin")] if p is not None]
-    flags = {"partition": repr(args.partition) if args.partition else None,
-             "timeout_min": args.time, "gpus_per_node": args.gpus, "cpus_per_task": args.cpus,
-             "mem_gb": args.mem, "parallel": args.parallel}
-    bindings = [*args.cluster_param] + [f"cluster.{k} = {v}" for k, v in flags.items()
-                                        if v is not None]
+    flags = {
+        "partition": repr(args.partition) if args.partition else None,
+        "timeout_min": args.time,
+        "gpus_per_node": args.gpus,
+        "cpus_per_task": args.cpus,
+        "mem_gb": args.mem,
+        "parallel": args.parallel,
+    }
+    bindings = [*args.cluster_param] + [
+        f"cluster.{k} = {v}" for k, v in flags.items() if v is not None
+    ]
     runner._parse_config(files, bindings)
     try:
         return cluster()
@@ -254,8 +307,10 @@ def run_sweep(args, entry_point: Callable[[list[str]], int]) -> int:
     if args.status is not None:
         return print_status(args.results, args.status or None)
     if not args.experiments:
-        raise UserError("name the experiments to sweep (e.g. sharpdarts sweep "
-                        "cifar10/sharpsepconv_darts --seeds 1-8), or ask --status.")
+        raise UserError(
+            "name the experiments to sweep (e.g. sharpdarts sweep "
+            "cifar10/sharpsepconv_darts --seeds 1-8), or ask --status."
+        )
     seeds = parse_seeds(args.seeds)
     names = [experiments.resolve_experiment(name)[0] for name in args.experiments]
     resources = _resources(args)
@@ -263,13 +318,26 @@ def run_sweep(args, entry_point: Callable[[list[str]], int]) -> int:
     sweep_id = new_run_id()
     folder = sweep_folder(args.results, sweep_id)
     executor = make_executor(args.launcher, folder / "jobs", resources, f"sharpdarts-{sweep_id}")
-    jobs = [{"index": i, "experiment": name, "seed": seed,
-             "argv": _job_argv(given, seed, args), "job_id": None}
-            for i, ((name, given), seed) in enumerate(
-                (pair, seed) for pair in zip(names, args.experiments) for seed in seeds)]
-    record = {"sweep_id": sweep_id, "launcher": args.launcher, "created": _now(),
-              "results": str(Path(args.results).resolve()), "resources": resources,
-              "jobs": jobs}
+    jobs = [
+        {
+            "index": i,
+            "experiment": name,
+            "seed": seed,
+            "argv": _job_argv(given, seed, args),
+            "job_id": None,
+        }
+        for i, ((name, given), seed) in enumerate(
+            (pair, seed) for pair in zip(names, args.experiments) for seed in seeds
+        )
+    ]
+    record = {
+        "sweep_id": sweep_id,
+        "launcher": args.launcher,
+        "created": _now(),
+        "results": str(Path(args.results).resolve()),
+        "resources": resources,
+        "jobs": jobs,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     io.atomic_write_json(folder / SWEEP_JSON, record)
     calls = [SweepJob(job["argv"], sweep_id, job["index"], entry_point) for job in jobs]
@@ -279,8 +347,10 @@ def run_sweep(args, entry_point: Callable[[list[str]], int]) -> int:
         for job, handle in zip(jobs, submitted):
             job["job_id"] = handle.job_id
         io.atomic_write_json(folder / SWEEP_JSON, record)
-        print(f"sweep {sweep_id}: {len(jobs)} jobs submitted to Slurm "
-              f"({submitted[0].job_id.split('_')[0] if submitted else '-'})")
+        print(
+            f"sweep {sweep_id}: {len(jobs)} jobs submitted to Slurm "
+            f"({submitted[0].job_id.split('_')[0] if submitted else '-'})"
+        )
         print(f"status: sharpdarts sweep --status {sweep_id} --results {args.results}")
         return 0
     failed = _run_throttled(executor, calls, jobs, record, folder, resources["parallel"])
@@ -305,16 +375,22 @@ def _run_throttled(executor, calls, jobs, record, folder, parallel: int) -> int:
             if handle.done():
                 try:
                     outcome = handle.results()[0]  # task 0 (rank 0) of the job
-                    error = (None if outcome.get("rc") == 0
-                             else f"sharpdarts run exited with status {outcome.get('rc')}")
+                    error = (
+                        None
+                        if outcome.get("rc") == 0
+                        else f"sharpdarts run exited with status {outcome.get('rc')}"
+                    )
                 except Exception as exc:  # the job's own error: recorded, the sweep goes on
                     error = one_line(exc)[-300:]
                 if error:
                     failed += 1
                     job["error"] = error
                     io.atomic_write_json(folder / SWEEP_JSON, record)
-                    print(f"job {job['index']} ({job['experiment']} seed {job['seed']}) "
-                          f"failed: {error}", file=sys.stderr)
+                    print(
+                        f"job {job['index']} ({job['experiment']} seed {job['seed']}) "
+                        f"failed: {error}",
+                        file=sys.stderr,
+                    )
             else:
                 still.append((job, handle))
         running = still

@@ -10,6 +10,7 @@ what the job is doing (pending in the queue, running, requeued, ended). A job is
 
 It ends with each experiment's mean ± std over the completed seeds of the sweep.
 """
+
 from __future__ import annotations
 
 import json
@@ -134,9 +135,17 @@ def job_states(results: str | os.PathLike, sweep_id: str | None = None) -> tuple
     for job in record["jobs"]:
         run = runs.get(job["index"])
         state, detail = _combine(run, *_scheduler_state(record, job))
-        rows.append({"index": job["index"], "experiment": job["experiment"],
-                     "seed": job["seed"], "job_id": job.get("job_id"), "state": state,
-                     "detail": detail, "final": (run or {}).get("final") or {}})
+        rows.append(
+            {
+                "index": job["index"],
+                "experiment": job["experiment"],
+                "seed": job["seed"],
+                "job_id": job.get("job_id"),
+                "state": state,
+                "detail": detail,
+                "final": (run or {}).get("final") or {},
+            }
+        )
     return record, rows
 
 
@@ -148,29 +157,45 @@ def _summary(rows: list[dict]) -> list[str]:
         done = [r for r in mine if r["state"] == "completed" and r["final"]]
         running = sum(r["state"] in ("running", "pending") for r in mine)
         parts = []
-        for key in ("test_error_top1", "test_error_top5", "best_valid_error_top1",
-                    "valid_error_top1"):
-            values = [float(r["final"][key]) for r in done
-                      if isinstance(r["final"].get(key), (int, float))]
+        for key in (
+            "test_error_top1",
+            "test_error_top5",
+            "best_valid_error_top1",
+            "valid_error_top1",
+        ):
+            values = [
+                float(r["final"][key])
+                for r in done
+                if isinstance(r["final"].get(key), (int, float))
+            ]
             if values:
                 mean = sum(values) / len(values)
-                std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-                       if len(values) > 1 else math.nan)
+                std = (
+                    math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+                    if len(values) > 1
+                    else math.nan
+                )
                 parts.append(f"{key} {mean:.2f} ± {std:.2f}")
-        lines.append(f"{experiment}: {len(done)} completed seeds, {running} still running or "
-                     f"queued" + (f"; {', '.join(parts)}" if parts else ""))
+        lines.append(
+            f"{experiment}: {len(done)} completed seeds, {running} still running or "
+            f"queued" + (f"; {', '.join(parts)}" if parts else "")
+        )
     return lines
 
 
 def print_status(results: str | os.PathLike, sweep_id: str | None = None) -> int:
     """Prints each job's state and each experiment's summary; 0 unless a job failed."""
     record, rows = job_states(results, sweep_id)
-    print(f"sweep {record['sweep_id']} ({record['launcher']}, {len(rows)} jobs, "
-          f"started {record['created']})")
+    print(
+        f"sweep {record['sweep_id']} ({record['launcher']}, {len(rows)} jobs, "
+        f"started {record['created']})"
+    )
     width = max(len(r["experiment"]) for r in rows) if rows else 10
     for r in rows:
-        print(f"{r['index']:>3}  {r['experiment']:<{width}}  seed {r['seed']:<4} "
-              f"job {str(r['job_id'] or '-'):<12} {r['state']:<9}  {r['detail']}")
+        print(
+            f"{r['index']:>3}  {r['experiment']:<{width}}  seed {r['seed']:<4} "
+            f"job {str(r['job_id'] or '-'):<12} {r['state']:<9}  {r['detail']}"
+        )
     for line in _summary(rows):
         print(line)
     return 1 if any(r["state"] == "failed" for r in rows) else 0

@@ -11,6 +11,7 @@ A run records them through :class:`Recording`, which wraps the store's ``Run`` f
 loop: its ``log_epoch`` (the loop's duck-typed hook) writes the metrics line, then the events.
 ``export`` writes the events of folders recorded before this existed, from metrics.jsonl.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,7 @@ def write_record(writer, record: dict) -> None:
             continue
         writer.add_scalar(key, value, step)
         if key.endswith("_loss") and value < 50:  # exp overflows beyond; such a loss is noise
-            writer.add_scalar(key[:-len("_loss")] + "_perplexity", math.exp(value), step)
+            writer.add_scalar(key[: -len("_loss")] + "_perplexity", math.exp(value), step)
     for key in ALPHAS:
         if record.get(key) is None:
             continue
@@ -133,6 +134,9 @@ def cmd_export(args) -> int:
             raise UserError(f"No run folders under {run_folder.runs_root(args.results)}.")
     for folder in folders:
         n = export(folder, replace=args.replace)
-        print(f"{folder}: {n} epochs written" if n else f"{folder}: nothing to write "
-              "(events already there, or no epoch logged)")
+        print(
+            f"{folder}: {n} epochs written"
+            if n
+            else f"{folder}: nothing to write (events already there, or no epoch logged)"
+        )
     return 0

@@ -5,6 +5,7 @@ step becomes many times slower; ``--threads`` caps it. The number in effect is r
 run.json (``threads``), given or not, since it changes a CPU run's speed. The command line
 wins over a config's ``make_context.threads``.
 """
+
 from __future__ import annotations
 
 from sharpdarts.errors import UserError

@@ -4,6 +4,7 @@ Their ``forward`` is the fast path (the :mod:`sharpdarts.nn.fast` shortcuts). Th
 code's computation of each, the yardstick, is in :mod:`sharpdarts.nn.reference`;
 ``set_reference_path(model)`` (importable from here too) switches a model over to it.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -14,6 +15,7 @@ from torch import nn
 
 from sharpdarts.nn import fast
 from sharpdarts.nn.ops import FactorizedReduce, Identity, ReLUConvBN, Zero, channel_shuffle
+
 # The original computations live in the reference module; these names stay importable here.
 from sharpdarts.registry import unknown_name
 
@@ -37,7 +39,7 @@ def edge_softmax(betas: torch.Tensor, steps: int) -> torch.Tensor:
     """
     parts, start = [], 0
     for i in range(steps):
-        parts.append(F.softmax(betas[start:start + 2 + i], dim=-1))
+        parts.append(F.softmax(betas[start : start + 2 + i], dim=-1))
         start += 2 + i
     return torch.cat(parts)
 
@@ -66,12 +68,20 @@ class MixedOp(nn.Module):
             and the concatenation is channel-shuffled with ``K`` groups. 1: off.
     """
 
-    def __init__(self, C: int, stride: int, primitives: Sequence[str], op_dict: dict,
-                 partial_channels: int = 1):
+    def __init__(
+        self,
+        C: int,
+        stride: int,
+        primitives: Sequence[str],
+        op_dict: dict,
+        partial_channels: int = 1,
+    ):
         super().__init__()
         if partial_channels < 1 or C % partial_channels:
-            raise ValueError(f"partial_channels must divide the channels: C={C}, "
-                             f"partial_channels={partial_channels}")
+            raise ValueError(
+                f"partial_channels must divide the channels: C={C}, "
+                f"partial_channels={partial_channels}"
+            )
         self._stride = stride
         self._partial = partial_channels
         C_op = C // partial_channels
@@ -83,9 +93,13 @@ class MixedOp(nn.Module):
             self._ops.append(op)
         self._computed = [i for i, op in enumerate(self._ops) if not isinstance(op, Zero)]
 
-    def forward(self, x: torch.Tensor, coefficients: torch.Tensor,
-                out: torch.Tensor | None = None,
-                relu_x: fast.LazyReLU | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        coefficients: torch.Tensor,
+        out: torch.Tensor | None = None,
+        relu_x: fast.LazyReLU | None = None,
+    ) -> torch.Tensor:
         """``sum_i coefficients[i] * op_i(x)`` (with partial channels: see the class).
 
         Args:
@@ -100,9 +114,13 @@ class MixedOp(nn.Module):
             return self._partial_forward(x, coefficients)
         return self._mix(x, coefficients, out, relu_x)
 
-    def _mix(self, x: torch.Tensor, coefficients: torch.Tensor,
-             out: torch.Tensor | None = None,
-             relu_x: fast.LazyReLU | None = None) -> torch.Tensor:
+    def _mix(
+        self,
+        x: torch.Tensor,
+        coefficients: torch.Tensor,
+        out: torch.Tensor | None = None,
+        relu_x: fast.LazyReLU | None = None,
+    ) -> torch.Tensor:
         if not self._computed:  # an edge of zero ops only
             return self._ops[0](x) if out is None else out
         if relu_x is None:
@@ -144,9 +162,19 @@ class SearchCell(nn.Module):
     edge normalization) each edge's output is scaled by its weight before the node sum.
     """
 
-    def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
-                 reduction: bool, reduction_prev: bool, primitives: Sequence[str], op_dict: dict,
-                 partial_channels: int = 1):
+    def __init__(
+        self,
+        steps: int,
+        multiplier: int,
+        C_prev_prev: int,
+        C_prev: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        primitives: Sequence[str],
+        op_dict: dict,
+        partial_channels: int = 1,
+    ):
         super().__init__()
         self.reduction = reduction
         self._steps = steps
@@ -163,8 +191,13 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 self._ops.append(MixedOp(C, stride, primitives, op_dict, partial_channels))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, coefficients: torch.Tensor,
-                edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        coefficients: torch.Tensor,
+        edge_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Args: s0, s1: the two previous cells' outputs; coefficients: (edges, ops);
         edge_weights: (edges,) or None."""
         states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
@@ -183,12 +216,15 @@ class SearchCell(nn.Module):
                     if edge_weights is None:
                         s = y if s is None else s + y
                     else:
-                        s = y * edge_weights[offset + j] if s is None else \
-                            s.addcmul_(y, edge_weights[offset + j])
+                        s = (
+                            y * edge_weights[offset + j]
+                            if s is None
+                            else s.addcmul_(y, edge_weights[offset + j])
+                        )
             offset += len(states)
             states.append(s)
             relus.append(fast.LazyReLU(s))
-        return fast.cat_channels(states[-self._multiplier:])
+        return fast.cat_channels(states[-self._multiplier :])
 
 
 class Cell(nn.Module):
@@ -209,23 +245,39 @@ class Cell(nn.Module):
     ``reference.cell_forward``.
     """
 
-    def __init__(self, ops: Sequence, concat: Sequence[int], C_prev_prev: int, C_prev: int,
-                 C: int, reduction: bool, reduction_prev: bool, op_dict: dict,
-                 C_mid: int | None = None, name: str = "genotype"):
+    def __init__(
+        self,
+        ops: Sequence,
+        concat: Sequence[int],
+        C_prev_prev: int,
+        C_prev: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        op_dict: dict,
+        C_mid: int | None = None,
+        name: str = "genotype",
+    ):
         super().__init__()
         self.reduction = reduction
         if len(ops) % 2 or not ops:
-            raise ValueError(f"{name}: a cell needs two (op, input) entries per node, got {len(ops)}")
+            raise ValueError(
+                f"{name}: a cell needs two (op, input) entries per node, got {len(ops)}"
+            )
         self._steps = len(ops) // 2
         for k, entry in enumerate(ops):
             op_name, index = entry
             if op_name not in op_dict:
                 table = getattr(op_dict, "name", "")
                 unknown = unknown_name("op", op_name, op_dict, where=f"in {table}" if table else "")
-                raise ValueError(f"{name}: entry {k} {tuple(entry)} names op '{op_name}'. {unknown}")
+                raise ValueError(
+                    f"{name}: entry {k} {tuple(entry)} names op '{op_name}'. {unknown}"
+                )
             if not 0 <= int(index) < 2 + k // 2:
-                raise ValueError(f"{name}: entry {k} {tuple(entry)} reads input {index}, but node "
-                                 f"{k // 2} can only read inputs 0..{1 + k // 2}")
+                raise ValueError(
+                    f"{name}: entry {k} {tuple(entry)} reads input {index}, but node "
+                    f"{k // 2} can only read inputs 0..{1 + k // 2}"
+                )
         for i in concat:
             if not 0 <= int(i) < 2 + self._steps:
                 raise ValueError(f"{name}: concat index {i} is out of range 0..{1 + self._steps}")

@@ -26,6 +26,7 @@ benchmarks/ measure what it buys.
   ReLU of its input between every op that begins with a ReLU, and their convolutions go
   through :func:`conv2d`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module
 
-from sharpdarts.nn.ops import (ConvBNReLU, DilConv, FactorizedReduce, ReLUConvBN, ResizablePool,
-                            SharpSepConv)
+from sharpdarts.nn.ops import (
+    ConvBNReLU,
+    DilConv,
+    FactorizedReduce,
+    ReLUConvBN,
+    ResizablePool,
+    SharpSepConv,
+)
 
 # Ops whose forward is exactly ``self.op(x)`` (a Sequential or a single module).
 SEQUENTIAL_OPS = (ReLUConvBN, ConvBNReLU, DilConv, SharpSepConv, ResizablePool)
@@ -46,8 +53,12 @@ def hooked(module: nn.Module) -> bool:
     A shortcut that bypasses a module's ``__call__`` would skip them, so every shortcut here
     stands down for a hooked module and calls it.
     """
-    return bool(module._forward_hooks or module._forward_pre_hooks
-                or _module._global_forward_hooks or _module._global_forward_pre_hooks)
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
+    )
 
 
 def layers_of(op: nn.Module) -> nn.Sequential | None:
@@ -123,8 +134,13 @@ def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``bn(x)``; on CPU, a channels-last ``x`` with fewer than 8 channels is normalised in
     NCHW and converted back (oneDNN's NHWC batch norm vectorises over channels: at 4
     channels it is 3x slower than NCHW, the two copies included)."""
-    if (x.device.type == "cpu" and x.dim() == 4 and x.shape[1] < 8 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)):
+    if (
+        x.device.type == "cpu"
+        and x.dim() == 4
+        and x.shape[1] < 8
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
         return bn(x.contiguous()).contiguous(memory_format=torch.channels_last)
     return bn(x)
 
@@ -141,8 +157,11 @@ def _subsampling(conv: nn.Conv2d) -> tuple[int, int] | None:
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    if (x.dim() == 4 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)):
+    if (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
         return torch.channels_last
     return torch.contiguous_format
 
@@ -164,8 +183,9 @@ class _Subsample(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         dh, dw, oh, ow = ctx.steps
-        grad_x = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device,
-                             memory_format=ctx.fmt).zero_()
+        grad_x = torch.empty(
+            ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.fmt
+        ).zero_()
         grad_x[:, :, oh::dh, ow::dw] = grad
         return grad_x, None, None, None, None
 
@@ -189,8 +209,9 @@ class _CatChannels(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return tuple(g.contiguous(memory_format=ctx.fmt)
-                     for g in torch.split(grad, ctx.sizes, dim=1))
+        return tuple(
+            g.contiguous(memory_format=ctx.fmt) for g in torch.split(grad, ctx.sizes, dim=1)
+        )
 
 
 def cat_channels(tensors) -> torch.Tensor:
@@ -204,10 +225,17 @@ def subsample(x: torch.Tensor, dh: int, dw: int, oh: int = 0, ow: int = 0) -> to
 
 
 def _square_pointwise_on_cpu(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-            and conv.padding == (0, 0) and conv.groups == 1
-            and conv.in_channels == conv.out_channels >= 16 and x.dim() == 4
-            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
+    return (
+        x.device.type == "cpu"
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding == (0, 0)
+        and conv.groups == 1
+        and conv.in_channels == conv.out_channels >= 16
+        and x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
 
 
 def _gradient_needed(ctx, index: int) -> bool:
@@ -253,18 +281,34 @@ class _DepthwiseConv(torch.autograd.Function):
             grad_x = F.conv2d(grad, flipped, None, 1, ctx.padding, ctx.dilation, groups)
         if _gradient_needed(ctx, 1):
             grad_w = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], list(ctx.padding), list(ctx.dilation), False,
-                [0, 0], groups, [False, True, False])[1]
+                grad,
+                x,
+                weight,
+                None,
+                [1, 1],
+                list(ctx.padding),
+                list(ctx.dilation),
+                False,
+                [0, 0],
+                groups,
+                [False, True, False],
+            )[1]
         return grad_x, grad_w, None, None
 
 
-def _same_depthwise_on_cpu(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
-                           groups: int) -> bool:
+def _same_depthwise_on_cpu(
+    x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int
+) -> bool:
     kh, kw = weight.shape[-2:]
-    return (x.device.type == "cpu" and groups == weight.shape[0] == x.shape[1]
-            and weight.shape[1] == 1 and tuple(stride) == (1, 1)
-            and tuple(padding) == (dilation[0] * (kh - 1) // 2, dilation[1] * (kw - 1) // 2)
-            and (kh - 1) * dilation[0] % 2 == 0 and (kw - 1) * dilation[1] % 2 == 0)
+    return (
+        x.device.type == "cpu"
+        and groups == weight.shape[0] == x.shape[1]
+        and weight.shape[1] == 1
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (dilation[0] * (kh - 1) // 2, dilation[1] * (kw - 1) // 2)
+        and (kh - 1) * dilation[0] % 2 == 0
+        and (kw - 1) * dilation[1] % 2 == 0
+    )
 
 
 def _conv(x, weight, bias, stride, padding, dilation, groups) -> torch.Tensor:
@@ -287,17 +331,23 @@ def conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         return conv(x)
     sub = _subsampling(conv)
     if sub is None:
-        return _conv(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
-                     conv.groups)
+        return _conv(
+            x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups
+        )
     dh, dw = sub
     padding = (conv.padding[0] // dh, conv.padding[1] // dw)
-    return _conv(subsample(x, dh, dw), conv.weight, conv.bias, (1, 1), padding, (1, 1),
-                 conv.groups)
+    return _conv(subsample(x, dh, dw), conv.weight, conv.bias, (1, 1), padding, (1, 1), conv.groups)
 
 
 def _is_pointwise_stride_2(conv: nn.Conv2d) -> bool:
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (2, 2)
-            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (2, 2)
+        and conv.padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
 
 
 def factorized_reduce_after_relu(op: FactorizedReduce, relu_x: torch.Tensor) -> torch.Tensor:
@@ -308,10 +358,18 @@ def factorized_reduce_after_relu(op: FactorizedReduce, relu_x: torch.Tensor) -> 
     convs of subsampled inputs, without the padded copy of ``x``.
     """
     h, w = relu_x.shape[-2:]
-    if (h % 2 or w % 2 or hooked(op.conv_1) or hooked(op.conv_2) or hooked(op.pad)
-            or not _is_pointwise_stride_2(op.conv_1)
-            or not _is_pointwise_stride_2(op.conv_2) or type(op.pad) is not nn.ConstantPad2d
-            or tuple(op.pad.padding) != (0, 1, 0, 1) or op.pad.value != 0.0):
+    if (
+        h % 2
+        or w % 2
+        or hooked(op.conv_1)
+        or hooked(op.conv_2)
+        or hooked(op.pad)
+        or not _is_pointwise_stride_2(op.conv_1)
+        or not _is_pointwise_stride_2(op.conv_2)
+        or type(op.pad) is not nn.ConstantPad2d
+        or tuple(op.pad.padding) != (0, 1, 0, 1)
+        or op.pad.value != 0.0
+    ):
         return op.forward_relu_applied(relu_x)
     even = F.conv2d(subsample(relu_x, 2, 2), op.conv_1.weight, op.conv_1.bias)
     odd = F.conv2d(subsample(relu_x, 2, 2, 1, 1), op.conv_2.weight, op.conv_2.bias)
@@ -332,8 +390,9 @@ class LazyReLU:
         return self._relu
 
 
-def partial_channel_output(mixed: torch.Tensor, bypass: torch.Tensor,
-                           groups: int) -> torch.Tensor | None:
+def partial_channel_output(
+    mixed: torch.Tensor, bypass: torch.Tensor, groups: int
+) -> torch.Tensor | None:
     """``channel_shuffle(torch.cat([mixed, bypass], 1), groups)`` in one copy, for
     channels-last tensors (the concatenation is written straight in shuffled order); None
     for other layouts."""

@@ -4,6 +4,7 @@ Module names follow the original DARTS / sharpDARTS code (``stem``, ``cells.N.pr
 ``cells.N._ops.K.op.J``, ``auxiliary_head.features``, ``classifier``), so checkpoints of the
 original code load with :func:`load_original_state_dict`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -14,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sharpdarts.core import genotype_types, validate
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.core import genotype_types
-from sharpdarts.core import validate
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
 from sharpdarts.nn.ops import DEFAULT_C_MID, PRIMITIVES_OF_KNOWN_OPS, op_table, resolve_ops
 from sharpdarts.nn.recurrent.model import RNNModel, RNNSearchModel  # noqa: F401  (public here)
@@ -59,8 +59,17 @@ class AuxiliaryHeadImageNet(AuxiliaryHeadCIFAR):
 class _FixedNetwork(nn.Module):
     """The cell stack shared by NetworkCIFAR and NetworkImageNet."""
 
-    def _build_cells(self, C: int, C_stem: int, num_classes: int, layers: int, genotype,
-                     op_dict, C_mid: int | None, reduction_prev: bool) -> int:
+    def _build_cells(
+        self,
+        C: int,
+        C_stem: int,
+        num_classes: int,
+        layers: int,
+        genotype,
+        op_dict,
+        C_mid: int | None,
+        reduction_prev: bool,
+    ) -> int:
         name = genotype if isinstance(genotype, str) else "genotype"  # for messages
         genotype = genotypes_lib.resolve(genotype)
         if genotype.layout != "cell":
@@ -78,8 +87,18 @@ class _FixedNetwork(nn.Module):
                 ops, concat, half = genotype.reduce, genotype.reduce_concat, "reduce"
             else:
                 ops, concat, half = genotype.normal, genotype.normal_concat, "normal"
-            cell = Cell(ops, concat, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
-                        op_dict, C_mid, name=f"{name}.{half}")
+            cell = Cell(
+                ops,
+                concat,
+                C_prev_prev,
+                C_prev,
+                C_curr,
+                reduction,
+                reduction_prev,
+                op_dict,
+                C_mid,
+                name=f"{name}.{half}",
+            )
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
@@ -98,8 +117,12 @@ class _FixedNetwork(nn.Module):
 
 
 @gin.configurable
-@validate.params(C=validate.WIDTH, layers=validate.DEPTH, C_mid=validate.WIDTH.or_none(),
-                 stem_multiplier=validate.COUNT)
+@validate.params(
+    C=validate.WIDTH,
+    layers=validate.DEPTH,
+    C_mid=validate.WIDTH.or_none(),
+    stem_multiplier=validate.COUNT,
+)
 class NetworkCIFAR(_FixedNetwork):
     """The CIFAR network of a genotype: stem, ``layers`` cells, global pooling, linear.
 
@@ -120,10 +143,19 @@ class NetworkCIFAR(_FixedNetwork):
     with the auxiliary head. Set ``drop_path_prob`` to enable drop path during training.
     """
 
-    def __init__(self, C: int = 36, num_classes: int = 10, layers: int = 20,
-                 auxiliary: bool = False, genotype=gin.REQUIRED, in_channels: int = 3,
-                 op_dict=None, C_mid: int | None = None, stem_multiplier: int = 3,
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        C: int = 36,
+        num_classes: int = 10,
+        layers: int = 20,
+        auxiliary: bool = False,
+        genotype=gin.REQUIRED,
+        in_channels: int = 3,
+        op_dict=None,
+        C_mid: int | None = None,
+        stem_multiplier: int = 3,
+        channels_last: bool = False,
+    ):
         super().__init__()
         self._layers = layers
         self._auxiliary = auxiliary
@@ -133,8 +165,9 @@ class NetworkCIFAR(_FixedNetwork):
             nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
             nn.BatchNorm2d(C_stem),
         )
-        C_prev, C_aux = self._build_cells(C, C_stem, num_classes, layers, genotype, op_dict,
-                                          C_mid, reduction_prev=False)
+        C_prev, C_aux = self._build_cells(
+            C, C_stem, num_classes, layers, genotype, op_dict, C_mid, reduction_prev=False
+        )
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -163,10 +196,19 @@ class NetworkImageNet(_FixedNetwork):
     also allows reduced resolutions.
     """
 
-    def __init__(self, C: int = 48, num_classes: int = 1000, layers: int = 14,
-                 auxiliary: bool = False, genotype=gin.REQUIRED, in_channels: int = 3,
-                 op_dict=None, C_mid: int | None = None, stem_multiplier: int = 3,
-                 auxiliary_bn: bool = True):
+    def __init__(
+        self,
+        C: int = 48,
+        num_classes: int = 1000,
+        layers: int = 14,
+        auxiliary: bool = False,
+        genotype=gin.REQUIRED,
+        in_channels: int = 3,
+        op_dict=None,
+        C_mid: int | None = None,
+        stem_multiplier: int = 3,
+        auxiliary_bn: bool = True,
+    ):
         super().__init__()
         self._layers = layers
         self._auxiliary = auxiliary
@@ -183,8 +225,9 @@ class NetworkImageNet(_FixedNetwork):
             nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C),
         )
-        C_prev, C_aux = self._build_cells(C, C, num_classes, layers, genotype, op_dict, C_mid,
-                                          reduction_prev=True)
+        C_prev, C_aux = self._build_cells(
+            C, C, num_classes, layers, genotype, op_dict, C_mid, reduction_prev=True
+        )
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes, final_bn=auxiliary_bn)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -196,9 +239,15 @@ class NetworkImageNet(_FixedNetwork):
 
 
 @gin.configurable
-@validate.params(C=validate.WIDTH, layers=validate.DEPTH, steps=validate.COUNT,
-                 multiplier=validate.COUNT, stem_multiplier=validate.COUNT,
-                 primitives=PRIMITIVES_OF_KNOWN_OPS.or_none(), partial_channels=validate.COUNT)
+@validate.params(
+    C=validate.WIDTH,
+    layers=validate.DEPTH,
+    steps=validate.COUNT,
+    multiplier=validate.COUNT,
+    stem_multiplier=validate.COUNT,
+    primitives=PRIMITIVES_OF_KNOWN_OPS.or_none(),
+    partial_channels=validate.COUNT,
+)
 class SearchNetwork(nn.Module):
     """The DARTS supernet: every edge of every cell mixes all primitives.
 
@@ -228,11 +277,22 @@ class SearchNetwork(nn.Module):
     :meth:`arch_parameters`; :meth:`weights` returns all other parameters.
     """
 
-    def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, steps: int = 4,
-                 multiplier: int = 4, stem_multiplier: int = 3, in_channels: int = 3,
-                 primitives: str | Sequence[str] | None = None, op_dict=None,
-                 weighting="scalar", partial_channels: int = 1,
-                 edge_normalization: bool = False, channels_last: bool = False):
+    def __init__(
+        self,
+        C: int = 16,
+        num_classes: int = 10,
+        layers: int = 8,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        in_channels: int = 3,
+        primitives: str | Sequence[str] | None = None,
+        op_dict=None,
+        weighting="scalar",
+        partial_channels: int = 1,
+        edge_normalization: bool = False,
+        channels_last: bool = False,
+    ):
         super().__init__()
         self.primitives, op_dict = resolve_ops(primitives or "PRIMITIVES", op_dict)
         self._steps = steps
@@ -251,8 +311,18 @@ class SearchNetwork(nn.Module):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 C_curr *= 2
-            cell = SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction,
-                              reduction_prev, self.primitives, op_dict, partial_channels)
+            cell = SearchCell(
+                steps,
+                multiplier,
+                C_prev_prev,
+                C_prev,
+                C_curr,
+                reduction,
+                reduction_prev,
+                self.primitives,
+                op_dict,
+                partial_channels,
+            )
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
@@ -282,15 +352,19 @@ class SearchNetwork(nn.Module):
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The mixing coefficients of normal and reduction cells under the weighting scheme."""
-        return (self.weighting(F.softmax(self.alphas_normal, dim=-1)),
-                self.weighting(F.softmax(self.alphas_reduce, dim=-1)))
+        return (
+            self.weighting(F.softmax(self.alphas_normal, dim=-1)),
+            self.weighting(F.softmax(self.alphas_reduce, dim=-1)),
+        )
 
     def edge_weights(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
         """Edge normalization's (edges,) weights of normal and reduction cells (or Nones)."""
         if not self.edge_normalization:
             return None, None
-        return (edge_softmax(self.betas_normal, self._steps),
-                edge_softmax(self.betas_reduce, self._steps))
+        return (
+            edge_softmax(self.betas_normal, self._steps),
+            edge_softmax(self.betas_reduce, self._steps),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normal, reduce = self.coefficients()
@@ -320,9 +394,13 @@ class SearchNetwork(nn.Module):
             normal = normal * edges_normal[:, None]
             reduce = reduce * edges_reduce[:, None]
         return genotype_types.genotype_from_weights(
-            normal.cpu().numpy(), reduce.cpu().numpy(),
-            self.primitives, steps=self._steps, multiplier=self._multiplier,
-            skip_primitive=skip_primitive)
+            normal.cpu().numpy(),
+            reduce.cpu().numpy(),
+            self.primitives,
+            steps=self._steps,
+            multiplier=self._multiplier,
+            skip_primitive=skip_primitive,
+        )
 
 
 def _unwrap_state(state) -> dict:
@@ -360,7 +438,7 @@ def load_original_state_dict(model: nn.Module, state) -> nn.Module:
     tensors = {}
     for key, value in _unwrap_state(state).items():
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         tensors[key] = value
     saved_auxiliary = any(k.startswith("auxiliary_head.") for k in tensors)
     expected = model.state_dict()
@@ -371,12 +449,18 @@ def load_original_state_dict(model: nn.Module, state) -> nn.Module:
         tensors["alphas"] = model.alphas.detach().clone()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(tensors)
-                         if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    wrong_shape = sorted(
+        k
+        for k in set(expected) & set(tensors)
+        if tuple(expected[k].shape) != tuple(tensors[k].shape)
+    )
     if missing or unexpected or wrong_shape:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("wrong shape", wrong_shape)):
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape", wrong_shape),
+        ):
             if keys:
                 more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
                 parts.append(f"{label}: {', '.join(keys[:5])}{more}")
@@ -385,13 +469,19 @@ def load_original_state_dict(model: nn.Module, state) -> nn.Module:
             # The head is training-only: say which network the weights need rather than
             # loading half a model.
             if not saved_auxiliary:  # trained without --auxiliary
-                hint = (" The checkpoint has no auxiliary head: build the network without one "
-                        f"(--gin_param {type(model).__name__}.auxiliary=False).")
+                hint = (
+                    " The checkpoint has no auxiliary head: build the network without one "
+                    f"(--gin_param {type(model).__name__}.auxiliary=False)."
+                )
             elif isinstance(model, NetworkImageNet):
-                hint = (" The checkpoint's auxiliary head has no batch norm after its 2x2 "
-                        "convolution, as DARTS's ImageNet head "
-                        "(--gin_param NetworkImageNet.auxiliary_bn=False).")
-        raise ValueError("the checkpoint does not fit this network (is it the same genotype, "
-                         "width, depth and C_mid?): " + "; ".join(parts) + "." + hint)
+                hint = (
+                    " The checkpoint's auxiliary head has no batch norm after its 2x2 "
+                    "convolution, as DARTS's ImageNet head "
+                    "(--gin_param NetworkImageNet.auxiliary_bn=False)."
+                )
+        raise ValueError(
+            "the checkpoint does not fit this network (is it the same genotype, "
+            "width, depth and C_mid?): " + "; ".join(parts) + "." + hint
+        )
     model.load_state_dict(tensors, strict=True)
     return model

@@ -10,6 +10,7 @@ Tables: ``OPS`` (sharpDARTS, the default everywhere), ``DARTS_OPS`` (the origina
 definitions) and ``MULTICHANNELNET_OPS`` (the HyperCuboid grid). Users extend a table with
 ``@OPS.register('my_op')`` or create a new one with ``OpTable('MY_OPS')``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -17,8 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from sharpdarts.core import validate
-from sharpdarts.core import genotype_types
+from sharpdarts.core import genotype_types, validate
 from sharpdarts.registry import Registry, unknown_name
 
 OpFactory = Callable[..., nn.Module]
@@ -59,7 +59,9 @@ def op_table(table: str | Mapping | None = "OPS") -> Mapping:
     return table
 
 
-def resolve_ops(primitives: str | Sequence[str], table: str | Mapping | None) -> tuple[list[str], Mapping]:
+def resolve_ops(
+    primitives: str | Sequence[str], table: str | Mapping | None
+) -> tuple[list[str], Mapping]:
     """A primitive set (a name or a list) and an op table (a name, a mapping or None), checked
     against each other: every primitive must be in the table.
 
@@ -74,8 +76,9 @@ def resolve_ops(primitives: str | Sequence[str], table: str | Mapping | None) ->
     op_dict = op_table(table)
     missing = [p for p in names if p not in op_dict]
     if missing:
-        raise ValueError(f"primitives {missing} are not in the op table "
-                         f"{getattr(op_dict, 'name', '')}".rstrip())
+        raise ValueError(
+            f"primitives {missing} are not in the op table {getattr(op_dict, 'name', '')}".rstrip()
+        )
     return names, op_dict
 
 
@@ -127,8 +130,15 @@ class Identity(nn.Module):
 class ReLUConvBN(nn.Module):
     """ReLU, convolution (no bias), batch norm."""
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
-                 affine: bool = True):
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int,
+        padding: int,
+        affine: bool = True,
+    ):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
@@ -143,8 +153,15 @@ class ReLUConvBN(nn.Module):
 class ConvBNReLU(nn.Module):
     """Convolution (no bias), batch norm, ReLU: the 'nor_conv' ops of DARTS_OPS."""
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
-                 affine: bool = True):
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int,
+        padding: int,
+        affine: bool = True,
+    ):
         super().__init__()
         self.op = nn.Sequential(
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
@@ -159,13 +176,29 @@ class ConvBNReLU(nn.Module):
 class DilConv(nn.Module):
     """The original DARTS dilated conv: one stage of ReLU, depthwise conv, 1x1 conv, BN."""
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
-                 dilation: int, affine: bool = True):
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int,
+        padding: int,
+        dilation: int,
+        affine: bool = True,
+    ):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding,
-                      dilation=dilation, groups=C_in, bias=False),
+            nn.Conv2d(
+                C_in,
+                C_in,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=C_in,
+                bias=False,
+            ),
             nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
@@ -193,20 +226,44 @@ class SharpSepConv(nn.Module):
         C_mid: explicit middle width.
     """
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 1, dilation: int = 1, affine: bool = True,
-                 C_mid_mult: float = 1, C_mid: int | None = None):
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        dilation: int = 1,
+        affine: bool = True,
+        C_mid_mult: float = 1,
+        C_mid: int | None = None,
+    ):
         super().__init__()
         c_mid = C_mid if C_mid is not None else int(C_out * C_mid_mult)
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding,
-                      dilation=dilation, groups=C_in, bias=False),
+            nn.Conv2d(
+                C_in,
+                C_in,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=C_in,
+                bias=False,
+            ),
             nn.Conv2d(C_in, c_mid, 1, padding=0, bias=False),
             nn.BatchNorm2d(c_mid, affine=affine),
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_mid, c_mid, kernel_size, stride=1, padding=(kernel_size - 1) // 2,
-                      groups=c_mid, bias=False),
+            nn.Conv2d(
+                c_mid,
+                c_mid,
+                kernel_size,
+                stride=1,
+                padding=(kernel_size - 1) // 2,
+                groups=c_mid,
+                bias=False,
+            ),
             nn.Conv2d(c_mid, C_out, 1, padding=0, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
@@ -218,8 +275,16 @@ class SharpSepConv(nn.Module):
 class ResizablePool(nn.Module):
     """A 3x3 pool that can change the channel count (pool, then 1x1 conv + BN)."""
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 1, affine: bool = True, pool_type: type = nn.MaxPool2d):
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        affine: bool = True,
+        pool_type: type = nn.MaxPool2d,
+    ):
         super().__init__()
         pool = pool_type(kernel_size=kernel_size, stride=stride, padding=padding)
         if C_in == C_out:
@@ -238,16 +303,25 @@ class ResizablePool(nn.Module):
 class FactorizedReduce(nn.Module):
     """Halves the resolution with two offset 1x1 stride-2 convs, concatenated, then BN."""
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int = 1, stride: int = 2,
-                 padding: int = 0, affine: bool = True):
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int = 1,
+        stride: int = 2,
+        padding: int = 0,
+        affine: bool = True,
+    ):
         super().__init__()
         if C_out % 2:
             raise ValueError(f"FactorizedReduce needs an even C_out, got {C_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, kernel_size, stride=stride, padding=padding,
-                                bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out // 2, kernel_size, stride=stride, padding=padding,
-                                bias=False)
+        self.conv_1 = nn.Conv2d(
+            C_in, C_out // 2, kernel_size, stride=stride, padding=padding, bias=False
+        )
+        self.conv_2 = nn.Conv2d(
+            C_in, C_out // 2, kernel_size, stride=stride, padding=padding, bias=False
+        )
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
         # Pad right and bottom, then drop the first row and column: a one-pixel shift.
         self.pad = nn.ConstantPad2d((0, 1, 0, 1), 0.0)
@@ -284,6 +358,7 @@ def _skip(C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:
 def _sharp(kernel: int, padding: int, dilation: int = 1, mult: float = 1) -> OpFactory:
     def factory(C_in, C_out, stride, affine, C_mid=None):
         return SharpSepConv(C_in, C_out, kernel, stride, padding, dilation, affine, mult)
+
     return factory
 
 
@@ -291,61 +366,93 @@ def _choke(padding: int, dilation: int) -> OpFactory:
     def factory(C_in, C_out, stride, affine, C_mid=None):
         c_mid = DEFAULT_C_MID if C_mid is None else C_mid
         return SharpSepConv(C_in, C_out, 3, stride, padding, dilation, affine, C_mid=c_mid)
+
     return factory
 
 
 def _resizable_pool(pool_type: type) -> OpFactory:
     def factory(C_in, C_out, stride, affine, C_mid=None):
         return ResizablePool(C_in, C_out, 3, stride, padding=1, affine=affine, pool_type=pool_type)
+
     return factory
 
 
 OPS = OpTable("OPS")
-OPS.update({
-    "none": lambda C_in, C_out, stride, affine, C_mid=None: Zero(stride),
-    "avg_pool_3x3": _resizable_pool(nn.AvgPool2d),
-    "max_pool_3x3": _resizable_pool(nn.MaxPool2d),
-    "skip_connect": lambda C_in, C_out, stride, affine, C_mid=None: _skip(C_in, C_out, stride, affine),
-    "sep_conv_3x3": _sharp(3, 1),
-    "sep_conv_5x5": _sharp(5, 2),
-    "sep_conv_7x7": _sharp(7, 3),
-    "dil_conv_3x3": _sharp(3, 2, dilation=2),
-    "dil_conv_5x5": _sharp(5, 4, dilation=2),
-    "flood_conv_3x3": _sharp(3, 1, mult=4),
-    "flood_conv_5x5": _sharp(5, 2, mult=4),
-    "dil_flood_conv_3x3": _sharp(3, 2, dilation=2, mult=4),
-    "choke_conv_3x3": _choke(1, 1),
-    "dil_choke_conv_3x3": _choke(2, 2),
-    "conv_7x1_1x7": lambda C_in, C_out, stride, affine, C_mid=None: conv_7x1_1x7(
-        C_in, C_out, stride, affine, eps=1e-3),
-})
+OPS.update(
+    {
+        "none": lambda C_in, C_out, stride, affine, C_mid=None: Zero(stride),
+        "avg_pool_3x3": _resizable_pool(nn.AvgPool2d),
+        "max_pool_3x3": _resizable_pool(nn.MaxPool2d),
+        "skip_connect": lambda C_in, C_out, stride, affine, C_mid=None: _skip(
+            C_in, C_out, stride, affine
+        ),
+        "sep_conv_3x3": _sharp(3, 1),
+        "sep_conv_5x5": _sharp(5, 2),
+        "sep_conv_7x7": _sharp(7, 3),
+        "dil_conv_3x3": _sharp(3, 2, dilation=2),
+        "dil_conv_5x5": _sharp(5, 4, dilation=2),
+        "flood_conv_3x3": _sharp(3, 1, mult=4),
+        "flood_conv_5x5": _sharp(5, 2, mult=4),
+        "dil_flood_conv_3x3": _sharp(3, 2, dilation=2, mult=4),
+        "choke_conv_3x3": _choke(1, 1),
+        "dil_choke_conv_3x3": _choke(2, 2),
+        "conv_7x1_1x7": lambda C_in, C_out, stride, affine, C_mid=None: conv_7x1_1x7(
+            C_in, C_out, stride, affine, eps=1e-3
+        ),
+    }
+)
 
 # The original DARTS definitions: ops map C -> C (C_out is ignored, as in the original),
 # dilated convs are a single stage and the pools are plain (average excludes padding).
 DARTS_OPS = OpTable("DARTS_OPS")
-DARTS_OPS.update({
-    "none": lambda C, C_out, stride, affine, C_mid=None: Zero(stride),
-    "avg_pool_3x3": lambda C, C_out, stride, affine, C_mid=None: nn.AvgPool2d(
-        3, stride=stride, padding=1, count_include_pad=False),
-    "max_pool_3x3": lambda C, C_out, stride, affine, C_mid=None: nn.MaxPool2d(3, stride=stride, padding=1),
-    "skip_connect": lambda C, C_out, stride, affine, C_mid=None: _skip(C, C, stride, affine),
-    "sep_conv_3x3": lambda C, C_out, stride, affine, C_mid=None: SharpSepConv(C, C, 3, stride, 1, affine=affine),
-    "sep_conv_5x5": lambda C, C_out, stride, affine, C_mid=None: SharpSepConv(C, C, 5, stride, 2, affine=affine),
-    "sep_conv_7x7": lambda C, C_out, stride, affine, C_mid=None: SharpSepConv(C, C, 7, stride, 3, affine=affine),
-    "dil_conv_3x3": lambda C, C_out, stride, affine, C_mid=None: DilConv(C, C, 3, stride, 2, 2, affine),
-    "dil_conv_5x5": lambda C, C_out, stride, affine, C_mid=None: DilConv(C, C, 5, stride, 4, 2, affine),
-    "conv_7x1_1x7": lambda C, C_out, stride, affine, C_mid=None: conv_7x1_1x7(C, C, stride, affine),
-    "nor_conv_3x3": lambda C, C_out, stride, affine, C_mid=None: ConvBNReLU(C, C, 3, stride, 1, affine),
-    "nor_conv_5x5": lambda C, C_out, stride, affine, C_mid=None: ConvBNReLU(C, C, 5, stride, 2, affine),
-    "nor_conv_7x7": lambda C, C_out, stride, affine, C_mid=None: ConvBNReLU(C, C, 7, stride, 3, affine),
-})
+DARTS_OPS.update(
+    {
+        "none": lambda C, C_out, stride, affine, C_mid=None: Zero(stride),
+        "avg_pool_3x3": lambda C, C_out, stride, affine, C_mid=None: nn.AvgPool2d(
+            3, stride=stride, padding=1, count_include_pad=False
+        ),
+        "max_pool_3x3": lambda C, C_out, stride, affine, C_mid=None: nn.MaxPool2d(
+            3, stride=stride, padding=1
+        ),
+        "skip_connect": lambda C, C_out, stride, affine, C_mid=None: _skip(C, C, stride, affine),
+        "sep_conv_3x3": lambda C, C_out, stride, affine, C_mid=None: SharpSepConv(
+            C, C, 3, stride, 1, affine=affine
+        ),
+        "sep_conv_5x5": lambda C, C_out, stride, affine, C_mid=None: SharpSepConv(
+            C, C, 5, stride, 2, affine=affine
+        ),
+        "sep_conv_7x7": lambda C, C_out, stride, affine, C_mid=None: SharpSepConv(
+            C, C, 7, stride, 3, affine=affine
+        ),
+        "dil_conv_3x3": lambda C, C_out, stride, affine, C_mid=None: DilConv(
+            C, C, 3, stride, 2, 2, affine
+        ),
+        "dil_conv_5x5": lambda C, C_out, stride, affine, C_mid=None: DilConv(
+            C, C, 5, stride, 4, 2, affine
+        ),
+        "conv_7x1_1x7": lambda C, C_out, stride, affine, C_mid=None: conv_7x1_1x7(
+            C, C, stride, affine
+        ),
+        "nor_conv_3x3": lambda C, C_out, stride, affine, C_mid=None: ConvBNReLU(
+            C, C, 3, stride, 1, affine
+        ),
+        "nor_conv_5x5": lambda C, C_out, stride, affine, C_mid=None: ConvBNReLU(
+            C, C, 5, stride, 2, affine
+        ),
+        "nor_conv_7x7": lambda C, C_out, stride, affine, C_mid=None: ConvBNReLU(
+            C, C, 7, stride, 3, affine
+        ),
+    }
+)
 
 # The HyperCuboid grid joins every (C_in, C_out) pair with each of these.
 MULTICHANNELNET_OPS = OpTable("MULTICHANNELNET_OPS")
-MULTICHANNELNET_OPS.update({
-    "ResizablePool": _resizable_pool(nn.MaxPool2d),
-    "SharpSepConv": _sharp(3, 1),
-})
+MULTICHANNELNET_OPS.update(
+    {
+        "ResizablePool": _resizable_pool(nn.MaxPool2d),
+        "SharpSepConv": _sharp(3, 1),
+    }
+)
 
 
 def _primitives_of_known_ops(value) -> None:
@@ -359,5 +466,6 @@ def _primitives_of_known_ops(value) -> None:
 
 
 # The kind of a network's ``primitives`` parameter (see sharpdarts.core.validate).
-PRIMITIVES_OF_KNOWN_OPS = validate.Satisfies(validate.PRIMITIVE_SET.what,
-                                             test=_primitives_of_known_ops)
+PRIMITIVES_OF_KNOWN_OPS = validate.Satisfies(
+    validate.PRIMITIVE_SET.what, test=_primitives_of_known_ops
+)

@@ -11,6 +11,7 @@ modules, and the recurrent search cell (:mod:`sharpdarts.nn.recurrent.reference`
 gives each module its reference ``forward``) and back again; the cells
 themselves carry no reference flag and no reference branch.
 """
+
 from __future__ import annotations
 
 import types
@@ -31,8 +32,13 @@ def weighted_sum(ops: nn.ModuleList, x: torch.Tensor, coefficients: torch.Tensor
     return sum(w * op(x) for w, op in zip(coefficients, ops))
 
 
-def mixed_op_forward(mixed_op: nn.Module, x: torch.Tensor, coefficients: torch.Tensor,
-                     out: torch.Tensor | None = None, relu_x: object = None) -> torch.Tensor:
+def mixed_op_forward(
+    mixed_op: nn.Module,
+    x: torch.Tensor,
+    coefficients: torch.Tensor,
+    out: torch.Tensor | None = None,
+    relu_x: object = None,
+) -> torch.Tensor:
     """``MixedOp.forward`` as the original code computes it.
 
     Args:
@@ -55,27 +61,35 @@ def mixed_op_forward(mixed_op: nn.Module, x: torch.Tensor, coefficients: torch.T
     return result if out is None else out + result
 
 
-def search_cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor,
-                        coefficients: torch.Tensor,
-                        edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+def search_cell_forward(
+    cell: nn.Module,
+    s0: torch.Tensor,
+    s1: torch.Tensor,
+    coefficients: torch.Tensor,
+    edge_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``SearchCell.forward`` as the original code computes it: every node is the plain sum
     of its mixed ops (each scaled by its edge weight under PC-DARTS edge normalization)."""
     states = [cell.preprocess0(s0), cell.preprocess1(s1)]
     offset = 0
     for _ in range(cell._steps):
         if edge_weights is None:
-            s = sum(cell._ops[offset + j](h, coefficients[offset + j])
-                    for j, h in enumerate(states))
+            s = sum(
+                cell._ops[offset + j](h, coefficients[offset + j]) for j, h in enumerate(states)
+            )
         else:
-            s = sum(edge_weights[offset + j] * cell._ops[offset + j](h, coefficients[offset + j])
-                    for j, h in enumerate(states))
+            s = sum(
+                edge_weights[offset + j] * cell._ops[offset + j](h, coefficients[offset + j])
+                for j, h in enumerate(states)
+            )
         offset += len(states)
         states.append(s)
-    return torch.cat(states[-cell._multiplier:], dim=1)
+    return torch.cat(states[-cell._multiplier :], dim=1)
 
 
-def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor,
-                 drop_prob: float = 0.0) -> torch.Tensor:
+def cell_forward(
+    cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0
+) -> torch.Tensor:
     """``Cell.forward`` (a genotype's fixed cell) as the original code computes it; drop path
     never applies to an identity op."""
     states = [cell.preprocess0(s0), cell.preprocess1(s1)]
@@ -92,15 +106,20 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor,
 
 
 def _reference_forwards() -> dict[type, Callable]:
-    return {MixedOp: mixed_op_forward, SearchCell: search_cell_forward, Cell: cell_forward,
-            DARTSCellSearch: recurrent.search_cell_forward}
+    return {
+        MixedOp: mixed_op_forward,
+        SearchCell: search_cell_forward,
+        Cell: cell_forward,
+        DARTSCellSearch: recurrent.search_cell_forward,
+    }
 
 
 def uses_reference_path(module: nn.Module) -> bool:
     """Whether ``module`` runs its reference ``forward`` (see :func:`set_reference_path`)."""
     forward = module.__dict__.get("forward")
-    return (isinstance(forward, types.MethodType)
-            and forward.__func__ in _reference_forwards().values())
+    return (
+        isinstance(forward, types.MethodType) and forward.__func__ in _reference_forwards().values()
+    )
 
 
 def set_reference_path(model: nn.Module, enabled: bool = True) -> nn.Module:

@@ -4,6 +4,7 @@ A scheme maps softmax weights ``w`` (the last dimension runs over the ops of one
 a whole block in the multi-channel grid) to coefficients ``c``; a mixed op outputs
 ``sum_i c_i * op_i(x)``. Genotypes are always read from ``w`` itself, never from ``c``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,8 @@ Weighting = Callable[[torch.Tensor], torch.Tensor]
 # Users add a scheme with ``@WEIGHTINGS.register('my_scheme')`` (e.g. in a module that a .gin
 # file imports) and name it in a config: ``SearchNetwork.weighting = 'my_scheme'``.
 WEIGHTINGS: Registry[Weighting] = Registry(
-    "weighting", "WEIGHTINGS", hint="Schemes are registered with @WEIGHTINGS.register('name').")
+    "weighting", "WEIGHTINGS", hint="Schemes are registered with @WEIGHTINGS.register('name')."
+)
 
 
 @WEIGHTINGS.register("scalar")
@@ -69,8 +71,13 @@ def get_weighting(weighting: str | Weighting) -> Weighting:
         return weighting
     if weighting not in WEIGHTINGS:
         # A handful of schemes: name them all, not only the close ones.
-        raise unknown_name("weighting", weighting, WEIGHTINGS, where="in WEIGHTINGS",
-                           hint=f"Known schemes: {', '.join(WEIGHTINGS)}.")
+        raise unknown_name(
+            "weighting",
+            weighting,
+            WEIGHTINGS,
+            where="in WEIGHTINGS",
+            hint=f"Known schemes: {', '.join(WEIGHTINGS)}.",
+        )
     if weighting in _CONFIGURED and WEIGHTINGS[weighting] is max_w:
         return _CONFIGURED[weighting]()
     return WEIGHTINGS[weighting]

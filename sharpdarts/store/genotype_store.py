@@ -8,6 +8,7 @@ file under the lock (so two promotions at once both land) and rewrites it atomic
 :func:`genotype_of` is the one place where a command's ``NAME_OR_RUN`` argument becomes a
 genotype with its lineage (the registry first, then the results store's runs).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,13 @@ class DirLock:
             self._fd = None
 
 
-def promote(name: str, genotype: genotypes.Genotype, lineage: dict,
-            path: str | os.PathLike | None = None, replace: bool = False) -> genotypes.Genotype:
+def promote(
+    name: str,
+    genotype: genotypes.Genotype,
+    lineage: dict,
+    path: str | os.PathLike | None = None,
+    replace: bool = False,
+) -> genotypes.Genotype:
     """Adds a genotype to the user registry under a new name, with its lineage.
 
     Args:
@@ -72,11 +78,14 @@ def promote(name: str, genotype: genotypes.Genotype, lineage: dict,
             left unchanged.
     """
     if not isinstance(name, str) or not genotypes.NAME_RE.fullmatch(name):
-        raise ValueError(f"Invalid genotype name {name!r}: use letters, digits and underscores, "
-                         "not starting with a digit.")
+        raise ValueError(
+            f"Invalid genotype name {name!r}: use letters, digits and underscores, "
+            "not starting with a digit."
+        )
     if genotypes.is_builtin(name):
-        raise ValueError(f"Genotype name {name!r} is already taken by a builtin genotype; "
-                         "choose another name.")
+        raise ValueError(
+            f"Genotype name {name!r} is already taken by a builtin genotype; choose another name."
+        )
     if not isinstance(lineage, dict):
         raise ValueError(f"The lineage must be a dict, got {type(lineage).__name__}.")
     entry: dict[str, Any] = {"genotype": genotypes.to_dict(genotype), "lineage": lineage}
@@ -90,8 +99,10 @@ def promote(name: str, genotype: genotypes.Genotype, lineage: dict,
     with DirLock(path.parent):
         data = genotypes.read_registry(path)
         if name in data["genotypes"] and not replace:
-            raise ValueError(f"Genotype name {name!r} is already taken in {path}; choose another "
-                             "name (or replace it).")
+            raise ValueError(
+                f"Genotype name {name!r} is already taken in {path}; choose another "
+                "name (or replace it)."
+            )
         data["genotypes"][name] = entry
         atomic_write_json(path, data)
     return genotypes.from_dict(entry["genotype"])
@@ -103,8 +114,9 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def genotype_of(name_or_run: str, results_dir: str | os.PathLike,
-                best: bool = False) -> tuple[genotypes.Genotype, dict | None]:
+def genotype_of(
+    name_or_run: str, results_dir: str | os.PathLike, best: bool = False
+) -> tuple[genotypes.Genotype, dict | None]:
     """A registry name, or a run (id, path or ``run:ID``) whose final (or best) genotype is wanted.
 
     Args:
@@ -127,16 +139,24 @@ def genotype_of(name_or_run: str, results_dir: str | os.PathLike,
     try:
         run = store.find_run(results_dir, name_or_run)
     except UserError:
-        raise UserError(f"'{name_or_run}' is neither a genotype nor a run: "
-                        f"{_one_line(registry_error)}") from None
+        raise UserError(
+            f"'{name_or_run}' is neither a genotype nor a run: {_one_line(registry_error)}"
+        ) from None
     final = run.info.get("final") or {}
     key = "best_genotype" if best else "genotype"
     if not final.get(key):
-        raise UserError(f"Run {run.run_id} has no {key.replace('_', ' ')} (status "
-                        f"{run.info.get('status')}).")
+        raise UserError(
+            f"Run {run.run_id} has no {key.replace('_', ' ')} (status {run.info.get('status')})."
+        )
     epoch = final.get("best_epoch") if best else final.get("genotype_epoch")
     git = run.info.get("git") or {}
-    lineage = {"run_id": run.run_id, "experiment": run.info.get("experiment"),
-               "commit": git.get("commit"), "dirty": git.get("dirty"), "epoch": epoch,
-               "which": key, "seed": run.info.get("seed")}
+    lineage = {
+        "run_id": run.run_id,
+        "experiment": run.info.get("experiment"),
+        "commit": git.get("commit"),
+        "dirty": git.get("dirty"),
+        "epoch": epoch,
+        "which": key,
+        "seed": run.info.get("seed"),
+    }
     return genotypes.from_dict(final[key]), lineage

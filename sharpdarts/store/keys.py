@@ -5,6 +5,7 @@ apart. Ids are made of the start time and random digits, and a folder is claimed
 atomic ``mkdir``, so ids are unique under concurrency; a host-and-process tag keeps ids from
 different machines apart even in stores merged later.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -34,8 +35,10 @@ def new_run_id() -> str:
     process (:func:`host_tag`) and six random ones. The store claims a run folder with an
     atomic ``mkdir`` as well, so two starts never share one even then."""
     now = _dt.datetime.now(_dt.timezone.utc)
-    return (now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-"
-            f"{host_tag()}{secrets.token_hex(3)}")
+    return (
+        now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-"
+        f"{host_tag()}{secrets.token_hex(3)}"
+    )
 
 
 def check_experiment(experiment: str) -> str:
@@ -82,8 +85,9 @@ def normalise_config(text: str) -> str:
     Line order is kept: in gin a later binding overrides an earlier one, so order is part of
     the meaning.
     """
-    lines = (_strip_comment(line)
-             for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    lines = (
+        _strip_comment(line) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    )
     return "\n".join(line for line in lines if line.strip()) + "\n"
 
 

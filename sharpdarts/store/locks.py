@@ -13,6 +13,7 @@ file to a unique name (atomic), checks that it renamed the very file it judged s
 token), and removes it; a lock renamed by mistake (taken fresh in between) is put back.
 Release removes the file only while it still holds this holder's token.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,13 @@ class LockTimeout(TimeoutError):
 
 def _holder() -> dict:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "pid_start": process_start_time(pid),
-            "time": time.time(), "token": secrets.token_hex(8)}
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "pid_start": process_start_time(pid),
+        "time": time.time(),
+        "token": secrets.token_hex(8),
+    }
 
 
 def read_lock(path: str | os.PathLike) -> dict | None:
@@ -99,8 +105,13 @@ def _break(path: Path, judged: dict) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | os.PathLike, *, timeout: float | None = 600.0,
-              stale_after: float = STALE_AFTER_S, poll: float = 0.02) -> Iterator[dict]:
+def exclusive(
+    path: str | os.PathLike,
+    *,
+    timeout: float | None = 600.0,
+    stale_after: float = STALE_AFTER_S,
+    poll: float = 0.02,
+) -> Iterator[dict]:
     """Holds the lock file ``path`` for a ``with`` block (across processes and hosts).
 
     Args:

@@ -4,6 +4,7 @@ process that runs it.
 
 No torch at import: device detection imports it lazily (and reports a CPU without it).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -81,8 +82,9 @@ def _package_versions() -> dict:
     return versions
 
 
-def collect_provenance(repo_dir: str | os.PathLike | None = None, *,
-                       exclude: list | None = None) -> dict:
+def collect_provenance(
+    repo_dir: str | os.PathLike | None = None, *, exclude: list | None = None
+) -> dict:
     """Where and with what a run is made.
 
     Args:
@@ -126,7 +128,7 @@ def process_start_time(pid: int) -> str | None:
     except OSError:
         return None
     # The command name may contain spaces and parentheses: fields follow the last ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return fields[19] if len(fields) > 19 else None
 
 

@@ -18,6 +18,7 @@ folder reads with the per-epoch names ``test_*`` and the final ``best_test_epoch
 runs keep ``valid_*``: their held-out half really is validation data. This mapping lives here
 only, so results and plots agree.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,6 @@ from pathlib import Path
 
 from sharpdarts.core import io, run_folder
 from sharpdarts.errors import UserError
-
 
 __all__ = [
     "RECORD_FORMAT",

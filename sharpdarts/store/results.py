@@ -9,6 +9,7 @@ The tables are built from the DataFrame in :mod:`sharpdarts.store.tables`; its p
 are re-exported here (``results.build_table``, ``results.format_table``, ...), where the
 command line and the tests have always found them.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,10 +28,32 @@ from sharpdarts.store.store import iter_run_dirs
 __all__ = ["RUN_COLUMNS", "as_number", "load_metrics", "load_runs"]
 
 RUN_COLUMNS = [
-    "experiment", "run_id", "path", "seed", "kind", "status", "reason", "started", "ended",
-    "wall_seconds", "device", "device_count", "host", "git_commit", "git_branch", "dirty",
-    "config_hash", "resumes", "last_epoch", "genotype_name", "lineage_run_id", "smoke",
-    "gin_params", "gpu_days", "search_gpu_days", "run_ref",
+    "experiment",
+    "run_id",
+    "path",
+    "seed",
+    "kind",
+    "status",
+    "reason",
+    "started",
+    "ended",
+    "wall_seconds",
+    "device",
+    "device_count",
+    "host",
+    "git_commit",
+    "git_branch",
+    "dirty",
+    "config_hash",
+    "resumes",
+    "last_epoch",
+    "genotype_name",
+    "lineage_run_id",
+    "smoke",
+    "gin_params",
+    "gpu_days",
+    "search_gpu_days",
+    "run_ref",
 ]
 
 
@@ -132,8 +155,11 @@ def _sampling_seconds(folder: Path, info: dict) -> float:
     """A random search's own search cost: the seconds of its sampled cells' training epochs
     (phases ``sample_NN``); the winner's training is the row's evaluation, as a searched
     cell's training is a search row's."""
-    seconds = [as_number(r.get("seconds")) for r in reader.read_metrics(folder, info)
-               if str(r.get("phase", "")).startswith("sample_")]
+    seconds = [
+        as_number(r.get("seconds"))
+        for r in reader.read_metrics(folder, info)
+        if str(r.get("phase", "")).startswith("sample_")
+    ]
     return math.fsum(v for v in seconds if not math.isnan(v))
 
 
@@ -157,8 +183,9 @@ def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
     counts them.
     """
     results_dir = Path(results_dir)
-    df = pd.DataFrame([_run_row(results_dir, folder, info)
-                       for folder, info in _read_infos(results_dir)])
+    df = pd.DataFrame(
+        [_run_row(results_dir, folder, info) for folder, info in _read_infos(results_dir)]
+    )
     for column in RUN_COLUMNS:
         if column not in df:
             df[column] = pd.Series(dtype=object)

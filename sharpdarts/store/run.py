@@ -9,6 +9,7 @@ checkpoint on resume), and nothing is appended after a torn line (the file is re
 A run reads its own folder through :mod:`sharpdarts.store.reader` as recorded: the writer never
 renames what it wrote. Tables and plots read today's names through the same reader.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -201,19 +202,34 @@ class Run:
     # ------------------------------------------------------------------ endings
     def finish(self, final: dict, **fields: Any) -> dict:
         """Mark the run completed with its final metrics (see docs/CONVENTIONS.md)."""
-        return self.update(**{**fields, **self.close_session(), "status": "completed",
-                              "reason": None, "final": dict(final)})
+        return self.update(
+            **{
+                **fields,
+                **self.close_session(),
+                "status": "completed",
+                "reason": None,
+                "final": dict(final),
+            }
+        )
 
     def fail(self, reason: str, *, resumable: bool = True, **fields: Any) -> dict:
         """Mark the run failed. ``resumable=False`` (a NaN loss, a divergence) makes the next
         start of this key begin afresh in a new folder instead of resuming this one."""
-        return self.update(**{**fields, **self.close_session(), "status": "failed",
-                              "reason": str(reason), "resumable": bool(resumable)})
+        return self.update(
+            **{
+                **fields,
+                **self.close_session(),
+                "status": "failed",
+                "reason": str(reason),
+                "resumable": bool(resumable),
+            }
+        )
 
     def interrupt(self, reason: str = "interrupted", **fields: Any) -> dict:
         """Mark the run interrupted (Ctrl-C, SIGTERM, a time limit): it resumes next start."""
-        return self.update(**{**fields, **self.close_session(), "status": "interrupted",
-                              "reason": str(reason)})
+        return self.update(
+            **{**fields, **self.close_session(), "status": "interrupted", "reason": str(reason)}
+        )
 
     @contextlib.contextmanager
     def guard(self) -> Iterator["Run"]:

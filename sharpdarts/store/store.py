@@ -21,6 +21,7 @@ is still good). A run stopped because the loss became NaN or diverged should be 
 divergence, so the next start of that key begins from scratch in a new folder and the failed
 folder is kept as a record (tables only aggregate completed runs).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,12 @@ from sharpdarts.errors import UserError
 from sharpdarts.registry import unknown_name
 from sharpdarts.store import locks, reader
 from sharpdarts.store.keys import RUN_ID_RE, check_experiment, config_hash, new_run_id
-from sharpdarts.store.provenance import (collect_provenance, process_start_time,
-                                         run_process_alive, utc_now)
+from sharpdarts.store.provenance import (
+    collect_provenance,
+    process_start_time,
+    run_process_alive,
+    utc_now,
+)
 from sharpdarts.store.run import Run
 
 __all__ = ["KINDS", "RESERVED", "STATUSES", "find_run", "iter_run_dirs", "start_run"]
@@ -43,11 +48,30 @@ __all__ = ["KINDS", "RESERVED", "STATUSES", "find_run", "iter_run_dirs", "start_
 STATUSES = ("running", "completed", "failed", "interrupted")
 KINDS = ("search", "train", "evaluate")
 # Fields that start_run owns: ``extra`` may not set them (they define the key and the state).
-RESERVED = frozenset({
-    "experiment", "run_id", "seed", "kind", "config_hash", "status", "reason", "started",
-    "ended", "session_started", "sessions", "wall_seconds", "wall_seconds_done", "resumes",
-    "pid", "pid_start", "final", "last_epoch", "updated", "record_format",
-})
+RESERVED = frozenset(
+    {
+        "experiment",
+        "run_id",
+        "seed",
+        "kind",
+        "config_hash",
+        "status",
+        "reason",
+        "started",
+        "ended",
+        "session_started",
+        "sessions",
+        "wall_seconds",
+        "wall_seconds_done",
+        "resumes",
+        "pid",
+        "pid_start",
+        "final",
+        "last_epoch",
+        "updated",
+        "record_format",
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,8 +121,13 @@ def find_run(results_dir: str | os.PathLike, run_id_or_path: str | os.PathLike) 
     if len(matches) > 1:
         names = ", ".join(run_folder.relative_name(results_dir, d) for d in matches[:10])
         raise UserError(f"run {text!r} is ambiguous under {results_dir}: it matches {names}.")
-    error = unknown_name("run", text, [d.name for d in folders],
-                         where=f"under {run_folder.runs_root(results_dir)}", cutoff=0.5)
+    error = unknown_name(
+        "run",
+        text,
+        [d.name for d in folders],
+        where=f"under {run_folder.runs_root(results_dir)}",
+        cutoff=0.5,
+    )
     raise UserError(str(error))
 
 
@@ -118,8 +147,11 @@ def _same_key(exp_dir: Path, experiment: str, seed: Any, chash: str) -> list[Run
         except UserError:
             continue  # a corrupt folder is never resumed nor overwritten
         info = run.info
-        if (info.get("experiment") == experiment and info.get("config_hash") == chash
-                and info.get("seed") == seed):
+        if (
+            info.get("experiment") == experiment
+            and info.get("config_hash") == chash
+            and info.get("seed") == seed
+        ):
             runs.append(run)
     return runs
 
@@ -129,8 +161,12 @@ def _same_job(info: dict, job: dict | None) -> bool:
     scheduler never runs one job twice at once, so its earlier process is gone (killed on
     preemption, or its node died), wherever it ran."""
     mine = info.get("scheduler") or {}
-    return bool(job and job.get("job_id") and mine.get("job_id") == job.get("job_id")
-                and mine.get("executor") == job.get("executor"))
+    return bool(
+        job
+        and job.get("job_id")
+        and mine.get("job_id") == job.get("job_id")
+        and mine.get("executor") == job.get("executor")
+    )
 
 
 def _decide(candidates: list[Run], job: dict | None = None) -> tuple[str, Run | None]:
@@ -140,17 +176,17 @@ def _decide(candidates: list[Run], job: dict | None = None) -> tuple[str, Run | 
     if completed:
         return "skip", max(completed, key=lambda r: (r.info.get("ended") or "", r.run_id))
     for run in candidates:
-        if (run.status == "running" and run_process_alive(run.info)
-                and not _same_job(run.info, job)):
+        if run.status == "running" and run_process_alive(run.info) and not _same_job(run.info, job):
             where = run.info.get("host")
             raise UserError(
                 f"this experiment, seed and config is already running in {run.path} "
                 f"(pid {run.info.get('pid')} on {where}). Wait for it to end; if that process "
                 "is gone (e.g. another machine crashed), set its run.json status to "
-                "\"interrupted\" to resume it."
+                '"interrupted" to resume it.'
             )
     resumable = [
-        r for r in candidates
+        r
+        for r in candidates
         if r.status in ("interrupted", "running")
         or (r.status == "failed" and r.info.get("resumable", True))
     ]
@@ -195,9 +231,16 @@ def _resume(run: Run, prov: dict, session: dict, command: list[str], extra: dict
     if prov["git"]["dirty"] and prov["diff"]:
         io.atomic_write(run_folder.git_diff_path(run.path, n), prov["diff"])
     fields.update(
-        status="running", reason=None, resumable=None, ended=None, pid=session["pid"],
-        pid_start=process_start_time(session["pid"]), host=session["host"],
-        session_started=session["started"], resumes=n, sessions=[*sessions, session],
+        status="running",
+        reason=None,
+        resumable=None,
+        ended=None,
+        pid=session["pid"],
+        pid_start=process_start_time(session["pid"]),
+        host=session["host"],
+        session_started=session["started"],
+        resumes=n,
+        sessions=[*sessions, session],
         last_command=list(command),
     )
     fields.update(extra)
@@ -217,8 +260,15 @@ def _new_folder(exp_dir: Path) -> Path:
             continue
 
 
-def _create(exp_dir: Path, key: dict, prov: dict, session: dict, command: list[str],
-            config_text: str, extra: dict) -> Run:
+def _create(
+    exp_dir: Path,
+    key: dict,
+    prov: dict,
+    session: dict,
+    command: list[str],
+    config_text: str,
+    extra: dict,
+) -> Run:
     """A new run folder holding run.json, config.gin and (when dirty) git.diff."""
     path = _new_folder(exp_dir)
     info = {
@@ -308,15 +358,20 @@ def start_run(
 
     exp_dir = run_folder.experiment_dir(results_dir, experiment)
     with locks.exclusive(run_folder.lock_file(results_dir)):
-        decision, run = _decide(_same_key(exp_dir, experiment, seed, chash),
-                                extra.get("scheduler"))
+        decision, run = _decide(_same_key(exp_dir, experiment, seed, chash), extra.get("scheduler"))
         if decision == "skip":
             return run, "skip"
         if not allow_dirty:
             _refuse_untraceable(prov["git"])
-        session = {"started": utc_now(), "ended": None, "pid": os.getpid(),
-                   "host": socket.gethostname(), "commit": prov["git"]["commit"],
-                   "dirty": prov["git"]["dirty"], "device": prov["device"]}
+        session = {
+            "started": utc_now(),
+            "ended": None,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "commit": prov["git"]["commit"],
+            "dirty": prov["git"]["dirty"],
+            "device": prov["device"],
+        }
         if decision == "resume":
             return _resume(run, prov, session, command, extra), "resume"
         key = {"experiment": experiment, "seed": seed, "kind": kind, "config_hash": chash}

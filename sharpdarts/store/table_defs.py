@@ -26,6 +26,7 @@ Table definitions, one object per table name:
 - ``paper_match`` (optional): experiment -> ``{"table", "architecture"}``, the paper row whose
   values sit beside an experiment's row in tables not built from paper rows.
 """
+
 from __future__ import annotations
 
 import csv
@@ -43,8 +44,15 @@ from sharpdarts.registry import unknown_name
 if TYPE_CHECKING:  # pandas loads only where a table is built: `sharpdarts list` needs none
     import pandas as pd
 
-__all__ = ["computed_costs", "definition", "load_table_defs", "paper_rows", "paper_tables",
-           "table_names", "tables_json_path"]
+__all__ = [
+    "computed_costs",
+    "definition",
+    "load_table_defs",
+    "paper_rows",
+    "paper_tables",
+    "table_names",
+    "tables_json_path",
+]
 
 TABLES_JSON = "experiments/tables.json"  # relative to a resources root
 PAPER_TABLES = "reference/paper_tables.csv"  # package data, relative to the package
@@ -66,8 +74,10 @@ def tables_json_path() -> Path:
     path = resources.find(TABLES_JSON)
     if path is None:
         roots = ", ".join(str(r) for r in resources.roots()) or "(none)"
-        raise UserError(f"no {TABLES_JSON} found: looked in {roots}. Set "
-                        f"${resources.PROJECT_ENV_VAR} to a project folder that has one.")
+        raise UserError(
+            f"no {TABLES_JSON} found: looked in {roots}. Set "
+            f"${resources.PROJECT_ENV_VAR} to a project folder that has one."
+        )
     return path
 
 
@@ -107,8 +117,11 @@ def paper_rows() -> list[dict[str, str]]:
 def _paper_rows_cached() -> tuple[dict[str, str], ...]:
     rows: list[dict[str, str]] = []
     for name in PAPER_SOURCES:  # the order of paper_tables()'s rows
-        with importlib.resources.files("sharpdarts").joinpath(name).open(
-                "r", encoding="utf-8", newline="") as f:
+        with (
+            importlib.resources.files("sharpdarts")
+            .joinpath(name)
+            .open("r", encoding="utf-8", newline="") as f
+        ):
             rows += list(csv.DictReader(f))
     return tuple(rows)
 
@@ -140,8 +153,9 @@ def _paper_tables_cached() -> pd.DataFrame:
     text = {"search_gpu_days": object, "params_m": object}
     frames = []
     for name, extra in zip(PAPER_SOURCES, ({}, text)):
-        with importlib.resources.files("sharpdarts").joinpath(name).open(
-                "r", encoding="utf-8") as f:
+        with (
+            importlib.resources.files("sharpdarts").joinpath(name).open("r", encoding="utf-8") as f
+        ):
             frames.append(pd.read_csv(f, dtype={**dtypes, **extra}))
     return pd.concat(frames, ignore_index=True)
 

@@ -17,6 +17,7 @@ first, then the config with the most seeds, then the most recently ended; the ot
 counted in ``runs_left_out`` and named in a warning. With several completed runs of one seed
 and config, the latest counts.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ import pandas as pd
 from sharpdarts.core import io
 from sharpdarts.errors import UserError
 from sharpdarts.store.results import RUN_COLUMNS, as_number
-from sharpdarts.store.table_defs import (computed_costs, definition, paper_rows, paper_tables)
+from sharpdarts.store.table_defs import computed_costs, definition, paper_rows, paper_tables
 
 __all__ = ["FORMATS", "build_table", "format_table"]
 
@@ -49,11 +50,15 @@ def _select(runs: pd.DataFrame, experiment: str) -> tuple[pd.DataFrame, int]:
         return done, 0
     hashes = done["config_hash"].fillna("")
     if hashes.nunique() > 1:
+
         def score(group: pd.DataFrame) -> tuple:
             plain = all(_no_overrides(p) for p in group["gin_params"])
             ended = pd.to_datetime(group["ended"], utc=True, errors="coerce").max()
-            return (plain, group["seed"].nunique(),
-                    ended.timestamp() if pd.notna(ended) else -math.inf)
+            return (
+                plain,
+                group["seed"].nunique(),
+                ended.timestamp() if pd.notna(ended) else -math.inf,
+            )
 
         groups = {h: done[hashes == h] for h in hashes.unique()}
         best = max(groups, key=lambda h: score(groups[h]))
@@ -94,8 +99,11 @@ def _aggregate(spec: dict, runs: pd.DataFrame) -> dict:
                 value = pick.iloc[-1][metric]
             out[name] = value
             continue
-        values = (pd.to_numeric(runs[metric], errors="coerce").dropna()
-                  if metric in runs else pd.Series(dtype=float))
+        values = (
+            pd.to_numeric(runs[metric], errors="coerce").dropna()
+            if metric in runs
+            else pd.Series(dtype=float)
+        )
         out[f"{name}_mean"] = float(values.mean()) if len(values) else math.nan
         out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
         out[f"{name}_n"] = int(len(values))
@@ -107,8 +115,9 @@ def _empty_aggregate(spec: dict) -> dict:
     return _aggregate(spec, pd.DataFrame(columns=["seed"]))
 
 
-def _paper_values(spec: dict, paper_row: pd.Series | None,
-                  paper_text: dict[str, str] | None = None) -> dict:
+def _paper_values(
+    spec: dict, paper_row: pd.Series | None, paper_text: dict[str, str] | None = None
+) -> dict:
     """``paper_X`` / ``paper_X_std`` as numbers, and ``paper_X_text`` as the paper printed it
     (the CSV's own text, e.g. '24.0' or '0.570 ± 0.05'; '' when the paper gives none)."""
     out = {}
@@ -150,8 +159,9 @@ def _label_value(value: Any) -> Any:
     return value
 
 
-def build_table(name: str, runs_df: pd.DataFrame, *,
-                defs_path: str | os.PathLike | None = None) -> pd.DataFrame:
+def build_table(
+    name: str, runs_df: pd.DataFrame, *, defs_path: str | os.PathLike | None = None
+) -> pd.DataFrame:
     """Aggregate the completed runs of ``runs_df`` (from ``load_runs``) into table ``name``.
 
     Returns a DataFrame with the label columns, ``reference``, ``seeds``, ``X_mean``/``X_std``
@@ -173,8 +183,9 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
 
     texts = paper_rows()  # the paper's values as printed; row i is paper's index i
 
-    def add_row(experiment: str | None, paper_row: pd.Series | None, label_values: dict,
-                reference: bool) -> None:
+    def add_row(
+        experiment: str | None, paper_row: pd.Series | None, label_values: dict, reference: bool
+    ) -> None:
         row = {lab["name"]: _label_value(label_values.get(lab["name"])) for lab in labels}
         row["experiment"] = experiment
         row["reference"] = reference
@@ -191,8 +202,9 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
             row["runs_left_out"] = 0
             row["running"] = 0
         row.update(_computed_values(spec, experiment, row))
-        row.update(_paper_values(spec, paper_row,
-                                 texts[paper_row.name] if paper_row is not None else None))
+        row.update(
+            _paper_values(spec, paper_row, texts[paper_row.name] if paper_row is not None else None)
+        )
         rows.append(row)
 
     paper = paper_tables()
@@ -211,30 +223,39 @@ def build_table(name: str, runs_df: pd.DataFrame, *,
     if rows_spec.get("extra_experiments"):
         prefix = rows_spec["extra_experiments"]
         experiments += sorted(
-            e for e in completed["experiment"].dropna().unique()
+            e
+            for e in completed["experiment"].dropna().unique()
             if str(e).startswith(prefix) and e not in named
         )
     if rows_spec.get("experiment_prefix"):
         prefix = rows_spec["experiment_prefix"]
-        experiments += sorted(e for e in runs["experiment"].dropna().unique()
-                              if str(e).startswith(prefix))
+        experiments += sorted(
+            e for e in runs["experiment"].dropna().unique() if str(e).startswith(prefix)
+        )
     experiments += list(rows_spec.get("experiments") or [])
     match = spec.get("paper_match") or {}
     for experiment in dict.fromkeys(experiments):
         prow = None
         if experiment in match:
             m = match[experiment]
-            hit = paper[(paper["table"] == m.get("table")) &
-                        (paper["architecture"] == m.get("architecture"))]
+            hit = paper[
+                (paper["table"] == m.get("table"))
+                & (paper["architecture"] == m.get("architecture"))
+            ]
             prow = hit.iloc[0] if len(hit) else None
         values = {"experiment": experiment, "architecture": _genotype_label(runs, experiment)}
         add_row(experiment, prow, values, reference=False)
 
-    columns = list(dict.fromkeys(
-        [lab["name"] for lab in labels] + ["experiment", "reference"]
-        + list(_empty_aggregate(spec)) + ["config_hash", "runs_left_out", "running"]
-        + list(_computed_values(spec, None, {})) + list(_paper_values(spec, None))
-    ))
+    columns = list(
+        dict.fromkeys(
+            [lab["name"] for lab in labels]
+            + ["experiment", "reference"]
+            + list(_empty_aggregate(spec))
+            + ["config_hash", "runs_left_out", "running"]
+            + list(_computed_values(spec, None, {}))
+            + list(_paper_values(spec, None))
+        )
+    )
     df = pd.DataFrame(rows, columns=columns)
     df["seeds"] = df["seeds"].astype(int)
     df["reference"] = df["reference"].astype(bool)
@@ -258,8 +279,9 @@ def _running_note(df: pd.DataFrame) -> str:
     if busy.empty:
         return ""
     parts = [f"{e}: {int(n)}" for e, n in zip(busy["experiment"], busy["running"])]
-    return ("\nStill running (not counted; seeds are completed runs only): "
-            + ", ".join(parts) + "\n")
+    return (
+        "\nStill running (not counted; seeds are completed runs only): " + ", ".join(parts) + "\n"
+    )
 
 
 def _genotype_label(runs: pd.DataFrame, experiment: str) -> str:
@@ -308,19 +330,20 @@ def _display_frame(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
     has_paper = any("paper" in c for c in spec["columns"])
     out: dict[str, list[str]] = {}
     for lab in labels:
-        out[lab["label"]] = ["" if _label_value(v) is None else str(v)
-                             for v in df.get(lab["name"], [None] * len(df))]
+        out[lab["label"]] = [
+            "" if _label_value(v) is None else str(v) for v in df.get(lab["name"], [None] * len(df))
+        ]
     reference = df.get("reference", pd.Series([False] * len(df))).fillna(False).astype(bool)
     out["Seeds"] = ["" if ref else str(int(n)) for ref, n in zip(reference, df["seeds"])]
     for col in spec["columns"]:
         if col.get("display", True) is False:
             continue
         name, digits, agg = col["name"], int(col.get("digits", 2)), col.get("agg", "mean_std")
-        ours_label = (f"{col['label']} (ours)" if has_paper and agg != "best_run"
-                      else col["label"])
+        ours_label = f"{col['label']} (ours)" if has_paper and agg != "best_run" else col["label"]
         if agg == "best_run":
-            out[ours_label] = ["" if _label_value(v) is None else str(v)
-                               for v in df.get(name, [None] * len(df))]
+            out[ours_label] = [
+                "" if _label_value(v) is None else str(v) for v in df.get(name, [None] * len(df))
+            ]
         else:
             computed = df.get(f"{name}_computed", pd.Series([math.nan] * len(df)))
             out[ours_label] = [
@@ -337,8 +360,16 @@ def _display_frame(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
 
 
 _LATEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
     COMPUTED_MARK: r"$^\dagger$",
 }
 
@@ -348,21 +379,27 @@ def _latex_escape(text: str) -> str:
     return text.replace("±", r"$\pm$")
 
 
-def _to_latex(display: pd.DataFrame, n_labels: int, caption: str | None,
-              note: str | None = None) -> str:
+def _to_latex(
+    display: pd.DataFrame, n_labels: int, caption: str | None, note: str | None = None
+) -> str:
     """A booktabs tabular (our own writer: pandas' to_latex needs jinja2)."""
     align = "l" * n_labels + "r" * (display.shape[1] - n_labels)
     lines = []
     if caption:
         lines.append(f"% {caption}")
-    lines += [f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-              " & ".join(_latex_escape(c) for c in display.columns) + r" \\", "\\midrule"]
+    lines += [
+        f"\\begin{{tabular}}{{{align}}}",
+        "\\toprule",
+        " & ".join(_latex_escape(c) for c in display.columns) + r" \\",
+        "\\midrule",
+    ]
     for _, row in display.iterrows():
         lines.append(" & ".join(_latex_escape(v) for v in row) + r" \\")
     lines.append("\\bottomrule")
     if note:  # below the rule, across the table, as booktabs tables carry their notes
-        lines.append(f"\\multicolumn{{{display.shape[1]}}}{{l}}{{\\footnotesize "
-                     f"{_latex_escape(note)}}} \\\\")
+        lines.append(
+            f"\\multicolumn{{{display.shape[1]}}}{{l}}{{\\footnotesize {_latex_escape(note)}}} \\\\"
+        )
     lines.append("\\end{tabular}")
     return "\n".join(lines) + "\n"
 
@@ -407,5 +444,6 @@ def format_table(df: pd.DataFrame, fmt: str = "markdown", *, name: str | None = 
     if fmt == "markdown":
         text = display.to_markdown(index=False, disable_numparse=True) + "\n"
         return text + (f"\n{note}\n" if note else "") + running
-    return (_to_latex(display, n_labels, df.attrs.get("title"), note)
-            + running.replace("\n", "\n% ", 1))
+    return _to_latex(display, n_labels, df.attrs.get("title"), note) + running.replace(
+        "\n", "\n% ", 1
+    )

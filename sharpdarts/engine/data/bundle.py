@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import gin
 from torch.utils.data import Dataset
 
+from sharpdarts.core import validate
 from sharpdarts.engine.data.datasets import DEFAULT_ROOT, resolve_root
 from sharpdarts.engine.data.specs import DatasetSpec, spec, synthetic_spec
 from sharpdarts.engine.data.transforms import test_transform, train_transform
-from sharpdarts.core import validate
 from sharpdarts.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,12 @@ class DataBundle:
 
 
 @gin.configurable
-@validate.params(root=validate.FOLDER.or_none(), cutout_length=validate.Int("an integer >= 0", low=0),
-                 cutout_count=validate.COUNT, seed=validate.SEED)
+@validate.params(
+    root=validate.FOLDER.or_none(),
+    cutout_length=validate.Int("an integer >= 0", low=0),
+    cutout_count=validate.COUNT,
+    seed=validate.SEED,
+)
 def build_datasets(
     name: str = gin.REQUIRED,
     root: str | os.PathLike | None = DEFAULT_ROOT,

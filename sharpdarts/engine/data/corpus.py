@@ -13,6 +13,7 @@ into ``bsz`` columns (the tail dropped), :func:`get_batch` takes ``L`` rows and 
 them as targets, and :func:`bptt_windows` yields the variable BPTT lengths of the original's
 training loops.
 """
+
 from __future__ import annotations
 
 import functools
@@ -77,7 +78,8 @@ def split_files(folder: str | os.PathLike) -> dict[str, Path]:
         f"No language-model corpus in {folder.resolve()}: it needs train.txt, valid.txt and "
         "test.txt (or ptb.train.txt, ptb.valid.txt and ptb.test.txt), one sentence per line, "
         "as awd-lstm-lm's getdata.sh writes them. Point --data (or $SHARPDARTS_DATA) at the "
-        "folder above it.")
+        "folder above it."
+    )
 
 
 def tokenize_lines(lines, vocab: dict[str, int], words: list[str]) -> list[int]:
@@ -93,8 +95,9 @@ def tokenize_lines(lines, vocab: dict[str, int], words: list[str]) -> list[int]:
 
 
 def _fingerprint(files: dict[str, Path]) -> list:
-    return [CACHE_VERSION] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns]
-                              for f in files.values()]
+    return [CACHE_VERSION] + [
+        [f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files.values()
+    ]
 
 
 def _read(files: dict[str, Path]) -> tuple[list[str], dict[str, torch.Tensor]]:
@@ -148,7 +151,7 @@ def batchify(data: torch.Tensor, bsz: int) -> torch.Tensor:
     rows = data.size(0) // bsz
     if rows < 2:
         raise ValueError(f"{data.size(0)} tokens are too few for batches of {bsz} columns.")
-    return data[:rows * bsz].view(bsz, rows).t().contiguous()
+    return data[: rows * bsz].view(bsz, rows).t().contiguous()
 
 
 def rank_columns(source: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -169,7 +172,7 @@ def get_batch(source: torch.Tensor, i: int, seq_len: int) -> tuple[torch.Tensor,
     """Rows ``i .. i + L`` as input and the rows one later as targets (flattened), with
     ``L = min(seq_len, rows - 1 - i)``."""
     length = min(seq_len, source.size(0) - 1 - i)
-    return source[i:i + length], source[i + 1:i + 1 + length].reshape(-1)
+    return source[i : i + length], source[i + 1 : i + 1 + length].reshape(-1)
 
 
 def sample_seq_len(bptt: int, jitter: bool, rng=np.random, max_delta: int = 20) -> int:
@@ -237,7 +240,8 @@ def folder_builder(*names: str):
         raise UserError(
             f"No language-model corpus in {looked}: each needs train.txt, valid.txt and "
             "test.txt, as awd-lstm-lm's getdata.sh writes them. Point --data (or "
-            "$SHARPDARTS_DATA) at the folder that holds it.")
+            "$SHARPDARTS_DATA) at the folder that holds it."
+        )
 
     return build
 

@@ -185,12 +185,19 @@ def cifar10_1(
     missing = [name for name, path in zip(CIFAR10_1_FILES, paths) if not os.path.isfile(path)]
     if missing:
         raise _missing_error(
-            "CIFAR-10.1", folder, "missing " + ", ".join(missing),
+            "CIFAR-10.1",
+            folder,
+            "missing " + ", ".join(missing),
             _DOWNLOAD_HINT + " The files are in https://github.com/modestyachts/CIFAR-10.1.",
         )
     images, labels = np.load(paths[0]), np.load(paths[1])
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3) \
-            or labels.ndim != 1 or len(labels) != len(images):
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[1:] != (32, 32, 3)
+        or labels.ndim != 1
+        or len(labels) != len(images)
+    ):
         raise UserError(
             f"The CIFAR-10.1 files in {os.path.abspath(folder)} do not hold uint8 images of "
             f"N x 32 x 32 x 3 with N labels (found images {images.dtype} {images.shape}, "
@@ -261,7 +268,8 @@ def mnist(
     """MNIST from ``root/MNIST/raw`` via torchvision. Raises ``UserError`` when missing."""
     root = os.fspath(root)
     return _torchvision_dataset(
-        "MNIST", os.path.join(root, "MNIST"),
+        "MNIST",
+        os.path.join(root, "MNIST"),
         lambda dl: torchvision.datasets.MNIST(root, train=train, transform=transform, download=dl),
         download,
     )
@@ -277,7 +285,8 @@ def fashion_mnist(
     missing."""
     root = os.fspath(root)
     return _torchvision_dataset(
-        "Fashion-MNIST", os.path.join(root, "FashionMNIST"),
+        "Fashion-MNIST",
+        os.path.join(root, "FashionMNIST"),
         lambda dl: torchvision.datasets.FashionMNIST(
             root, train=train, transform=transform, download=dl
         ),
@@ -295,7 +304,8 @@ def svhn(
     ``UserError`` when missing."""
     folder = os.path.join(os.fspath(root), "svhn")
     return _torchvision_dataset(
-        "SVHN", folder,
+        "SVHN",
+        folder,
         lambda dl: torchvision.datasets.SVHN(
             folder, split="train" if train else "test", transform=transform, download=dl
         ),

@@ -93,8 +93,9 @@ def make_loader(
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     # The sampling order is shared by every process (the shards must agree); the loader's
     # generator also seeds its workers, whose augmentation must differ across processes.
-    generator = (torch.Generator().manual_seed(rank_seed(seed, rank or 0))
-                 if seed is not None else None)
+    generator = (
+        torch.Generator().manual_seed(rank_seed(seed, rank or 0)) if seed is not None else None
+    )
     sampler: Any = None
     if distributed and exact:
         dataset = Subset(dataset, list(indices)) if indices is not None else dataset

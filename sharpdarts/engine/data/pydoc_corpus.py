@@ -28,6 +28,7 @@ Python version and the topics' hash, and a folder whose ``SOURCE.json`` does not
 interpreter's topics is rewritten (the text differs between Python versions, so do the
 demo's figures).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +65,8 @@ def topics() -> dict[str, str]:
         raise UserError(
             "This Python has no pydoc_data.topics (the documentation text CPython ships in "
             "its standard library; some Linux distributions move it to a separate package "
-            f"such as python3-doc): {exc}.") from exc
+            f"such as python3-doc): {exc}."
+        ) from exc
     return dict(texts)
 
 
@@ -127,20 +129,29 @@ def build_lines(texts: dict[str, str], min_count: int = MIN_COUNT) -> dict[str, 
     """
     by_topic = {name: sentences(text) for name, text in texts.items()}
     sizes = {name: sum(map(len, rows)) for name, rows in by_topic.items()}
-    tokenised = {split: [tokens for name in names for tokens in by_topic[name]]
-                 for split, names in split_topics(sizes).items()}
+    tokenised = {
+        split: [tokens for name in names for tokens in by_topic[name]]
+        for split, names in split_topics(sizes).items()
+    }
     counts = Counter(token for tokens in tokenised["train"] for token in tokens)
     keep = {word for word, count in counts.items() if count >= min_count}
-    return {split: [" ".join(t if t in keep else UNK for t in tokens) for tokens in rows]
-            for split, rows in tokenised.items()}
+    return {
+        split: [" ".join(t if t in keep else UNK for t in tokens) for tokens in rows]
+        for split, rows in tokenised.items()
+    }
 
 
 def source_stamp(texts: dict[str, str]) -> dict:
     """What a written folder was made from: the format, Python version and topics' hash."""
     digest = hashlib.sha256(json.dumps(texts, sort_keys=True).encode("utf-8")).hexdigest()
-    return {"format": FORMAT_VERSION, "source": "pydoc_data.topics",
-            "python": ".".join(map(str, sys.version_info[:3])), "topics_sha256": digest,
-            "topics": len(texts), "min_count": MIN_COUNT}
+    return {
+        "format": FORMAT_VERSION,
+        "source": "pydoc_data.topics",
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "topics_sha256": digest,
+        "topics": len(texts),
+        "min_count": MIN_COUNT,
+    }
 
 
 def write_corpus(folder: str | os.PathLike, texts: dict[str, str] | None = None) -> Path:
@@ -168,8 +179,10 @@ def write_corpus(folder: str | os.PathLike, texts: dict[str, str] | None = None)
             atomic_write(folder / f"{split}.txt", "".join(f"{line}\n" for line in lines))
         atomic_write_json(folder / SOURCE_FILE, stamp)
     except OSError as exc:
-        raise UserError(f"Could not write the pydoc corpus into {folder.resolve()}: {exc}. "
-                        "Point --data (or $SHARPDARTS_DATA) at a writable folder.") from exc
+        raise UserError(
+            f"Could not write the pydoc corpus into {folder.resolve()}: {exc}. "
+            "Point --data (or $SHARPDARTS_DATA) at a writable folder."
+        ) from exc
     return folder
 
 

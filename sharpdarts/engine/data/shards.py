@@ -6,6 +6,7 @@ gives process r the items r, r + W, r + 2W, ... (W processes): every item exactl
 processes, no padding, so summed totals equal those of one process. The shards may differ in
 length by one, which evaluation allows (it synchronises only once, at the end).
 """
+
 from __future__ import annotations
 
 from typing import Iterator

@@ -67,8 +67,9 @@ class DatasetSpec:
         """(channels, height, width) of one image tensor."""
         return (self.channels, *self.image_size)
 
-    def build(self, root: str, train: bool, transform: Any = None, download: bool = False,
-              seed: int = 0) -> Dataset:
+    def build(
+        self, root: str, train: bool, transform: Any = None, download: bool = False, seed: int = 0
+    ) -> Dataset:
         """The training (``train=True``) or test set, read by ``builder``."""
         if self.builder is None:
             raise UserError(f"Dataset {self.name!r} has no builder to read it with.")
@@ -120,30 +121,76 @@ _CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 _CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 
 for _spec in (
-    DatasetSpec("cifar10", (32, 32), 3, 10, _CIFAR10_MEAN, _CIFAR10_STD,
-                _files(datasets.cifar10), "CIFAR-10", extra_tests=("cifar10_1",)),
+    DatasetSpec(
+        "cifar10",
+        (32, 32),
+        3,
+        10,
+        _CIFAR10_MEAN,
+        _CIFAR10_STD,
+        _files(datasets.cifar10),
+        "CIFAR-10",
+        extra_tests=("cifar10_1",),
+    ),
     # CIFAR-10.1 is a new test set for models trained on CIFAR-10: same statistics.
-    DatasetSpec("cifar10_1", (32, 32), 3, 10, _CIFAR10_MEAN, _CIFAR10_STD, _cifar10_1,
-                "CIFAR-10.1", test_set_of="cifar10"),
-    DatasetSpec("imagenet", (224, 224), 3, 1000, (0.485, 0.456, 0.406),
-                (0.229, 0.224, 0.225), _imagenet, "ImageNet", crop="resized",
-                autoaugment_policy="IMAGENET"),
-    DatasetSpec("mnist", (28, 28), 1, 10, (0.1307,), (0.3081,), _files(datasets.mnist),
-                "MNIST"),
-    DatasetSpec("fashion_mnist", (28, 28), 1, 10, (0.2860405969887955,),
-                (0.35302424825650003,), _files(datasets.fashion_mnist), "Fashion-MNIST"),
-    DatasetSpec("svhn", (32, 32), 3, 10, (0.4376821, 0.4437697, 0.47280442),
-                (0.19803012, 0.20101562, 0.19703614), _files(datasets.svhn), "SVHN",
-                autoaugment_policy="SVHN"),
+    DatasetSpec(
+        "cifar10_1",
+        (32, 32),
+        3,
+        10,
+        _CIFAR10_MEAN,
+        _CIFAR10_STD,
+        _cifar10_1,
+        "CIFAR-10.1",
+        test_set_of="cifar10",
+    ),
+    DatasetSpec(
+        "imagenet",
+        (224, 224),
+        3,
+        1000,
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        _imagenet,
+        "ImageNet",
+        crop="resized",
+        autoaugment_policy="IMAGENET",
+    ),
+    DatasetSpec("mnist", (28, 28), 1, 10, (0.1307,), (0.3081,), _files(datasets.mnist), "MNIST"),
+    DatasetSpec(
+        "fashion_mnist",
+        (28, 28),
+        1,
+        10,
+        (0.2860405969887955,),
+        (0.35302424825650003,),
+        _files(datasets.fashion_mnist),
+        "Fashion-MNIST",
+    ),
+    DatasetSpec(
+        "svhn",
+        (32, 32),
+        3,
+        10,
+        (0.4376821, 0.4437697, 0.47280442),
+        (0.19803012, 0.20101562, 0.19703614),
+        _files(datasets.svhn),
+        "SVHN",
+        autoaugment_policy="SVHN",
+    ),
     # scikit-learn's 8x8 digits scaled to [0, 1]; statistics over all 1797 images.
-    DatasetSpec("digits", (8, 8), 1, 10, (0.3052603,), (0.3760492,), _digits, "digits",
-                tensor_images=True),
+    DatasetSpec(
+        "digits", (8, 8), 1, 10, (0.3052603,), (0.3760492,), _digits, "digits", tensor_images=True
+    ),
 ):
     DATASETS.register(_spec.name)(_spec)
 
 
-def synthetic_spec(image_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
-                   sizes: Sequence[int] = (256, 64)) -> DatasetSpec:
+def synthetic_spec(
+    image_shape: Sequence[int] = (3, 32, 32),
+    num_classes: int = 10,
+    sizes: Sequence[int] = (256, 64),
+) -> DatasetSpec:
     """The description of a synthetic dataset of the given image shape (C, H, W), class count
     and (train, test) image counts.
 
@@ -156,12 +203,25 @@ def synthetic_spec(image_shape: Sequence[int] = (3, 32, 32), num_classes: int = 
 
     def build(root, train, transform, download, seed):
         return datasets.SyntheticDataset(
-            n_train if train else n_test, image_shape=shape, num_classes=int(num_classes),
-            seed=seed, sample_offset=0 if train else n_train, transform=transform)
+            n_train if train else n_test,
+            image_shape=shape,
+            num_classes=int(num_classes),
+            seed=seed,
+            sample_offset=0 if train else n_train,
+            transform=transform,
+        )
 
-    return DatasetSpec("synthetic", (height, width), channels, int(num_classes),
-                       (0.0,) * channels, (1.0,) * channels, build, "synthetic",
-                       tensor_images=True)
+    return DatasetSpec(
+        "synthetic",
+        (height, width),
+        channels,
+        int(num_classes),
+        (0.0,) * channels,
+        (1.0,) * channels,
+        build,
+        "synthetic",
+        tensor_images=True,
+    )
 
 
 DATASETS.register("synthetic")(synthetic_spec())
@@ -170,8 +230,18 @@ DATASETS.register("synthetic")(synthetic_spec())
 def _text(name: str, builder: Builder, label: str, vocabulary: int = 0) -> DatasetSpec:
     # A language model's classes are its vocabulary: the published corpora's sizes are known
     # (docs/facts/darts_rnn.md, section 1), so a model's size is known before any data is read.
-    return DatasetSpec(name, (1, 1), 1, vocabulary, (0.0,), (1.0,), builder, label,
-                       tensor_images=True, modality="text")
+    return DatasetSpec(
+        name,
+        (1, 1),
+        1,
+        vocabulary,
+        (0.0,),
+        (1.0,),
+        builder,
+        label,
+        tensor_images=True,
+        modality="text",
+    )
 
 
 for _spec in (

@@ -4,6 +4,7 @@
 the last logged epoch, above a grid of small heatmaps over the logged epochs (every k-th
 epoch when there are many, always ending with the last).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,8 @@ def alphas_primitives(info: Mapping[str, Any], n_ops: int) -> list[str]:
             raise UserError(f"run.json 'primitives' is not usable: {e}") from e
         if len(names) != n_ops:
             raise UserError(
-                f"run.json lists {len(names)} primitives but the logged alphas have {n_ops} ops.")
+                f"run.json lists {len(names)} primitives but the logged alphas have {n_ops} ops."
+            )
         return names
     matches = [list(ops) for ops in genotype_types.PRIMITIVE_SETS.values() if len(ops) == n_ops]
     if len(matches) == 1:
@@ -76,17 +78,22 @@ def _alphas_history(run_dir: str | Path) -> tuple[dict, list[int], dict[str, lis
         try:
             arrays = {c: np.asarray(a, dtype=float) for c, a in zip(CELLS, (normal, reduce))}
         except (TypeError, ValueError) as e:
-            raise UserError(f"Epoch {record['epoch']} of {run_dir} has malformed alphas: {e}") from e
+            raise UserError(
+                f"Epoch {record['epoch']} of {run_dir} has malformed alphas: {e}"
+            ) from e
         if any(a.ndim != 2 for a in arrays.values()):
-            raise UserError(f"Epoch {record['epoch']} of {run_dir} has alphas that are not "
-                            "(edges x ops) tables.")
+            raise UserError(
+                f"Epoch {record['epoch']} of {run_dir} has alphas that are not "
+                "(edges x ops) tables."
+            )
         epochs.append(int(record["epoch"]))
         for c in CELLS:
             history[c].append(arrays[c])
     if not epochs:
         raise UserError(
             f"The run in {run_folder.run_dir(run_dir)} has logged no architecture weights "
-            "(alphas_normal / alphas_reduce); only search runs do.")
+            "(alphas_normal / alphas_reduce); only search runs do."
+        )
     return info, epochs, history
 
 
@@ -132,28 +139,40 @@ def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | Non
     ops = alphas_primitives(info, n_ops)
     rows = {c: edge_labels(last[c].shape[0]) for c in CELLS}
     picked = _grid_indices(len(epochs), max_grid)
-    norm = alphas_norm([history[c][i] for c in CELLS for i in picked] + list(last.values()),
-                       n_ops)
+    norm = alphas_norm([history[c][i] for c in CELLS for i in picked] + list(last.values()), n_ops)
 
-    fig = Figure(figsize=(max(10.0, 1.25 * len(picked) + 1.5), 7.0 + 0.2 * n_edges),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(10.0, 1.25 * len(picked) + 1.5), 7.0 + 0.2 * n_edges), layout="constrained"
+    )
     top, bottom = fig.subfigures(2, 1, height_ratios=[2.2, 1.0])
     top_axes = top.subplots(1, 2)
     for ax, cell in zip(top_axes, CELLS):
         data = last[cell]
         image = ax.imshow(data, cmap=ALPHAS_CMAP, norm=norm, aspect="auto")
-        ax.set_xticks(range(data.shape[1]), ops[: data.shape[1]], rotation=60, ha="right",
-                      fontsize="small")
+        ax.set_xticks(
+            range(data.shape[1]), ops[: data.shape[1]], rotation=60, ha="right", fontsize="small"
+        )
         ax.set_yticks(range(data.shape[0]), rows[cell], fontsize="small")
         ax.set_ylabel("edge (input state -> node state)")
         ax.set_title(f"{CELL_TITLES[cell]}, epoch {epochs[-1]}")
         if data.size <= 400:
             for (r, c), v in np.ndenumerate(data):
-                ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=6,
-                        # Dark text on the pale middle of the map, white on its ends.
-                        color="black" if abs(norm(v) - 0.5) < 0.3 else "white")
-    bar = top.colorbar(image, ax=list(top_axes), shrink=0.9,
-                       label=f"softmax weight (centre: uniform 1/{n_ops} = {1 / n_ops:.3f})")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    # Dark text on the pale middle of the map, white on its ends.
+                    color="black" if abs(norm(v) - 0.5) < 0.3 else "white",
+                )
+    bar = top.colorbar(
+        image,
+        ax=list(top_axes),
+        shrink=0.9,
+        label=f"softmax weight (centre: uniform 1/{n_ops} = {1 / n_ops:.3f})",
+    )
     bar.ax.axhline(1.0 / n_ops, color="black", linewidth=0.8)
     name = info.get("experiment", run_folder.run_dir(run_dir).name)
     top.suptitle(title or f"Architecture weights of {name}")
@@ -177,8 +196,9 @@ def make_alphas_figure(run_dir: str | Path, max_grid: int = 10, title: str | Non
     return fig
 
 
-def plot_alphas(run_dir: str | Path, out: str | Path, max_grid: int = 10,
-                title: str | None = None) -> Path:
+def plot_alphas(
+    run_dir: str | Path, out: str | Path, max_grid: int = 10, title: str | None = None
+) -> Path:
     """Plots a search run's softmax architecture weights (normal and reduction cells).
 
     The last logged epoch is drawn as two large heatmaps (edges ``j->s`` by op names, values

@@ -5,6 +5,7 @@ Graphviz ``dot`` when one is on the PATH and otherwise the WebAssembly Graphviz 
 installs (``plots.render``), so no system package is needed. ``genotype_for`` resolves a
 registry name or a run folder to a ``Genotype``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -74,20 +75,24 @@ def genotype_for(name_or_run_dir: str | Path | Genotype, prefer: str = "genotype
         where = str(run_folder.run_json_path(folder))
         final = info.get("final") if isinstance(info.get("final"), Mapping) else {}
         other = "best_genotype" if prefer == "genotype" else "genotype"
-        for value, source in ((final.get(prefer), f"{where} final.{prefer}"),
-                              (final.get(other), f"{where} final.{other}"),
-                              (info.get("genotype"), f"{where} genotype")):
+        for value, source in (
+            (final.get(prefer), f"{where} final.{prefer}"),
+            (final.get(other), f"{where} final.{other}"),
+            (info.get("genotype"), f"{where} genotype"),
+        ):
             found = _genotype_from_value(value, source)
             if found is not None:
                 return found
         for record in reversed(reader.read_metrics(folder)):
-            found = _genotype_from_value(record.get("genotype"),
-                                         str(run_folder.metrics_path(folder)))
+            found = _genotype_from_value(
+                record.get("genotype"), str(run_folder.metrics_path(folder))
+            )
             if found is not None:
                 return found
         raise UserError(
             f"The run in {folder} has no genotype yet (run.json has no final genotype and no "
-            "epoch logged one); only search runs record one.")
+            "epoch logged one); only search runs record one."
+        )
     try:
         return genotypes.get(text)
     except KeyError as e:
@@ -102,18 +107,21 @@ def _check_cell(genotype: Genotype, cell: str) -> tuple[list[tuple[str, int]], l
     concat = [int(i) for i in getattr(genotype, f"{cell}_concat")]
     if len(entries) % 2:
         raise UserError(
-            f"The {cell} cell has {len(entries)} entries; a cell genotype has two per node.")
+            f"The {cell} cell has {len(entries)} entries; a cell genotype has two per node."
+        )
     steps = len(entries) // 2
     for k, (op, index) in enumerate(entries):
         node = k // 2
         if not 0 <= index < node + 2:
             raise UserError(
                 f"The {cell} cell entry {k} ({op!r}, {index}) feeds node {node} from state "
-                f"{index}, which does not exist yet (states 0..{node + 1}).")
+                f"{index}, which does not exist yet (states 0..{node + 1})."
+            )
     bad = [i for i in concat if not 0 <= i < steps + 2]
     if bad:
-        raise UserError(f"The {cell} cell concatenates states {bad} that do not exist "
-                        f"(states 0..{steps + 1}).")
+        raise UserError(
+            f"The {cell} cell concatenates states {bad} that do not exist (states 0..{steps + 1})."
+        )
     return entries, concat
 
 
@@ -143,19 +151,29 @@ def genotype_graph(genotype: Genotype, cells: Sequence[str] = CELLS, title: str 
 
     if getattr(genotype, "layout", "cell") != "cell":
         raise UserError(
-            f"Only 'cell' genotypes can be drawn as cells; this one has layout "
-            f"{genotype.layout!r}.")
+            f"Only 'cell' genotypes can be drawn as cells; this one has layout {genotype.layout!r}."
+        )
     cells = tuple(cells)
     unknown = [c for c in cells if c not in CELLS]
     if unknown or not cells:
-        raise UserError(f"Unknown cell(s) {unknown or list(cells)}; choose from {', '.join(CELLS)}.")
+        raise UserError(
+            f"Unknown cell(s) {unknown or list(cells)}; choose from {', '.join(CELLS)}."
+        )
 
     graph = graphviz.Digraph(
         name="genotype",
         engine="dot",
         graph_attr={"rankdir": "LR", "fontname": "times", "fontsize": "20", "nodesep": "0.3"},
-        node_attr={"style": "filled", "shape": "rect", "align": "center", "fontsize": "20",
-                   "height": "0.5", "width": "0.5", "penwidth": "2", "fontname": "times"},
+        node_attr={
+            "style": "filled",
+            "shape": "rect",
+            "align": "center",
+            "fontsize": "20",
+            "height": "0.5",
+            "width": "0.5",
+            "penwidth": "2",
+            "fontname": "times",
+        },
         edge_attr={"fontsize": "20", "fontname": "times"},
     )
     if title:
@@ -219,8 +237,10 @@ def plot_genotype(
         out.write_bytes(data)
         return [out] if separate else out
     if separate:
-        graphs = [(out.with_name(f"{out.stem}_{c}{out.suffix}"), genotype_graph(genotype, (c,), title))
-                  for c in cells]
+        graphs = [
+            (out.with_name(f"{out.stem}_{c}{out.suffix}"), genotype_graph(genotype, (c,), title))
+            for c in cells
+        ]
     else:
         graphs = [(out, genotype_graph(genotype, cells, title))]
     rendered = [(path, render_graph(graph, fmt)) for path, graph in graphs]  # all or nothing

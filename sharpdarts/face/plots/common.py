@@ -5,6 +5,7 @@ cell) and returns its path. The format follows the output file's extension: ``.s
 ``.pdf`` or ``.png``; any other extension is a ``UserError``, raised before anything is
 written. Parent folders are created as needed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,8 @@ def output_format(out: str | Path) -> tuple[Path, str]:
     if fmt not in FORMATS:
         raise UserError(
             f"Cannot write a figure to {str(out)!r}: unsupported file extension "
-            f"{out.suffix or '(none)'!r}. Use one of {', '.join('.' + f for f in FORMATS)}.")
+            f"{out.suffix or '(none)'!r}. Use one of {', '.join('.' + f for f in FORMATS)}."
+        )
     return out, fmt
 
 

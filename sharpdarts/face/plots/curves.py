@@ -6,6 +6,7 @@
 - ``plot_curves``: accuracy, loss and learning rate per epoch of one or more runs; runs of
   the same experiment are drawn as their mean with a ± one standard deviation band.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,12 @@ def lr_curves(
     try:
         for order in _orders(exponent_orders):
             curves[cpa_label(order, warmup_epochs)] = cosine_power_annealing(
-                epochs=epochs, max_lr=max_lr, min_lr=min_lr, exponent_order=order,
-                warmup_epochs=warmup_epochs)
+                epochs=epochs,
+                max_lr=max_lr,
+                min_lr=min_lr,
+                exponent_order=order,
+                warmup_epochs=warmup_epochs,
+            )
         curves[COSINE_LABEL] = cosine_annealing(epochs, max_lr, min_lr)
         curves[EXPONENTIAL_LABEL] = exponential_decay(epochs, max_lr, min_lr)
     except ValueError as e:
@@ -95,8 +100,10 @@ def make_lr_figure(
     x = np.arange(1, int(epochs) + 1)
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    styles = {COSINE_LABEL: dict(color="darkorange", linestyle="--"),
-              EXPONENTIAL_LABEL: dict(color="gray", linestyle=":")}
+    styles = {
+        COSINE_LABEL: dict(color="darkorange", linestyle="--"),
+        EXPONENTIAL_LABEL: dict(color="gray", linestyle=":"),
+    }
     cpa_colors = ["royalblue", "darkmagenta", "seagreen", "firebrick", "teal", "olive"]
     n_cpa = 0
     for label, values in curves.items():
@@ -111,7 +118,9 @@ def make_lr_figure(
         ax.set_yscale("log")
     ax.set_xlim(1, max(int(epochs), 2))
     ax.grid(True, which="major", alpha=0.3)
-    ax.set_title(title or f"Cosine power annealing, {max_lr:g} to {min_lr:g} over {int(epochs)} epochs")
+    ax.set_title(
+        title or f"Cosine power annealing, {max_lr:g} to {min_lr:g} over {int(epochs)} epochs"
+    )
     ax.legend(loc="lower left" if log else "upper right", fontsize="small")
     return fig
 
@@ -142,7 +151,8 @@ def plot_lr(
     """
     out, fmt = output_format(out)
     return save_figure(
-        make_lr_figure(epochs, max_lr, min_lr, exponent_orders, warmup_epochs, log, title), out, fmt)
+        make_lr_figure(epochs, max_lr, min_lr, exponent_orders, warmup_epochs, log, title), out, fmt
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +181,9 @@ def _group_runs(run_dirs: Sequence[str | Path], group_by: str) -> dict[str, list
     return groups
 
 
-def _mean_std(runs: list[list[dict]], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _mean_std(
+    runs: list[list[dict]], metric: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(epochs, mean, std, runs with this metric) over runs, per epoch.
 
     The std is the sample standard deviation (ddof=1, like the tables), 0 where only one run
@@ -189,13 +201,15 @@ def _mean_std(runs: list[list[dict]], metric: str) -> tuple[np.ndarray, np.ndarr
         n_runs += seen
     epochs = np.array(sorted(values), dtype=float)
     mean = np.array([np.mean(values[int(e)]) for e in epochs])
-    std = np.array([np.std(values[int(e)], ddof=1) if len(values[int(e)]) > 1 else 0.0
-                    for e in epochs])
+    std = np.array(
+        [np.std(values[int(e)], ddof=1) if len(values[int(e)]) > 1 else 0.0 for e in epochs]
+    )
     return epochs, mean, std, n_runs
 
 
-def make_curves_figure(run_dirs: Sequence[str | Path], group_by: str = "experiment",
-                       title: str | None = None) -> Figure:
+def make_curves_figure(
+    run_dirs: Sequence[str | Path], group_by: str = "experiment", title: str | None = None
+) -> Figure:
     """The learning-curve figure of ``plot_curves``: accuracy, loss and learning rate panels.
 
     One color per group; train lines dashed, validation lines solid. Each line's y data is
@@ -216,10 +230,18 @@ def make_curves_figure(run_dirs: Sequence[str | Path], group_by: str = "experime
                 split = metric.split("_")[0]
                 kind = {"train": "train", "valid": "valid", "test": "test"}.get(split, "")
                 label = f"{name} {kind} (n={n})".replace("  ", " ") if kind else f"{name} (n={n})"
-                ax.plot(epochs, mean, color=color, label=label,
-                        linestyle="--" if kind == "train" else "-", marker="." if len(epochs) < 30 else None)
+                ax.plot(
+                    epochs,
+                    mean,
+                    color=color,
+                    label=label,
+                    linestyle="--" if kind == "train" else "-",
+                    marker="." if len(epochs) < 30 else None,
+                )
                 if n > 1:
-                    ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+                    ax.fill_between(
+                        epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0
+                    )
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
@@ -230,8 +252,12 @@ def make_curves_figure(run_dirs: Sequence[str | Path], group_by: str = "experime
     return fig
 
 
-def plot_curves(run_dirs: Sequence[str | Path], out: str | Path, group_by: str = "experiment",
-                title: str | None = None) -> Path:
+def plot_curves(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    group_by: str = "experiment",
+    title: str | None = None,
+) -> Path:
     """Plots train/validation accuracy and loss and the learning rate per epoch of runs.
 
     Runs whose run.json has the same ``group_by`` value (the experiment, by default) are

@@ -1,5 +1,6 @@
 """The differentiable hyperparameter grid (HyperCuboid) of a multi-channel search, drawn by
 graphviz: op nodes shaded by their softmax weight, the chosen path in red."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,8 +28,10 @@ def grid_weights_for(source: str | Path | Genotype) -> Genotype:
         if raw is None:
             logged = [r["grid_weights"] for r in reader.read_metrics(path) if "grid_weights" in r]
             if not logged:
-                raise UserError(f"{run_folder.run_dir(path)} is not a multi-channel search run: "
-                                "it has no grid weights.")
+                raise UserError(
+                    f"{run_folder.run_dir(path)} is not a multi-channel search run: "
+                    "it has no grid weights."
+                )
             raw = {**logged[-1], "normal_concat": [], "reduce_concat": [], "layout": "raw_weights"}
         return genotypes.from_dict(raw)
     try:
@@ -40,8 +43,12 @@ def grid_weights_for(source: str | Path | Genotype) -> Genotype:
     return genotype
 
 
-def plot_grid(source: str | Path | Genotype, out: str | Path, path: Sequence[str] | None = None,
-              title: str | None = None) -> Path:
+def plot_grid(
+    source: str | Path | Genotype,
+    out: str | Path,
+    path: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
     """Draws the grid's graph: op nodes shaded by their softmax weight, the chosen path in red.
 
     Args:
@@ -53,14 +60,18 @@ def plot_grid(source: str | Path | Genotype, out: str | Path, path: Sequence[str
     import graphviz
 
     from sharpdarts.nn.multichannel import graph as graph_lib
+
     out, fmt = output_format(out)
     weights = grid_weights_for(source)
     graph = graph_lib.grid_graph(weights)
     chosen = list(path) if path is not None else graph_lib.longest_path(graph)
     on_path = set(zip(chosen, chosen[1:]))
-    dot = graphviz.Digraph(format=fmt, graph_attr={"rankdir": "TB", "fontsize": "10"},
-                           node_attr={"shape": "box", "style": "filled", "fontsize": "8"},
-                           edge_attr={"arrowsize": "0.4"})
+    dot = graphviz.Digraph(
+        format=fmt,
+        graph_attr={"rankdir": "TB", "fontsize": "10"},
+        node_attr={"shape": "box", "style": "filled", "fontsize": "8"},
+        edge_attr={"arrowsize": "0.4"},
+    )
     if title:
         dot.attr(label=title, labelloc="t")
     for node, attrs in graph.nodes(data=True):
@@ -69,8 +80,12 @@ def plot_grid(source: str | Path | Genotype, out: str | Path, path: Sequence[str
         color = "#ff9999" if node in chosen else f"0.6 {1 - shade:.2f} 1.0"
         dot.node(node, node, fillcolor=color)
     for a, b in graph.edges():
-        dot.edge(a, b, color="red" if (a, b) in on_path else "gray70",
-                 penwidth="2.5" if (a, b) in on_path else "0.5")
+        dot.edge(
+            a,
+            b,
+            color="red" if (a, b) in on_path else "gray70",
+            penwidth="2.5" if (a, b) in on_path else "0.5",
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(render_graph(dot, fmt))
     return out

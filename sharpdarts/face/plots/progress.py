@@ -10,6 +10,7 @@ did not change since an earlier frame is not laid out again. Every cell keeps on
 every frame (cells are padded to their largest size over the frames), so the animation does
 not jump, and Pillow writes the frames as a looping GIF.
 """
+
 from __future__ import annotations
 
 import io
@@ -23,8 +24,17 @@ from sharpdarts.core import genotypes, run_folder
 from sharpdarts.errors import UserError
 from sharpdarts.store import reader
 
-__all__ = ["HEADER_PX", "LAST_FRAME_HOLD", "MAX_FRAMES", "Frame", "check_out", "pick",
-           "plot_progress", "progress_frames", "render_frames"]
+__all__ = [
+    "HEADER_PX",
+    "LAST_FRAME_HOLD",
+    "MAX_FRAMES",
+    "Frame",
+    "check_out",
+    "pick",
+    "plot_progress",
+    "progress_frames",
+    "render_frames",
+]
 
 # Without --every, a long search is thinned to at most this many frames (the last epoch is
 # always one of them): a 600-epoch search would otherwise take minutes and megabytes.
@@ -75,7 +85,8 @@ def progress_frames(run_dir: str | Path) -> tuple[dict, list[Frame]]:
         raise UserError(
             f"{folder} is a {info.get('kind') or 'run of unknown kind'} run, not a search run: "
             "only a search logs its most likely cells per epoch. Pass a search run (e.g. one "
-            "of demo/search, search/darts_first_order or ptb/search_first_order).")
+            "of demo/search, search/darts_first_order or ptb/search_first_order)."
+        )
     frames = []
     for record in reader.read_metrics(folder, info):
         value = record.get("genotype")
@@ -84,19 +95,23 @@ def progress_frames(run_dir: str | Path) -> tuple[dict, list[Frame]]:
         try:
             genotype = genotypes.from_dict(value)
         except (ValueError, TypeError, KeyError) as e:
-            raise UserError(f"The genotype of epoch {record['epoch']} in "
-                            f"{run_folder.metrics_path(folder)} is malformed: {e}") from e
+            raise UserError(
+                f"The genotype of epoch {record['epoch']} in "
+                f"{run_folder.metrics_path(folder)} is malformed: {e}"
+            ) from e
         if genotype.layout not in ("cell", "recurrent"):
             raise UserError(
                 f"The search in {folder} logs {genotype.layout!r} genotypes (a multi-channel "
                 "search), not cells, so there are no cells to animate; draw its grid with "
-                "'sharpdarts plot grid RUN --out grid.svg'.")
+                "'sharpdarts plot grid RUN --out grid.svg'."
+            )
         frames.append(Frame(record["epoch"], genotype, _valid_text(record)))
     if not frames:
         raise UserError(
             f"The search in {folder} has no epoch that logged a genotype yet "
             f"({run_folder.METRICS} holds no 'genotype' per epoch): nothing to animate. Wait for "
-            "its first epoch to end, or pass a search run written by this version.")
+            "its first epoch to end, or pass a search run written by this version."
+        )
     return info, frames
 
 
@@ -109,7 +124,7 @@ def pick(frames: Sequence[Frame], every: int | None, max_frames: int = MAX_FRAME
         every = max(1, math.ceil(len(frames) / max_frames))
         picked = list(frames[::every])
         if picked[-1] is not frames[-1]:
-            picked = picked[:max_frames - 1] + [frames[-1]]
+            picked = picked[: max_frames - 1] + [frames[-1]]
         return picked
     picked = list(frames[::every])
     if picked[-1] is not frames[-1]:
@@ -127,10 +142,18 @@ def _panels(genotype) -> list[tuple[str, tuple, Callable[[], Any]]]:
         key = ("recurrent", tuple(map(tuple, genotype.recurrent)), tuple(genotype.concat))
         return [("recurrent", key, lambda: recurrent_graph(genotype))]
     # One graph per cell: a change in one cell then moves nothing in the other.
-    return [(cell, (cell, tuple(map(tuple, getattr(genotype, cell))),
-                    tuple(getattr(genotype, f"{cell}_concat"))),
-             lambda cell=cell: genotype_graph(genotype, (cell,)))
-            for cell in CELLS]
+    return [
+        (
+            cell,
+            (
+                cell,
+                tuple(map(tuple, getattr(genotype, cell))),
+                tuple(getattr(genotype, f"{cell}_concat")),
+            ),
+            lambda cell=cell: genotype_graph(genotype, (cell,)),
+        )
+        for cell in CELLS
+    ]
 
 
 def _raster(graph):
@@ -149,8 +172,9 @@ def _font(size: int):
     import matplotlib
     from PIL import ImageFont
 
-    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" /
-                                  _CAPTION_FONT), size)
+    return ImageFont.truetype(
+        str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / _CAPTION_FONT), size
+    )
 
 
 def _caption(info: Mapping[str, Any], frame: Frame, last_epoch: int) -> str:
@@ -160,8 +184,9 @@ def _caption(info: Mapping[str, Any], frame: Frame, last_epoch: int) -> str:
     return "    ".join(parts)
 
 
-def render_frames(info: Mapping[str, Any], frames: Sequence[Frame], last_epoch: int,
-                  cache: dict | None = None) -> list:
+def render_frames(
+    info: Mapping[str, Any], frames: Sequence[Frame], last_epoch: int, cache: dict | None = None
+) -> list:
     """The frames as equal-size RGB Pillow images.
 
     Args:
@@ -239,15 +264,23 @@ def _gif_bytes(images: Sequence, duration_ms: int) -> bytes:
 
     # One palette for every frame (the cells share their few colours), so colours never
     # flicker between frames; taken from the last frame, whose progress bar is full.
-    shared = images[-1].quantize(colors=256, method=Image.Quantize.MEDIANCUT,
-                                 dither=Image.Dither.NONE)
+    shared = images[-1].quantize(
+        colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
     palette = [_to_palette(im, shared) for im in images]
     durations = [duration_ms] * len(images)
     durations[-1] = duration_ms * LAST_FRAME_HOLD
     buffer = io.BytesIO()
-    palette[0].save(buffer, format="GIF", save_all=True, append_images=palette[1:],
-                    duration=durations if len(images) > 1 else durations[0], loop=0,
-                    disposal=1, optimize=False)
+    palette[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=palette[1:],
+        duration=durations if len(images) > 1 else durations[0],
+        loop=0,
+        disposal=1,
+        optimize=False,
+    )
     return buffer.getvalue()
 
 
@@ -258,7 +291,8 @@ def check_out(out: str | Path) -> Path:
         raise UserError(
             f"Cannot write the progress animation to {str(out)!r}: it is an animated GIF, so "
             f"--out must end in .gif (got {out.suffix or 'no extension'!r}). Use --frames DIR "
-            "as well for one PNG per epoch.")
+            "as well for one PNG per epoch."
+        )
     return out
 
 
@@ -291,10 +325,13 @@ def plot_progress(
     out = check_out(out)
     if every is not None and every < 1:
         raise UserError(
-            f"--every must be at least 1 (one frame per that many epochs), got {every}.")
+            f"--every must be at least 1 (one frame per that many epochs), got {every}."
+        )
     if duration_ms < 10:
-        raise UserError(f"--duration is milliseconds per frame, at least 10 (a GIF counts "
-                        f"hundredths of a second), got {duration_ms}.")
+        raise UserError(
+            f"--duration is milliseconds per frame, at least 10 (a GIF counts "
+            f"hundredths of a second), got {duration_ms}."
+        )
     info, frames = progress_frames(run_dir)
     picked = pick(frames, every, max_frames)
     images = render_frames(info, picked, frames[-1].epoch)

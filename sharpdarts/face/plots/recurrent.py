@@ -4,6 +4,7 @@ The inputs ``x_{t}`` and ``h_{t-1}`` feed node 0 (the initial state); each genot
 ``(op, j)`` is an edge from node ``j`` into the next node, labelled with its op; the nodes of
 ``concat`` are averaged into ``h_{t}``.
 """
+
 from __future__ import annotations
 
 from sharpdarts.core.recurrent_genotypes import RecurrentGenotype, check
@@ -27,11 +28,21 @@ def recurrent_graph(genotype: RecurrentGenotype, title: str | None = None):
     except ValueError as e:
         raise UserError(f"The recurrent genotype cannot be drawn: {e}") from e
     graph = graphviz.Digraph(
-        name="recurrent", engine="dot",
+        name="recurrent",
+        engine="dot",
         graph_attr={"rankdir": "LR", "fontname": "times", "fontsize": "20"},
-        node_attr={"style": "filled", "shape": "rect", "align": "center", "fontsize": "20",
-                   "height": "0.5", "width": "0.5", "penwidth": "2", "fontname": "times"},
-        edge_attr={"fontsize": "20", "fontname": "times"})
+        node_attr={
+            "style": "filled",
+            "shape": "rect",
+            "align": "center",
+            "fontsize": "20",
+            "height": "0.5",
+            "width": "0.5",
+            "penwidth": "2",
+            "fontname": "times",
+        },
+        edge_attr={"fontsize": "20", "fontname": "times"},
+    )
     if title:
         graph.attr(label=title, labelloc="t")
     graph.node("x", label="x_{t}", fillcolor=_INPUT_COLOR)

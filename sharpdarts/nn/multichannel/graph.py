@@ -15,6 +15,7 @@ The graph (:func:`grid_graph`) names its nodes as the published paths do::
 edge into its sum node carries the op's current softmax weight (also kept as the op node's
 ``weight`` attribute). A path through it is a genotype with ``layout='path'``.
 """
+
 from __future__ import annotations
 
 import math
@@ -134,15 +135,21 @@ def weights_array(weights: Any) -> np.ndarray:
         weights = weights.detach().float().cpu().numpy()
     array = np.asarray(weights, dtype=np.float64)
     if array.ndim != 5 or array.shape[0] != 2 or array.shape[2] != array.shape[3]:
-        raise ValueError("grid weights must have the shape [2 strides, layers, widths, widths, ops], "
-                         f"got {list(array.shape)}")
+        raise ValueError(
+            "grid weights must have the shape [2 strides, layers, widths, widths, ops], "
+            f"got {list(array.shape)}"
+        )
     if not np.all(np.isfinite(array)):
         raise ValueError("grid weights contain NaN or infinite values")
     return array
 
 
-def grid_graph(weights: Any = None, Cs: Sequence[int] | None = None, layers: int | None = None,
-               primitives: Sequence[str] | None = None) -> nx.DiGraph:
+def grid_graph(
+    weights: Any = None,
+    Cs: Sequence[int] | None = None,
+    layers: int | None = None,
+    primitives: Sequence[str] | None = None,
+) -> nx.DiGraph:
     """The grid as a networkx DAG, each op's edge into its sum node weighted by the op's weight.
 
     Nodes are added in a fixed order (stems by width; per layer and stride, ops by
@@ -174,8 +181,10 @@ def grid_graph(weights: Any = None, Cs: Sequence[int] | None = None, layers: int
         if Cs is None:
             Cs = channel_widths(36, w.shape[2])
         if len(Cs) != w.shape[2] or len(primitives) != w.shape[4]:
-            raise ValueError(f"weights of shape {list(w.shape)} do not fit {len(Cs)} widths and "
-                             f"{len(primitives)} primitives {primitives}")
+            raise ValueError(
+                f"weights of shape {list(w.shape)} do not fit {len(Cs)} widths and "
+                f"{len(primitives)} primitives {primitives}"
+            )
     if layers is None or Cs is None:
         raise ValueError("an unweighted grid graph needs both layers and Cs")
     Cs = [int(c) for c in Cs]
@@ -197,8 +206,9 @@ def grid_graph(weights: Any = None, Cs: Sequence[int] | None = None, layers: int
                 for j, c_out in enumerate(Cs):
                     for o, op in enumerate(primitives):
                         name = op_node(layer, stride, c_in, c_out, op)
-                        attrs = dict(kind="op", layer=layer, stride=stride, c_in=c_in,
-                                     c_out=c_out, op=op)
+                        attrs = dict(
+                            kind="op", layer=layer, stride=stride, c_in=c_in, c_out=c_out, op=op
+                        )
                         edge = {}
                         if w is not None:
                             attrs["weight"] = edge["weight"] = float(w[s_idx, layer, i, j, o])
@@ -311,8 +321,10 @@ def check_path(path: Any, graph: nx.DiGraph) -> list[str]:
         if name not in graph:
             raise InvalidPathError(f"path node {index} '{name}' is not a node of the grid {where}")
         if index and not graph.has_edge(names[index - 1], name):
-            raise InvalidPathError(f"path edge {index - 1}->{index} '{names[index - 1]}' -> "
-                                   f"'{name}' is not an edge of the grid {where}")
+            raise InvalidPathError(
+                f"path edge {index - 1}->{index} '{names[index - 1]}' -> "
+                f"'{name}' is not an edge of the grid {where}"
+            )
     if names[0] != SOURCE:
         raise InvalidPathError(f"a path must start at '{SOURCE}', this one starts at '{names[0]}'")
     if names[-1] != LINEAR:

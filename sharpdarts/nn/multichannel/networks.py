@@ -7,6 +7,7 @@ Both networks are gin-configurable and build their parts (ops from an op table, 
 weighting, the heads) with plain calls: no internal part is a configurable of its own, so a
 binding either reaches one of these two classes or is reported unused.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,19 @@ from torch import nn
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core import validate
 from sharpdarts.nn.multichannel.graph import (
-    GRID_PRIMITIVES, STRIDES, InvalidPathError, channel_widths, check_path, greedy_path,
-    grid_graph, longest_path, parse_op_node, path_genotype, path_list, weights_array)
+    GRID_PRIMITIVES,
+    STRIDES,
+    InvalidPathError,
+    channel_widths,
+    check_path,
+    greedy_path,
+    grid_graph,
+    longest_path,
+    parse_op_node,
+    path_genotype,
+    path_list,
+    weights_array,
+)
 from sharpdarts.nn.ops import PRIMITIVES_OF_KNOWN_OPS, SharpSepConv, resolve_ops
 from sharpdarts.nn.weighting import get_weighting
 
@@ -35,8 +47,13 @@ _HEAD_RE = re.compile(r"SharpSepConv(\d+)")
 
 # ---- The search network ---------------------------------------------------------------------
 @gin.configurable
-@validate.params(C=validate.WIDTH, layers=validate.DEPTH, steps=validate.COUNT,
-                 head_channels=validate.WIDTH, primitives=PRIMITIVES_OF_KNOWN_OPS.or_none())
+@validate.params(
+    C=validate.WIDTH,
+    layers=validate.DEPTH,
+    steps=validate.COUNT,
+    head_channels=validate.WIDTH,
+    primitives=PRIMITIVES_OF_KNOWN_OPS.or_none(),
+)
 class MultiChannelNetwork(nn.Module):
     """The HyperCuboid supernet: a differentiable search over channel widths, strides and ops.
 
@@ -65,36 +82,54 @@ class MultiChannelNetwork(nn.Module):
     alphas (:meth:`graph`), never cached.
     """
 
-    def __init__(self, C: int = 36, num_classes: int = 10, layers: int = 4, steps: int = 4,
-                 in_channels: int = 3, weighting="scalar", always_apply_ops: bool = False,
-                 weight_threshold: float | None = None,
-                 primitives: str | Sequence[str] | None = None,
-                 op_dict="MULTICHANNELNET_OPS", head_channels: int = 768):
+    def __init__(
+        self,
+        C: int = 36,
+        num_classes: int = 10,
+        layers: int = 4,
+        steps: int = 4,
+        in_channels: int = 3,
+        weighting="scalar",
+        always_apply_ops: bool = False,
+        weight_threshold: float | None = None,
+        primitives: str | Sequence[str] | None = None,
+        op_dict="MULTICHANNELNET_OPS",
+        head_channels: int = 768,
+    ):
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers must be at least 1, got {layers!r}")
-        self.primitives, op_dict = resolve_ops(GRID_PRIMITIVES if primitives is None else primitives,
-                                             op_dict)
+        self.primitives, op_dict = resolve_ops(
+            GRID_PRIMITIVES if primitives is None else primitives, op_dict
+        )
         self.Cs = channel_widths(C, steps)
         self._layers = layers
         self.weighting = get_weighting(weighting)
         self.always_apply_ops = always_apply_ops
         n, k = len(self.Cs), len(self.primitives)
         self.block_size = n * n * k
-        self.weight_threshold = (1.0 / self.block_size ** 2 if weight_threshold is None
-                                 else float(weight_threshold))
+        self.weight_threshold = (
+            1.0 / self.block_size**2 if weight_threshold is None else float(weight_threshold)
+        )
         self.stem = nn.ModuleList(
             nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
-            for c in self.Cs)
+            for c in self.Cs
+        )
         self.op_grid = nn.ModuleList()
         for _ in range(layers):
             strides = nn.ModuleList()
             for stride in STRIDES:
-                strides.append(nn.ModuleList(
+                strides.append(
                     nn.ModuleList(
-                        nn.ModuleList(op_dict[p](c_in, c_out, stride, True) for p in self.primitives)
-                        for c_out in self.Cs)
-                    for c_in in self.Cs))
+                        nn.ModuleList(
+                            nn.ModuleList(
+                                op_dict[p](c_in, c_out, stride, True) for p in self.primitives
+                            )
+                            for c_out in self.Cs
+                        )
+                        for c_in in self.Cs
+                    )
+                )
             self.op_grid.append(strides)
         self.base = nn.ModuleList(SharpSepConv(c, head_channels, 3) for c in self.Cs)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -146,8 +181,10 @@ class MultiChannelNetwork(nn.Module):
         """
         w = torch.as_tensor(weights_array(genotype), dtype=torch.float64)
         if tuple(w.shape) != tuple(self.alphas.shape):
-            raise ValueError(f"raw weights of shape {list(w.shape)} do not fit alphas of shape "
-                             f"{list(self.alphas.shape)}")
+            raise ValueError(
+                f"raw weights of shape {list(w.shape)} do not fit alphas of shape "
+                f"{list(self.alphas.shape)}"
+            )
         mine = torch.empty_like(w)
         mine[..., self._raw_order()] = w
         # softmax(log w) = w / sum(w) = w for weights that sum to 1 per block.
@@ -158,7 +195,11 @@ class MultiChannelNetwork(nn.Module):
         weights = self.arch_weights()
         coefficients = self.coefficients(weights)
         # One host transfer per forward decides which ops run (the original compares w > min).
-        keep = None if self.always_apply_ops else (weights.detach() > self.weight_threshold).cpu().tolist()
+        keep = (
+            None
+            if self.always_apply_ops
+            else (weights.detach() > self.weight_threshold).cpu().tolist()
+        )
         states: list[torch.Tensor | None] = [stem(x) for stem in self.stem]
         n, k = len(self.Cs), len(self.primitives)
         for layer in range(self._layers):
@@ -173,13 +214,17 @@ class MultiChannelNetwork(nn.Module):
                         for o in range(k):
                             if keep is not None and not keep[s_idx][layer][i][j][o]:
                                 continue
-                            terms.append(coefficients[s_idx, layer, i, j, o] * grid[i][j][o](states[i]))
+                            terms.append(
+                                coefficients[s_idx, layer, i, j, o] * grid[i][j][o](states[i])
+                            )
                     outputs.append(sum(terms) if terms else None)
                 states = outputs
         features = [head(s) for head, s in zip(self.base, states) if s is not None]
         if not features:
-            raise RuntimeError("every op reaching the head is under weight_threshold "
-                               f"{self.weight_threshold:g}; set always_apply_ops or lower it")
+            raise RuntimeError(
+                "every op reaching the head is under weight_threshold "
+                f"{self.weight_threshold:g}; set always_apply_ops or lower it"
+            )
         out = self.global_pooling(sum(features))
         return self.classifier(out.flatten(1))
 
@@ -192,12 +237,15 @@ class MultiChannelNetwork(nn.Module):
     def paths(self) -> dict[str, list[str]]:
         """The longest path and both greedy paths of the current weights, by name."""
         graph = self.graph()
-        return {"longest_path": longest_path(graph),
-                "greedy_top_down": greedy_path(graph, "top_down"),
-                "greedy_bottom_up": greedy_path(graph, "bottom_up")}
+        return {
+            "longest_path": longest_path(graph),
+            "greedy_top_down": greedy_path(graph, "top_down"),
+            "greedy_bottom_up": greedy_path(graph, "bottom_up"),
+        }
 
-    def genotype(self, skip_primitive: str | None = None,
-                 method: str = "longest_path") -> genotypes_lib.Genotype:
+    def genotype(
+        self, skip_primitive: str | None = None, method: str = "longest_path"
+    ) -> genotypes_lib.Genotype:
         """The chosen path as a ``Genotype(layout='path')``.
 
         Args:
@@ -210,17 +258,23 @@ class MultiChannelNetwork(nn.Module):
         if method == "longest_path":
             path = longest_path(graph)
         elif method in ("greedy_top_down", "greedy_bottom_up"):
-            path = greedy_path(graph, method[len("greedy_"):])
+            path = greedy_path(graph, method[len("greedy_") :])
         else:
-            raise ValueError(f"unknown path method '{method}'; use 'longest_path', "
-                             "'greedy_top_down' or 'greedy_bottom_up'")
+            raise ValueError(
+                f"unknown path method '{method}'; use 'longest_path', "
+                "'greedy_top_down' or 'greedy_bottom_up'"
+            )
         return path_genotype(path)
 
 
 # ---- The path model -------------------------------------------------------------------------
 @gin.configurable
-@validate.params(C=validate.WIDTH, steps=validate.COUNT, head_channels=validate.WIDTH,
-                 primitives=PRIMITIVES_OF_KNOWN_OPS.or_none())
+@validate.params(
+    C=validate.WIDTH,
+    steps=validate.COUNT,
+    head_channels=validate.WIDTH,
+    primitives=PRIMITIVES_OF_KNOWN_OPS.or_none(),
+)
 class PathNetwork(nn.Module):
     """The network of one grid path: a chain of the path's ops, trained from scratch.
 
@@ -247,27 +301,45 @@ class PathNetwork(nn.Module):
             the message names the first invalid node or edge.
     """
 
-    def __init__(self, path=gin.REQUIRED, num_classes: int = 10, in_channels: int = 3,
-                 head_channels: int = 768, C: int = 36, steps: int = 4,
-                 op_dict="MULTICHANNELNET_OPS", primitives: str | Sequence[str] | None = None):
+    def __init__(
+        self,
+        path=gin.REQUIRED,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        head_channels: int = 768,
+        C: int = 36,
+        steps: int = 4,
+        op_dict="MULTICHANNELNET_OPS",
+        primitives: str | Sequence[str] | None = None,
+    ):
         super().__init__()
         names = [_OPID_RE.sub("", n) if isinstance(n, str) else n for n in path_list(path)]
-        primitives, op_dict = resolve_ops(GRID_PRIMITIVES if primitives is None else primitives, op_dict)
+        primitives, op_dict = resolve_ops(
+            GRID_PRIMITIVES if primitives is None else primitives, op_dict
+        )
         Cs = channel_widths(C, steps)
         ops = [parse_op_node(n) for n in names]
         layers = 1 + max((p.layer for p in ops if p is not None), default=-1)
         if layers < 1:
-            raise InvalidPathError("the path has no op nodes "
-                                   "('layer_{l}_stride_{s}_c_in_{ci}_c_out_{co}_op_type_{Op}')")
+            raise InvalidPathError(
+                "the path has no op nodes "
+                "('layer_{l}_stride_{s}_c_in_{ci}_c_out_{co}_op_type_{Op}')"
+            )
         check_path(names, grid_graph(None, Cs, layers, primitives))
         self.genotype = path_genotype(names)
         self.drop_path_prob = 0.0
         stem_index = next(int(m.group(1)) for m in map(_CONV_RE.fullmatch, names) if m)
         width = Cs[stem_index]
-        self.stem = nn.ModuleList([nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))])
-        self.op_grid = nn.ModuleList(op_dict[p.op](p.c_in, p.c_out, p.stride, True)
-                                     for p in ops if p is not None)
+        self.stem = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+                )
+            ]
+        )
+        self.op_grid = nn.ModuleList(
+            op_dict[p.op](p.c_in, p.c_out, p.stride, True) for p in ops if p is not None
+        )
         head_width = next(int(m.group(1)) for m in map(_HEAD_RE.fullmatch, names) if m)
         self.base = nn.ModuleList([SharpSepConv(head_width, head_channels, 3)])
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

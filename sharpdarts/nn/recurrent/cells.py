@@ -17,6 +17,7 @@ node in closed form (one running ``addcmul`` per op, the edges' op weights slice
 sequence); both give the original's values, with fewer, larger products and fewer passes.
 The original computation, loop by loop, is :mod:`sharpdarts.nn.recurrent.reference`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,8 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_STEPS, RecurrentGenotype, check
 from sharpdarts.core.genotypes import RNN_PRIMITIVES
+from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_STEPS, RecurrentGenotype, check
 from sharpdarts.registry import Registry
 
 INIT_RANGE = 0.04
@@ -65,13 +66,15 @@ class _RecurrentBase(nn.Module):
         if not self.training:
             return None, None
         batch = inputs.size(1)
-        return (dropout_mask(batch, self.ninp, self.dropoutx, inputs),
-                dropout_mask(batch, self.nhid, self.dropouth, inputs))
+        return (
+            dropout_mask(batch, self.ninp, self.dropoutx, inputs),
+            dropout_mask(batch, self.nhid, self.dropouth, inputs),
+        )
 
     def _init_state(self, x_part: torch.Tensor, h_prev: torch.Tensor, h_mask) -> torch.Tensor:
         """``s0`` from the precomputed input product and the previous output."""
         h_in = h_prev * h_mask if h_mask is not None else h_prev
-        c0, h0 = (x_part + h_in @ self._W0[self.ninp:]).split(self.nhid, dim=-1)
+        c0, h0 = (x_part + h_in @ self._W0[self.ninp :]).split(self.nhid, dim=-1)
         return torch.addcmul(h_prev, torch.sigmoid(c0), torch.tanh(h0) - h_prev)
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor, *extra):
@@ -89,7 +92,7 @@ class _RecurrentBase(nn.Module):
         x = inputs * x_mask if x_mask is not None else inputs
         # unbind, not x_parts[t]: the backward of T selections would build and add T
         # zero-padded (T, B, 2 nhid) gradients; unbind's stacks the T slices once.
-        x_parts = (x @ self._W0[:self.ninp]).unbind(0)
+        x_parts = (x @ self._W0[: self.ninp]).unbind(0)
         h = hidden[0]
         outputs = []
         for x_part in x_parts:
@@ -110,8 +113,9 @@ class DARTSCell(_RecurrentBase):
         genotype: a :class:`RecurrentGenotype`.
     """
 
-    def __init__(self, ninp: int, nhid: int, dropouth: float, dropoutx: float,
-                 genotype: RecurrentGenotype):
+    def __init__(
+        self, ninp: int, nhid: int, dropouth: float, dropoutx: float, genotype: RecurrentGenotype
+    ):
         genotype = check(genotype)
         super().__init__(ninp, nhid, dropouth, dropoutx, len(genotype.recurrent))
         self.genotype = genotype
@@ -150,9 +154,17 @@ class DARTSCellSearch(_RecurrentBase):
             eager, within float rounding.
     """
 
-    def __init__(self, ninp: int, nhid: int, dropouth: float, dropoutx: float,
-                 primitives: Sequence[str] = RNN_PRIMITIVES, steps: int = RNN_STEPS,
-                 concat: int = RNN_CONCAT, compile_backend: str | None = None):
+    def __init__(
+        self,
+        ninp: int,
+        nhid: int,
+        dropouth: float,
+        dropoutx: float,
+        primitives: Sequence[str] = RNN_PRIMITIVES,
+        steps: int = RNN_STEPS,
+        concat: int = RNN_CONCAT,
+        compile_backend: str | None = None,
+    ):
         super().__init__(ninp, nhid, dropouth, dropoutx, steps)
         self.primitives = list(primitives)
         self.steps = steps
@@ -175,8 +187,9 @@ class DARTSCellSearch(_RecurrentBase):
         nodes, offset = [], 0
         for i in range(self.steps):
             rows = slice(offset, offset + i + 1)
-            nodes.append(([p[rows, k, None, None] for k in range(p.size(1))],
-                          totals[rows, None, None]))
+            nodes.append(
+                ([p[rows, k, None, None] for k in range(p.size(1))], totals[rows, None, None])
+            )
             offset += i + 1
         return nodes
 
@@ -184,8 +197,7 @@ class DARTSCellSearch(_RecurrentBase):
         # Evaluation (no gradients) stays eager: its batch sizes and modes would add graphs
         # (and Dynamo falls back to eager past its recompile limit) for a minor share of time.
         if self.compile_backend and torch.is_grad_enabled():
-            return _compiled_step(self.compile_backend)(self, x_part, h_prev, h_mask,
-                                                        node_weights)
+            return _compiled_step(self.compile_backend)(self, x_part, h_prev, h_mask, node_weights)
         return self._eager_step(x_part, h_prev, h_mask, node_weights)
 
     def _eager_step(self, x_part, h_prev, h_mask, node_weights):
@@ -195,14 +207,14 @@ class DARTSCellSearch(_RecurrentBase):
             s_in = states * h_mask if h_mask is not None else states
             c, g = (s_in @ self._Ws[i]).split(self.nhid, dim=-1)
             c = torch.sigmoid(c)
-            mixed = None                                                       # (i+1, B, n)
+            mixed = None  # (i+1, B, n)
             for op, w in zip(self._ops, op_weights):
                 mixed = op(g) * w if mixed is None else torch.addcmul(mixed, op(g), w)
             # sum_k p_k (s + c (f_k - s)) = T s + c (sum_k p_k f_k - T s), T = sum_k p_k
             held = states * total
             node = torch.addcmul(held, c, mixed - held).sum(0)
             states = torch.cat([states, self.bn(node).unsqueeze(0)])
-        return states[-self.concat:].mean(0)
+        return states[-self.concat :].mean(0)
 
 
 # One compiled step per backend, shared by every search cell: a function of the class (the
@@ -214,6 +226,7 @@ _COMPILED_STEPS: dict = {}
 def _compiled_step(backend: str):
     if backend not in _COMPILED_STEPS:
         # dynamic=False: B x nhid is fixed within a run; a new batch size recompiles once.
-        _COMPILED_STEPS[backend] = torch.compile(DARTSCellSearch._eager_step, backend=backend,
-                                                 dynamic=False)
+        _COMPILED_STEPS[backend] = torch.compile(
+            DARTSCellSearch._eager_step, backend=backend, dynamic=False
+        )
     return _COMPILED_STEPS[backend]

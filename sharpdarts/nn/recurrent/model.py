@@ -11,6 +11,7 @@ whole words from the embedding matrix (``dropoute``); locked dropout drops the s
 every time step, on the embedded input (``dropouti``) and on the cell's output
 (``dropout``); the cell's own variational masks use ``dropoutx`` and ``dropouth``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,8 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.core.recurrent_genotypes import RNN_CONCAT, RNN_STEPS, RecurrentGenotype, parse_recurrent
 from sharpdarts.core.genotypes import RNN_PRIMITIVES
+from sharpdarts.core.recurrent_genotypes import (
+    RNN_CONCAT,
+    RNN_STEPS,
+    RecurrentGenotype,
+    parse_recurrent,
+)
 from sharpdarts.nn.recurrent.cells import INIT_RANGE, DARTSCell, DARTSCellSearch
 
 
@@ -48,12 +54,24 @@ def locked_dropout(x: torch.Tensor, dropout: float, training: bool) -> torch.Ten
 class _LanguageModel(nn.Module):
     """Embedding, one cell, tied decoder; the cell is built by the subclass."""
 
-    def __init__(self, ntoken: int, ninp: int, nhid: int, nhidlast: int, dropout: float,
-                 dropouth: float, dropoutx: float, dropouti: float, dropoute: float):
+    def __init__(
+        self,
+        ntoken: int,
+        ninp: int,
+        nhid: int,
+        nhidlast: int,
+        dropout: float,
+        dropouth: float,
+        dropoutx: float,
+        dropouti: float,
+        dropoute: float,
+    ):
         super().__init__()
         if not ninp == nhid == nhidlast:
-            raise ValueError(f"DARTS's language model needs ninp == nhid == nhidlast (the "
-                             f"decoder is tied to the embedding), got {ninp}, {nhid}, {nhidlast}.")
+            raise ValueError(
+                f"DARTS's language model needs ninp == nhid == nhidlast (the "
+                f"decoder is tied to the embedding), got {ninp}, {nhid}, {nhidlast}."
+            )
         self.ntoken, self.ninp, self.nhid, self.nhidlast = ntoken, ninp, nhid, nhidlast
         self.dropout, self.dropouth, self.dropoutx = dropout, dropouth, dropoutx
         self.dropouti, self.dropoute = dropouti, dropoute
@@ -114,16 +132,29 @@ class RNNModel(_LanguageModel):
         genotype: a :class:`RecurrentGenotype`, a registry name or a genotype dict.
     """
 
-    def __init__(self, ntoken: int, ninp: int, nhid: int, nhidlast: int, dropout: float = 0.5,
-                 dropouth: float = 0.5, dropoutx: float = 0.5, dropouti: float = 0.5,
-                 dropoute: float = 0.1, genotype="DARTS_V2_RNN"):
+    def __init__(
+        self,
+        ntoken: int,
+        ninp: int,
+        nhid: int,
+        nhidlast: int,
+        dropout: float = 0.5,
+        dropouth: float = 0.5,
+        dropoutx: float = 0.5,
+        dropouti: float = 0.5,
+        dropoute: float = 0.1,
+        genotype="DARTS_V2_RNN",
+    ):
         genotype = genotypes_lib.resolve(genotype)
         if not isinstance(genotype, RecurrentGenotype):
-            raise ValueError(f"RNNModel needs a recurrent genotype (with 'recurrent' and "
-                             f"'concat'), got a {genotype.layout!r} genotype.")
+            raise ValueError(
+                f"RNNModel needs a recurrent genotype (with 'recurrent' and "
+                f"'concat'), got a {genotype.layout!r} genotype."
+            )
         self.genotype = genotype
-        super().__init__(ntoken, ninp, nhid, nhidlast, dropout, dropouth, dropoutx, dropouti,
-                         dropoute)
+        super().__init__(
+            ntoken, ninp, nhid, nhidlast, dropout, dropouth, dropoutx, dropouti, dropoute
+        )
 
     def _build_cell(self):
         return DARTSCell(self.ninp, self.nhid, self.dropouth, self.dropoutx, self.genotype)
@@ -147,22 +178,42 @@ class RNNSearchModel(_LanguageModel):
             ('inductor'; see :class:`DARTSCellSearch`); None (the default) runs eagerly.
     """
 
-    def __init__(self, ntoken: int, ninp: int, nhid: int, nhidlast: int, dropout: float = 0.5,
-                 dropouth: float = 0.5, dropoutx: float = 0.5, dropouti: float = 0.5,
-                 dropoute: float = 0.1, primitives: Sequence[str] = RNN_PRIMITIVES,
-                 steps: int = RNN_STEPS, concat: int = RNN_CONCAT,
-                 compile_backend: str | None = None):
+    def __init__(
+        self,
+        ntoken: int,
+        ninp: int,
+        nhid: int,
+        nhidlast: int,
+        dropout: float = 0.5,
+        dropouth: float = 0.5,
+        dropoutx: float = 0.5,
+        dropouti: float = 0.5,
+        dropoute: float = 0.1,
+        primitives: Sequence[str] = RNN_PRIMITIVES,
+        steps: int = RNN_STEPS,
+        concat: int = RNN_CONCAT,
+        compile_backend: str | None = None,
+    ):
         self.primitives = list(primitives)
         self.steps, self.concat = steps, concat
         self.compile_backend = compile_backend
-        super().__init__(ntoken, ninp, nhid, nhidlast, dropout, dropouth, dropoutx, dropouti,
-                         dropoute)
+        super().__init__(
+            ntoken, ninp, nhid, nhidlast, dropout, dropouth, dropoutx, dropouti, dropoute
+        )
         edges = steps * (steps + 1) // 2
         self.alphas = nn.Parameter(1e-3 * torch.randn(edges, len(self.primitives)))
 
     def _build_cell(self):
-        return DARTSCellSearch(self.ninp, self.nhid, self.dropouth, self.dropoutx,
-                               self.primitives, self.steps, self.concat, self.compile_backend)
+        return DARTSCellSearch(
+            self.ninp,
+            self.nhid,
+            self.dropouth,
+            self.dropoutx,
+            self.primitives,
+            self.steps,
+            self.concat,
+            self.compile_backend,
+        )
 
     def _run_cell(self, cell, x, h):
         return cell(x, h, F.softmax(self.alphas, dim=-1))
@@ -181,8 +232,12 @@ class RNNSearchModel(_LanguageModel):
         return parse_recurrent(probs, self.primitives, self.steps, self.concat)
 
 
-def ar_tar_penalty(raw_outputs: list[torch.Tensor], outputs: list[torch.Tensor],
-                   alpha: float = 0.0, beta: float = 1e-3) -> torch.Tensor | float:
+def ar_tar_penalty(
+    raw_outputs: list[torch.Tensor],
+    outputs: list[torch.Tensor],
+    alpha: float = 0.0,
+    beta: float = 1e-3,
+) -> torch.Tensor | float:
     """Activation regularisation (AR) and temporal activation regularisation (TAR).
 
     ``alpha * mean(dropped_output ** 2) + beta * mean((raw_{t+1} - raw_t) ** 2)`` over the last

@@ -15,6 +15,7 @@ benchmarks/lm_search_step.py measure the fast cell against:
 :func:`search_cell_forward` (and back); the masks are drawn in the same order as the fast
 cell's, so both paths consume the random stream alike and compute the same function.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,9 @@ def _init_state(cell: nn.Module, x: torch.Tensor, h_prev: torch.Tensor, x_mask, 
     return h_prev + c0 * (h0 - h_prev)
 
 
-def _search_step(cell: nn.Module, x: torch.Tensor, h_prev: torch.Tensor, x_mask, h_mask,
-                 probs: torch.Tensor) -> torch.Tensor:
+def _search_step(
+    cell: nn.Module, x: torch.Tensor, h_prev: torch.Tensor, x_mask, h_mask, probs: torch.Tensor
+) -> torch.Tensor:
     """One time step of the original search cell."""
     s0 = cell.bn(_init_state(cell, x, h_prev, x_mask, h_mask))
     states = s0.unsqueeze(0)
@@ -51,16 +53,18 @@ def _search_step(cell: nn.Module, x: torch.Tensor, h_prev: torch.Tensor, x_mask,
             if name == "none":
                 continue
             unweighted = states + c * (RNN_OPS[name](h) - states)
-            s += torch.sum(probs[offset:offset + i + 1, k].unsqueeze(-1).unsqueeze(-1)
-                           * unweighted, dim=0)
+            s += torch.sum(
+                probs[offset : offset + i + 1, k].unsqueeze(-1).unsqueeze(-1) * unweighted, dim=0
+            )
         s = cell.bn(s)
         states = torch.cat([states, s.unsqueeze(0)], 0)
         offset += i + 1
-    return torch.mean(states[-cell.concat:], dim=0)
+    return torch.mean(states[-cell.concat :], dim=0)
 
 
-def search_cell_forward(cell: nn.Module, inputs: torch.Tensor, hidden: torch.Tensor,
-                        probs: torch.Tensor):
+def search_cell_forward(
+    cell: nn.Module, inputs: torch.Tensor, hidden: torch.Tensor, probs: torch.Tensor
+):
     """``DARTSCellSearch.forward`` as the original computes it.
 
     Args:
