@@ -45,6 +45,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--C", type=int, default=16)
     parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=4,
+        help="intermediate nodes per cell, all concatenated into its output",
+    )
     parser.add_argument("--primitives", default="DARTS_PRIMITIVES")
     parser.add_argument("--op_dict", default="OPS")
     parser.add_argument("--order", type=int, default=1, choices=[1, 2])
@@ -72,6 +78,8 @@ def build(args, device: torch.device, path: str):
         C=args.C,
         num_classes=10,
         layers=args.layers,
+        steps=args.nodes,
+        multiplier=args.nodes,
         primitives=args.primitives,
         op_dict=args.op_dict,
         weighting=args.weighting,
@@ -107,6 +115,7 @@ CONFIG_KEYS = [
     "batch",
     "C",
     "layers",
+    "nodes",
     "primitives",
     "op_dict",
     "order",

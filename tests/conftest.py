@@ -13,6 +13,16 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests marked slow (seconds each: runs, subprocesses, compilation) go first.
+
+    pytest-xdist deals the first quarter of the tests out in turn and the rest to whichever
+    worker is free: with the long tests at the front the workers end together, where a long
+    test dealt late (test_sweep.py sorts last) kept one worker going while the other waited.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

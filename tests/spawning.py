@@ -1,10 +1,13 @@
 """What the multi-process tests share: a free local port, joining a gloo group as the engine
-does, and running a worker on every rank whose results come back through files."""
+does, running a worker on every rank whose results come back through files, and racing
+forked processes."""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +47,62 @@ def run_ranks(
     worker: Callable[[int, int, str], None], out_dir: str | os.PathLike, world: int
 ) -> list:
     """Runs ``worker(rank, port, out_dir)`` in ``world`` processes and returns what each
-    saved to :func:`result_path`, by rank."""
-    mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=world, join=True)
+    saved to :func:`result_path`, by rank.
+
+    The processes are forked from the test process (which has joined no process group): they
+    start with torch imported, where spawned ones would pay 2 to 4 s of CPU each to import it
+    and this module again."""
+    mp.start_processes(
+        worker, args=(free_port(), str(out_dir)), nprocs=world, join=True, start_method="fork"
+    )
     return [torch.load(result_path(out_dir, r), weights_only=True) for r in range(world)]
+
+
+def race_forked(calls: list[Callable[[], int | None]], log_dir: str | os.PathLike) -> list[int]:
+    """Runs each call in its own forked process, all released at the same moment, and returns
+    their exit statuses (a call's return value; 99 when it raised).
+
+    Forked from the test process, the children start with torch and the package imported
+    (a fresh interpreter pays 2 to 4 s of CPU for that), so they meet in the code under test
+    at once: each waits on a pipe that the parent closes when every child exists. Child ``i``
+    writes its stdout and stderr to ``log_dir/i.out`` (see :func:`forked_output`).
+    """
+    read_end, write_end = os.pipe()
+    pids: list[int] = []
+    try:
+        _fork_each(calls, log_dir, read_end, write_end, pids)
+    finally:
+        os.close(read_end)
+        os.close(write_end)  # releases the children
+    return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+
+
+def _fork_each(calls, log_dir, read_end: int, write_end: int, pids: list[int]) -> None:
+    for i, call in enumerate(calls):
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 99
+            try:
+                os.close(write_end)
+                log = os.open(
+                    Path(log_dir) / f"{i}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+                )
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                sys.stdout = open(1, "w", closefd=False)
+                sys.stderr = open(2, "w", closefd=False)
+                os.read(read_end, 1)  # end of file once the parent has closed its end
+                result = call()
+                code = 0 if result is None else int(result)
+            except BaseException:  # noqa: BLE001 - reported through the log and status 99
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+
+
+def forked_output(log_dir: str | os.PathLike, i: int) -> str:
+    """What child ``i`` of :func:`race_forked` printed."""
+    return (Path(log_dir) / f"{i}.out").read_text(errors="replace")

@@ -6,9 +6,6 @@ are skipped; promoted and run:ID genotypes carry their lineage into training run
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -379,15 +376,17 @@ def test_plot_commands(tmp_path, capsys):
     )
 
 
-@pytest.mark.slow
 def test_ten_concurrent_runs_get_ten_complete_folders(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
+    """Ten runs (forked processes, released together, so they meet in the store at once)."""
+    from spawning import forked_output, race_forked
+
+    results = tmp_path / "results"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    def one_run(seed: int):
+        return lambda: cli.main(
             [
-                sys.executable,
-                "-m",
-                "sharpdarts",
                 "run",
                 "cifar10/sharpdarts",
                 "--smoke",
@@ -396,17 +395,13 @@ def test_ten_concurrent_runs_get_ten_complete_folders(tmp_path):
                 "--gin_param",
                 "EPOCHS=1",
                 "--results",
-                str(tmp_path),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
+                str(results),
+            ]
         )
-        for seed in range(10)
-    ]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outputs]
-    folders = run_folders(tmp_path)
+
+    codes = race_forked([one_run(seed) for seed in range(10)], logs)
+    assert codes == [0] * 10, [forked_output(logs, i)[-500:] for i in range(10) if codes[i]]
+    folders = run_folders(results)
     assert len(folders) == 10 and len({f.name for f in folders}) == 10
     infos = [json.loads((f / "run.json").read_text()) for f in folders]
     assert sorted(i["seed"] for i in infos) == list(range(10))

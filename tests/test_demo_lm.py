@@ -5,6 +5,8 @@ it and demo/lm_train_darts_v2 trains DARTS_V2's cell, and the demo_lm table show
 import json
 from pathlib import Path
 
+import pytest
+
 from sharpdarts.face import cli
 from sharpdarts.store import reader
 
@@ -18,6 +20,7 @@ def _run(capsys, *args) -> str:
     return out.out
 
 
+@pytest.mark.slow
 def test_search_promote_train_and_table_on_the_pydoc_corpus(tmp_path, monkeypatch, capsys):
     results, data = tmp_path / "results", tmp_path / "data"
     monkeypatch.setenv("SHARPDARTS_GENOTYPES", str(results / "demo_genotypes.json"))

@@ -2,8 +2,8 @@
 
 Every test configures the engine through gin (cleared around each test) on tiny networks and
 small synthetic datasets, or a tiny CIFAR-10 written here in its real on-disk format. Runs
-record into minimal run folders (a run.json and ``runs.Run``), except the kill-and-resume
-test, which goes through the real command line in subprocesses.
+record into minimal run folders (a run.json and ``runs.Run``), except the command-line tests;
+the kill-and-resume test kills a real command-line process.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import copy
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -183,9 +182,20 @@ def without_seconds(records: list[dict]) -> list[dict]:
 
 
 # ---- Smoke searches -----------------------------------------------------------------------
-@pytest.mark.parametrize("weighting", ["scalar", "max_w"])
-@pytest.mark.parametrize("order", [1, 2])
-@pytest.mark.parametrize("space", ["PRIMITIVES", "SHARPER_PRIMITIVES", "DARTS_PRIMITIVES", "grid"])
+# Every pair of settings, not every triple: each cell space with both orders and both
+# weightings, each order with each weighting; the grid (a second of CPU in all) with all four.
+SMOKE_SEARCHES = [
+    ("PRIMITIVES", 1, "scalar"),
+    ("PRIMITIVES", 2, "max_w"),
+    ("SHARPER_PRIMITIVES", 1, "max_w"),
+    ("SHARPER_PRIMITIVES", 2, "scalar"),
+    ("DARTS_PRIMITIVES", 1, "scalar"),
+    ("DARTS_PRIMITIVES", 2, "max_w"),
+    *[("grid", order, weighting) for order in (1, 2) for weighting in ("scalar", "max_w")],
+]
+
+
+@pytest.mark.parametrize("space, order, weighting", SMOKE_SEARCHES)
 def test_smoke_search_gives_a_valid_genotype(space, order, weighting):
     if space == "grid":
         configure(
@@ -228,6 +238,16 @@ def test_smoke_search_gives_a_valid_genotype(space, order, weighting):
                 assert op in primitives and op != "none"
                 assert 0 <= index < 2 + k // 2  # a node reads only earlier states
             assert cell[0][1] != cell[1][1] and cell[2][1] != cell[3][1]  # distinct inputs
+
+
+def test_an_architecture_split_without_a_full_batch_stops_with_a_user_error():
+    """6 images for the weights, 2 for the architecture at batch 4: the architecture's loader
+    gives no batch, which once made the search wait for one for ever."""
+    from sharpdarts.errors import UserError
+
+    configure(*SEARCH, *SEARCH_CELL, "search.train_portion = 0.75")
+    with pytest.raises(UserError, match="a loader of 2 items gives no batch of 4"):
+        jobs.search(run=None, seed=0)
 
 
 def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
@@ -591,7 +611,11 @@ def _env() -> dict:
 
 
 @pytest.mark.slow
-def test_cli_run_killed_after_an_epoch_resumes(tmp_path):
+def test_cli_run_killed_after_an_epoch_resumes(tmp_path, capsys):
+    """A real kill of a `sharpdarts run` process; the re-run goes through the same command line
+    in this process."""
+    from sharpdarts.face import cli
+
     results = tmp_path / "results"
     # 128 training images an epoch (16 steps) so that there is time to kill mid-run.
     cmd = _cli(results, "--gin_param", "build_datasets.synthetic_size = (128, 16)")
@@ -603,9 +627,10 @@ def test_cli_run_killed_after_an_epoch_resumes(tmp_path):
     assert json.loads((folder / "run.json").read_text())["status"] == "running"
     before = (folder / "metrics.jsonl").read_text().splitlines()[:killed_epoch]
 
-    again = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "resuming" in again.stdout and str(folder) in again.stdout
+    code = cli.main(cmd[3:])
+    again = capsys.readouterr()
+    assert code == 0, again.out + again.err
+    assert "resuming" in again.out and str(folder) in again.out
     assert [p.parent for p in results.glob("runs/*/*/*/run.json")] == [folder]
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
@@ -616,19 +641,23 @@ def test_cli_run_killed_after_an_epoch_resumes(tmp_path):
     assert checkpoint.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 4
 
 
-@pytest.mark.slow
-def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path):
+def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path, capsys):
+    from sharpdarts.face import cli
+
     results = tmp_path / "results"
-    done = subprocess.run(
-        _cli(results, "--gin_param", "train.learning_rate = 1e10"),
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    # 32 images (4 steps an epoch): the loss becomes nan within the first epoch.
+    code = cli.main(
+        _cli(
+            results,
+            "--gin_param",
+            "train.learning_rate = 1e10",
+            "--gin_param",
+            "build_datasets.synthetic_size = (32, 16)",
+        )[3:]
     )
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "loss became nan" in done.stderr and "Traceback" not in done.stderr
+    done = capsys.readouterr()
+    assert code == 1, done.out + done.err
+    assert "loss became nan" in done.err and "Traceback" not in done.err
     [run_json] = results.glob("runs/*/*/*/run.json")
     info = json.loads(run_json.read_text())
     assert info["status"] == "failed" and info["resumable"] is False
@@ -638,6 +667,7 @@ def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path):
 # ---- torch.compile (optional) --------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job", ["search", "train"])
 def test_compiled_weight_steps_give_the_eager_results(job, tmp_path, monkeypatch):
     """``make_context.compile_backend`` routes the weight steps through torch.compile; the

@@ -5,7 +5,6 @@ import functools
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -165,9 +164,13 @@ def test_an_image_dataset_is_refused_for_a_language_model():
 
 
 @pytest.mark.slow
-def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path):
+def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path, capsys):
     """Kill a run after its switch to ASGD, re-run it: the same metrics and final perplexity
-    as an uninterrupted run (the averaged weights and the switch epoch are checkpointed)."""
+    as an uninterrupted run (the averaged weights and the switch epoch are checkpointed).
+    The kill is a real one, of a `sharpdarts run` process; the uninterrupted run and the re-run
+    go through the same command line in this process."""
+    from sharpdarts.face import cli
+
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
 
     def cmd(results):
@@ -191,10 +194,7 @@ def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path):
             "make_context.threads = 1",
         ]
 
-    whole = subprocess.run(
-        cmd(tmp_path / "a"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert cli.main(cmd(tmp_path / "a")[3:]) == 0
     [ref] = (tmp_path / "a").glob("runs/ptb/darts_v2/*")
 
     results = tmp_path / "b"
@@ -203,10 +203,10 @@ def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path):
     )
     state = checkpoint.load_checkpoint(folder / "checkpoint.pt")
     assert state["asgd_epoch"] == 3 and 3 <= state["epoch"] < 5
-    again = subprocess.run(
-        cmd(results), cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert again.returncode == 0 and "resuming" in again.stdout, again.stdout + again.stderr
+    capsys.readouterr()
+    code = cli.main(cmd(results)[3:])
+    out = capsys.readouterr()
+    assert code == 0 and "resuming" in out.out, out.out + out.err
 
     def strip(folder):
         lines = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]

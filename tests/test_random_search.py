@@ -177,7 +177,16 @@ def test_ptb_random_search_smoke_run_keeps_the_best_cell_by_validation_perplexit
 
 
 def test_cifar10_random_search_smoke_run_keeps_the_best_cell_by_validation_error(tmp_path):
-    folder, info, metrics = _run(tmp_path, "cifar10/darts_random_search", "SAMPLES = 3")
+    # 32 training images, not smoke.gin's 16: the held-out half is evaluated through the
+    # training transforms (random crops, as DARTS's), so a sample's error measured again after
+    # its epoch can differ from the epoch's by one image of 8; of 16, these networks answer
+    # alike however the images are cropped.
+    folder, info, metrics = _run(
+        tmp_path,
+        "cifar10/darts_random_search",
+        "SAMPLES = 3",
+        "build_datasets.synthetic_size = (32, 16)",
+    )
     final = _check_record(info, metrics, 3, 1, 2, "valid_error")
     for result in final["samples"]:  # the held-out error of each sample's final weights
         [line] = [r for r in metrics if r.get("sample") == result["sample"]]

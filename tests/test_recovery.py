@@ -181,11 +181,12 @@ def test_a_run_json_write_that_fails_for_space_leaves_run_json_as_it_was(tmp_pat
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A 4 MiB tmpfs (room for two of the smoke checkpoints, not three), where allowed."""
+    """A 1600 KiB tmpfs (room for two of the smoke checkpoints of about 660 KiB, not three),
+    where allowed."""
     mount = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mount)], capture_output=True
     )
     if done.returncode != 0:
         pytest.skip(

@@ -111,14 +111,12 @@ def test_run_ids_carry_a_host_tag_and_stay_valid(monkeypatch):
 
 # ---- many runs into one store ----------------------------------------------------------------
 
-WRITER = textwrap.dedent("""
-    import sys
-    from sharpdarts.store import store
-    results, seed, finish = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-    config = "EPOCHS = 3\\n"
-    run, decision = store.start_run(results, "cifar10/sharpsepconv_darts", seed, config,
-                                    command=["sharpdarts", "run"], kind="train",
-                                    repo_dir=sys.argv[4])
+
+def _writer(results: Path, seed: int, finish: bool, repo_dir: Path) -> None:
+    config = "EPOCHS = 3\n"
+    run, decision = store.start_run(
+        results, SSC, seed, config, command=["sharpdarts", "run"], kind="train", repo_dir=repo_dir
+    )
     assert decision == "new", decision
     for epoch in (1, 2, 3):
         run.log_epoch({"epoch": epoch, "train_loss": 1.0 / epoch})
@@ -127,37 +125,25 @@ WRITER = textwrap.dedent("""
     else:
         run.update(pid=999999999)  # still running elsewhere: its process is not this one
     print(run.path)
-""")
 
 
-@pytest.mark.slow
 def test_twenty_concurrent_runs_land_once_each_and_tables_count_completed_seeds(tmp_path):
+    """22 processes (forked, released together, so they meet at the store's lock at once)."""
+    from spawning import forked_output, race_forked
+
     norepo = tmp_path / "norepo"
     norepo.mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
     res = tmp_path / "results"
     # 20 runs finish, 2 are still running when the table is built.
     jobs = [(seed, seed <= 20) for seed in range(1, 23)]
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                WRITER,
-                str(res),
-                str(seed),
-                "1" if finish else "0",
-                str(norepo),
-            ],
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for seed, finish in jobs
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 22, [e for _, e in outs if e][:2]
-    folders = [Path(out.strip()) for out, _ in outs]
+    codes = race_forked(
+        [lambda s=seed, f=finish: _writer(res, s, f, norepo) for seed, finish in jobs], logs
+    )
+    outs = [forked_output(logs, i) for i in range(len(jobs))]
+    assert codes == [0] * 22, [out for code, out in zip(codes, outs) if code][:2]
+    folders = [Path(out.strip()) for out in outs]
     assert len(set(folders)) == 22
     for folder in folders:
         lines = (folder / "metrics.jsonl").read_text().splitlines()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def _sweep(results, *more):
         str(results),
         *more,
     ]
+
+
+def _sweep_here(capsys, monkeypatch, results, *more) -> tuple[int, str]:
+    """``sharpdarts sweep`` in this process (its job processes are real ones, started by the
+    launcher with the environment of :func:`_env`); returns the exit status and the output."""
+    env = _env()
+    for key in ("OMP_NUM_THREADS", "PYTHONUNBUFFERED", "PYTHONPATH"):
+        monkeypatch.setenv(key, env[key])
+    capsys.readouterr()
+    code = cli.main(_sweep(results, *more)[3:])
+    out = capsys.readouterr()
+    return code, out.out + out.err
 
 
 def _infos(results):
@@ -290,27 +303,25 @@ def test_a_failing_run_fails_its_job_with_the_reason(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_local_sweep_of_four_seeds_gives_four_runs_and_their_mean_and_std(tmp_path):
+def test_local_sweep_of_two_seeds_gives_two_runs_and_their_mean_and_std(
+    tmp_path, capsys, monkeypatch
+):
+    """Two seeds one at a time (--parallel 1): the second job waits for the first."""
     results = tmp_path / "results"
-    done = subprocess.run(
-        _sweep(results, "--seeds", "1-4", "--launcher", "local", "--parallel", "2"),
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=400,
+    code, output = _sweep_here(
+        capsys, monkeypatch, results, "--seeds", "1-2", "--launcher", "local", "--parallel", "1"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert code == 0, output
     infos = _infos(results)
-    assert sorted(i["seed"] for i in infos) == [1, 2, 3, 4]
+    assert sorted(i["seed"] for i in infos) == [1, 2]
     assert all(i["status"] == "completed" for i in infos)
-    assert len({i["scheduler"]["job_id"] for i in infos}) == 4
+    assert len({i["scheduler"]["job_id"] for i in infos}) == 2
     assert all(i["scheduler"]["executor"] == "local" for i in infos)
-    assert "4 completed seeds, 0 still running" in done.stdout
+    assert "2 completed seeds, 0 still running" in output
     errors = [i["final"]["test_error_top1"] for i in infos]
-    mean = sum(errors) / 4
-    std = (sum((e - mean) ** 2 for e in errors) / 3) ** 0.5
-    assert f"test_error_top1 {mean:.2f} ± {std:.2f}" in done.stdout
+    mean = sum(errors) / 2
+    std = (sum((e - mean) ** 2 for e in errors) / (2 - 1)) ** 0.5  # the sample std
+    assert f"test_error_top1 {mean:.2f} ± {std:.2f}" in output
     status = subprocess.run(
         [sys.executable, "-m", "sharpdarts", "sweep", "--status", "--results", str(results)],
         cwd=REPO,
@@ -320,60 +331,55 @@ def test_local_sweep_of_four_seeds_gives_four_runs_and_their_mean_and_std(tmp_pa
         timeout=120,
     )
     states = [line.split()[6] for line in status.stdout.splitlines() if line.startswith("  ")]
-    assert status.returncode == 0 and states == ["completed"] * 4, status.stdout
+    assert status.returncode == 0 and states == ["completed"] * 2, status.stdout
 
 
 @pytest.mark.slow
-def test_a_preempted_sweep_job_is_requeued_and_resumes_exactly(tmp_path):
+def test_a_preempted_sweep_job_is_requeued_and_resumes_exactly(tmp_path, capsys, monkeypatch):
     """SIGUSR2 is what Slurm (--signal) and the local executor send before the end: submitit
-    checkpoints the job, requeues it, and the run resumes from its checkpoint."""
+    checkpoints the job, requeues it, and the run resumes from its checkpoint. The sweep waits
+    for its job here; a thread signals the job's process once it has logged an epoch."""
     more = [
         "--seeds",
         "5",
-        "--launcher",
-        "local",
         "--gin_param",
         "EPOCHS = 4",
         "--gin_param",
         "build_datasets.synthetic_size = (128, 16)",
     ]
     results = tmp_path / "results"
-    proc = subprocess.Popen(
-        _sweep(results, *more),
-        cwd=REPO,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    killed = None
-    deadline = time.monotonic() + 200
-    try:
-        while time.monotonic() < deadline and proc.poll() is None and killed is None:
+    killed, done = [], threading.Event()
+
+    def preempt_after_an_epoch():
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and not done.is_set() and not killed:
             for run_json in results.glob("runs/*/*/*/run.json"):
                 folder = run_json.parent
                 if (folder / "metrics.jsonl").exists() and _epochs(folder):
-                    info = json.loads(run_json.read_text())
-                    os.kill(info["pid"], signal.SIGUSR2)
-                    killed = folder
+                    os.kill(json.loads(run_json.read_text())["pid"], signal.SIGUSR2)
+                    killed.append(folder)
+                    break
             time.sleep(0.05)
-        output = proc.communicate(timeout=300)[0]
+
+    watcher = threading.Thread(target=preempt_after_an_epoch, daemon=True)
+    watcher.start()
+    try:
+        code, output = _sweep_here(capsys, monkeypatch, results, *more, "--launcher", "local")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert killed is not None and proc.returncode == 0, output
+        done.set()
+        watcher.join()
+    assert killed and code == 0, output
+    [killed] = killed
     info = json.loads((killed / "run.json").read_text())
     assert info["status"] == "completed" and info["resumes"] == 1, info
     assert len(info["sessions"]) == 2
     assert _epochs(killed) == [1, 2, 3, 4]  # no lost or repeated epoch
     assert [i["run_id"] for i in _infos(results)] == [killed.name]
 
-    # The same sweep left alone gives the same numbers: the resume was exact.
+    # The same sweep left alone gives the same numbers: the resume was exact. (It runs here,
+    # under the debug launcher: the same job and run, without two more interpreters.)
     again = tmp_path / "again"
-    done = subprocess.run(
-        _sweep(again, *more), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert cli.main(_sweep(again, *more, "--launcher", "debug")[3:]) == 0
     [plain] = _infos(again)
     assert plain["resumes"] == 0
 
@@ -427,27 +433,22 @@ def test_make_targets_take_launcher_as_well_as_seeds(launcher, expected):
 
 
 @pytest.mark.slow
-def test_a_job_of_two_tasks_trains_one_run_with_ddp(tmp_path):
+def test_a_job_of_two_tasks_trains_one_run_with_ddp(tmp_path, capsys, monkeypatch):
     """One task per GPU under Slurm; here two CPU tasks of the local executor join one
     process group from submitit's environment, and rank 0 records the run."""
     results = tmp_path / "results"
-    done = subprocess.run(
-        _sweep(
-            results,
-            "--seeds",
-            "2",
-            "--launcher",
-            "local",
-            "--cluster_param",
-            "cluster.tasks_per_node = 2",
-        ),
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=400,
+    code, output = _sweep_here(
+        capsys,
+        monkeypatch,
+        results,
+        "--seeds",
+        "2",
+        "--launcher",
+        "local",
+        "--cluster_param",
+        "cluster.tasks_per_node = 2",
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert code == 0, output
     [info] = _infos(results)
     assert info["status"] == "completed" and info["world_size"] == 2
     assert info["scheduler"]["num_tasks"] == 2 and len(set(info["rank_seeds"])) == 2

@@ -121,6 +121,7 @@ def test_a_seed_out_of_range_is_refused(seed, tmp_path, capsys):
 
 
 def test_a_good_value_passes_and_runs(tmp_path, capsys):
+    # Batches of 4: a quarter of smoke.gin's 16 images is one batch for the architecture.
     code = cli.main(
         [
             "run",
@@ -132,6 +133,8 @@ def test_a_good_value_passes_and_runs(tmp_path, capsys):
             "EPOCHS=1",
             "--gin_param",
             "search.train_portion=0.75",
+            "--gin_param",
+            "BATCH_SIZE=4",
         ]
     )
     assert code == 0, capsys.readouterr().err

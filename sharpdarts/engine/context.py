@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sharpdarts.errors import UserError
+
 
 @dataclass
 class Context:
@@ -188,10 +190,24 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def cycle(loader) -> Iterator:
-    """Endless batches of a loader, without rebuilding it for every batch."""
+    """Endless batches of a loader, without rebuilding it for every batch.
+
+    Raises:
+        UserError: a pass over the loader gives no batch (fewer items than one batch, with
+            incomplete batches dropped), where it would otherwise loop for ever.
+    """
     epoch = 0
     while True:
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise UserError(
+                f"a loader of {len(loader.sampler)} items gives no batch of {loader.batch_size} "
+                "(incomplete batches are dropped): use a smaller batch size, or more data "
+                "for this split (e.g. another search.train_portion)."
+            )
         epoch += 1
