@@ -79,6 +79,12 @@ def test_seeds_take_ranges_and_lists_once_each():
         (["--seeds", "1-x"], "--seeds"),
         (["--gin_param", "EPOCHZ = 3"], "EPOCHZ"),
         (["--launcher", "slurm"], "srun"),
+        (["--parallel", "0"], "The option --parallel 0 is refused"),
+        (["--parallel", "-3"], "The option --parallel -3 is refused"),
+        (["--time", "0"], "--time"),
+        (["--gpus", "-1"], "--gpus"),
+        (["--mem", "-2"], "--mem"),
+        (["--cluster_param", "cluster.nodes = 0"], "cluster.nodes = 0 is refused"),
     ],
 )
 def test_a_bad_sweep_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):

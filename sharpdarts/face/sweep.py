@@ -32,7 +32,7 @@ from pathlib import Path
 import gin
 import submitit
 
-from sharpdarts.core import io
+from sharpdarts.core import io, validate
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face.sweep_status import SWEEP_JSON, print_status, sweep_folder
 from sharpdarts.store.keys import new_run_id
@@ -53,7 +53,29 @@ LAUNCHERS = ("slurm", "local", "debug")
 JOB_ENV = "SHARPDARTS_SWEEP_JOB"
 
 
+# A duration or an amount of memory: a number above 0.
+POSITIVE = validate.Real("a number > 0", low=0.0, low_open=True)
+# The sweep's own options, each with the cluster parameter it sets and what it must be.
+OPTION_KINDS = {
+    "--parallel": ("parallel", validate.COUNT),
+    "--time": ("timeout_min", POSITIVE),
+    "--gpus": ("gpus_per_node", validate.WORKERS),
+    "--cpus": ("cpus_per_task", validate.COUNT),
+    "--mem": ("mem_gb", POSITIVE),
+}
+
+
 @gin.configurable("cluster")
+@validate.params(
+    timeout_min=POSITIVE,
+    gpus_per_node=validate.WORKERS,
+    cpus_per_task=validate.COUNT,
+    mem_gb=POSITIVE,
+    nodes=validate.COUNT,
+    tasks_per_node=validate.COUNT.or_none(),
+    parallel=validate.COUNT,
+    max_num_timeout=validate.WORKERS,
+)
 def cluster(
     partition: str | None = None,
     timeout_min: float = 24 * 60,
@@ -276,19 +298,16 @@ def _resources(args) -> dict:
     from sharpdarts.face import runner
 
     files = [p for p in [resources.find("gin/cluster.gin")] if p is not None]
-    flags = {
-        "partition": repr(args.partition) if args.partition else None,
-        "timeout_min": args.time,
-        "gpus_per_node": args.gpus,
-        "cpus_per_task": args.cpus,
-        "mem_gb": args.mem,
-        "parallel": args.parallel,
-    }
+    flags = {"partition": repr(args.partition) if args.partition else None}
+    flags.update(
+        {param: getattr(args, option.lstrip("-")) for option, (param, _) in OPTION_KINDS.items()}
+    )
     bindings = [*args.cluster_param] + [
         f"cluster.{k} = {v}" for k, v in flags.items() if v is not None
     ]
     runner._parse_config(files, bindings)
     try:
+        validate.check_config()  # a bad --cluster_param or gin/cluster.gin value: exit 2
         return cluster()
     finally:
         gin.clear_config()
@@ -311,6 +330,10 @@ def run_sweep(args, entry_point: Callable[[list[str]], int]) -> int:
             "name the experiments to sweep (e.g. sharpdarts sweep "
             "cifar10/sharpsepconv_darts --seeds 1-8), or ask --status."
         )
+    for option, (_, kind) in OPTION_KINDS.items():
+        value = getattr(args, option.lstrip("-"))
+        if value is not None:
+            validate.check_value(option, value, kind)
     seeds = parse_seeds(args.seeds)
     names = [experiments.resolve_experiment(name)[0] for name in args.experiments]
     resources = _resources(args)
