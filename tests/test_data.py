@@ -18,7 +18,6 @@ from torchvision import transforms as T
 
 from sharpdarts.engine.data import bundle as bundle_lib
 from sharpdarts.engine.data import datasets, loaders, specs, transforms
-from sharpdarts.engine.data import datasets as data_formats
 from sharpdarts.errors import UserError
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +257,7 @@ def test_cifar10_download_failure_is_a_user_error(tmp_path, monkeypatch):
         calls.append(url)
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data_formats, "download_and_extract_archive", fail)
+    monkeypatch.setattr(datasets, "download_and_extract_archive", fail)
     with pytest.raises(UserError, match="no network"):
         datasets.cifar10(tmp_path, download=True)
     assert calls == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
@@ -266,7 +265,7 @@ def test_cifar10_download_failure_is_a_user_error(tmp_path, monkeypatch):
 
 def test_cifar10_download_path_then_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        data_formats,
+        datasets,
         "download_and_extract_archive",
         lambda url, root, **kwargs: write_cifar10(root, per_batch=2),
     )
@@ -280,7 +279,7 @@ def test_cifar10_1_download_is_attempted_and_failure_is_a_user_error(tmp_path, m
         calls.append((url, root, filename))
         raise urllib.error.URLError("offline")
 
-    monkeypatch.setattr(data_formats, "download_url", fail)
+    monkeypatch.setattr(datasets, "download_url", fail)
     with pytest.raises(UserError, match="offline"):
         datasets.cifar10_1(tmp_path, download=True)
     assert calls == [

@@ -22,7 +22,6 @@ from spawning import free_port, join_group, run_ranks
 from torch import nn
 
 from sharpdarts.engine import checkpoint, context, loop
-from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.engine.data import loaders
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,7 +73,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         loader.sampler.set_epoch(1)
         seen = [int(i) for (batch,) in loader for i in batch]
         fake_run = SimpleNamespace(checkpoint_path=Path(out_dir) / "checkpoint.pt")
-        path = checkpoint_lib.run_checkpoint_path(fake_run if rank == 0 else None, ctx)
+        path = checkpoint.run_checkpoint_path(fake_run if rank == 0 else None, ctx)
 
         torch.save(
             {

@@ -158,12 +158,11 @@ def test_running_out_of_space_loses_nothing(tmp_path, capsys, monkeypatch):
 
 
 def test_a_run_json_write_that_fails_for_space_leaves_run_json_as_it_was(tmp_path, monkeypatch):
-    from sharpdarts.core import io
     from sharpdarts.store.run import Run
 
     folder = tmp_path / "run"
     folder.mkdir()
-    io.atomic_write_json(folder / "run.json", {"status": "running", "epoch": 1})
+    io_lib.atomic_write_json(folder / "run.json", {"status": "running", "epoch": 1})
     run_ = Run(folder)
     before = (folder / "run.json").read_bytes()
 

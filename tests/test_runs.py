@@ -14,7 +14,6 @@ import pytest
 from sharpdarts.core import io
 from sharpdarts.errors import UserError
 from sharpdarts.store import keys, provenance
-from sharpdarts.store import provenance as provenance_lib
 from sharpdarts.store.keys import config_hash
 from sharpdarts.store.run import Run
 from sharpdarts.store.store import find_run, start_run
@@ -382,10 +381,10 @@ def test_repo_without_commits_and_no_repo_have_no_commit(tmp_path, norepo):
     repo.mkdir()
     _git(repo, "init", "-q")
     (repo / "a.py").write_text("x = 1\n")
-    prov = provenance_lib.collect_provenance(repo)
+    prov = provenance.collect_provenance(repo)
     assert prov["git"]["commit"] is None and prov["git"]["dirty"] is True
     assert "+x = 1" in prov["diff"]
-    assert provenance_lib.collect_provenance(norepo)["git"] == {
+    assert provenance.collect_provenance(norepo)["git"] == {
         "commit": None,
         "branch": None,
         "dirty": None,
@@ -397,7 +396,7 @@ def test_repo_without_commits_and_no_repo_have_no_commit(tmp_path, norepo):
 
 def test_real_provenance_reports_device_and_packages(monkeypatch, norepo):
     monkeypatch.undo()  # the real device detection (imports torch)
-    prov = provenance_lib.collect_provenance(norepo)
+    prov = provenance.collect_provenance(norepo)
     assert isinstance(prov["device"], str) and prov["device"]
     assert isinstance(prov["device_count"], int) and prov["device_count"] >= 0
     assert (prov["device"] == "cpu") == (prov["device_count"] == 0)

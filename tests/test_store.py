@@ -11,7 +11,6 @@ import sharpdarts.resources
 from sharpdarts.core import run_folder
 from sharpdarts.errors import UserError
 from sharpdarts.store import provenance, reader, results, store, table_defs, tables
-from sharpdarts.store import tables as tables_lib
 
 
 def test_store_and_results_import_no_torch_and_no_higher_layer():
@@ -103,7 +102,7 @@ def test_tables_json_comes_from_the_project_root(tmp_path, monkeypatch):
     monkeypatch.setenv("SHARPDARTS_PROJECT", str(project))
     assert table_defs.tables_json_path() == project / "experiments" / "tables.json"
     assert table_defs.table_names() == ["mine"]
-    table = tables_lib.build_table("mine", results.load_runs(tmp_path))
+    table = tables.build_table("mine", results.load_runs(tmp_path))
     assert list(table["experiment"]) == ["demo/train"] and table["seeds"].tolist() == [0]
     monkeypatch.delenv("SHARPDARTS_PROJECT")
     assert "cifar10" in table_defs.table_names()  # the checkout's (or the shipped) tables again

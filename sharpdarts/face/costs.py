@@ -45,14 +45,14 @@ def _vocabulary_stand_in(spec):
     else of the data) and a few tokens, as a DataBundle; None when the size is unknown."""
     import torch
 
-    from sharpdarts.engine.data import bundle as bundle_lib
+    from sharpdarts.engine.data import bundle
     from sharpdarts.engine.data import corpus as corpus_lib
 
     if not spec.num_classes:
         return None
     tokens = torch.arange(4096) % spec.num_classes
     stand_in = corpus_lib.Corpus([f"w{i}" for i in range(spec.num_classes)], tokens, tokens, tokens)
-    return bundle_lib.DataBundle(spec, stand_in, stand_in)
+    return bundle.DataBundle(spec, stand_in, stand_in)
 
 
 def compute(name: str) -> dict | None:
