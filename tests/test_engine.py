@@ -25,7 +25,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from sharpdarts.core import genotype_types, genotypes, schedules
-from sharpdarts.engine import checkpoint, context, jobs, loop
+from sharpdarts.engine import checkpoint, context, evaluation, jobs, loop
 from sharpdarts.engine.data import bundle as bundle_lib
 from sharpdarts.engine.data import loaders, transforms
 from sharpdarts.nn import models
@@ -544,11 +544,11 @@ def test_evaluate_checkpoint_in_the_original_layout(tmp_path):
 
     original = tmp_path / "weights.pt"
     torch.save(_original_layout(checkpoint.load_checkpoint(run.checkpoint_path)["model"]), original)
-    result = jobs.evaluate_checkpoint(checkpoint=original)
+    result = evaluation.evaluate_checkpoint(checkpoint=original)
     assert result["test_error_top1"] == pytest.approx(100.0 - expected["acc"], abs=1e-9)
     assert result["test_error_top5"] == pytest.approx(100.0 - expected["acc_top5"], abs=1e-9)
     assert result["params_m"] == final["params_m"]
-    ours = jobs.evaluate_checkpoint(checkpoint=run.path)  # a run folder works too
+    ours = evaluation.evaluate_checkpoint(checkpoint=run.path)  # a run folder works too
     assert ours["test_error_top1"] == result["test_error_top1"]
 
 

@@ -163,7 +163,7 @@ def _experiment(name: str, tmp_path):
 
 
 def _evaluate_cifar(tmp_path):
-    from sharpdarts.engine import jobs
+    from sharpdarts.engine import evaluation
     from sharpdarts.nn import models
 
     gin.parse_config(
@@ -173,7 +173,7 @@ def _evaluate_cifar(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"model": models.NetworkCIFAR(num_classes=10, in_channels=3).state_dict()}, path)
     data = build_datasets(name="synthetic", synthetic_size=(8, 8))
-    built = jobs.evaluate_checkpoint(checkpoint=path, build_only=True, data=data)
+    built = evaluation.evaluate_checkpoint(checkpoint=path, build_only=True, data=data)
     config.check_bindings_used()  # the bindings above are the ones the job reads
     return built
 

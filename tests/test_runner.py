@@ -12,7 +12,7 @@ import torch
 from test_data import write_cifar10
 
 from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.engine import jobs
+from sharpdarts.engine import evaluation, jobs
 from sharpdarts.face import cli
 from sharpdarts.nn import models
 
@@ -128,7 +128,7 @@ def test_two_checkpoints_of_one_architecture_make_two_evaluation_records(tmp_pat
 def test_a_checkpoint_that_changed_is_not_evaluated_under_its_old_hash(tmp_path):
     path = _checkpoint(tmp_path / "weights.pt", 1)
     with pytest.raises(ValueError, match="changed"):
-        jobs.evaluate_checkpoint(
+        evaluation.evaluate_checkpoint(
             checkpoint=path,
             build_only=True,
             network=models.NetworkCIFAR,

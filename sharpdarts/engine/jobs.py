@@ -1,4 +1,5 @@
-"""The jobs an experiment runs: ``search``, ``train`` and ``evaluate_checkpoint``.
+"""The jobs an experiment trains with: ``search`` and ``train`` (saved weights are measured by
+:mod:`sharpdarts.engine.evaluation`).
 
 ``search(...)`` is the original ``train_search.py``: weight steps on one half of the training
 set alternate with architecture steps on the other. ``train(...)`` is ``train.py`` and the
@@ -9,13 +10,12 @@ with the one epoch loop of :mod:`sharpdarts.engine.loop`. ``build_only=True`` re
 built job instead, so the runner can check the config before a run folder exists and then fit
 with the very objects it built (``job.fit(run)``). Each job's parameters are declared once, as
 the fields of its dataclass (:class:`SearchParams`, :class:`TrainParams`,
-:class:`EvaluateParams`; see :mod:`sharpdarts.engine.job_params`).
+see :mod:`sharpdarts.engine.job_params`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -24,23 +24,19 @@ import torch
 from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.core import run_folder, validate
+from sharpdarts.core import validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
 from sharpdarts.engine.architect import Architect
-from sharpdarts.engine.checkpoint import file_sha256, init_weights_from
+from sharpdarts.engine.checkpoint import init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
 from sharpdarts.engine.data import bundle as bundle_lib
 from sharpdarts.engine.data import loaders
 from sharpdarts.engine.data.shards import rank_seed
+from sharpdarts.engine.evaluation import extra_test_errors
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
-
-
-def _data(data: bundle_lib.DataBundle | None, seed: int) -> bundle_lib.DataBundle:
-    """The datasets the caller built already (the runner does), or gin's."""
-    return data if data is not None else bundle_lib.build_datasets(seed=seed)
 
 
 def _weights_tools(params, learning_rate: float, epochs: int, optimizer, lr_schedule, ctx):
@@ -49,17 +45,6 @@ def _weights_tools(params, learning_rate: float, epochs: int, optimizer, lr_sche
     scheduler = resolve_schedule(lr_schedule)(weight_optimizer, epochs)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp_dtype == torch.float16)
     return weight_optimizer, scheduler, scaler
-
-
-def _extra_test_errors(model, bundle, batch_size, criterion, ctx, workers) -> dict:
-    """Errors on the extra test sets (CIFAR-10.1 for CIFAR-10)."""
-    out = {}
-    for name, dataset in bundle.extra_tests.items():
-        loader = loaders.make_loader(
-            dataset, batch_size, workers=workers, distributed=ctx.distributed, exact=True
-        )
-        out[f"{name}_error"] = 100.0 - evaluate(model, loader, criterion, ctx)["acc"]
-    return out
 
 
 def _alphas(model) -> dict:
@@ -131,7 +116,7 @@ class SearchJob(ArchitectureSearch, Job):
         self.params = p = params
         self.ctx = ctx = make_context()
         seed_everything(seed)
-        bundle = _data(data, seed)
+        bundle = bundle_lib.given_or_built(data, seed)
         weight_idx, arch_idx = loaders.search_split(bundle.train, p.train_portion)
         self.train_loader = loaders.make_loader(
             bundle.train,
@@ -330,7 +315,7 @@ class TrainJob(Job):
         self.ctx = ctx = make_context()
         # Each process its own stream (cutout, drop path); DDP copies rank 0's initial weights.
         seed_everything(rank_seed(seed, ctx.rank))
-        self.bundle = bundle = _data(data, seed)
+        self.bundle = bundle = bundle_lib.given_or_built(data, seed)
         self.eval_batch_size = eval_bs = p.eval_batch_size or p.batch_size
         self.valid_loader = None
         if p.valid_portion:
@@ -448,7 +433,7 @@ class TrainJob(Job):
         if self.valid_loader is not None:
             final.update(best_epoch=self.best["epoch"], best_valid_acc=self.best["valid_acc"])
         final.update(
-            _extra_test_errors(
+            extra_test_errors(
                 self.model,
                 self.bundle,
                 self.eval_batch_size,
@@ -486,97 +471,6 @@ def train(
 
 
 # ---- Evaluation of saved weights ---------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class EvaluateParams:
-    """The parameters of :func:`evaluate_checkpoint` (``evaluate_checkpoint.NAME``)."""
-
-    network: Callable[..., nn.Module] = param(
-        UNCHECKED, REQUIRED, "builds the network the weights belong to."
-    )
-    batch_size: int = param(validate.BATCH_SIZE, 128, "evaluation batch size.")
-    workers: int = param(validate.WORKERS, 0, "loader worker processes.")
-    checkpoint_sha256: str | None = param(
-        UNCHECKED,
-        None,
-        "the content hash the checkpoint must have (the runner binds it, so "
-        "that the record names exactly which weights it measured); None checks nothing.",
-    )
-
-
-class EvaluateJob:
-    """Saved weights loaded into their network, ready to be measured (see
-    :func:`evaluate_checkpoint`)."""
-
-    name = "evaluate"
-
-    def __init__(
-        self,
-        seed: int,
-        data: bundle_lib.DataBundle | None,
-        checkpoint: str | os.PathLike,
-        params: EvaluateParams,
-    ):
-        self.params = p = params
-        path = run_folder.checkpoint_file(checkpoint)
-        if p.checkpoint_sha256 is not None and file_sha256(path) != p.checkpoint_sha256:
-            raise ValueError(f"{path} changed: its sha256 is no longer {p.checkpoint_sha256}")
-        self.ctx = ctx = make_context()
-        seed_everything(seed)
-        self.bundle = _data(data, seed)
-        self.model = p.network(
-            num_classes=self.bundle.spec.num_classes, in_channels=self.bundle.spec.channels
-        )
-        init_weights_from(self.model, path)
-        self.model.to(ctx.device)
-        self.criterion = nn.CrossEntropyLoss().to(ctx.device)
-        self.loader = loaders.make_loader(self.bundle.test, p.batch_size, workers=p.workers)
-
-    def fit(self, run=None) -> dict[str, Any]:
-        """Measures the weights; records the operative config into ``run`` when given."""
-        result = evaluate(self.model, self.loader, self.criterion, self.ctx)
-        final = {
-            "test_error_top1": 100.0 - result["acc"],
-            "test_error_top5": 100.0 - result["acc_top5"],
-            "params_m": count_parameters(self.model) / 1e6,
-        }
-        final.update(
-            _extra_test_errors(
-                self.model,
-                self.bundle,
-                self.params.batch_size,
-                self.criterion,
-                self.ctx,
-                self.params.workers,
-            )
-        )
-        if run is not None:
-            run.write_text(run_folder.OPERATIVE_CONFIG, gin.operative_config_str())
-        return final
-
-
-@job_entry(EvaluateParams)
-def evaluate_checkpoint(
-    run=None,
-    seed: int = 0,
-    data=None,
-    checkpoint: str | os.PathLike = "",
-    build_only: bool = False,
-    **params,
-) -> dict[str, Any] | EvaluateJob:
-    """Test error (and CIFAR-10.1 error for CIFAR-10) of saved weights, ours or the original's.
-
-    Args:
-        run: an evaluation run to record into, or None.
-        seed: seeds everything (the data build).
-        data: the datasets, when the caller built them (else ``build_datasets()``).
-        checkpoint: a checkpoint file, or a run folder holding checkpoint.pt.
-        build_only: return the built :class:`EvaluateJob` (measure it with ``.fit(run)``).
-        **params: :class:`EvaluateParams` (gin binds them).
-    """
-    job = EvaluateJob(seed, data, checkpoint, EvaluateParams(**params))
-    return job if build_only else job.fit(run)
-
-
 @gin.configurable
 def experiment(job: Callable[..., Any] = gin.REQUIRED) -> Callable[..., Any]:
     """The job an experiment runs: ``experiment.job = @search`` (or ``@train``)."""

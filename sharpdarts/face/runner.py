@@ -23,7 +23,7 @@ import sharpdarts.engine.random_search  # noqa: F401
 import sharpdarts.nn.models  # noqa: F401
 import sharpdarts.nn.multichannel.networks  # noqa: F401
 from sharpdarts.core import config, genotypes, run_folder, validate
-from sharpdarts.engine import checkpoint, context, jobs, loop
+from sharpdarts.engine import checkpoint, context, evaluation, jobs, loop
 from sharpdarts.engine import lm_jobs as engine_lm
 from sharpdarts.engine.data import bundle as bundle_lib
 from sharpdarts.engine.data import specs
@@ -382,7 +382,7 @@ def evaluate(args) -> int:
             experiments.gin_fragment(f"networks/{args.dataset}"),
         ]
         network = "NetworkCIFAR" if args.dataset == "cifar10" else "NetworkImageNet"
-        job = jobs.evaluate_checkpoint
+        job = evaluation.evaluate_checkpoint
     target = Path(args.checkpoint)
     if not target.exists():
         target = store.find_run(args.results, args.checkpoint).path

@@ -100,3 +100,8 @@ def build_datasets(
         except UserError as e:
             logger.warning("Evaluating without %s: %s", extra_spec.label, e)
     return DataBundle(data_spec, train, test, extra)
+
+
+def given_or_built(data: DataBundle | None, seed: int) -> DataBundle:
+    """The datasets a caller built already (the runner does), or gin's ``build_datasets``."""
+    return data if data is not None else build_datasets(seed=seed)
