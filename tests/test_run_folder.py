@@ -2,9 +2,9 @@
 where each lies and reads the git state; no other module of the package writes those names."""
 
 import ast
-import os
-import subprocess
 from pathlib import Path
+
+from test_runs import _git  # tests/test_runs.py: git with a fixed identity
 
 from sharpdarts.core import run_folder
 from sharpdarts.store import provenance
@@ -85,21 +85,6 @@ def test_a_started_run_lies_where_the_owner_says(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- git
-
-
-def _git(repo, *args):
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, env=env
-    ).stdout
 
 
 def test_git_head_and_the_tracked_diff_are_what_git_prints(tmp_path):

@@ -47,7 +47,8 @@ def _dead_pid():
     return proc.pid
 
 
-def _git(repo, *args):
+def _git(repo, *args) -> bytes:
+    """Runs git in ``repo`` with a fixed identity and no user config; returns its output."""
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": "t",
@@ -57,7 +58,9 @@ def _git(repo, *args):
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",
     }
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, env=env
+    ).stdout
 
 
 # ---------------------------------------------------------------------------- config hash

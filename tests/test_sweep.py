@@ -242,21 +242,9 @@ def test_status_combines_the_store_and_the_scheduler():
 
 def test_debug_sweep_runs_in_process_and_records_the_job(tmp_path, capsys):
     results = tmp_path / "results"
-    rc = cli.main(
-        [
-            "sweep",
-            EXPERIMENT,
-            "--seeds",
-            "3",
-            "--launcher",
-            "debug",
-            "--smoke",
-            "--results",
-            str(results),
-            "--gin_param",
-            "EPOCHS = 1",
-        ]
-    )
+    argv = ["sweep", EXPERIMENT, "--seeds", "3", "--launcher", "debug", "--smoke"]
+    argv += ["--results", str(results), "--gin_param", "EPOCHS = 1"]
+    rc = cli.main(argv)
     out = capsys.readouterr().out
     assert rc == 0, out
     [info] = _infos(results)
@@ -266,24 +254,7 @@ def test_debug_sweep_runs_in_process_and_records_the_job(tmp_path, capsys):
     assert job["job_id"].startswith("DEBUG_")
     assert "1 completed seeds" in out and "completed" in out
     # The same sweep again skips the completed run (the runner decides, as for `run`).
-    assert (
-        cli.main(
-            [
-                "sweep",
-                EXPERIMENT,
-                "--seeds",
-                "3",
-                "--launcher",
-                "debug",
-                "--smoke",
-                "--results",
-                str(results),
-                "--gin_param",
-                "EPOCHS = 1",
-            ]
-        )
-        == 0
-    )
+    assert cli.main(argv) == 0
     assert "already completed" in capsys.readouterr().out
     assert len(_infos(results)) == 1
 

@@ -35,7 +35,7 @@ from sharpdarts.core.metrics import count_parameters
 from sharpdarts.core.schedules import constant_schedule
 from sharpdarts.engine.context import Context, make_context, reduce_sum, seed_everything
 from sharpdarts.engine.data import corpus as corpus_lib
-from sharpdarts.engine.data.bundle import build_datasets
+from sharpdarts.engine.data.bundle import given_or_built
 from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import Job, weight_step
@@ -90,7 +90,7 @@ def evaluate_ppl(
 
 
 def _corpus(data, seed: int) -> corpus_lib.Corpus:
-    bundle = data if data is not None else build_datasets(seed=seed)
+    bundle = given_or_built(data, seed)
     if bundle.spec.modality != "text":
         raise UserError(
             f"A language-model job needs a text corpus (build_datasets.name = "
