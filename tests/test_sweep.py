@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -312,51 +311,56 @@ def test_local_sweep_of_two_seeds_gives_two_runs_and_their_mean_and_std(
 
 
 @pytest.mark.slow
-def test_a_preempted_sweep_job_is_requeued_and_resumes_exactly(tmp_path, capsys, monkeypatch):
+def test_a_preempted_sweep_job_is_requeued_and_resumes_exactly(tmp_path):
     """SIGUSR2 is what Slurm (--signal) and the local executor send before the end: submitit
-    checkpoints the job, requeues it, and the run resumes from its checkpoint. The sweep waits
-    for its job here; a thread signals the job's process once it has logged an epoch."""
+    checkpoints the job, requeues it, and the run resumes from its checkpoint."""
     more = [
         "--seeds",
         "5",
+        "--launcher",
+        "local",
         "--gin_param",
         "EPOCHS = 4",
         "--gin_param",
         "build_datasets.synthetic_size = (128, 16)",
     ]
     results = tmp_path / "results"
-    killed, done = [], threading.Event()
-
-    def preempt_after_an_epoch():
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline and not done.is_set() and not killed:
+    proc = subprocess.Popen(
+        _sweep(results, *more),
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    killed = None
+    deadline = time.monotonic() + 200
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and killed is None:
             for run_json in results.glob("runs/*/*/*/run.json"):
                 folder = run_json.parent
                 if (folder / "metrics.jsonl").exists() and _epochs(folder):
-                    os.kill(json.loads(run_json.read_text())["pid"], signal.SIGUSR2)
-                    killed.append(folder)
-                    break
+                    info = json.loads(run_json.read_text())
+                    os.kill(info["pid"], signal.SIGUSR2)
+                    killed = folder
             time.sleep(0.05)
-
-    watcher = threading.Thread(target=preempt_after_an_epoch, daemon=True)
-    watcher.start()
-    try:
-        code, output = _sweep_here(capsys, monkeypatch, results, *more, "--launcher", "local")
+        output = proc.communicate(timeout=300)[0]
     finally:
-        done.set()
-        watcher.join()
-    assert killed and code == 0, output
-    [killed] = killed
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None and proc.returncode == 0, output
     info = json.loads((killed / "run.json").read_text())
     assert info["status"] == "completed" and info["resumes"] == 1, info
     assert len(info["sessions"]) == 2
     assert _epochs(killed) == [1, 2, 3, 4]  # no lost or repeated epoch
     assert [i["run_id"] for i in _infos(results)] == [killed.name]
 
-    # The same sweep left alone gives the same numbers: the resume was exact. (It runs here,
-    # under the debug launcher: the same job and run, without two more interpreters.)
+    # The same sweep left alone gives the same numbers: the resume was exact.
     again = tmp_path / "again"
-    assert cli.main(_sweep(again, *more, "--launcher", "debug")[3:]) == 0
+    done = subprocess.run(
+        _sweep(again, *more), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
     [plain] = _infos(again)
     assert plain["resumes"] == 0
 
