@@ -439,6 +439,7 @@ def test_unknown_table_and_format_are_user_errors(store):
         "darts_imagenet",
         "darts_wt2",
         "demo_lm",
+        "nb201",
     ]
     with pytest.raises(UserError, match="Unknown table 'cifar100'.*Did you mean: cifar10"):
         build_table("cifar100", load_runs(store))

@@ -21,6 +21,7 @@ from sharpdarts import resources
 from sharpdarts.core import genotypes
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments
+from sharpdarts.face.nb201_args import add_nb201_parser
 from sharpdarts.face.plot_args import add_plot_parser
 from sharpdarts.face.sweep_args import add_sweep_parser
 
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=DEFAULT_RESULTS)
     p.set_defaults(func=cmd_diff)
     add_sweep_parser(sub, DEFAULT_RESULTS, cmd_sweep)
+    add_nb201_parser(sub, DEFAULT_RESULTS)
     return parser
 
 

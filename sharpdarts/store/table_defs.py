@@ -14,7 +14,8 @@ Table definitions, one object per table name:
   with an ``experiment`` are matched to the runs of that experiment, the others are reference
   rows with no reproduced values; then, optionally, one row for every other experiment starting
   with PREFIX that has completed runs), ``{"experiment_prefix": PREFIX}`` (one row per
-  experiment in the store starting with PREFIX) or ``{"experiments": [...]}`` (these rows).
+  experiment in the store starting with PREFIX) or ``{"experiments": [...]}`` (these rows);
+  with ``"require": [METRIC, ...]``, only runs that recorded every METRIC count.
 - ``labels``: the columns that describe a row: ``name`` (DataFrame column), ``label`` (header),
   ``paper`` (the paper_tables.csv column it is read from, for paper rows).
 - ``columns``: the measured columns: ``name`` (DataFrame stem), ``label``, ``metric`` (a
@@ -61,8 +62,11 @@ COMPUTED_COSTS = "reference/computed_costs.json"  # package data: see face/costs
 # we reproduce; read with the sharpDARTS tables as one frame (the ``table`` column tells them
 # apart).
 DARTS_TABLES = "reference/darts_tables.csv"
-# Both papers' tables, read as one frame in this order (row i of paper_rows() is row i there).
-PAPER_SOURCES = (PAPER_TABLES, DARTS_TABLES)
+# The NAS-Bench-201 table's published rows (Dong & Yang 2020, and later papers' rows on its
+# space), each with its source; docs/nb201_benchmark.md.
+NB201_TABLES = "reference/nb201_tables.csv"
+# The papers' tables, read as one frame in this order (row i of paper_rows() is row i there).
+PAPER_SOURCES = (PAPER_TABLES, DARTS_TABLES, NB201_TABLES)
 
 
 def tables_json_path() -> Path:
@@ -152,7 +156,7 @@ def _paper_tables_cached() -> pd.DataFrame:
     # printed there; the sharpDARTS tables' columns stay numeric.
     text = {"search_gpu_days": object, "params_m": object}
     frames = []
-    for name, extra in zip(PAPER_SOURCES, ({}, text)):
+    for name, extra in zip(PAPER_SOURCES, ({}, text, {})):
         with (
             importlib.resources.files("sharpdarts").joinpath(name).open("r", encoding="utf-8") as f
         ):

@@ -178,6 +178,11 @@ def build_table(
         if column not in runs:
             runs = runs.assign(**{column: pd.Series(dtype=object)})
     rows_spec = spec["rows"]
+    for metric in rows_spec.get("require") or []:
+        # A run without the table's figure has no place in it (e.g. a NAS-Bench-201 search
+        # run that looked up no benchmark accuracy).
+        recorded = pd.to_numeric(runs[metric], errors="coerce").notna() if metric in runs else None
+        runs = runs[recorded] if recorded is not None else runs.iloc[0:0]
     labels = spec.get("labels") or [{"name": "experiment", "label": "Experiment"}]
     rows: list[dict] = []
 
