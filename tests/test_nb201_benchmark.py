@@ -259,3 +259,10 @@ def test_the_nb201_table_shows_the_papers_rows_as_printed_and_ours(files, tmp_pa
         bench.table_figures(ALL_CONV)["nb201_imagenet16_test_acc"]
     )
     assert f"{rea['c10_valid_mean']:.2f} ± 0.00" in rows["nb201/search_rea"]
+
+
+def test_every_table_and_figure_is_made_with_nb201_search_runs(files, tmp_path, capsys):
+    # `sharpdarts tables` draws a search's cell: an NB201 arch string has none to draw.
+    cli_json(capsys, "nb201", "random", "--benchmark", files["nats"], "--results", tmp_path)
+    assert cli.main(["tables", "--results", str(tmp_path), "--out", str(tmp_path / "t")]) == 0
+    assert "nb201/search_random" in (tmp_path / "t" / "nb201.md").read_text()

@@ -103,6 +103,8 @@ def cmd_tables(args) -> int:
             best = group.sort_values(
                 "best_valid_ppl" if by_ppl else "best_valid_acc", ascending=by_ppl
             ).iloc[0]
+            if isinstance(best.get("genotype"), str):
+                continue  # a NAS-Bench-201 cell (an arch string): no DARTS cell to draw
             genotype = cells.genotype_for(best["path"], prefer="best_genotype")
             if genotype.layout in ("cell", "recurrent"):
                 print(cells.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
