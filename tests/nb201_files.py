@@ -82,11 +82,12 @@ def flops_m(arch: str, classes: int) -> float:
     return round(15.6 + 28.0 * n_convs(arch) + classes * 0.01, 5)
 
 
-def arch_results(package, index: int, arch: str, hp: str):
+def arch_results(package, index: int, arch: str, hp: str, datasets=tuple(DATASETS)):
     """The ``ArchResults`` of one cell and one training length, built with ``package``'s classes."""
     epochs = 12 if hp == "12" else EPOCHS_200
     results = package.ArchResults(index, arch)
-    for dataset, (classes, eval_names) in DATASETS.items():
+    for dataset in datasets:
+        classes, eval_names = DATASETS[dataset]
         for seed in SEEDS[hp].get(dataset, DEFAULT_SEEDS[hp]):
             config = {"channel": 16, "num_cells": 5, "arch_str": arch, "class_num": classes}
             train_acc = {e: accuracy(arch, hp, dataset, "train", seed, e) for e in range(epochs)}
@@ -122,14 +123,17 @@ def arch_results(package, index: int, arch: str, hp: str):
     return results
 
 
-def write_nas201_file(folder: Path, archs=ARCHS, name="NAS-Bench-201-v1_1-096897.pth") -> Path:
-    """A ``nas_201_api`` benchmark file of ``archs`` (index order) in ``folder``."""
+def write_nas201_file(
+    folder: Path, archs=ARCHS, name="NAS-Bench-201-v1_1-096897.pth", short=tuple(DATASETS)
+) -> Path:
+    """A ``nas_201_api`` benchmark file of ``archs`` (index order) in ``folder``; ``short``:
+    the datasets with 12-epoch records (v1_0 has 'cifar10-valid' only, v1_1 all four)."""
     import nas_201_api
     import torch
 
     infos = {
         index: {
-            "less": arch_results(nas_201_api, index, arch, "12").state_dict(),
+            "less": arch_results(nas_201_api, index, arch, "12", short).state_dict(),
             "full": arch_results(nas_201_api, index, arch, "200").state_dict(),
         }
         for index, arch in enumerate(archs)

@@ -92,6 +92,13 @@ def test_each_file_kind_answers_its_records_through_the_official_package(files, 
     assert set(DATASETS) == set(found["datasets"])
 
 
+def test_the_first_release_has_12_epoch_figures_on_cifar10_valid_only(tmp_path):
+    name = "NAS-Bench-201-v1_0-e61699.pth"
+    bench = open_benchmark(write_nas201_file(tmp_path, ARCHS[:2], name, ("cifar10-valid",)))
+    assert list(bench.query(ARCHS[1], hp="12")["datasets"]) == ["cifar10-valid"]
+    assert list(bench.query(ARCHS[1])["datasets"]) == list(DATASETS)
+
+
 def test_both_packages_agree_on_the_same_records(files):
     nats, pth = open_benchmark(files["nats"]), open_benchmark(files["pth"])
     for arch in ARCHS[:6]:

@@ -179,12 +179,23 @@ class Benchmark:
 
         Returns:
             ``{'arch', 'index', 'hp', 'benchmark', 'datasets': {dataset: figures}}`` with
-            :meth:`dataset_figures` for each of :data:`DATASETS`.
+            :meth:`dataset_figures` for each of :data:`DATASETS` that the file trained for
+            ``hp`` epochs (``NAS-Bench-201-v1_0`` has 12-epoch figures for 'cifar10-valid' only).
+
+        Raises:
+            UserError: the file has no figures of the cell for ``hp`` at all.
         """
         if str(hp) not in HPS:
             raise UserError(f"hp is one of {', '.join(HPS)} (training epochs); got {hp!r}.")
         index = self.index(arch)
-        datasets = {d: self.dataset_figures(index, d, str(hp)) for d in DATASETS}
+        datasets, first_error = {}, None
+        for dataset in DATASETS:
+            try:
+                datasets[dataset] = self.dataset_figures(index, dataset, str(hp))
+            except UserError as exc:
+                first_error = first_error or exc
+        if not datasets:
+            raise first_error
         return {
             "arch": arch.strip(),
             "index": index,
