@@ -38,7 +38,7 @@ def cell_of(name: str, results: str) -> str:
     from sharpdarts.core.nb201_arch import parse_arch
 
     text = name.strip()
-    if text.startswith("|") or "~" in text:
+    if text.startswith("|") or text.endswith("|"):  # a cell; a run id or folder never is
         parse_arch(text)  # a malformed string says what one looks like
         return text
     from sharpdarts.store import reader, store

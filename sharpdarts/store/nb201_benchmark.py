@@ -24,7 +24,7 @@ import math
 import os
 from pathlib import Path
 
-from sharpdarts.core.nb201_arch import parse_arch
+from sharpdarts.core.nb201_arch import OPS, parse_arch
 from sharpdarts.errors import UserError, one_line
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
 # 'cifar10' on train + valid.
 DATASETS = ("cifar10-valid", "cifar10", "cifar100", "ImageNet16-120")
 HPS = ("12", "200")
-# The figures of the NAS-Bench-201 table (its Table 5), as run.json ``final`` keys: a search run
+# The figures of the NAS-Bench-201 paper's table of searches, as run.json ``final`` keys: a run
 # that records these for its cell has a row in `sharpdarts table nb201`.
 TABLE_METRICS = {
     "nb201_cifar10_valid_acc": ("cifar10-valid", "valid"),
@@ -118,16 +118,9 @@ class Benchmark:
     def __init__(self, path: Path, api, package: str):
         self.path, self.api, self.package = path, api, package
 
-    @property
-    def archs(self) -> list[str]:
-        """Every cell the file lists, in its index order."""
-        return list(self.api.meta_archs)
-
     def ops(self) -> tuple[str, ...]:
         """The ops that the listed cells use, in the benchmark's op order (all five in a real
         file; test files list fewer)."""
-        from sharpdarts.core.nb201_arch import OPS
-
         used = set()
         for arch in self.api.meta_archs:
             used.update(parse_arch(arch))
