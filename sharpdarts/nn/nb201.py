@@ -27,12 +27,8 @@ from sharpdarts.core.nb201_arch import (
 )
 from sharpdarts.errors import UserError
 from sharpdarts.nn.nb201_ops import MacroNetwork, make_op
-from sharpdarts.nn.nb201_search import (
-    METHODS,
-    NB201SearchCell,
-    dirichlet_weights,
-    gdas_hard_weights,
-)
+from sharpdarts.nn.nb201_search import METHODS, NB201SearchCell
+from sharpdarts.nn.relaxation import dirichlet, gumbel_hard
 
 
 class InferCell(nn.Module):
@@ -90,6 +86,15 @@ class NB201Network(MacroNetwork):
         for cell in self.cells:
             feature = cell(feature)
         return self._head(feature)
+
+
+def _masked(weights: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """DrNAS's pruned weights (``process_step_vector``): the pruned ops' weights zeroed and
+    each edge's renormalised to sum 1."""
+    if mask is None:
+        return weights
+    weights = torch.where(mask, weights, 0.0)
+    return weights / weights.sum(dim=-1, keepdim=True)
 
 
 @gin.configurable
@@ -184,10 +189,10 @@ class NB201SearchNetwork(MacroNetwork):
         """This forward's (6, 5) op weights and per-edge choices: the method's one random draw
         (GDAS: Gumbel noise, DrNAS: a Dirichlet sample per edge) happens here."""
         if self.method == "gdas":
-            hardwts, index = gdas_hard_weights(self.alphas, self.tau)
-            return hardwts, index.flatten().tolist()
+            hard = gumbel_hard(self.alphas, self.tau)
+            return hard.weights, hard.index.flatten().tolist()
         if self.method == "drnas":
-            weights = dirichlet_weights(self.alphas, self.mask)
+            weights = _masked(dirichlet(self.alphas).weights, self.mask)
             return weights, (weights != 0).tolist()
         return F.softmax(self.alphas, dim=-1), [None] * len(EDGES)
 
@@ -207,10 +212,7 @@ class NB201SearchNetwork(MacroNetwork):
         ``genotype``; DrNAS takes the largest of the masked, renormalised softmax)."""
         weights = self.alphas
         if self.method == "drnas":
-            weights = F.softmax(weights, dim=-1)
-            if self.mask is not None:
-                weights = torch.where(self.mask, weights, 0.0)
-                weights = weights / weights.sum(dim=-1, keepdim=True)
+            weights = _masked(F.softmax(weights, dim=-1), self.mask)
         return arch_from_weights(weights.double().cpu().numpy())
 
     @torch.no_grad()

@@ -4,6 +4,8 @@ In the supernet (``sharpdarts.nn.nb201.NB201SearchNetwork``) every cell edge hol
 ops; one (6 x 5) ``alphas`` matrix, shared by all cells, is turned into op weights once per
 forward by the method's relaxation, each made as its authors make it:
 
+(the draws themselves are :mod:`sharpdarts.nn.relaxation`'s ``gumbel_hard`` and ``dirichlet``):
+
 - ``'darts'``: ``softmax(alphas)``, each edge ``sum(op(x) * w)`` (xautodl's
   ``GenericNAS201Model``, algorithm ``darts-v1``/``darts-v2``: cal mode ``joint``);
 - ``'gdas'``: xautodl's GDAS. Gumbel noise ``-log(Exp(1))`` on ``log_softmax(alphas)``, over
@@ -25,44 +27,12 @@ is affine. So each loads its authors' state dict key for key (``nb201.load_origi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.core.nb201_arch import EDGES, NODES, OPS
 from sharpdarts.nn.nb201_ops import Zero, make_op
 
 METHODS = ("darts", "gdas", "drnas")
-
-
-def gdas_hard_weights(alphas: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """GDAS's straight-through one-hot weights and sampled op of each row (xautodl's draw).
-
-    Returns:
-        ``(hardwts, index)``: ``hardwts`` equals a one-hot in value and has the gradient of
-        ``softmax((log_softmax(alphas) + gumbel) / tau)``; ``index`` the (rows, 1) argmax.
-    """
-    while True:
-        gumbels = -torch.empty_like(alphas).exponential_().log()
-        probs = F.softmax((alphas.log_softmax(dim=1) + gumbels) / tau, dim=1)
-        index = probs.max(-1, keepdim=True)[1]
-        one_hot = torch.zeros_like(probs).scatter_(-1, index, 1.0)
-        hardwts = one_hot - probs.detach() + probs
-        if not (gumbels.isinf().any() or probs.isinf().any() or probs.isnan().any()):
-            return hardwts, index
-
-
-def dirichlet_weights(alphas: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """DrNAS's op weights: per row, ``Dirichlet(elu(alpha) + 1).rsample()``; with a pruning
-    mask, the pruned entries are zeroed and the row renormalised (DrNAS ``process_step_vector``).
-    """
-    rows = []
-    for r, row in enumerate(alphas):
-        sample = torch.distributions.Dirichlet(F.elu(row) + 1).rsample()
-        if mask is not None:
-            sample = torch.where(mask[r], sample, torch.zeros_like(sample))
-            sample = sample / sample.sum()
-        rows.append(sample)
-    return torch.stack(rows)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
