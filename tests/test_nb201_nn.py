@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sharpdarts.core.nb201_arch import parse_arch
+from sharpdarts.engine import jobs
 from sharpdarts.errors import UserError
 from sharpdarts.nn.nb201 import NB201Network, NB201SearchNetwork, load_original_state_dict
 
@@ -270,3 +272,41 @@ def test_networks_are_gin_configurable_and_take_in_channels():
     assert search(torch.randn(2, 1, 8, 8)).shape == (2, 5)
     assert search.tau == 10.0 and NB201SearchNetwork(C=4, N=1).tau is None
     assert len(search.weights()) + 1 == len(list(search.parameters()))
+
+
+def test_genotype_can_leave_none_out_as_darts_does():
+    model = _search("darts")
+    assert model.genotype() == GENOTYPE
+    with torch.no_grad():
+        model.alphas[:, 0] = 10.0  # 'none' wins every edge unless it is left out
+    assert model.genotype() == "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    assert "none" not in parse_arch(model.genotype(skip_primitive="none"))
+    with pytest.raises(UserError, match="not a NAS-Bench-201 op"):
+        model.genotype(skip_primitive="zero")
+
+
+@pytest.mark.parametrize("method", ["darts", "gdas", "drnas"])
+def test_the_search_job_searches_the_space(method):
+    gin.parse_config(
+        [
+            "make_context.device = 'cpu'",
+            "build_datasets.name = 'synthetic'",
+            "build_datasets.synthetic_shape = (3, 8, 8)",
+            "build_datasets.synthetic_size = (8, 4)",
+            "build_datasets.synthetic_classes = 3",
+            "search.epochs = 1",
+            "search.batch_size = 4",
+            "search.show_progress = False",
+            "search.skip_primitive = None",
+            "search.network = @NB201SearchNetwork",
+            "NB201SearchNetwork.C = 4",
+            "NB201SearchNetwork.N = 1",
+            f"NB201SearchNetwork.method = '{method}'",
+        ]
+    )
+    job = jobs.search(seed=0, build_only=True)
+    before = job.model.alphas.detach().clone()
+    final = job.fit(None)
+    assert not torch.equal(job.model.alphas, before)  # the architect stepped the alphas
+    assert parse_arch(final["genotype"]) and final["genotype"] == job.model.genotype()
+    assert final["best_genotype"] == final["genotype"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import gin
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +22,7 @@ from sharpdarts.core import validate
 from sharpdarts.core.nb201_arch import (
     EDGES,
     NODES,
-    OPS,  # noqa: F401  (the NAS-Bench-201 contract names OPS here too; defined in core)
+    OPS,  # (the NAS-Bench-201 contract names OPS here too; it is defined in core)
     arch_from_weights,
     parse_arch,
 )
@@ -207,13 +208,26 @@ class NB201SearchNetwork(MacroNetwork):
         return self._head(feature)
 
     @torch.no_grad()
-    def genotype(self) -> str:
-        """The benchmark arch string of each edge's largest alpha, ``none`` included (xautodl's
-        ``genotype``; DrNAS takes the largest of the masked, renormalised softmax)."""
+    def genotype(self, skip_primitive: str | None = None) -> str:
+        """The benchmark arch string of each edge's largest alpha.
+
+        Args:
+            skip_primitive: None (the default): ``none`` can win, as in xautodl's
+                ``genotype`` (DrNAS reads the softmax, masked and renormalised after pruning);
+                ``'none'``: DARTS's rule, the largest of the other four ops.
+        """
         weights = self.alphas
         if self.method == "drnas":
             weights = _masked(F.softmax(weights, dim=-1), self.mask)
-        return arch_from_weights(weights.double().cpu().numpy())
+        weights = weights.double().cpu().numpy()
+        if skip_primitive is not None:
+            if skip_primitive not in OPS:
+                raise UserError(
+                    f"skip_primitive={skip_primitive!r} is not a NAS-Bench-201 op "
+                    f"({', '.join(OPS)}); None lets every op win."
+                )
+            weights[:, OPS.index(skip_primitive)] = -np.inf
+        return arch_from_weights(weights)
 
     @torch.no_grad()
     def prune(self, num_keep: int) -> None:
