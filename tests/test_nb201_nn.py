@@ -109,6 +109,24 @@ SEARCH = {
         0.3253753756028692,
     ),
 }  # fmt: skip
+# DrNAS's progressive step at C=8, N=1: K=4, pruning(3), torch.manual_seed(5), wider(2) (their
+# random channel copies; every tensor of the state dicts equal), then the forward as above.
+WIDER = (
+    [0.09729342198875132, -1.6667879379248285, 1.6787012511154558, 2.1285564331041638,
+     -0.3426134103539562, 1.9238544164532687, -2.3794392832589812, -1.833996323284214,
+     0.9561106532926487, -0.00697809033548602],
+    0.06066696435023555,
+    [0.09683397525663472, -0.030827118359057652, 0.06188923565385209, 0.025131350925130885,
+     -0.2676932514563572, -0.02254748828908079],
+    1.028692478905899,
+    38928,
+)  # fmt: skip
+# Genotypes of alphas = torch.randn(6, 5) from torch.Generator().manual_seed(seed), float64, read
+# by xautodl's GenericNAS201Model.genotype and DrNAS's genotype() (the same strings).
+GENOTYPES = {
+    3: "|nor_conv_1x1~0|+|nor_conv_1x1~0|none~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+    4: "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|",
+}
 # Parameters of TinyNetwork(C=16, N=5) in xautodl (same commit), per class count: CIFAR-10,
 # CIFAR-100, ImageNet16-120.
 BEST = (
@@ -176,6 +194,34 @@ def test_search_logits_alpha_gradients_and_genotype_equal_the_authors(method, k,
     )
     assert grad.abs().sum().item() == pytest.approx(grad_abs, **TOL)
     assert model.genotype() == GENOTYPE
+
+
+def test_drnas_widening_equals_drnas():
+    model = fill(NB201SearchNetwork(C=8, N=1, method="drnas", partial_channels=4))
+    model.prune(3)
+    torch.manual_seed(5)
+    model.wider(2)
+    logits, grad = _run(model.train())
+    row, total, grad_rows, grad_abs, count = WIDER
+    assert logits[0].tolist() == pytest.approx(row, **TOL)
+    assert logits.sum().item() == pytest.approx(total, **TOL)
+    assert (grad * torch.arange(5.0, dtype=grad.dtype)).sum(1).tolist() == pytest.approx(
+        grad_rows, **TOL
+    )
+    assert grad.abs().sum().item() == pytest.approx(grad_abs, **TOL)
+    assert sum(p.numel() for p in model.parameters()) == count
+    with pytest.raises(UserError, match="only go down"):
+        model.wider(4)
+
+
+@pytest.mark.parametrize("method", ["gdas", "drnas"])
+def test_genotypes_of_given_alphas_equal_the_authors(method):
+    model = NB201SearchNetwork(C=4, N=1, method=method).double()
+    for seed, expected in GENOTYPES.items():
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            model.alphas.copy_(torch.randn(6, 5, generator=generator, dtype=torch.float64))
+        assert model.genotype() == expected
 
 
 @pytest.mark.parametrize("method", ["gdas", "drnas"])

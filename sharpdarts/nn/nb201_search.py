@@ -30,9 +30,31 @@ import torch
 from torch import nn
 
 from sharpdarts.core.nb201_arch import EDGES, NODES, OPS
-from sharpdarts.nn.nb201_ops import Zero, make_op
+from sharpdarts.nn.nb201_ops import ReLUConvBN, Zero, make_op
 
 METHODS = ("darts", "gdas", "drnas")
+
+
+@torch.no_grad()
+def widen(op: ReLUConvBN, channels: int) -> None:
+    """DrNAS's ``ReLUConvBN.wider`` (their ``net2wider.py``): the conv's input channels, then
+    its output channels, grow to ``channels`` by copying randomly drawn existing ones
+    (``torch.randint``, in that order; the copies are not rescaled), and the BN's statistics
+    (and affine, if any) copy the same output channels."""
+    conv, bn = op.op[1], op.op[2]
+    weight = conv.weight
+    in_index = torch.randint(low=0, high=weight.size(1), size=(channels - weight.size(1),))
+    weight = torch.cat([weight, weight[:, in_index]], dim=1)
+    out_index = torch.randint(low=0, high=weight.size(0), size=(channels - weight.size(0),))
+    conv.weight = nn.Parameter(torch.cat([weight, weight[out_index]], dim=0))
+    conv.in_channels = conv.out_channels = bn.num_features = channels
+    for name in ("running_mean", "running_var"):
+        stat = getattr(bn, name)
+        if stat is not None:
+            setattr(bn, name, torch.cat([stat, stat[out_index]]))
+    if bn.affine:
+        bn.weight = nn.Parameter(torch.cat([bn.weight, bn.weight[out_index]]))
+        bn.bias = nn.Parameter(torch.cat([bn.bias, bn.bias[out_index]]))
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -63,6 +85,7 @@ class NB201SearchCell(nn.Module):
     ):
         super().__init__()
         self.method = method
+        self.C = C
         self.k = partial_channels
         width = C // partial_channels
         self.edges = nn.ModuleDict(
@@ -73,6 +96,15 @@ class NB201SearchCell(nn.Module):
                 for i, j in EDGES
             }
         )
+
+    def wider(self, partial_channels: int) -> None:
+        """DrNAS's ``wider``: a smaller K; every conv op widens to ``C // K`` (edges and ops
+        in order, each drawing its copied channels)."""
+        self.k = partial_channels
+        for ops in self.edges.values():
+            for op in ops:
+                if isinstance(op, ReLUConvBN):
+                    widen(op, self.C // partial_channels)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, choice: list) -> torch.Tensor:
         """``weights``: (6, 5) op weights; ``choice``: per edge, the sampled op (GDAS) or the
