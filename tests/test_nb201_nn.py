@@ -109,6 +109,28 @@ SEARCH = {
         0.3253753756028692,
     ),
 }  # fmt: skip
+# xautodl's TinyNetworkDarts and TinyNetworkGDAS (same commit; the NAS-Bench-201 paper's
+# searches, exps/NAS-Bench-201-algos): an affine, tracked last BN (``plain_lastact=True``).
+PLAIN = {
+    "darts": (
+        [-1.0856561314608635, -0.23776278312169297, 2.2894593895827553, 1.3032314713459625,
+         -0.811354978706655, -2.2111770311749437, -0.12844347873545625, -0.33706629590103726,
+         1.1198550455608793, -0.04091580610242551],
+        0.16324084677525064,
+        [-0.2424073814989863, -0.21699528865116616, 0.18766169204017924, -0.2522153666694814,
+         0.1379560775390534, -0.12443034619825574],
+        1.5534556801344193,
+    ),
+    "gdas": (
+        [-1.1390118228095265, -0.09547636602445797, 2.4726945332442005, 1.5404189869333182,
+         -0.9589336837719391, -2.3558678012818297, -0.1589922557568333, -0.061645002616455113,
+         1.4047438559970526, -0.5504982216464345],
+        0.2509914003574749,
+        [0.0, -0.006064176222006025, 0.006699428457801063, 0.0016908327312605696,
+         -0.0008939686010730262, -0.002115771163107436],
+        0.027613728605416023,
+    ),
+}  # fmt: skip
 # DrNAS's progressive step at C=8, N=1: K=4, pruning(3), torch.manual_seed(5), wider(2) (their
 # random channel copies; every tensor of the state dicts equal), then the forward as above.
 WIDER = (
@@ -145,8 +167,8 @@ PARAMS = {
 TOL = {"rel": 1e-10, "abs": 1e-12}
 
 
-def _search(method: str, k: int = 1, prune=()) -> NB201SearchNetwork:
-    model = fill(NB201SearchNetwork(C=4, N=1, method=method, partial_channels=k))
+def _search(method: str, k: int = 1, prune=(), **options) -> NB201SearchNetwork:
+    model = fill(NB201SearchNetwork(C=4, N=1, method=method, partial_channels=k, **options))
     for keep in prune:
         model.prune(keep)
     return model.train()
@@ -182,11 +204,18 @@ def test_parameter_counts_equal_xautodl_for_the_three_datasets(arch):
     assert small(torch.randn(2, 3, 16, 16)).shape == (2, 120)
 
 
-@pytest.mark.parametrize("method,k,prune", sorted(SEARCH))
-def test_search_logits_alpha_gradients_and_genotype_equal_the_authors(method, k, prune):
-    model = _search(method, k, prune)
+CASES = [(*key, {}, SEARCH[key]) for key in sorted(SEARCH)] + [
+    (method, 1, (), {"plain_lastact": True}, PLAIN[method]) for method in sorted(PLAIN)
+]
+
+
+@pytest.mark.parametrize("method,k,prune,options,figures", CASES)
+def test_search_logits_alpha_gradients_and_genotype_equal_the_authors(
+    method, k, prune, options, figures
+):
+    model = _search(method, k, prune, **options)
     logits, grad = _run(model)
-    row, total, grad_rows, grad_abs = SEARCH[method, k, prune]
+    row, total, grad_rows, grad_abs = figures
     assert logits[0].tolist() == pytest.approx(row, **TOL)
     assert logits.sum().item() == pytest.approx(total, **TOL)
     assert (grad * torch.arange(5.0, dtype=grad.dtype)).sum(1).tolist() == pytest.approx(
@@ -256,30 +285,39 @@ def test_drnas_pruning_keeps_the_largest_alphas_and_saves_the_mask():
         _search("darts").prune(3)
 
 
-def _authors_keys(state: dict, method: str) -> dict:
-    """Our state dict under the authors' names (xautodl's GenericNAS201Model, DrNAS)."""
+def _authors_keys(state: dict, method: str, plain: bool = False) -> dict:
+    """Our state dict under the authors' names: xautodl's GenericNAS201Model (``_stem``,
+    ``_cells``, ``arch_parameters``), its TinyNetworkDarts/GDAS (``arch_parameters``), DrNAS
+    (``_arch_parameters``)."""
     if method == "drnas":
         return {("_arch_parameters" if k == "alphas" else k): v for k, v in state.items()}
     renamed = {}
     for key, value in state.items():
-        if key.split(".")[0] in ("stem", "cells"):
+        if key.split(".")[0] in ("stem", "cells") and not plain:
             key = "_" + key
         renamed["arch_parameters" if key == "alphas" else key] = value
     return renamed
 
 
 @pytest.mark.parametrize(
-    "method,k,count,conv_bias",
-    # The authors' state dicts at C=4, N=1 have 218 (xautodl) and 184 (DrNAS) entries: xautodl's
+    "method,k,count,conv_bias,options",
+    # The authors' state dicts at C=4, N=1 have 218 (xautodl's GenericNAS201Model), 220 (its
+    # TinyNetworkDarts/GDAS: the last BN's affine too) and 184 (DrNAS) entries: xautodl's
     # search convs have a bias (its BN has no affine), DrNAS's never do.
-    [("darts", 1, 218, True), ("gdas", 1, 218, True), ("drnas", 2, 184, False)],
+    [
+        ("darts", 1, 218, True, {}),
+        ("gdas", 1, 218, True, {}),
+        ("gdas", 1, 220, True, {"plain_lastact": True}),
+        ("drnas", 2, 184, False, {}),
+    ],
 )
-def test_load_original_state_dict_takes_the_authors_names(method, k, count, conv_bias):
-    model = _search(method, k)
-    state = _authors_keys(model.state_dict(), method)
+def test_load_original_state_dict_takes_the_authors_names(method, k, count, conv_bias, options):
+    model = _search(method, k, **options)
+    state = _authors_keys(model.state_dict(), method, bool(options))
     assert len(state) == count
-    assert ("_cells.0.edges.3<-2.3.op.1.bias" in state) == conv_bias
-    fresh = NB201SearchNetwork(C=4, N=1, method=method, partial_channels=k).double()
+    cells = "cells" if method == "drnas" or options else "_cells"
+    assert (f"{cells}.0.edges.3<-2.3.op.1.bias" in state) == conv_bias
+    fresh = NB201SearchNetwork(C=4, N=1, method=method, partial_channels=k, **options).double()
     load_original_state_dict(fresh, {"search_model": state} if method != "drnas" else state)
     assert torch.equal(_run(fresh)[0], _run(model)[0])
     with pytest.raises(UserError, match="do not fit"):

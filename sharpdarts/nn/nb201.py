@@ -107,7 +107,8 @@ def _masked(weights: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     partial_channels=validate.COUNT,
 )
 class NB201SearchNetwork(MacroNetwork):
-    """The NAS-Bench-201 supernet of one search method (see the module docstring).
+    """The NAS-Bench-201 supernet of one search method (:mod:`sharpdarts.nn.nb201_search`
+    describes how each method weights the ops).
 
     Args:
         C: the first stage's width (16).
@@ -118,6 +119,12 @@ class NB201SearchNetwork(MacroNetwork):
         track_running_stats: the cell ops' BN running statistics.
         in_channels: image channels.
         partial_channels: DrNAS's K (1: off; their progressive search starts at 4).
+        conv_bias: whether the cell ops' convs have a bias; None: as the method's authors
+            (xautodl: ``not affine``; DrNAS: never).
+        plain_lastact: True: the last BN is affine and tracks statistics, as in DrNAS and in
+            xautodl's ``TinyNetworkDarts`` and ``TinyNetworkGDAS`` (the NAS-Bench-201 paper's
+            searches); False: it takes the cells' ``affine`` and ``track_running_stats``, as
+            in xautodl's ``GenericNAS201Model``. None: as the method's authors.
 
     ``alphas`` (6 edges x 5 ops, edges in :data:`~sharpdarts.core.nb201_arch.EDGES` order) is
     the one architecture parameter (:meth:`arch_parameters`); :meth:`weights` returns the rest.
@@ -134,6 +141,8 @@ class NB201SearchNetwork(MacroNetwork):
         track_running_stats: bool = True,
         in_channels: int = 3,
         partial_channels: int = 1,
+        conv_bias: bool | None = None,
+        plain_lastact: bool | None = None,
     ):
         super().__init__()
         if method not in METHODS:
@@ -153,7 +162,8 @@ class NB201SearchNetwork(MacroNetwork):
         self.method = method
         self.C = C
 
-        bias = False if drnas else not affine
+        bias = (False if drnas else not affine) if conv_bias is None else conv_bias
+        plain = drnas if plain_lastact is None else plain_lastact
 
         def cell(width: int) -> NB201SearchCell:
             return NB201SearchCell(
@@ -166,8 +176,8 @@ class NB201SearchNetwork(MacroNetwork):
             num_classes,
             in_channels,
             cell,
-            lastact_affine=True if drnas else affine,
-            lastact_track=True if drnas else track_running_stats,
+            lastact_affine=plain or affine,
+            lastact_track=plain or track_running_stats,
         )
         self.alphas = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))
         self.tau = 10.0 if method == "gdas" else None
@@ -283,7 +293,8 @@ def load_original_state_dict(model: nn.Module, state_dict) -> nn.Module:
     strictly (every key, every shape).
 
     Accepted: the state dict of xautodl's ``TinyNetwork`` (into :class:`NB201Network`), of
-    xautodl's ``GenericNAS201Model`` (into ``NB201SearchNetwork(method='darts' or 'gdas')``) and
+    xautodl's ``GenericNAS201Model`` (into ``NB201SearchNetwork(method='darts' or 'gdas')``), of
+    its ``TinyNetworkDarts`` and ``TinyNetworkGDAS`` (the same with ``plain_lastact=True``) and
     of DrNAS's 201-space ``TinyNetwork`` (into ``method='drnas'``), bare or inside a checkpoint
     (under ``state_dict`` or ``search_model``). The model must be built with the checkpoint's
     sizes (``C``, ``N``, ``num_classes``) and, for a search network, its ``affine`` and
@@ -306,7 +317,8 @@ def load_original_state_dict(model: nn.Module, state_dict) -> nn.Module:
             f"these weights do not fit this {type(model).__name__}: {error}. Build the model "
             "with the checkpoint's C, N and num_classes (and for a search network its method, "
             "affine and partial_channels): NB201Network takes xautodl's TinyNetwork, "
-            "NB201SearchNetwork takes xautodl's GenericNAS201Model ('darts', 'gdas') or "
-            "DrNAS's 201-space TinyNetwork ('drnas')."
+            "NB201SearchNetwork takes xautodl's GenericNAS201Model ('darts', 'gdas'), its "
+            "TinyNetworkDarts and TinyNetworkGDAS (with plain_lastact=True) or DrNAS's "
+            "201-space TinyNetwork ('drnas')."
         ) from None
     return model
