@@ -87,6 +87,12 @@ CONTRACT_NAMES = {
         "load_original_state_dict",
     ),
     "sharpdarts.engine.architect": ("Architect",),
+    "sharpdarts.nn.nb201": (
+        "OPS",
+        "NB201Network",
+        "NB201SearchNetwork",
+        "load_original_state_dict",
+    ),
 }
 
 

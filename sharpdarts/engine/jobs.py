@@ -47,6 +47,13 @@ def _weights_tools(params, learning_rate: float, epochs: int, optimizer, lr_sche
     return weight_optimizer, scheduler, scaler
 
 
+def _genotype(model, skip_primitive) -> dict | str:
+    """The search model's genotype, JSON-ready: a cell genotype's dict, or the arch string of
+    a NAS-Bench-201 search (already text)."""
+    genotype = model.genotype(skip_primitive=skip_primitive)
+    return genotype if isinstance(genotype, str) else genotypes_lib.to_dict(genotype)
+
+
 def _alphas(model) -> dict:
     """The softmax architecture weights, for the alpha heatmaps (and the grid's paths)."""
     if hasattr(model, "raw_weights"):  # the multi-channel grid: its weights and paths
@@ -55,12 +62,12 @@ def _alphas(model) -> dict:
             "grid_weights": {"normal": raw.normal, "reduce": raw.reduce},
             "paths": {name: list(p) for name, p in model.paths().items()},
         }
-    if not hasattr(model, "alphas_normal"):
-        return {}
+    # A DARTS-space supernet has a normal and a reduction matrix, NAS-Bench-201's one.
+    names = [n for n in ("alphas_normal", "alphas_reduce", "alphas") if hasattr(model, n)]
     with torch.no_grad():
         return {
             name: torch.softmax(getattr(model, name).float(), dim=-1).cpu().tolist()
-            for name in ("alphas_normal", "alphas_reduce")
+            for name in names
         }
 
 
@@ -192,8 +199,7 @@ class SearchJob(ArchitectureSearch, Job):
 
     def end_epoch(self, epoch: int) -> dict:
         valid = evaluate(self.model, self.valid_loader, self.criterion, self.ctx)
-        genotype = self.model.genotype(skip_primitive=self.params.skip_primitive)
-        genotype = genotypes_lib.to_dict(genotype)
+        genotype = _genotype(self.model, self.params.skip_primitive)
         if valid["acc"] > self.best["valid_acc"]:
             self.best.update(valid_acc=valid["acc"], epoch=epoch, genotype=genotype)
         self.last_valid_acc = valid["acc"]
@@ -205,12 +211,11 @@ class SearchJob(ArchitectureSearch, Job):
         }
 
     def final(self, trained: bool) -> dict:
-        genotype = self.model.genotype(skip_primitive=self.params.skip_primitive)
         final = {
             "best_valid_acc": self.best["valid_acc"],
             "best_epoch": self.best["epoch"],
             "valid_acc": self.last_valid_acc,
-            "genotype": genotypes_lib.to_dict(genotype),
+            "genotype": _genotype(self.model, self.params.skip_primitive),
             "best_genotype": self.best["genotype"],
             "genotype_epoch": self.epochs,
         }

@@ -1,0 +1,133 @@
+"""NAS-Bench-201's search cell and the random draws of the methods that search that space.
+
+In the supernet (``sharpdarts.nn.nb201.NB201SearchNetwork``) every cell edge holds all five
+ops; one (6 x 5) ``alphas`` matrix, shared by all cells, is turned into op weights once per
+forward by the method's relaxation, each made as its authors make it:
+
+(the draws themselves are :mod:`sharpdarts.nn.relaxation`'s ``gumbel_hard`` and ``dirichlet``):
+
+- ``'darts'``: ``softmax(alphas)``, each edge ``sum(op(x) * w)`` (xautodl's
+  ``GenericNAS201Model``, algorithm ``darts-v1``/``darts-v2``: cal mode ``joint``);
+- ``'gdas'``: xautodl's GDAS. Gumbel noise ``-log(Exp(1))`` on ``log_softmax(alphas)``, over
+  ``tau``, a softmax, then the straight-through one-hot ``one_hot - probs.detach() + probs``
+  (drawn again while the noise or the probabilities hold an inf or a NaN). Each edge runs only
+  the sampled op but adds the other ops' weights too (each 0 in value, a gradient path to its
+  alpha), as the authors do: ``sum(w[k] * op_k(x) if k == sampled else w[k])``;
+- ``'drnas'``: DrNAS's 201-space code (xiangning-chen/DrNAS). Each edge's weights are a
+  reparameterised Dirichlet draw with concentration ``elu(alpha) + 1``, one ``rsample`` per
+  edge row as there; partial channels (``partial_channels=K``: 1/K of the channels go through
+  the ops, the rest pass by, then a channel shuffle); progressive pruning (``prune``).
+
+The three follow their authors' code in its small structural differences too: xautodl's
+search cells give each conv a bias when the BN has no affine, and its last BN takes the
+``affine`` and ``track_running_stats`` of the cells; DrNAS's convs have no bias and its last BN
+is affine. So each loads its authors' state dict key for key (``nb201.load_original_state_dict``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sharpdarts.core.nb201_arch import EDGES, NODES, OPS
+from sharpdarts.nn.nb201_ops import ReLUConvBN, Zero, make_op
+
+METHODS = ("darts", "gdas", "drnas")
+
+
+@torch.no_grad()
+def widen(op: ReLUConvBN, channels: int) -> None:
+    """DrNAS's ``ReLUConvBN.wider`` (their ``net2wider.py``): the conv's input channels, then
+    its output channels, grow to ``channels`` by copying randomly drawn existing ones
+    (``torch.randint``, in that order; the copies are not rescaled), and the BN's statistics
+    (and affine, if any) copy the same output channels."""
+    conv, bn = op.op[1], op.op[2]
+    weight = conv.weight
+    in_index = torch.randint(low=0, high=weight.size(1), size=(channels - weight.size(1),))
+    weight = torch.cat([weight, weight[:, in_index]], dim=1)
+    out_index = torch.randint(low=0, high=weight.size(0), size=(channels - weight.size(0),))
+    conv.weight = nn.Parameter(torch.cat([weight, weight[out_index]], dim=0))
+    conv.in_channels = conv.out_channels = bn.num_features = channels
+    for name in ("running_mean", "running_var"):
+        stat = getattr(bn, name)
+        if stat is not None:
+            setattr(bn, name, torch.cat([stat, stat[out_index]]))
+    if bn.affine:
+        bn.weight = nn.Parameter(torch.cat([bn.weight, bn.weight[out_index]]))
+        bn.bias = nn.Parameter(torch.cat([bn.bias, bn.bias[out_index]]))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleaves ``groups`` channel groups (PC-DARTS' shuffle, as DrNAS uses it)."""
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+
+class NB201SearchCell(nn.Module):
+    """A search cell: ``edges['i<-j']`` holds the five ops of edge ``i <- j`` (xautodl's names).
+
+    Args:
+        C: the cell's width.
+        method: 'darts', 'gdas' or 'drnas' (how an edge mixes its ops).
+        affine, track_running_stats: the ops' BN.
+        bias: the convs' bias (see :class:`~sharpdarts.nn.nb201_ops.ReLUConvBN`).
+        partial_channels: K; the ops see ``C // K`` channels ('drnas' only).
+    """
+
+    def __init__(
+        self,
+        C: int,
+        method: str,
+        affine: bool,
+        track_running_stats: bool,
+        bias: bool,
+        partial_channels: int = 1,
+    ):
+        super().__init__()
+        self.method = method
+        self.C = C
+        self.k = partial_channels
+        width = C // partial_channels
+        self.edges = nn.ModuleDict(
+            {
+                f"{i}<-{j}": nn.ModuleList(
+                    make_op(op, width, affine, track_running_stats, bias) for op in OPS
+                )
+                for i, j in EDGES
+            }
+        )
+
+    def wider(self, partial_channels: int) -> None:
+        """DrNAS's ``wider``: a smaller K; every conv op widens to ``C // K`` (edges and ops
+        in order, each drawing its copied channels)."""
+        self.k = partial_channels
+        for ops in self.edges.values():
+            for op in ops:
+                if isinstance(op, ReLUConvBN):
+                    widen(op, self.C // partial_channels)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, choice: list) -> torch.Tensor:
+        """``weights``: (6, 5) op weights; ``choice``: per edge, the sampled op (GDAS) or the
+        ops whose weight is not 0 (DrNAS), else unused."""
+        nodes = [x]
+        for i in range(1, NODES):
+            nodes.append(
+                sum(
+                    self._edge(self.edges[f"{i}<-{j}"], nodes[j], weights[e], choice[e])
+                    for e, (node, j) in enumerate(EDGES)
+                    if node == i
+                )
+            )
+        return nodes[-1]
+
+    def _edge(self, ops: nn.ModuleList, x: torch.Tensor, w: torch.Tensor, choice) -> torch.Tensor:
+        if self.method == "gdas":  # xautodl forward_gdas: one op runs, every weight is added
+            return sum(w[k] * op(x) if k == choice else w[k] for k, op in enumerate(ops))
+        if self.method == "drnas":  # DrNAS NAS201SearchCell_PartialChannel.MixedOp
+            part = x[:, : x.shape[1] // self.k]
+            out = sum(w[k] * op(part) for k, op in enumerate(ops) if choice[k])
+            if self.k == 1:
+                return out
+            return channel_shuffle(torch.cat([out, x[:, x.shape[1] // self.k :]], dim=1), self.k)
+        # xautodl forward_joint, without 'none': its term, op(x) * w = 0 * x * w, adds exactly 0.
+        return sum(op(x) * w[k] for k, op in enumerate(ops) if not isinstance(op, Zero))
