@@ -105,6 +105,12 @@ class SearchParams:
     )
     workers: int = param(validate.WORKERS, 0, "loader worker processes.")
     show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
+    tau_schedule: Callable[[int, int], float] | None = param(
+        UNCHECKED,
+        None,
+        "the relaxation's temperature of each epoch, ``f(epoch from 0, epochs)`` "
+        "(``@linear_tau``: GDAS; ``@snas_tau``), set on ``model.tau``; None: fixed.",
+    )
 
 
 class SearchJob(ArchitectureSearch, Job):
@@ -168,6 +174,18 @@ class SearchJob(ArchitectureSearch, Job):
             "parameters": count_parameters(self.model),
             "primitives": getattr(self.model, "primitives", None),
         }
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.params.tau_schedule is not None:  # GDAS, SNAS: a function of the epoch alone
+            self.model.tau = float(self.params.tau_schedule(epoch - 1, self.epochs))
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "tau": getattr(self.model, "tau", None)}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        if state.get("tau") is not None:
+            self.model.tau = state["tau"]
 
     def train_step(self, x, y):
         ctx = self.ctx
