@@ -32,8 +32,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharpdarts.engine.arch_losses import DirichletKL
+from sharpdarts.engine.arch_losses import DirichletKL, ZeroOneLoss
 from sharpdarts.engine.architect import Architect
+from sharpdarts.nn.derivation import threshold_cell
 from sharpdarts.nn.models import SearchNetwork
 
 FIGURES = json.loads((pathlib.Path(__file__).parent / "family_exact_figures.json").read_text())
@@ -159,3 +160,29 @@ def test_gdas_runs_only_the_sampled_ops():
 def test_hard_sampling_refuses_partial_channels():
     with pytest.raises(ValueError, match="partial_channels"):
         SearchNetwork(4, 3, 3, steps=2, relaxation="gumbel_hard", partial_channels=2)
+
+
+def test_fairdarts_matches_authors_code():
+    expected = FIGURES["fairdarts"]
+    net = _net(DRNAS_OPS, relaxation="sigmoid")  # FairDARTS' seven ops, as DrNAS'
+    zero_one = ZeroOneLoss(10.0)
+    x, y = _data()
+    _close(zero_one(net), expected["zero_one"])
+    loss = F.cross_entropy(net(x), y) + zero_one(net)
+    _close(loss, expected["loss"])
+    grad_normal, grad_reduce = torch.autograd.grad(loss, net.arch_parameters())
+    _close(grad_normal, expected["grad_normal"])
+    _close(grad_reduce, expected["grad_reduce"])
+
+    # FairDARTS' architect: Adam lr 3e-3, betas (0.9, 0.999), weight decay 1e-3, first order.
+    architect = Architect(net, lr=3e-3, betas=(0.9, 0.999), weight_decay=1e-3, extra_loss=zero_one)
+    architect.step(x, y, x, y, eta=0.1)
+    _close(net.alphas_normal, expected["step_normal"], atol=1e-12)
+    _close(net.alphas_reduce, expected["step_reduce"], atol=1e-12)
+    # Their 'darts' parse reads the sigmoids: our genotype reads the relaxation's readout.
+    genotype = net.genotype(skip_primitive=None)
+    assert _pairs(genotype.normal) == expected["genotype"]["normal"]
+    assert _pairs(genotype.reduce) == expected["genotype"]["reduce"]
+    for half, alphas in (("normal", net.alphas_normal), ("reduce", net.alphas_reduce)):
+        cell = threshold_cell(torch.sigmoid(alphas).detach().numpy(), DRNAS_OPS, 2, 0.75)
+        assert _pairs(cell) == expected["genotype_threshold_0.75"][half]

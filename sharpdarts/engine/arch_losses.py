@@ -35,8 +35,8 @@ class ZeroOneLoss:
         sigmoids = torch.cat(
             [torch.sigmoid(model.alphas_normal), torch.sigmoid(model.alphas_reduce)]
         )
-        half = torch.tensor(0.5, dtype=sigmoids.dtype, device=sigmoids.device)
-        return self.weight * -F.mse_loss(sigmoids, half)
+        # Their target is a scalar 0.5, broadcast: the same mean of squared differences.
+        return self.weight * -F.mse_loss(sigmoids, torch.full_like(sigmoids, 0.5))
 
 
 @gin.configurable
