@@ -109,7 +109,8 @@ class SearchParams:
         UNCHECKED,
         None,
         "the relaxation's temperature of each epoch, ``f(epoch from 0, epochs)`` "
-        "(``@linear_tau``: GDAS; ``@snas_tau``), set on ``model.tau``; None: fixed.",
+        "(``@linear_tau_schedule()``: GDAS; ``@snas_tau_schedule()``), set on ``model.tau``; "
+        "None: fixed.",
     )
 
 

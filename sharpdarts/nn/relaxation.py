@@ -21,6 +21,7 @@ Each relaxation also has a ``readout``: the deterministic weights a genotype is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -146,7 +147,6 @@ def get_relaxation(relaxation: str | Relaxation) -> Relaxation:
     return RELAXATIONS[relaxation]
 
 
-@gin.configurable
 def linear_tau(epoch: int, epochs: int, tau_max: float = 10.0, tau_min: float = 0.1) -> float:
     """GDAS's temperature: ``tau_max`` at the first epoch down to ``tau_min`` at the last.
 
@@ -158,7 +158,6 @@ def linear_tau(epoch: int, epochs: int, tau_max: float = 10.0, tau_min: float = 
     return tau_max - (tau_max - tau_min) * epoch / (epochs - 1)
 
 
-@gin.configurable
 def snas_tau(
     epoch: int, epochs: int, tau_max: float = 1.0, tau_min: float = 0.03, horizon: int = 150
 ) -> float:
@@ -170,3 +169,21 @@ def snas_tau(
     run's length (``epochs`` is unused).
     """
     return max((1 - (epoch + 1) / horizon) * (tau_max - tau_min) + tau_min, tau_min)
+
+
+TauSchedule = Callable[[int, int], float]
+
+
+@gin.configurable
+def linear_tau_schedule(tau_max: float = 10.0, tau_min: float = 0.1) -> TauSchedule:
+    """:func:`linear_tau` with its temperatures bound now, when the search is built
+    (``search.tau_schedule = @linear_tau_schedule()``), so the run sees the bindings used."""
+    return functools.partial(linear_tau, tau_max=tau_max, tau_min=tau_min)
+
+
+@gin.configurable
+def snas_tau_schedule(
+    tau_max: float = 1.0, tau_min: float = 0.03, horizon: int = 150
+) -> TauSchedule:
+    """:func:`snas_tau` with its settings bound when the search is built."""
+    return functools.partial(snas_tau, tau_max=tau_max, tau_min=tau_min, horizon=horizon)
