@@ -20,7 +20,8 @@ weights and alphas copied into the authors' network, and the same batch and the 
   checked on the DARTS supernet that every sharpdarts search uses.
 
 Compared: logits or loss, the gradients of both alpha tensors, the alphas after one
-architecture step, the sampled ops, and (DrNAS) the genotype of the stepped alphas.
+architecture step, the sampled ops, and the genotype of the stepped alphas (FairDARTS:
+both of its rules; GDAS: its own rule, ``NASNetworkGDAS.genotype``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sharpdarts.core import genotype_types
 from sharpdarts.engine.arch_losses import DirichletKL, ZeroOneLoss
 from sharpdarts.engine.architect import Architect
-from sharpdarts.nn.derivation import threshold_cell
+from sharpdarts.nn.derivation import threshold_cell, top_pairs_cell
 from sharpdarts.nn.models import SearchNetwork
 
 FIGURES = json.loads((pathlib.Path(__file__).parent / "family_exact_figures.json").read_text())
@@ -142,6 +144,18 @@ def test_gdas_matches_authors_code(all_weights):
     architect.step(x, y, x, y, eta=0.1)
     _close(net.alphas_normal, expected["step_normal"], atol=1e-12)
     _close(net.alphas_reduce, expected["step_reduce"], atol=1e-12)
+    # GDAS's genotype rule (xautodl NASNetworkGDAS.genotype) on the stepped alphas.
+    net.derivation = "gdas"
+    genotype = net.genotype()
+    assert _pairs(genotype.normal) == expected["genotype_gdas"]["normal"]
+    assert _pairs(genotype.reduce) == expected["genotype_gdas"]["reduce"]
+
+
+def test_gdas_rule_may_read_one_input_twice():
+    weights = [[0.0, 0.1, 0.9, 0.8], [0.0, 0.3, 0.2, 0.1]]  # node 2's two inputs
+    ops = ["none", "a", "b", "c"]
+    assert top_pairs_cell(weights, ops, steps=1) == [("b", 0), ("c", 0)]
+    assert genotype_types.parse_cell(weights, ops, steps=1) == [("b", 0), ("a", 1)]
 
 
 def test_gdas_runs_only_the_sampled_ops():

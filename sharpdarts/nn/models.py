@@ -14,8 +14,9 @@ import gin
 import torch
 from torch import nn
 
-from sharpdarts.core import genotype_types, validate
 from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.core import validate
+from sharpdarts.nn import derivation as derivation_lib
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
 from sharpdarts.nn.ops import DEFAULT_C_MID, PRIMITIVES_OF_KNOWN_OPS, op_table, resolve_ops
 from sharpdarts.nn.recurrent.model import RNNModel, RNNSearchModel  # noqa: F401  (public here)
@@ -279,6 +280,7 @@ class SearchNetwork(nn.Module):
         tau: the relaxation's temperature (the ``tau`` attribute; a schedule may set it).
         hard_all_weights: with a hard sample, add the unsampled ops' weights as scalars (GDAS's
             NAS-Bench-201 cell) rather than only the sampled op's (its DARTS-space cell).
+        derivation: the genotype rule, a ``derivation.DERIVATIONS`` name ('darts', 'gdas').
 
     The architecture parameters ``alphas_normal`` and ``alphas_reduce`` (edges x ops), and with
     edge normalization ``betas_normal`` and ``betas_reduce`` (edges), are returned by
@@ -303,12 +305,15 @@ class SearchNetwork(nn.Module):
         relaxation="softmax",
         tau: float = 1.0,
         hard_all_weights: bool = False,
+        derivation: str = "darts",
     ):
         super().__init__()
         self.primitives, op_dict = resolve_ops(primitives or "PRIMITIVES", op_dict)
         self.relaxation = get_relaxation(relaxation)
         self.tau = tau
         self.hard_all_weights = hard_all_weights
+        derivation_lib.DERIVATIONS[derivation]  # an unknown rule fails now, not at the end
+        self.derivation = derivation
         if self.relaxation.hard and (partial_channels > 1 or edge_normalization):
             raise ValueError(
                 f"relaxation {relaxation!r} runs one sampled op per edge; it does not combine "
@@ -425,7 +430,8 @@ class SearchNetwork(nn.Module):
         if edges_normal is not None:
             normal = normal * edges_normal[:, None]
             reduce = reduce * edges_reduce[:, None]
-        return genotype_types.genotype_from_weights(
+        return derivation_lib.derive(
+            self.derivation,
             normal.cpu().numpy(),
             reduce.cpu().numpy(),
             self.primitives,
