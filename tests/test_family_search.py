@@ -102,3 +102,11 @@ def test_family_searches_run_and_move_their_alphas(bindings):
     assert all(not torch.equal(a, b) for a, b in zip(after, before))
     if "Architect.extra_loss" in " ".join(bindings):
         assert job.architect.extra_loss is not None
+
+
+def test_heatmap_weights_are_the_relaxations_readout():
+    configure(*SEARCH, *SEARCH_CELL, "SearchNetwork.relaxation = 'sigmoid'")
+    job = jobs.search(seed=0, build_only=True)
+    rows = job.end_epoch(1)["alphas_normal"]
+    expected = torch.sigmoid(job.model.alphas_normal.detach().float())
+    torch.testing.assert_close(torch.tensor(rows), expected)

@@ -48,7 +48,7 @@ def _weights_tools(params, learning_rate: float, epochs: int, optimizer, lr_sche
 
 
 def _alphas(model) -> dict:
-    """The softmax architecture weights, for the alpha heatmaps (and the grid's paths)."""
+    """The architecture weights, for the alpha heatmaps (and the grid's paths)."""
     if hasattr(model, "raw_weights"):  # the multi-channel grid: its weights and paths
         raw = model.raw_weights()
         return {
@@ -57,9 +57,12 @@ def _alphas(model) -> dict:
         }
     if not hasattr(model, "alphas_normal"):
         return {}
+    # The weights genotypes are read from: softmax, or the relaxation's (FairDARTS' sigmoid).
+    relaxation = getattr(model, "relaxation", None)
+    readout = relaxation.readout if relaxation is not None else lambda a: torch.softmax(a, -1)
     with torch.no_grad():
         return {
-            name: torch.softmax(getattr(model, name).float(), dim=-1).cpu().tolist()
+            name: readout(getattr(model, name).float()).cpu().tolist()
             for name in ("alphas_normal", "alphas_reduce")
         }
 
