@@ -18,6 +18,9 @@ weights and alphas copied into the authors' network, and the same batch and the 
   GDAS's own DARTS-space network differs from the DARTS supernet in its ops (xautodl's
   convolutions with biases, pools without batch norm, a final BN-ReLU), so the component is
   checked on the DARTS supernet that every sharpdarts search uses.
+- SNAS: SNAS-Series/SNAS-Series @ 9a43adbdf90d4969b19e448c0d094091bc5efb4f, the soft sample
+  ``Network._get_categ_mask`` of ``SNAS/model_search.py`` copied verbatim, on the same DARTS
+  supernet (temperature 0.5), with its architecture Adam (``SNAS/train_search.py``).
 
 Compared: logits or loss, the gradients of both alpha tensors, the alphas after one
 architecture step, the sampled ops, and the genotype of the stepped alphas (FairDARTS:
@@ -156,6 +159,25 @@ def test_gdas_rule_may_read_one_input_twice():
     ops = ["none", "a", "b", "c"]
     assert top_pairs_cell(weights, ops, steps=1) == [("b", 0), ("c", 0)]
     assert genotype_types.parse_cell(weights, ops, steps=1) == [("b", 0), ("a", 1)]
+
+
+def test_snas_matches_authors_code():
+    expected = FIGURES["snas"]
+    net = _net(DARTS_OPS8, relaxation="gumbel_soft", tau=0.5)
+    x, y = _data()
+    torch.manual_seed(5)
+    logits = net(x)
+    _close(logits, expected["logits"])
+    loss = F.cross_entropy(logits, y)
+    grad_normal, grad_reduce = torch.autograd.grad(loss, net.arch_parameters())
+    _close(grad_normal, expected["grad_normal"])
+    _close(grad_reduce, expected["grad_reduce"])
+    # SNAS's architecture optimizer: Adam lr 3e-4, betas (0.5, 0.999), weight decay 1e-3.
+    architect = Architect(net, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    torch.manual_seed(5)
+    architect.step(x, y, x, y, eta=0.1)
+    _close(net.alphas_normal, expected["step_normal"], atol=1e-12)
+    _close(net.alphas_reduce, expected["step_reduce"], atol=1e-12)
 
 
 def test_gdas_runs_only_the_sampled_ops():
