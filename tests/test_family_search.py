@@ -110,3 +110,16 @@ def test_heatmap_weights_are_the_relaxations_readout():
     rows = job.end_epoch(1)["alphas_normal"]
     expected = torch.sigmoid(job.model.alphas_normal.detach().float())
     torch.testing.assert_close(torch.tensor(rows), expected)
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_the_architecture_steps_before_or_after_the_weights(after):
+    configure(*GDAS, f"search.arch_after_weights = {after}")
+    job = jobs.search(seed=0, build_only=True)
+    order = []
+    arch_step, weight_step = job.architect.step, job.optimizer.step
+    job.architect.step = lambda *a, **k: order.append("arch") or arch_step(*a, **k)
+    job.optimizer.step = lambda *a, **k: order.append("weights") or weight_step(*a, **k)
+    x, y = next(iter(job.train_loader))
+    job.train_step(x, y)
+    assert order == (["weights", "arch"] if after else ["arch", "weights"])

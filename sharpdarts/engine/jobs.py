@@ -115,6 +115,12 @@ class SearchParams:
         "(``@linear_tau_schedule()``: GDAS; ``@snas_tau_schedule()``), set on ``model.tau``; "
         "None: fixed.",
     )
+    arch_after_weights: bool = param(
+        UNCHECKED,
+        False,
+        "each iteration steps the weights first, then the architecture (GDAS's order); "
+        "False: the architecture first (DARTS).",
+    )
 
 
 class SearchJob(ArchitectureSearch, Job):
@@ -196,7 +202,8 @@ class SearchJob(ArchitectureSearch, Job):
         xa, ya = next(self.arch_batches)
         xa, ya = xa.to(ctx.device, non_blocking=True), ya.to(ctx.device, non_blocking=True)
         lr = self.optimizer.param_groups[0]["lr"]
-        self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
+        if not self.params.arch_after_weights:
+            self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
         with ctx.autocast():
             logits = self.step_model(x)
             loss = self.criterion(logits.float(), y)
@@ -210,6 +217,8 @@ class SearchJob(ArchitectureSearch, Job):
             self.params.grad_clip,
             average=ctx.distributed,
         )
+        if self.params.arch_after_weights:
+            self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
         return loss, logits
 
     def end_epoch(self, epoch: int) -> dict:
