@@ -228,14 +228,15 @@ class SearchCell(nn.Module):
         None (see :class:`MixedOp`); all_weights: see :class:`MixedOp`."""
         states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
         relus = [fast.LazyReLU(h) for h in states]  # one ReLU per state, for all its edges
+        # The sampled ops, read once per cell (one host synchronisation, not one per edge).
+        picks = None if index is None else index.flatten().tolist()
         offset = 0
         for _ in range(self._steps):
-            if index is not None:
+            if picks is not None:
                 s = None
                 for j, h in enumerate(states):
                     k = offset + j
-                    edge = self._ops[k]
-                    s = edge(h, coefficients[k], s, relus[j], int(index[k]), all_weights)
+                    s = self._ops[k](h, coefficients[k], s, relus[j], picks[k], all_weights)
             elif edge_weights is None and self._partial == 1:
                 # Every edge adds its terms straight into the node's sum.
                 s = None

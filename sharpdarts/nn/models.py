@@ -248,7 +248,7 @@ class NetworkImageNet(_FixedNetwork):
     stem_multiplier=validate.COUNT,
     primitives=PRIMITIVES_OF_KNOWN_OPS.or_none(),
     partial_channels=validate.COUNT,
-    tau=validate.LEARNING_RATE,
+    tau=validate.Real("a temperature > 0", low=0.0, low_open=True),
 )
 class SearchNetwork(nn.Module):
     """The DARTS supernet: every edge of every cell mixes all primitives.
