@@ -123,3 +123,17 @@ def test_the_architecture_steps_before_or_after_the_weights(after):
     x, y = next(iter(job.train_loader))
     job.train_step(x, y)
     assert order == (["weights", "arch"] if after else ["arch", "weights"])
+
+
+def test_warm_up_epochs_train_the_weights_only():
+    configure(*SEARCH, *SEARCH_CELL, "search.epochs = 2", "search.arch_warmup_epochs = 1")
+    job = jobs.search(seed=0, build_only=True)
+    steps = []
+    arch_step = job.architect.step
+    job.architect.step = lambda *a, **k: steps.append(1) or arch_step(*a, **k)
+    x, y = next(iter(job.train_loader))
+    for epoch in (1, 2):
+        job.start_epoch(epoch)
+        before = len(steps)
+        job.train_step(x, y)
+        assert len(steps) - before == (0 if epoch == 1 else 1)

@@ -115,6 +115,12 @@ class SearchParams:
         "(``@linear_tau_schedule()``: GDAS; ``@snas_tau_schedule()``), set on ``model.tau``; "
         "None: fixed.",
     )
+    arch_warmup_epochs: int = param(
+        validate.Int("an integer >= 0 (epochs)", low=0),
+        0,
+        "epochs at the start that train the weights only, no architecture step "
+        "(DrNAS 10, PC-DARTS 15).",
+    )
     arch_after_weights: bool = param(
         UNCHECKED,
         False,
@@ -172,6 +178,7 @@ class SearchJob(ArchitectureSearch, Job):
             self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx
         )
         self.architect = Architect(self.model, criterion=self.criterion)
+        self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
         if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
             seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
@@ -186,6 +193,7 @@ class SearchJob(ArchitectureSearch, Job):
         }
 
     def start_epoch(self, epoch: int) -> None:
+        self.train_arch = epoch > self.params.arch_warmup_epochs
         if self.params.tau_schedule is not None:  # GDAS, SNAS: a function of the epoch alone
             self.model.tau = float(self.params.tau_schedule(epoch - 1, self.epochs))
 
@@ -202,7 +210,8 @@ class SearchJob(ArchitectureSearch, Job):
         xa, ya = next(self.arch_batches)
         xa, ya = xa.to(ctx.device, non_blocking=True), ya.to(ctx.device, non_blocking=True)
         lr = self.optimizer.param_groups[0]["lr"]
-        if not self.params.arch_after_weights:
+        arch_step = self.train_arch
+        if arch_step and not self.params.arch_after_weights:
             self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
         with ctx.autocast():
             logits = self.step_model(x)
@@ -217,7 +226,7 @@ class SearchJob(ArchitectureSearch, Job):
             self.params.grad_clip,
             average=ctx.distributed,
         )
-        if self.params.arch_after_weights:
+        if arch_step and self.params.arch_after_weights:
             self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
         return loss, logits
 
