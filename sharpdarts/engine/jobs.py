@@ -131,6 +131,13 @@ class SearchParams:
         "each iteration steps the weights first, then the architecture (GDAS's order); "
         "False: the architecture first (DARTS).",
     )
+    genotype_scorer: Callable[[Any], dict] | None = param(
+        UNCHECKED,
+        None,
+        "figures of a genotype from outside the search, recorded with each epoch's genotype "
+        "and in ``final`` (``@nb201_benchmark_scores()``: the NAS-Bench-201 benchmark's "
+        "accuracies of the current cell); None: none.",
+    )
 
 
 class SearchJob(ArchitectureSearch, Job):
@@ -244,8 +251,14 @@ class SearchJob(ArchitectureSearch, Job):
             "valid_loss": valid["loss"],
             "valid_acc": valid["acc"],
             "genotype": genotype,
+            **self._scores(genotype),
             **_alphas(self.model),
         }
+
+    def _scores(self, genotype) -> dict:
+        """The scorer's figures of ``genotype`` (e.g. its benchmark accuracies), or none."""
+        scorer = self.params.genotype_scorer
+        return dict(scorer(genotype)) if scorer is not None else {}
 
     def final(self, trained: bool) -> dict:
         final = {
@@ -256,6 +269,7 @@ class SearchJob(ArchitectureSearch, Job):
             "best_genotype": self.best["genotype"],
             "genotype_epoch": self.epochs,
         }
+        final.update(self._scores(final["genotype"]))
         raw = getattr(self.model, "raw_weights", None)
         if raw is not None:
             final["raw_weights"] = genotypes_lib.to_dict(raw())

@@ -23,6 +23,7 @@ import sharpdarts.engine.random_search  # noqa: F401
 import sharpdarts.nn.models  # noqa: F401
 import sharpdarts.nn.multichannel.networks  # noqa: F401
 import sharpdarts.nn.nb201  # noqa: F401
+import sharpdarts.store.nb201_benchmark  # noqa: F401
 from sharpdarts.core import config, genotypes, run_folder, validate
 from sharpdarts.engine import checkpoint, context, evaluation, jobs, loop
 from sharpdarts.engine import lm_jobs as engine_lm

@@ -16,6 +16,10 @@ docs/nb201_benchmark.md says where each file comes from. Figures come from the A
 (parameters and FLOPs, the latter counted as multiply-adds), for the 200-epoch training
 (``hp='200'``, the figures the papers report) or the 12-epoch one (``hp='12'``, what the
 benchmark's own baselines search on).
+
+A search records its current cell's figures each epoch, and its final cell's in ``final``,
+through the scorer that :func:`nb201_benchmark_scores` makes (``search.genotype_scorer =
+@nb201_benchmark_scores()``; docs/nb201.md, "Searching the space").
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+
+import gin
 
 from sharpdarts.core.nb201_arch import OPS, parse_arch
 from sharpdarts.errors import UserError, one_line
@@ -32,6 +38,8 @@ __all__ = [
     "HPS",
     "TABLE_METRICS",
     "Benchmark",
+    "BenchmarkScores",
+    "nb201_benchmark_scores",
     "open_benchmark",
     "supported_files",
 ]
@@ -263,3 +271,50 @@ def open_benchmark(path: str | os.PathLike) -> Benchmark:
         ) from None
     what = "is not a benchmark file or archive folder" if path.exists() else "does not exist"
     raise UserError(f"{path} {what}. {supported_files()}")
+
+
+class BenchmarkScores:
+    """A search's genotype scorer: the NAS-Bench-201 table's six accuracies of a cell
+    (:meth:`Benchmark.table_figures`, keyed as :data:`TABLE_METRICS`), each cell looked up
+    once.
+
+    Args:
+        benchmark: the opened benchmark file.
+    """
+
+    def __init__(self, benchmark: Benchmark):
+        self.benchmark = benchmark
+        self._seen: dict[str, dict] = {}
+
+    def __call__(self, genotype) -> dict[str, float | None]:
+        """The figures of ``genotype``, a NAS-Bench-201 arch string.
+
+        Raises:
+            UserError: the genotype is not an arch string (a search of another space), or a
+                cell the file does not list.
+        """
+        if not isinstance(genotype, str):
+            raise UserError(
+                "nb201_benchmark_scores looks up NAS-Bench-201 cells, and this search's genotype "
+                "is not one (search.network must be @NB201SearchNetwork); leave "
+                "search.genotype_scorer unbound for other spaces."
+            )
+        if genotype not in self._seen:
+            self._seen[genotype] = self.benchmark.table_figures(genotype)
+        return dict(self._seen[genotype])
+
+
+@gin.configurable
+def nb201_benchmark_scores(path: str | os.PathLike = gin.REQUIRED) -> BenchmarkScores:
+    """The scorer that records a search's cells' benchmark accuracies (bind
+    ``search.genotype_scorer = @nb201_benchmark_scores()`` and
+    ``nb201_benchmark_scores.path``). The file opens here, before the first epoch, so a
+    missing file or package stops the run at once.
+
+    Args:
+        path: a benchmark file or archive folder (see :func:`supported_files`).
+
+    Raises:
+        UserError: as :func:`open_benchmark`.
+    """
+    return BenchmarkScores(open_benchmark(path))
