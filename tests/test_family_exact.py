@@ -36,7 +36,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharpdarts.core import genotype_types
+from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.engine.arch_losses import DirichletKL, ZeroOneLoss
 from sharpdarts.engine.architect import Architect
 from sharpdarts.nn.derivation import threshold_cell, top_pairs_cell
@@ -158,7 +158,7 @@ def test_gdas_rule_may_read_one_input_twice():
     weights = [[0.0, 0.1, 0.9, 0.8], [0.0, 0.3, 0.2, 0.1]]  # node 2's two inputs
     ops = ["none", "a", "b", "c"]
     assert top_pairs_cell(weights, ops, steps=1) == [("b", 0), ("c", 0)]
-    assert genotype_types.parse_cell(weights, ops, steps=1) == [("b", 0), ("a", 1)]
+    assert genotypes_lib.parse_cell(weights, ops, steps=1) == [("b", 0), ("a", 1)]
 
 
 def test_snas_matches_authors_code():

@@ -1,7 +1,7 @@
 """Derivation rules of the DARTS family: how a search's weights become a cell.
 
 ``DERIVATIONS`` holds the rules that give two ``(op, input)`` entries per node, the
-genotypes every network builds: ``'darts'`` (``genotype_types.parse_cell``: the two input
+genotypes every network builds: ``'darts'`` (``genotypes.parse_cell``: the two input
 edges with the strongest op, each with its best op) and ``'gdas'`` (GDAS: the two strongest
 ``(op, input)`` pairs over all of a node's edges, so both may read the same input);
 ``SearchNetwork.derivation`` picks one.
@@ -20,13 +20,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from sharpdarts.core import genotype_types
+from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.registry import Registry
 
 CellRule = Callable[..., list]
 DERIVATIONS: Registry[CellRule] = Registry(
     "derivation", "DERIVATIONS", hint="Rules are registered with @DERIVATIONS.register('name')."
 )
-DERIVATIONS.register("darts")(genotype_types.parse_cell)
+DERIVATIONS.register("darts")(genotypes_lib.parse_cell)
 
 
 @DERIVATIONS.register("gdas")
@@ -61,7 +62,7 @@ def derive(
     steps: int,
     multiplier: int,
     skip_primitive: str | None = "none",
-) -> genotype_types.Genotype:
+) -> genotypes_lib.Genotype:
     """A cell genotype from normal and reduction weights by the rule named ``rule``."""
     if rule == "darts":  # the one path every existing search takes
         return genotype_types.genotype_from_weights(
@@ -69,7 +70,7 @@ def derive(
         )
     cell_rule = DERIVATIONS[rule]
     concat = list(range(2 + steps - multiplier, steps + 2))
-    return genotype_types.Genotype(
+    return genotypes_lib.Genotype(
         normal=cell_rule(normal, primitives, steps, skip_primitive),
         normal_concat=concat,
         reduce=cell_rule(reduce, primitives, steps, skip_primitive),
