@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -192,3 +193,55 @@ def test_a_killed_gdas_nb201_search_resumes_with_the_same_alphas(tmp_path, monke
     assert_same_tensors(b["model"], a["model"])  # the alphas among them
     assert_same_state(b["architect"], a["architect"], "architect")
     assert a["tau"] == b["tau"] == pytest.approx(0.1)
+
+
+# The authors' settings of each search (docs/nb201.md "Searching the space"), read from
+# D-X-Y/AutoDL-Projects at commit f46486e21b71ae6459a700be720d7648b5429569
+# (scripts-search/NAS-Bench-201-algos/*.sh, exps/NAS-Bench-201-algos/*.py,
+# configs/nas-benchmark/algos/DARTS.config, GDAS.config) and xiangning-chen/DrNAS at commit
+# f2caa4dbdd96c1be29b56cb7ed47a74a184e6ef0 (201-space/train_search.py defaults):
+# epochs, batch, (method, order, weights first), (SGD lr, momentum, nesterov, weight decay),
+# (Adam lr, betas, weight decay).
+SETTINGS = {
+    "nb201/search_darts_first_order": (
+        50, 64, ("darts", 1, True), (0.025, 0.9, True, 5e-4), (3e-4, (0.5, 0.999), 1e-3)
+    ),
+    "nb201/search_darts_second_order": (
+        50, 64, ("darts", 2, False), (0.025, 0.9, True, 5e-4), (3e-4, (0.5, 0.999), 1e-3)
+    ),
+    "nb201/search_gdas": (
+        250, 64, ("gdas", 1, True), (0.025, 0.9, True, 5e-4), (3e-4, (0.5, 0.999), 1e-3)
+    ),
+    "nb201/search_drnas": (
+        100, 64, ("drnas", 1, False), (0.025, 0.9, False, 3e-4), (3e-4, (0.5, 0.999), 1e-3)
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+def test_each_search_has_its_authors_settings(name, tmp_path):
+    epochs, batch, (method, order, weights_first), sgd, adam = SETTINGS[name]
+    # Its own epochs and batch (smoke shrinks the network and the data, not the optimizers).
+    runner.configure(name, [], smoke=True, results=str(tmp_path))
+    job = jobs.search(seed=0, build_only=True, epochs=epochs)
+    assert gin.query_parameter("%BATCH_SIZE") == 2 * 4  # smoke's; the experiment's below
+    assert (job.model.method, job.architect.order) == (method, order)
+    assert job.params.arch_after_weights == weights_first and job.params.skip_primitive is None
+    assert job.params.train_portion == 0.5 and job.params.grad_clip == 5.0
+    group = job.optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == sgd
+    arch = job.architect.optimizer.param_groups[0]
+    assert (arch["lr"], arch["betas"], arch["weight_decay"]) == adam
+    # Per-epoch cosine from 0.025 (epoch 0) to 0.001, as xautodl's and DrNAS's schedulers.
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(job.optimizer.param_groups[0]["lr"])
+        job.scheduler.step()
+    assert lrs[0] == 0.025 and lrs[epochs // 2] == pytest.approx(0.013)
+    assert lrs[-1] == pytest.approx(
+        0.001 + 0.024 * (1 + math.cos(math.pi * (epochs - 1) / epochs)) / 2
+    )
+    gin.clear_config()
+    runner.configure(name, [], smoke=False, results=str(tmp_path))
+    assert gin.query_parameter("%EPOCHS") == epochs and gin.query_parameter("%BATCH_SIZE") == batch
