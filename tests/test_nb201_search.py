@@ -219,7 +219,7 @@ SETTINGS = {
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
 def test_each_search_has_its_authors_settings(name, tmp_path):
     epochs, batch, (method, order, weights_first), sgd, adam = SETTINGS[name]
     # Its own epochs and batch (smoke shrinks the network and the data, not the optimizers).
