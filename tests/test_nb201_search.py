@@ -31,7 +31,7 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
 from sharpdarts.core.nb201_arch import parse_arch
 from sharpdarts.engine import checkpoint, jobs
 from sharpdarts.errors import UserError
-from sharpdarts.face import cli, runner
+from sharpdarts.face import cli, nb201_args, runner
 from sharpdarts.nn.nb201 import NB201SearchNetwork
 from sharpdarts.nn.relaxation import linear_tau
 from sharpdarts.store.nb201_benchmark import TABLE_METRICS, nb201_benchmark_scores
@@ -130,12 +130,13 @@ def test_with_the_benchmark_a_search_records_its_cells_figures_and_joins_the_tab
         tmp_path, ARCHS + [c for c in dict.fromkeys(cells) if c not in ARCHS]
     )
     results = tmp_path / "results"
-    scorer = [
-        "search.genotype_scorer = @nb201_benchmark_scores()",
-        f"nb201_benchmark_scores.path = '{archive}'",
-    ]
-    params = [a for binding in AS_SMOKE + scorer for a in ("--gin_param", binding)]
-    found = run("nb201/search_gdas", *params, "--allow-dirty", "--results", results)
+    params = [a for binding in AS_SMOKE for a in ("--gin_param", binding)]
+    argv = ["nb201/search_gdas", *params, "--benchmark", archive, "--allow-dirty"]
+    found = run(*argv, "--results", results)
+    # --benchmark stands for the scorer's two bindings, recorded as the run's own.
+    assert found["info"]["gin_params"][-2:] == nb201_args.scorer_bindings(archive)
+    assert cli.main(["run", *map(str, argv), "--results", str(results)]) == 0
+    assert "already completed" in capsys.readouterr().out
     info, records = found["info"], found["records"]
     assert not info["smoke"] and [r["genotype"] for r in records] == cells  # the same search
     for record in records:  # the curve: each epoch's cell's benchmark accuracies

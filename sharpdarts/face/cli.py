@@ -33,8 +33,11 @@ log = logging.getLogger("sharpdarts")
 # The runner, the models and plots import torch: each command imports what it needs, so that
 # `--help`, `list` and `table` start quickly.
 def cmd_run(args) -> int:
-    from sharpdarts.face import quickskip
+    from sharpdarts.face import nb201_args, quickskip
 
+    # --benchmark is the two bindings it stands for: recorded, and skipped on, as those.
+    if getattr(args, "benchmark", None):
+        args.gin_param = list(args.gin_param) + nb201_args.scorer_bindings(args.benchmark)
     done = quickskip.completed_run(args)  # a completed run is found without importing torch
     if done is not None:
         print(f"already completed: {done}")
@@ -236,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--smoke",
         action="store_true",
         help="tiny widths, 2 epochs, synthetic data: any experiment in seconds on a CPU",
+    )
+    p.add_argument(
+        "--benchmark",
+        default=None,
+        metavar="PATH",
+        help="a NAS-Bench-201 benchmark file or archive: an nb201 search records its cell's "
+        "benchmark accuracies each epoch and in run.json final (docs/nb201.md)",
     )
     p.add_argument(
         "--allow-dirty",

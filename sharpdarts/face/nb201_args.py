@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from sharpdarts.errors import UserError
 
@@ -26,6 +27,15 @@ SEARCH_DATASETS = {
     "cifar100": "cifar100",
     "ImageNet16-120": "ImageNet16-120",
 }
+
+
+def scorer_bindings(path: str | os.PathLike) -> list[str]:
+    """What ``sharpdarts run ... --benchmark PATH`` binds: the search's genotype scorer, the
+    benchmark's accuracies of each cell (docs/nb201.md, "Searching the space")."""
+    return [
+        "search.genotype_scorer = @nb201_benchmark_scores()",
+        f"nb201_benchmark_scores.path = {str(Path(path).expanduser().resolve())!r}",
+    ]
 
 
 def cell_of(name: str, results: str) -> str:
