@@ -22,7 +22,10 @@ Table definitions, one object per table name:
   ``gpu_days``, ``search_gpu_days``, ``wall_seconds``, ``run_ref``...), ``agg`` (``mean_std``:
   shown as mean ± std; ``mean``: shown as the mean; ``best_run``: the value of the run with the
   largest ``by``), ``digits``, and optionally ``paper``/``paper_std`` (paper_tables.csv columns
-  shown beside ours) and ``display: false`` (kept in the DataFrame, not printed).
+  shown beside ours), ``display: false`` (kept in the DataFrame, not printed), ``ours: false``
+  (only the paper's value is printed: a figure we do not measure) and ``runs_of`` (a paper-CSV
+  column naming another experiment, e.g. ``search_experiment``: the column aggregates that
+  experiment's completed runs, such as a search's ``gpu_days`` beside its cell's training).
 - ``paper_match`` (optional): experiment -> ``{"table", "architecture"}``, the paper row whose
   values sit beside an experiment's row in tables not built from paper rows.
 """
@@ -61,8 +64,15 @@ COMPUTED_COSTS = "reference/computed_costs.json"  # package data: see face/costs
 # we reproduce; read with the sharpDARTS tables as one frame (the ``table`` column tells them
 # apart).
 DARTS_TABLES = "reference/darts_tables.csv"
-# Both papers' tables, read as one frame in this order (row i of paper_rows() is row i there).
-PAPER_SOURCES = (PAPER_TABLES, DARTS_TABLES)
+# The DARTS family's published figures (PC-DARTS, P-DARTS, GDAS, ...), each row with its source
+# and ``figures``: 'own' (the method's own paper or repository), 'other' (read in a later
+# paper's comparison table) or 'mixed'; ``search_experiment`` names the search whose runs give
+# the row's search cost (see the ``runs_of`` column key).
+FAMILY_TABLE = "reference/darts_family.csv"
+# Every table's rows, read as one frame in this order (row i of paper_rows() is row i there).
+# The family's rows come before the DARTS paper's so that an experiment in both (darts_v1,
+# darts_v2) is listed with the DARTS paper's row, where it first stood.
+PAPER_SOURCES = (PAPER_TABLES, FAMILY_TABLE, DARTS_TABLES)
 
 
 def tables_json_path() -> Path:
@@ -152,7 +162,8 @@ def _paper_tables_cached() -> pd.DataFrame:
     # printed there; the sharpDARTS tables' columns stay numeric.
     text = {"search_gpu_days": object, "params_m": object}
     frames = []
-    for name, extra in zip(PAPER_SOURCES, ({}, text)):
+    for name in PAPER_SOURCES:
+        extra = {} if name == PAPER_TABLES else text
         with (
             importlib.resources.files("sharpdarts").joinpath(name).open("r", encoding="utf-8") as f
         ):
