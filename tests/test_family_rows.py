@@ -131,6 +131,8 @@ def test_the_table_prints_the_published_figures_as_printed():
     assert "| 2.57 ± 0.07 " in lines["PC-DARTS"] and "| 0.1 " in lines["PC-DARTS"]
     assert "| 2.85 ± 0.02 " in lines["SNAS (moderate constraint)"]
     assert "| other " in lines["SDARTS-RS"] and "| own " in lines["DrNAS"]
+    header = markdown.splitlines()[0]
+    assert "ImageNet top-1 % (paper)" in header and "ImageNet top-1 % (ours)" not in header
 
 
 def test_our_runs_and_search_cost_stand_beside_the_published_figures(tmp_path, capsys):
@@ -150,6 +152,7 @@ def test_our_runs_and_search_cost_stand_beside_the_published_figures(tmp_path, c
         final = {"test_error_top1": error, "params_m": 3.634678}
         write_run(results, "cifar10/pc_darts", seed, final, config_hash=info["config_hash"])
     write_run(results, "search/pc_darts", 1, {}, wall=8640.0, kind="search")
+    write_run(results, "cifar10/fairdarts", 1, {"test_error_top1": 2.7}, wall=86400.0)
     capsys.readouterr()
 
     df = build_table("darts_family", load_runs(results))
@@ -159,6 +162,9 @@ def test_our_runs_and_search_cost_stand_beside_the_published_figures(tmp_path, c
     assert row["paper_test_error"] == 2.57 and row["paper_test_error_std"] == 0.07
     smoke_error = info["final"]["test_error_top1"]
     assert row["test_error_mean"] == pytest.approx((smoke_error + 2.6 + 2.5) / 3)
+    fair = df[df["experiment"] == "cifar10/fairdarts"].iloc[0]
+    # A row without a search experiment shows no search cost, never its training's GPU-days.
+    assert fair["seeds"] == 1 and math.isnan(fair["search_gpu_days_mean"])
     other = df[df["experiment"] == "cifar10/drnas"].iloc[0]
     assert other["seeds"] == 0 and math.isnan(other["search_gpu_days_mean"])
 

@@ -13,7 +13,8 @@ Table definitions, one object per table name:
   ``reference/paper_tables.csv`` whose ``table`` is T, in the file's order; rows
   with an ``experiment`` are matched to the runs of that experiment, the others are reference
   rows with no reproduced values; then, optionally, one row for every other experiment starting
-  with PREFIX that has completed runs), ``{"experiment_prefix": PREFIX}`` (one row per
+  with PREFIX that has completed runs and is no paper row's experiment in any table, so that
+  e.g. cifar10/pc_darts stays in darts_family), ``{"experiment_prefix": PREFIX}`` (one row per
   experiment in the store starting with PREFIX) or ``{"experiments": [...]}`` (these rows).
 - ``labels``: the columns that describe a row: ``name`` (DataFrame column), ``label`` (header),
   ``paper`` (the paper_tables.csv column it is read from, for paper rows).
