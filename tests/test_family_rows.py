@@ -99,7 +99,11 @@ def test_every_family_cell_has_its_source_and_darts_ops(name):
     ops = {op for op, _ in genotype.normal + genotype.reduce}
     assert ops <= set(genotypes.DARTS_PRIMITIVES) - {"none"}
     assert len(genotype.normal) == len(genotype.reduce) == 8
-    assert genotypes.get("GDAS").normal == genotypes.get("GDAS_V1").normal
+
+
+def test_gdas_names_the_published_gdas_cell():
+    assert genotypes.aliases()["GDAS"] == "GDAS_V1"
+    assert genotypes.get("GDAS") == genotypes.get("GDAS_V1")
 
 
 def _family_csv() -> list[dict[str, str]]:
