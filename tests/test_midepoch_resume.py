@@ -166,9 +166,7 @@ def interrupted_and_resumed(tmp_path, build, reads, weights, step, signum, raise
     return full, part, final_full, final_part, read_full, [i for i in reads if weights(i)], saved
 
 
-def test_a_search_signalled_mid_epoch_resumes_at_its_batch(
-    tmp_path, reads, previous_handlers
-):
+def test_a_search_signalled_mid_epoch_resumes_at_its_batch(tmp_path, reads, previous_handlers):
     gin.parse_config(SEARCH)
     # The signal comes in the 2nd step of epoch 2 (the 6th step): checkpointed after it.
     full, part, final_full, final_part, read_full, read_part, saved = interrupted_and_resumed(
@@ -194,9 +192,7 @@ def test_a_search_signalled_mid_epoch_resumes_at_its_batch(
     same(b["arch_batches"], a["arch_batches"], "arch_batches")
 
 
-def test_a_training_terminated_mid_epoch_resumes_at_its_batch(
-    tmp_path, reads, previous_handlers
-):
+def test_a_training_terminated_mid_epoch_resumes_at_its_batch(tmp_path, reads, previous_handlers):
     gin.parse_config(TRAIN)
     # SIGTERM in the 3rd step of epoch 1: the previous handler exits 143 after the checkpoint.
     full, part, final_full, final_part, read_full, read_part, saved = interrupted_and_resumed(
@@ -301,3 +297,22 @@ def test_a_restored_cycle_goes_on_after_the_batch_it_had_taken(reads):
         next(again)
     assert state["passes"] == 1 and state["taken"] == 1
     assert reads == expected and len(expected) == 12
+
+
+def test_the_interval_is_a_binding_that_takes_effect_and_is_checked(tmp_path):
+    """``sharpdarts run`` refuses a binding that takes no effect by the end of the build, and
+    a bad value by its name: the interval is read when the job is built."""
+    from sharpdarts.errors import UserError
+    from sharpdarts.face import runner
+
+    bindings = ["midepoch_checkpoints.every_minutes = 20", "make_context.device = 'cpu'"]
+    configured = runner.configure("demo/search", bindings, True, str(tmp_path))
+    built = runner.build_checked(configured, 0, None)
+    assert built.checkpointing == {"every_batches": None, "every_minutes": 20, "on_signal": True}
+
+    gin.clear_config()
+    configured = runner.configure(
+        "demo/search", ["midepoch_checkpoints.every_batches = 0"], True, str(tmp_path)
+    )
+    with pytest.raises(UserError, match="midepoch_checkpoints.every_batches"):
+        runner.build_checked(configured, 0, None)

@@ -145,6 +145,8 @@ class Job(abc.ABC):
         train_loader: the batches of one epoch.
         rng_loaders: the loaders whose generator states the checkpoint keeps.
         show_progress: a tqdm bar per epoch.
+        checkpointing: when to checkpoint inside epochs
+            (:func:`~sharpdarts.engine.preemption.midepoch_checkpoints`).
     """
 
     name = "job"
@@ -158,6 +160,7 @@ class Job(abc.ABC):
     rng_loaders: list
     show_progress: bool = False
     resumed_position: dict | None = None  # the place in an epoch of a mid-epoch checkpoint
+    checkpointing: dict | None = None  # midepoch_checkpoints() as built; None: its defaults
 
     @property
     def network(self) -> nn.Module:
@@ -296,7 +299,7 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
     start = checkpoint_lib.resume(run, path, ctx, job.load_state, restart=restart)
     position, job.resumed_position = job.resumed_position, None
     shown = Progress(job.name, job.epochs, start, job.show_progress, ctx.is_main)
-    preemption = Preemption(ctx, enabled=path is not None and _resumable(job))
+    preemption = Preemption(ctx, job.checkpointing, enabled=path is not None and _resumable(job))
     with preemption:
         for epoch in range(start, job.epochs + 1):
             tic = time.time()

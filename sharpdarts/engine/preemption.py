@@ -50,6 +50,9 @@ def midepoch_checkpoints(
 ) -> dict:
     """When a run checkpoints inside its epochs (besides the checkpoint at each epoch's end).
 
+    The search and training jobs read it when they are built (so a binding of it takes effect
+    by then); the language-model jobs do not checkpoint inside epochs.
+
     Args:
         every_batches: checkpoint after every this many batches of an epoch; None: never.
         every_minutes: checkpoint when this many minutes have passed since the last
@@ -65,11 +68,16 @@ class Preemption:
 
     Use as a context manager around the loop; the handlers that were there before come back
     on exit. Signals are caught only in the main thread (Python's rule) and when ``enabled``.
+
+    Args:
+        ctx: where the job runs (its processes agree on when to checkpoint).
+        settings: :func:`midepoch_checkpoints` as the job was built with (None: its defaults).
+        enabled: whether the run can checkpoint inside an epoch at all.
     """
 
-    def __init__(self, ctx: Context, enabled: bool = True):
+    def __init__(self, ctx: Context, settings: dict | None = None, enabled: bool = True):
         self.ctx = ctx
-        settings = midepoch_checkpoints()
+        settings = settings or {"every_batches": None, "every_minutes": None, "on_signal": True}
         self.every_batches = settings["every_batches"]
         self.every_seconds = (settings["every_minutes"] or 0.0) * 60.0 or None
         self.enabled = enabled
