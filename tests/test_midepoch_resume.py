@@ -217,6 +217,80 @@ def test_a_training_terminated_mid_epoch_resumes_at_its_batch(tmp_path, reads, p
     same(b["rng"], a["rng"], "rng")
 
 
+def signal_in_evaluation(monkeypatch, job, epoch: int, signum: int) -> None:
+    """Sends ``signum`` to this process as the evaluation of ``epoch`` reads its first test
+    image (once): the test loader has drawn its seed from torch's generator by then."""
+    real, real_getitem = job.end_epoch, datasets.SyntheticDataset.__getitem__
+    state = {"armed": False, "sent": False}
+
+    def end_epoch(at):
+        state["armed"] = at == epoch and not state["sent"]
+        return real(at)
+
+    def getitem(self, index):
+        if self is job.bundle.test and state["armed"]:
+            state["armed"], state["sent"] = False, True
+            os.kill(os.getpid(), signum)
+        return real_getitem(self, index)
+
+    job.end_epoch = end_epoch
+    monkeypatch.setattr(datasets.SyntheticDataset, "__getitem__", getitem)
+
+
+def test_a_signal_in_the_evaluation_stops_it_and_the_resumed_run_evaluates_the_epoch(
+    tmp_path, reads, previous_handlers, monkeypatch
+):
+    """An evaluation may outlast the minutes a time limit leaves: the signal stops it, the
+    checkpoint holds every batch of the epoch, and the resumed run evaluates it again."""
+    gin.parse_config(TRAIN)
+    full = make_run(tmp_path / "full")
+    jobs.train(run=full, seed=0)
+    read_full = [i for i in reads if i[0] == TRAIN_SIZE]
+    reads.clear()
+
+    part = make_run(tmp_path / "part")
+    job = jobs.train(run=None, seed=0, build_only=True)
+    signal_in_evaluation(monkeypatch, job, 1, signal.SIGUSR2)
+    with pytest.raises(Preempted):
+        job.fit(part)
+    saved = checkpoint.load_checkpoint(part.checkpoint_path)
+    assert saved["epoch"] == 0 and saved["position"]["batch"] == TRAIN_SIZE // 4
+    assert not part.metrics_path.exists() or not part.metrics_path.read_text()
+    jobs.train(run=part, seed=0)
+    assert metrics(part) == metrics(full)
+    assert [i for i in reads if i[0] == TRAIN_SIZE] == read_full
+
+
+def test_a_run_whose_signal_handler_returns_checkpoints_and_goes_on(tmp_path, reads, monkeypatch):
+    """submitit only logs SIGTERM (Slurm requeues a preempted job itself): the run
+    checkpoints its place, in a batch and in an evaluation, goes on, and ends as an
+    uninterrupted run."""
+    gin.parse_config(TRAIN)
+    full = make_run(tmp_path / "full")
+    jobs.train(run=full, seed=0)
+    read_full = [i for i in reads if i[0] == TRAIN_SIZE]
+    reads.clear()
+
+    logged = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: logged.append(signum))
+    try:
+        part = make_run(tmp_path / "part")
+        job = jobs.train(run=None, seed=0, build_only=True)
+        signal_at(job, 2, signal.SIGTERM)
+        signal_in_evaluation(monkeypatch, job, 2, signal.SIGTERM)
+        job.fit(part)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert logged == [signal.SIGTERM] * 2
+    places = [(r["epoch"], r.get("batch")) for r in part.info["checkpoints"]]
+    assert places == [(2, None), (1, 4), (1, None), (0, 2)]
+    assert metrics(part) == metrics(full)
+    assert [i for i in reads if i[0] == TRAIN_SIZE] == read_full
+    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
+    same(b["model"], a["model"], "model")
+    same(b["rng"], a["rng"], "rng")
+
+
 class Killed(Exception):
     """Stands for a SIGKILL just after a chosen checkpoint is written."""
 

@@ -20,6 +20,7 @@ import abc
 import logging
 import math
 import time
+import warnings
 from typing import Any
 
 import gin
@@ -38,7 +39,7 @@ from sharpdarts.engine.context import (
     set_rng_state,
     unwrap,
 )
-from sharpdarts.engine.preemption import Preemption
+from sharpdarts.engine.preemption import Interrupted, Preemption
 from sharpdarts.engine.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -264,14 +265,16 @@ def _start_inside(job: Job, position: dict, totals: Totals) -> tuple[int, float,
     return done, float(position["lr"]), float(position["seconds"])
 
 
-def _save_inside(job: Job, run, path, epoch: int, where: dict, totals: Totals) -> None:
+def _save_inside(
+    job: Job, run, path, epoch: int, where: dict, totals: Totals, state: dict | None = None
+) -> None:
     """Writes a mid-epoch checkpoint: the state after the batches done (``where``: ``batch``,
     ``lr``, ``seconds``, ``train_generator``), as the checkpoint of the epoch before plus its
-    place in this one."""
+    place in this one. ``state``: that state, taken earlier (default: now)."""
     ctx = job.ctx
     partial = reduce_sum(totals.values.clone(), ctx)  # every process, before rank 0 saves
     if ctx.is_main:
-        state = job.state(epoch - 1)
+        state = dict(state or job.state(epoch - 1))
         state["position"] = {"epoch": epoch, **where, "totals": partial}
         state = checkpoint_lib.prepare(state)
         checkpoint_lib.record_checkpoint(run, epoch - 1, state.sha256, batch=where["batch"])
@@ -333,8 +336,31 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
                     preemption.pass_on()
             trained = totals.result(ctx)
             check_finite(trained["loss"], epoch)
-            evaluation = job.end_epoch(epoch)
-            job.scheduler.step()
+            # The state after the last batch, should a signal stop the evaluation (cheap: the
+            # tensors are referenced, not copied, and the evaluation changes none of them).
+            before = job.state(epoch - 1) if preemption.stops_evaluation else None
+            try:
+                with preemption.interruptible():
+                    evaluation = job.end_epoch(epoch)
+            except Interrupted:
+                where = {"batch": batches, "lr": lr, "seconds": time.time() - tic}
+                _save_inside(
+                    job,
+                    run,
+                    path,
+                    epoch,
+                    {**where, "train_generator": epoch_generator},
+                    totals,
+                    state=before,
+                )
+                preemption.saved()
+                preemption.pass_on()
+                job.load_state(before)  # the signal's handler let the run go on: evaluate anew
+                evaluation = job.end_epoch(epoch)
+            with warnings.catch_warnings():
+                if done == batches:  # resumed after the epoch's last batch: no step here, rightly
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                job.scheduler.step()
             record = {
                 "epoch": epoch,
                 "lr": lr,

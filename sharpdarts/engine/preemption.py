@@ -13,6 +13,7 @@ everything else that happens on the signal is unchanged. The periodic interval i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -63,6 +64,10 @@ def midepoch_checkpoints(
     return {"every_batches": every_batches, "every_minutes": every_minutes, "on_signal": on_signal}
 
 
+class Interrupted(Exception):
+    """A signal came while the epoch's evaluation ran: the evaluation stops there."""
+
+
 class Preemption:
     """Catches the preemption signals while the epoch loop runs and says when to checkpoint.
 
@@ -88,6 +93,7 @@ class Preemption:
         )
         self.caught: int | None = None
         self.last_save = time.monotonic()
+        self._stop_evaluation = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> Preemption:
@@ -104,7 +110,36 @@ class Preemption:
     def _note(self, signum: int, frame) -> None:
         del frame  # the loop acts at its next batch boundary, never inside a step
         self.caught = signum
-        log.warning("caught %s: checkpointing after this batch", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self._stop_evaluation:
+            self._stop_evaluation = False
+            log.warning(
+                "caught %s: the evaluation stops, the epoch's batches are checkpointed", name
+            )
+            raise Interrupted(name)
+        log.warning("caught %s: checkpointing after this batch", name)
+
+    @property
+    def stops_evaluation(self) -> bool:
+        """Whether a signal stops the epoch's evaluation (see :meth:`interruptible`)."""
+        return self.catching and not self.ctx.distributed
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        """Around the epoch's evaluation, which may take minutes (ImageNet's) when a time
+        limit leaves two: a signal raises :class:`Interrupted` at once, so the run can
+        checkpoint its finished batches and hand the signal on in time. Under torchrun the
+        processes finish the evaluation together (it ends in a collective) and then act."""
+        if not self.stops_evaluation:
+            yield
+            return
+        if self.caught is not None:  # caught just after the last batch's check
+            raise Interrupted(signal.Signals(self.caught).name)
+        self._stop_evaluation = True
+        try:
+            yield
+        finally:
+            self._stop_evaluation = False
 
     def due(self, batches_done: int, batches: int) -> bool:
         """Whether to checkpoint now, after ``batches_done`` of the epoch's ``batches``; every
