@@ -25,15 +25,15 @@ from sharpdarts.engine.data import datasets, loaders
 from sharpdarts.store import run as run_lib
 
 COMMON = ["make_context.device = 'cpu'", "cosine_power_annealing.warmup_epochs = 1"]
-# 16 images for the weights and 16 for the architecture: 4 steps an epoch.
+# 6 images for the weights and 6 for the architecture: 3 steps of 2 an epoch.
 SEARCH = [
     *COMMON,
     "build_datasets.name = 'synthetic'",
     "build_datasets.synthetic_shape = (3, 8, 8)",
-    "build_datasets.synthetic_size = (32, 4)",
+    "build_datasets.synthetic_size = (12, 4)",
     "build_datasets.synthetic_classes = 3",
     "search.epochs = 2",
-    "search.batch_size = 4",
+    "search.batch_size = 2",
     "search.show_progress = False",
     "search.network = @SearchNetwork",
     "SearchNetwork.C = 4",
@@ -42,7 +42,7 @@ SEARCH = [
     "SearchNetwork.multiplier = 2",
     "SearchNetwork.primitives = 'DARTS_PRIMITIVES'",
 ]
-SEARCH_SPLIT = 16  # images below it train the weights
+SEARCH_SIZE, SEARCH_SPLIT = 12, 6  # the training images; those below the split: the weights
 # Cutout and drop path draw from the global generators: their state must come back too.
 TRAIN = [
     *COMMON,
@@ -74,9 +74,8 @@ def _clean_gin():
     gin.clear_config()
 
 
-@pytest.fixture
-def reads(monkeypatch) -> list[tuple[int, int]]:
-    """Every image read from a synthetic dataset, as (dataset size, index)."""
+def record_reads(patch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Every image read from a synthetic dataset from now on, as (dataset size, index)."""
     seen: list[tuple[int, int]] = []
     real = datasets.SyntheticDataset.__getitem__
 
@@ -84,8 +83,71 @@ def reads(monkeypatch) -> list[tuple[int, int]]:
         seen.append((len(self), int(index)))
         return real(self, index)
 
-    monkeypatch.setattr(datasets.SyntheticDataset, "__getitem__", getitem)
+    patch.setattr(datasets.SyntheticDataset, "__getitem__", getitem)
     return seen
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[tuple[int, int]]:
+    return record_reads(monkeypatch)
+
+
+def make_run(path: Path) -> run_lib.Run:
+    path.mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"status": "running"}))
+    return run_lib.Run(path)
+
+
+def metrics(run: run_lib.Run) -> list[dict]:
+    lines = run.metrics_path.read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def uninterrupted(bindings: list[str], fit, folder: Path, weights) -> dict:
+    """What an uninterrupted run records: its metrics (without seconds), final metrics, last
+    checkpoint, checkpoint records, and the training images it read (``weights``: which)."""
+    gin.clear_config()
+    gin.parse_config(bindings)
+    with pytest.MonkeyPatch.context() as patch:
+        seen = record_reads(patch)
+        run = make_run(folder)
+        final = fit(run)
+    gin.clear_config()
+    return {
+        "metrics": metrics(run),
+        "final": final,
+        "state": checkpoint.load_checkpoint(run.checkpoint_path),
+        "records": run.info["checkpoints"],
+        "reads": [i for i in seen if weights(i)],
+    }
+
+
+def search_images(item) -> bool:
+    return item[0] == SEARCH_SIZE and item[1] < SEARCH_SPLIT
+
+
+def train_images(item) -> bool:
+    return item[0] == TRAIN_SIZE
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> dict:
+    return uninterrupted(
+        SEARCH,
+        lambda run: jobs.search(run=run, seed=0),
+        tmp_path_factory.mktemp("search") / "full",
+        search_images,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    return uninterrupted(
+        TRAIN,
+        lambda run: jobs.train(run=run, seed=0),
+        tmp_path_factory.mktemp("train") / "full",
+        train_images,
+    )
 
 
 @pytest.fixture
@@ -104,17 +166,6 @@ def previous_handlers():
         signal.signal(signum, handler)
 
 
-def make_run(path: Path) -> run_lib.Run:
-    path.mkdir(parents=True)
-    (path / "run.json").write_text(json.dumps({"status": "running"}))
-    return run_lib.Run(path)
-
-
-def metrics(run: run_lib.Run) -> list[dict]:
-    lines = run.metrics_path.read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
-
-
 def signal_at(job, step: int, signum: int) -> None:
     """Sends ``signum`` to this process during the job's ``step``-th training step (1-based,
     counted over the epochs)."""
@@ -127,94 +178,6 @@ def signal_at(job, step: int, signum: int) -> None:
         return real(x, y)
 
     job.train_step = train_step
-
-
-def same(actual, expected, where="state") -> None:
-    """Nested dicts/lists of tensors and numbers are equal exactly."""
-    if isinstance(expected, torch.Tensor):
-        assert torch.equal(actual.cpu(), expected.cpu()), where
-    elif isinstance(expected, dict):
-        assert actual.keys() == expected.keys(), where
-        for key in expected:
-            same(actual[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected), where
-        for i, (a, e) in enumerate(zip(actual, expected)):
-            same(a, e, f"{where}[{i}]")
-    else:
-        assert actual == expected, where
-
-
-def interrupted_and_resumed(tmp_path, build, reads, weights, step, signum, raised):
-    """An uninterrupted run, and one signalled at ``step``, stopped by the previous handler
-    (``raised``) and fitted again by a newly built job; returns both runs, their finals and the
-    weight images each read (the second's over both of its fits), and the checkpoint the
-    signal left with its record in run.json."""
-    full = make_run(tmp_path / "full")
-    final_full = build().fit(full)
-    read_full = [i for i in reads if weights(i)]
-    reads.clear()
-
-    part = make_run(tmp_path / "part")
-    job = build()
-    signal_at(job, step, signum)
-    with pytest.raises(raised):
-        job.fit(part)
-    saved = checkpoint.load_checkpoint(part.checkpoint_path)
-    saved["record"] = part.info["checkpoints"][0]  # its record in run.json
-    final_part = build().fit(part)
-    return full, part, final_full, final_part, read_full, [i for i in reads if weights(i)], saved
-
-
-def test_a_search_signalled_mid_epoch_resumes_at_its_batch(tmp_path, reads, previous_handlers):
-    gin.parse_config(SEARCH)
-    # The signal comes in the 2nd step of epoch 2 (the 6th step): checkpointed after it.
-    full, part, final_full, final_part, read_full, read_part, saved = interrupted_and_resumed(
-        tmp_path,
-        lambda: jobs.search(run=None, seed=0, build_only=True),
-        reads,
-        lambda item: item[0] == 32 and item[1] < SEARCH_SPLIT,
-        step=6,
-        signum=signal.SIGUSR2,
-        raised=Preempted,
-    )
-    assert saved["epoch"] == 1 and saved["position"]["epoch"] == 2
-    assert saved["position"]["batch"] == 2
-    assert saved["arch_batches"]["taken"] == 2  # the architecture's batches: as many
-    assert saved["record"]["epoch"] == 1 and saved["record"]["batch"] == 2
-    assert metrics(part) == metrics(full)
-    assert final_part == final_full
-    assert read_part == read_full  # every weight batch once, in the same order
-    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
-    same(b["model"], a["model"], "model")
-    same(b["architect"], a["architect"], "architect")
-    same(b["rng"], a["rng"], "rng")
-    same(b["arch_batches"], a["arch_batches"], "arch_batches")
-
-
-def test_a_training_terminated_mid_epoch_resumes_at_its_batch(tmp_path, reads, previous_handlers):
-    gin.parse_config(TRAIN)
-    # SIGTERM in the 3rd step of epoch 1: the previous handler exits 143 after the checkpoint.
-    full, part, final_full, final_part, read_full, read_part, saved = interrupted_and_resumed(
-        tmp_path,
-        lambda: jobs.train(run=None, seed=0, build_only=True),
-        reads,
-        lambda item: item[0] == TRAIN_SIZE,
-        step=3,
-        signum=signal.SIGTERM,
-        raised=SystemExit,
-    )
-    assert saved["epoch"] == 0 and saved["position"]["batch"] == 3
-    assert metrics(part) == metrics(full)
-    assert final_part == final_full
-    assert read_part == read_full
-    assert len(read_full) == 2 * TRAIN_SIZE and sorted(read_full[:TRAIN_SIZE]) == [
-        (TRAIN_SIZE, i) for i in range(TRAIN_SIZE)
-    ]
-    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
-    same(b["model"], a["model"], "model")
-    same(b["optimizer"], a["optimizer"], "optimizer")
-    same(b["rng"], a["rng"], "rng")
 
 
 def signal_in_evaluation(monkeypatch, job, epoch: int, signum: int) -> None:
@@ -237,17 +200,79 @@ def signal_in_evaluation(monkeypatch, job, epoch: int, signum: int) -> None:
     monkeypatch.setattr(datasets.SyntheticDataset, "__getitem__", getitem)
 
 
+def same(actual, expected, where="state") -> None:
+    """Nested dicts/lists of tensors and numbers are equal exactly."""
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(actual.cpu(), expected.cpu()), where
+    elif isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), where
+        for key in expected:
+            same(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            same(a, e, f"{where}[{i}]")
+    else:
+        assert actual == expected, where
+
+
+def assert_as_uninterrupted(run, final, reads, weights, full: dict, keys: tuple) -> None:
+    """The run's figures, final metrics, images read (each once, in the same order) and last
+    checkpoint's ``keys`` are an uninterrupted run's."""
+    assert metrics(run) == full["metrics"]
+    assert final == full["final"]
+    assert [i for i in reads if weights(i)] == full["reads"]
+    state = checkpoint.load_checkpoint(run.checkpoint_path)
+    for key in keys:
+        same(state[key], full["state"][key], key)
+
+
+def test_a_search_signalled_mid_epoch_resumes_at_its_batch(
+    tmp_path, searched, reads, previous_handlers
+):
+    gin.parse_config(SEARCH)
+    part = make_run(tmp_path / "part")
+    job = jobs.search(run=None, seed=0, build_only=True)
+    signal_at(job, 5, signal.SIGUSR2)  # in the 2nd step of epoch 2: checkpointed after it
+    with pytest.raises(Preempted):
+        job.fit(part)
+    saved = checkpoint.load_checkpoint(part.checkpoint_path)
+    assert saved["epoch"] == 1 and saved["position"]["epoch"] == 2
+    assert saved["position"]["batch"] == 2
+    assert saved["arch_batches"]["taken"] == 2  # the architecture's batches: as many
+    assert part.info["checkpoints"][0]["epoch"] == 1
+    assert part.info["checkpoints"][0]["batch"] == 2
+
+    final = jobs.search(run=part, seed=0)
+    keys = ("model", "architect", "optimizer", "rng", "arch_batches")
+    assert_as_uninterrupted(part, final, reads, search_images, searched, keys)
+
+
+def test_a_training_terminated_mid_epoch_resumes_at_its_batch(
+    tmp_path, trained, reads, previous_handlers
+):
+    gin.parse_config(TRAIN)
+    part = make_run(tmp_path / "part")
+    job = jobs.train(run=None, seed=0, build_only=True)
+    signal_at(job, 3, signal.SIGTERM)  # the previous handler exits 143 after the checkpoint
+    with pytest.raises(SystemExit):
+        job.fit(part)
+    saved = checkpoint.load_checkpoint(part.checkpoint_path)
+    assert saved["epoch"] == 0 and saved["position"]["batch"] == 3
+
+    final = jobs.train(run=part, seed=0)
+    keys = ("model", "optimizer", "rng")
+    assert_as_uninterrupted(part, final, reads, train_images, trained, keys)
+    assert len(trained["reads"]) == 2 * TRAIN_SIZE
+    assert sorted(trained["reads"][:TRAIN_SIZE]) == [(TRAIN_SIZE, i) for i in range(TRAIN_SIZE)]
+
+
 def test_a_signal_in_the_evaluation_stops_it_and_the_resumed_run_evaluates_the_epoch(
-    tmp_path, reads, previous_handlers, monkeypatch
+    tmp_path, trained, reads, previous_handlers, monkeypatch
 ):
     """An evaluation may outlast the minutes a time limit leaves: the signal stops it, the
     checkpoint holds every batch of the epoch, and the resumed run evaluates it again."""
     gin.parse_config(TRAIN)
-    full = make_run(tmp_path / "full")
-    jobs.train(run=full, seed=0)
-    read_full = [i for i in reads if i[0] == TRAIN_SIZE]
-    reads.clear()
-
     part = make_run(tmp_path / "part")
     job = jobs.train(run=None, seed=0, build_only=True)
     signal_in_evaluation(monkeypatch, job, 1, signal.SIGUSR2)
@@ -256,21 +281,18 @@ def test_a_signal_in_the_evaluation_stops_it_and_the_resumed_run_evaluates_the_e
     saved = checkpoint.load_checkpoint(part.checkpoint_path)
     assert saved["epoch"] == 0 and saved["position"]["batch"] == TRAIN_SIZE // 4
     assert not part.metrics_path.exists() or not part.metrics_path.read_text()
-    jobs.train(run=part, seed=0)
-    assert metrics(part) == metrics(full)
-    assert [i for i in reads if i[0] == TRAIN_SIZE] == read_full
+
+    final = jobs.train(run=part, seed=0)
+    assert_as_uninterrupted(part, final, reads, train_images, trained, ("model", "rng"))
 
 
-def test_a_run_whose_signal_handler_returns_checkpoints_and_goes_on(tmp_path, reads, monkeypatch):
+def test_a_run_whose_signal_handler_returns_checkpoints_and_goes_on(
+    tmp_path, trained, reads, monkeypatch
+):
     """submitit only logs SIGTERM (Slurm requeues a preempted job itself): the run
     checkpoints its place, in a batch and in an evaluation, goes on, and ends as an
     uninterrupted run."""
     gin.parse_config(TRAIN)
-    full = make_run(tmp_path / "full")
-    jobs.train(run=full, seed=0)
-    read_full = [i for i in reads if i[0] == TRAIN_SIZE]
-    reads.clear()
-
     logged = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: logged.append(signum))
     try:
@@ -278,17 +300,13 @@ def test_a_run_whose_signal_handler_returns_checkpoints_and_goes_on(tmp_path, re
         job = jobs.train(run=None, seed=0, build_only=True)
         signal_at(job, 2, signal.SIGTERM)
         signal_in_evaluation(monkeypatch, job, 2, signal.SIGTERM)
-        job.fit(part)
+        final = job.fit(part)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert logged == [signal.SIGTERM] * 2
     places = [(r["epoch"], r.get("batch")) for r in part.info["checkpoints"]]
     assert places == [(2, None), (1, 4), (1, None), (0, 2)]
-    assert metrics(part) == metrics(full)
-    assert [i for i in reads if i[0] == TRAIN_SIZE] == read_full
-    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
-    same(b["model"], a["model"], "model")
-    same(b["rng"], a["rng"], "rng")
+    assert_as_uninterrupted(part, final, reads, train_images, trained, ("model", "rng"))
 
 
 class Killed(Exception):
@@ -296,40 +314,30 @@ class Killed(Exception):
 
 
 def test_the_interval_checkpoints_inside_epochs_and_a_kill_resumes_there(
-    tmp_path, reads, monkeypatch
+    tmp_path, trained, reads, monkeypatch
 ):
     """``midepoch_checkpoints.every_batches``: a run killed outright (no signal) just after
-    its checkpoint at batch 2 of epoch 2 resumes from it; without the binding there is none."""
+    its checkpoint at batch 2 of epoch 2 resumes from it; without the binding (the
+    uninterrupted run) there is none."""
+    assert [(r["epoch"], r.get("batch")) for r in trained["records"]] == [(2, None), (1, None)]
     gin.parse_config([*TRAIN, "midepoch_checkpoints.every_batches = 2"])
-    full = make_run(tmp_path / "full")
     written = []
     real = checkpoint.save_checkpoint
 
     def save(path, state):
         real(path, state)
         written.append((state["epoch"], state.get("position", {}).get("batch")))
-        if written[-1] == (1, 2) and path.parent.name == "part":
+        if written[-1] == (1, 2) and len(written) == 3:
             raise Killed
 
     monkeypatch.setattr(checkpoint, "save_checkpoint", save)
-    jobs.train(run=full, seed=0)
-    # Batch 2 of each epoch; never after the last batch (the epoch's own checkpoint follows).
-    assert written == [(0, 2), (1, None), (1, 2), (2, None)]
-    read_full = [i for i in reads if i[0] == TRAIN_SIZE]
-    reads.clear()
-
     part = make_run(tmp_path / "part")
     with pytest.raises(Killed):
         jobs.train(run=part, seed=0)
-    jobs.train(run=part, seed=0)
-    assert metrics(part) == metrics(full)
-    assert [i for i in reads if i[0] == TRAIN_SIZE] == read_full
-
-    gin.clear_config()
-    gin.parse_config(TRAIN)
-    written.clear()
-    jobs.train(run=make_run(tmp_path / "off"), seed=0)
-    assert written == [(1, None), (2, None)]
+    final = jobs.train(run=part, seed=0)
+    # Batch 2 of each epoch, never after the last batch (the epoch's own checkpoint follows).
+    assert written == [(0, 2), (1, None), (1, 2), (2, None)]
+    assert_as_uninterrupted(part, final, reads, train_images, trained, ("model", "rng"))
 
 
 def test_a_skipping_sampler_draws_the_whole_order_and_loads_none_of_the_skipped(reads):

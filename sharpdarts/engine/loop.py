@@ -266,21 +266,46 @@ def _start_inside(job: Job, position: dict, totals: Totals) -> tuple[int, float,
 
 
 def _save_inside(
-    job: Job, run, path, epoch: int, where: dict, totals: Totals, state: dict | None = None
+    job: Job, run, path, epoch: dict, batch: int, totals: Totals, state: dict | None = None
 ) -> None:
-    """Writes a mid-epoch checkpoint: the state after the batches done (``where``: ``batch``,
-    ``lr``, ``seconds``, ``train_generator``), as the checkpoint of the epoch before plus its
-    place in this one. ``state``: that state, taken earlier (default: now)."""
+    """Writes a mid-epoch checkpoint: the state after ``batch`` batches of the epoch (or
+    ``state``, taken then), as the checkpoint of the epoch before plus its place in this one.
+    ``epoch``: ``number``, ``lr``, ``tic`` (its start) and ``train_generator`` (as it began)."""
     ctx = job.ctx
     partial = reduce_sum(totals.values.clone(), ctx)  # every process, before rank 0 saves
     if ctx.is_main:
-        state = dict(state or job.state(epoch - 1))
-        state["position"] = {"epoch": epoch, **where, "totals": partial}
+        number = epoch["number"]
+        state = dict(state or job.state(number - 1))
+        state["position"] = {
+            "epoch": number,
+            "batch": batch,
+            "lr": epoch["lr"],
+            "seconds": time.time() - epoch["tic"],
+            "train_generator": epoch["train_generator"],
+            "totals": partial,
+        }
         state = checkpoint_lib.prepare(state)
-        checkpoint_lib.record_checkpoint(run, epoch - 1, state.sha256, batch=where["batch"])
+        checkpoint_lib.record_checkpoint(run, number - 1, state.sha256, batch=batch)
         checkpoint_lib.save_checkpoint(path, state)
-        log.info("%s epoch %d: checkpointed after batch %d", job.name, epoch, where["batch"])
+        log.info("%s epoch %d: checkpointed after batch %d", job.name, number, batch)
     barrier(ctx)
+
+
+def _evaluate(job: Job, run, path, epoch: dict, batches: int, totals, preemption) -> dict:
+    """The epoch's evaluation (``job.end_epoch``). A signal that stops it checkpoints the
+    epoch's batches, all done (the state from before the evaluation), and is handed on; if
+    its handler returns, the evaluation starts again from that state."""
+    # Cheap: the tensors are referenced, not copied, and the evaluation changes none of them.
+    before = job.state(epoch["number"] - 1) if preemption.stops_evaluation else None
+    try:
+        with preemption.interruptible():
+            return job.end_epoch(epoch["number"])
+    except Interrupted:
+        _save_inside(job, run, path, epoch, batches, totals, state=before)
+        preemption.saved()
+        preemption.pass_on()
+        job.load_state(before)
+        return job.end_epoch(epoch["number"])
 
 
 def fit(job: Job, run=None, restart: bool = False) -> dict:
@@ -316,8 +341,13 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
             if position is not None:  # resumed from a checkpoint inside this epoch
                 done, lr, seconds = _start_inside(job, position, totals)
                 tic, position = tic - seconds, None
-            generator = getattr(job.train_loader, "generator", None)
-            epoch_generator = generator.get_state() if preemption.enabled else None
+            generator = job.train_loader.generator if preemption.enabled else None
+            began = {
+                "number": epoch,
+                "lr": lr,
+                "tic": tic,
+                "train_generator": generator.get_state() if generator is not None else None,
+            }
             batches = done + len(job.train_loader)
             for step, (x, y) in enumerate(shown.bar(job.train_loader, epoch), start=done):
                 x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
@@ -325,38 +355,12 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
                 totals.add(loss, logits, y)
                 shown.step(step - done, loss)
                 if preemption.due(step + 1, batches):
-                    where = {
-                        "batch": step + 1,
-                        "lr": lr,
-                        "seconds": time.time() - tic,
-                        "train_generator": epoch_generator,
-                    }
-                    _save_inside(job, run, path, epoch, where, totals)
+                    _save_inside(job, run, path, began, step + 1, totals)
                     preemption.saved()
                     preemption.pass_on()
             trained = totals.result(ctx)
             check_finite(trained["loss"], epoch)
-            # The state after the last batch, should a signal stop the evaluation (cheap: the
-            # tensors are referenced, not copied, and the evaluation changes none of them).
-            before = job.state(epoch - 1) if preemption.stops_evaluation else None
-            try:
-                with preemption.interruptible():
-                    evaluation = job.end_epoch(epoch)
-            except Interrupted:
-                where = {"batch": batches, "lr": lr, "seconds": time.time() - tic}
-                _save_inside(
-                    job,
-                    run,
-                    path,
-                    epoch,
-                    {**where, "train_generator": epoch_generator},
-                    totals,
-                    state=before,
-                )
-                preemption.saved()
-                preemption.pass_on()
-                job.load_state(before)  # the signal's handler let the run go on: evaluate anew
-                evaluation = job.end_epoch(epoch)
+            evaluation = _evaluate(job, run, path, began, batches, totals, preemption)
             with warnings.catch_warnings():
                 if done == batches:  # resumed after the epoch's last batch: no step here, rightly
                     warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
