@@ -398,3 +398,43 @@ def test_the_interval_is_a_binding_that_takes_effect_and_is_checked(tmp_path):
     )
     with pytest.raises(UserError, match="midepoch_checkpoints.every_batches"):
         runner.build_checked(configured, 0, None)
+
+
+def test_sharpdarts_run_terminated_mid_epoch_is_interrupted_and_resumes_there(
+    tmp_path, capsys, monkeypatch
+):
+    """Through the command line: SIGTERM in the first batch of a 2-batch epoch ends the run as
+    'interrupted' (its handler exits 143) after a checkpoint of batch 1; the same command
+    resumes there and logs each epoch once."""
+    from sharpdarts.face import cli
+
+    command = ["run", "cifar10/sharpsepconv_darts", "--smoke", "--results", str(tmp_path)]
+    real, count = jobs.TrainJob.train_step, [0]
+
+    def train_step(self, x, y):
+        count[0] += 1
+        if count[0] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, x, y)
+
+    monkeypatch.setattr(jobs.TrainJob, "train_step", train_step)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            cli.main([*command, "--gin_param", "make_context.device = 'cpu'"])
+        assert ended.value.code == 143
+        [folder] = [p.parent for p in tmp_path.glob("runs/*/*/*/run.json")]
+        info = json.loads((folder / "run.json").read_text())
+        assert info["status"] == "interrupted"
+        saved = checkpoint.load_checkpoint(folder / "checkpoint.pt")
+        assert (saved["epoch"], saved["position"]["batch"]) == (0, 1)
+        capsys.readouterr()
+
+        assert cli.main([*command, "--gin_param", "make_context.device = 'cpu'"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "completed" and info["resumes"] == 1
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert count[0] == 4  # 2 epochs of 2 batches: the one done before the signal not redone
