@@ -348,7 +348,8 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
                 "tic": tic,
                 "train_generator": generator.get_state() if generator is not None else None,
             }
-            batches = done + len(job.train_loader)
+            # (A loader that cannot skip, as the language models' windows, may have no length.)
+            batches = done + len(job.train_loader) if preemption.enabled else None
             for step, (x, y) in enumerate(shown.bar(job.train_loader, epoch), start=done):
                 x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
                 loss, logits = job.train_step(x, y)
