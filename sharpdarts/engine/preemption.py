@@ -108,7 +108,7 @@ class Preemption:
         self._previous.clear()
 
     def _note(self, signum: int, frame) -> None:
-        del frame  # the loop acts at its next batch boundary, never inside a step
+        del frame  # the loop acts after the batch in hand (a step is never cut short)
         self.caught = signum
         name = signal.Signals(signum).name
         if self._stop_evaluation:
