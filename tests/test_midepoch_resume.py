@@ -438,3 +438,47 @@ def test_sharpdarts_run_terminated_mid_epoch_is_interrupted_and_resumes_there(
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert count[0] == 4  # 2 epochs of 2 batches: the one done before the signal not redone
+
+
+def _agreeing_worker(rank: int, port: int, out_dir: str) -> None:
+    """One of two gloo processes: only rank 1 is signalled (in its 3rd batch); both must
+    checkpoint after the same batch, and a sharded loader resumed there reads the rest."""
+    import torch.distributed as dist
+    from spawning import join_group, result_path
+
+    from sharpdarts.engine.preemption import AGREE_EVERY, Preemption
+
+    ctx = join_group(rank, port, 2)
+    try:
+        answers = []
+        with Preemption(ctx) as preemption:
+            for batch in range(1, 2 * AGREE_EVERY + 1):
+                if rank == 1 and batch == 3:
+                    preemption.caught = signal.SIGTERM  # as its handler would note it
+                answers.append(preemption.due(batch, 2 * AGREE_EVERY))
+                if answers[-1]:
+                    preemption.caught = None  # checkpointed (the signal's handler: not here)
+        data = datasets.SyntheticDataset(num_samples=16, image_shape=(1, 2, 2), num_classes=2)
+        loader = loaders.make_loader(
+            data, 2, shuffle=True, seed=1, distributed=True, drop_last=True
+        )
+        loader.sampler.set_epoch(3)
+        whole = list(loader.sampler)
+        loader.sampler.skip_next(2 * 2)
+        rest = list(loader.sampler)
+        torch.save({"answers": answers, "whole": whole, "rest": rest}, result_path(out_dir, rank))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_torchrun_every_process_checkpoints_after_the_same_batch(tmp_path):
+    from spawning import run_ranks
+
+    from sharpdarts.engine.preemption import AGREE_EVERY
+
+    ranks = run_ranks(_agreeing_worker, tmp_path, 2)
+    expected = [batch == AGREE_EVERY for batch in range(1, 2 * AGREE_EVERY + 1)]
+    assert ranks[0]["answers"] == ranks[1]["answers"] == expected
+    for rank in ranks:  # each process's shard, from its 3rd batch
+        assert rank["rest"] == rank["whole"][4:] and len(rank["whole"]) == 8
+    assert set(ranks[0]["whole"]).isdisjoint(ranks[1]["whole"])
