@@ -1,10 +1,11 @@
 """Preemption loses minutes: a run signalled inside an epoch checkpoints its place there, and the
 resumed run ends that epoch exactly as an uninterrupted one (same figures, same weights, every
-batch read once).
+batch read once), for a search and for a training; so does one killed after a periodic
+mid-epoch checkpoint, and one signalled during its evaluation.
 
 The signals are delivered in this process at a chosen batch (``os.kill`` of our own pid from
 the training step); the handler that was there before ours stands for submitit's (SIGUSR2:
-requeue and exit) or the command line's (SIGTERM: exit 143).
+requeue and exit) or the command line's (SIGTERM: exit 143; also through ``sharpdarts run``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from pathlib import Path
 import gin
 import pytest
 import torch
+from test_engine import COMMON, TRAIN_CIFAR, make_run  # tests/test_engine.py
+from test_engine import assert_same_state as same
 
 from sharpdarts.engine import checkpoint, jobs
 from sharpdarts.engine.context import Cycle
 from sharpdarts.engine.data import datasets, loaders
 from sharpdarts.store import run as run_lib
 
-COMMON = ["make_context.device = 'cpu'", "cosine_power_annealing.warmup_epochs = 1"]
 # 6 images for the weights and 6 for the architecture: 3 steps of 2 an epoch.
 SEARCH = [
     *COMMON,
@@ -44,23 +46,8 @@ SEARCH = [
 ]
 SEARCH_SIZE, SEARCH_SPLIT = 12, 6  # the training images; those below the split: the weights
 # Cutout and drop path draw from the global generators: their state must come back too.
-TRAIN = [
-    *COMMON,
-    "build_datasets.name = 'synthetic'",
-    "build_datasets.synthetic_shape = (3, 32, 32)",
-    "build_datasets.synthetic_size = (16, 4)",
-    "build_datasets.cutout_length = 16",
-    "train.epochs = 2",
-    "train.batch_size = 4",
-    "train.show_progress = False",
-    "train.network = @NetworkCIFAR",
-    "train.drop_path_prob = 0.3",
-    "NetworkCIFAR.C = 8",
-    "NetworkCIFAR.layers = 3",
-    "NetworkCIFAR.auxiliary = True",
-    "NetworkCIFAR.genotype = 'SHARPSEPCONV_DARTS'",
-]
-TRAIN_SIZE = 16
+TRAIN = [*TRAIN_CIFAR, "build_datasets.synthetic_size = (16, 4)", "train.epochs = 2"]
+TRAIN_SIZE = 16  # 4 steps of 4 an epoch
 
 
 class Preempted(Exception):
@@ -90,12 +77,6 @@ def record_reads(patch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 @pytest.fixture
 def reads(monkeypatch) -> list[tuple[int, int]]:
     return record_reads(monkeypatch)
-
-
-def make_run(path: Path) -> run_lib.Run:
-    path.mkdir(parents=True)
-    (path / "run.json").write_text(json.dumps({"status": "running"}))
-    return run_lib.Run(path)
 
 
 def metrics(run: run_lib.Run) -> list[dict]:
@@ -198,22 +179,6 @@ def signal_in_evaluation(monkeypatch, job, epoch: int, signum: int) -> None:
 
     job.end_epoch = end_epoch
     monkeypatch.setattr(datasets.SyntheticDataset, "__getitem__", getitem)
-
-
-def same(actual, expected, where="state") -> None:
-    """Nested dicts/lists of tensors and numbers are equal exactly."""
-    if isinstance(expected, torch.Tensor):
-        assert torch.equal(actual.cpu(), expected.cpu()), where
-    elif isinstance(expected, dict):
-        assert actual.keys() == expected.keys(), where
-        for key in expected:
-            same(actual[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected), where
-        for i, (a, e) in enumerate(zip(actual, expected)):
-            same(a, e, f"{where}[{i}]")
-    else:
-        assert actual == expected, where
 
 
 def assert_as_uninterrupted(run, final, reads, weights, full: dict, keys: tuple) -> None:
