@@ -37,6 +37,7 @@ from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.evaluation import extra_test_errors
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
+from sharpdarts.engine.preemption import midepoch_checkpoints
 
 
 def _weights_tools(params, learning_rate: float, epochs: int, optimizer, lr_schedule, ctx):
@@ -194,6 +195,7 @@ class SearchJob(ArchitectureSearch, Job):
             seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
         self.epochs, self.show_progress = p.epochs, p.show_progress
+        self.checkpointing = midepoch_checkpoints()
         self.best = {"valid_acc": -1.0, "epoch": 0, "genotype": None}
         self.last_valid_acc = None
 
@@ -430,6 +432,7 @@ class TrainJob(Job):
         )
         self.step_model = ctx.compiled(model)
         self.epochs, self.show_progress = p.epochs, p.show_progress
+        self.checkpointing = midepoch_checkpoints()
         self.best = {"valid_acc": -1.0, "epoch": 0}
         self.test: dict | None = None
 
