@@ -241,11 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tiny widths, 2 epochs, synthetic data: any experiment in seconds on a CPU",
     )
     p.add_argument(
-        "--benchmark",
-        default=None,
-        metavar="PATH",
-        help="a NAS-Bench-201 benchmark file or archive: an nb201 search records its cell's "
-        "benchmark accuracies each epoch and in run.json final (docs/nb201.md)",
+        "--benchmark", metavar="PATH", help="a NAS-Bench-201 file: record each cell's accuracies"
     )
     p.add_argument(
         "--allow-dirty",
