@@ -93,6 +93,8 @@ def write_imagenet16(root, per_batch: int = 3, n_valid: int = 8) -> dict:
         labels = [int(v) for v in rng.integers(1, 240, n)]
         if n > 256:  # every image kept, its index in the pixels
             labels = [1 + i % 120 for i in range(n)]
+        if name == "train_data_batch_1":  # the edges of the 120 classes
+            labels[:3] = [120, 121, 1]
         entry = {_Py2Str("data"): data, _Py2Str("labels"): labels}
         if name != "val_data":
             entry[_Py2Str("mean")] = rng.random(768)
@@ -120,7 +122,7 @@ def test_imagenet16_120_keeps_the_first_120_classes_in_order(tmp_path):
     data = np.concatenate([written[n][0] for n in imagenet16.TRAIN_FILES])
     labels = np.concatenate([written[n][1] for n in imagenet16.TRAIN_FILES])
     kept = np.flatnonzero(labels <= 120)
-    assert 0 < len(kept) < len(labels)  # the file has labels on both sides of 120
+    assert list(kept[:2]) == [0, 2]  # 120 is kept, 121 is not
     assert len(train) == len(kept) and train.targets == (labels[kept] - 1).tolist()
     for position, index in ((0, kept[0]), (len(kept) - 1, kept[-1])):
         image, label = train[position]
@@ -235,6 +237,22 @@ def test_the_cifar10_split_trains_on_one_half_and_validates_on_the_other_untrans
     assert train_part.indices == halves[0] and train_part.dataset is train
     assert valid_part.indices == halves[1] and valid_part.dataset is as_test
     assert test == "the test set"
+
+
+def test_the_cifar10_split_through_the_loader(tmp_path, monkeypatch):
+    """The real reader and transforms, on a 15-image CIFAR-10 drawn the benchmark's way."""
+    written = write_cifar10(tmp_path)  # 3 images a batch: 15 training images
+    monkeypatch.setattr(nb201_splits, "CIFAR10_TRAIN_IMAGES", 15)
+    train_idx, valid_idx = nb201_splits.cifar10_halves()
+    bundle = bundle_lib.build_datasets(name="cifar10", root=str(tmp_path), split="nb201")
+    assert (bundle.train.indices, bundle.valid.indices) == (train_idx, valid_idx)
+    assert len(bundle.test) == 3
+    train_steps = [type(t) for t in bundle.train.dataset.transform.transforms]
+    valid_steps = [type(t) for t in bundle.valid.dataset.transform.transforms]
+    assert T.RandomCrop in train_steps and valid_steps == [T.ToTensor, T.Normalize]
+    labels = [v for n in ("data_batch_1", "data_batch_2", "data_batch_3") for v in written[n][1]]
+    labels += [v for n in ("data_batch_4", "data_batch_5") for v in written[n][1]]
+    assert [bundle.valid[k][1] for k in range(len(valid_idx))] == [labels[i] for i in valid_idx]
 
 
 def test_a_split_of_other_files_or_another_dataset_is_refused(tmp_path):
