@@ -228,6 +228,6 @@ def test_temperature_schedules():
     taus = [relaxation.linear_tau(e, 5, 10.0, 0.1) for e in range(5)]
     assert taus == pytest.approx([10.0, 7.525, 5.05, 2.575, 0.1])
     # SNAS: stepped before each epoch, a 150-epoch horizon, floored at the minimum.
-    assert relaxation.snas_tau(0, 1.0, 0.03) == pytest.approx(1 - 0.97 / 150)
-    assert relaxation.snas_tau(149, 1.0, 0.03) == pytest.approx(0.03)
-    assert relaxation.snas_tau(400, 1.0, 0.03) == pytest.approx(0.03)
+    assert relaxation.snas_tau(0, 50, 1.0, 0.03) == pytest.approx(1 - 0.97 / 150)
+    assert relaxation.snas_tau(149, 50, 1.0, 0.03) == pytest.approx(0.03)
+    assert relaxation.snas_tau(400, 50, 1.0, 0.03) == pytest.approx(0.03)

@@ -438,6 +438,7 @@ def test_unknown_table_and_format_are_user_errors(store):
         "darts_ptb",
         "darts_imagenet",
         "darts_wt2",
+        "darts_family",
         "demo_lm",
         "nb201",
     ]

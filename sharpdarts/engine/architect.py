@@ -90,6 +90,8 @@ class Architect:
         copy_network: second order the original's way, for benchmarks and tests: a deep copy
             of the network per step holds ``w'``, and the passes at ``w +- r v`` shift the
             model's weights in place (restored exactly afterwards). Same result, slower.
+        extra_loss: a term ``extra_loss(model)`` of the alphas added to every validation loss
+            (``engine.arch_losses``: FairDARTS' zero-one loss, DrNAS' KL, ...); None: none.
 
     The model's train/eval mode is left as the caller set it (the search loop keeps it in
     train mode, as the original does).
@@ -106,6 +108,7 @@ class Architect:
         hvp_epsilon: float = 1e-2,
         update_buffers: bool = False,
         copy_network: bool = False,
+        extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
     ):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, not {order!r}")
@@ -115,6 +118,7 @@ class Architect:
         self.hvp_epsilon = hvp_epsilon
         self.update_buffers = update_buffers
         self.copy_network = copy_network
+        self.extra_loss = extra_loss
         self.optimizer = torch.optim.Adam(
             model.arch_parameters(), lr, betas=tuple(betas), weight_decay=weight_decay
         )
@@ -152,6 +156,7 @@ class Architect:
         arch = list(self.model.arch_parameters())
         if self.order == 1:
             loss = self._loss(valid_x, valid_y, buffers=self._buffers(self.update_buffers))
+            loss = self._with_extra(loss)
             grads = _grads(loss, arch)
         elif self.copy_network:
             loss, grads = self._unrolled_grads_by_copy(
@@ -189,6 +194,13 @@ class Architect:
         if real:
             return buffers
         return {n: b.clone() for n, b in buffers.items()}
+
+    def _with_extra(self, loss: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """The validation loss plus the extra term, if any. The term depends on the alphas
+        only, so the weights' gradients (and the Hessian-vector product) do not change."""
+        if self.extra_loss is None:
+            return loss
+        return loss + self.extra_loss(self.model if model is None else model)
 
     def _loss(self, x, y, buffers, params: dict[str, torch.Tensor] | None = None):
         """The loss of the model run with ``params`` in place of its weights and ``buffers``."""
@@ -256,6 +268,7 @@ class Architect:
 
         # The validation gradient at (w', alpha): d_alpha and v.
         valid_loss = self._loss(valid_x, valid_y, scratch, dict(zip(names, unrolled)))
+        valid_loss = self._with_extra(valid_loss)
         valid_grads = _grads(valid_loss, arch + unrolled)
         d_alpha, v = valid_grads[: len(arch)], valid_grads[len(arch) :]
         del unrolled, valid_grads
@@ -287,6 +300,7 @@ class Architect:
         del grads, directions
 
         valid_loss = self.criterion(_logits(unrolled_model(valid_x)), valid_y)
+        valid_loss = self._with_extra(valid_loss, unrolled_model)
         valid_grads = _grads(valid_loss, list(unrolled_model.arch_parameters()) + unrolled)
         d_alpha, v = valid_grads[: len(arch)], valid_grads[len(arch) :]
         del unrolled_model, unrolled, unrolled_params, valid_grads

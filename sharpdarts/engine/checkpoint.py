@@ -80,10 +80,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
     fsync_dir(path.parent)
 
 
-def record_checkpoint(run, epoch: int, sha256: str) -> None:
-    """Records a checkpoint's checksum in run.json (before its file is written)."""
+def record_checkpoint(run, epoch: int, sha256: str, batch: int | None = None) -> None:
+    """Records a checkpoint's checksum in run.json (before its file is written): ``epoch`` is
+    the last epoch done, ``batch`` the batches done of the next one (a mid-epoch checkpoint)."""
     records = [r for r in run.info.get(RECORDS) or [] if r.get("sha256") != sha256]
-    run.update(**{RECORDS: [{"epoch": int(epoch), "sha256": sha256}, *records][:_KEEP_RECORDS]})
+    record = {"epoch": int(epoch), "sha256": sha256}
+    if batch is not None:
+        record["batch"] = int(batch)
+    run.update(**{RECORDS: [record, *records][:_KEEP_RECORDS]})
 
 
 def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
@@ -142,10 +146,12 @@ def _candidates(run, path: Path) -> list[tuple[Path, int | None]]:
     files = [f for f in (path.with_name(n) for n in names) if f.exists()]
     if not records:
         return [(f, None) for f in files if f.name == run_folder.CHECKPOINT]
-    epochs = {r["sha256"]: int(r["epoch"]) for r in records}
-    found = [(f, epochs.get(file_sha256(f))) for f in files]
-    # Unrecorded checksums (damaged files) first, so they are set aside; then newest first.
-    return sorted(found, key=lambda item: (item[1] is not None, -(item[1] or 0)))
+    places = {r["sha256"]: (int(r["epoch"]), int(r.get("batch", 0))) for r in records}
+    found = [(f, places.get(file_sha256(f))) for f in files]
+    # Unrecorded checksums (damaged files) first, so they are set aside; then newest first
+    # (a mid-epoch checkpoint after the end of the epoch before it).
+    found.sort(key=lambda item: (item[1] is not None, [-n for n in item[1] or (0, 0)]))
+    return [(f, place[0] if place is not None else None) for f, place in found]
 
 
 def _now() -> str:
@@ -286,5 +292,11 @@ def resume(
     restore(state)
     if run is not None:
         run.truncate_metrics(state["epoch"])
-    log.info("resuming after epoch %d from %s", state["epoch"], outcome["file"])
+    inside = state.get("position")
+    log.info(
+        "resuming after epoch %d%s from %s",
+        state["epoch"],
+        f" and batch {inside['batch']} of epoch {inside['epoch']}" if inside else "",
+        outcome["file"],
+    )
     return state["epoch"] + 1

@@ -189,25 +189,74 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def cycle(loader) -> Iterator:
-    """Endless batches of a loader, without rebuilding it for every batch.
+class Cycle:
+    """Endless batches of a loader, without rebuilding it for every batch, whose place can be
+    checkpointed: the pass it is in, the batches taken from that pass, and the loader's
+    generator state when the pass began. A restored cycle draws that pass's order again and
+    goes on after the batches taken (see :class:`~sharpdarts.engine.data.loaders.Skipping`),
+    so a run resumed inside an epoch gets the batches an uninterrupted one would.
 
     Raises:
         UserError: a pass over the loader gives no batch (fewer items than one batch, with
             incomplete batches dropped), where it would otherwise loop for ever.
     """
-    epoch = 0
-    while True:
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise UserError(
-                f"a loader of {len(loader.sampler)} items gives no batch of {loader.batch_size} "
-                "(incomplete batches are dropped): use a smaller batch size, or more data "
-                "for this split (e.g. another search.train_portion)."
-            )
-        epoch += 1
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.passes = 0  # passes completed
+        self.taken = 0  # batches taken from the current pass
+        self.pass_generator: torch.Tensor | None = None  # the generator as the pass began
+        self._batches: Iterator | None = None
+        self._restored = False
+
+    def __iter__(self) -> Cycle:
+        return self
+
+    def __next__(self):
+        while True:
+            if self._batches is None:
+                self._start_pass()
+            try:
+                batch = next(self._batches)
+            except StopIteration:
+                if self.taken == 0:
+                    raise UserError(
+                        f"a loader of {len(self.loader.sampler)} items gives no batch of "
+                        f"{self.loader.batch_size} (incomplete batches are dropped): use a "
+                        "smaller batch size, or more data for this split (e.g. another "
+                        "search.train_portion)."
+                    ) from None
+                self._batches, self.passes, self.taken = None, self.passes + 1, 0
+                continue
+            self.taken += 1
+            return batch
+
+    def _start_pass(self) -> None:
+        sampler, generator = self.loader.sampler, self.loader.generator
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.passes)
+        restorable = hasattr(sampler, "skip_next") and generator is not None
+        if self._restored and restorable and self.pass_generator is not None:
+            generator.set_state(self.pass_generator)  # the restored pass's order, drawn again
+            sampler.skip_next(self.taken * self.loader.batch_size)
+        else:
+            self.taken = 0
+            self.pass_generator = generator.get_state() if generator is not None else None
+        self._restored = False
+        self._batches = iter(self.loader)
+
+    def state_dict(self) -> dict:
+        """The cycle's place (tensors and ints: ``weights_only``-loadable)."""
+        return {"passes": self.passes, "taken": self.taken, "generator": self.pass_generator}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Goes back to a saved place; the next batch is the one after it. The loader's
+        generator is set when the next pass starts (after the random states are restored)."""
+        self.passes, self.taken = int(state["passes"]), int(state["taken"])
+        self.pass_generator = state["generator"]
+        self._batches, self._restored = None, True
+
+
+def cycle(loader) -> Cycle:
+    """Endless batches of a loader (a :class:`Cycle`)."""
+    return Cycle(loader)

@@ -37,6 +37,7 @@ from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.evaluation import extra_test_errors
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
+from sharpdarts.engine.preemption import midepoch_checkpoints
 from sharpdarts.errors import UserError
 
 
@@ -56,7 +57,7 @@ def _genotype(model, skip_primitive) -> dict | str:
 
 
 def _alphas(model) -> dict:
-    """The softmax architecture weights, for the alpha heatmaps (and the grid's paths)."""
+    """The architecture weights, for the alpha heatmaps (and the grid's paths)."""
     if hasattr(model, "raw_weights"):  # the multi-channel grid: its weights and paths
         raw = model.raw_weights()
         return {
@@ -65,11 +66,11 @@ def _alphas(model) -> dict:
         }
     # A DARTS-space supernet has a normal and a reduction matrix, NAS-Bench-201's one.
     names = [n for n in ("alphas_normal", "alphas_reduce", "alphas") if hasattr(model, n)]
+    # The weights genotypes are read from: softmax, or the relaxation's (FairDARTS' sigmoid).
+    relaxation = getattr(model, "relaxation", None)
+    readout = relaxation.readout if relaxation is not None else lambda a: torch.softmax(a, -1)
     with torch.no_grad():
-        return {
-            name: torch.softmax(getattr(model, name).float(), dim=-1).cpu().tolist()
-            for name in names
-        }
+        return {name: readout(getattr(model, name).float()).cpu().tolist() for name in names}
 
 
 # ---- Search --------------------------------------------------------------------------------
@@ -113,6 +114,25 @@ class SearchParams:
     )
     workers: int = param(validate.WORKERS, 0, "loader worker processes.")
     show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
+    tau_schedule: Callable[[int, int], float] | None = param(
+        UNCHECKED,
+        None,
+        "the relaxation's temperature of each epoch, ``f(epoch from 0, epochs)`` "
+        "(``@linear_tau_schedule()``: GDAS; ``@snas_tau_schedule()``), set on ``model.tau``; "
+        "None: fixed.",
+    )
+    arch_warmup_epochs: int = param(
+        validate.Int("an integer >= 0 (epochs)", low=0),
+        0,
+        "epochs at the start that train the weights only, no architecture step "
+        "(DrNAS 10, PC-DARTS 15).",
+    )
+    arch_after_weights: bool = param(
+        UNCHECKED,
+        False,
+        "each iteration steps the weights first, then the architecture (GDAS's order); "
+        "False: the architecture first (DARTS).",
+    )
 
 
 class SearchJob(ArchitectureSearch, Job):
@@ -164,10 +184,12 @@ class SearchJob(ArchitectureSearch, Job):
             self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx
         )
         self.architect = Architect(self.model, criterion=self.criterion)
+        self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
         if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
             seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
         self.epochs, self.show_progress = p.epochs, p.show_progress
+        self.checkpointing = midepoch_checkpoints()
         self.best = {"valid_acc": -1.0, "epoch": 0, "genotype": None}
         self.last_valid_acc = None
 
@@ -177,12 +199,27 @@ class SearchJob(ArchitectureSearch, Job):
             "primitives": getattr(self.model, "primitives", None),
         }
 
+    def start_epoch(self, epoch: int) -> None:
+        self.train_arch = epoch > self.params.arch_warmup_epochs
+        if self.params.tau_schedule is not None:  # GDAS, SNAS: a function of the epoch alone
+            self.model.tau = float(self.params.tau_schedule(epoch - 1, self.epochs))
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "tau": getattr(self.model, "tau", None)}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        if state.get("tau") is not None:
+            self.model.tau = state["tau"]
+
     def train_step(self, x, y):
         ctx = self.ctx
         xa, ya = next(self.arch_batches)
         xa, ya = xa.to(ctx.device, non_blocking=True), ya.to(ctx.device, non_blocking=True)
         lr = self.optimizer.param_groups[0]["lr"]
-        self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
+        arch_step = self.train_arch
+        if arch_step and not self.params.arch_after_weights:
+            self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
         with ctx.autocast():
             logits = self.step_model(x)
             loss = self.criterion(logits.float(), y)
@@ -196,6 +233,8 @@ class SearchJob(ArchitectureSearch, Job):
             self.params.grad_clip,
             average=ctx.distributed,
         )
+        if arch_step and self.params.arch_after_weights:
+            self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
         return loss, logits
 
     def end_epoch(self, epoch: int) -> dict:
@@ -393,6 +432,7 @@ class TrainJob(Job):
         )
         self.step_model = ctx.compiled(model)
         self.epochs, self.show_progress = p.epochs, p.show_progress
+        self.checkpointing = midepoch_checkpoints()
         self.best = {"valid_acc": -1.0, "epoch": 0}
         self.test: dict | None = None
         self.valid: dict | None = None

@@ -6,6 +6,12 @@ checkpoint, then per epoch the job's training steps, its evaluation, the schedul
 finite-loss check, one metrics line, the checkpoint (in that order) and a barrier between the
 processes. A job supplies only what differs: its training step, its evaluation record, its
 extra checkpoint state and its final metrics.
+
+A run can also checkpoint inside an epoch (on a preemption signal, or every so many batches or
+minutes: :mod:`sharpdarts.engine.preemption`). That checkpoint holds the place in the epoch
+too: the batches done, the epoch's partial loss and accuracy sums, and the training loader's
+generator as the epoch began; the resumed run draws the epoch's order again, skips the batches
+done without loading them and logs the epoch as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import abc
 import logging
 import math
 import time
+import warnings
 from typing import Any
 
 import gin
@@ -32,6 +39,7 @@ from sharpdarts.engine.context import (
     set_rng_state,
     unwrap,
 )
+from sharpdarts.engine.preemption import Interrupted, Preemption
 from sharpdarts.engine.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -138,6 +146,8 @@ class Job(abc.ABC):
         train_loader: the batches of one epoch.
         rng_loaders: the loaders whose generator states the checkpoint keeps.
         show_progress: a tqdm bar per epoch.
+        checkpointing: when to checkpoint inside epochs
+            (:func:`~sharpdarts.engine.preemption.midepoch_checkpoints`).
     """
 
     name = "job"
@@ -150,6 +160,8 @@ class Job(abc.ABC):
     train_loader: Any
     rng_loaders: list
     show_progress: bool = False
+    resumed_position: dict | None = None  # the place in an epoch of a mid-epoch checkpoint
+    checkpointing: dict | None = None  # midepoch_checkpoints() as built; None: its defaults
 
     @property
     def network(self) -> nn.Module:
@@ -204,6 +216,7 @@ class Job(abc.ABC):
         self.scaler.load_state_dict(state["scaler"])
         self.load_extra_state(state)
         set_rng_state(state["rng"], self.rng_loaders)
+        self.resumed_position = state.get("position")
 
     def fit(self, run=None, restart: bool = False) -> dict:
         """Runs the remaining epochs, recording into ``run`` (see :func:`fit`)."""
@@ -218,11 +231,81 @@ class ArchitectureSearch:
     best: dict
 
     def extra_state(self) -> dict:
-        return {"architect": self.architect.state_dict(), "best": dict(self.best)}
+        state = {"architect": self.architect.state_dict(), "best": dict(self.best)}
+        batches = getattr(self, "arch_batches", None)  # the architecture's endless batches
+        if hasattr(batches, "state_dict"):
+            state["arch_batches"] = batches.state_dict()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         self.architect.load_state_dict(state["architect"])
         self.best.update(state["best"])
+        if "arch_batches" in state:  # checkpoints from before it was kept go on as they did
+            self.arch_batches.load_state_dict(state["arch_batches"])
+
+
+def _resumable(job: Job) -> bool:
+    """Whether the job's training batches can start partway through an epoch."""
+    sampler = getattr(job.train_loader, "sampler", None)
+    return (
+        hasattr(sampler, "skip_next") and getattr(job.train_loader, "generator", None) is not None
+    )
+
+
+def _start_inside(job: Job, position: dict, totals: Totals) -> tuple[int, float, float]:
+    """Puts the epoch back where a mid-epoch checkpoint left it: the training loader draws the
+    epoch's order again and skips the batches done; the totals go on from the checkpoint's
+    (summed over the processes when saved, so they continue on rank 0 only). Returns the
+    batches done, the epoch's lr and the seconds it had taken."""
+    done = int(position["batch"])
+    job.train_loader.generator.set_state(position["train_generator"])
+    job.train_loader.sampler.skip_next(done * job.train_loader.batch_size)
+    if job.ctx.is_main:
+        totals.values.copy_(position["totals"])
+    return done, float(position["lr"]), float(position["seconds"])
+
+
+def _save_inside(
+    job: Job, run, path, epoch: dict, batch: int, totals: Totals, state: dict | None = None
+) -> None:
+    """Writes a mid-epoch checkpoint: the state after ``batch`` batches of the epoch (or
+    ``state``, taken then), as the checkpoint of the epoch before plus its place in this one.
+    ``epoch``: ``number``, ``lr``, ``tic`` (its start) and ``train_generator`` (as it began)."""
+    ctx = job.ctx
+    partial = reduce_sum(totals.values.clone(), ctx)  # every process, before rank 0 saves
+    if ctx.is_main:
+        number = epoch["number"]
+        state = dict(state or job.state(number - 1))
+        state["position"] = {
+            "epoch": number,
+            "batch": batch,
+            "lr": epoch["lr"],
+            "seconds": time.time() - epoch["tic"],
+            "train_generator": epoch["train_generator"],
+            "totals": partial,
+        }
+        state = checkpoint_lib.prepare(state)
+        checkpoint_lib.record_checkpoint(run, number - 1, state.sha256, batch=batch)
+        checkpoint_lib.save_checkpoint(path, state)
+        log.info("%s epoch %d: checkpointed after batch %d", job.name, number, batch)
+    barrier(ctx)
+
+
+def _evaluate(job: Job, run, path, epoch: dict, batches: int, totals, preemption) -> dict:
+    """The epoch's evaluation (``job.end_epoch``). A signal that stops it checkpoints the
+    epoch's batches, all done (the state from before the evaluation), and is handed on; if
+    its handler returns, the evaluation starts again from that state."""
+    # Cheap: the tensors are referenced, not copied, and the evaluation changes none of them.
+    before = job.state(epoch["number"] - 1) if preemption.stops_evaluation else None
+    try:
+        with preemption.interruptible():
+            return job.end_epoch(epoch["number"])
+    except Interrupted:
+        _save_inside(job, run, path, epoch, batches, totals, state=before)
+        preemption.saved()
+        preemption.pass_on()
+        job.load_state(before)
+        return job.end_epoch(epoch["number"])
 
 
 def fit(job: Job, run=None, restart: bool = False) -> dict:
@@ -242,48 +325,76 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
         run.update(**job.run_fields())
     path = checkpoint_lib.run_checkpoint_path(run, ctx)
     start = checkpoint_lib.resume(run, path, ctx, job.load_state, restart=restart)
+    position, job.resumed_position = job.resumed_position, None
     shown = Progress(job.name, job.epochs, start, job.show_progress, ctx.is_main)
-    for epoch in range(start, job.epochs + 1):
-        tic = time.time()
-        lr = job.optimizer.param_groups[0]["lr"]
-        job.start_epoch(epoch)
-        if hasattr(job.train_loader.sampler, "set_epoch"):
-            job.train_loader.sampler.set_epoch(epoch)
-        job.model.train()
-        totals = Totals(ctx.device)
-        for step, (x, y) in enumerate(shown.bar(job.train_loader, epoch)):
-            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            loss, logits = job.train_step(x, y)
-            totals.add(loss, logits, y)
-            shown.step(step, loss)
-        trained = totals.result(ctx)
-        check_finite(trained["loss"], epoch)
-        evaluation = job.end_epoch(epoch)
-        job.scheduler.step()
-        record = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": trained["loss"],
-            "train_acc": trained["acc"],
-            **evaluation,
-            "seconds": time.time() - tic,
-        }
-        # Log first, then checkpoint: a kill between the two leaves an epoch logged past the
-        # checkpoint, which resume truncates and redoes; the other order would lose its line.
-        if run is not None:
-            run.log_epoch(record)
-        if path is not None and ctx.is_main:
-            # The checksum goes into run.json before the file exists: a file on disk whose
-            # hash is not recorded is damaged, whatever point a kill interrupted.
-            state = checkpoint_lib.prepare(job.state(epoch))
-            checkpoint_lib.record_checkpoint(run, epoch, state.sha256)
-            checkpoint_lib.save_checkpoint(path, state)
-        barrier(ctx)  # nobody runs ahead of the checkpoint it may have to resume from
-        shown.epoch_done(epoch, record)
-        log.info(
-            "%s epoch %d: %s",
-            job.name,
-            epoch,
-            {k: v for k, v in record.items() if isinstance(v, float)},
-        )
+    preemption = Preemption(ctx, job.checkpointing, enabled=path is not None and _resumable(job))
+    with preemption:
+        for epoch in range(start, job.epochs + 1):
+            tic = time.time()
+            lr = job.optimizer.param_groups[0]["lr"]
+            job.start_epoch(epoch)
+            if hasattr(job.train_loader.sampler, "set_epoch"):
+                job.train_loader.sampler.set_epoch(epoch)
+            job.model.train()
+            totals = Totals(ctx.device)
+            done = 0
+            if position is not None:  # resumed from a checkpoint inside this epoch
+                done, lr, seconds = _start_inside(job, position, totals)
+                tic, position = tic - seconds, None
+            generator = job.train_loader.generator if preemption.enabled else None
+            began = {
+                "number": epoch,
+                "lr": lr,
+                "tic": tic,
+                "train_generator": generator.get_state() if generator is not None else None,
+            }
+            # (A loader that cannot skip, as the language models' windows, may have no length.)
+            batches = done + len(job.train_loader) if preemption.enabled else None
+            for step, (x, y) in enumerate(shown.bar(job.train_loader, epoch), start=done):
+                x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+                loss, logits = job.train_step(x, y)
+                totals.add(loss, logits, y)
+                shown.step(step - done, loss)
+                if preemption.due(step + 1, batches):
+                    _save_inside(job, run, path, began, step + 1, totals)
+                    preemption.saved()
+                    preemption.pass_on()
+            trained = totals.result(ctx)
+            check_finite(trained["loss"], epoch)
+            evaluation = _evaluate(job, run, path, began, batches, totals, preemption)
+            with warnings.catch_warnings():
+                if done == batches:  # resumed after the epoch's last batch: no step here, rightly
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                job.scheduler.step()
+            record = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": trained["loss"],
+                "train_acc": trained["acc"],
+                **evaluation,
+                "seconds": time.time() - tic,
+            }
+            # Log first, then checkpoint: a kill between the two leaves an epoch logged past
+            # the checkpoint, which resume truncates and redoes; the other order would lose
+            # its line.
+            if run is not None:
+                run.log_epoch(record)
+            if path is not None and ctx.is_main:
+                # The checksum goes into run.json before the file exists: a file on disk whose
+                # hash is not recorded is damaged, whatever point a kill interrupted.
+                state = checkpoint_lib.prepare(job.state(epoch))
+                checkpoint_lib.record_checkpoint(run, epoch, state.sha256)
+                checkpoint_lib.save_checkpoint(path, state)
+            barrier(ctx)  # nobody runs ahead of the checkpoint it may have to resume from
+            preemption.saved()
+            shown.epoch_done(epoch, record)
+            log.info(
+                "%s epoch %d: %s",
+                job.name,
+                epoch,
+                {k: v for k, v in record.items() if isinstance(v, float)},
+            )
+            # A signal during the epoch's end: the checkpoint just written is the place.
+            if preemption.signalled():
+                preemption.pass_on()
     return job.final(trained=start <= job.epochs)

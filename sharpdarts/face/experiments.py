@@ -151,6 +151,8 @@ def describe_experiments() -> list[dict]:
                 else ""
             )
             rows[r["experiment"]] = (r["table"], f"{r['architecture']}{without}")
+        if r.get("search_experiment"):  # the search whose runs give the row's search cost
+            rows.setdefault(r["search_experiment"], (r["table"], f"{r['architecture']} (search)"))
     prefixes = {}
     for table, definition in table_defs.load_table_defs(
         resources.find("experiments/tables.json")

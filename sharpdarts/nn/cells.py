@@ -66,6 +66,11 @@ class MixedOp(nn.Module):
             purpose): only the first ``C // K`` channels go through the ops (built with
             ``C // K`` channels); the rest bypass them (max-pooled 2x2 on stride-2 edges),
             and the concatenation is channel-shuffled with ``K`` groups. 1: off.
+
+    A hard sample (GDAS) passes ``index``, the one op to run: the edge outputs
+    ``c[index] * op_index(x)``, as GDAS's DARTS-space mixed op (``forward_gdas``); with
+    ``all_weights`` every other op's coefficient is added as a scalar too (zero in value under
+    the straight-through estimator, but its gradient flows), as GDAS's NAS-Bench-201 cell.
     """
 
     def __init__(
@@ -99,6 +104,8 @@ class MixedOp(nn.Module):
         coefficients: torch.Tensor,
         out: torch.Tensor | None = None,
         relu_x: fast.LazyReLU | None = None,
+        index: int | None = None,
+        all_weights: bool = False,
     ) -> torch.Tensor:
         """``sum_i coefficients[i] * op_i(x)`` (with partial channels: see the class).
 
@@ -109,10 +116,26 @@ class MixedOp(nn.Module):
                 that the terms are added to in place, and returned. It must be a tensor
                 that no one else holds.
             relu_x: fast path: a ``fast.LazyReLU(x)`` shared with other edges reading ``x``.
+            index: a hard sample's op, the only one run (see the class); None: every op.
+            all_weights: with ``index``, add the other ops' coefficients as scalars.
         """
+        if index is not None:
+            return self._hard(x, coefficients, index, all_weights, out, relu_x)
         if self._partial > 1:
             return self._partial_forward(x, coefficients)
         return self._mix(x, coefficients, out, relu_x)
+
+    def _hard(self, x, coefficients, index, all_weights, out, relu_x) -> torch.Tensor:
+        if self._partial > 1:
+            raise ValueError("a hard sample (GDAS) runs one op; partial channels are not supported")
+        op = self._ops[index]
+        y = op(x) if isinstance(op, Zero) else fast.run_shared(op, x, relu_x or fast.LazyReLU(x))
+        out = y * coefficients[index] if out is None else out.addcmul_(y, coefficients[index])
+        if all_weights:
+            for j in range(len(self._ops)):
+                if j != index:
+                    out = out.add_(coefficients[j])
+        return out
 
     def _mix(
         self,
@@ -197,14 +220,24 @@ class SearchCell(nn.Module):
         s1: torch.Tensor,
         coefficients: torch.Tensor,
         edge_weights: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+        all_weights: bool = False,
     ) -> torch.Tensor:
         """Args: s0, s1: the two previous cells' outputs; coefficients: (edges, ops);
-        edge_weights: (edges,) or None."""
+        edge_weights: (edges,) or None; index: (edges, 1) a hard sample's op per edge, or
+        None (see :class:`MixedOp`); all_weights: see :class:`MixedOp`."""
         states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
         relus = [fast.LazyReLU(h) for h in states]  # one ReLU per state, for all its edges
+        # The sampled ops, read once per cell (one host synchronisation, not one per edge).
+        picks = None if index is None else index.flatten().tolist()
         offset = 0
         for _ in range(self._steps):
-            if edge_weights is None and self._partial == 1:
+            if picks is not None:
+                s = None
+                for j, h in enumerate(states):
+                    k = offset + j
+                    s = self._ops[k](h, coefficients[k], s, relus[j], picks[k], all_weights)
+            elif edge_weights is None and self._partial == 1:
                 # Every edge adds its terms straight into the node's sum.
                 s = None
                 for j, h in enumerate(states):

@@ -12,14 +12,15 @@ from typing import Sequence
 
 import gin
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts.core import genotype_types, validate
 from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.core import validate
+from sharpdarts.nn import derivation as derivation_lib
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
 from sharpdarts.nn.ops import DEFAULT_C_MID, PRIMITIVES_OF_KNOWN_OPS, op_table, resolve_ops
 from sharpdarts.nn.recurrent.model import RNNModel, RNNSearchModel  # noqa: F401  (public here)
+from sharpdarts.nn.relaxation import get_relaxation
 from sharpdarts.nn.weighting import get_weighting
 
 
@@ -247,6 +248,7 @@ class NetworkImageNet(_FixedNetwork):
     stem_multiplier=validate.COUNT,
     primitives=PRIMITIVES_OF_KNOWN_OPS.or_none(),
     partial_channels=validate.COUNT,
+    tau=validate.Real("a temperature > 0", low=0.0, low_open=True),
 )
 class SearchNetwork(nn.Module):
     """The DARTS supernet: every edge of every cell mixes all primitives.
@@ -271,6 +273,14 @@ class SearchNetwork(nn.Module):
             ``beta * softmax(alpha)``.
         channels_last: keep parameters and activations in the channels-last memory format
             (the same math; faster on many CPUs and on GPUs with tensor cores).
+        relaxation: how alphas become op weights, a ``relaxation.RELAXATIONS`` name
+            ('softmax' for DARTS, 'sigmoid', 'gumbel_hard', 'gumbel_soft', 'dirichlet'); the
+            weighting scheme applies to its weights. With 'gumbel_hard' only each edge's
+            sampled op runs.
+        tau: the relaxation's temperature (the ``tau`` attribute; a schedule may set it).
+        hard_all_weights: with a hard sample, add the unsampled ops' weights as scalars (GDAS's
+            NAS-Bench-201 cell) rather than only the sampled op's (its DARTS-space cell).
+        derivation: the genotype rule, a ``derivation.DERIVATIONS`` name ('darts', 'gdas').
 
     The architecture parameters ``alphas_normal`` and ``alphas_reduce`` (edges x ops), and with
     edge normalization ``betas_normal`` and ``betas_reduce`` (edges), are returned by
@@ -292,9 +302,23 @@ class SearchNetwork(nn.Module):
         partial_channels: int = 1,
         edge_normalization: bool = False,
         channels_last: bool = False,
+        relaxation="softmax",
+        tau: float = 1.0,
+        hard_all_weights: bool = False,
+        derivation: str = "darts",
     ):
         super().__init__()
         self.primitives, op_dict = resolve_ops(primitives or "PRIMITIVES", op_dict)
+        self.relaxation = get_relaxation(relaxation)
+        self.tau = tau
+        self.hard_all_weights = hard_all_weights
+        derivation_lib.DERIVATIONS[derivation]  # an unknown rule fails now, not at the end
+        self.derivation = derivation
+        if self.relaxation.hard and (partial_channels > 1 or edge_normalization):
+            raise ValueError(
+                f"relaxation {relaxation!r} runs one sampled op per edge; it does not combine "
+                "with partial_channels > 1 or edge_normalization"
+            )
         self._steps = steps
         self._multiplier = multiplier
         self._layers = layers
@@ -351,11 +375,20 @@ class SearchNetwork(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mixing coefficients of normal and reduction cells under the weighting scheme."""
-        return (
-            self.weighting(F.softmax(self.alphas_normal, dim=-1)),
-            self.weighting(F.softmax(self.alphas_reduce, dim=-1)),
-        )
+        """The mixing coefficients of normal and reduction cells: the relaxation's weights
+        under the weighting scheme (a sampling relaxation draws a new sample)."""
+        (normal, _), (reduce, _) = self.relaxed()
+        return normal, reduce
+
+    def relaxed(self) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+        """``((coefficients, index), (coefficients, index))`` of normal and reduction cells;
+        ``index`` is a hard sample's op per edge, else None. Draws normal before reduce, as
+        the authors' code does."""
+        out = []
+        for alphas in (self.alphas_normal, self.alphas_reduce):
+            weights, index = self.relaxation.relax(alphas, self.tau)
+            out.append((self.weighting(weights), index))
+        return tuple(out)
 
     def edge_weights(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
         """Edge normalization's (edges,) weights of normal and reduction cells (or Nones)."""
@@ -367,33 +400,38 @@ class SearchNetwork(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normal, reduce = self.coefficients()
+        normal, reduce = self.relaxed()
         edges_normal, edges_reduce = self.edge_weights()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            if cell.reduction:
-                s0, s1 = s1, cell(s0, s1, reduce, edges_reduce)
-            else:
-                s0, s1 = s1, cell(s0, s1, normal, edges_normal)
+            (coefficients, index), edges = (
+                (reduce, edges_reduce) if cell.reduction else (normal, edges_normal)
+            )
+            if index is None:
+                s0, s1 = s1, cell(s0, s1, coefficients, edges)
+            else:  # a hard sample: each edge runs its sampled op only
+                s0, s1 = s1, cell(s0, s1, coefficients, edges, index, self.hard_all_weights)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
     @torch.no_grad()
     def genotype(self, skip_primitive: str | None = "none") -> genotypes_lib.Genotype:
-        """The cell genotype read from softmax(alpha) (see genotypes.parse_cell).
+        """The cell genotype read from the relaxation's readout, softmax(alpha) but for
+        FairDARTS's sigmoid (see genotypes.parse_cell).
 
         With edge normalization each edge's row is scaled by its edge weight first (PC-DARTS:
         edges are ranked by ``beta * softmax(alpha)``; an edge's op choice is unchanged).
         """
-        normal = F.softmax(self.alphas_normal, dim=-1)
-        reduce = F.softmax(self.alphas_reduce, dim=-1)
+        normal = self.relaxation.readout(self.alphas_normal)
+        reduce = self.relaxation.readout(self.alphas_reduce)
         edges_normal, edges_reduce = self.edge_weights()
         if edges_normal is not None:
             normal = normal * edges_normal[:, None]
             reduce = reduce * edges_reduce[:, None]
-        return genotype_types.genotype_from_weights(
+        return derivation_lib.derive(
+            self.derivation,
             normal.cpu().numpy(),
             reduce.cpu().numpy(),
             self.primitives,

@@ -21,9 +21,11 @@ Each relaxation also has a ``readout``: the deterministic weights a genotype is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
+import gin
 import torch
 import torch.nn.functional as F
 
@@ -51,12 +53,14 @@ class Relaxation:
         readout: ``alphas -> weights`` read by the derivation rule (deterministic).
         uses_tau: the map depends on the temperature.
         samples: the map draws random numbers.
+        hard: the map returns a sampled op per edge, the only op that runs.
     """
 
     relax: Callable[[torch.Tensor, float], Relaxed]
     readout: Callable[[torch.Tensor], torch.Tensor]
     uses_tau: bool = False
     samples: bool = False
+    hard: bool = False
 
 
 # Users add a relaxation with ``RELAXATIONS.register('name')(Relaxation(...))`` and name it in a
@@ -125,7 +129,9 @@ def dirichlet(alphas: torch.Tensor, tau: float = 1.0) -> Relaxed:
 
 RELAXATIONS.register("softmax")(Relaxation(softmax, _softmax))
 RELAXATIONS.register("sigmoid")(Relaxation(sigmoid, torch.sigmoid))
-RELAXATIONS.register("gumbel_hard")(Relaxation(gumbel_hard, _softmax, uses_tau=True, samples=True))
+RELAXATIONS.register("gumbel_hard")(
+    Relaxation(gumbel_hard, _softmax, uses_tau=True, samples=True, hard=True)
+)
 RELAXATIONS.register("gumbel_soft")(Relaxation(gumbel_soft, _softmax, uses_tau=True, samples=True))
 RELAXATIONS.register("dirichlet")(Relaxation(dirichlet, _softmax, samples=True))
 
@@ -141,7 +147,7 @@ def get_relaxation(relaxation: str | Relaxation) -> Relaxation:
     return RELAXATIONS[relaxation]
 
 
-def linear_tau(epoch: int, epochs: int, tau_max: float, tau_min: float) -> float:
+def linear_tau(epoch: int, epochs: int, tau_max: float = 10.0, tau_min: float = 0.1) -> float:
     """GDAS's temperature: ``tau_max`` at the first epoch down to ``tau_min`` at the last.
 
     As GDAS's search script (xautodl ``exps/NAS-Bench-201-algos/GDAS.py``):
@@ -152,12 +158,32 @@ def linear_tau(epoch: int, epochs: int, tau_max: float, tau_min: float) -> float
     return tau_max - (tau_max - tau_min) * epoch / (epochs - 1)
 
 
-def snas_tau(epoch: int, tau_max: float, tau_min: float, horizon: int = 150) -> float:
+def snas_tau(
+    epoch: int, epochs: int, tau_max: float = 1.0, tau_min: float = 0.03, horizon: int = 150
+) -> float:
     """SNAS's temperature in epoch ``epoch`` (from 0): linear from ``tau_max`` to ``tau_min``.
 
     As SNAS's ``utils.Temp_Scheduler`` and search loop: the scheduler is stepped at the start
     of each epoch, so epoch ``e`` runs at ``(1 - (e + 1) / horizon) * (tau_max - tau_min) +
     tau_min``, floored at ``tau_min``; their code fixes the horizon at 150 epochs whatever the
-    run's length.
+    run's length (``epochs`` is unused).
     """
     return max((1 - (epoch + 1) / horizon) * (tau_max - tau_min) + tau_min, tau_min)
+
+
+TauSchedule = Callable[[int, int], float]
+
+
+@gin.configurable
+def linear_tau_schedule(tau_max: float = 10.0, tau_min: float = 0.1) -> TauSchedule:
+    """:func:`linear_tau` with its temperatures bound now, when the search is built
+    (``search.tau_schedule = @linear_tau_schedule()``), so the run sees the bindings used."""
+    return functools.partial(linear_tau, tau_max=tau_max, tau_min=tau_min)
+
+
+@gin.configurable
+def snas_tau_schedule(
+    tau_max: float = 1.0, tau_min: float = 0.03, horizon: int = 150
+) -> TauSchedule:
+    """:func:`snas_tau` with its settings bound when the search is built."""
+    return functools.partial(snas_tau, tau_max=tau_max, tau_min=tau_min, horizon=horizon)

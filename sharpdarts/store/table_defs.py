@@ -13,7 +13,8 @@ Table definitions, one object per table name:
   ``reference/paper_tables.csv`` whose ``table`` is T, in the file's order; rows
   with an ``experiment`` are matched to the runs of that experiment, the others are reference
   rows with no reproduced values; then, optionally, one row for every other experiment starting
-  with PREFIX that has completed runs), ``{"experiment_prefix": PREFIX}`` (one row per
+  with PREFIX that has completed runs and is no paper row's experiment in any table, so that
+  e.g. cifar10/pc_darts stays in darts_family), ``{"experiment_prefix": PREFIX}`` (one row per
   experiment in the store starting with PREFIX) or ``{"experiments": [...]}`` (these rows);
   with ``"require": [METRIC, ...]``, only runs that recorded every METRIC count.
 - ``labels``: the columns that describe a row: ``name`` (DataFrame column), ``label`` (header),
@@ -23,7 +24,10 @@ Table definitions, one object per table name:
   ``gpu_days``, ``search_gpu_days``, ``wall_seconds``, ``run_ref``...), ``agg`` (``mean_std``:
   shown as mean ± std; ``mean``: shown as the mean; ``best_run``: the value of the run with the
   largest ``by``), ``digits``, and optionally ``paper``/``paper_std`` (paper_tables.csv columns
-  shown beside ours) and ``display: false`` (kept in the DataFrame, not printed).
+  shown beside ours), ``display: false`` (kept in the DataFrame, not printed), ``ours: false``
+  (only the paper's value is printed: a figure we do not measure) and ``runs_of`` (a paper-CSV
+  column naming another experiment, e.g. ``search_experiment``: the column aggregates that
+  experiment's completed runs, such as a search's ``gpu_days`` beside its cell's training).
 - ``paper_match`` (optional): experiment -> ``{"table", "architecture"}``, the paper row whose
   values sit beside an experiment's row in tables not built from paper rows.
 """
@@ -62,11 +66,20 @@ COMPUTED_COSTS = "reference/computed_costs.json"  # package data: see face/costs
 # we reproduce; read with the sharpDARTS tables as one frame (the ``table`` column tells them
 # apart).
 DARTS_TABLES = "reference/darts_tables.csv"
+# The DARTS family's published figures (PC-DARTS, P-DARTS, GDAS, ...), each row with its source
+# and ``figures``: 'own' (the method's own paper or repository), 'other' (read in a later
+# paper's comparison table) or 'mixed'; ``search_experiment`` names the search whose runs give
+# the row's search cost (see the ``runs_of`` column key).
+FAMILY_TABLE = "reference/darts_family.csv"
 # The NAS-Bench-201 table's published rows (Dong & Yang 2020, and later papers' rows on its
 # space), each with its source; docs/nb201_benchmark.md.
 NB201_TABLES = "reference/nb201_tables.csv"
-# The papers' tables, read as one frame in this order (row i of paper_rows() is row i there).
-PAPER_SOURCES = (PAPER_TABLES, DARTS_TABLES, NB201_TABLES)
+# Every table's rows, read as one frame in this order (row i of paper_rows() is row i there).
+# The family's rows come before the DARTS paper's so that an experiment in both (darts_v1,
+# darts_v2) is listed with the DARTS paper's row, where it first stood.
+PAPER_SOURCES = (PAPER_TABLES, FAMILY_TABLE, DARTS_TABLES, NB201_TABLES)
+# The sources whose costs and sizes are kept as printed text ('1e4 CPU days', '~5').
+_TEXT_SOURCES = (FAMILY_TABLE, DARTS_TABLES)
 
 
 def tables_json_path() -> Path:
@@ -156,7 +169,8 @@ def _paper_tables_cached() -> pd.DataFrame:
     # printed there; the sharpDARTS tables' columns stay numeric.
     text = {"search_gpu_days": object, "params_m": object}
     frames = []
-    for name, extra in zip(PAPER_SOURCES, ({}, text, {})):
+    for name in PAPER_SOURCES:
+        extra = text if name in _TEXT_SOURCES else {}
         with (
             importlib.resources.files("sharpdarts").joinpath(name).open("r", encoding="utf-8") as f
         ):

@@ -206,6 +206,12 @@ def build_table(
             row["config_hash"] = None
             row["runs_left_out"] = 0
             row["running"] = 0
+        for col in (c for c in spec["columns"] if "runs_of" in c):
+            # e.g. the row's search experiment: its runs, never the row's own, give the figure
+            other = paper_row.get(col["runs_of"]) if paper_row is not None else None
+            chosen = _select(runs, other)[0] if isinstance(other, str) and other else runs[:0]
+            figures = _aggregate({"columns": [col]}, chosen)
+            row.update({k: v for k, v in figures.items() if k != "seeds"})
         row.update(_computed_values(spec, experiment, row))
         row.update(
             _paper_values(spec, paper_row, texts[paper_row.name] if paper_row is not None else None)
@@ -213,7 +219,8 @@ def build_table(
         rows.append(row)
 
     paper = paper_tables()
-    named = set()
+    # An experiment that is a row of some table is no extra row of another.
+    named = set(paper["experiment"].dropna())
     if "paper_table" in rows_spec:
         part = paper[paper["table"] == rows_spec["paper_table"]]
         for _, prow in part.iterrows():
@@ -221,8 +228,6 @@ def build_table(
             experiment = experiment if isinstance(experiment, str) and experiment else None
             values = {lab["name"]: prow.get(lab.get("paper", lab["name"])) for lab in labels}
             add_row(experiment, prow, values, reference=experiment is None)
-            if experiment:
-                named.add(experiment)
     experiments: list[str] = []
     completed = runs[runs["status"] == "completed"]
     if rows_spec.get("extra_experiments"):
@@ -345,7 +350,9 @@ def _display_frame(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
             continue
         name, digits, agg = col["name"], int(col.get("digits", 2)), col.get("agg", "mean_std")
         ours_label = f"{col['label']} (ours)" if has_paper and agg != "best_run" else col["label"]
-        if agg == "best_run":
+        if col.get("ours", True) is False:
+            pass  # a figure only the paper gives
+        elif agg == "best_run":
             out[ours_label] = [
                 "" if _label_value(v) is None else str(v) for v in df.get(name, [None] * len(df))
             ]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, SubsetRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Subset,
+    SubsetRandomSampler,
+)
 
 from sharpdarts.engine.data.shards import ExactShard, rank_seed
 from sharpdarts.errors import UserError
@@ -52,6 +60,38 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
+class Skipping:
+    """A sampler mixin that can start its next pass partway: the pass draws its order exactly
+    as a whole pass would (the same generator calls), and the first ``skip`` items are dropped
+    before any of them is loaded. A run resumed inside an epoch reads the rest of that epoch's
+    order this way, with no item read twice or left out."""
+
+    _skip = 0
+
+    def skip_next(self, items: int) -> None:
+        """Drops the first ``items`` items of the next pass (once)."""
+        self._skip = int(items)
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self._skip = self._skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+    def __len__(self) -> int:
+        return max(0, super().__len__() - self._skip)
+
+
+class SkippingRandomSampler(Skipping, RandomSampler):
+    """``RandomSampler`` (``shuffle=True``) whose next pass can start partway."""
+
+
+class SkippingSubsetRandomSampler(Skipping, SubsetRandomSampler):
+    """``SubsetRandomSampler`` (the search's halves) whose next pass can start partway."""
+
+
+class SkippingDistributedSampler(Skipping, DistributedSampler):
+    """``DistributedSampler`` (this process's shard) whose next pass can start partway."""
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -67,7 +107,9 @@ def make_loader(
     """A ``DataLoader`` over a dataset, or over a subset of it sampled randomly each epoch.
 
     A plain function, not gin-configurable: the engine passes every argument it uses (its
-    own ``workers`` binding), so a binding of this function could never take effect.
+    own ``workers`` binding), so a binding of this function could never take effect. A
+    randomly ordered loader's sampler is :class:`Skipping` (``loader.sampler.skip_next``), so
+    that a run checkpointed inside an epoch can resume at its next batch.
 
     Args:
         dataset: The dataset.
@@ -103,13 +145,15 @@ def make_loader(
     elif distributed:
         # Shard the subset, not the whole set, when only some items are to be read.
         source = Subset(dataset, list(indices)) if indices is not None else dataset
-        sampler = DistributedSampler(
+        sampler = SkippingDistributedSampler(
             source, shuffle=shuffle or indices is not None, seed=seed or 0, drop_last=drop_last
         )
         dataset, shuffle = source, False
     elif indices is not None:
-        sampler = SubsetRandomSampler(list(indices), generator=generator)
+        sampler = SkippingSubsetRandomSampler(list(indices), generator=generator)
         shuffle = False
+    elif shuffle:  # what DataLoader builds for shuffle=True, with a pass that can start partway
+        sampler, shuffle = SkippingRandomSampler(dataset, generator=generator), False
     cuda = torch.cuda.is_available()
     return DataLoader(
         dataset,

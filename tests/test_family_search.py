@@ -1,0 +1,139 @@
+"""DARTS-family searches through the search job: the temperature schedule, checkpointed
+temperature, exact resume of a GDAS search after a kill, and the loss terms in the loop."""
+
+from __future__ import annotations
+
+import gin
+import pytest
+import torch
+from test_engine import (  # the search job's test helpers (tests/test_engine.py)
+    SEARCH,
+    SEARCH_CELL,
+    Killed,
+    assert_same_state,
+    assert_same_tensors,
+    configure,
+    epochs_of,
+    kill_at,
+    make_run,
+    read_metrics,
+    without_seconds,
+)
+
+from sharpdarts.engine import checkpoint, jobs
+from sharpdarts.nn import relaxation
+
+GDAS = [
+    *SEARCH,
+    *SEARCH_CELL,
+    "Architect.order = 1",
+    "SearchNetwork.primitives = 'DARTS_PRIMITIVES'",
+    "SearchNetwork.relaxation = 'gumbel_hard'",
+    "search.tau_schedule = @linear_tau_schedule()",
+    "linear_tau_schedule.tau_max = 10.0",
+    "linear_tau_schedule.tau_min = 0.1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def test_the_search_sets_the_temperature_of_each_epoch():
+    configure(*GDAS, "search.epochs = 3")
+    job = jobs.search(seed=0, build_only=True)
+    taus = []
+    for epoch in (1, 2, 3):  # the loop counts epochs from 1
+        job.start_epoch(epoch)
+        taus.append(job.model.tau)
+    assert taus == [relaxation.linear_tau(e, 3, 10.0, 0.1) for e in range(3)]
+    assert taus == pytest.approx([10.0, 5.05, 0.1])
+    assert job.extra_state()["tau"] == pytest.approx(0.1)
+    job.model.tau = 1.0
+    job.load_extra_state({**job.extra_state(), "tau": 0.25})
+    assert job.model.tau == 0.25
+
+
+def test_a_killed_gdas_search_resumes_with_the_same_alphas(tmp_path, monkeypatch):
+    configure(*GDAS, "search.epochs = 2")
+    full = make_run(tmp_path / "full")
+    final_full = jobs.search(run=full, seed=0)
+    part = make_run(tmp_path / "part")
+    with monkeypatch.context() as m:
+        kill_at(m, 1)
+        with pytest.raises(Killed):
+            jobs.search(run=part, seed=0)
+    assert epochs_of(part) == [1]
+    final_part = jobs.search(run=part, seed=0)
+    assert final_part == final_full
+    assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
+    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
+    assert_same_tensors(b["model"], a["model"])
+    assert_same_state(b["architect"], a["architect"], "architect")
+    assert a["tau"] == b["tau"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    "bindings",
+    [
+        [  # FairDARTS: sigmoid weights, the zero-one loss on the architecture's loss
+            "import sharpdarts.engine.arch_losses",
+            "SearchNetwork.relaxation = 'sigmoid'",
+            "Architect.extra_loss = @ZeroOneLoss()",
+        ],
+        [  # DrNAS: Dirichlet weights, the KL term
+            "import sharpdarts.engine.arch_losses",
+            "SearchNetwork.relaxation = 'dirichlet'",
+            "Architect.extra_loss = @DirichletKL()",
+        ],
+        ["SearchNetwork.relaxation = 'gumbel_soft'", "SearchNetwork.tau = 0.5"],  # SNAS
+    ],
+)
+def test_family_searches_run_and_move_their_alphas(bindings):
+    configure(*SEARCH, *SEARCH_CELL, "search.epochs = 1", "Architect.order = 1", *bindings)
+    job = jobs.search(seed=0, build_only=True)
+    before = [a.detach().clone() for a in job.model.arch_parameters()]
+    final = job.fit()
+    assert final["genotype"]["normal"]
+    after = job.model.arch_parameters()
+    assert all(not torch.equal(a, b) for a, b in zip(after, before))
+    if "Architect.extra_loss" in " ".join(bindings):
+        assert job.architect.extra_loss is not None
+
+
+def test_heatmap_weights_are_the_relaxations_readout():
+    configure(*SEARCH, *SEARCH_CELL, "SearchNetwork.relaxation = 'sigmoid'")
+    job = jobs.search(seed=0, build_only=True)
+    rows = job.end_epoch(1)["alphas_normal"]
+    expected = torch.sigmoid(job.model.alphas_normal.detach().float())
+    torch.testing.assert_close(torch.tensor(rows), expected)
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_the_architecture_steps_before_or_after_the_weights(after):
+    configure(*GDAS, f"search.arch_after_weights = {after}")
+    job = jobs.search(seed=0, build_only=True)
+    order = []
+    arch_step, weight_step = job.architect.step, job.optimizer.step
+    job.architect.step = lambda *a, **k: order.append("arch") or arch_step(*a, **k)
+    job.optimizer.step = lambda *a, **k: order.append("weights") or weight_step(*a, **k)
+    x, y = next(iter(job.train_loader))
+    job.train_step(x, y)
+    assert order == (["weights", "arch"] if after else ["arch", "weights"])
+
+
+def test_warm_up_epochs_train_the_weights_only():
+    configure(*SEARCH, *SEARCH_CELL, "search.epochs = 2", "search.arch_warmup_epochs = 1")
+    job = jobs.search(seed=0, build_only=True)
+    steps = []
+    arch_step = job.architect.step
+    job.architect.step = lambda *a, **k: steps.append(1) or arch_step(*a, **k)
+    x, y = next(iter(job.train_loader))
+    for epoch in (1, 2):
+        job.start_epoch(epoch)
+        before = len(steps)
+        job.train_step(x, y)
+        assert len(steps) - before == (0 if epoch == 1 else 1)
