@@ -38,6 +38,7 @@ from sharpdarts.engine.evaluation import extra_test_errors
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
 from sharpdarts.engine.preemption import midepoch_checkpoints
+from sharpdarts.errors import UserError
 
 
 def _weights_tools(params, learning_rate: float, epochs: int, optimizer, lr_schedule, ctx):
@@ -333,7 +334,8 @@ class TrainParams:
     drop_path_prob: float = param(
         validate.PROBABILITY,
         0.2,
-        "final drop path probability, ramped linearly from 0 over the epochs.",
+        "final drop path probability, ramped linearly from 0 over the epochs (0 for a "
+        "network without drop path).",
     )
     label_smoothing: float = param(
         validate.PROBABILITY, 0.0, "cross-entropy label smoothing of the training loss (ImageNet)."
@@ -357,7 +359,11 @@ class TrainParams:
         validate.Real("a share in [0, 1)", low=0.0, high=1.0, high_open=True).or_none(),
         None,
         "share of the training set held out for validation (None: none; the paper's protocol "
-        "trains on all of it and reports the final epoch).",
+        "trains on all of it and reports the final epoch; a dataset split, "
+        "``build_datasets.split``, gives its own validation set instead).",
+    )
+    drop_last: bool = param(
+        UNCHECKED, True, "drop each epoch's last incomplete training batch (NAS-Bench-201 keeps it)"
     )
     workers: int = param(validate.WORKERS, 0, "loader worker processes.")
     show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
@@ -375,21 +381,32 @@ class TrainJob(Job):
         seed_everything(rank_seed(seed, ctx.rank))
         self.bundle = bundle = bundle_lib.given_or_built(data, seed)
         self.eval_batch_size = eval_bs = p.eval_batch_size or p.batch_size
-        self.valid_loader = None
+        # The training set, or a part of it; the validation set: the dataset split's
+        # (NAS-Bench-201's), a held-out part of the training set, or none. It chooses the best
+        # epoch; the test set never does.
+        train_idx, valid_set, valid_idx = None, bundle.valid, None
         if p.valid_portion:
-            # A held-out part of the training set chooses the best epoch; the test set never does.
+            if valid_set is not None:
+                raise UserError(
+                    "train.valid_portion holds out part of the training set, but the dataset's "
+                    "split (build_datasets.split) has a validation set already: bind only one."
+                )
             train_idx, valid_idx = loaders.search_split(bundle.train, 1.0 - p.valid_portion)
-            self.train_loader = loaders.make_loader(
-                bundle.train,
-                p.batch_size,
-                indices=train_idx,
-                workers=p.workers,
-                seed=seed,
-                distributed=ctx.distributed,
-                drop_last=True,
-            )
+            valid_set = bundle.train
+        self.train_loader = loaders.make_loader(
+            bundle.train,
+            p.batch_size,
+            shuffle=True,
+            indices=train_idx,
+            workers=p.workers,
+            seed=seed,
+            distributed=ctx.distributed,
+            drop_last=p.drop_last,
+        )
+        self.valid_loader = None
+        if valid_set is not None:
             self.valid_loader = loaders.make_loader(
-                bundle.train,
+                valid_set,
                 eval_bs,
                 indices=valid_idx,
                 workers=p.workers,
@@ -397,21 +414,18 @@ class TrainJob(Job):
                 distributed=ctx.distributed,
                 exact=True,
             )
-        else:
-            self.train_loader = loaders.make_loader(
-                bundle.train,
-                p.batch_size,
-                shuffle=True,
-                workers=p.workers,
-                seed=seed,
-                distributed=ctx.distributed,
-                drop_last=True,
-            )
         self.test_loader = loaders.make_loader(
             bundle.test, eval_bs, workers=p.workers, distributed=ctx.distributed, exact=True
         )
         self.rng_loaders = [self.train_loader] + ([self.valid_loader] if self.valid_loader else [])
         model = p.network(num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels)
+        # A network returns (logits, auxiliary logits) and has drop path (DARTS's), or returns
+        # plain logits and has none (NAS-Bench-201's).
+        self.has_drop_path = hasattr(model, "drop_path_prob")
+        if p.drop_path_prob and not self.has_drop_path:
+            raise UserError(
+                f"{type(model).__name__} has no drop path: bind train.drop_path_prob = 0."
+            )
         self.params_m = count_parameters(model) / 1e6
         self.madds_b = multiply_adds(model, bundle.spec.image_shape) / 1e9
         if p.init_from:
@@ -435,18 +449,21 @@ class TrainJob(Job):
         self.checkpointing = midepoch_checkpoints()
         self.best = {"valid_acc": -1.0, "epoch": 0}
         self.test: dict | None = None
+        self.valid: dict | None = None
 
     def run_fields(self) -> dict:
         return {"parameters": int(self.params_m * 1e6)}
 
     def start_epoch(self, epoch: int) -> None:
         # The original ramps drop path with the 0-based epoch: 0 in the first epoch.
-        self.network.drop_path_prob = self.params.drop_path_prob * (epoch - 1) / self.epochs
+        if self.has_drop_path:
+            self.network.drop_path_prob = self.params.drop_path_prob * (epoch - 1) / self.epochs
 
     def train_step(self, x, y):
         auxiliary_weight = self.params.auxiliary_weight
         with self.ctx.autocast():
-            logits, logits_aux = self.step_model(x)
+            out = self.step_model(x)
+            logits, logits_aux = out if isinstance(out, tuple) else (out, None)
             loss = self.criterion(logits.float(), y)
             if logits_aux is not None and auxiliary_weight:
                 loss = loss + auxiliary_weight * self.criterion(logits_aux.float(), y)
@@ -458,7 +475,9 @@ class TrainJob(Job):
     def end_epoch(self, epoch: int) -> dict:
         record = {}
         if self.valid_loader is not None:
-            valid = evaluate(self.model, self.valid_loader, self.eval_criterion, self.ctx)
+            self.valid = valid = evaluate(
+                self.model, self.valid_loader, self.eval_criterion, self.ctx
+            )
             if valid["acc"] > self.best["valid_acc"]:
                 self.best.update(valid_acc=valid["acc"], epoch=epoch)
             record.update(
@@ -469,8 +488,9 @@ class TrainJob(Job):
             test_loss=self.test["loss"],
             test_acc=self.test["acc"],
             test_acc_top5=self.test["acc_top5"],
-            drop_path_prob=self.network.drop_path_prob,
         )
+        if self.has_drop_path:
+            record["drop_path_prob"] = self.network.drop_path_prob
         return record
 
     def extra_state(self) -> dict:
@@ -490,7 +510,13 @@ class TrainJob(Job):
             "multiply_adds_b": self.madds_b,
         }
         if self.valid_loader is not None:
-            final.update(best_epoch=self.best["epoch"], best_valid_acc=self.best["valid_acc"])
+            if not trained or self.valid is None:
+                self.valid = evaluate(self.model, self.valid_loader, self.eval_criterion, self.ctx)
+            final.update(
+                best_epoch=self.best["epoch"],
+                best_valid_acc=self.best["valid_acc"],
+                valid_acc=self.valid["acc"],
+            )
         final.update(
             extra_test_errors(
                 self.model,
@@ -511,7 +537,8 @@ def train(
     """Trains a fixed network from scratch (CIFAR-10 ``train.py``, the ImageNet trainer).
 
     Every epoch is measured on the test set and logged as ``test_loss``, ``test_acc``,
-    ``test_acc_top5``. The final metrics are the last epoch's; with ``valid_portion`` a
+    ``test_acc_top5``. The final metrics are the last epoch's; with ``valid_portion`` (or a
+    dataset split's validation set) a
     held-out part of the training set is also measured (``valid_*``) and chooses
     ``best_epoch`` / ``best_valid_acc``.
 

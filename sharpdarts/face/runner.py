@@ -24,7 +24,7 @@ import sharpdarts.nn.models  # noqa: F401
 import sharpdarts.nn.multichannel.networks  # noqa: F401
 import sharpdarts.nn.nb201  # noqa: F401
 import sharpdarts.store.nb201_benchmark  # noqa: F401
-from sharpdarts.core import config, genotypes, run_folder, validate
+from sharpdarts.core import config, genotypes, nb201_arch, run_folder, validate
 from sharpdarts.engine import checkpoint, context, evaluation, jobs, loop
 from sharpdarts.engine import lm_jobs as engine_lm
 from sharpdarts.engine.data import bundle as bundle_lib
@@ -108,6 +108,9 @@ def _resolve_genotype_macro(results: str) -> dict | None:
         }
     if not isinstance(value, str):
         return {"name": None, "source": "config", "genotype": value}
+    if value.startswith("|"):  # a NAS-Bench-201 cell, written as the benchmark writes it
+        nb201_arch.parse_arch(value)  # a malformed one is a UserError showing the form
+        return {"name": value, "source": "nb201_arch", "genotype": value}
     try:
         genotype = genotypes.get(value)
     except KeyError as exc:

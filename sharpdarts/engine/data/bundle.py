@@ -11,6 +11,7 @@ import gin
 from torch.utils.data import Dataset
 
 from sharpdarts.core import validate
+from sharpdarts.engine.data import nb201_splits
 from sharpdarts.engine.data.datasets import DEFAULT_ROOT, resolve_root
 from sharpdarts.engine.data.specs import DatasetSpec, spec, synthetic_spec
 from sharpdarts.engine.data.transforms import test_transform, train_transform
@@ -28,12 +29,17 @@ class DataBundle:
         train: The training set with training augmentation (the search splits it in two).
         test: The test set (ImageNet: the validation set) with the test transform.
         extra_tests: Further test sets by name, e.g. ``{'cifar10_1': ...}`` for CIFAR-10.
+        valid: A validation set that a split holds out (with the test transform), or None.
     """
 
     spec: DatasetSpec
     train: Dataset
     test: Dataset
     extra_tests: dict[str, Dataset] = dataclasses.field(default_factory=dict)
+    valid: Dataset | None = None
+
+
+SPLITS = ("nb201",)
 
 
 @gin.configurable
@@ -42,6 +48,7 @@ class DataBundle:
     cutout_length=validate.Int("an integer >= 0", low=0),
     cutout_count=validate.COUNT,
     seed=validate.SEED,
+    split=validate.Choice("one of " + ", ".join(SPLITS), choices=SPLITS).or_none(),
 )
 def build_datasets(
     name: str = gin.REQUIRED,
@@ -54,6 +61,9 @@ def build_datasets(
     synthetic_shape: Sequence[int] = (3, 32, 32),
     synthetic_classes: int = 10,
     seed: int = 0,
+    split: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> DataBundle:
     """Builds the train and test sets (and extra test sets) of one dataset.
 
@@ -68,14 +78,22 @@ def build_datasets(
         synthetic_shape: (C, H, W) of the synthetic images.
         synthetic_classes: Class count of the synthetic dataset.
         seed: Fixes the synthetic data and the digits split.
+        split: ``'nb201'``: NAS-Bench-201's split of this dataset into train, valid and test
+            (:mod:`~sharpdarts.engine.data.nb201_splits`); None: the train and test sets as
+            published, no validation set.
+        mean: Per-channel mean to normalise with instead of the description's (a protocol
+            whose authors used other figures, e.g. NAS-Bench-201's CIFAR-10).
+        std: Per-channel standard deviation, likewise.
 
     Returns:
         A ``DataBundle``. Its ``extra_tests`` hold the description's extra test sets (for
         CIFAR-10, ``'cifar10_1'``: CIFAR-10.1) when their files are there (or downloaded);
-        a missing one is logged as a warning and left out.
+        a missing one is logged as a warning and left out. With a split, ``valid`` holds
+        its validation set.
 
     Raises:
-        UserError: An unknown name, or a dataset whose files are missing.
+        UserError: An unknown name, a dataset whose files are missing, or a split the
+            dataset does not have.
     """
     if name == "synthetic":
         data_spec = synthetic_spec(synthetic_shape, synthetic_classes, synthetic_size)
@@ -86,6 +104,18 @@ def build_datasets(
             f"{name} is a test set only, with no training images: use "
             f"name={data_spec.test_set_of!r}, whose bundle evaluates on {data_spec.label} as "
             "an extra test set."
+        )
+    if mean is not None or std is not None:
+        data_spec = dataclasses.replace(
+            data_spec,
+            mean=tuple(data_spec.mean if mean is None else mean),
+            std=tuple(data_spec.std if std is None else std),
+        )
+    if split is not None and data_spec.name not in nb201_splits.NB201_SPLITS:
+        raise UserError(
+            f"NAS-Bench-201 has no split of {data_spec.label or name}: it splits "
+            f"{', '.join(sorted(set(nb201_splits.NB201_SPLITS) - {'synthetic'}))}. Bind "
+            "build_datasets.split = None to train on the published train and test sets."
         )
     root = resolve_root(root)
     train_tf = train_transform(data_spec, cutout_length, cutout_count, autoaugment)
@@ -99,7 +129,13 @@ def build_datasets(
             extra[extra_name] = extra_spec.build(root, False, test_tf, download, seed)
         except UserError as e:
             logger.warning("Evaluating without %s: %s", extra_spec.label, e)
-    return DataBundle(data_spec, train, test, extra)
+    valid = None
+    if split is not None:
+        # The validation images of a training set are seen as test images: built once more.
+        train_as_test = lambda: data_spec.build(root, True, test_tf, download, seed)  # noqa: E731
+        split_of = nb201_splits.NB201_SPLITS[data_spec.name]
+        train, valid, test = split_of(data_spec.label, train, train_as_test, test)
+    return DataBundle(data_spec, train, test, extra, valid)
 
 
 def given_or_built(data: DataBundle | None, seed: int) -> DataBundle:

@@ -1,9 +1,11 @@
-"""The on-disk formats: CIFAR-10, CIFAR-10.1, ImageNet folders, MNIST, Fashion-MNIST, SVHN,
-and two offline sets that need no files (scikit-learn's digits, a synthetic set).
+"""The on-disk formats: CIFAR-10, CIFAR-100, CIFAR-10.1, ImageNet folders, MNIST,
+Fashion-MNIST, SVHN, and two offline sets that need no files (scikit-learn's digits, a
+synthetic set). ImageNet16-120's reader is :mod:`sharpdarts.engine.data.imagenet16`.
 
 Files live under one data root (``--data``, ``$SHARPDARTS_DATA``, or ``data/``)::
 
     ROOT/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
+    ROOT/cifar-100-python/{train, test, meta}
     ROOT/cifar10_1/cifar10.1_v6_data.npy, cifar10.1_v6_labels.npy
     ROOT/imagenet/train/<class>/*.JPEG, ROOT/imagenet/val/<class>/*.JPEG
     ROOT/MNIST/raw/..., ROOT/FashionMNIST/raw/..., ROOT/svhn/{train,test}_32x32.mat
@@ -103,6 +105,37 @@ class _CIFAR10Files(torchvision.datasets.CIFAR10):
     meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
 
 
+class _CIFAR100Files(torchvision.datasets.CIFAR100):
+    """torchvision's CIFAR-100 reader, its files checked for presence only (as CIFAR-10's)."""
+
+    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR100.test_list]
+    meta = {**torchvision.datasets.CIFAR100.meta, "md5": None}
+
+
+def _cifar(cls, label: str, root, train, transform, download):
+    """A CIFAR reader of torchvision's python version, its missing files a ``UserError``."""
+    root = os.fspath(root)
+    folder = os.path.join(root, cls.base_folder)
+    names = [n for n, _ in cls.train_list + cls.test_list]
+    names.append(cls.meta["filename"])
+    missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+    if missing and download:
+        try:
+            download_and_extract_archive(cls.url, root, filename=cls.filename, md5=cls.tgz_md5)
+        except Exception as e:  # noqa: BLE001 - network, md5 or disk: the user's to fix
+            raise UserError(
+                f"Downloading {label} from {cls.url} into {os.path.abspath(root)} "
+                f"failed ({type(e).__name__}: {e}). Check the network, or download and extract "
+                f"the archive there yourself so that {os.path.abspath(folder)} exists, then "
+                f"point --data / ${DATA_ENV_VAR} at {os.path.abspath(root)}."
+            ) from e
+        missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        raise _missing_error(label, folder, "missing " + ", ".join(missing), _DOWNLOAD_HINT)
+    return cls(root, train=train, transform=transform, download=False)
+
+
 def cifar10(
     root: str | os.PathLike,
     train: bool = True,
@@ -120,27 +153,18 @@ def cifar10(
     Raises:
         UserError: Files missing (and not downloaded), or the download failed.
     """
-    root = os.fspath(root)
-    folder = os.path.join(root, _CIFAR10Files.base_folder)
-    names = [n for n, _ in _CIFAR10Files.train_list + _CIFAR10Files.test_list]
-    names.append(_CIFAR10Files.meta["filename"])
-    missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
-    if missing and download:
-        try:
-            download_and_extract_archive(
-                _CIFAR10Files.url, root, filename=_CIFAR10Files.filename, md5=_CIFAR10Files.tgz_md5
-            )
-        except Exception as e:  # noqa: BLE001 - network, md5 or disk: the user's to fix
-            raise UserError(
-                f"Downloading CIFAR-10 from {_CIFAR10Files.url} into {os.path.abspath(root)} "
-                f"failed ({type(e).__name__}: {e}). Check the network, or download and extract "
-                f"the archive there yourself so that {os.path.abspath(folder)} exists, then "
-                f"point --data / ${DATA_ENV_VAR} at {os.path.abspath(root)}."
-            ) from e
-        missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
-    if missing:
-        raise _missing_error("CIFAR-10", folder, "missing " + ", ".join(missing), _DOWNLOAD_HINT)
-    return _CIFAR10Files(root, train=train, transform=transform, download=False)
+    return _cifar(_CIFAR10Files, "CIFAR-10", root, train, transform, download)
+
+
+def cifar100(
+    root: str | os.PathLike,
+    train: bool = True,
+    transform: Transform | None = None,
+    download: bool = False,
+) -> torchvision.datasets.CIFAR100:
+    """CIFAR-100 (50,000 train or 10,000 test images, the 100 fine labels) from
+    ``root/cifar-100-python/{train, test, meta}``. Arguments and errors as :func:`cifar10`."""
+    return _cifar(_CIFAR100Files, "CIFAR-100", root, train, transform, download)
 
 
 # CIFAR-10.1 --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from sharpdarts.engine.data import corpus, datasets, pydoc_corpus
+from sharpdarts.engine.data import corpus, datasets, imagenet16, pydoc_corpus
 from sharpdarts.errors import UserError
 from sharpdarts.registry import Registry, unknown_name
 
@@ -38,6 +38,7 @@ class DatasetSpec:
         label: The name people use, for messages ("CIFAR-10.1").
         crop: ``'padded'`` (random crop of the padded image, CIFAR-style), ``'resized'``
             (random resized crop for training, resize and centre crop for testing: ImageNet).
+        crop_padding: Pixels of padding on each side before a ``'padded'`` crop.
         tensor_images: Items are float tensors already (no PIL image, crop, flip or
             AutoAugment).
         autoaugment_policy: The name of torchvision's learned AutoAugment policy.
@@ -56,6 +57,7 @@ class DatasetSpec:
     builder: Builder | None = dataclasses.field(default=None, compare=False, repr=False)
     label: str = ""
     crop: str = "padded"
+    crop_padding: int = 4
     tensor_images: bool = False
     autoaugment_policy: str = "CIFAR10"
     extra_tests: tuple[str, ...] = ()
@@ -113,6 +115,10 @@ def _cifar10_1(root, train, transform, download, seed):
     return datasets.cifar10_1(root, transform, download=download)  # a test set only
 
 
+def _imagenet16_120(root, train, transform, download, seed):
+    return imagenet16.imagenet16(root, train, transform, num_classes=120)  # never downloadable
+
+
 def _digits(root, train, transform, download, seed):
     return datasets.digits(train, transform, seed=seed)  # shipped with scikit-learn
 
@@ -155,6 +161,29 @@ for _spec in (
         "ImageNet",
         crop="resized",
         autoaugment_policy="IMAGENET",
+    ),
+    # NAS-Bench-201's datasets, with its authors' statistics (xautodl/datasets/
+    # get_dataset_with_transform.py: the figures / 255) and crops (padding 2 for 16 x 16).
+    DatasetSpec(
+        "cifar100",
+        (32, 32),
+        3,
+        100,
+        tuple(v / 255 for v in (129.3, 124.1, 112.4)),
+        tuple(v / 255 for v in (68.2, 65.4, 70.4)),
+        _files(datasets.cifar100),
+        "CIFAR-100",
+    ),
+    DatasetSpec(
+        "imagenet16_120",
+        (16, 16),
+        3,
+        120,
+        tuple(v / 255 for v in (122.68, 116.66, 104.01)),
+        tuple(v / 255 for v in (63.22, 61.26, 65.09)),
+        _imagenet16_120,
+        "ImageNet16-120",
+        crop_padding=2,
     ),
     DatasetSpec("mnist", (28, 28), 1, 10, (0.1307,), (0.3081,), _files(datasets.mnist), "MNIST"),
     DatasetSpec(

@@ -79,7 +79,8 @@ def train_transform(
 ) -> T.Compose:
     """The training augmentation pipeline of the original code.
 
-    CIFAR-style datasets (PIL images): RandomCrop(size, padding 4), horizontal flip,
+    CIFAR-style datasets (PIL images): RandomCrop(size, the description's padding: 4, 2 for
+    ImageNet16), horizontal flip,
     AutoAugment, ToTensor, Normalize, Cutout. With AutoAugment the original pads with grey
     (fill 128) rather than black before cropping, as the AutoAugment authors did; without it
     the padding is black.
@@ -108,7 +109,8 @@ def train_transform(
         else:
             steps += [T.Resize(_resize_size(data_spec)), T.CenterCrop(data_spec.image_size)]
     elif random_crop:
-        steps.append(T.RandomCrop(data_spec.image_size, padding=4, fill=128 if autoaugment else 0))
+        padding, fill = data_spec.crop_padding, 128 if autoaugment else 0
+        steps.append(T.RandomCrop(data_spec.image_size, padding=padding, fill=fill))
 
     if not data_spec.tensor_images:
         if flip:
