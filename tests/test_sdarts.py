@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from test_engine import (  # the search job's test helpers (tests/test_engine.py)
     SEARCH,
     SEARCH_CELL,
+    SEARCH_GRID,
     Killed,
     assert_same_state,
     assert_same_tensors,
@@ -283,3 +284,23 @@ def test_a_killed_search_resumes_with_the_same_alphas(tmp_path, monkeypatch):
     assert_same_tensors(b["model"], a["model"])
     assert_same_state(b["architect"], a["architect"], "architect")
     assert a["skip_beta"] == b["skip_beta"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "network, match",
+    [
+        (["SearchNetwork.relaxation = 'sigmoid'"], "relaxation = 'softmax'"),
+        (["SearchNetwork.relaxation = 'gumbel_hard'"], "relaxation = 'softmax'"),
+        (["import sharpdarts.nn.multichannel.networks", *SEARCH_GRID], "MultiChannelNetwork has"),
+    ],
+)
+def test_a_perturbation_refuses_networks_it_cannot_serve(network, match):
+    configure(
+        *SEARCH,
+        *SEARCH_CELL,
+        *network,
+        "import sharpdarts.engine.perturbation",
+        "search.perturbation = @RandomSmoothing()",
+    )
+    with pytest.raises(UserError, match=match):
+        jobs.search(seed=0, build_only=True)

@@ -37,6 +37,7 @@ from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.evaluation import extra_test_errors
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
+from sharpdarts.engine.perturbation import check_model as check_perturbed_model
 from sharpdarts.errors import UserError
 
 
@@ -195,6 +196,8 @@ class SearchJob(ArchitectureSearch, Job):
                 "search.skip_beta_schedule sets the coefficient of DARTS-'s auxiliary skip, but "
                 "the network has none: bind SearchNetwork.auxiliary_skip = True."
             )
+        if p.perturbation is not None:
+            check_perturbed_model(self.model)
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
             self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx

@@ -32,7 +32,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sharpdarts.errors import UserError
+from sharpdarts.nn import relaxation as relaxation_lib
+
 Weights = tuple[torch.Tensor, torch.Tensor]
+
+
+def check_model(model: nn.Module) -> None:
+    """Refuses a network a perturbation cannot serve: it needs a supernet of normal and
+    reduction alphas that takes ``op_weights`` (``SearchNetwork``) with the softmax relaxation
+    (SDARTS perturbs ``softmax(alpha)`` and projects onto the simplex).
+
+    Raises:
+        UserError: naming what is missing.
+    """
+    relaxation = getattr(model, "relaxation", None)
+    if not hasattr(model, "alphas_reduce") or relaxation is None:
+        raise UserError(
+            f"search.perturbation (SDARTS) perturbs the op weights of a SearchNetwork; "
+            f"{type(model).__name__} has none to perturb."
+        )
+    if relaxation.relax is not relaxation_lib.softmax:
+        raise UserError(
+            "search.perturbation (SDARTS) perturbs softmax(alpha): it needs "
+            "SearchNetwork.relaxation = 'softmax'."
+        )
 
 
 def clip_to_simplex(weights: torch.Tensor) -> torch.Tensor:
