@@ -37,6 +37,7 @@ from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.evaluation import extra_test_errors
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import ArchitectureSearch, Job, evaluate, weight_step
+from sharpdarts.engine.perturbation import check_model as check_perturbed_model
 from sharpdarts.engine.preemption import midepoch_checkpoints
 from sharpdarts.errors import UserError
 
@@ -140,6 +141,18 @@ class SearchParams:
         "and in ``final`` (``@nb201_benchmark_scores()``: the NAS-Bench-201 benchmark's "
         "accuracies of the current cell); None: none.",
     )
+    perturbation: Callable | None = param(
+        UNCHECKED,
+        None,
+        "perturbs the op weights of every weight step (SDARTS: ``@RandomSmoothing()``, "
+        "``@AdversarialPGD()``, engine/perturbation.py); None: softmax(alpha) unperturbed.",
+    )
+    skip_beta_schedule: Callable[[int, int], float] | None = param(
+        UNCHECKED,
+        None,
+        "the auxiliary skip's coefficient of each epoch, ``f(epoch from 0, epochs)`` "
+        "(DARTS-: ``@linear_beta_schedule()``), set on the network's ``auxiliary_skip``.",
+    )
 
 
 class SearchJob(ArchitectureSearch, Job):
@@ -186,6 +199,13 @@ class SearchJob(ArchitectureSearch, Job):
             num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels
         )
         self.model.to(ctx.device)
+        if p.skip_beta_schedule is not None and getattr(self.model, "auxiliary_skip", None) is None:
+            raise UserError(
+                "search.skip_beta_schedule sets the coefficient of DARTS-'s auxiliary skip, but "
+                "the network has none: bind SearchNetwork.auxiliary_skip = True."
+            )
+        if p.perturbation is not None:
+            check_perturbed_model(self.model)
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
             self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx
@@ -210,14 +230,26 @@ class SearchJob(ArchitectureSearch, Job):
         self.train_arch = epoch > self.params.arch_warmup_epochs
         if self.params.tau_schedule is not None:  # GDAS, SNAS: a function of the epoch alone
             self.model.tau = float(self.params.tau_schedule(epoch - 1, self.epochs))
+        if self.params.skip_beta_schedule is not None:  # DARTS-
+            beta = self.params.skip_beta_schedule(epoch - 1, self.epochs)
+            self.model.auxiliary_skip.beta = float(beta)
+        if self.params.perturbation is not None:  # SDARTS: the radius of this epoch
+            self.params.perturbation.start_epoch(epoch - 1, self.epochs)
 
     def extra_state(self) -> dict:
-        return {**super().extra_state(), "tau": getattr(self.model, "tau", None)}
+        skip = getattr(self.model, "auxiliary_skip", None)
+        return {
+            **super().extra_state(),
+            "tau": getattr(self.model, "tau", None),
+            "skip_beta": None if skip is None else skip.beta,
+        }
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
         if state.get("tau") is not None:
             self.model.tau = state["tau"]
+        if state.get("skip_beta") is not None:
+            self.model.auxiliary_skip.beta = state["skip_beta"]
 
     def train_step(self, x, y):
         ctx = self.ctx
@@ -227,8 +259,12 @@ class SearchJob(ArchitectureSearch, Job):
         arch_step = self.train_arch
         if arch_step and not self.params.arch_after_weights:
             self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
+        extra = {}
+        if self.params.perturbation is not None:  # SDARTS: the weights see perturbed op weights
+            perturb = self.params.perturbation
+            extra["op_weights"] = perturb(self.model, x, y, self.criterion, ctx.autocast)
         with ctx.autocast():
-            logits = self.step_model(x)
+            logits = self.step_model(x, **extra)
             loss = self.criterion(logits.float(), y)
         # Under torchrun each rank searches on its own shard; the weights' gradients are
         # averaged like the architecture's (the architect), so every rank stays identical.

@@ -71,7 +71,12 @@ class MixedOp(nn.Module):
     ``c[index] * op_index(x)``, as GDAS's DARTS-space mixed op (``forward_gdas``); with
     ``all_weights`` every other op's coefficient is added as a scalar too (zero in value under
     the straight-through estimator, but its gradient flows), as GDAS's NAS-Bench-201 cell.
+
+    DARTS-'s auxiliary skip (``nn.auxiliary_skip.attach``) sets ``auxiliary_op`` and
+    ``auxiliary``: the edge then adds ``beta * auxiliary_op(x)`` to its output.
     """
+
+    auxiliary = None  # DARTS-'s shared skip coefficient, when nn.auxiliary_skip attaches one
 
     def __init__(
         self,
@@ -87,6 +92,7 @@ class MixedOp(nn.Module):
                 f"partial_channels must divide the channels: C={C}, "
                 f"partial_channels={partial_channels}"
             )
+        self.channels = C
         self._stride = stride
         self._partial = partial_channels
         C_op = C // partial_channels
@@ -120,10 +126,14 @@ class MixedOp(nn.Module):
             all_weights: with ``index``, add the other ops' coefficients as scalars.
         """
         if index is not None:
-            return self._hard(x, coefficients, index, all_weights, out, relu_x)
-        if self._partial > 1:
-            return self._partial_forward(x, coefficients)
-        return self._mix(x, coefficients, out, relu_x)
+            y = self._hard(x, coefficients, index, all_weights, out, relu_x)
+        elif self._partial > 1:
+            y = self._partial_forward(x, coefficients)
+        else:
+            y = self._mix(x, coefficients, out, relu_x)
+        if self.auxiliary is not None:
+            y = self.auxiliary(x, y, self.auxiliary_op)
+        return y
 
     def _hard(self, x, coefficients, index, all_weights, out, relu_x) -> torch.Tensor:
         if self._partial > 1:

@@ -16,6 +16,7 @@ from torch import nn
 
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core import validate
+from sharpdarts.nn import auxiliary_skip as auxiliary_skip_lib
 from sharpdarts.nn import derivation as derivation_lib
 from sharpdarts.nn.cells import Cell, SearchCell, edge_softmax, num_edges
 from sharpdarts.nn.ops import DEFAULT_C_MID, PRIMITIVES_OF_KNOWN_OPS, op_table, resolve_ops
@@ -281,6 +282,10 @@ class SearchNetwork(nn.Module):
         hard_all_weights: with a hard sample, add the unsampled ops' weights as scalars (GDAS's
             NAS-Bench-201 cell) rather than only the sampled op's (its DARTS-space cell).
         derivation: the genotype rule, a ``derivation.DERIVATIONS`` name ('darts', 'gdas').
+        auxiliary_skip: DARTS-'s auxiliary skip on every edge, scaled by ``skip_beta``
+            (changes the math, on purpose; see ``nn.auxiliary_skip``); its coefficient is
+            the ``auxiliary_skip`` attribute's ``beta``, which a search's schedule sets.
+        skip_beta: the auxiliary skips' initial coefficient.
 
     The architecture parameters ``alphas_normal`` and ``alphas_reduce`` (edges x ops), and with
     edge normalization ``betas_normal`` and ``betas_reduce`` (edges), are returned by
@@ -306,6 +311,8 @@ class SearchNetwork(nn.Module):
         tau: float = 1.0,
         hard_all_weights: bool = False,
         derivation: str = "darts",
+        auxiliary_skip: bool = False,
+        skip_beta: float = 1.0,
     ):
         super().__init__()
         self.primitives, op_dict = resolve_ops(primitives or "PRIMITIVES", op_dict)
@@ -359,6 +366,10 @@ class SearchNetwork(nn.Module):
         if edge_normalization:
             self.betas_normal = nn.Parameter(1e-3 * torch.randn(shape[0]))
             self.betas_reduce = nn.Parameter(1e-3 * torch.randn(shape[0]))
+        # After the alphas, so the rest of the network is initialised as without the skips.
+        self.auxiliary_skip = (
+            auxiliary_skip_lib.attach(self.cells, skip_beta) if auxiliary_skip else None
+        )
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -380,13 +391,17 @@ class SearchNetwork(nn.Module):
         (normal, _), (reduce, _) = self.relaxed()
         return normal, reduce
 
-    def relaxed(self) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+    def relaxed(self, op_weights=None) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
         """``((coefficients, index), (coefficients, index))`` of normal and reduction cells;
         ``index`` is a hard sample's op per edge, else None. Draws normal before reduce, as
-        the authors' code does."""
+        the authors' code does. ``op_weights``: given ``(normal, reduce)`` op weights used in
+        place of the relaxation's (SDARTS' perturbed weights, ``engine.perturbation``)."""
         out = []
-        for alphas in (self.alphas_normal, self.alphas_reduce):
-            weights, index = self.relaxation.relax(alphas, self.tau)
+        for i, alphas in enumerate((self.alphas_normal, self.alphas_reduce)):
+            if op_weights is None:
+                weights, index = self.relaxation.relax(alphas, self.tau)
+            else:
+                weights, index = op_weights[i], None
             out.append((self.weighting(weights), index))
         return tuple(out)
 
@@ -399,8 +414,9 @@ class SearchNetwork(nn.Module):
             edge_softmax(self.betas_reduce, self._steps),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normal, reduce = self.relaxed()
+    def forward(self, x: torch.Tensor, op_weights=None) -> torch.Tensor:
+        """Logits; ``op_weights``: see :meth:`relaxed`."""
+        normal, reduce = self.relaxed(op_weights)
         edges_normal, edges_reduce = self.edge_weights()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
