@@ -171,6 +171,18 @@ def test_a_job_that_left_the_queue_is_judged_by_its_run():
     assert (state, detail) == ("cancelled", "at epoch 2; R")
 
 
+def test_a_requeued_job_shows_as_pending_until_it_resumes():
+    """scontrol requeue: the job ends (COMPLETING) with its run still 'running' (killed), then
+    waits in the queue (PENDING, begin time) under the same id, then runs again."""
+    run = {"path": "R", "last_epoch": 2, "status": "running"}
+    assert sweep_status._combine(run, "COMPLETING", None)[0] == "running"
+    state, detail = sweep_status._combine(run, "PENDING", None)
+    assert state == "pending" and detail.startswith("requeued, resumes from epoch 2")
+    assert sweep_status._combine({**run, "status": "interrupted"}, "COMPLETING", None)[0] == (
+        "pending"
+    )
+
+
 def test_squeue_is_asked_once_for_the_whole_sweep(tmp_path, slurm):
     log = tmp_path / "asked"
     (slurm / "squeue").write_text(f'#!/bin/sh\necho "$@" >> {log}\necho "7_0|RUNNING"\n')

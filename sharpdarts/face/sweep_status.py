@@ -115,6 +115,12 @@ def _scheduler_state(record: dict, job: dict, slurm: dict[str, str]) -> tuple[st
     return "COMPLETED", None  # the debug executor ran it in the sweep's own process
 
 
+# Scheduler states of a job that holds its node (UNKNOWN: a local job whose result is not
+# known yet), and of one waiting in the queue (first submitted, or requeued).
+ACTIVE = ("RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "UNKNOWN")
+QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED")
+
+
 def _combine(run: dict | None, state: str, reason: str | None) -> tuple[str, str]:
     """One job's shown state and detail from its run (if any) and its scheduler state."""
     cancelled = state.startswith("CANCELLED")
@@ -125,14 +131,17 @@ def _combine(run: dict | None, state: str, reason: str | None) -> tuple[str, str
             return "completed", run["path"]
         if cancelled:
             return "cancelled", f"at epoch {epoch or 0}; {run['path']}"
-        if status == "running" and state in ("RUNNING", "UNKNOWN", "REQUEUED", "PENDING"):
+        if status == "running" and state in ACTIVE:
             return "running", f"epoch {epoch or 0} done; {run['path']}"
-        if status in ("interrupted", "running") and state in ("PENDING", "REQUEUED", "RUNNING"):
+        # Interrupted (signalled) and still on its node, or back in the queue: requeued.
+        if (status == "interrupted" and state in ACTIVE) or (
+            status in ("interrupted", "running") and state in QUEUED
+        ):
             return "pending", f"requeued, resumes from epoch {epoch or 0}; {run['path']}"
         return "failed", f"{run.get('reason') or reason or state}; {run['path']}"
-    if state in ("PENDING", "REQUEUED", "CONFIGURING"):
+    if state in QUEUED + ("CONFIGURING",):
         return "pending", "queued"
-    if state == "RUNNING":
+    if state in ACTIVE:
         return "running", "starting"
     if state == "COMPLETED":
         return "completed", "already completed in the store (skipped)"
