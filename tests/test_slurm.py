@@ -179,15 +179,16 @@ def test_a_job_requeued_mid_run_resumes_and_logs_each_epoch_once(tmp_path, monke
 def test_a_job_at_its_time_limit_is_signalled_requeued_and_completes(tmp_path, monkeypatch, capsys):
     """A one-minute limit, with the signal due 10 s into each session (signal_delay_s = 50):
     Slurm checks time limits every 30 s (a fixed period of slurmctld), so the signal comes
-    10 to 40 s into a session, and a run of some 45 s of training is signalled at least once.
+    10 to 40 s into a session, and a run of some 45 s (28 epochs of about 1.5 s of one core, and
+    4 s to start) is signalled at least once.
     (Due sooner, it could come before the job's Python has set its handler, and kill it.)
     submitit requeues the job on SIGUSR2 and the run resumes from its last completed epoch:
     epoch-level checkpoints; a mid-epoch checkpoint is not made here.
 
-    The slowest of these tests (about a minute and a half on 2 cores, most of it the training),
-    as the time limit is at least a minute and the signal follows slurmctld's clock."""
+    The slowest of these tests (over a minute on 2 cores, most of it the training), as a time
+    limit is at least a minute and the signal follows slurmctld's clock."""
     results = tmp_path / "results"
-    epochs = 24
+    epochs = 28
     more = ["--gin_param", f"EPOCHS = {epochs}"]
     more += ["--gin_param", "build_datasets.synthetic_size = (256, 16)"]
     more += ["--cluster_param", "cluster.signal_delay_s = 50"]
