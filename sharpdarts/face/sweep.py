@@ -13,6 +13,8 @@ epoch logged after the checkpoint, so none is lost or repeated).
 
 Every sweep is recorded in ``RESULTS/sweeps/<sweep_id>/sweep.json`` (its jobs and their
 scheduler ids); submitit's own files (pickles, logs) go to ``RESULTS/sweeps/<sweep_id>/jobs``.
+A Slurm sweep is recorded once sbatch has taken its jobs: a refused one (exit 2, the option to
+change named by :mod:`sharpdarts.face.sweep_slurm`) leaves no record and no files.
 :mod:`sharpdarts.face.sweep_status` reads both back for ``sharpdarts sweep --status``.
 """
 
@@ -393,7 +395,9 @@ def _submit_array(executor, calls, resources: dict, results, folder: Path) -> li
     quiet = _io.StringIO()  # submitit prints sbatch's stderr; the user's error says it once
     try:
         with contextlib.redirect_stderr(quiet), executor.batch():
-            return [executor.submit(call) for call in calls]
+            submitted = [executor.submit(call) for call in calls]
+        sys.stderr.write(quiet.getvalue())  # taken: any warning is the user's to see
+        return submitted
     except submitit.core.utils.FailedJobError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         for path in reversed(made):
