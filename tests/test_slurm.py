@@ -50,6 +50,16 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
+@pytest.fixture(autouse=True)
+def _cancel_at_end(tmp_path):
+    """A test that fails leaves no job behind on the cluster: its sweeps' jobs are cancelled
+    (scancel of an ended job does nothing)."""
+    yield
+    for record in tmp_path.glob("results/sweeps/*/sweep.json"):
+        ids = {job["job_id"].split("_")[0] for job in json.loads(record.read_text())["jobs"]}
+        subprocess.run(["scancel", *sorted(ids)], capture_output=True, timeout=30)
+
+
 def _submit(monkeypatch, capsys, results: Path, *more: str) -> dict:
     """``sharpdarts sweep --launcher slurm`` in this process; returns the sweep record. The jobs
     take this environment (sbatch exports it): one thread, this checkout on PYTHONPATH."""
