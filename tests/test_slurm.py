@@ -150,6 +150,33 @@ def test_a_sweep_of_two_seeds_completes_and_its_status_is_quiet(tmp_path, monkey
     assert {r["scheduler"]["executor"] for r in runs} == {"slurm"}
 
 
+@pytest.mark.parametrize(
+    "more, advice",
+    [
+        ([], "the partition has no GPUs: pass --gpus 0;"),
+        (["--gpus", "0", "--cpus", "1", "--mem", "1", "--partition", "gpu"], "one of debug"),
+        (["--gpus", "0", "--cpus", "1", "--mem", "1", "--time", "2880"], "pass --time 1440 or"),
+        (["--gpus", "0", "--cpus", "999", "--mem", "1"], "CPUs: pass --cpus"),
+    ],
+)
+def test_a_request_the_cluster_refuses_exits_2_and_queues_nothing(
+    tmp_path, monkeypatch, capsys, more, advice
+):
+    """The defaults (a GPU, 8 CPUs, 32 GB) on this GPU-less node, an unknown partition, a time
+    over the partition's day: sbatch refuses, and the user reads which option to change."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    results = tmp_path / "results"
+    argv = ["sweep", EXPERIMENT, "--launcher", "slurm", "--smoke", "--results", str(results)]
+    capsys.readouterr()
+    rc = cli.main([*argv, *more])
+    err = capsys.readouterr().err
+    assert rc == 2 and advice in " ".join(err.split()), err
+    assert err.startswith("sharpdarts: error: Slurm refused") and "Traceback" not in err
+    assert not results.exists()
+    # No job of this test's in Slurm's queue, nor among its recently ended jobs.
+    assert str(tmp_path) not in _slurm("squeue", "-h", "--states=all", "-O", "StdOut:1000")
+
+
 def test_a_cancelled_job_shows_as_cancelled(tmp_path, monkeypatch, capsys):
     results = tmp_path / "results"
     later = "cluster.slurm_additional_parameters = {'begin': 'now+1hour'}"  # stays queued
@@ -162,6 +189,7 @@ def test_a_cancelled_job_shows_as_cancelled(tmp_path, monkeypatch, capsys):
     assert status.returncode == 0 and "cancelled" in status.stdout and status.stderr == ""
 
 
+@pytest.mark.slow
 def test_a_job_requeued_mid_run_resumes_and_logs_each_epoch_once(tmp_path, monkeypatch, capsys):
     """``scontrol requeue`` ends the job (SIGTERM, which submitit ignores, then SIGKILL after
     slurm.conf's KillWait of 2 s) and queues it again under the same id: the run resumes from
