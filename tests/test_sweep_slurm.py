@@ -161,6 +161,17 @@ def test_status_asks_sacct_about_the_jobs_that_squeue_no_longer_knows(tmp_path, 
     ]
 
 
+def test_when_slurm_does_not_answer_a_running_run_is_believed(tmp_path, slurm):
+    _tool(slurm, "squeue", err="squeue: error: Unable to contact slurm controller\n", rc=1)
+    results = tmp_path / "results"
+    _record(results, ["7_0"])
+    assert sweep_slurm.scheduler_states(["7_0"]) == {"7_0": "UNKNOWN"}
+    [row] = sweep_status.job_states(results)[1]
+    assert row["state"] == "failed" and row["detail"].startswith("Slurm does not answer")
+    run = {"path": "R", "last_epoch": 2, "status": "running"}
+    assert sweep_status._combine(run, "UNKNOWN", "Slurm does not answer")[0] == "running"
+
+
 def test_a_job_that_left_the_queue_is_judged_by_its_run():
     run = {"path": "R", "last_epoch": 2}
     gone = sweep_status.GONE

@@ -35,13 +35,16 @@ _MESSAGES = (
 )
 
 
-def _ask(argv: list[str]) -> str | None:
-    """A Slurm command's output, or None where it is missing or fails (no traceback, no log)."""
+def _ask(argv: list[str], nothing: str = "") -> str | None:
+    """A Slurm command's output, or None where it is missing or fails (no traceback, no log);
+    an empty answer where it fails saying ``nothing`` (squeue: no such job)."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout if done.returncode == 0 else None
+    if done.returncode != 0:
+        return "" if nothing and nothing in done.stderr else None
+    return done.stdout
 
 
 def gpus_in(gres: str) -> int:
@@ -162,26 +165,31 @@ def refusal(message: str, resources: dict) -> UserError:
 
 def scheduler_states(job_ids: list[str]) -> dict[str, str]:
     """``{job id: Slurm state}`` (e.g. ``'4242_1': 'RUNNING'``) for the jobs that ``squeue`` or
-    ``sacct`` still know; a job neither knows is left out."""
+    ``sacct`` still know; a job neither knows is left out, and where neither answers at all
+    (the controller is down) every job not known is ``'UNKNOWN'``."""
     ids = sorted({job.split("_")[0] for job in job_ids})
     if not ids:
         return {}
     states: dict[str, str] = {}
     # -r: one line per array task; --states=all: ended jobs too, while slurmctld keeps them.
-    out = _ask(
-        ["squeue", "--noheader", "-r", "--states=all", "--format=%i|%T", "-j"] + [",".join(ids)]
+    queue = _ask(
+        ["squeue", "--noheader", "-r", "--states=all", "--format=%i|%T", "-j", ",".join(ids)],
+        nothing="Invalid job id",
     )
-    for line in (out or "").splitlines():
+    for line in (queue or "").splitlines():
         job, _, state = line.partition("|")
         states[job.strip()] = state.strip()
     missing = [job for job in job_ids if job not in states]
+    accounting = None
     if missing:
-        out = _ask(
+        accounting = _ask(
             ["sacct", "--noheader", "--parsable2", "-X", "--format=JobID,State", "-j"]
             + [",".join(sorted({job.split("_")[0] for job in missing}))]
         )
-        for line in (out or "").splitlines():
+        for line in (accounting or "").splitlines():
             job, state = (line.split("|") + [""])[:2]
             if job in missing and state:
                 states[job] = state.split()[0]  # 'CANCELLED by 0' -> 'CANCELLED'
+    if queue is None and accounting is None:
+        return {job: states.get(job, "UNKNOWN") for job in job_ids}
     return {job: states[job] for job in job_ids if job in states}

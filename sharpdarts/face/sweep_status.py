@@ -109,15 +109,18 @@ def _scheduler_state(record: dict, job: dict, slurm: dict[str, str]) -> tuple[st
         return "PENDING", None
     folder = Path(record["results"]) / "sweeps" / record["sweep_id"] / "jobs"
     if record["launcher"] == "slurm":
-        return (slurm[job["job_id"]], None) if job["job_id"] in slurm else GONE
+        state = slurm.get(job["job_id"])
+        if state == "UNKNOWN":
+            return state, "Slurm does not answer (squeue and sacct failed)"
+        return (state, None) if state else GONE
     if record["launcher"] == "local":
         return _local_state(folder, job["job_id"])
     return "COMPLETED", None  # the debug executor ran it in the sweep's own process
 
 
-# Scheduler states of a job that holds its node (UNKNOWN: a local job whose result is not
-# known yet), and of one waiting in the queue (first submitted, or requeued).
-ACTIVE = ("RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "UNKNOWN")
+# Scheduler states of a job that holds its node, and of one waiting in the queue (first
+# submitted, or requeued).
+ACTIVE = ("RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED")
 QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED")
 
 
@@ -131,7 +134,8 @@ def _combine(run: dict | None, state: str, reason: str | None) -> tuple[str, str
             return "completed", run["path"]
         if cancelled:
             return "cancelled", f"at epoch {epoch or 0}; {run['path']}"
-        if status == "running" and state in ACTIVE:
+        # UNKNOWN: the scheduler cannot say; the run's own 'running' is believed.
+        if status == "running" and state in ACTIVE + ("UNKNOWN",):
             return "running", f"epoch {epoch or 0} done; {run['path']}"
         # Interrupted (signalled) and still on its node, or back in the queue: requeued.
         if (status == "interrupted" and state in ACTIVE) or (
