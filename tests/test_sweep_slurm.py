@@ -41,7 +41,7 @@ def _tool(bin_dir: Path, name: str, out: str = "", err: str = "", rc: int = 0) -
 
 
 @pytest.fixture
-def slurm(tmp_path, monkeypatch):
+def fake_slurm(tmp_path, monkeypatch):
     """A folder of faked Slurm commands, first on PATH; ``srun`` and ``sinfo`` answer."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -74,9 +74,9 @@ def _sweep(tmp_path, capsys, *more) -> tuple[int, str, Path]:
     ],
 )
 def test_a_refused_sweep_exits_2_with_one_paragraph_and_leaves_nothing(
-    tmp_path, capsys, slurm, said, more, advice
+    tmp_path, capsys, fake_slurm, said, more, advice
 ):
-    _tool(slurm, "sbatch", err=said + "\n", rc=1)
+    _tool(fake_slurm, "sbatch", err=said + "\n", rc=1)
     rc, err, results = _sweep(tmp_path, capsys, *more)
     assert rc == 2 and advice in " ".join(err.split()), err
     assert "Traceback" not in err and "submitit" not in err
@@ -86,17 +86,19 @@ def test_a_refused_sweep_exits_2_with_one_paragraph_and_leaves_nothing(
     assert not results.exists()  # no sweep.json claiming jobs, no submitit files
 
 
-def test_a_refusal_keeps_a_results_folder_that_was_there(tmp_path, capsys, slurm):
-    _tool(slurm, "sbatch", err=GRES + "\n", rc=1)
+def test_a_refusal_keeps_a_results_folder_that_was_there(tmp_path, capsys, fake_slurm):
+    _tool(fake_slurm, "sbatch", err=GRES + "\n", rc=1)
     (tmp_path / "results" / "runs").mkdir(parents=True)
     rc, _, results = _sweep(tmp_path, capsys)
     assert rc == 2 and sorted(p.name for p in results.iterdir()) == ["runs"]
 
 
-def test_without_sinfo_the_refusal_names_the_option_from_sbatchs_words(tmp_path, capsys, slurm):
-    _tool(slurm, "sinfo", err="sinfo: error: Unable to contact slurm controller\n", rc=1)
+def test_without_sinfo_the_refusal_names_the_option_from_sbatchs_words(
+    tmp_path, capsys, fake_slurm
+):
+    _tool(fake_slurm, "sinfo", err="sinfo: error: Unable to contact slurm controller\n", rc=1)
     for said, option in ((GRES, "--gpus 0"), (TIME, "--time"), (CPUS, "--cpus")):
-        _tool(slurm, "sbatch", err=said + "\n", rc=1)
+        _tool(fake_slurm, "sbatch", err=said + "\n", rc=1)
         rc, err, _ = _sweep(tmp_path, capsys)
         assert rc == 2 and f"change {option}" in " ".join(err.split()), err
 
@@ -123,10 +125,10 @@ def _record(results: Path, job_ids: list[str | None]) -> None:
     (folder / "sweep.json").write_text(json.dumps({**record, "resources": {}, "jobs": jobs}))
 
 
-def test_status_without_accounting_comes_from_squeue_quietly(tmp_path, capsys, slurm):
+def test_status_without_accounting_comes_from_squeue_quietly(tmp_path, capsys, fake_slurm):
     """squeue knows the queue and the jobs that ended lately; sacct fails (no accounting) and
     is not shown; a job neither knows is judged by its run folder."""
-    _tool(slurm, "squeue", "7_0|COMPLETED\n7_1|RUNNING\n7_2|PENDING\n7_3|CANCELLED\n")
+    _tool(fake_slurm, "squeue", "7_0|COMPLETED\n7_1|RUNNING\n7_2|PENDING\n7_3|CANCELLED\n")
     results = tmp_path / "results"
     _record(results, ["7_0", "7_1", "7_2", "7_3", "7_4", None])
     capsys.readouterr()
@@ -144,9 +146,9 @@ def test_status_without_accounting_comes_from_squeue_quietly(tmp_path, capsys, s
     assert out.out == out.err == ""  # no warning of sacct's, submitit's or ours
 
 
-def test_status_asks_sacct_about_the_jobs_that_squeue_no_longer_knows(tmp_path, slurm):
-    _tool(slurm, "squeue", "7_1|RUNNING\n")
-    _tool(slurm, "sacct", "7_0|COMPLETED\n7_1|RUNNING\n7_2|CANCELLED by 0\n")
+def test_status_asks_sacct_about_the_jobs_that_squeue_no_longer_knows(tmp_path, fake_slurm):
+    _tool(fake_slurm, "squeue", "7_1|RUNNING\n")
+    _tool(fake_slurm, "sacct", "7_0|COMPLETED\n7_1|RUNNING\n7_2|CANCELLED by 0\n")
     results = tmp_path / "results"
     _record(results, ["7_0", "7_1", "7_2"])
     assert sweep_slurm.scheduler_states(["7_0", "7_1", "7_2"]) == {
@@ -161,8 +163,8 @@ def test_status_asks_sacct_about_the_jobs_that_squeue_no_longer_knows(tmp_path, 
     ]
 
 
-def test_when_slurm_does_not_answer_a_running_run_is_believed(tmp_path, slurm):
-    _tool(slurm, "squeue", err="squeue: error: Unable to contact slurm controller\n", rc=1)
+def test_when_slurm_does_not_answer_a_running_run_is_believed(tmp_path, fake_slurm):
+    _tool(fake_slurm, "squeue", err="squeue: error: Unable to contact slurm controller\n", rc=1)
     results = tmp_path / "results"
     _record(results, ["7_0"])
     assert sweep_slurm.scheduler_states(["7_0"]) == {"7_0": "UNKNOWN"}
@@ -194,9 +196,9 @@ def test_a_requeued_job_shows_as_pending_until_it_resumes():
     )
 
 
-def test_squeue_is_asked_once_for_the_whole_sweep(tmp_path, slurm):
+def test_squeue_is_asked_once_for_the_whole_sweep(tmp_path, fake_slurm):
     log = tmp_path / "asked"
-    (slurm / "squeue").write_text(f'#!/bin/sh\necho "$@" >> {log}\necho "7_0|RUNNING"\n')
+    (fake_slurm / "squeue").write_text(f'#!/bin/sh\necho "$@" >> {log}\necho "7_0|RUNNING"\n')
     results = tmp_path / "results"
     _record(results, ["7_0", "7_1"])
     sweep_status.job_states(results)
