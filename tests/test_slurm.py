@@ -201,10 +201,11 @@ def test_a_job_requeued_mid_run_resumes_and_logs_each_epoch_once(tmp_path, monke
     requeued = []
 
     def requeue_after_an_epoch(rows):
-        run = rows[0]["detail"]
-        if not requeued and rows[0]["state"] == "running" and run.startswith("epoch 1"):
+        detail = rows[0]["detail"]  # 'epoch N done; RUN_FOLDER'
+        done = int(detail.split()[1]) if detail.startswith("epoch ") else 0
+        if not requeued and rows[0]["state"] == "running" and done in (1, 2):  # 3+ to go
             _slurm("scontrol", "requeue", job)
-            requeued.append(run)
+            requeued.append(detail)
 
     _wait(results, record, _all("completed"), 150, then=requeue_after_an_epoch)
     info = _info(results)
