@@ -138,7 +138,7 @@ def test_a_sweep_of_two_seeds_completes_and_its_status_is_quiet(tmp_path, monkey
     results = tmp_path / "results"
     record = _submit(monkeypatch, capsys, results, "--seeds", "1-2", "--parallel", "2", *SMALL)
     assert [job["job_id"].split("_")[1] for job in record["jobs"]] == ["0", "1"]
-    _wait(results, record, _all("completed"), 120)
+    _wait(results, record, _all("completed"), 240)
     status = _status(results)
     lines = [line for line in status.stdout.splitlines() if line.startswith("  ")]
     assert status.returncode == 0 and [line.split()[6] for line in lines] == ["completed"] * 2
@@ -207,7 +207,7 @@ def test_a_job_requeued_mid_run_resumes_and_logs_each_epoch_once(tmp_path, monke
             _slurm("scontrol", "requeue", job)
             requeued.append(detail)
 
-    _wait(results, record, _all("completed"), 150, then=requeue_after_an_epoch)
+    _wait(results, record, _all("completed"), 240, then=requeue_after_an_epoch)
     info = _info(results)
     assert requeued and info["status"] == "completed" and info["resumes"] >= 1, info
     assert _epochs({"path": str(next(results.glob("runs/*/*/*")))}) == [1, 2, 3, 4, 5]
