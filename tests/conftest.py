@@ -21,6 +21,9 @@ def pytest_collection_modifyitems(config, items):
     test dealt late (test_sweep.py sorts last) kept one worker going while the other waited.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+    for item in items:  # reports carry it to the summary below (xdist's controller too)
+        if item.get_closest_marker("slurm"):
+            item.user_properties.append(("marker", "slurm"))
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +44,20 @@ def _clean_gin():
 def _isolated_user_registry(tmp_path, monkeypatch):
     """Promotions made by a test go to a temporary registry, never experiments/genotypes.json."""
     monkeypatch.setenv("SHARPDARTS_GENOTYPES", str(tmp_path / "user_genotypes.json"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line on the tests marked slurm, so that a log shows whether they ran on a cluster."""
+    outcomes: dict[str, str] = {}
+    why = ""
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if ("marker", "slurm") in getattr(report, "user_properties", []):
+                outcomes.setdefault(report.nodeid, outcome)
+                if outcome == "skipped" and isinstance(report.longrepr, tuple):
+                    why = f" ({report.longrepr[2].removeprefix('Skipped: ')})"
+    if outcomes:
+        counts = {o: list(outcomes.values()).count(o) for o in dict.fromkeys(outcomes.values())}
+        terminalreporter.write_line(
+            "tests marked slurm: " + ", ".join(f"{n} {o}" for o, n in counts.items()) + why
+        )

@@ -87,7 +87,7 @@ def test_seeds_take_ranges_and_lists_once_each():
     ],
 )
 def test_a_bad_sweep_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no srun here
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun here (CI installs Slurm in /usr/bin)
     results = tmp_path / "results"
     rc = cli.main(["sweep", EXPERIMENT, "--smoke", "--results", str(results), *argv])
     err = capsys.readouterr().err
@@ -140,7 +140,8 @@ def test_resources_come_from_gin_cluster_gin_then_cluster_param_then_flags(tmp_p
 
 
 def _fake_slurm(folder: Path, sacct_lines: list[str]) -> Path:
-    """srun, sbatch (saves its script, answers job 4242) and sacct (prints the given states)."""
+    """srun, sbatch (saves its script, answers job 4242), squeue (knows no job: Slurm's answer
+    when the jobs have left the queue) and sacct (prints the given states)."""
     bin_dir = folder / "bin"
     bin_dir.mkdir(parents=True)
     scripts = folder / "scripts"
@@ -150,6 +151,9 @@ def _fake_slurm(folder: Path, sacct_lines: list[str]) -> Path:
         f'#!/bin/sh\ncp "$1" {scripts}/\necho Submitted batch job 4242\n'
     )
     table = "\\n".join(["JobID|State|NodeList", *sacct_lines])
+    (bin_dir / "squeue").write_text(
+        "#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n"
+    )
     (bin_dir / "sacct").write_text(f"#!/bin/sh\nprintf '{table}\\n'\n")
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)

@@ -13,6 +13,8 @@ epoch logged after the checkpoint, so none is lost or repeated).
 
 Every sweep is recorded in ``RESULTS/sweeps/<sweep_id>/sweep.json`` (its jobs and their
 scheduler ids); submitit's own files (pickles, logs) go to ``RESULTS/sweeps/<sweep_id>/jobs``.
+A Slurm sweep is recorded once sbatch has taken its jobs: a refused one (exit 2, the option to
+change named by :mod:`sharpdarts.face.sweep_slurm`) leaves no record and no files.
 :mod:`sharpdarts.face.sweep_status` reads both back for ``sharpdarts sweep --status``.
 """
 
@@ -34,6 +36,7 @@ import submitit
 
 from sharpdarts.core import io, validate
 from sharpdarts.errors import UserError, one_line
+from sharpdarts.face import sweep_slurm
 from sharpdarts.face.sweep_status import SWEEP_JSON, print_status, sweep_folder
 from sharpdarts.store.keys import new_run_id
 
@@ -361,12 +364,10 @@ def run_sweep(args, entry_point: Callable[[list[str]], int]) -> int:
         "resources": resources,
         "jobs": jobs,
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_json(folder / SWEEP_JSON, record)
     calls = [SweepJob(job["argv"], sweep_id, job["index"], entry_point) for job in jobs]
     if args.launcher == "slurm":
-        with executor.batch():  # one Slurm job array: array index = position in the sweep
-            submitted = [executor.submit(call) for call in calls]
+        # sweep.json is written once Slurm has taken the jobs: a refused sweep leaves nothing.
+        submitted = _submit_array(executor, calls, resources, args.results, folder)
         for job, handle in zip(jobs, submitted):
             job["job_id"] = handle.job_id
         io.atomic_write_json(folder / SWEEP_JSON, record)
@@ -376,9 +377,33 @@ def run_sweep(args, entry_point: Callable[[list[str]], int]) -> int:
         )
         print(f"status: sharpdarts sweep --status {sweep_id} --results {args.results}")
         return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    io.atomic_write_json(folder / SWEEP_JSON, record)
     failed = _run_throttled(executor, calls, jobs, record, folder, resources["parallel"])
     print_status(args.results, sweep_id)
     return 1 if failed else 0
+
+
+def _submit_array(executor, calls, resources: dict, results, folder: Path) -> list:
+    """Submits ``calls`` as one Slurm job array (array index = position in the sweep).
+
+    Raises:
+        UserError: sbatch refused the jobs (one paragraph naming the option to change); the
+            files submitit wrote for them, and any folder made for them, are removed.
+    """
+    made = [p for p in (Path(results), Path(results) / "sweeps", folder) if not p.exists()]
+    quiet = _io.StringIO()  # submitit prints sbatch's stderr; the user's error says it once
+    try:
+        with contextlib.redirect_stderr(quiet), executor.batch():
+            submitted = [executor.submit(call) for call in calls]
+        sys.stderr.write(quiet.getvalue())  # taken: any warning is the user's to see
+        return submitted
+    except submitit.core.utils.FailedJobError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only where it is empty: made for this sweep alone
+        raise sweep_slurm.refusal(str(exc) or quiet.getvalue(), resources) from None
 
 
 def _run_throttled(executor, calls, jobs, record, folder, parallel: int) -> int:

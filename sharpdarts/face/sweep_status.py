@@ -6,7 +6,11 @@ what the job is doing (pending in the queue, running, requeued, ended). A job is
 - ``pending``: not yet submitted, or queued by the scheduler with no run folder yet;
 - ``running``: its run is running (epoch N of the run so far);
 - ``completed``: its run completed (or was already complete in the store and was skipped);
-- ``failed``: its run failed, or the job ended without completing its run: with the reason.
+- ``failed``: its run failed, or the job ended without completing its run: with the reason;
+- ``cancelled``: the job was cancelled (``scancel``).
+
+Slurm's states come from ``squeue``, then ``sacct`` (:mod:`sharpdarts.face.sweep_slurm`): without
+accounting, a job that has left the queue is known by its run folder alone.
 
 It ends with each experiment's mean ± std over the completed seeds of the sweep.
 """
@@ -20,6 +24,7 @@ import pickle
 from pathlib import Path
 
 from sharpdarts.errors import UserError
+from sharpdarts.face import sweep_slurm
 from sharpdarts.store import reader
 
 __all__ = ["SWEEP_JSON", "job_states", "load_sweep", "print_status", "sweep_folder"]
@@ -88,41 +93,64 @@ def _local_state(folder: Path, job_id: str) -> tuple[str, str | None]:
         return "UNKNOWN", "the job's process is gone without a result"
 
 
-def _scheduler_state(record: dict, job: dict) -> tuple[str, str | None]:
-    """(scheduler state, reason) of one job."""
+# A Slurm job that neither squeue nor sacct knows: it left the queue on a cluster without
+# accounting (or long ago); its run folder says how it ended.
+GONE = (
+    "ENDED",
+    "no longer in Slurm's queue, and no accounting (sacct) to ask how it ended",
+)
+
+
+def _scheduler_state(record: dict, job: dict, slurm: dict[str, str]) -> tuple[str, str | None]:
+    """(scheduler state, reason) of one job; ``slurm``: the Slurm states of the sweep's jobs."""
     if job.get("error"):  # the local launcher saw the job end with an error
         return "FAILED", job["error"]
     if not job.get("job_id"):
         return "PENDING", None
     folder = Path(record["results"]) / "sweeps" / record["sweep_id"] / "jobs"
     if record["launcher"] == "slurm":
-        import submitit
-
-        state = submitit.SlurmJob(folder, job["job_id"]).state
-        return state, None
+        state = slurm.get(job["job_id"])
+        if state == "UNKNOWN":
+            return state, "Slurm does not answer (squeue and sacct failed)"
+        return (state, None) if state else GONE
     if record["launcher"] == "local":
         return _local_state(folder, job["job_id"])
     return "COMPLETED", None  # the debug executor ran it in the sweep's own process
 
 
+# Scheduler states of a job that holds its node, and of one waiting in the queue (first
+# submitted, or requeued).
+ACTIVE = ("RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED")
+QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED")
+
+
 def _combine(run: dict | None, state: str, reason: str | None) -> tuple[str, str]:
     """One job's shown state and detail from its run (if any) and its scheduler state."""
+    cancelled = state.startswith("CANCELLED")
     if run is not None:
         status = run.get("status")
         epoch = run.get("last_epoch")
         if status == "completed":
             return "completed", run["path"]
-        if status == "running" and state in ("RUNNING", "UNKNOWN", "REQUEUED", "PENDING"):
+        if cancelled:
+            return "cancelled", f"at epoch {epoch or 0}; {run['path']}"
+        # UNKNOWN: the scheduler cannot say; the run's own 'running' is believed.
+        if status == "running" and state in ACTIVE + ("UNKNOWN",):
             return "running", f"epoch {epoch or 0} done; {run['path']}"
-        if status in ("interrupted", "running") and state in ("PENDING", "REQUEUED", "RUNNING"):
+        # Interrupted (signalled) and still on its node, or back in the queue: requeued.
+        if (status == "interrupted" and state in ACTIVE) or (
+            status in ("interrupted", "running") and state in QUEUED
+        ):
             return "pending", f"requeued, resumes from epoch {epoch or 0}; {run['path']}"
         return "failed", f"{run.get('reason') or reason or state}; {run['path']}"
-    if state in ("PENDING", "REQUEUED", "CONFIGURING"):
+    if state in QUEUED + ("CONFIGURING",):
         return "pending", "queued"
-    if state == "RUNNING":
+    if state in ACTIVE:
         return "running", "starting"
     if state == "COMPLETED":
         return "completed", "already completed in the store (skipped)"
+    if cancelled:
+        return "cancelled", "before it started"
     return "failed", reason or state
 
 
@@ -131,10 +159,15 @@ def job_states(results: str | os.PathLike, sweep_id: str | None = None) -> tuple
     and the run's final metrics (when completed)."""
     record = load_sweep(results, sweep_id)
     runs = _runs_of(results, record["sweep_id"])
+    slurm = (
+        sweep_slurm.scheduler_states([job["job_id"] for job in record["jobs"] if job.get("job_id")])
+        if record["launcher"] == "slurm"
+        else {}
+    )
     rows = []
     for job in record["jobs"]:
         run = runs.get(job["index"])
-        state, detail = _combine(run, *_scheduler_state(record, job))
+        state, detail = _combine(run, *_scheduler_state(record, job, slurm))
         rows.append(
             {
                 "index": job["index"],
