@@ -30,6 +30,7 @@ from sharpdarts.engine.data import bundle as bundle_lib
 from sharpdarts.engine.data import loaders, transforms
 from sharpdarts.nn import models
 from sharpdarts.nn.multichannel import graph as graph_lib
+from sharpdarts.nn.multichannel import networks as _networks  # noqa: F401  (gin registrations)
 from sharpdarts.store import run as run_lib
 
 REPO = Path(__file__).resolve().parent.parent
