@@ -28,6 +28,7 @@ from sharpdarts.core import validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
+from sharpdarts.engine import collapse
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.checkpoint import init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
@@ -156,6 +157,7 @@ class SearchJob(ArchitectureSearch, Job):
             self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx
         )
         self.architect = Architect(self.model, criterion=self.criterion)
+        self.collapse = collapse.CollapseTracker(bundle.train, arch_idx, p.batch_size, seed)
         if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
             seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
@@ -202,7 +204,25 @@ class SearchJob(ArchitectureSearch, Job):
             "valid_acc": valid["acc"],
             "genotype": genotype,
             **_alphas(self.model),
+            **self.collapse.measure(self, epoch, genotype),
         }
+
+    # DARTS-ES (engine/collapse.py): stop before the epoch after the one that decided it.
+    def start_epoch(self, epoch: int) -> None:
+        self.collapse.check_stopped()
+
+    def fit(self, run=None, restart: bool = False) -> dict:
+        try:
+            return super().fit(run, restart=restart)
+        except collapse.SearchStopped:
+            return self.final(trained=True)
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "collapse": self.collapse.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.collapse.load_state_dict(state.get("collapse", {}))
 
     def final(self, trained: bool) -> dict:
         genotype = self.model.genotype(skip_primitive=self.params.skip_primitive)
@@ -213,6 +233,7 @@ class SearchJob(ArchitectureSearch, Job):
             "genotype": genotypes_lib.to_dict(genotype),
             "best_genotype": self.best["genotype"],
             "genotype_epoch": self.epochs,
+            **self.collapse.final(),
         }
         raw = getattr(self.model, "raw_weights", None)
         if raw is not None:
