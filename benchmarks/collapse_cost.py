@@ -53,6 +53,9 @@ def parse_args(argv=None):
     parser.add_argument("--order", type=int, default=1, choices=[1, 2])
     parser.add_argument("--steps", type=int, default=3, help="timed search steps, eval batches")
     parser.add_argument("--repeats", type=int, default=2, help="timed eigenvalue estimates")
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="most products (default: the binding's)"
+    )
     parser.add_argument("--warm-steps", type=int, default=0, help="search steps before them")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -97,6 +100,8 @@ def main(argv=None) -> dict:
         evaluate(model, batch, criterion, ctx)
 
     settings = collapse.collapse_metrics()
+    if args.iterations:
+        settings = collapse.collapse_metrics(iterations=args.iterations)
     tracker = collapse.CollapseTracker([], [], args.batch, args.seed, settings)
     tracker.batches = batch
     job = types.SimpleNamespace(network=model, ctx=ctx, criterion=criterion, architect=architect)

@@ -385,3 +385,30 @@ class CollapseTracker:
 
     def load_state_dict(self, state: dict) -> None:
         self.history.update(state)
+
+
+class MeasuresCollapse:
+    """A search job mixin (before ``ArchitectureSearch``): keeps the tracker ``self.collapse``
+    in the checkpoint and stops the fit when DARTS-ES has decided to, between epochs (the
+    deciding epoch is logged and checkpointed first, so a run killed there resumes to the same
+    end). The job builds the tracker and calls ``measure`` from its ``end_epoch`` and ``final``
+    from its ``final``."""
+
+    collapse: CollapseTracker
+
+    def start_epoch(self, epoch: int) -> None:
+        self.collapse.check_stopped()
+        super().start_epoch(epoch)
+
+    def fit(self, run=None, restart: bool = False) -> dict:
+        try:
+            return super().fit(run, restart=restart)
+        except SearchStopped:
+            return self.final(trained=True)
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "collapse": self.collapse.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.collapse.load_state_dict(state.get("collapse", {}))

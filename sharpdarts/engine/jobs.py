@@ -108,7 +108,7 @@ class SearchParams:
     show_progress: bool = param(UNCHECKED, True, "a tqdm bar per epoch.")
 
 
-class SearchJob(ArchitectureSearch, Job):
+class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
     """A built architecture search (see :func:`search`)."""
 
     name = "search"
@@ -206,23 +206,6 @@ class SearchJob(ArchitectureSearch, Job):
             **_alphas(self.model),
             **self.collapse.measure(self, epoch, genotype),
         }
-
-    # DARTS-ES (engine/collapse.py): stop before the epoch after the one that decided it.
-    def start_epoch(self, epoch: int) -> None:
-        self.collapse.check_stopped()
-
-    def fit(self, run=None, restart: bool = False) -> dict:
-        try:
-            return super().fit(run, restart=restart)
-        except collapse.SearchStopped:
-            return self.final(trained=True)
-
-    def extra_state(self) -> dict:
-        return {**super().extra_state(), "collapse": self.collapse.state_dict()}
-
-    def load_extra_state(self, state: dict) -> None:
-        super().load_extra_state(state)
-        self.collapse.load_state_dict(state.get("collapse", {}))
 
     def final(self, trained: bool) -> dict:
         genotype = self.model.genotype(skip_primitive=self.params.skip_primitive)
