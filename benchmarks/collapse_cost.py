@@ -1,7 +1,7 @@
 """What the collapse measurement costs a search: the eigenvalue estimate vs one search epoch.
 
 The issue's target: the Hessian's dominant eigenvalue (engine/collapse.py, at its default
-``collapse_metrics`` settings: every 2 epochs, 1 batch, at most 20 Hessian-vector products)
+``collapse_metrics`` settings: every 2 epochs, 1 batch, at most 50 Hessian-vector products)
 costs at most 5% of an epoch. One run measures, in one process and on one network:
 
 - a search step as ``engine.search`` takes it (``Architect.step`` on a validation batch, then

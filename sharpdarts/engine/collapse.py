@@ -111,7 +111,7 @@ class CollapseSettings:
 
     every: int = 2
     batches: int = 1
-    iterations: int = 20
+    iterations: int = 50
     tolerance: float = 1e-3
     with_weight_decay: bool = True
     early_stop: DartsES | None = None
@@ -127,7 +127,7 @@ class CollapseSettings:
 def collapse_metrics(
     every: int = 2,
     batches: int = 1,
-    iterations: int = 20,
+    iterations: int = 50,
     tolerance: float = 1e-3,
     with_weight_decay: bool = True,
     early_stop: DartsES | None = None,
