@@ -1,0 +1,243 @@
+"""P-DARTS: the supernet, the ops dropped between stages, the final cell, and the staged search.
+
+``pdarts_figures.json`` holds figures computed by the authors' code, chenxin061/pdarts @
+b880e8733010403307fe6a9bf7f02612fbc424ca, on CPU in float64, from this file's inputs:
+
+- ``supernet``: ``model_search.Network`` (4 channels, 3 cells of 2 nodes, stem multiplier 1)
+  with the switches ``SUPERNET_OPS``, our network's weights and alphas copied in (the keys
+  renamed: their ``cell_ops`` / ``m_ops`` are our ``_ops``), the batch of :func:`data` and
+  ``torch.manual_seed(5)`` before the forward: its logits and the gradients of both alpha
+  tensors, with the skip dropout off (``p=0.0``) and at ``p=0.4`` (the same draws).
+- ``drop``: the block of ``train_search.py``'s ``main()`` that runs after each stage, run
+  verbatim after stage 1 (8 -> 5 ops per edge) and stage 2 (5 -> 3) from the alphas of
+  ``DROP_CASES``: the ops each edge keeps.
+- ``derivation``: the same block after the last stage from ``FINAL_CASES`` (3 ops per edge):
+  the genotype before the skip connections are restricted, and the one they log for at most
+  two skip connections (their loop removes the weakest skip until the normal cell has that
+  many).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import gin
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.nn.derivation import pdarts_cell
+from sharpdarts.nn.pdarts import PDartsNetwork, drop_ops
+
+PRIMITIVES = genotypes_lib.DARTS_PRIMITIVES
+FIGURES_PATH = pathlib.Path(__file__).parent / "pdarts_figures.json"
+
+
+def _pick(rng: np.random.RandomState, edges: int, count: int, must=()) -> list[list[str]]:
+    """``count`` ops per edge, in primitive order, drawn by ``rng`` (``must`` on every edge)."""
+    rows = []
+    for _ in range(edges):
+        others = [p for p in PRIMITIVES if p not in must]
+        chosen = set(must) | set(rng.choice(others, count - len(must), replace=False).tolist())
+        rows.append([p for p in PRIMITIVES if p in chosen])
+    return rows
+
+
+_rng = np.random.RandomState(21)
+SUPERNET_OPS = {
+    "normal": [
+        ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_5x5"],
+        ["avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3"],
+        ["none", "avg_pool_3x3", "skip_connect", "sep_conv_5x5", "dil_conv_5x5"],
+        ["max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3"],
+        ["none", "skip_connect", "sep_conv_3x3", "dil_conv_3x3", "dil_conv_5x5"],
+    ],
+    "reduce": _pick(_rng, 5, 5, must=("skip_connect",)),
+}
+
+
+def _alphas(rng, edges, ops, ties=False, skip_boost=0.0, skip_ops=None):
+    a = rng.randn(edges, ops)
+    if ties:
+        a[0] = 0.5  # every op of edge 0 alike
+        a[1, 1] = a[1, 2] = a[1].max() + 0.25  # two best ops alike
+        a[3] = a[4]  # node 1's edges 3 and 4 alike (when their ops are)
+    if skip_boost and skip_ops is not None:
+        for e, row in enumerate(skip_ops):
+            if "skip_connect" in row:
+                a[e, row.index("skip_connect")] += skip_boost
+    return a.tolist()
+
+
+def _drop_case(seed, count, ties):
+    rng = np.random.RandomState(seed)
+    ops = {h: _pick(rng, 14, count) for h in ("normal", "reduce")}
+    if ties:
+        ops["normal"][4] = list(ops["normal"][3])
+    return {
+        "ops_normal": ops["normal"],
+        "ops_reduce": ops["reduce"],
+        "alphas_normal": _alphas(rng, 14, count, ties=ties),
+        "alphas_reduce": _alphas(rng, 14, count),
+    }
+
+
+DROP_CASES = {  # name: (their stage index sp, inputs)
+    "after_stage_1": (0, _drop_case(1, 8, ties=True)),
+    "after_stage_2": (1, _drop_case(2, 5, ties=True)),
+}
+
+
+def _final_case(seed, skip_boost, ties=False):
+    rng = np.random.RandomState(seed)
+    ops = {
+        "normal": _pick(rng, 14, 3, must=("skip_connect",) if skip_boost else ()),
+        "reduce": _pick(rng, 14, 3),
+    }
+    if ties:
+        ops["normal"][4] = list(ops["normal"][3])
+    return {
+        "ops_normal": ops["normal"],
+        "ops_reduce": ops["reduce"],
+        "alphas_normal": _alphas(rng, 14, 3, ties, skip_boost, ops["normal"]),
+        "alphas_reduce": _alphas(rng, 14, 3, skip_ops=ops["reduce"]),
+    }
+
+
+FINAL_CASES = {
+    "random": _final_case(3, 0.0),
+    "many_skips": _final_case(4, 2.0),
+    "many_skips_ties": _final_case(5, 1.5, ties=True),
+}
+
+
+def our_network(skip_dropout: float = 0.0) -> PDartsNetwork:
+    """The supernet the figures were computed from: built in float64 from seed 0."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        net = PDartsNetwork(
+            4,
+            3,
+            3,
+            steps=2,
+            multiplier=2,
+            stem_multiplier=1,
+            primitives="DARTS_PRIMITIVES",
+            op_dict="DARTS_OPS",
+            edge_ops=SUPERNET_OPS,
+            skip_dropout=skip_dropout,
+        )
+        with torch.no_grad():
+            net.alphas_normal.normal_()
+            net.alphas_reduce.normal_()
+    finally:
+        torch.set_default_dtype(default)
+    return net.train()
+
+
+def their_state(net: PDartsNetwork) -> dict:
+    """Our state dict under their names (``cells.N.cell_ops.K.m_ops.J``)."""
+    out = {}
+    for key, value in net.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "cells" and parts[2] == "_ops":
+            parts[2] = "cell_ops"
+            if len(parts) > 4 and parts[4] == "_ops":
+                parts[4] = "m_ops"
+        out[".".join(parts)] = value
+    return out
+
+
+def data():
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64), torch.tensor([0, 2])
+
+
+FIGURES = json.loads(FIGURES_PATH.read_text())
+
+
+def _close(actual, expected, rtol=1e-8, atol=1e-11):
+    expected = torch.tensor(expected, dtype=torch.float64)
+    torch.testing.assert_close(
+        actual.detach().reshape(expected.shape), expected, rtol=rtol, atol=atol
+    )
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.4])
+def test_the_supernet_matches_the_authors_code(rate):
+    expected = FIGURES["supernet"][f"dropout_{rate}"]
+    net = our_network(skip_dropout=rate)
+    assert net.alphas_normal.shape == (5, 5)
+    dropouts = sum(isinstance(m, torch.nn.Dropout) for m in net.modules())
+    assert dropouts == (6 if rate else 0)  # after the stride-1 skips only
+    x, y = data()
+    torch.manual_seed(5)  # the same dropout draws as theirs
+    logits = net(x)
+    _close(logits, expected["logits"])
+    grads = torch.autograd.grad(F.cross_entropy(logits, y), net.arch_parameters())
+    _close(grads[0], expected["grad_normal"])
+    _close(grads[1], expected["grad_reduce"])
+
+
+def test_the_skip_dropout_rate_is_set_on_every_dropout():
+    net = our_network(skip_dropout=0.4)
+    net.skip_dropout = 0.1
+    assert {m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+    net.eval()
+    x, _ = data()
+    torch.manual_seed(5)
+    first = net(x)
+    assert torch.equal(first, net(x))  # no dropout when evaluating
+
+
+@pytest.mark.parametrize("name", sorted(DROP_CASES))
+def test_the_ops_dropped_between_stages_match_the_authors_code(name):
+    sp, case = DROP_CASES[name]
+    keep = (5, 3)[sp]
+    for half in ("normal", "reduce"):
+        weights = torch.softmax(torch.tensor(case[f"alphas_{half}"], dtype=torch.float64), -1)
+        kept = drop_ops(case[f"ops_{half}"], weights.numpy(), keep)
+        assert kept == FIGURES["drop"][name][half], half
+
+
+def _full(ops, alphas):
+    """Their stage-3 softmax, spread over all primitives (0: an op the edge does not have)."""
+    weights = torch.softmax(torch.tensor(alphas, dtype=torch.float64), -1).numpy()
+    full = np.zeros((len(ops), len(PRIMITIVES)))
+    for e, row in enumerate(ops):
+        full[e, [PRIMITIVES.index(op) for op in row]] = weights[e]
+    return full
+
+
+@pytest.mark.parametrize("name", sorted(FINAL_CASES))
+def test_the_final_cell_and_its_skip_cap_match_the_authors_code(name):
+    case, expected = FINAL_CASES[name], FIGURES["derivation"][name]
+    for half in ("normal", "reduce"):
+        full = _full(case[f"ops_{half}"], case[f"alphas_{half}"])
+        for key, cap in (("uncapped", None), ("max_skips_2", 2 if half == "normal" else None)):
+            cell = pdarts_cell(full, PRIMITIVES, steps=4, max_skips=cap)
+            assert [list(p) for p in cell] == expected[key][half], (key, half)
+    capped = expected["max_skips_2"]["normal"]
+    assert sum(op == "skip_connect" for op, _ in capped) <= 2
+    if name != "random":  # the cap struck skips out
+        assert capped != expected["uncapped"]["normal"]
+
+
+def test_the_network_genotype_caps_the_normal_cells_skips_only():
+    net = our_network()
+    with torch.no_grad():  # skip connections strongest wherever an edge has one
+        for alphas, half in ((net.alphas_normal, "normal"), (net.alphas_reduce, "reduce")):
+            for e, ops in enumerate(net.edge_ops[half]):
+                if "skip_connect" in ops:
+                    alphas[e, ops.index("skip_connect")] = 9.0
+    genotype = net.genotype()
+    reduce_skips = sum(op == "skip_connect" for op, _ in genotype.reduce)
+    assert sum(op == "skip_connect" for op, _ in genotype.normal) == 2
+    assert reduce_skips == 4  # every reduction edge has one; no cap there
+    net.max_skips = None
+    assert sum(op == "skip_connect" for op, _ in net.genotype().normal) == 4
