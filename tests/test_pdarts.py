@@ -27,8 +27,22 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_engine import (  # the search job's test helpers (tests/test_engine.py)
+    SEARCH,
+    Killed,
+    assert_same_state,
+    assert_same_tensors,
+    configure,
+    epochs_of,
+    kill_at,
+    make_run,
+    read_metrics,
+    without_seconds,
+)
 
 from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.engine import checkpoint, jobs
+from sharpdarts.errors import UserError
 from sharpdarts.nn.derivation import pdarts_cell
 from sharpdarts.nn.pdarts import PDartsNetwork, drop_ops
 
@@ -241,3 +255,106 @@ def test_the_network_genotype_caps_the_normal_cells_skips_only():
     assert reduce_skips == 4  # every reduction edge has one; no cap there
     net.max_skips = None
     assert sum(op == "skip_connect" for op, _ in net.genotype().normal) == 4
+
+
+# ---- The staged search ------------------------------------------------------------------------
+# Two stages of 2 epochs (3 then 4 cells of 2 nodes, 8 ops then 4); the architecture steps in
+# each stage's second epoch.
+STAGED = [
+    *SEARCH,
+    "import sharpdarts.nn.pdarts",
+    "search.network = @PDartsNetwork",
+    "SearchNetwork.C = 4",
+    "SearchNetwork.steps = 2",
+    "SearchNetwork.multiplier = 2",
+    "SearchNetwork.primitives = 'DARTS_PRIMITIVES'",
+    "SearchNetwork.op_dict = 'DARTS_OPS'",
+    "search.stages = @progressive_stages()",
+    "progressive_stages.layers = (3, 4)",
+    "progressive_stages.keep_ops = (4,)",
+    "progressive_stages.skip_dropout = (0.2, 0.5)",
+    "search.arch_warmup_epochs = 1",
+    "search.lr_schedule = @cosine_annealing",
+    "Architect.order = 1",
+    "Architect.grad_clip = 5.0",
+]
+
+
+@pytest.fixture
+def _clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+@pytest.mark.usefixtures("_clean_gin")
+def test_a_staged_search_drops_ops_and_restarts_each_stage():
+    configure(*STAGED)
+    job = jobs.search(seed=0, build_only=True)
+    assert job.epochs == 4 and len(job.model.cells) == 3 and job.model.alphas_normal.shape[1] == 8
+    x, y = next(iter(job.train_loader))
+    rates, arch_steps = [], []
+    step = job.architect.step
+    job.architect.step = lambda *a, **k: arch_steps.append(1) or step(*a, **k)
+    for epoch in (1, 2):
+        job.start_epoch(epoch)
+        rates.append(job.model.skip_dropout)
+        before = len(arch_steps)
+        job.train_step(x, y)
+        assert len(arch_steps) - before == epoch - 1  # the warm-up epoch has none
+        job.scheduler.step()
+    stage_1 = job.model
+    weights = {
+        h: torch.softmax(a.detach().double(), -1).numpy()
+        for h, a in (("normal", stage_1.alphas_normal), ("reduce", stage_1.alphas_reduce))
+    }
+    job.end_epoch(2)  # the end of the first stage
+    assert job.stage == 1 and job.model is not stage_1 and len(job.model.cells) == 4
+    for half in ("normal", "reduce"):
+        assert job.edge_ops[half] == drop_ops(stage_1.edge_ops[half], weights[half], 4)
+        assert job.model.edge_ops[half] == job.edge_ops[half]
+    assert job.model.alphas_normal.shape == (5, 4)
+    assert job.best["epoch"] == 0  # the best epoch is chosen within the last stage
+    job.scheduler.step()  # the loop's step after the stage: the new schedule starts at epoch 1
+    assert job.optimizer.param_groups[0]["lr"] == 0.025
+    job.start_epoch(3)
+    rates.append(job.model.skip_dropout)
+    # Their train_search.py: rate * (epochs - e - 1) / epochs in the warm-up, then
+    # rate * exp(-(e - warmup) * 0.2), e counted from 0 in each stage.
+    assert rates == pytest.approx([0.2 * 1 / 2, 0.2, 0.5 * 1 / 2])
+    assert job.extra_state()["stage"] == 1
+
+
+def test_stages_need_a_staged_supernet_and_consistent_lists(_clean_gin):
+    configure(*STAGED, "search.network = @SearchNetwork")
+    with pytest.raises(UserError, match="PDartsNetwork"):
+        jobs.search(seed=0, build_only=True)
+    gin.clear_config()
+    configure(*STAGED, "progressive_stages.keep_ops = (4, 2)")
+    with pytest.raises(UserError, match="keep_ops"):
+        jobs.search(seed=0, build_only=True)
+
+
+def test_a_search_killed_across_a_stage_boundary_resumes_with_the_same_alphas(
+    tmp_path, monkeypatch, _clean_gin
+):
+    configure(*STAGED)
+    full = make_run(tmp_path / "full")
+    final_full = jobs.search(run=full, seed=0)
+    part = make_run(tmp_path / "part")
+    # Killed after the checkpoint of the first stage's last epoch (the second stage's
+    # supernet, fresh), then after the second stage's first epoch.
+    for kill in (2, 3):
+        with monkeypatch.context() as m:
+            kill_at(m, kill)
+            with pytest.raises(Killed):
+                jobs.search(run=part, seed=0)
+        assert epochs_of(part) == list(range(1, kill + 1))
+    final_part = jobs.search(run=part, seed=0)
+    assert final_part == final_full
+    assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
+    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
+    assert a["stage"] == b["stage"] == 1 and b["edge_ops"] == a["edge_ops"]
+    assert_same_tensors(b["model"], a["model"])
+    assert_same_state(b["architect"], a["architect"], "architect")
+    assert [r["lr"] for r in read_metrics(full)] == pytest.approx([0.025, 0.0125] * 2)

@@ -28,6 +28,7 @@ from sharpdarts.core import validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
+from sharpdarts.engine import stages as stages_lib
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.checkpoint import init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
@@ -62,6 +63,8 @@ def _alphas(model) -> dict:
             "grid_weights": {"normal": raw.normal, "reduce": raw.reduce},
             "paths": {name: list(p) for name, p in model.paths().items()},
         }
+    if hasattr(model, "logged_alphas"):  # P-DARTS: every stage's weights, all primitives wide
+        return model.logged_alphas()
     # A DARTS-space supernet has a normal and a reduction matrix, NAS-Bench-201's one.
     names = [n for n in ("alphas_normal", "alphas_reduce", "alphas") if hasattr(model, n)]
     # The weights genotypes are read from: softmax, or the relaxation's (FairDARTS' sigmoid).
@@ -131,6 +134,12 @@ class SearchParams:
         "each iteration steps the weights first, then the architecture (GDAS's order); "
         "False: the architecture first (DARTS).",
     )
+    stages: stages_lib.ProgressiveStages | None = param(
+        UNCHECKED,
+        None,
+        "progressive stages (P-DARTS: ``@progressive_stages()``, with ``@PDartsNetwork``): "
+        "``epochs`` and ``arch_warmup_epochs`` then count per stage; None: one stage.",
+    )
 
 
 class SearchJob(ArchitectureSearch, Job):
@@ -173,22 +182,33 @@ class SearchJob(ArchitectureSearch, Job):
         )
         self.rng_loaders = [self.train_loader, arch_loader, self.valid_loader]
         self.arch_batches = cycle(arch_loader)
+        self.seed, self.spec = seed, bundle.spec
+        self.criterion = nn.CrossEntropyLoss().to(ctx.device)
+        self.stage, self.edge_ops = 0, None  # P-DARTS' stage and each edge's ops
+        if p.stages is not None:
+            p.stages.check_network(p.network)
+        self.build_supernet(**(p.stages.network_args(0, None) if p.stages else {}))
+        self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
+        if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
+            seed_everything(rank_seed(seed, ctx.rank))
+        self.epochs = p.epochs * (p.stages.count if p.stages else 1)
+        self.show_progress = p.show_progress
+        self.best = {"valid_acc": -1.0, "epoch": 0, "genotype": None}
+        self.last_valid_acc = None
+
+    def build_supernet(self, **network_args) -> None:
+        """The supernet, the weights' optimizer, schedule and scaler, and the architect (again
+        at each stage of a staged search, with the stage's ``network_args``)."""
+        p, ctx = self.params, self.ctx
         self.model = p.network(
-            num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels
+            num_classes=self.spec.num_classes, in_channels=self.spec.channels, **network_args
         )
         self.model.to(ctx.device)
-        self.criterion = nn.CrossEntropyLoss().to(ctx.device)
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
             self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx
         )
         self.architect = Architect(self.model, criterion=self.criterion)
-        self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
-        if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
-            seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
-        self.epochs, self.show_progress = p.epochs, p.show_progress
-        self.best = {"valid_acc": -1.0, "epoch": 0, "genotype": None}
-        self.last_valid_acc = None
 
     def run_fields(self) -> dict:
         return {
@@ -197,12 +217,21 @@ class SearchJob(ArchitectureSearch, Job):
         }
 
     def start_epoch(self, epoch: int) -> None:
-        self.train_arch = epoch > self.params.arch_warmup_epochs
+        # The warm-up is counted in each stage of a staged search (epoch - 1) % epochs + 1.
+        self.train_arch = (epoch - 1) % self.params.epochs + 1 > self.params.arch_warmup_epochs
+        if self.params.stages is not None:
+            stages_lib.start_epoch(self, epoch)
         if self.params.tau_schedule is not None:  # GDAS, SNAS: a function of the epoch alone
             self.model.tau = float(self.params.tau_schedule(epoch - 1, self.epochs))
 
     def extra_state(self) -> dict:
-        return {**super().extra_state(), "tau": getattr(self.model, "tau", None)}
+        staged = {"stage": self.stage, "edge_ops": self.edge_ops} if self.params.stages else {}
+        return {**super().extra_state(), "tau": getattr(self.model, "tau", None), **staged}
+
+    def load_state(self, state: dict) -> None:
+        if self.params.stages is not None:  # the checkpoint's stage's supernet first
+            stages_lib.restore(self, state)
+        super().load_state(state)
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
@@ -240,12 +269,15 @@ class SearchJob(ArchitectureSearch, Job):
         if valid["acc"] > self.best["valid_acc"]:
             self.best.update(valid_acc=valid["acc"], epoch=epoch, genotype=genotype)
         self.last_valid_acc = valid["acc"]
-        return {
+        record = {
             "valid_loss": valid["loss"],
             "valid_acc": valid["acc"],
             "genotype": genotype,
             **_alphas(self.model),
         }
+        if self.params.stages is not None:  # after a stage's last epoch: the next stage
+            stages_lib.end_epoch(self, epoch)
+        return record
 
     def final(self, trained: bool) -> dict:
         final = {
