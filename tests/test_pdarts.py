@@ -42,6 +42,7 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
 
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.engine import checkpoint, jobs
+from sharpdarts.engine.architect import Architect
 from sharpdarts.errors import UserError
 from sharpdarts.nn.derivation import pdarts_cell
 from sharpdarts.nn.pdarts import PDartsNetwork, drop_ops
@@ -333,6 +334,10 @@ def test_stages_need_a_staged_supernet_and_consistent_lists(_clean_gin):
     configure(*STAGED, "progressive_stages.keep_ops = (4, 2)")
     with pytest.raises(UserError, match="keep_ops"):
         jobs.search(seed=0, build_only=True)
+    gin.clear_config()
+    configure(*STAGED, "progressive_stages.keep_ops = (8,)")  # DARTS's 8 ops: none dropped
+    with pytest.raises(UserError, match="8 ops per edge"):
+        jobs.search(seed=0, build_only=True)
 
 
 def test_a_search_killed_across_a_stage_boundary_resumes_with_the_same_alphas(
@@ -358,3 +363,15 @@ def test_a_search_killed_across_a_stage_boundary_resumes_with_the_same_alphas(
     assert_same_tensors(b["model"], a["model"])
     assert_same_state(b["architect"], a["architect"], "architect")
     assert [r["lr"] for r in read_metrics(full)] == pytest.approx([0.025, 0.0125] * 2)
+
+
+def test_the_architect_clips_the_alphas_gradient():  # P-DARTS clips it at 5
+    x, y = data()
+    norms = {}
+    for clip in (None, 1e-3):
+        net = our_network()
+        architect = Architect(net, lr=6e-4, weight_decay=0.0, grad_clip=clip)
+        architect.step(x, y, x, y, eta=0.1)
+        grads = torch.cat([a.grad.flatten() for a in net.arch_parameters()])
+        norms[clip] = float(torch.linalg.vector_norm(grads))
+    assert norms[None] > 1e-2 and norms[1e-3] == pytest.approx(1e-3, rel=1e-4)

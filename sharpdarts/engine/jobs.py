@@ -185,9 +185,10 @@ class SearchJob(ArchitectureSearch, Job):
         self.seed, self.spec = seed, bundle.spec
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
         self.stage, self.edge_ops = 0, None  # P-DARTS' stage and each edge's ops
-        if p.stages is not None:
-            p.stages.check_network(p.network)
-        self.build_supernet(**(p.stages.network_args(0, None) if p.stages else {}))
+        if p.stages is None:
+            self.build_supernet()
+        else:
+            stages_lib.first_stage(self)
         self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
         if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
             seed_everything(rank_seed(seed, ctx.rank))

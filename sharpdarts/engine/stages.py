@@ -11,10 +11,10 @@ at most two skip connections in the normal cell). docs/family.md gives the sourc
 The stage and each edge's ops are part of the search's checkpoint (``stage``, ``edge_ops``),
 so a search killed in any stage resumes with the same network.
 
-The search job calls :func:`start_epoch`, :func:`end_epoch` and :func:`restore`; it provides
-``build_supernet(**network_args)`` (model, optimizers, schedule, architect), ``model``,
-``params`` (``epochs``, ``arch_warmup_epochs``), ``seed``, ``best``, ``scheduler``, ``stage``
-and ``edge_ops``.
+The search job calls :func:`first_stage`, :func:`start_epoch`, :func:`end_epoch` and
+:func:`restore`; it provides ``build_supernet(**network_args)`` (model, optimizers, schedule,
+architect), ``model``, ``params`` (``stages``, ``network``, ``epochs``,
+``arch_warmup_epochs``), ``seed``, ``best``, ``scheduler``, ``stage`` and ``edge_ops``.
 """
 
 from __future__ import annotations
@@ -125,6 +125,20 @@ class _FirstEpochOfStage:
 
     def state_dict(self) -> dict:
         return self.scheduler.state_dict()
+
+
+def first_stage(job) -> None:
+    """Builds the first stage's supernet (from the search's random stream, as an unstaged
+    search), after checking that the supernet has stages and enough ops to drop."""
+    stages: ProgressiveStages = job.params.stages
+    stages.check_network(job.params.network)
+    job.build_supernet(**stages.network_args(0, None))
+    ops = len(job.model.primitives)
+    if stages.keep_ops and stages.keep_ops[0] >= ops:
+        raise UserError(
+            f"progressive_stages.keep_ops = {list(stages.keep_ops)} is refused: the supernet "
+            f"has {ops} ops per edge, so the first stage must keep fewer."
+        )
 
 
 def stage_of(job, epoch: int) -> tuple[int, int]:
