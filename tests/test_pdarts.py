@@ -7,7 +7,9 @@ b880e8733010403307fe6a9bf7f02612fbc424ca, on CPU in float64, from this file's in
   with the switches ``SUPERNET_OPS``, our network's weights and alphas copied in (the keys
   renamed: their ``cell_ops`` / ``m_ops`` are our ``_ops``), the batch of :func:`data` and
   ``torch.manual_seed(5)`` before the forward: its logits and the gradients of both alpha
-  tensors, with the skip dropout off (``p=0.0``) and at ``p=0.4`` (the same draws).
+  tensors, with the skip dropout off (``p=0.0``) and at ``p=0.4`` (the same draws), and the
+  alphas after the architecture step of their ``train()`` (its lines run verbatim: Adam lr
+  6e-4, betas (0.5, 0.999), weight decay 1e-3, the gradient's norm clipped at 5 or 0.05).
 - ``drop``: the block of ``train_search.py``'s ``main()`` that runs after each stage, run
   verbatim after stage 1 (8 -> 5 ops per edge) and stage 2 (5 -> 3) from the alphas of
   ``DROP_CASES``: the ops each edge keeps.
@@ -197,6 +199,24 @@ def test_the_supernet_matches_the_authors_code(rate):
     grads = torch.autograd.grad(F.cross_entropy(logits, y), net.arch_parameters())
     _close(grads[0], expected["grad_normal"])
     _close(grads[1], expected["grad_reduce"])
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.4])
+@pytest.mark.parametrize("clip", [5.0, 0.05])
+def test_an_architecture_step_matches_the_authors_code(rate, clip):
+    """Their train()'s step: Adam lr 6e-4, betas (0.5, 0.999), weight decay 1e-3, the alphas'
+    gradient clipped at --grad_clip (5; 0.05 clips this one)."""
+    expected = FIGURES["supernet"][f"dropout_{rate}"][f"step_clip_{clip}"]
+    net = our_network(skip_dropout=rate)
+    before = [a.detach().clone() for a in net.arch_parameters()]
+    architect = Architect(net, lr=6e-4, betas=(0.5, 0.999), weight_decay=1e-3, grad_clip=clip)
+    x, y = data()
+    torch.manual_seed(5)
+    architect.step(x, y, x, y, eta=0.025)
+    # The step itself (about 6e-4 an entry), so that the clip's effect shows.
+    for alphas, start, half in zip(net.arch_parameters(), before, ("normal", "reduce")):
+        theirs = torch.tensor(expected[f"alphas_{half}"], dtype=torch.float64) - start
+        _close(alphas - start, theirs.tolist(), rtol=1e-7, atol=1e-13)
 
 
 def test_the_skip_dropout_rate_is_set_on_every_dropout():
