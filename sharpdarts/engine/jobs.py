@@ -125,8 +125,8 @@ class SearchParams:
     arch_warmup_epochs: int = param(
         validate.Int("an integer >= 0 (epochs)", low=0),
         0,
-        "epochs at the start that train the weights only, no architecture step "
-        "(DrNAS 10, PC-DARTS 15).",
+        "epochs at the start (of each stage, with ``stages``) that train the weights only, "
+        "no architecture step (DrNAS 10, PC-DARTS 15, P-DARTS 10 a stage).",
     )
     arch_after_weights: bool = param(
         UNCHECKED,
@@ -218,7 +218,7 @@ class SearchJob(ArchitectureSearch, Job):
         }
 
     def start_epoch(self, epoch: int) -> None:
-        # The warm-up is counted in each stage of a staged search (epoch - 1) % epochs + 1.
+        # A staged search counts the warm-up in each stage: the epoch within its stage.
         self.train_arch = (epoch - 1) % self.params.epochs + 1 > self.params.arch_warmup_epochs
         if self.params.stages is not None:
             stages_lib.start_epoch(self, epoch)
