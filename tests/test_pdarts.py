@@ -329,12 +329,16 @@ def test_a_staged_search_drops_ops_and_restarts_each_stage():
         h: torch.softmax(a.detach().double(), -1).numpy()
         for h, a in (("normal", stage_1.alphas_normal), ("reduce", stage_1.alphas_reduce))
     }
-    job.end_epoch(2)  # the end of the first stage
+    record = job.end_epoch(2)  # the end of the first stage
+    assert all(len(row) == 8 and min(row) > 0 for row in record["alphas_normal"])
     assert job.stage == 1 and job.model is not stage_1 and len(job.model.cells) == 4
     for half in ("normal", "reduce"):
         assert job.edge_ops[half] == drop_ops(stage_1.edge_ops[half], weights[half], 4)
         assert job.model.edge_ops[half] == job.edge_ops[half]
     assert job.model.alphas_normal.shape == (5, 4)
+    # Logged all eight ops wide, so that the stages' heatmaps line up: 0 for a dropped op.
+    rows = job.model.logged_alphas()["alphas_normal"]
+    assert [sum(w > 0 for w in row) for row in rows] == [4] * 5 and len(rows[0]) == 8
     assert job.best["epoch"] == 0  # the best epoch is chosen within the last stage
     job.scheduler.step()  # the loop's step after the stage: the new schedule starts at epoch 1
     assert job.optimizer.param_groups[0]["lr"] == 0.025
