@@ -64,6 +64,7 @@ def _grads(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> Tensors:
     order=validate.Choice("1 or 2", choices=(1, 2)),
     lr=validate.LEARNING_RATE,
     weight_decay=validate.NON_NEGATIVE,
+    grad_clip=validate.NON_NEGATIVE.or_none(),
 )
 class Architect:
     """Updates a search model's architecture parameters with Adam.
@@ -92,6 +93,8 @@ class Architect:
             model's weights in place (restored exactly afterwards). Same result, slower.
         extra_loss: a term ``extra_loss(model)`` of the alphas added to every validation loss
             (``engine.arch_losses``: FairDARTS' zero-one loss, DrNAS' KL, ...); None: none.
+        grad_clip: clip the norm of the alphas' gradient (all tensors together) before the
+            step (P-DARTS: 5, its ``--grad_clip``); None: no clipping (DARTS).
 
     The model's train/eval mode is left as the caller set it (the search loop keeps it in
     train mode, as the original does).
@@ -109,6 +112,7 @@ class Architect:
         update_buffers: bool = False,
         copy_network: bool = False,
         extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+        grad_clip: float | None = None,
     ):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, not {order!r}")
@@ -119,6 +123,7 @@ class Architect:
         self.update_buffers = update_buffers
         self.copy_network = copy_network
         self.extra_loss = extra_loss
+        self.grad_clip = grad_clip
         self.optimizer = torch.optim.Adam(
             model.arch_parameters(), lr, betas=tuple(betas), weight_decay=weight_decay
         )
@@ -169,6 +174,8 @@ class Architect:
         self.optimizer.zero_grad(set_to_none=True)
         for a, g in zip(arch, grads):
             a.grad = g.detach()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(arch, self.grad_clip)
         self.optimizer.step()
         return loss.detach()
 

@@ -29,6 +29,7 @@ from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
 from sharpdarts.engine import collapse
+from sharpdarts.engine import stages as stages_lib
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.checkpoint import init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
@@ -66,6 +67,8 @@ def _alphas(model) -> dict:
             "grid_weights": {"normal": raw.normal, "reduce": raw.reduce},
             "paths": {name: list(p) for name, p in model.paths().items()},
         }
+    if hasattr(model, "logged_alphas"):  # P-DARTS: every stage's weights, all primitives wide
+        return model.logged_alphas()
     # A DARTS-space supernet has a normal and a reduction matrix, NAS-Bench-201's one.
     names = [n for n in ("alphas_normal", "alphas_reduce", "alphas") if hasattr(model, n)]
     # The weights genotypes are read from: softmax, or the relaxation's (FairDARTS' sigmoid).
@@ -126,8 +129,8 @@ class SearchParams:
     arch_warmup_epochs: int = param(
         validate.Int("an integer >= 0 (epochs)", low=0),
         0,
-        "epochs at the start that train the weights only, no architecture step "
-        "(DrNAS 10, PC-DARTS 15).",
+        "epochs at the start (of each stage, with ``stages``) that train the weights only, "
+        "no architecture step (DrNAS 10, PC-DARTS 15, P-DARTS 10 a stage).",
     )
     arch_after_weights: bool = param(
         UNCHECKED,
@@ -153,6 +156,12 @@ class SearchParams:
         None,
         "the auxiliary skip's coefficient of each epoch, ``f(epoch from 0, epochs)`` "
         "(DARTS-: ``@linear_beta_schedule()``), set on the network's ``auxiliary_skip``.",
+    )
+    stages: stages_lib.ProgressiveStages | None = param(
+        UNCHECKED,
+        None,
+        "progressive stages (P-DARTS: ``@progressive_stages()``, with ``@PDartsNetwork``): "
+        "``epochs`` and ``arch_warmup_epochs`` then count per stage; None: one stage.",
     )
 
 
@@ -196,8 +205,29 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         )
         self.rng_loaders = [self.train_loader, arch_loader, self.valid_loader]
         self.arch_batches = cycle(arch_loader)
+        self.seed, self.spec = seed, bundle.spec
+        self.criterion = nn.CrossEntropyLoss().to(ctx.device)
+        self.stage, self.edge_ops = 0, None  # P-DARTS' stage and each edge's ops
+        if p.stages is None:
+            self.build_supernet()
+        else:
+            stages_lib.first_stage(self)
+        self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
+        self.collapse = collapse.CollapseTracker(bundle.train, arch_idx, p.batch_size, seed)
+        if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
+            seed_everything(rank_seed(seed, ctx.rank))
+        self.epochs = p.epochs * (p.stages.count if p.stages else 1)
+        self.show_progress = p.show_progress
+        self.checkpointing = midepoch_checkpoints()
+        self.best = {"valid_acc": -1.0, "epoch": 0, "genotype": None}
+        self.last_valid_acc = None
+
+    def build_supernet(self, **network_args) -> None:
+        """The supernet, the weights' optimizer, schedule and scaler, and the architect (again
+        at each stage of a staged search, with the stage's ``network_args``)."""
+        p, ctx = self.params, self.ctx
         self.model = p.network(
-            num_classes=bundle.spec.num_classes, in_channels=bundle.spec.channels
+            num_classes=self.spec.num_classes, in_channels=self.spec.channels, **network_args
         )
         self.model.to(ctx.device)
         if p.skip_beta_schedule is not None and getattr(self.model, "auxiliary_skip", None) is None:
@@ -207,20 +237,11 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             )
         if p.perturbation is not None:
             check_perturbed_model(self.model)
-        self.criterion = nn.CrossEntropyLoss().to(ctx.device)
         self.optimizer, self.scheduler, self.scaler = _weights_tools(
             self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx
         )
         self.architect = Architect(self.model, criterion=self.criterion)
-        self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
-        self.collapse = collapse.CollapseTracker(bundle.train, arch_idx, p.batch_size, seed)
-        if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
-            seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
-        self.epochs, self.show_progress = p.epochs, p.show_progress
-        self.checkpointing = midepoch_checkpoints()
-        self.best = {"valid_acc": -1.0, "epoch": 0, "genotype": None}
-        self.last_valid_acc = None
 
     def run_fields(self) -> dict:
         return {
@@ -229,7 +250,10 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         }
 
     def start_epoch(self, epoch: int) -> None:
-        self.train_arch = epoch > self.params.arch_warmup_epochs
+        # A staged search counts the warm-up in each stage: the epoch within its stage.
+        self.train_arch = (epoch - 1) % self.params.epochs + 1 > self.params.arch_warmup_epochs
+        if self.params.stages is not None:
+            stages_lib.start_epoch(self, epoch)
         if self.params.tau_schedule is not None:  # GDAS, SNAS: a function of the epoch alone
             self.model.tau = float(self.params.tau_schedule(epoch - 1, self.epochs))
         if self.params.skip_beta_schedule is not None:  # DARTS-
@@ -240,11 +264,18 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
 
     def extra_state(self) -> dict:
         skip = getattr(self.model, "auxiliary_skip", None)
+        staged = {"stage": self.stage, "edge_ops": self.edge_ops} if self.params.stages else {}
         return {
             **super().extra_state(),
             "tau": getattr(self.model, "tau", None),
             "skip_beta": None if skip is None else skip.beta,
+            **staged,
         }
+
+    def load_state(self, state: dict) -> None:
+        if self.params.stages is not None:  # the checkpoint's stage's supernet first
+            stages_lib.restore(self, state)
+        super().load_state(state)
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
@@ -288,7 +319,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         if valid["acc"] > self.best["valid_acc"]:
             self.best.update(valid_acc=valid["acc"], epoch=epoch, genotype=genotype)
         self.last_valid_acc = valid["acc"]
-        return {
+        record = {
             "valid_loss": valid["loss"],
             "valid_acc": valid["acc"],
             "genotype": genotype,
@@ -296,6 +327,9 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             **_alphas(self.model),
             **self.collapse.measure(self, epoch, genotype),
         }
+        if self.params.stages is not None:  # after a stage's last epoch: the next stage
+            stages_lib.end_epoch(self, epoch)
+        return record
 
     def _scores(self, genotype) -> dict:
         """The scorer's figures of ``genotype`` (e.g. its benchmark accuracies), or none."""

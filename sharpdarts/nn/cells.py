@@ -191,8 +191,10 @@ def num_edges(steps: int) -> int:
 class SearchCell(nn.Module):
     """A cell of the supernet: every node sums mixed ops over all earlier states.
 
-    ``partial_channels`` is passed to every :class:`MixedOp`. With edge weights (PC-DARTS
-    edge normalization) each edge's output is scaled by its weight before the node sum.
+    ``primitives`` names every edge's ops, or is a list of one op list per edge (P-DARTS gives
+    each edge its own ops, ``nn.pdarts``). ``partial_channels`` is passed to every
+    :class:`MixedOp`. With edge weights (PC-DARTS edge normalization) each edge's output is
+    scaled by its weight before the node sum.
     """
 
     def __init__(
@@ -219,10 +221,12 @@ class SearchCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         self._ops = nn.ModuleList()
+        per_edge = bool(primitives) and not isinstance(primitives[0], str)
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self._ops.append(MixedOp(C, stride, primitives, op_dict, partial_channels))
+                ops = primitives[len(self._ops)] if per_edge else primitives
+                self._ops.append(MixedOp(C, stride, ops, op_dict, partial_channels))
 
     def forward(
         self,

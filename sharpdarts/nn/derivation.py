@@ -2,9 +2,10 @@
 
 ``DERIVATIONS`` holds the rules that give two ``(op, input)`` entries per node, the
 genotypes every network builds: ``'darts'`` (``genotypes.parse_cell``: the two input
-edges with the strongest op, each with its best op) and ``'gdas'`` (GDAS: the two strongest
-``(op, input)`` pairs over all of a node's edges, so both may read the same input);
-``SearchNetwork.derivation`` picks one.
+edges with the strongest op, each with its best op), ``'gdas'`` (GDAS: the two strongest
+``(op, input)`` pairs over all of a node's edges, so both may read the same input) and
+``'pdarts'`` (P-DARTS: DARTS's choice, listed input by input, with at most ``max_skips``
+skip connections); ``SearchNetwork.derivation`` picks one.
 
 FairDARTS' threshold rule reads a cell from its sigmoid weights: each node keeps the two
 input edges with the largest weight of any op (as DARTS), and then an edge's best op only
@@ -54,6 +55,61 @@ def top_pairs_cell(
     return cell
 
 
+@DERIVATIONS.register("pdarts")
+def pdarts_cell(
+    weights,
+    primitives: Sequence[str],
+    steps: int = 4,
+    skip_primitive: str | None = "none",
+    max_skips: int | None = None,
+    skip_op: str = "skip_connect",
+) -> list[tuple[str, int]]:
+    """P-DARTS's final cell (chenxin061/pdarts ``train_search.py``, after the last stage).
+
+    Each edge takes its strongest op but ``skip_primitive`` (equal weights: the later op);
+    each node keeps the two edges whose op is strongest (equal weights: the later input) and
+    lists them input by input. With ``max_skips``, while the cell has more skip connections,
+    the weakest skip (equal weights: the earlier edge) is struck out (its weight set to 0) and
+    ops and edges are chosen again: their ``delete_min_sk_prob``, ``keep_1_on`` and
+    ``keep_2_branches`` loop, which they apply to the normal cell only.
+
+    Args:
+        weights: (edges, ops) op weights; an op that an edge no longer has weighs 0.
+        primitives: the op names of the columns.
+        steps: intermediate nodes.
+        skip_primitive: the op never chosen ('none'), or None.
+        max_skips: the most skip connections kept (P-DARTS: 2), or None for no cap.
+        skip_op: the op counted as a skip connection.
+
+    Returns:
+        ``(op, input)`` pairs, two per node.
+    """
+    weights = np.array(weights, dtype=np.float64)  # a copy: struck-out skips are set to 0
+    names = list(primitives)
+    if skip_primitive in names:
+        weights[:, names.index(skip_primitive)] = 0.0
+    skip = names.index(skip_op) if skip_op in names else None
+    while True:
+        # The last of equal maxima, as their repeated argmin drops the first of equal minima.
+        best = [len(names) - 1 - int(np.argmax(row[::-1])) for row in weights]
+        strength = [row[k] for row, k in zip(weights, best)]
+        kept, start = [], 0
+        for i in range(steps):
+            order = sorted(range(i + 2), key=lambda j: strength[start + j])  # stable
+            kept.extend(sorted(start + j for j in order[-2:]))
+            start += i + 2
+        skips = [e for e in kept if best[e] == skip]
+        if max_skips is None or len(skips) <= max_skips:
+            break
+        weakest = min(skips, key=lambda e: weights[e, skip])  # the first of equal minima
+        weights[weakest, skip] = 0.0
+    cell, start = [], 0
+    for i in range(steps):
+        cell.extend((names[best[e]], e - start) for e in kept if start <= e < start + i + 2)
+        start += i + 2
+    return cell
+
+
 def derive(
     rule: str,
     normal,
@@ -62,16 +118,19 @@ def derive(
     steps: int,
     multiplier: int,
     skip_primitive: str | None = "none",
+    normal_options: dict | None = None,
 ) -> genotypes_lib.Genotype:
-    """A cell genotype from normal and reduction weights by the rule named ``rule``."""
-    if rule == "darts":  # the one path every existing search takes
+    """A cell genotype from normal and reduction weights by the rule named ``rule``;
+    ``normal_options`` are extra keyword arguments of the normal cell's rule only (P-DARTS
+    caps the skip connections of its normal cell alone)."""
+    if rule == "darts" and not normal_options:  # the one path every DARTS search takes
         return genotype_types.genotype_from_weights(
             normal, reduce, primitives, steps, multiplier, skip_primitive
         )
     cell_rule = DERIVATIONS[rule]
     concat = list(range(2 + steps - multiplier, steps + 2))
     return genotypes_lib.Genotype(
-        normal=cell_rule(normal, primitives, steps, skip_primitive),
+        normal=cell_rule(normal, primitives, steps, skip_primitive, **(normal_options or {})),
         normal_concat=concat,
         reduce=cell_rule(reduce, primitives, steps, skip_primitive),
         reduce_concat=list(concat),

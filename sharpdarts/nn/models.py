@@ -350,7 +350,7 @@ class SearchNetwork(nn.Module):
                 C_curr,
                 reduction,
                 reduction_prev,
-                self.primitives,
+                self._cell_primitives(reduction),
                 op_dict,
                 partial_channels,
             )
@@ -359,7 +359,7 @@ class SearchNetwork(nn.Module):
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
-        shape = (num_edges(steps), len(self.primitives))
+        shape = (num_edges(steps), self._alpha_columns())
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(shape))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(shape))
         self.edge_normalization = edge_normalization
@@ -373,6 +373,16 @@ class SearchNetwork(nn.Module):
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def _cell_primitives(self, reduction: bool) -> Sequence:
+        """The ops of a cell's edges: one list for all (a subclass may give each edge its own
+        list, as ``nn.pdarts.PDartsNetwork``)."""
+        del reduction
+        return self.primitives
+
+    def _alpha_columns(self) -> int:
+        """Columns of the alphas: ops per edge."""
+        return len(self.primitives)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture parameters, trained by the architect."""
