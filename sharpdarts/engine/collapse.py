@@ -32,6 +32,7 @@ from torch.func import functional_call
 from torch.utils.data import default_collate
 
 from sharpdarts.core import validate
+from sharpdarts.core.nb201_arch import parse_arch
 from sharpdarts.engine.context import (
     average_over_processes,
     rng_state,
@@ -254,8 +255,13 @@ def hessian_vector_product(
 
 
 # ---- The cell's state ----------------------------------------------------------------------------
-def skip_connections(genotype: dict) -> dict:
-    """Skip connections in a cell genotype's normal and reduction cells ({} for other layouts)."""
+def skip_connections(genotype: dict | str) -> dict:
+    """Skip connections in a cell genotype's normal and reduction cells ({} for other layouts).
+
+    A NAS-Bench-201 cell (its arch string) has one cell type, counted as the normal cell (the
+    space's reductions are fixed residual blocks)."""
+    if isinstance(genotype, str):
+        return {"skip_connections_normal": sum(op == SKIP for op in parse_arch(genotype))}
     if genotype.get("layout", "cell") != "cell" or "normal" not in genotype:
         return {}
     return {
@@ -265,13 +271,18 @@ def skip_connections(genotype: dict) -> dict:
 
 
 def op_entropies(model: torch.nn.Module) -> dict:
-    """Each edge's entropy (nats) of softmax(alpha), per cell and their mean over all edges."""
-    if not hasattr(model, "alphas_normal"):
+    """Each edge's entropy (nats) of softmax(alpha), per cell and their mean over all edges
+    (a NAS-Bench-201 supernet's one ``alphas`` matrix counts as the normal cell)."""
+    if hasattr(model, "alphas_normal"):
+        cells = {"normal": model.alphas_normal, "reduce": model.alphas_reduce}
+    elif hasattr(model, "alphas"):
+        cells = {"normal": model.alphas}
+    else:
         return {}
     with torch.no_grad():
         out, every = {}, []
-        for cell in ("normal", "reduce"):
-            logp = torch.log_softmax(getattr(model, f"alphas_{cell}").double(), dim=-1)
+        for cell, alphas in cells.items():
+            logp = torch.log_softmax(alphas.double(), dim=-1)
             entropy = (-(logp.exp() * logp).sum(dim=-1)).cpu().tolist()
             out[f"op_entropy_{cell}"] = entropy
             every += entropy

@@ -250,6 +250,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         }
 
     def start_epoch(self, epoch: int) -> None:
+        super().start_epoch(epoch)  # first: DARTS-ES may stop the search here (MeasuresCollapse)
         # A staged search counts the warm-up in each stage: the epoch within its stage.
         self.train_arch = (epoch - 1) % self.params.epochs + 1 > self.params.arch_warmup_epochs
         if self.params.stages is not None:
