@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sharpdarts.core import genotypes
-from sharpdarts.engine import checkpoint, collapse, jobs
+from sharpdarts.engine import checkpoint, collapse, search_job
 from sharpdarts.errors import UserError
 from sharpdarts.nn.models import SearchNetwork
 from sharpdarts.store import run as run_lib
@@ -250,10 +250,10 @@ def test_measuring_changes_nothing_else_in_the_search(tmp_path):
     """Every epoch measured vs none: the same weights, alphas, buffers and metrics."""
     gin.parse_config([*SEARCH, "search.epochs = 3", "collapse_metrics.every = 1"])
     measured = make_run(tmp_path / "measured")
-    jobs.search(run=measured, seed=0)
+    search_job.search(run=measured, seed=0)
     gin.parse_config(["collapse_metrics.every = 0"])
     plain = make_run(tmp_path / "plain")
-    jobs.search(run=plain, seed=0)
+    search_job.search(run=plain, seed=0)
     a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (measured, plain))
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
@@ -285,7 +285,7 @@ def test_darts_es_stops_a_search_keeps_its_genotype_and_resumes(tmp_path, monkey
         ]
     )
     full = make_run(tmp_path / "full")
-    final = jobs.search(run=full, seed=0)
+    final = search_job.search(run=full, seed=0)
     records = metrics(full)
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]  # 5 / 1 > 1.3 at epoch 4, from 2
     assert final["early_stop_epoch"] == 4 and final["genotype_epoch"] == 2
@@ -303,8 +303,8 @@ def test_darts_es_stops_a_search_keeps_its_genotype_and_resumes(tmp_path, monkey
     with monkeypatch.context() as m:
         m.setattr(checkpoint, "save_checkpoint", save_then_die)
         with pytest.raises(KeyboardInterrupt):
-            jobs.search(run=part, seed=0)
-    assert jobs.search(run=part, seed=0) == final
+            search_job.search(run=part, seed=0)
+    assert search_job.search(run=part, seed=0) == final
     assert [r["epoch"] for r in metrics(part)] == [1, 2, 3, 4]
 
     from sharpdarts.face import cli

@@ -25,7 +25,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from sharpdarts.core import genotype_types, genotypes, schedules
-from sharpdarts.engine import checkpoint, context, evaluation, jobs, loop
+from sharpdarts.engine import checkpoint, context, evaluation, loop, search_job, train_job
 from sharpdarts.engine.data import bundle as bundle_lib
 from sharpdarts.engine.data import loaders, transforms
 from sharpdarts.nn import models
@@ -224,7 +224,7 @@ def test_smoke_search_gives_a_valid_genotype(space, order, weighting):
             f"SearchNetwork.weighting = '{weighting}'",
             f"Architect.order = {order}",
         )
-    final = jobs.search(run=None, seed=0)
+    final = search_job.search(run=None, seed=0)
 
     assert final["genotype_epoch"] == 2 and final["best_epoch"] in (1, 2)
     genotype = genotypes.from_dict(final["genotype"])
@@ -259,7 +259,7 @@ def test_an_architecture_split_without_a_full_batch_stops_with_a_user_error():
 
     configure(*SEARCH, *SEARCH_CELL, "search.train_portion = 0.75")
     with pytest.raises(UserError, match="a loader of 2 items gives no batch of 4"):
-        jobs.search(run=None, seed=0)
+        search_job.search(run=None, seed=0)
 
 
 def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
@@ -272,7 +272,7 @@ def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
         "SearchNetwork.primitives = 'DARTS_PRIMITIVES'",
     )
     full = make_run(tmp_path / "full")
-    final_full = jobs.search(run=full, seed=0)
+    final_full = search_job.search(run=full, seed=0)
     records = read_metrics(full)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(set(r) == SEARCH_KEYS for r in records)
@@ -283,9 +283,9 @@ def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         kill_at(m, 1)
         with pytest.raises(Killed):
-            jobs.search(run=part, seed=0)
+            search_job.search(run=part, seed=0)
     assert epochs_of(part) == [1]
-    final_part = jobs.search(run=part, seed=0)
+    final_part = search_job.search(run=part, seed=0)
     assert epochs_of(part) == [1, 2, 3]
     assert final_part == final_full
     assert without_seconds(read_metrics(part)) == without_seconds(records)
@@ -357,7 +357,7 @@ def test_smoke_training_cifar10_with_auxiliary_drop_path_cutout_autoaugment(tmp_
     assert T.AutoAugment in pipeline and transforms.Cutout in pipeline
     recorder = Recorder()
     run = make_run(tmp_path / "run")
-    final = jobs.train(run=run, seed=0, network=recorder)
+    final = train_job.train(run=run, seed=0, network=recorder)
 
     assert recorder.aux_seen and recorder.train_steps == 2 * 5
     assert recorder.drop_path_probs == {0.0, 0.1}  # ramped from 0 by the 0-based epoch
@@ -400,7 +400,7 @@ def test_smoke_training_imagenet(size, auxiliary):
         "NetworkImageNet.genotype = 'SHARPSEPCONV_DARTS'",
     )
     recorder = Recorder(models.NetworkImageNet)
-    final = jobs.train(run=None, seed=0, network=recorder)
+    final = train_job.train(run=None, seed=0, network=recorder)
     assert recorder.aux_seen == auxiliary and recorder.train_steps == 4
     assert recorder.drop_path_probs == {0.0, 0.1}
     assert all(math.isfinite(v) for v in final.values())
@@ -409,7 +409,7 @@ def test_smoke_training_imagenet(size, auxiliary):
 
 def test_a_held_out_split_chooses_the_best_epoch_and_the_test_set_never_does(tmp_path):
     configure(*TRAIN_CIFAR, "train.valid_portion = 0.25")
-    built = jobs.train(seed=0, build_only=True)
+    built = train_job.train(seed=0, build_only=True)
     train_idx, valid_idx = (
         set(l.sampler.indices) for l in (built.train_loader, built.valid_loader)
     )
@@ -434,18 +434,18 @@ def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, after_check
     logs every epoch once and ends with the weights and metrics of an uninterrupted run."""
     configure(*TRAIN_CIFAR)
     full = make_run(tmp_path / "full")
-    final_full = jobs.train(run=full, seed=0)
+    final_full = train_job.train(run=full, seed=0)
 
     part = make_run(tmp_path / "part")
     with monkeypatch.context() as m:
         kill_at(m, 2, after_checkpoint)
         with pytest.raises(Killed):
-            jobs.train(run=part, seed=0)
+            train_job.train(run=part, seed=0)
     assert epochs_of(part) == [1, 2]
     assert checkpoint.load_checkpoint(part.checkpoint_path)["epoch"] == (
         2 if after_checkpoint else 1
     )
-    final_part = jobs.train(run=part, seed=0)
+    final_part = train_job.train(run=part, seed=0)
 
     assert epochs_of(part) == [1, 2, 3] and part.info["last_epoch"] == 3
     assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
@@ -462,7 +462,7 @@ def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         kill_at(m, 1)
         with pytest.raises(Killed):
-            jobs.train(run=run, seed=0)
+            train_job.train(run=run, seed=0)
     saved = checkpoint.load_checkpoint(run.checkpoint_path)
 
     recorder = Recorder()
@@ -485,7 +485,7 @@ def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
         return start
 
     monkeypatch.setattr(checkpoint, "resume", resume)
-    jobs.train(run=run, seed=0, network=recorder, optimizer=build_optimizer)
+    train_job.train(run=run, seed=0, network=recorder, optimizer=build_optimizer)
 
     assert restored["start"] == 2
     assert_same_tensors(restored["model"], saved["model"])
@@ -497,9 +497,9 @@ def test_resume_restores_the_checkpoint_exactly(tmp_path, monkeypatch):
 def test_completed_training_is_not_trained_again(tmp_path):
     configure(*TRAIN_CIFAR, "train.epochs = 2")
     run = make_run(tmp_path / "run")
-    final = jobs.train(run=run, seed=0)
+    final = train_job.train(run=run, seed=0)
     recorder = Recorder()
-    again = jobs.train(run=run, seed=0, network=recorder)
+    again = train_job.train(run=run, seed=0, network=recorder)
     assert recorder.train_steps == 0 and epochs_of(run) == [1, 2]
     assert again["test_error_top1"] == final["test_error_top1"]
 
@@ -510,7 +510,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run = make_run(tmp_path / "run")
     recorder = Recorder(poison_after=4)  # 4 steps an epoch: epoch 2's losses are NaN
     with pytest.raises(loop.NonFiniteLossError, match=r"loss became nan in epoch 2"):
-        jobs.train(run=run, seed=0, network=recorder)
+        train_job.train(run=run, seed=0, network=recorder)
     assert epochs_of(run) == [1]
     saved = checkpoint.load_checkpoint(run.checkpoint_path)
     assert saved["epoch"] == 1
@@ -522,7 +522,7 @@ def test_huge_learning_rate_stops_with_a_clear_reason(tmp_path):
     configure(*TRAIN_CIFAR, "train.learning_rate = 1e10")
     run = make_run(tmp_path / "run")
     with pytest.raises(loop.NonFiniteLossError, match=r"lower learning rate"):
-        jobs.train(run=run, seed=0)
+        train_job.train(run=run, seed=0)
     assert epochs_of(run) == [] and not run.checkpoint_path.exists()
 
 
@@ -547,7 +547,7 @@ def test_evaluate_checkpoint_in_the_original_layout(tmp_path):
     )
     run = make_run(tmp_path / "run")
     recorder = Recorder()
-    final = jobs.train(run=run, seed=0, network=recorder)
+    final = train_job.train(run=run, seed=0, network=recorder)
     model = recorder.models[0]
     ctx = context.make_context()
     bundle = bundle_lib.build_datasets()
@@ -568,7 +568,7 @@ def test_evaluate_checkpoint_in_the_original_layout(tmp_path):
 def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch, layout):
     configure(*TRAIN_CIFAR, "train.epochs = 1")
     source = make_run(tmp_path / "source")
-    jobs.train(run=source, seed=0)
+    train_job.train(run=source, seed=0)
     weights = checkpoint.load_checkpoint(source.checkpoint_path)["model"]
     if layout == "run":
         init_from = source.path
@@ -583,10 +583,10 @@ def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch,
         real(model, path)
         loaded.append({k: v.clone() for k, v in model.state_dict().items()})
 
-    monkeypatch.setattr(jobs, "init_weights_from", init_weights_from)
+    monkeypatch.setattr(train_job, "init_weights_from", init_weights_from)
     configure("train.epochs = 2", f"train.init_from = '{init_from}'")
     run = make_run(tmp_path / "run")
-    jobs.train(run=run, seed=1)
+    train_job.train(run=run, seed=1)
     assert len(loaded) == 1
     state = loaded[0]
     if layout == "original":  # the old layout has no step counters; they stay as built
@@ -700,7 +700,7 @@ def test_compiled_weight_steps_give_the_eager_results(job, tmp_path, monkeypatch
         gin.clear_config()
         configure(*bindings, f"make_context.compile_backend = {backend!r}")
         run = make_run(tmp_path / str(backend))
-        final = getattr(jobs, job)(run=run, seed=0)
+        final = (search_job.search if job == "search" else train_job.train)(run=run, seed=0)
         results.append((final, without_seconds(read_metrics(run))))
     assert compiled == ["eager"]
     torch._dynamo.reset()

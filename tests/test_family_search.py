@@ -20,7 +20,7 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
     without_seconds,
 )
 
-from sharpdarts.engine import checkpoint, jobs
+from sharpdarts.engine import checkpoint, search_job
 from sharpdarts.nn import relaxation
 
 GDAS = [
@@ -44,7 +44,7 @@ def _clean_gin():
 
 def test_the_search_sets_the_temperature_of_each_epoch():
     configure(*GDAS, "search.epochs = 3")
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     taus = []
     for epoch in (1, 2, 3):  # the loop counts epochs from 1
         job.start_epoch(epoch)
@@ -60,14 +60,14 @@ def test_the_search_sets_the_temperature_of_each_epoch():
 def test_a_killed_gdas_search_resumes_with_the_same_alphas(tmp_path, monkeypatch):
     configure(*GDAS, "search.epochs = 2")
     full = make_run(tmp_path / "full")
-    final_full = jobs.search(run=full, seed=0)
+    final_full = search_job.search(run=full, seed=0)
     part = make_run(tmp_path / "part")
     with monkeypatch.context() as m:
         kill_at(m, 1)
         with pytest.raises(Killed):
-            jobs.search(run=part, seed=0)
+            search_job.search(run=part, seed=0)
     assert epochs_of(part) == [1]
-    final_part = jobs.search(run=part, seed=0)
+    final_part = search_job.search(run=part, seed=0)
     assert final_part == final_full
     assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
     a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
@@ -94,7 +94,7 @@ def test_a_killed_gdas_search_resumes_with_the_same_alphas(tmp_path, monkeypatch
 )
 def test_family_searches_run_and_move_their_alphas(bindings):
     configure(*SEARCH, *SEARCH_CELL, "search.epochs = 1", "Architect.order = 1", *bindings)
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     before = [a.detach().clone() for a in job.model.arch_parameters()]
     final = job.fit()
     assert final["genotype"]["normal"]
@@ -106,7 +106,7 @@ def test_family_searches_run_and_move_their_alphas(bindings):
 
 def test_heatmap_weights_are_the_relaxations_readout():
     configure(*SEARCH, *SEARCH_CELL, "SearchNetwork.relaxation = 'sigmoid'")
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     rows = job.end_epoch(1)["alphas_normal"]
     expected = torch.sigmoid(job.model.alphas_normal.detach().float())
     torch.testing.assert_close(torch.tensor(rows), expected)
@@ -115,7 +115,7 @@ def test_heatmap_weights_are_the_relaxations_readout():
 @pytest.mark.parametrize("after", [False, True])
 def test_the_architecture_steps_before_or_after_the_weights(after):
     configure(*GDAS, f"search.arch_after_weights = {after}")
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     order = []
     arch_step, weight_step = job.architect.step, job.optimizer.step
     job.architect.step = lambda *a, **k: order.append("arch") or arch_step(*a, **k)
@@ -127,7 +127,7 @@ def test_the_architecture_steps_before_or_after_the_weights(after):
 
 def test_warm_up_epochs_train_the_weights_only():
     configure(*SEARCH, *SEARCH_CELL, "search.epochs = 2", "search.arch_warmup_epochs = 1")
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     steps = []
     arch_step = job.architect.step
     job.architect.step = lambda *a, **k: steps.append(1) or arch_step(*a, **k)

@@ -22,7 +22,7 @@ import torch
 from test_engine import COMMON, TRAIN_CIFAR, make_run  # tests/test_engine.py
 from test_engine import assert_same_state as same
 
-from sharpdarts.engine import checkpoint, jobs
+from sharpdarts.engine import checkpoint, search_job, train_job
 from sharpdarts.engine.context import Cycle
 from sharpdarts.engine.data import datasets, loaders
 from sharpdarts.store import run as run_lib
@@ -115,7 +115,7 @@ def train_images(item) -> bool:
 def searched(tmp_path_factory) -> dict:
     return uninterrupted(
         SEARCH,
-        lambda run: jobs.search(run=run, seed=0),
+        lambda run: search_job.search(run=run, seed=0),
         tmp_path_factory.mktemp("search") / "full",
         search_images,
     )
@@ -125,7 +125,7 @@ def searched(tmp_path_factory) -> dict:
 def trained(tmp_path_factory) -> dict:
     return uninterrupted(
         TRAIN,
-        lambda run: jobs.train(run=run, seed=0),
+        lambda run: train_job.train(run=run, seed=0),
         tmp_path_factory.mktemp("train") / "full",
         train_images,
     )
@@ -197,7 +197,7 @@ def test_a_search_signalled_mid_epoch_resumes_at_its_batch(
 ):
     gin.parse_config(SEARCH)
     part = make_run(tmp_path / "part")
-    job = jobs.search(run=None, seed=0, build_only=True)
+    job = search_job.search(run=None, seed=0, build_only=True)
     signal_at(job, 5, signal.SIGUSR2)  # in the 2nd step of epoch 2: checkpointed after it
     with pytest.raises(Preempted):
         job.fit(part)
@@ -208,7 +208,7 @@ def test_a_search_signalled_mid_epoch_resumes_at_its_batch(
     assert part.info["checkpoints"][0]["epoch"] == 1
     assert part.info["checkpoints"][0]["batch"] == 2
 
-    final = jobs.search(run=part, seed=0)
+    final = search_job.search(run=part, seed=0)
     keys = ("model", "architect", "optimizer", "rng", "arch_batches")
     assert_as_uninterrupted(part, final, reads, search_images, searched, keys)
 
@@ -218,14 +218,14 @@ def test_a_training_terminated_mid_epoch_resumes_at_its_batch(
 ):
     gin.parse_config(TRAIN)
     part = make_run(tmp_path / "part")
-    job = jobs.train(run=None, seed=0, build_only=True)
+    job = train_job.train(run=None, seed=0, build_only=True)
     signal_at(job, 3, signal.SIGTERM)  # the previous handler exits 143 after the checkpoint
     with pytest.raises(SystemExit):
         job.fit(part)
     saved = checkpoint.load_checkpoint(part.checkpoint_path)
     assert saved["epoch"] == 0 and saved["position"]["batch"] == 3
 
-    final = jobs.train(run=part, seed=0)
+    final = train_job.train(run=part, seed=0)
     keys = ("model", "optimizer", "rng")
     assert_as_uninterrupted(part, final, reads, train_images, trained, keys)
     assert len(trained["reads"]) == 2 * TRAIN_SIZE
@@ -239,7 +239,7 @@ def test_a_signal_in_the_evaluation_stops_it_and_the_resumed_run_evaluates_the_e
     checkpoint holds every batch of the epoch, and the resumed run evaluates it again."""
     gin.parse_config(TRAIN)
     part = make_run(tmp_path / "part")
-    job = jobs.train(run=None, seed=0, build_only=True)
+    job = train_job.train(run=None, seed=0, build_only=True)
     signal_in_evaluation(monkeypatch, job, 1, signal.SIGUSR2)
     with pytest.raises(Preempted):
         job.fit(part)
@@ -247,7 +247,7 @@ def test_a_signal_in_the_evaluation_stops_it_and_the_resumed_run_evaluates_the_e
     assert saved["epoch"] == 0 and saved["position"]["batch"] == TRAIN_SIZE // 4
     assert not part.metrics_path.exists() or not part.metrics_path.read_text()
 
-    final = jobs.train(run=part, seed=0)
+    final = train_job.train(run=part, seed=0)
     assert_as_uninterrupted(part, final, reads, train_images, trained, ("model", "rng"))
 
 
@@ -262,7 +262,7 @@ def test_a_run_whose_signal_handler_returns_checkpoints_and_goes_on(
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: logged.append(signum))
     try:
         part = make_run(tmp_path / "part")
-        job = jobs.train(run=None, seed=0, build_only=True)
+        job = train_job.train(run=None, seed=0, build_only=True)
         signal_at(job, 2, signal.SIGTERM)
         signal_in_evaluation(monkeypatch, job, 2, signal.SIGTERM)
         final = job.fit(part)
@@ -298,8 +298,8 @@ def test_the_interval_checkpoints_inside_epochs_and_a_kill_resumes_there(
     monkeypatch.setattr(checkpoint, "save_checkpoint", save)
     part = make_run(tmp_path / "part")
     with pytest.raises(Killed):
-        jobs.train(run=part, seed=0)
-    final = jobs.train(run=part, seed=0)
+        train_job.train(run=part, seed=0)
+    final = train_job.train(run=part, seed=0)
     # Batch 2 of each epoch, never after the last batch (the epoch's own checkpoint follows).
     assert written == [(0, 2), (1, None), (1, 2), (2, None)]
     assert_as_uninterrupted(part, final, reads, train_images, trained, ("model", "rng"))
@@ -374,7 +374,7 @@ def test_sharpdarts_run_terminated_mid_epoch_is_interrupted_and_resumes_there(
     from sharpdarts.face import cli
 
     command = ["run", "cifar10/sharpsepconv_darts", "--smoke", "--results", str(tmp_path)]
-    real, count = jobs.TrainJob.train_step, [0]
+    real, count = train_job.TrainJob.train_step, [0]
 
     def train_step(self, x, y):
         count[0] += 1
@@ -382,7 +382,7 @@ def test_sharpdarts_run_terminated_mid_epoch_is_interrupted_and_resumes_there(
             os.kill(os.getpid(), signal.SIGTERM)
         return real(self, x, y)
 
-    monkeypatch.setattr(jobs.TrainJob, "train_step", train_step)
+    monkeypatch.setattr(train_job.TrainJob, "train_step", train_step)
     previous = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(SystemExit) as ended:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from sharpdarts.core.nb201_arch import parse_arch
-from sharpdarts.engine import jobs
+from sharpdarts.engine import search_job
 from sharpdarts.errors import UserError
 from sharpdarts.nn.nb201 import NB201Network, NB201SearchNetwork, load_original_state_dict
 
@@ -388,7 +388,7 @@ def test_the_search_job_searches_the_space(method):
             f"NB201SearchNetwork.method = '{method}'",
         ]
     )
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     before = job.model.alphas.detach().clone()
     final = job.fit(None)
     assert not torch.equal(job.model.alphas, before)  # the architect stepped the alphas

@@ -29,7 +29,7 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
 )
 
 from sharpdarts.core.nb201_arch import parse_arch
-from sharpdarts.engine import checkpoint, jobs
+from sharpdarts.engine import checkpoint, search_job
 from sharpdarts.errors import UserError
 from sharpdarts.face import cli, nb201_args, runner
 from sharpdarts.nn.nb201 import NB201SearchNetwork
@@ -167,7 +167,7 @@ def test_the_scorer_needs_a_file_and_an_arch_string(tmp_path):
 
 def test_gdas_tau_follows_its_schedule_on_the_nb201_supernet(tmp_path):
     runner.configure("nb201/search_gdas", ["EPOCHS = 3"], smoke=True, results=str(tmp_path))
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     assert isinstance(job.model, NB201SearchNetwork) and job.model.method == "gdas"
     assert job.params.arch_after_weights and job.params.skip_primitive is None
     taus = []
@@ -181,14 +181,14 @@ def test_gdas_tau_follows_its_schedule_on_the_nb201_supernet(tmp_path):
 def test_a_killed_gdas_nb201_search_resumes_with_the_same_alphas(tmp_path, monkeypatch):
     runner.configure("nb201/search_gdas", [], smoke=True, results=str(tmp_path))
     full = make_run(tmp_path / "full")
-    final_full = jobs.search(run=full, seed=0)
+    final_full = search_job.search(run=full, seed=0)
     part = make_run(tmp_path / "part")
     with monkeypatch.context() as m:
         kill_at(m, 1)
         with pytest.raises(Killed):
-            jobs.search(run=part, seed=0)
+            search_job.search(run=part, seed=0)
     assert epochs_of(part) == [1]
-    assert jobs.search(run=part, seed=0) == final_full
+    assert search_job.search(run=part, seed=0) == final_full
     assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
     a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
     assert_same_tensors(b["model"], a["model"])  # the alphas among them
@@ -225,7 +225,7 @@ def test_each_search_has_its_authors_settings(name, tmp_path):
     epochs, batch, (method, order, weights_first), sgd, adam = SETTINGS[name]
     # Its own epochs and batch (smoke shrinks the network and the data, not the optimizers).
     runner.configure(name, [], smoke=True, results=str(tmp_path))
-    job = jobs.search(seed=0, build_only=True, epochs=epochs)
+    job = search_job.search(seed=0, build_only=True, epochs=epochs)
     assert gin.query_parameter("%BATCH_SIZE") == 2 * 4  # smoke's; the experiment's below
     assert (job.model.method, job.architect.order) == (method, order)
     assert job.params.arch_after_weights == weights_first and job.params.skip_primitive is None

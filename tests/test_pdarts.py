@@ -43,7 +43,7 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
 )
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.engine import checkpoint, jobs
+from sharpdarts.engine import checkpoint, search_job
 from sharpdarts.engine.architect import Architect
 from sharpdarts.errors import UserError
 from sharpdarts.nn.derivation import pdarts_cell
@@ -311,7 +311,7 @@ def _clean_gin():
 @pytest.mark.usefixtures("_clean_gin")
 def test_a_staged_search_drops_ops_and_restarts_each_stage():
     configure(*STAGED)
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     assert job.epochs == 4 and len(job.model.cells) == 3 and job.model.alphas_normal.shape[1] == 8
     x, y = next(iter(job.train_loader))
     rates, arch_steps = [], []
@@ -353,15 +353,15 @@ def test_a_staged_search_drops_ops_and_restarts_each_stage():
 def test_stages_need_a_staged_supernet_and_consistent_lists(_clean_gin):
     configure(*STAGED, "search.network = @SearchNetwork")
     with pytest.raises(UserError, match="PDartsNetwork"):
-        jobs.search(seed=0, build_only=True)
+        search_job.search(seed=0, build_only=True)
     gin.clear_config()
     configure(*STAGED, "progressive_stages.keep_ops = (4, 2)")
     with pytest.raises(UserError, match="keep_ops"):
-        jobs.search(seed=0, build_only=True)
+        search_job.search(seed=0, build_only=True)
     gin.clear_config()
     configure(*STAGED, "progressive_stages.keep_ops = (8,)")  # DARTS's 8 ops: none dropped
     with pytest.raises(UserError, match="8 ops per edge"):
-        jobs.search(seed=0, build_only=True)
+        search_job.search(seed=0, build_only=True)
 
 
 def test_a_search_killed_across_a_stage_boundary_resumes_with_the_same_alphas(
@@ -369,7 +369,7 @@ def test_a_search_killed_across_a_stage_boundary_resumes_with_the_same_alphas(
 ):
     configure(*STAGED)
     full = make_run(tmp_path / "full")
-    final_full = jobs.search(run=full, seed=0)
+    final_full = search_job.search(run=full, seed=0)
     part = make_run(tmp_path / "part")
     # Killed after the checkpoint of the first stage's last epoch (the second stage's
     # supernet, fresh), then after the second stage's first epoch.
@@ -377,9 +377,9 @@ def test_a_search_killed_across_a_stage_boundary_resumes_with_the_same_alphas(
         with monkeypatch.context() as m:
             kill_at(m, kill)
             with pytest.raises(Killed):
-                jobs.search(run=part, seed=0)
+                search_job.search(run=part, seed=0)
         assert epochs_of(part) == list(range(1, kill + 1))
-    final_part = jobs.search(run=part, seed=0)
+    final_part = search_job.search(run=part, seed=0)
     assert final_part == final_full
     assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
     a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))

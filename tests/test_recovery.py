@@ -13,7 +13,7 @@ import torch
 
 from sharpdarts.core import io as io_lib
 from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.engine import jobs
+from sharpdarts.engine import search_job
 from sharpdarts.face import cli
 
 EXPERIMENT = ["run", "demo/search", "--smoke", "--seed", "1", "--gin_param", "EPOCHS=3"]
@@ -220,7 +220,7 @@ def test_out_of_memory_names_batch_size_and_device(tmp_path, capsys, monkeypatch
     def oom(self, x, y):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(jobs.SearchJob, "train_step", oom)
+    monkeypatch.setattr(search_job.SearchJob, "train_step", oom)
     code, err = run(capsys, tmp_path)
     text = " ".join(err.split())
     assert code == 1 and "Traceback" not in err
@@ -235,7 +235,7 @@ def test_an_unexpected_error_fails_the_run_with_one_paragraph(tmp_path, capsys, 
     def bug(self, epoch):
         raise ZeroDivisionError("a bug in end_epoch")
 
-    monkeypatch.setattr(jobs.SearchJob, "end_epoch", bug)
+    monkeypatch.setattr(search_job.SearchJob, "end_epoch", bug)
     code, err = run(capsys, tmp_path)
     assert code == 1
     assert "Traceback" not in err and err.startswith("sharpdarts: error: The run failed")

@@ -12,7 +12,7 @@ import torch
 from test_data import write_cifar10
 
 from sharpdarts.engine import checkpoint as checkpoint_lib
-from sharpdarts.engine import evaluation, jobs
+from sharpdarts.engine import evaluation, train_job
 from sharpdarts.face import cli
 from sharpdarts.nn import models
 
@@ -60,13 +60,13 @@ def test_a_binding_that_takes_no_effect_is_refused(experiment, binding, name, tm
 
 def test_the_job_is_built_once_and_fitted_with_the_objects_built(tmp_path, capsys, monkeypatch):
     builds = []
-    real_init = jobs.TrainJob.__init__
+    real_init = train_job.TrainJob.__init__
 
     def counting_init(self, *args, **kwargs):
         builds.append(self)
         real_init(self, *args, **kwargs)
 
-    monkeypatch.setattr(jobs.TrainJob, "__init__", counting_init)
+    monkeypatch.setattr(train_job.TrainJob, "__init__", counting_init)
     code, out = run_cli(
         capsys,
         "run",

@@ -46,7 +46,7 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
 )
 from test_family_exact import DARTS_OPS8, DRNAS_OPS, _close, _data, _pairs
 
-from sharpdarts.engine import checkpoint, jobs
+from sharpdarts.engine import checkpoint, search_job
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.perturbation import AdversarialPGD, RandomSmoothing, clip_to_simplex
 from sharpdarts.errors import UserError
@@ -173,7 +173,7 @@ def test_the_search_perturbs_every_weight_step_not_the_architecture_step():
         "search.perturbation = @RandomSmoothing()",
         "search.epochs = 4",
     )
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     job.start_epoch(3)
     assert job.params.perturbation.epsilon == pytest.approx(0.03 + 0.27 * 2 / 4)
     seen = []
@@ -242,7 +242,7 @@ DARTS_MINUS = [
 
 def test_the_search_sets_beta_each_epoch_and_checkpoints_it():
     configure(*DARTS_MINUS, "search.epochs = 4")
-    job = jobs.search(seed=0, build_only=True)
+    job = search_job.search(seed=0, build_only=True)
     betas = []
     for epoch in (1, 2, 3, 4):
         job.start_epoch(epoch)
@@ -256,7 +256,7 @@ def test_the_search_sets_beta_each_epoch_and_checkpoints_it():
 def test_a_beta_schedule_without_the_skip_is_refused():
     configure(*SEARCH, *SEARCH_CELL, "search.skip_beta_schedule = @linear_beta_schedule()")
     with pytest.raises(UserError, match="auxiliary_skip = True"):
-        jobs.search(seed=0, build_only=True)
+        search_job.search(seed=0, build_only=True)
 
 
 # ---- Resume ---------------------------------------------------------------------------------
@@ -270,14 +270,14 @@ def test_a_killed_search_resumes_with_the_same_alphas(tmp_path, monkeypatch):
         "search.epochs = 2",
     )
     full = make_run(tmp_path / "full")
-    final_full = jobs.search(run=full, seed=0)
+    final_full = search_job.search(run=full, seed=0)
     part = make_run(tmp_path / "part")
     with monkeypatch.context() as m:
         kill_at(m, 1)
         with pytest.raises(Killed):
-            jobs.search(run=part, seed=0)
+            search_job.search(run=part, seed=0)
     assert epochs_of(part) == [1]
-    final_part = jobs.search(run=part, seed=0)
+    final_part = search_job.search(run=part, seed=0)
     assert final_part == final_full
     assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
     a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
@@ -303,4 +303,4 @@ def test_a_perturbation_refuses_networks_it_cannot_serve(network, match):
         "search.perturbation = @RandomSmoothing()",
     )
     with pytest.raises(UserError, match=match):
-        jobs.search(seed=0, build_only=True)
+        search_job.search(seed=0, build_only=True)

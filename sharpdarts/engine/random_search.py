@@ -47,10 +47,10 @@ from sharpdarts.core.random_genotypes import sample_genotypes
 from sharpdarts.engine.context import broadcast_object
 from sharpdarts.engine.data.bundle import build_datasets
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
-from sharpdarts.engine.jobs import TrainJob
 from sharpdarts.engine.lm_jobs import LanguageTrainJob
 from sharpdarts.engine.loop import evaluate
 from sharpdarts.engine.phases import Phase
+from sharpdarts.engine.train_job import TrainJob
 
 SAMPLE_SCOPE = "sample"  # the gin scope of the samples' trainings
 RECORD = "random_search"  # run.json: {"genotypes": [...], "samples": [...]}

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from sharpdarts.core import io
+from sharpdarts.engine import train_job
 from sharpdarts.errors import UserError
 from sharpdarts.face import experiments
 
@@ -61,7 +62,7 @@ def compute(name: str) -> dict | None:
     random search: its cell is drawn when it runs, so no figure can stand for it)."""
     import gin
 
-    from sharpdarts.engine import jobs, lm_jobs
+    from sharpdarts.engine import lm_jobs
     from sharpdarts.engine.data import bundle, specs
     from sharpdarts.face import runner
 
@@ -77,7 +78,7 @@ def compute(name: str) -> dict | None:
                 return None
             built = runner._build(configured.job, seed=0, data=data)
             figures = {"params_m": round(built.params_m, DIGITS)}
-        elif configured.job is jobs.train:
+        elif configured.job is train_job.train:
             runner._apply_smoke()  # the dataset's shape and classes, on synthetic images
             gin.bind_parameter("build_datasets.synthetic_size", (4, 4))
             built = runner._build(configured.job, seed=0, data=bundle.build_datasets())
