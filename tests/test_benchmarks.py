@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import common  # noqa: E402
 import lm_search_step  # noqa: E402
+import nb201_step  # noqa: E402
 import search_step  # noqa: E402
 import train_step  # noqa: E402
 
@@ -122,3 +123,14 @@ def test_lm_search_step_compares_both_paths_and_writes_json(tmp_path, order):
     assert all(("peak_memory_mib" in p) == (order == 1) for p in result["paths"].values())
     record = json.loads(out.read_text().splitlines()[-1])
     assert record["kind"] == "lm_search_step" and record["config"]["order"] == order
+
+
+def test_nb201_step_times_ours_without_the_authors_package(tmp_path):
+    """The NAS-Bench-201 step benchmark runs without xautodl (--no-authors): ours only."""
+    out = tmp_path / "nb201.json"
+    tiny = ["--batch", "2", "--C", "4", "--N", "1", "--image", "8", "--rounds", "2"]
+    result = nb201_step.main([*tiny, "--no-authors", "--json", str(out)])
+    assert set(result["median_step_s"]) == {"darts", "gdas"}
+    assert list(result["ratios"]) == ["gdas / darts"]
+    assert len(result["ratios"]["gdas / darts"]["cpu"]["each"]) == 2
+    assert json.loads(out.read_text())["config"]["C"] == 4
