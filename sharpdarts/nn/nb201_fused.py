@@ -1,4 +1,5 @@
-"""The DARTS mixture of a NAS-Bench-201 search cell, computed per source node instead of per edge.
+"""The DARTS mixture of a NAS-Bench-201 search cell, computed per source node instead of per
+edge, and the ReLU-conv-BN with its op weight folded into the BN (also GDAS's sampled conv).
 
 The same sums as the per-edge mixture (``NB201SearchCell._edge``, xautodl's ``forward_joint``),
 up to float rounding, in far fewer kernels:
@@ -11,6 +12,9 @@ up to float rounding, in far fewer kernels:
 - the op weight multiplies the BN's affine weight (a per-channel scale) instead of its output;
 - the zero op's term (``op(x) * w``, zeros) is left out, as in the per-edge mixture;
 - each node's sum is accumulated in place (``addcmul_``, ``add_``) into one tensor.
+
+GDAS's sampled conv uses :func:`relu_conv_bn` alone: its weight, and the other ops' weights
+(0 in value, added for their gradients), become the BN's scale and shift.
 
 The conv and BN parameters stay in the ops' own modules (the authors' state-dict keys); only
 the forward changes. A BN whose ``momentum`` is None (a cumulative average) is not fused.
@@ -62,15 +66,15 @@ def relu_conv_bn(
         bias = torch.cat([c.bias for c in convs]) if len(convs) > 1 else conv.bias
     out = F.conv2d(relu_x, weight, bias, conv.stride, conv.padding)
 
-    # The op weights scale the BN's affine (as nn.BatchNorm2d's forward does it otherwise).
+    # w * (gamma * x_hat + beta) + shift: the BN's affine becomes (w * gamma, w * beta + shift).
     width = first.num_features
     scale = torch.cat([s.expand(width) for s in scales])
     bn_bias = None if shift is None else shift.expand(width)
     if first.affine:
         scale = scale * torch.cat([bn.weight for bn in bns])
-        bn_bias = torch.cat([s * bn.bias for s, bn in zip(scales, bns)]) + (
-            0 if shift is None else bn_bias
-        )
+        beta = torch.cat([s * bn.bias for s, bn in zip(scales, bns)])
+        bn_bias = beta if bn_bias is None else beta + bn_bias
+    # nn.BatchNorm2d's own bookkeeping, for all the ops at once.
     factor = first.momentum
     if first.training and first.track_running_stats:
         for bn in bns:
