@@ -29,6 +29,8 @@ run $PY benchmarks/lm_search_step.py --order 2 --compare --steps 3 --threads $T 
 # The collapse measurement's eigenvalue against an estimated search epoch (~20 minutes).
 run $PY benchmarks/collapse_cost.py --batch 16 --C 16 --layers 8 --steps 3 --repeats 2 --threads $T \
     --json "$OUT/targets.jsonl"
+# NAS-Bench-201's supernet beside the authors' (needs `pip install xautodl`; else ours only).
+run $PY benchmarks/nb201_step.py --batch 64 --rounds 5 --threads $T --json "$OUT/nb201_step.json"
 [ "${SKIP_SWEEP:-0}" = 1 ] && exit 0
 # The sweep: fast path, first order, step time and peak memory vs batch and primitive count.
 run $PY benchmarks/table.py --threads $T

@@ -19,6 +19,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import collapse_cost  # noqa: E402
 import common  # noqa: E402
 import lm_search_step  # noqa: E402
+import nb201_step  # noqa: E402
 import search_step  # noqa: E402
 import train_step  # noqa: E402
 
@@ -140,3 +141,14 @@ def test_collapse_cost_times_the_eigenvalue_against_an_epoch(tmp_path):
         result["eigenvalue_s"] / (2 * result["epoch_s"])
     )
     assert json.loads(out.read_text())["kind"] == "collapse_cost"
+
+
+def test_nb201_step_times_ours_without_the_authors_package(tmp_path):
+    """The NAS-Bench-201 step benchmark runs without xautodl (--no-authors): ours only."""
+    out = tmp_path / "nb201.json"
+    tiny = ["--batch", "2", "--C", "4", "--N", "1", "--image", "8", "--rounds", "2"]
+    result = nb201_step.main([*tiny, "--no-authors", "--json", str(out)])
+    assert set(result["median_step_s"]) == {"darts", "gdas"}
+    assert list(result["ratios"]) == ["gdas / darts"]
+    assert len(result["ratios"]["gdas / darts"]["cpu"]["each"]) == 2
+    assert json.loads(out.read_text())["config"]["C"] == 4

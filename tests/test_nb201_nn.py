@@ -337,7 +337,7 @@ def test_bad_input_is_a_user_error():
     with pytest.raises(UserError, match="arch string"):
         NB201Network("|conv~0|")
     with pytest.raises(UserError, match="method"):
-        NB201SearchNetwork(method="snas")
+        NB201SearchNetwork(method="enas")
     with pytest.raises(UserError, match="partial_channels"):
         NB201SearchNetwork(method="darts", partial_channels=2)
 
@@ -369,7 +369,7 @@ def test_genotype_can_leave_none_out_as_darts_does():
         model.genotype(skip_primitive="zero")
 
 
-@pytest.mark.parametrize("method", ["darts", "gdas", "drnas"])
+@pytest.mark.parametrize("method", ["darts", "gdas", "drnas", "snas", "pc_darts"])
 def test_the_search_job_searches_the_space(method):
     gin.parse_config(
         [

@@ -41,6 +41,8 @@ EXPERIMENTS = [
     "nb201/search_darts_second_order",
     "nb201/search_gdas",
     "nb201/search_drnas",
+    "nb201/search_snas",
+    "nb201/search_pc_darts",
 ]
 # What `--smoke` makes of an experiment (gin/smoke.gin and the runner's synthetic CIFAR-10),
 # written out as bindings, so that a run without --smoke, which the table counts, searches

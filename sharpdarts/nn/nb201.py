@@ -28,8 +28,8 @@ from sharpdarts.core.nb201_arch import (
 )
 from sharpdarts.errors import UserError
 from sharpdarts.nn.nb201_ops import MacroNetwork, make_op
-from sharpdarts.nn.nb201_search import METHODS, NB201SearchCell
-from sharpdarts.nn.relaxation import dirichlet, gumbel_hard
+from sharpdarts.nn.nb201_search import METHODS, PARTIAL, NB201SearchCell
+from sharpdarts.nn.relaxation import dirichlet, gumbel_hard, gumbel_soft
 
 
 class InferCell(nn.Module):
@@ -114,21 +114,25 @@ class NB201SearchNetwork(MacroNetwork):
         C: the first stage's width (16).
         N: cells per stage (5).
         num_classes: classes.
-        method: 'darts', 'gdas' or 'drnas'.
+        method: 'darts', 'gdas', 'drnas', 'snas' or 'pc_darts'.
         affine: the cell ops' BN affine (False in the authors' searches).
         track_running_stats: the cell ops' BN running statistics.
         in_channels: image channels.
-        partial_channels: DrNAS's K (1: off; their progressive search starts at 4).
+        partial_channels: DrNAS's and PC-DARTS' K (1: off; DrNAS's progressive search and
+            PC-DARTS start at 4).
         conv_bias: whether the cell ops' convs have a bias; None: as the method's authors
             (xautodl: ``not affine``; DrNAS: never).
         plain_lastact: True: the last BN is affine and tracks statistics, as in DrNAS and in
             xautodl's ``TinyNetworkDarts`` and ``TinyNetworkGDAS`` (the NAS-Bench-201 paper's
             searches); False: it takes the cells' ``affine`` and ``track_running_stats``, as
             in xautodl's ``GenericNAS201Model``. None: as the method's authors.
+        channels_last: parameters and activations in the channels-last memory format (the
+            same math; faster steps on CPU, see benchmarks/README.md).
 
     ``alphas`` (6 edges x 5 ops, edges in :data:`~sharpdarts.core.nb201_arch.EDGES` order) is
-    the one architecture parameter (:meth:`arch_parameters`); :meth:`weights` returns the rest.
-    ``tau`` is GDAS's temperature (10 at the start, as xautodl sets it; None for the others).
+    the architecture parameter, with PC-DARTS' (6,) edge ``betas`` (:meth:`arch_parameters`);
+    :meth:`weights` returns the rest. ``tau`` is the temperature of GDAS (10 at the start, as
+    xautodl sets it) and SNAS (1); None for the others.
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class NB201SearchNetwork(MacroNetwork):
         partial_channels: int = 1,
         conv_bias: bool | None = None,
         plain_lastact: bool | None = None,
+        channels_last: bool = False,
     ):
         super().__init__()
         if method not in METHODS:
@@ -150,10 +155,11 @@ class NB201SearchNetwork(MacroNetwork):
                 f"NB201SearchNetwork: method={method!r} is not one of {', '.join(METHODS)}."
             )
         drnas = method == "drnas"
-        if partial_channels != 1 and not drnas:
+        if partial_channels != 1 and method not in PARTIAL:
             raise UserError(
-                f"NB201SearchNetwork: partial_channels={partial_channels} is DrNAS's; with "
-                f"method={method!r} leave it at 1 (or use method='drnas')."
+                f"NB201SearchNetwork: partial_channels={partial_channels} is DrNAS's and "
+                f"PC-DARTS'; with method={method!r} leave it at 1 (or use method='drnas' or "
+                "'pc_darts')."
             )
         if C % partial_channels:
             raise UserError(
@@ -180,22 +186,42 @@ class NB201SearchNetwork(MacroNetwork):
             lastact_track=plain or track_running_stats,
         )
         self.alphas = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))
-        self.tau = 10.0 if method == "gdas" else None
+        # PC-DARTS' edge normalisation weights, one per edge (made after alphas, as there).
+        self.betas = nn.Parameter(1e-3 * torch.randn(len(EDGES))) if method == "pc_darts" else None
+        # GDAS starts at 10 as xautodl sets it; SNAS at 1, its README's --temp.
+        self.tau = {"gdas": 10.0, "snas": 1.0}.get(method)
         # DrNAS's pruning mask (None until :meth:`prune`); saved with the state once set.
         self.register_buffer("mask", None)
         self._register_load_state_dict_pre_hook(self._make_room_for_mask)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def _make_room_for_mask(self, state_dict, prefix, *args) -> None:
         if self.mask is None and prefix + "mask" in state_dict:
             self.mask = torch.zeros_like(state_dict[prefix + "mask"])
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """``[alphas]``, trained by the architect."""
-        return [self.alphas]
+        """``[alphas]`` (PC-DARTS: ``[alphas, betas]``), trained by the architect."""
+        return [self.alphas] if self.betas is None else [self.alphas, self.betas]
 
     def weights(self) -> list[nn.Parameter]:
-        """Every parameter but the alphas, trained by the weight optimizer."""
-        return [p for p in self.parameters() if p is not self.alphas]
+        """Every parameter but the architecture's, trained by the weight optimizer."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def edge_weights(self) -> torch.Tensor | None:
+        """PC-DARTS' (6,) edge weights: per node, a softmax of its incoming edges' ``betas``
+        (PC-DARTS' ``weights2``, here with ``i`` edges into node ``i``); else None."""
+        if self.betas is None:
+            return None
+        # EDGES lists node i's i incoming edges together, from edge i * (i - 1) / 2 on.
+        return torch.cat(
+            [
+                F.softmax(self.betas[i * (i - 1) // 2 : i * (i + 1) // 2], dim=-1)
+                for i in range(1, NODES)
+            ]
+        )
 
     def op_weights(self) -> tuple[torch.Tensor, list]:
         """This forward's (6, 5) op weights and per-edge choices: the method's one random draw
@@ -206,14 +232,19 @@ class NB201SearchNetwork(MacroNetwork):
         if self.method == "drnas":
             weights = _masked(dirichlet(self.alphas).weights, self.mask)
             return weights, (weights != 0).tolist()
+        if self.method == "snas":
+            return gumbel_soft(self.alphas, self.tau).weights, [None] * len(EDGES)
         return F.softmax(self.alphas, dim=-1), [None] * len(EDGES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights, choice = self.op_weights()
+        edge_weights = self.edge_weights()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         feature = self.stem(x)
         for cell in self.cells:
             if isinstance(cell, NB201SearchCell):
-                feature = cell(feature, weights, choice)
+                feature = cell(feature, weights, choice, edge_weights)
             else:
                 feature = cell(feature)
         return self._head(feature)
