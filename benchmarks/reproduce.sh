@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces every figure of benchmarks/README.md (about 45 minutes on a 2-core CPU).
+# Reproduces every figure of benchmarks/README.md (about 65 minutes on a 2-core CPU).
 # Usage: benchmarks/reproduce.sh [OUT_DIR]   (JSON lines and logs go to OUT_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,9 @@ run $PY benchmarks/lm_search_step.py --order 2 --compare --steps 3 --threads $T 
 run $PY benchmarks/lm_search_step.py --order 1 --compare --steps 5 --threads $T --compile --no-memory \
     --json "$OUT/targets.jsonl"
 run $PY benchmarks/lm_search_step.py --order 2 --compare --steps 3 --threads $T --compile --no-memory \
+    --json "$OUT/targets.jsonl"
+# The collapse measurement's eigenvalue against an estimated search epoch (~20 minutes).
+run $PY benchmarks/collapse_cost.py --batch 16 --C 16 --layers 8 --steps 3 --repeats 2 --threads $T \
     --json "$OUT/targets.jsonl"
 [ "${SKIP_SWEEP:-0}" = 1 ] && exit 0
 # The sweep: fast path, first order, step time and peak memory vs batch and primitive count.

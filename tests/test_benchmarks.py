@@ -16,6 +16,7 @@ import torch.nn.functional as F
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import collapse_cost  # noqa: E402
 import common  # noqa: E402
 import lm_search_step  # noqa: E402
 import search_step  # noqa: E402
@@ -122,3 +123,20 @@ def test_lm_search_step_compares_both_paths_and_writes_json(tmp_path, order):
     assert all(("peak_memory_mib" in p) == (order == 1) for p in result["paths"].values())
     record = json.loads(out.read_text().splitlines()[-1])
     assert record["kind"] == "lm_search_step" and record["config"]["order"] == order
+
+
+@pytest.mark.slow
+def test_collapse_cost_times_the_eigenvalue_against_an_epoch(tmp_path):
+    out = tmp_path / "c.jsonl"
+    result = collapse_cost.main(
+        ["--batch", "2", "--C", "2", "--layers", "3", "--nodes", "1", "--steps", "1"]
+        + ["--repeats", "1", "--iterations", "2", "--threads", "1", "--json", str(out)]
+    )
+    assert result["iterations"] == 2 and 1 <= result["products"][0] <= 4
+    # An epoch at batch 2 is 12500 search steps and 12500 evaluation batches.
+    expected = 12500 * (result["search_step_s"] + result["eval_batch_s"])
+    assert result["epoch_s"] == pytest.approx(expected)
+    assert result["ratio_default_every"] == pytest.approx(
+        result["eigenvalue_s"] / (2 * result["epoch_s"])
+    )
+    assert json.loads(out.read_text())["kind"] == "collapse_cost"

@@ -49,6 +49,9 @@ SEARCH = [
     "search.epochs = 2",
     "search.batch_size = 4",
     "search.show_progress = False",
+    # One Hessian-vector product per measured epoch: the tiny searches test the recording
+    # (tests/test_collapse.py tests the eigenvalue itself).
+    "collapse_metrics.iterations = 1",
 ]
 SEARCH_CELL = [
     "search.network = @SearchNetwork",
@@ -105,6 +108,14 @@ SEARCH_KEYS = {
     "genotype",
     "alphas_normal",
     "alphas_reduce",
+    # engine/collapse.py
+    "hessian_eigenvalue",
+    "hessian_iterations",
+    "skip_connections_normal",
+    "skip_connections_reduce",
+    "op_entropy_normal",
+    "op_entropy_reduce",
+    "op_entropy_mean",
 }
 
 

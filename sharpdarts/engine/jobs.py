@@ -28,6 +28,7 @@ from sharpdarts.core import validate
 from sharpdarts.core.metrics import count_parameters, multiply_adds
 from sharpdarts.core.optimizers import resolve_optimizer
 from sharpdarts.core.schedules import resolve_schedule
+from sharpdarts.engine import collapse
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.checkpoint import init_weights_from
 from sharpdarts.engine.context import cycle, make_context, seed_everything
@@ -142,7 +143,7 @@ class SearchParams:
     )
 
 
-class SearchJob(ArchitectureSearch, Job):
+class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
     """A built architecture search (see :func:`search`)."""
 
     name = "search"
@@ -192,6 +193,7 @@ class SearchJob(ArchitectureSearch, Job):
         )
         self.architect = Architect(self.model, criterion=self.criterion)
         self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
+        self.collapse = collapse.CollapseTracker(bundle.train, arch_idx, p.batch_size, seed)
         if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
             seed_everything(rank_seed(seed, ctx.rank))
         self.step_model = ctx.compiled(self.model)
@@ -256,6 +258,8 @@ class SearchJob(ArchitectureSearch, Job):
             "genotype": genotype,
             **self._scores(genotype),
             **_alphas(self.model),
+            # A NAS-Bench-201 arch string has no normal/reduce cells to count skips in.
+            **self.collapse.measure(self, epoch, genotype if isinstance(genotype, dict) else {}),
         }
 
     def _scores(self, genotype) -> dict:
@@ -271,6 +275,7 @@ class SearchJob(ArchitectureSearch, Job):
             "genotype": _genotype(self.model, self.params.skip_primitive),
             "best_genotype": self.best["genotype"],
             "genotype_epoch": self.epochs,
+            **self.collapse.final(),
         }
         final.update(self._scores(final["genotype"]))
         raw = getattr(self.model, "raw_weights", None)

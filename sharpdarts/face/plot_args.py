@@ -52,6 +52,13 @@ def cmd_plot_curves(args) -> int:
     return 0
 
 
+def cmd_plot_collapse(args) -> int:
+    from sharpdarts.face.plots import collapse
+
+    print(collapse.plot_collapse([_run_folder(r, args.results) for r in args.runs], args.out))
+    return 0
+
+
 def cmd_plot_alphas(args) -> int:
     from sharpdarts.face.plots import alphas
 
@@ -89,7 +96,8 @@ def cmd_plot_progress(args) -> int:
 def add_plot_parser(sub, default_results: str) -> None:
     """Adds ``plot`` and its kinds of picture to the ``sharpdarts`` subcommands ``sub``."""
     p = sub.add_parser(
-        "plot", help="figures: genotype cells, lr schedules, curves, alphas, grid, search progress"
+        "plot",
+        help="figures: genotype cells, lr schedules, curves, collapse, alphas, grid, progress",
     )
     psub = p.add_subparsers(dest="plot_command", required=True)
     g = psub.add_parser("genotype", help="the cells of a genotype or a search run (graphviz)")
@@ -120,6 +128,13 @@ def add_plot_parser(sub, default_results: str) -> None:
     g.add_argument("--out", required=True)
     g.add_argument("--results", default=default_results)
     g.set_defaults(func=cmd_plot_curves)
+    g = psub.add_parser(
+        "collapse", help="searches' Hessian eigenvalue, skip connections and op entropy per epoch"
+    )
+    g.add_argument("runs", nargs="+", help="search run ids or run folders")
+    g.add_argument("--out", required=True)
+    g.add_argument("--results", default=default_results)
+    g.set_defaults(func=cmd_plot_collapse)
     g = psub.add_parser("alphas", help="a search run's architecture weights per edge and op")
     g.add_argument("run", help="a run id or run folder")
     g.add_argument("--out", required=True)

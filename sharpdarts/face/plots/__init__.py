@@ -7,6 +7,8 @@ One module per kind of picture (import each name from its module):
 - :mod:`.curves`: ``plot_lr`` (cosine power annealing against cosine annealing and
   exponential decay) and ``plot_curves`` (accuracy, loss and learning rate per epoch of runs,
   seeds of one experiment as a mean ± std band);
+- :mod:`.collapse`: ``plot_collapse`` (searches' Hessian eigenvalue, skip connections and op
+  entropy per epoch, overlaid);
 - :mod:`.alphas`: ``plot_alphas`` (a search run's architecture weights as heatmaps);
 - :mod:`.grid`: ``plot_grid`` (a multi-channel search's grid and chosen path);
 - :mod:`.progress`: ``plot_progress`` (a search's most likely cells per epoch, an animated GIF);
