@@ -209,6 +209,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         }
 
     def start_epoch(self, epoch: int) -> None:
+        super().start_epoch(epoch)  # DARTS-ES's stop (collapse.MeasuresCollapse) first
         self.train_arch = epoch > self.params.arch_warmup_epochs
         if self.params.tau_schedule is not None:  # GDAS, SNAS: a function of the epoch alone
             self.model.tau = float(self.params.tau_schedule(epoch - 1, self.epochs))
