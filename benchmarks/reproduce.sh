@@ -29,6 +29,18 @@ run $PY benchmarks/lm_search_step.py --order 2 --compare --steps 3 --threads $T 
 # The collapse measurement's eigenvalue against an estimated search epoch (~20 minutes).
 run $PY benchmarks/collapse_cost.py --batch 16 --C 16 --layers 8 --steps 3 --repeats 2 --threads $T \
     --json "$OUT/targets.jsonl"
+# The DARTS family: GDAS's step time and PC-DARTS's memory against the fast DARTS supernet,
+# and channels-last against NCHW on the fast path.
+run $PY benchmarks/search_step.py --relaxation gumbel_hard --tau 10 --baseline darts --compare \
+    --steps 5 --threads $T --json "$OUT/targets.jsonl"
+run $PY benchmarks/search_step.py --partial_channels 4 --edge_normalization --baseline darts \
+    --compare --steps 3 --threads $T --json "$OUT/targets.jsonl"
+run $PY benchmarks/search_step.py --baseline nchw --compare --steps 5 --threads $T --no-memory \
+    --json "$OUT/targets.jsonl"
+run $PY benchmarks/train_step.py --baseline nchw --compare --steps 5 --threads $T --no-memory \
+    --json "$OUT/targets.jsonl"
+run $PY benchmarks/search_step.py --partial_channels 4 --edge_normalization --baseline nchw \
+    --compare --steps 3 --threads $T --no-memory --json "$OUT/targets.jsonl"
 [ "${SKIP_SWEEP:-0}" = 1 ] && exit 0
 # The sweep: fast path, first order, step time and peak memory vs batch and primitive count.
 run $PY benchmarks/table.py --threads $T
