@@ -2,6 +2,7 @@
 #   make test                                   the test suite
 #   make demo                                   offline demo: search, promote, train it and a random cell, table
 #   make demo-lm                                offline language-model demo (Python's own docs)
+#   make demo-family                            offline: DARTS, GDAS and DrNAS searches, their table, the collapse plot
 #   make cifar10-sharpsepconv-darts SEEDS="1 2 3"   one paper row, one run per seed
 #   make cifar10-sharpsepconv-darts SEEDS=1-8 LAUNCHER=slurm   one Slurm job per seed (sweep)
 #   make tables                                 every table (markdown) and figure into results/tables
@@ -18,7 +19,7 @@ RESULTS ?= results
 SEEDS ?= 1
 RUN_ARGS ?=
 
-.PHONY: install test demo demo-lm tables list figures
+.PHONY: install test demo demo-lm demo-family tables list figures
 install: $(STAMP)
 
 $(STAMP): setup.py
@@ -68,6 +69,24 @@ demo-lm: $(STAMP)
 	SHARPDARTS_GENOTYPES=$(DEMO_REGISTRY) $(SHARPDARTS) run demo/lm_train --seed 1 --results $(RESULTS) | tail -n 1; \
 	$(SHARPDARTS) run demo/lm_train_darts_v2 --seed 1 --results $(RESULTS) | tail -n 1; \
 	$(SHARPDARTS) table demo_lm --results $(RESULTS); \
+	echo; echo "run folders: $(RESULTS)/runs/demo/"
+
+# The family demo: DARTS, GDAS and DrNAS searches on the digits (demo/family_*), side by side
+# (one thread each), then their table and the collapse plot (eigenvalue, skip connections, op
+# entropy per epoch) of the three runs. Each run's folder is the last word `run` prints.
+FAMILY_DEMO := darts gdas drnas
+demo-family: $(STAMP)
+	@set -e; mkdir -p $(RESULTS); \
+	for method in $(FAMILY_DEMO); do \
+	  ($(SHARPDARTS) run demo/family_$$method --seed 1 --results $(RESULTS) | tail -n 1 | awk '{print $$NF}' > $(RESULTS)/.demo_family_$$method) & \
+	done; wait; \
+	runs=""; for method in $(FAMILY_DEMO); do \
+	  run=$$(cat $(RESULTS)/.demo_family_$$method); rm -f $(RESULTS)/.demo_family_$$method; \
+	  test -d "$$run" || { echo "demo/family_$$method failed (see above)"; exit 1; }; \
+	  echo "demo/family_$$method run: $$run"; runs="$$runs $$run"; \
+	done; \
+	$(SHARPDARTS) table demo_family --results $(RESULTS); \
+	$(SHARPDARTS) plot collapse $$runs --out $(RESULTS)/demo_family_collapse.svg; \
 	echo; echo "run folders: $(RESULTS)/runs/demo/"
 
 tables: $(STAMP)

@@ -61,6 +61,15 @@ def add_common_arguments(parser) -> None:
         help="time reference and fast interleaved in one process; print the ratio",
     )
     parser.add_argument(
+        "--baseline",
+        default="reference",
+        choices=["reference", "nchw", "darts"],
+        help="what --compare times the fast path against: the reference path (default); "
+        "'nchw': the same fast configuration in the NCHW memory format; 'darts' "
+        "(search_step.py): the fast DARTS supernet (softmax, all channels, no edge "
+        "normalization) in the fast path's memory format",
+    )
+    parser.add_argument(
         "--no-channels-last",
         dest="channels_last",
         action="store_false",
@@ -364,7 +373,8 @@ def report(result: dict) -> None:
         )
     if "ratio_median" in result:
         ratios = " ".join(f"{r:.3f}" for r in result["ratios"])
-        line = f"ratio fast/reference: time {result['ratio_median']:.3f} (pairs: {ratios})"
+        baseline = result["config"].get("baseline", "reference")
+        line = f"ratio fast/{baseline}: time {result['ratio_median']:.3f} (pairs: {ratios})"
         ref, fast = result["paths"]["reference"], result["paths"]["fast"]
         # A tiny model's reference peak can round to 0 MiB: then there is no ratio to print.
         if ref.get("peak_memory_mib"):

@@ -31,6 +31,18 @@ run $PY benchmarks/collapse_cost.py --batch 16 --C 16 --layers 8 --steps 3 --rep
     --json "$OUT/targets.jsonl"
 # NAS-Bench-201's supernet beside the authors' (needs `pip install xautodl`; else ours only).
 run $PY benchmarks/nb201_step.py --batch 64 --rounds 5 --threads $T --json "$OUT/nb201_step.json"
+# The DARTS family: GDAS's step time and PC-DARTS's memory against the fast DARTS supernet,
+# and channels-last against NCHW on the fast path.
+run $PY benchmarks/search_step.py --relaxation gumbel_hard --tau 10 --baseline darts --compare \
+    --steps 5 --threads $T --json "$OUT/targets.jsonl"
+run $PY benchmarks/search_step.py --partial_channels 4 --edge_normalization --baseline darts \
+    --compare --steps 3 --threads $T --json "$OUT/targets.jsonl"
+run $PY benchmarks/search_step.py --baseline nchw --compare --steps 5 --threads $T --no-memory \
+    --json "$OUT/targets.jsonl"
+run $PY benchmarks/train_step.py --baseline nchw --compare --steps 5 --threads $T --no-memory \
+    --json "$OUT/targets.jsonl"
+run $PY benchmarks/search_step.py --partial_channels 4 --edge_normalization --baseline nchw \
+    --compare --steps 3 --threads $T --no-memory --json "$OUT/targets.jsonl"
 [ "${SKIP_SWEEP:-0}" = 1 ] && exit 0
 # The sweep: fast path, first order, step time and peak memory vs batch and primitive count.
 run $PY benchmarks/table.py --threads $T

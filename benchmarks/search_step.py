@@ -14,13 +14,20 @@ Paths:
              and mixed op (zero op skipped, one shared ReLU per edge, terms
              accumulated in place into the node sums) in channels-last memory format (unless
              --no-channels-last), optionally torch.compile'd, optionally with PC-DARTS partial
-             channels / edge normalization (which change the math, on purpose).
+             channels / edge normalization or another relaxation (--relaxation gumbel_hard
+             --tau 10: GDAS's hard sample, only the sampled op run), which change the math,
+             on purpose.
+  --baseline nchw   the "reference" slot holds the fast path's configuration in NCHW.
+  --baseline darts  the "reference" slot holds the fast DARTS supernet (softmax, all
+             channels, no edge normalization) in the fast path's memory format: the
+             family's ratios (GDAS's step time, PC-DARTS's memory) against DARTS.
 
 Examples:
   python benchmarks/search_step.py --batch 16 --C 16 --layers 8 --primitives DARTS_PRIMITIVES \\
       --order 1 --compare --flops
   python benchmarks/search_step.py --primitives PRIMITIVES --order 2 --compare
   python benchmarks/search_step.py --partial_channels 4 --edge_normalization --compare
+  python benchmarks/search_step.py --relaxation gumbel_hard --tau 10 --baseline darts --compare
 
 Prints ``median_step_s`` and ``peak_memory_mib`` per path and, with --compare, the median of
 the per-pair time ratios fast / reference.
@@ -66,6 +73,15 @@ def parse_args(argv=None):
         action="store_true",
         help="PC-DARTS edge normalization for the fast path (changes the math)",
     )
+    parser.add_argument(
+        "--relaxation",
+        default="softmax",
+        help="the fast path's relaxation (relaxation.RELAXATIONS: 'softmax' is DARTS, "
+        "'gumbel_hard' GDAS; changes the math)",
+    )
+    parser.add_argument(
+        "--tau", type=float, default=1.0, help="the relaxation's temperature (GDAS starts at 10)"
+    )
     common.add_common_arguments(parser)
     return parser.parse_args(argv)
 
@@ -73,7 +89,11 @@ def parse_args(argv=None):
 def build(args, device: torch.device, path: str):
     """The model, architect, optimizer and a ``step()`` closure of one path."""
     torch.manual_seed(args.seed)
-    reference = path == "reference"
+    # With --baseline nchw / darts the "reference" slot holds a fast-path model: the same
+    # configuration in NCHW, or the DARTS supernet (softmax, K=1, no edge normalization).
+    baseline = path == "reference" and args.baseline != "reference"
+    reference = path == "reference" and not baseline
+    fast_config = path == "fast" or args.baseline == "nchw"
     model = SearchNetwork(
         C=args.C,
         num_classes=10,
@@ -83,9 +103,11 @@ def build(args, device: torch.device, path: str):
         primitives=args.primitives,
         op_dict=args.op_dict,
         weighting=args.weighting,
-        partial_channels=1 if reference else args.partial_channels,
-        edge_normalization=not reference and args.edge_normalization,
-        channels_last=not reference and args.channels_last,
+        partial_channels=args.partial_channels if fast_config else 1,
+        edge_normalization=fast_config and args.edge_normalization,
+        channels_last=args.channels_last and (path == "fast" or args.baseline == "darts"),
+        relaxation=args.relaxation if fast_config else "softmax",
+        tau=args.tau if fast_config else 1.0,
     ).to(device)
     model.train()
     if reference:
@@ -123,6 +145,9 @@ CONFIG_KEYS = [
     "partial_channels",
     "edge_normalization",
     "channels_last",
+    "relaxation",
+    "tau",
+    "baseline",
     "compile",
     "steps",
 ]

@@ -10,6 +10,8 @@ Paths:
   fast       the library's default cell (``fast`` shortcuts, one ReLU per state shared by
              the ops that read it, one-pass drop path) in channels-last format (unless
              --no-channels-last), optionally torch.compile'd.
+  --baseline nchw   the "reference" slot holds the fast path in NCHW (the memory format's
+             share of the gain).
 
 Examples:
   python benchmarks/train_step.py --batch 16 --compare
@@ -43,14 +45,17 @@ def parse_args(argv=None):
 
 def build(args, device: torch.device, path: str):
     torch.manual_seed(args.seed)
-    reference = path == "reference"
+    if args.baseline == "darts":
+        raise SystemExit("train_step.py: --baseline is 'reference' or 'nchw'")
+    # --baseline nchw: the "reference" slot holds the fast path in the NCHW memory format.
+    reference = path == "reference" and args.baseline == "reference"
     model = NetworkCIFAR(
         C=args.C,
         num_classes=10,
         layers=args.layers,
         auxiliary=args.auxiliary,
         genotype=args.genotype,
-        channels_last=not reference and args.channels_last,
+        channels_last=path == "fast" and args.channels_last,
     ).to(device)
     model.train()
     model.drop_path_prob = args.drop_path_prob
@@ -87,6 +92,7 @@ CONFIG_KEYS = [
     "auxiliary",
     "drop_path_prob",
     "channels_last",
+    "baseline",
     "compile",
     "steps",
 ]

@@ -13,6 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sharpdarts.nn.cells import MixedOp
+from sharpdarts.nn.relaxation import get_relaxation
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -152,3 +155,40 @@ def test_nb201_step_times_ours_without_the_authors_package(tmp_path):
     assert list(result["ratios"]) == ["gdas / darts"]
     assert len(result["ratios"]["gdas / darts"]["cpu"]["each"]) == 2
     assert json.loads(out.read_text())["config"]["C"] == 4
+
+
+@pytest.mark.parametrize(
+    "argv, baseline, fast",
+    [
+        # GDAS against the fast DARTS supernet, both channels-last
+        (
+            ["--relaxation", "gumbel_hard", "--tau", "10", "--baseline", "darts"],
+            ("softmax", 1, False, True, 1.0),
+            ("gumbel_hard", 1, False, True, 10.0),
+        ),
+        # PC-DARTS against the fast DARTS supernet
+        (
+            ["--partial_channels", "4", "--edge_normalization", "--baseline", "darts"],
+            ("softmax", 1, False, True, 1.0),
+            ("softmax", 4, True, True, 1.0),
+        ),
+        # the memory format's share: the same fast configuration in NCHW
+        (
+            ["--partial_channels", "4", "--edge_normalization", "--baseline", "nchw"],
+            ("softmax", 4, True, False, 1.0),
+            ("softmax", 4, True, True, 1.0),
+        ),
+    ],
+)
+def test_search_step_baselines_build_the_configuration_compared(argv, baseline, fast):
+    args = search_step.parse_args(["--C", "4", "--layers", "3", "--nodes", "2", *argv])
+
+    def described(path):
+        model, _ = search_step.build(args, torch.device("cpu"), path)
+        relaxation = next(
+            n for n in ("softmax", "gumbel_hard") if model.relaxation is get_relaxation(n)
+        )
+        partial = next(m._partial for m in model.modules() if isinstance(m, MixedOp))
+        return relaxation, partial, model.edge_normalization, model.channels_last, model.tau
+
+    assert described("reference") == baseline and described("fast") == fast

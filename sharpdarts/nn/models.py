@@ -139,7 +139,7 @@ class NetworkCIFAR(_FixedNetwork):
         C_mid: middle width of the choke ops (32 when None).
         stem_multiplier: stem width is stem_multiplier * C.
         channels_last: keep parameters and activations in the channels-last memory format
-            (the same math; faster on many CPUs and on GPUs with tensor cores).
+            (the same math, faster: docs/speed.md); False: NCHW.
 
     ``forward(x)`` returns ``(logits, logits_aux)``; ``logits_aux`` is None unless training
     with the auxiliary head. Set ``drop_path_prob`` to enable drop path during training.
@@ -156,7 +156,7 @@ class NetworkCIFAR(_FixedNetwork):
         op_dict=None,
         C_mid: int | None = None,
         stem_multiplier: int = 3,
-        channels_last: bool = False,
+        channels_last: bool = True,
     ):
         super().__init__()
         self._layers = layers
@@ -273,7 +273,7 @@ class SearchNetwork(nn.Module):
             ``betas_reduce`` over the inputs of its node; genotypes rank edges and ops by
             ``beta * softmax(alpha)``.
         channels_last: keep parameters and activations in the channels-last memory format
-            (the same math; faster on many CPUs and on GPUs with tensor cores).
+            (the same math, faster: docs/speed.md); False: NCHW.
         relaxation: how alphas become op weights, a ``relaxation.RELAXATIONS`` name
             ('softmax' for DARTS, 'sigmoid', 'gumbel_hard', 'gumbel_soft', 'dirichlet'); the
             weighting scheme applies to its weights. With 'gumbel_hard' only each edge's
@@ -306,7 +306,7 @@ class SearchNetwork(nn.Module):
         weighting="scalar",
         partial_channels: int = 1,
         edge_normalization: bool = False,
-        channels_last: bool = False,
+        channels_last: bool = True,
         relaxation="softmax",
         tau: float = 1.0,
         hard_all_weights: bool = False,
