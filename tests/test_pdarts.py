@@ -131,8 +131,12 @@ FINAL_CASES = {
 }
 
 
-def our_network(skip_dropout: float = 0.0) -> PDartsNetwork:
-    """The supernet the figures were computed from: built in float64 from seed 0."""
+def our_network(skip_dropout: float = 0.0, channels_last: bool = False) -> PDartsNetwork:
+    """The supernet the figures were computed from: built in float64 from seed 0.
+
+    NCHW by default, as theirs: a dropout mask is drawn in memory order, so in channels-last
+    the same draws drop other elements (the same distribution, not the same draws; the
+    figures without dropout hold in both formats)."""
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -148,6 +152,7 @@ def our_network(skip_dropout: float = 0.0) -> PDartsNetwork:
             op_dict="DARTS_OPS",
             edge_ops=SUPERNET_OPS,
             skip_dropout=skip_dropout,
+            channels_last=channels_last,
         )
         with torch.no_grad():
             net.alphas_normal.normal_()
@@ -185,10 +190,10 @@ def _close(actual, expected, rtol=1e-8, atol=1e-11):
     )
 
 
-@pytest.mark.parametrize("rate", [0.0, 0.4])
-def test_the_supernet_matches_the_authors_code(rate):
+@pytest.mark.parametrize("rate, channels_last", [(0.0, False), (0.4, False), (0.0, True)], ids=str)
+def test_the_supernet_matches_the_authors_code(rate, channels_last):
     expected = FIGURES["supernet"][f"dropout_{rate}"]
-    net = our_network(skip_dropout=rate)
+    net = our_network(skip_dropout=rate, channels_last=channels_last)
     assert net.alphas_normal.shape == (5, 5)
     dropouts = sum(isinstance(m, torch.nn.Dropout) for m in net.modules())
     assert dropouts == (6 if rate else 0)  # after the stride-1 skips only

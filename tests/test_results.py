@@ -439,6 +439,7 @@ def test_unknown_table_and_format_are_user_errors(store):
         "darts_imagenet",
         "darts_wt2",
         "darts_family",
+        "demo_family",
         "demo_lm",
         "nb201",
     ]
