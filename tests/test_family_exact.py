@@ -55,13 +55,15 @@ DRNAS_OPS = [
 DARTS_OPS8 = ["none", *DRNAS_OPS]
 
 
-def _net(primitives, **kwargs) -> SearchNetwork:
-    """The network the figures were computed from: built in float64 from seed 0."""
+def tiny_float64_supernet(primitives, network=SearchNetwork, **kwargs) -> SearchNetwork:
+    """The supernet the family's figures were computed from (here and in test_sdarts.py and
+    test_pdarts.py): 4 channels, 3 cells of 2 nodes, built in float64 from seed 0, with
+    normal-distributed alphas. ``network``: SearchNetwork or a subclass (PDartsNetwork)."""
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         torch.manual_seed(0)
-        net = SearchNetwork(
+        net = network(
             4,
             3,
             3,
@@ -101,7 +103,7 @@ def test_drnas_matches_authors_code(key):
     expected = FIGURES[key]
     k = int(key[7])
     kl = key.endswith("kl")
-    net = _net(DRNAS_OPS, relaxation="dirichlet", partial_channels=k)
+    net = tiny_float64_supernet(DRNAS_OPS, relaxation="dirichlet", partial_channels=k)
     extra = DirichletKL(1e-3) if kl else None
     x, y = _data()
     torch.manual_seed(5)
@@ -129,7 +131,9 @@ def test_drnas_matches_authors_code(key):
 @pytest.mark.parametrize("all_weights", [False, True])
 def test_gdas_matches_authors_code(all_weights):
     expected = FIGURES[f"gdas_all{int(all_weights)}"]
-    net = _net(DARTS_OPS8, relaxation="gumbel_hard", tau=4.0, hard_all_weights=all_weights)
+    net = tiny_float64_supernet(
+        DARTS_OPS8, relaxation="gumbel_hard", tau=4.0, hard_all_weights=all_weights
+    )
     x, y = _data()
     torch.manual_seed(5)
     (_, index_normal), (_, index_reduce) = net.relaxed()
@@ -163,7 +167,7 @@ def test_gdas_rule_may_read_one_input_twice():
 
 def test_snas_matches_authors_code():
     expected = FIGURES["snas"]
-    net = _net(DARTS_OPS8, relaxation="gumbel_soft", tau=0.5)
+    net = tiny_float64_supernet(DARTS_OPS8, relaxation="gumbel_soft", tau=0.5)
     x, y = _data()
     torch.manual_seed(5)
     logits = net(x)
@@ -181,7 +185,7 @@ def test_snas_matches_authors_code():
 
 
 def test_gdas_runs_only_the_sampled_ops():
-    net = _net(DARTS_OPS8, relaxation="gumbel_hard", tau=4.0)
+    net = tiny_float64_supernet(DARTS_OPS8, relaxation="gumbel_hard", tau=4.0)
     ran = []
     for edge in net.cells[0]._ops:
         for i, op in enumerate(edge._ops):
@@ -200,7 +204,7 @@ def test_hard_sampling_refuses_partial_channels():
 
 def test_fairdarts_matches_authors_code():
     expected = FIGURES["fairdarts"]
-    net = _net(DRNAS_OPS, relaxation="sigmoid")  # FairDARTS' seven ops, as DrNAS'
+    net = tiny_float64_supernet(DRNAS_OPS, relaxation="sigmoid")  # FairDARTS' seven ops, as DrNAS'
     zero_one = ZeroOneLoss(10.0)
     x, y = _data()
     _close(zero_one(net), expected["zero_one"])

@@ -41,6 +41,7 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
     read_metrics,
     without_seconds,
 )
+from test_family_exact import tiny_float64_supernet
 
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.engine import checkpoint, search_job
@@ -132,34 +133,19 @@ FINAL_CASES = {
 
 
 def our_network(skip_dropout: float = 0.0, channels_last: bool = False) -> PDartsNetwork:
-    """The supernet the figures were computed from: built in float64 from seed 0.
+    """The supernet the figures were computed from (test_family_exact's, with P-DARTS's
+    per-edge ops).
 
     NCHW by default, as theirs: a dropout mask is drawn in memory order, so in channels-last
     the same draws drop other elements (the same distribution, not the same draws; the
     figures without dropout hold in both formats)."""
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        torch.manual_seed(0)
-        net = PDartsNetwork(
-            4,
-            3,
-            3,
-            steps=2,
-            multiplier=2,
-            stem_multiplier=1,
-            primitives="DARTS_PRIMITIVES",
-            op_dict="DARTS_OPS",
-            edge_ops=SUPERNET_OPS,
-            skip_dropout=skip_dropout,
-            channels_last=channels_last,
-        )
-        with torch.no_grad():
-            net.alphas_normal.normal_()
-            net.alphas_reduce.normal_()
-    finally:
-        torch.set_default_dtype(default)
-    return net.train()
+    return tiny_float64_supernet(
+        "DARTS_PRIMITIVES",
+        network=PDartsNetwork,
+        edge_ops=SUPERNET_OPS,
+        skip_dropout=skip_dropout,
+        channels_last=channels_last,
+    )
 
 
 def their_state(net: PDartsNetwork) -> dict:

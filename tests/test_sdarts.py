@@ -44,7 +44,14 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
     read_metrics,
     without_seconds,
 )
-from test_family_exact import DARTS_OPS8, DRNAS_OPS, _close, _data, _pairs
+from test_family_exact import (
+    DARTS_OPS8,
+    DRNAS_OPS,
+    _close,
+    _data,
+    _pairs,
+    tiny_float64_supernet,
+)
 
 from sharpdarts.engine import checkpoint, search_job
 from sharpdarts.engine.architect import Architect
@@ -58,31 +65,13 @@ OPS7 = DRNAS_OPS  # DARTS's ops without 'none': SDARTS's DARTS space ('s5')
 
 
 def _net(primitives, **kwargs) -> SearchNetwork:
-    """The network the figures were computed from: built in float64 from seed 0, its batch
-    norms' running statistics filled by one train-mode forward."""
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        torch.manual_seed(0)
-        net = SearchNetwork(
-            4,
-            3,
-            3,
-            steps=2,
-            multiplier=2,
-            stem_multiplier=1,
-            primitives=primitives,
-            op_dict="DARTS_OPS",
-            **kwargs,
-        )
-        with torch.no_grad():
-            net.alphas_normal.normal_()
-            net.alphas_reduce.normal_()
-            gen = torch.Generator().manual_seed(2)
-            net.train()(torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64))
-    finally:
-        torch.set_default_dtype(default)
-    return net.train()
+    """The network the figures were computed from (test_family_exact's), its batch norms'
+    running statistics filled by one train-mode forward."""
+    net = tiny_float64_supernet(primitives, **kwargs)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        net(torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64))
+    return net
 
 
 @pytest.fixture(autouse=True)
