@@ -417,6 +417,16 @@ def _reader_went_away() -> int:
     return 128 + signal.SIGPIPE  # the status of a tool ended by SIGPIPE
 
 
+def _not_a_gin_lookup(record: logging.LogRecord) -> bool:
+    """False for gin's "Path not found" lines: gin logs one as an error for every place it
+    looks for an include before the one where it finds it (gin-config's resource reader); an include
+    found nowhere still fails, with gin's own error."""
+    return not (
+        record.getMessage().startswith("Path not found: ")
+        and record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = build_parser()
@@ -425,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if _not_a_gin_lookup not in handler.filters:
+            handler.addFilter(_not_a_gin_lookup)
     # SIGTERM (a scheduler's kill) ends the run as 'interrupted', to be resumed.
     # Inside a submitit job, submitit owns the signals (it requeues on SIGUSR2).
     if "SUBMITIT_EXECUTOR" not in os.environ:
