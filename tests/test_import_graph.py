@@ -59,9 +59,10 @@ CONTRACT_PATHS = {
         ),
         "RNN_PRIMITIVES": "sharpdarts.core.recurrent_genotypes",
     },
-    "sharpdarts.nn.models": dict.fromkeys(
-        ("RNNModel", "RNNSearchModel"), "sharpdarts.nn.recurrent.model"
-    ),
+    "sharpdarts.nn.models": {
+        **dict.fromkeys(("RNNModel", "RNNSearchModel"), "sharpdarts.nn.recurrent.model"),
+        "SearchNetwork": "sharpdarts.nn.search_network",
+    },
 }
 
 # What the DESIGN contracts name, each at its path: all of them import.
