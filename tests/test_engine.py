@@ -294,6 +294,26 @@ def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
     assert_same_state(b["architect"], a["architect"], "architect")
 
 
+def killed_search_resumes_exactly(tmp_path: Path, monkeypatch) -> tuple[dict, dict]:
+    """Runs the configured search uninterrupted, then killed after epoch 1 and resumed; checks
+    the resumed run ends as the other (final metrics, every epoch's record, weights and alphas,
+    architect) and returns both checkpoints (uninterrupted, resumed) for a method's own state."""
+    full = make_run(tmp_path / "full")
+    final_full = search_job.search(run=full, seed=0)
+    part = make_run(tmp_path / "part")
+    with monkeypatch.context() as m:
+        kill_at(m, 1)
+        with pytest.raises(Killed):
+            search_job.search(run=part, seed=0)
+    assert epochs_of(part) == [1]
+    assert search_job.search(run=part, seed=0) == final_full
+    assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
+    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
+    assert_same_tensors(b["model"], a["model"])  # the alphas among them
+    assert_same_state(b["architect"], a["architect"], "architect")
+    return a, b
+
+
 # ---- Smoke trainings ----------------------------------------------------------------------
 class Recorder:
     """A network factory that keeps the networks it builds and watches their training passes."""

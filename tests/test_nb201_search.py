@@ -18,18 +18,11 @@ import gin
 import pytest
 from nb201_files import ARCHS, EPOCHS_200, accuracy, write_nats_archive
 from test_engine import (  # the search job's test helpers (tests/test_engine.py)
-    Killed,
-    assert_same_state,
-    assert_same_tensors,
-    epochs_of,
-    kill_at,
-    make_run,
-    read_metrics,
-    without_seconds,
+    killed_search_resumes_exactly,
 )
 
 from sharpdarts.core.nb201_arch import parse_arch
-from sharpdarts.engine import checkpoint, search_job
+from sharpdarts.engine import search_job
 from sharpdarts.errors import UserError
 from sharpdarts.face import cli, nb201_args, runner
 from sharpdarts.nn.nb201 import NB201SearchNetwork
@@ -182,19 +175,7 @@ def test_gdas_tau_follows_its_schedule_on_the_nb201_supernet(tmp_path):
 
 def test_a_killed_gdas_nb201_search_resumes_with_the_same_alphas(tmp_path, monkeypatch):
     runner.configure("nb201/search_gdas", [], smoke=True, results=str(tmp_path))
-    full = make_run(tmp_path / "full")
-    final_full = search_job.search(run=full, seed=0)
-    part = make_run(tmp_path / "part")
-    with monkeypatch.context() as m:
-        kill_at(m, 1)
-        with pytest.raises(Killed):
-            search_job.search(run=part, seed=0)
-    assert epochs_of(part) == [1]
-    assert search_job.search(run=part, seed=0) == final_full
-    assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
-    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
-    assert_same_tensors(b["model"], a["model"])  # the alphas among them
-    assert_same_state(b["architect"], a["architect"], "architect")
+    a, b = killed_search_resumes_exactly(tmp_path, monkeypatch)
     assert a["tau"] == b["tau"] == pytest.approx(0.1)
 
 

@@ -34,15 +34,8 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
     SEARCH,
     SEARCH_CELL,
     SEARCH_GRID,
-    Killed,
-    assert_same_state,
-    assert_same_tensors,
     configure,
-    epochs_of,
-    kill_at,
-    make_run,
-    read_metrics,
-    without_seconds,
+    killed_search_resumes_exactly,
 )
 from test_family_exact import (
     DARTS_OPS8,
@@ -53,7 +46,7 @@ from test_family_exact import (
     tiny_float64_supernet,
 )
 
-from sharpdarts.engine import checkpoint, search_job
+from sharpdarts.engine import search_job
 from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.perturbation import AdversarialPGD, RandomSmoothing, clip_to_simplex
 from sharpdarts.errors import UserError
@@ -258,20 +251,7 @@ def test_a_killed_search_resumes_with_the_same_alphas(tmp_path, monkeypatch):
         "AdversarialPGD.steps = 1",
         "search.epochs = 2",
     )
-    full = make_run(tmp_path / "full")
-    final_full = search_job.search(run=full, seed=0)
-    part = make_run(tmp_path / "part")
-    with monkeypatch.context() as m:
-        kill_at(m, 1)
-        with pytest.raises(Killed):
-            search_job.search(run=part, seed=0)
-    assert epochs_of(part) == [1]
-    final_part = search_job.search(run=part, seed=0)
-    assert final_part == final_full
-    assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
-    a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
-    assert_same_tensors(b["model"], a["model"])
-    assert_same_state(b["architect"], a["architect"], "architect")
+    a, b = killed_search_resumes_exactly(tmp_path, monkeypatch)
     assert a["skip_beta"] == b["skip_beta"] == 0.5
 
 

@@ -224,8 +224,8 @@ def test_a_job_at_its_time_limit_is_signalled_requeued_and_completes(tmp_path, m
     10 to 40 s into a session, and a run of some 45 s (28 epochs of about 1.5 s of one core, and
     4 s to start) is signalled at least once.
     (Due sooner, it could come before the job's Python has set its handler, and kill it.)
-    submitit requeues the job on SIGUSR2 and the run resumes from its last completed epoch:
-    epoch-level checkpoints; a mid-epoch checkpoint is not made here.
+    On SIGUSR2 the run writes a mid-epoch checkpoint (engine/preemption.py), submitit requeues
+    the job, and the run resumes at that batch.
 
     The slowest of these tests (over a minute on 2 cores, most of it the training), as a time
     limit is at least a minute and the signal follows slurmctld's clock."""
