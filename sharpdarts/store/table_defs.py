@@ -27,7 +27,8 @@ Table definitions, one object per table name:
   shown beside ours), ``display: false`` (kept in the DataFrame, not printed), ``ours: false``
   (only the paper's value is printed: a figure we do not measure) and ``runs_of`` (a paper-CSV
   column naming another experiment, e.g. ``search_experiment``: the column aggregates that
-  experiment's completed runs, such as a search's ``gpu_days`` beside its cell's training).
+  experiment's completed runs, such as a search's ``gpu_days`` beside its cell's training;
+  with ``require: true``, only those runs that recorded the metric count, as with ``rows``).
 - ``paper_match`` (optional): experiment -> ``{"table", "architecture"}``, the paper row whose
   values sit beside an experiment's row in tables not built from paper rows.
 """
@@ -69,7 +70,9 @@ DARTS_TABLES = "reference/darts_tables.csv"
 # The DARTS family's published figures (PC-DARTS, P-DARTS, GDAS, ...), each row with its source
 # and ``figures``: 'own' (the method's own paper or repository), 'other' (read in a later
 # paper's comparison table) or 'mixed'; ``search_experiment`` names the search whose runs give
-# the row's search cost (see the ``runs_of`` column key).
+# the row's search cost (see the ``runs_of`` column key), ``nb201_experiment`` the NAS-Bench-201
+# search whose cells' benchmark accuracies stand beside the method's published one
+# (``nb201_source`` says where that one is printed).
 FAMILY_TABLE = "reference/darts_family.csv"
 # The NAS-Bench-201 table's published rows (Dong & Yang 2020, and later papers' rows on its
 # space), each with its source; docs/nb201_benchmark.md.

@@ -178,11 +178,9 @@ def build_table(
         if column not in runs:
             runs = runs.assign(**{column: pd.Series(dtype=object)})
     rows_spec = spec["rows"]
-    for metric in rows_spec.get("require") or []:
-        # A run without the table's figure has no place in it (e.g. a NAS-Bench-201 search
-        # run that looked up no benchmark accuracy).
-        recorded = pd.to_numeric(runs[metric], errors="coerce").notna() if metric in runs else None
-        runs = runs[recorded] if recorded is not None else runs.iloc[0:0]
+    # A run without the table's figure has no place in it (e.g. a NAS-Bench-201 search run that
+    # looked up no benchmark accuracy).
+    runs = _recorded(runs, rows_spec.get("require") or [])
     labels = spec.get("labels") or [{"name": "experiment", "label": "Experiment"}]
     rows: list[dict] = []
 
@@ -209,7 +207,8 @@ def build_table(
         for col in (c for c in spec["columns"] if "runs_of" in c):
             # e.g. the row's search experiment: its runs, never the row's own, give the figure
             other = paper_row.get(col["runs_of"]) if paper_row is not None else None
-            chosen = _select(runs, other)[0] if isinstance(other, str) and other else runs[:0]
+            pool = _recorded(runs, [col["metric"]]) if col.get("require") else runs
+            chosen = _select(pool, other)[0] if isinstance(other, str) and other else runs[:0]
             figures = _aggregate({"columns": [col]}, chosen)
             row.update({k: v for k, v in figures.items() if k != "seeds"})
         row.update(_computed_values(spec, experiment, row))
@@ -273,6 +272,14 @@ def build_table(
     df.attrs["title"] = spec.get("title", name)
     df.attrs["definition"] = spec
     return df
+
+
+def _recorded(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """The runs that recorded a number for every one of ``metrics``."""
+    for metric in metrics:
+        numbers = pd.to_numeric(runs[metric], errors="coerce") if metric in runs else None
+        runs = runs[numbers.notna()] if numbers is not None else runs[:0]
+    return runs
 
 
 def _running(runs: pd.DataFrame, experiment: str) -> int:
@@ -372,14 +379,8 @@ def _display_frame(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
 
 
 _LATEX_ESCAPES = {
+    **{ch: "\\" + ch for ch in "&%$#_{}"},
     "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
     COMPUTED_MARK: r"$^\dagger$",
