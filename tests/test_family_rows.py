@@ -12,6 +12,7 @@ import csv
 import importlib.resources
 import json
 import math
+import statistics
 
 import pytest
 from test_results import write_run
@@ -132,6 +133,10 @@ def test_the_table_prints_the_published_figures_as_printed():
         assert error in cells, row["architecture"]
         for key in ("params_m", "search_gpu_days", "imagenet_error_top1", "imagenet_params_m"):
             assert not row[key] or row[key] in cells, (row["architecture"], key)
+        nb201 = row["nb201_c10_test"] + (
+            " ± " + row["nb201_c10_test_std"] if row["nb201_c10_test"] else ""
+        )
+        assert nb201 in cells and row["nb201_experiment"] in cells, row["architecture"]
     assert "| 2.57 ± 0.07 " in lines["PC-DARTS"] and "| 0.1 " in lines["PC-DARTS"]
     assert "| 2.85 ± 0.02 " in lines["SNAS (moderate constraint)"]
     assert "| other " in lines["SDARTS-RS"] and "| own " in lines["DrNAS"]
@@ -184,10 +189,80 @@ def test_list_attaches_the_family_experiments_to_their_rows(capsys):
     assert cli.main(["list"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     for row in _family_csv():
-        for key, suffix in (("experiment", ""), ("search_experiment", " (search)")):
+        pairs = ("experiment", ""), ("search_experiment", " (search)")
+        for key, suffix in (*pairs, ("nb201_experiment", " (NAS-Bench-201)")):
             name = row[key]
             if name in experiments.experiment_names() and row["table"] in lines[name]:
                 assert f"{row['architecture']}{suffix}" in lines[name]
     assert lines["cifar10/pc_darts"].split()[1] == "darts_family"
     assert lines["search/pc_darts"].split()[1] == "darts_family"
     assert "PC-DARTS (search)" in lines["search/pc_darts"]
+    assert lines["search/darts_es"].split()[1:] == ["darts_family", "DARTS-ES", "(search)"]
+    # A NAS-Bench-201 search is its nb201 row first, then the family row it joins.
+    assert lines["nb201/search_gdas"].split()[1] == "nb201"
+    assert lines["nb201/search_gdas"].endswith("GDAS; darts_family: GDAS (NAS-Bench-201)")
+    assert lines["nb201/search_pc_darts"].split()[1] == "darts_family"
+
+
+def test_the_nb201_column_puts_our_searches_cells_beside_the_published_figure(tmp_path, capsys):
+    results = tmp_path / "results"
+    acc = "nb201_cifar10_test_acc"
+    # Two GDAS searches that looked up their cell in the benchmark; seed 2 was run again later
+    # without the benchmark: that run has no figure, so seed 2's earlier run is the one counted.
+    write_run(results, "nb201/search_gdas", 1, {acc: 93.0}, kind="search")
+    write_run(results, "nb201/search_gdas", 2, {acc: 93.4}, kind="search")
+    write_run(results, "nb201/search_gdas", 2, {"genotype": "x"}, kind="search")
+    write_run(results, "nb201/search_drnas", 1, {acc: 94.0}, kind="search")
+    write_run(results, "cifar10/gdas", 1, {"test_error_top1": 2.9})
+    write_run(results, "search/darts_es", 1, {}, wall=43200.0, kind="search")
+    runs = load_runs(results)
+
+    df = build_table("darts_family", runs).set_index("architecture")
+    gdas = df.loc["GDAS"]
+    assert gdas["nb201_experiment"] == "nb201/search_gdas"
+    assert gdas["nb201_c10_test_mean"] == pytest.approx(93.2)
+    assert gdas["nb201_c10_test_std"] == pytest.approx(statistics.stdev([93.0, 93.4]))
+    assert gdas["nb201_c10_test_n"] == 2 and gdas["seeds"] == 1  # seeds: its CIFAR-10 trainings
+    assert gdas["paper_nb201_c10_test"] == 93.61 and gdas["paper_nb201_c10_test_std"] == 0.09
+    # The nb201 table counts the same runs for its GDAS row.
+    nb201 = build_table("nb201", runs).set_index("experiment").loc["nb201/search_gdas"]
+    assert nb201["c10_test_mean"] == gdas["nb201_c10_test_mean"] and nb201["seeds"] == 2
+    assert df.loc["DrNAS", "nb201_c10_test_mean"] == 94.0
+    # No NAS-Bench-201 search of their own: the published figure alone, or nothing.
+    assert math.isnan(df.loc["DARTS-", "nb201_c10_test_mean"])
+    assert df.loc["DARTS-", "paper_nb201_c10_test"] == 93.8
+    assert math.isnan(df.loc["PC-DARTS", "nb201_c10_test_mean"])
+    assert math.isnan(df.loc["PC-DARTS", "paper_nb201_c10_test"])
+    # DARTS-ES's row takes its search cost from search/darts_es.
+    assert df.loc["DARTS-ES", "search_gpu_days_mean"] == pytest.approx(0.5)
+
+    assert cli.main(["table", "darts_family", "--results", str(results)]) == 0
+    printed = capsys.readouterr().out.splitlines()[2:]
+    lines = {line.split("|")[1].strip(): line for line in printed if "|" in line}
+    assert "| nb201/search_gdas " in lines["GDAS"]
+    assert "| 93.20 ± 0.28 " in lines["GDAS"] and "| 93.61 ± 0.09 " in lines["GDAS"]
+    assert "| 94.00 " in lines["DrNAS"] and "| 94.36 ± 0.00 " in lines["DrNAS"]
+    assert "| 54.30 ± 0.00 " in lines["DARTS (first order)"]
+
+
+def test_each_published_nb201_figure_is_the_nb201_tables_row_and_has_its_source():
+    source = importlib.resources.files("sharpdarts").joinpath("reference/nb201_tables.csv")
+    with source.open(encoding="utf-8") as f:
+        nb201 = list(csv.DictReader(f))
+    by_experiment = {r["experiment"]: r for r in nb201 if r["experiment"]}
+    names = experiments.experiment_names()
+    checked = 0
+    for row in _family_csv():
+        name = row["nb201_experiment"]
+        assert not name or (name.startswith("nb201/search_") and name in names)
+        assert bool(row["nb201_c10_test"]) <= bool(row["nb201_source"]), row["architecture"]
+        same = by_experiment.get(name) or next(
+            (r for r in nb201 if r["architecture"] == row["architecture"]), None
+        )
+        if row["nb201_c10_test"] and same:
+            assert (row["nb201_c10_test"], row["nb201_c10_test_std"]) == (
+                same["c10_test"],
+                same["c10_test_std"],
+            )
+            checked += 1
+    assert checked == 5  # DARTS first and second order, GDAS, DrNAS, DARTS-

@@ -142,7 +142,7 @@ def describe_experiments() -> list[dict]:
     """Each experiment with its table and row, read from the table definitions (data)."""
     from sharpdarts.store import table_defs  # not results: `list` needs no pandas
 
-    rows = {}
+    rows, links = {}, []
     for r in table_defs.paper_rows():
         if r["experiment"]:
             without = (
@@ -153,6 +153,13 @@ def describe_experiments() -> list[dict]:
             rows[r["experiment"]] = (r["table"], f"{r['architecture']}{without}")
         if r.get("search_experiment"):  # the search whose runs give the row's search cost
             rows.setdefault(r["search_experiment"], (r["table"], f"{r['architecture']} (search)"))
+        if r.get("nb201_experiment"):  # a search whose cells' benchmark figures join the row
+            links.append(
+                (r["nb201_experiment"], r["table"], f"{r['architecture']} (NAS-Bench-201)")
+            )
+    for name, table, row in links:  # a row of its own table first, then the linked row
+        mine = rows.get(name)
+        rows[name] = (mine[0], f"{mine[1]}; {table}: {row}") if mine else (table, row)
     prefixes = {}
     for table, definition in table_defs.load_table_defs(
         resources.find("experiments/tables.json")
