@@ -6,7 +6,8 @@
 3 cells of 4 nodes, stem multiplier 1, 3 classes) with this file's network's weights and
 alphas copied in (their alphas are the rows below), the same batch and ``torch.manual_seed(5)``
 before each forward (so that S4's noise ops draw the same noise): the logits, the alphas'
-gradients of the cross-entropy loss, and ``Network.genotype()`` of the given alphas.
+gradients of the cross-entropy loss, and ``Network.genotype()`` of the given alphas; and on S1
+the alphas and their gradients after one second-order step of their ``src/search/architect.py``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from sharpdarts.core import genotypes as genotypes_lib
+from sharpdarts.engine.architect import Architect
 from sharpdarts.engine.search_job import _alphas, _genotype
 from sharpdarts.face import runner
 from sharpdarts.nn.models import SearchNetwork
+from sharpdarts.nn.reference import set_reference_path
 from sharpdarts.nn.spaces import SPACES, Noise, Space, get_space
 
 FIGURES = json.loads((pathlib.Path(__file__).parent / "rdarts_figures.json").read_text())
@@ -85,6 +88,41 @@ def test_logits_and_alpha_gradients_equal_robustdarts(name):
     if name == "s4":  # the noise is live: another seed, other logits
         torch.manual_seed(6)
         assert not torch.allclose(net(x), logits)
+    # The original computation (the reference path) draws the same noise in the same order.
+    torch.manual_seed(5)
+    torch.testing.assert_close(set_reference_path(net)(x), logits, rtol=1e-10, atol=1e-13)
+
+
+def test_second_order_architecture_step_on_s1_equals_robustdarts():
+    """Their ``Architect.step(..., unrolled=True)`` (``src/search/architect.py``; arch Adam lr
+    3e-4, betas (0.5, 0.999), decay 1e-3), after one SGD weight step (lr 0.025, momentum 0.9,
+    decay 3e-4) on both, so that the unrolled weights use a momentum buffer. Stem multiplier 3:
+    their ``Network.new()``, which builds the unrolled copy, keeps only C, classes and layers."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        net = SearchNetwork(4, 3, 3, steps=4, multiplier=4, space="s1", op_dict="DARTS_OPS")
+        with torch.no_grad():
+            net.alphas_normal.normal_()
+            net.alphas_reduce.normal_()
+        gen = torch.Generator().manual_seed(1)
+        tx, vx = (torch.randn(2, 3, 8, 8, generator=gen) for _ in range(2))
+    finally:
+        torch.set_default_dtype(default)
+    ty, vy = torch.tensor([0, 2]), torch.tensor([1, 0])
+    opt = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
+    F.cross_entropy(net(tx), ty).backward()
+    opt.step()
+    architect = Architect(net, order=2, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    architect.step(tx, ty, vx, vy, eta=0.025, weight_optimizer=opt)
+    theirs = FIGURES["second_order_s1"]
+    for half in ("normal", "reduce"):
+        alphas = getattr(net, f"alphas_{half}")
+        expected = torch.tensor(theirs[f"grad_{half}"], dtype=torch.float64)
+        torch.testing.assert_close(alphas.grad, expected, rtol=1e-8, atol=1e-12)
+        expected = torch.tensor(theirs[f"alphas_{half}"], dtype=torch.float64)
+        torch.testing.assert_close(alphas.detach(), expected, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("name", SPACE_NAMES)
