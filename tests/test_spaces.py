@@ -18,6 +18,7 @@ import pathlib
 import pytest
 import torch
 import torch.nn.functional as F
+from test_family_exact import tiny_float64_supernet
 
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.engine.architect import Architect
@@ -31,21 +32,9 @@ FIGURES = json.loads((pathlib.Path(__file__).parent / "rdarts_figures.json").rea
 SPACE_NAMES = ("s1", "s2", "s3", "s4")
 
 
-def _supernet(space: str) -> SearchNetwork:
-    """The network the figures were computed from: float64, seed 0, normal alphas."""
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        torch.manual_seed(0)
-        net = SearchNetwork(
-            4, 3, 3, steps=4, multiplier=4, stem_multiplier=1, space=space, op_dict="DARTS_OPS"
-        )
-        with torch.no_grad():
-            net.alphas_normal.normal_()
-            net.alphas_reduce.normal_()
-    finally:
-        torch.set_default_dtype(default)
-    return net.train()
+def _supernet(space: str, **kwargs) -> SearchNetwork:
+    """The network the figures were computed from: float64, seed 0, normal alphas, 4 nodes."""
+    return tiny_float64_supernet(None, space=space, steps=4, multiplier=4, **kwargs)
 
 
 def _cell_ops(net: SearchNetwork) -> dict[bool, list[list[str]]]:
@@ -98,18 +87,9 @@ def test_second_order_architecture_step_on_s1_equals_robustdarts():
     3e-4, betas (0.5, 0.999), decay 1e-3), after one SGD weight step (lr 0.025, momentum 0.9,
     decay 3e-4) on both, so that the unrolled weights use a momentum buffer. Stem multiplier 3:
     their ``Network.new()``, which builds the unrolled copy, keeps only C, classes and layers."""
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        torch.manual_seed(0)
-        net = SearchNetwork(4, 3, 3, steps=4, multiplier=4, space="s1", op_dict="DARTS_OPS")
-        with torch.no_grad():
-            net.alphas_normal.normal_()
-            net.alphas_reduce.normal_()
-        gen = torch.Generator().manual_seed(1)
-        tx, vx = (torch.randn(2, 3, 8, 8, generator=gen) for _ in range(2))
-    finally:
-        torch.set_default_dtype(default)
+    net = _supernet("s1", stem_multiplier=3)
+    gen = torch.Generator().manual_seed(1)
+    tx, vx = (torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64) for _ in range(2))
     ty, vy = torch.tensor([0, 2]), torch.tensor([1, 0])
     opt = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
     F.cross_entropy(net(tx), ty).backward()
