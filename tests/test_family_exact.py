@@ -58,22 +58,14 @@ DARTS_OPS8 = ["none", *DRNAS_OPS]
 def tiny_float64_supernet(primitives, network=SearchNetwork, **kwargs) -> SearchNetwork:
     """The supernet the family's figures were computed from (here and in test_sdarts.py and
     test_pdarts.py): 4 channels, 3 cells of 2 nodes, built in float64 from seed 0, with
-    normal-distributed alphas. ``network``: SearchNetwork or a subclass (PDartsNetwork)."""
+    normal-distributed alphas. ``network``: SearchNetwork or a subclass (PDartsNetwork);
+    ``kwargs`` may change the nodes and stem too (test_spaces.py: 4 nodes, as its spaces)."""
+    shape = {"steps": 2, "multiplier": 2, "stem_multiplier": 1, **kwargs}
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         torch.manual_seed(0)
-        net = network(
-            4,
-            3,
-            3,
-            steps=2,
-            multiplier=2,
-            stem_multiplier=1,
-            primitives=primitives,
-            op_dict="DARTS_OPS",
-            **kwargs,
-        )
+        net = network(4, 3, 3, primitives=primitives, op_dict="DARTS_OPS", **shape)
         with torch.no_grad():
             net.alphas_normal.normal_()
             net.alphas_reduce.normal_()

@@ -96,6 +96,7 @@ class MixedOp(nn.Module):
         self._stride = stride
         self._partial = partial_channels
         C_op = C // partial_channels
+        self.primitives = list(primitives)  # the op names, in the coefficients' order
         self._ops = nn.ModuleList()
         for primitive in primitives:
             op = op_dict[primitive](C_op, C_op, stride, False)

@@ -102,8 +102,8 @@ class PDartsNetwork(SearchNetwork):
 
     def _checked_edge_ops(self, edge_ops: EdgeOps | None) -> EdgeOps:
         edges = num_edges(self._steps)
-        if edge_ops is None:
-            return {half: [list(self.primitives) for _ in range(edges)] for half in HALVES}
+        if edge_ops is None:  # the space's ops (every primitive on every edge, but in nn.spaces's)
+            return {half: self.space.cell(half == "reduce", edges) for half in HALVES}
         checked = {}
         for half in HALVES:
             rows = [list(ops) for ops in edge_ops[half]]
@@ -123,12 +123,12 @@ class PDartsNetwork(SearchNetwork):
 
     def _cell_primitives(self, reduction: bool) -> Sequence:
         if self._edge_ops_given is None:
-            return self.primitives
+            return super()._cell_primitives(reduction)
         return [list(ops) for ops in self._edge_ops_given["reduce" if reduction else "normal"]]
 
     def _alpha_columns(self) -> int:
         if self._edge_ops_given is None:
-            return len(self.primitives)
+            return super()._alpha_columns()
         return len(self._edge_ops_given["normal"][0])
 
     @property

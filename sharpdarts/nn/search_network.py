@@ -19,6 +19,7 @@ from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core import validate
 from sharpdarts.nn import auxiliary_skip as auxiliary_skip_lib
 from sharpdarts.nn import derivation as derivation_lib
+from sharpdarts.nn import spaces as spaces_lib
 from sharpdarts.nn.cells import SearchCell, edge_softmax, num_edges
 from sharpdarts.nn.ops import PRIMITIVES_OF_KNOWN_OPS, resolve_ops
 from sharpdarts.nn.relaxation import get_relaxation
@@ -33,6 +34,7 @@ from sharpdarts.nn.weighting import get_weighting
     multiplier=validate.COUNT,
     stem_multiplier=validate.COUNT,
     primitives=PRIMITIVES_OF_KNOWN_OPS.or_none(),
+    space=spaces_lib.SPACE.or_none(),
     partial_channels=validate.COUNT,
     tau=validate.Real("a temperature > 0", low=0.0, low_open=True),
 )
@@ -48,6 +50,11 @@ class SearchNetwork(nn.Module):
         stem_multiplier: stem width is stem_multiplier * C.
         in_channels: image channels.
         primitives: a primitive set name (e.g. 'DARTS_PRIMITIVES') or a list; None is PRIMITIVES.
+        space: a search space (``nn.spaces``): each edge's ops, e.g. RobustDARTS's 's1' .. 's4';
+            when given it replaces ``primitives`` (so that one binding moves any method's
+            search to a space). The alphas have one column per op of an edge; genotypes read
+            them spread over :attr:`primitives`, the space's ops, and leave out
+            ``skip_primitive`` only where the space has it (RobustDARTS's rule).
         op_dict: op table (name or mapping); None is OPS.
         weighting: 'scalar', 'max_w' or a callable mapping softmax weights to coefficients.
         partial_channels: PC-DARTS partial channel connections (changes the math, on purpose):
@@ -98,9 +105,14 @@ class SearchNetwork(nn.Module):
         derivation: str = "darts",
         auxiliary_skip: bool = False,
         skip_beta: float = 1.0,
+        space: str | Sequence[str] | None = None,
     ):
         super().__init__()
-        self.primitives, op_dict = resolve_ops(primitives or "PRIMITIVES", op_dict)
+        self.space = spaces_lib.get_space(
+            space if space is not None else primitives or "PRIMITIVES"
+        )
+        self._space_bound = space is not None
+        self.primitives, op_dict = resolve_ops(self.space.columns, op_dict)
         self.relaxation = get_relaxation(relaxation)
         self.tau = tau
         self.hard_all_weights = hard_all_weights
@@ -144,6 +156,8 @@ class SearchNetwork(nn.Module):
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
+        # Each edge's op names, the alphas' columns (read back by genotypes and logs).
+        self._space_edges = {r: self.space.cell(r, num_edges(steps)) for r in (False, True)}
         shape = (num_edges(steps), self._alpha_columns())
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(shape))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(shape))
@@ -160,14 +174,39 @@ class SearchNetwork(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def _cell_primitives(self, reduction: bool) -> Sequence:
-        """The ops of a cell's edges: one list for all (a subclass may give each edge its own
-        list, as ``nn.pdarts.PDartsNetwork``)."""
-        del reduction
-        return self.primitives
+        """The ops of a cell's edges: one list for all, or one per edge (a per-edge space; a
+        subclass may choose others, as ``nn.pdarts.PDartsNetwork``)."""
+        if self.space.uniform:
+            return self.primitives
+        return self.space.cell(reduction, num_edges(self._steps))
 
     def _alpha_columns(self) -> int:
         """Columns of the alphas: ops per edge."""
-        return len(self.primitives)
+        return self.space.width
+
+    def _spread(self, weights: torch.Tensor, reduction: bool) -> torch.Tensor:
+        """(edges, ops per edge) weights of a per-edge space spread over :attr:`primitives`
+        (0 where an edge lacks the op); a uniform space's weights as they are."""
+        if self.space.uniform:
+            return weights
+        columns = [
+            [self.primitives.index(op) for op in ops] for ops in self._space_edges[reduction]
+        ]
+        index = torch.tensor(columns, device=weights.device)
+        return weights.new_zeros(weights.shape[0], len(self.primitives)).scatter_(1, index, weights)
+
+    @torch.no_grad()
+    def logged_alphas(self) -> dict[str, list]:
+        """The weights a search logs: the relaxation's readout (softmax, FairDARTS' sigmoid),
+        spread over :attr:`primitives` in a per-edge space, as float32 lists."""
+        return {
+            f"alphas_{half}": self._spread(
+                self.relaxation.readout(alphas.float()), half == "reduce"
+            )
+            .cpu()
+            .tolist()
+            for half, alphas in (("normal", self.alphas_normal), ("reduce", self.alphas_reduce))
+        }
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture parameters, trained by the architect."""
@@ -232,11 +271,17 @@ class SearchNetwork(nn.Module):
         """The cell genotype read from the relaxation's readout, softmax(alpha) but for
         FairDARTS's sigmoid (see genotypes.parse_cell).
 
+        In a per-edge space the readout is spread over :attr:`primitives` first, 0 for the
+        ops an edge lacks (never chosen: every readout is positive); each edge keeps its own
+        order within them, so ties break as within the edge. With a ``space`` bound,
+        ``skip_primitive`` is left out only if the space has it (RobustDARTS's
+        ``Network.genotype``: 'none' is never chosen where an edge has it).
+
         With edge normalization each edge's row is scaled by its edge weight first (PC-DARTS:
         edges are ranked by ``beta * softmax(alpha)``; an edge's op choice is unchanged).
         """
-        normal = self.relaxation.readout(self.alphas_normal)
-        reduce = self.relaxation.readout(self.alphas_reduce)
+        normal = self._spread(self.relaxation.readout(self.alphas_normal), False)
+        reduce = self._spread(self.relaxation.readout(self.alphas_reduce), True)
         edges_normal, edges_reduce = self.edge_weights()
         if edges_normal is not None:
             normal = normal * edges_normal[:, None]
@@ -248,5 +293,9 @@ class SearchNetwork(nn.Module):
             self.primitives,
             steps=self._steps,
             multiplier=self._multiplier,
-            skip_primitive=skip_primitive,
+            skip_primitive=(
+                None
+                if self._space_bound and skip_primitive not in self.primitives
+                else skip_primitive
+            ),
         )
