@@ -113,7 +113,6 @@ class ResourceConstraint:
 
     def _penalty(self, costs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Sum over cells and edges of the edges' penalties; costs (cells, edges, ops, 3)."""
-        costs = costs.to(weights)
         if not self.log and self.costs == "all":
             mixed = costs[..., 0] * 2 + costs[..., 1] / 4000 + costs[..., 2] / 100
             return ((mixed * weights) * 0.43).sum()
@@ -133,7 +132,9 @@ class ResourceConstraint:
                 "ResourceConstraint reads the op weights of the network's latest forward pass "
                 "(a SearchNetwork's sample): run the network first"
             )
-        normal_costs, reduce_costs = resource.supernet_costs(model, sample.image_size)
+        normal_costs, reduce_costs = resource.supernet_costs(
+            model, sample.image_size, like=sample.normal
+        )
         normal = self._penalty(normal_costs, sample.normal)
         reduce = self._penalty(reduce_costs, sample.reduce)
         return self.weight * (

@@ -101,20 +101,29 @@ def _half(side: tuple[int, int]) -> tuple[int, int]:
     return side[0] // 2, side[1] // 2
 
 
-def supernet_costs(model: nn.Module, image_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-    """``(normal, reduce)``: (cells, edges, ops, 3) float64 costs of the normal and of the
-    reduction cells of a ``SearchNetwork`` run on images of ``image_size`` (the stem keeps the
-    side; every reduction cell halves it). Cached per network and image size."""
+def supernet_costs(
+    model: nn.Module, image_size: tuple[int, int], like: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
+    """``(normal, reduce)``: (cells, edges, ops, 3) costs of the normal and of the reduction
+    cells of a ``SearchNetwork`` run on images of ``image_size`` (the stem keeps the side;
+    every reduction cell halves it), float64 on the CPU or, given ``like``, of its dtype and
+    device. Cached per network, image size, dtype and device, so that a search moves them to
+    its device once, not every step."""
     cache = _CACHE.setdefault(model, {})
-    key = tuple(image_size)
+    dtype, device = (
+        (torch.float64, torch.device("cpu")) if like is None else (like.dtype, like.device)
+    )
+    key = (tuple(image_size), dtype, device)
     if key not in cache:
-        side, normal, reduce = key, [], []
+        side, normal, reduce = tuple(image_size), [], []
         for cell in model.cells:
             (reduce if cell.reduction else normal).append(cell_costs(cell, side))
             if cell.reduction:
                 side = _half(side)
         cache[key] = tuple(
-            torch.stack(c) if c else torch.zeros(0, 0, 0, 3, dtype=torch.float64)
+            (torch.stack(c) if c else torch.zeros(0, 0, 0, 3, dtype=torch.float64)).to(
+                device, dtype
+            )
             for c in (normal, reduce)
         )
     return cache[key]
