@@ -261,6 +261,8 @@ def test_the_resource_constraint_refuses_what_it_cannot_count():
         ResourceConstraint(costs="latency")
     with pytest.raises(ValueError, match="run the network first"):
         ResourceConstraint()(_snas_resource_supernet())
+    with pytest.raises(ValueError, match="a Linear has none"):
+        ResourceConstraint()(torch.nn.Linear(2, 2))
 
 
 def test_gdas_runs_only_the_sampled_ops():

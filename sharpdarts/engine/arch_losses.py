@@ -127,10 +127,15 @@ class ResourceConstraint:
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         sample = getattr(model, "sample", None)
-        if sample is None or sample.normal is None or sample.image_size is None:
+        if sample is None or not hasattr(model, "cells"):
+            raise ValueError(
+                "ResourceConstraint counts the costs of the DARTS supernet's cells "
+                f"(SearchNetwork); a {type(model).__name__} has none"
+            )
+        if sample.normal is None or sample.image_size is None:
             raise ValueError(
                 "ResourceConstraint reads the op weights of the network's latest forward pass "
-                "(a SearchNetwork's sample): run the network first"
+                "(its sample): run the network first"
             )
         normal_costs, reduce_costs = resource.supernet_costs(
             model, sample.image_size, like=sample.normal
