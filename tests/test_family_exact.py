@@ -20,7 +20,12 @@ weights and alphas copied into the authors' network, and the same batch and the 
   checked on the DARTS supernet that every sharpdarts search uses.
 - SNAS: SNAS-Series/SNAS-Series @ 9a43adbdf90d4969b19e448c0d094091bc5efb4f, the soft sample
   ``Network._get_categ_mask`` of ``SNAS/model_search.py`` copied verbatim, on the same DARTS
-  supernet (temperature 0.5), with its architecture Adam (``SNAS/train_search.py``).
+  supernet (temperature 0.5), with its architecture Adam (``SNAS/train_search.py``). Its
+  resource constraint (``snas_resource_*``): SNAS's own ``Network`` (``SNAS/model_search.py``,
+  its ops ``SNAS/operations.py``, ``--method reparametrization``, no drop path), our weights
+  and alphas copied in (one normal edge's 'none' alpha set to 20, so that its costs fall below
+  1), and the resource loss of ``SNAS/train_search.py`` (lambda 1.5e-3): the cost tables of
+  every cell, the logits, the term and the alphas' gradients of the term and of the loss.
 
 Compared: logits or loss, the gradients of both alpha tensors, the alphas after one
 architecture step, the sampled ops, and the genotype of the stepped alphas (FairDARTS:
@@ -37,8 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from sharpdarts.core import genotypes as genotypes_lib
-from sharpdarts.engine.arch_losses import DirichletKL, ZeroOneLoss
+from sharpdarts.engine.arch_losses import DirichletKL, ResourceConstraint, ZeroOneLoss
 from sharpdarts.engine.architect import Architect
+from sharpdarts.nn import resource
 from sharpdarts.nn.derivation import threshold_cell, top_pairs_cell
 from sharpdarts.nn.models import SearchNetwork
 
@@ -174,6 +180,81 @@ def test_snas_matches_authors_code():
     architect.step(x, y, x, y, eta=0.1)
     _close(net.alphas_normal, expected["step_normal"], atol=1e-12)
     _close(net.alphas_reduce, expected["step_reduce"], atol=1e-12)
+
+
+def _snas_resource_supernet() -> SearchNetwork:
+    net = tiny_float64_supernet(DARTS_OPS8, relaxation="gumbel_soft", tau=0.5)
+    with torch.no_grad():  # as in the figures: this edge's costs fall below 1, clamped to 1
+        net.alphas_normal[1, 0] = 20.0
+    return net
+
+
+def test_snas_cost_tables_are_the_authors():
+    net = _snas_resource_supernet()
+    normal, reduce = resource.supernet_costs(net, (8, 8))
+    assert [c.reduction for c in net.cells] == FIGURES["snas_costs_reduction"]
+    expected = torch.tensor(FIGURES["snas_costs"], dtype=torch.float64)  # cell, edge, op, cost
+    is_reduce = torch.tensor(FIGURES["snas_costs_reduction"])
+    assert torch.equal(normal, expected[~is_reduce]) and torch.equal(reduce, expected[is_reduce])
+
+
+@pytest.mark.parametrize(
+    "costs, log", [("all", True), ("all", False), ("flops", True)], ids=["log", "linear", "flops"]
+)
+def test_snas_resource_constraint_matches_authors_code(costs, log):
+    expected = FIGURES[f"snas_resource_{costs}_{'log' if log else 'linear'}"]
+    net = _snas_resource_supernet()
+    term = ResourceConstraint(1.5e-3, log=log, costs=costs)
+    x, y = _data()
+    torch.manual_seed(5)
+    logits = net(x)
+    _close(logits, expected["logits"])  # SNAS's own supernet: the same network
+    penalty = term(net)  # the forward pass's own sample
+    _close(penalty, expected["resource_loss"])
+    for key, loss in (("_resource", penalty), ("", penalty + F.cross_entropy(logits, y))):
+        grad_normal, grad_reduce = torch.autograd.grad(
+            loss, net.arch_parameters(), retain_graph=True
+        )
+        _close(grad_normal, expected[f"grad_normal{key}"])
+        _close(grad_reduce, expected[f"grad_reduce{key}"])
+
+
+def test_an_architecture_step_takes_the_resource_gradient_of_its_own_sample():
+    """First order: the step's gradient is the figures' (loss and term of one draw)."""
+    expected = FIGURES["snas_resource_all_log"]
+    net = _snas_resource_supernet()
+    x, y = _data()
+    architect = Architect(net, extra_loss=ResourceConstraint(1.5e-3))
+    torch.manual_seed(5)
+    architect.step(x, y, x, y, eta=0.1)
+    _close(net.alphas_normal.grad, expected["grad_normal"])
+    _close(net.alphas_reduce.grad, expected["grad_reduce"])
+
+
+def test_second_order_takes_the_resource_term_of_the_virtual_step_alike_both_ways():
+    """The original way deep-copies the network (its sample is left behind, not copied) and
+    reads the copy's own; the functional way reads the model's, from the same pass."""
+    x, y = _data()
+    alphas = []
+    for copy_network in (False, True):
+        net = _snas_resource_supernet()
+        architect = Architect(
+            net, order=2, copy_network=copy_network, extra_loss=ResourceConstraint(1.0)
+        )
+        torch.manual_seed(5)
+        architect.step(x, y, x, y, eta=0.1)
+        alphas.append([a.detach().clone() for a in net.arch_parameters()])
+    for a, b in zip(*alphas):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_the_resource_constraint_refuses_what_it_cannot_count():
+    with pytest.raises(ValueError, match="costs must be"):
+        ResourceConstraint(costs="latency")
+    with pytest.raises(ValueError, match="run the network first"):
+        ResourceConstraint()(_snas_resource_supernet())
+    with pytest.raises(ValueError, match="a Linear has none"):
+        ResourceConstraint()(torch.nn.Linear(2, 2))
 
 
 def test_gdas_runs_only_the_sampled_ops():

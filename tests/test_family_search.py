@@ -1,5 +1,6 @@
 """DARTS-family searches through the search job: the temperature schedule, checkpointed
-temperature, exact resume of a GDAS search after a kill, and the loss terms in the loop."""
+temperature, exact resume after a kill (GDAS, and each method's experiment in smoke mode), and
+the loss terms in the loop."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import torch
 from test_engine import (  # the search job's test helpers (tests/test_engine.py)
     SEARCH,
     SEARCH_CELL,
+    assert_same_state,
     configure,
     killed_search_resumes_exactly,
 )
 
 from sharpdarts.engine import search_job
+from sharpdarts.face import runner
 from sharpdarts.nn import relaxation
 
 GDAS = [
@@ -117,3 +120,53 @@ def test_warm_up_epochs_train_the_weights_only():
         before = len(steps)
         job.train_step(x, y)
         assert len(steps) - before == (0 if epoch == 1 else 1)
+
+
+# Each method's search, killed after its first epoch and resumed, ends as an uninterrupted one:
+# its temperature (SNAS), stop state (DARTS-ES), partial channels and edge betas (PC-DARTS),
+# loss terms (FairDARTS, SNAS's resource constraint) included. Smoke mode, made tinier still:
+# one weight step and one architecture step an epoch.
+@pytest.mark.parametrize(
+    "experiment, bindings",
+    [
+        ("search/fairdarts", []),
+        ("search/drnas", ["search.arch_warmup_epochs = 0"]),
+        ("search/snas", []),
+        ("search/pc_darts", []),
+        ("search/r_darts_l2", []),
+        # DARTS-ES measures every epoch and stops as soon as the eigenvalue grows (factor 1e-6).
+        (
+            "search/darts_es",
+            [
+                "EPOCHS = 3",
+                "Architect.order = 1",
+                "collapse_metrics.every = 1",
+                "darts_es.window = 1",
+                "darts_es.delta = 1",
+                "darts_es.start_epoch = 1",
+                "darts_es.factor = 1e-6",
+            ],
+        ),
+    ],
+)
+def test_a_killed_search_of_each_method_resumes_exactly(
+    experiment, bindings, tmp_path, monkeypatch
+):
+    tiny = [
+        "BATCH_SIZE = 4",
+        "build_datasets.synthetic_size = (8, 4)",
+        "SearchNetwork.steps = 1",
+        "SearchNetwork.multiplier = 1",
+    ]
+    if experiment != "search/darts_es":
+        tiny.append("collapse_metrics.every = 0")
+    runner.configure(experiment, [*tiny, *bindings], smoke=True, results=str(tmp_path))
+    gin.bind_parameter("build_datasets.synthetic_shape", (3, 8, 8))  # smoke mode's are 32x32
+    a, b = killed_search_resumes_exactly(tmp_path, monkeypatch)
+    assert_same_state(b, a, "checkpoint")  # RNG states, schedules, Adam moments, stop state
+    if experiment == "search/snas":
+        assert a["tau"] < 1.0  # the temperature schedule moved
+        assert gin.query_parameter("Architect.extra_loss").selector == "ResourceConstraint"
+    if experiment == "search/darts_es":
+        # Stopped at epoch 2 on the averages of epochs 1 and 2: the first came from the checkpoint.
+        assert a["collapse"]["stop"]["decided_epoch"] == 2

@@ -26,6 +26,30 @@ from sharpdarts.nn.relaxation import get_relaxation
 from sharpdarts.nn.weighting import get_weighting
 
 
+class Sample:
+    """The relaxation's op weights of a supernet's latest forward pass, and its input's height
+    and width: what a loss term of the sample itself reads (SNAS's resource constraint,
+    ``engine.arch_losses.ResourceConstraint``, uses the same draw as the forward pass).
+
+    A deep copy or a pickle of the network holds an empty one: the weights carry their
+    autograd graph, which neither can copy.
+
+    Attributes:
+        normal, reduce: (edges, ops) op weights before the weighting scheme, or None before
+            the first forward pass.
+        image_size: ``(height, width)`` of the input, or None.
+    """
+
+    def __init__(self, normal=None, reduce=None, image_size=None):
+        self.normal, self.reduce, self.image_size = normal, reduce, image_size
+
+    def __deepcopy__(self, memo) -> Sample:
+        return Sample()
+
+    def __reduce__(self):
+        return (Sample, ())
+
+
 @gin.configurable
 @validate.params(
     C=validate.WIDTH,
@@ -81,7 +105,8 @@ class SearchNetwork(nn.Module):
 
     The architecture parameters ``alphas_normal`` and ``alphas_reduce`` (edges x ops), and with
     edge normalization ``betas_normal`` and ``betas_reduce`` (edges), are returned by
-    :meth:`arch_parameters`; :meth:`weights` returns all other parameters.
+    :meth:`arch_parameters`; :meth:`weights` returns all other parameters. :attr:`sample` holds
+    the op weights of the latest forward pass (a :class:`Sample`).
     """
 
     def __init__(
@@ -172,6 +197,7 @@ class SearchNetwork(nn.Module):
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
+        self.sample = Sample()
 
     def _cell_primitives(self, reduction: bool) -> Sequence:
         """The ops of a cell's edges: one list for all, or one per edge (a per-edge space; a
@@ -230,14 +256,19 @@ class SearchNetwork(nn.Module):
         ``index`` is a hard sample's op per edge, else None. Draws normal before reduce, as
         the authors' code does. ``op_weights``: given ``(normal, reduce)`` op weights used in
         place of the relaxation's (SDARTS' perturbed weights, ``engine.perturbation``)."""
-        out = []
+        return self._relaxed(op_weights)[0]
+
+    def _relaxed(self, op_weights=None):
+        """:meth:`relaxed`, and the op weights before the weighting scheme."""
+        out, raw = [], []
         for i, alphas in enumerate((self.alphas_normal, self.alphas_reduce)):
             if op_weights is None:
                 weights, index = self.relaxation.relax(alphas, self.tau)
             else:
                 weights, index = op_weights[i], None
+            raw.append(weights)
             out.append((self.weighting(weights), index))
-        return tuple(out)
+        return tuple(out), raw
 
     def edge_weights(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
         """Edge normalization's (edges,) weights of normal and reduction cells (or Nones)."""
@@ -250,7 +281,9 @@ class SearchNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, op_weights=None) -> torch.Tensor:
         """Logits; ``op_weights``: see :meth:`relaxed`."""
-        normal, reduce = self.relaxed(op_weights)
+        (normal, reduce), raw = self._relaxed(op_weights)
+        if not torch.compiler.is_compiling():  # a compiled weight step keeps no record
+            self.sample = Sample(*raw, tuple(x.shape[-2:]))
         edges_normal, edges_reduce = self.edge_weights()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
