@@ -123,7 +123,9 @@ def test_each_rank_takes_its_block_of_the_whole_batch_columns():
 
 def _train(batch_size: int) -> dict:
     """One training epoch of a fixed cell (jittered windows from numpy's shared stream), its
-    validation and its test at batch 1 (one column: rank 1 evaluates none of it)."""
+    validation and its test at batch 1 (one column: rank 1 evaluates none of it); and what a
+    mid-epoch checkpoint after its first window keeps of the hidden state (every rank's
+    columns), with whether this process gets its own columns back from it."""
     network = functools.partial(RNNModel, ninp=8, nhid=8, nhidlast=8, **NO_DROPOUT)
     job = lm_train(
         data=_bundle(),
@@ -135,11 +137,22 @@ def _train(batch_size: int) -> dict:
         show_progress=False,
         build_only=True,
     )
+    inside, real_step = {}, job.train_step
+
+    def train_step(x, y):
+        if job.train_loader.start > 0 and not inside:  # after the first window
+            inside.update(job.inside_state())  # a collective: every rank, at the same step
+            own = job._own_columns(inside["hidden"])
+            inside["round_trip"] = all(torch.equal(a, b) for a, b in zip(own, job.hidden))
+        return real_step(x, y)
+
+    job.train_step = train_step
     final = job.fit(None)
     return {
         "state": {k: v.detach().clone() for k, v in job.model.state_dict().items()},
         "valid_ppl": final["valid_ppl"],
         "test_ppl": final["test_ppl"],
+        "inside": inside,
     }
 
 
@@ -183,6 +196,11 @@ def test_two_processes_at_b_train_like_one_process_at_2b(ranks):
             )
         assert r["train"]["valid_ppl"] == pytest.approx(single["valid_ppl"], rel=1e-5)
         assert r["train"]["test_ppl"] == pytest.approx(single["test_ppl"], rel=1e-5)
+        # A mid-epoch checkpoint keeps the whole batch's hidden state, in one process's layout.
+        [want] = single["inside"]["hidden"]
+        assert want.shape == (1, WORLD * B, 8) and want.abs().sum() > 0
+        torch.testing.assert_close(r["train"]["inside"]["hidden"][0], want, rtol=1e-4, atol=1e-6)
+        assert r["train"]["inside"]["round_trip"]
 
 
 def test_distributed_valid_perplexity_counts_every_token_once(ranks):

@@ -420,7 +420,7 @@ def _agreeing_worker(rank: int, port: int, out_dir: str) -> None:
             for batch in range(1, 2 * AGREE_EVERY + 1):
                 if rank == 1 and batch == 3:
                     preemption.caught = signal.SIGTERM  # as its handler would note it
-                answers.append(preemption.due(batch, 2 * AGREE_EVERY))
+                answers.append(preemption.due(batch, batch == 2 * AGREE_EVERY))
                 if answers[-1]:
                     preemption.caught = None  # checkpointed (the signal's handler: not here)
         data = datasets.SyntheticDataset(num_samples=16, image_shape=(1, 2, 2), num_classes=2)

@@ -164,6 +164,16 @@ def average_over_processes(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
+def gather_from_processes(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every process's copy of a tensor (all of the same shape), in rank order, on every
+    process (in one process: the tensor alone)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [tensor]
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return parts
+
+
 def broadcast_object(obj):
     """Rank 0's value of a picklable object, on every process."""
     box = [obj]

@@ -2,13 +2,14 @@
 (``rnn/train.py``), fitted by the one epoch loop of :mod:`sharpdarts.engine.loop`.
 
 What they share with the image jobs is the loop (resume, one metrics line per epoch, the
-checkpoint, the finite-loss check); what differs is injected here: the batches are BPTT
-windows of a batchified corpus (:class:`Windows`, the original's variable lengths), the hidden
-state is carried from window to window and zeroed each epoch, each step's lr is scaled by
-``seq_len / bptt``, the loss adds TAR (and AR), and evaluation reports perplexity. Training
-switches from SGD to averaged SGD on the original's non-monotonic trigger; the switch, the
-averaged weights and the best weights are in the checkpoint, so a resumed run continues
-exactly. Facts: ``docs/facts/darts_rnn.md``, sections 1, 3 and 5.
+checkpoint, the finite-loss check, mid-epoch checkpoints); what differs is injected here: the
+batches are BPTT windows of a batchified corpus (:class:`~.corpus.Windows`, the original's
+variable lengths), the hidden state is carried from window to window and zeroed each epoch,
+each step's lr is scaled by ``seq_len / bptt``, the loss adds TAR (and AR), and evaluation
+reports perplexity. Training switches from SGD to averaged SGD on the original's
+non-monotonic trigger; the switch, the averaged weights and the best weights are in the
+checkpoint, so a resumed run continues exactly; a mid-epoch checkpoint also keeps the hidden
+state and the windows' place. Facts: ``docs/facts/darts_rnn.md``, sections 1, 3 and 5.
 
 Under torchrun (``batch_size`` is then per process) each split is batchified at the whole
 batch and every rank takes its own block of columns (:func:`~.corpus.rank_columns`): the ranks
@@ -33,31 +34,21 @@ from torch import nn
 from sharpdarts.core import run_folder
 from sharpdarts.core.metrics import count_parameters
 from sharpdarts.core.schedules import constant_schedule
-from sharpdarts.engine.context import Context, make_context, reduce_sum, seed_everything
+from sharpdarts.engine.context import (
+    Context,
+    gather_from_processes,
+    make_context,
+    reduce_sum,
+    seed_everything,
+)
 from sharpdarts.engine.data import corpus as corpus_lib
 from sharpdarts.engine.data.bundle import given_or_built
 from sharpdarts.engine.data.shards import rank_seed
 from sharpdarts.engine.job_params import REQUIRED, UNCHECKED, job_entry, param
 from sharpdarts.engine.loop import Job, weight_step
+from sharpdarts.engine.preemption import midepoch_checkpoints
 from sharpdarts.errors import UserError
 from sharpdarts.nn.recurrent.model import ar_tar_penalty
-
-
-class Windows:
-    """One epoch's training batches: ``(x, y)`` BPTT windows in order; ``seq_len`` is the
-    sampled length of the window last given (the lr scale uses it, not the cut length)."""
-
-    sampler = None  # the loop asks loaders for a sampler to set the epoch of
-
-    def __init__(self, source: torch.Tensor, bptt: int, jitter: bool):
-        self.source, self.bptt, self.jitter = source, bptt, jitter
-        self.seq_len = bptt
-        self.start = 0
-
-    def __iter__(self):
-        for i, seq_len in corpus_lib.bptt_windows(self.source.size(0), self.bptt, self.jitter):
-            self.seq_len, self.start = seq_len, i
-            yield corpus_lib.get_batch(self.source, i, seq_len)
 
 
 @torch.no_grad()
@@ -145,19 +136,22 @@ class _LanguageJob(Job):
         self.train_data = self._columns(corpus.train, p.batch_size)
         self.valid_data = corpus_lib.batchify(corpus.valid, p.eval_batch_size).to(ctx.device)
         self.test_data = corpus_lib.batchify(corpus.test, corpus_lib.TEST_BATCH_SIZE).to(ctx.device)
-        self.train_loader = Windows(self.train_data, p.bptt, jitter)
+        self.train_loader = corpus_lib.Windows(self.train_data, p.bptt, jitter)
         self.rng_loaders = []  # the windows draw from numpy's global state, which is saved
         self.model = p.network(ntoken=corpus.ntokens).to(ctx.device)
         if ctx.distributed:  # the same initial network everywhere, then each rank's masks
             torch.manual_seed(rank_seed(seed, ctx.rank))
-        self.optimizer = torch.optim.SGD(
-            self.weights(), lr=p.learning_rate, weight_decay=p.weight_decay
-        )
+        self.optimizer = self._sgd()
         # No per-epoch schedule: the lr changes per step only (scaled by the window length).
         self.scheduler = constant_schedule(self.optimizer, p.epochs)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=False)
         self.epochs, self.show_progress = p.epochs, p.show_progress
+        self.checkpointing = midepoch_checkpoints()
         self.hidden = None
+
+    def _sgd(self) -> torch.optim.SGD:
+        p = self.params
+        return torch.optim.SGD(self.weights(), lr=p.learning_rate, weight_decay=p.weight_decay)
 
     def _columns(self, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
         """This process's ``batch_size`` columns of the split batchified at the whole batch
@@ -205,6 +199,25 @@ class _LanguageJob(Job):
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.hidden = None
+
+    def inside_state(self) -> dict:
+        return {"hidden": self._whole_batch(self.hidden)}
+
+    def load_inside_state(self, state: dict) -> None:
+        self.hidden = self._own_columns(state["hidden"])
+
+    def _whole_batch(self, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A hidden state of this process's columns as the whole batch's (every process's
+        columns in rank order: :func:`~.corpus.rank_columns`'s layout), detached."""
+        hidden = [h.detach() for h in hidden]
+        if not self.ctx.distributed:
+            return [h.clone() for h in hidden]
+        return [torch.cat(gather_from_processes(h), dim=1) for h in hidden]
+
+    def _own_columns(self, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+        """This process's columns of a whole batch's hidden state, on its device."""
+        ctx = self.ctx
+        return [corpus_lib.rank_columns(h, ctx.rank, ctx.world_size).to(ctx.device) for h in hidden]
 
 
 # ---- Training ---------------------------------------------------------------------------------
@@ -293,9 +306,14 @@ class LanguageTrainJob(_LanguageJob):
         }
 
     def load_state(self, state: dict) -> None:
-        # The optimizer in the checkpoint is ASGD after the switch: build it before loading.
-        if state.get("asgd_epoch") is not None and not self.averaging:
-            self._switch_to_asgd()
+        # The optimizer in the checkpoint is ASGD after the switch, SGD before: build that one
+        # before loading (a signal that stops an evaluation after its switch goes back to SGD).
+        switched = state.get("asgd_epoch") is not None
+        if switched != isinstance(self.optimizer, torch.optim.ASGD):
+            if switched:
+                self._switch_to_asgd()
+            else:
+                self.optimizer = self._sgd()
         super().load_state(state)
 
     def load_extra_state(self, state: dict) -> None:

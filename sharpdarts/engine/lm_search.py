@@ -85,6 +85,14 @@ class LanguageSearchJob(ArchitectureSearch, _LanguageJob):
         super().start_epoch(epoch)
         self.hidden_valid = self.model.init_hidden(self.params.batch_size)
 
+    def inside_state(self) -> dict:
+        # The architecture's batches follow the training windows' rows: their place is kept.
+        return {**super().inside_state(), "hidden_valid": self._whole_batch(self.hidden_valid)}
+
+    def load_inside_state(self, state: dict) -> None:
+        super().load_inside_state(state)
+        self.hidden_valid = self._own_columns(state["hidden_valid"])
+
     def train_step(self, x, y):
         base = self._scaled_lr()
         rows = self.search_data.size(0) - 1

@@ -11,7 +11,11 @@ A run can also checkpoint inside an epoch (on a preemption signal, or every so m
 minutes: :mod:`sharpdarts.engine.preemption`). That checkpoint holds the place in the epoch
 too: the batches done, the epoch's partial loss and accuracy sums, and the training loader's
 generator as the epoch began; the resumed run draws the epoch's order again, skips the batches
-done without loading them and logs the epoch as an uninterrupted run would.
+done without loading them and logs the epoch as an uninterrupted run would. A training loader
+whose length is not known before its epoch ends (the language models' BPTT windows, of random
+lengths) keeps its own place instead: ``state_dict()`` / ``load_state_dict()`` (where the next
+batch starts) and ``exhausted`` (whether the batch just given was the epoch's last); the job
+keeps what it carries from batch to batch (:meth:`Job.inside_state`, the hidden state).
 """
 
 from __future__ import annotations
@@ -191,6 +195,15 @@ class Job(abc.ABC):
     def load_extra_state(self, state: dict) -> None:
         """Restores what :meth:`extra_state` saved."""
 
+    def inside_state(self) -> dict:
+        """What a mid-epoch checkpoint keeps beyond the epoch-end state: what the job carries
+        from one batch to the next (the language models' hidden state). Called on every
+        process (it may gather from them), after the batch."""
+        return {}
+
+    def load_inside_state(self, state: dict) -> None:
+        """Restores :meth:`inside_state` in the resumed epoch (after :meth:`start_epoch`)."""
+
     @abc.abstractmethod
     def final(self, trained: bool) -> dict:
         """The run's final metrics; ``trained`` is False when every epoch was done already."""
@@ -244,12 +257,25 @@ class ArchitectureSearch:
             self.arch_batches.load_state_dict(state["arch_batches"])
 
 
+def _keeps_place(loader) -> bool:
+    """Whether a training loader keeps its own place in the epoch (module docstring)."""
+    return hasattr(loader, "load_state_dict") and hasattr(loader, "exhausted")
+
+
 def _resumable(job: Job) -> bool:
     """Whether the job's training batches can start partway through an epoch."""
+    if _keeps_place(job.train_loader):
+        return True
     sampler = getattr(job.train_loader, "sampler", None)
     return (
         hasattr(sampler, "skip_next") and getattr(job.train_loader, "generator", None) is not None
     )
+
+
+def _is_last(loader, batches: int, total: int | None) -> bool:
+    """Whether the batch just done (the epoch's ``batches``-th) was its last: by the
+    epoch's ``total`` when known up front, else as the loader says."""
+    return batches == total if total is not None else bool(loader.exhausted)
 
 
 def _start_inside(job: Job, position: dict, totals: Totals) -> tuple[int, float, float]:
@@ -258,8 +284,12 @@ def _start_inside(job: Job, position: dict, totals: Totals) -> tuple[int, float,
     (summed over the processes when saved, so they continue on rank 0 only). Returns the
     batches done, the epoch's lr and the seconds it had taken."""
     done = int(position["batch"])
-    job.train_loader.generator.set_state(position["train_generator"])
-    job.train_loader.sampler.skip_next(done * job.train_loader.batch_size)
+    if "loader" in position:  # a loader that keeps its own place
+        job.train_loader.load_state_dict(position["loader"])
+    else:
+        job.train_loader.generator.set_state(position["train_generator"])
+        job.train_loader.sampler.skip_next(done * job.train_loader.batch_size)
+    job.load_inside_state(position.get("job", {}))
     if job.ctx.is_main:
         totals.values.copy_(position["totals"])
     return done, float(position["lr"]), float(position["seconds"])
@@ -273,6 +303,7 @@ def _save_inside(
     ``epoch``: ``number``, ``lr``, ``tic`` (its start) and ``train_generator`` (as it began)."""
     ctx = job.ctx
     partial = reduce_sum(totals.values.clone(), ctx)  # every process, before rank 0 saves
+    inside = job.inside_state()  # likewise
     if ctx.is_main:
         number = epoch["number"]
         state = dict(state or job.state(number - 1))
@@ -283,7 +314,10 @@ def _save_inside(
             "seconds": time.time() - epoch["tic"],
             "train_generator": epoch["train_generator"],
             "totals": partial,
+            "job": inside,
         }
+        if _keeps_place(job.train_loader):
+            state["position"]["loader"] = job.train_loader.state_dict()
         state = checkpoint_lib.prepare(state)
         checkpoint_lib.record_checkpoint(run, number - 1, state.sha256, batch=batch)
         checkpoint_lib.save_checkpoint(path, state)
@@ -341,22 +375,28 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
             if position is not None:  # resumed from a checkpoint inside this epoch
                 done, lr, seconds = _start_inside(job, position, totals)
                 tic, position = tic - seconds, None
-            generator = job.train_loader.generator if preemption.enabled else None
+            generator = getattr(job.train_loader, "generator", None) if preemption.enabled else None
             began = {
                 "number": epoch,
                 "lr": lr,
                 "tic": tic,
                 "train_generator": generator.get_state() if generator is not None else None,
             }
-            # (A loader that cannot skip, as the language models' windows, may have no length.)
-            batches = done + len(job.train_loader) if preemption.enabled else None
-            for step, (x, y) in enumerate(shown.bar(job.train_loader, epoch), start=done):
+            # The language models' windows have no length: they say when they are done.
+            total = None
+            if preemption.enabled and not _keeps_place(job.train_loader):
+                total = done + len(job.train_loader)
+            batches = done
+            for x, y in shown.bar(job.train_loader, epoch):
                 x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
                 loss, logits = job.train_step(x, y)
                 totals.add(loss, logits, y)
-                shown.step(step - done, loss)
-                if preemption.due(step + 1, batches):
-                    _save_inside(job, run, path, began, step + 1, totals)
+                shown.step(batches - done, loss)
+                batches += 1
+                if preemption.enabled and preemption.due(
+                    batches, _is_last(job.train_loader, batches, total)
+                ):
+                    _save_inside(job, run, path, began, batches, totals)
                     preemption.saved()
                     preemption.pass_on()
             trained = totals.result(ctx)

@@ -51,8 +51,8 @@ def midepoch_checkpoints(
 ) -> dict:
     """When a run checkpoints inside its epochs (besides the checkpoint at each epoch's end).
 
-    The search and training jobs read it when they are built (so a binding of it takes effect
-    by then); the language-model jobs do not checkpoint inside epochs.
+    The search and training jobs, the language-model ones included, read it when they are
+    built (so a binding of it takes effect by then).
 
     Args:
         every_batches: checkpoint after every this many batches of an epoch; None: never.
@@ -141,17 +141,17 @@ class Preemption:
         finally:
             self._stop_evaluation = False
 
-    def due(self, batches_done: int, batches: int) -> bool:
-        """Whether to checkpoint now, after ``batches_done`` of the epoch's ``batches``; every
-        process gets the same answer. The interval never asks for it after the last batch:
-        the epoch's own checkpoint follows."""
+    def due(self, batches_done: int, last: bool) -> bool:
+        """Whether to checkpoint now, after ``batches_done`` batches of the epoch (``last``:
+        the epoch's last); every process gets the same answer. The interval never asks for it
+        after the last batch: the epoch's own checkpoint follows."""
         if not self.enabled:
             return False
         by_count = bool(self.every_batches) and batches_done % self.every_batches == 0
         periodic = by_count
         if self.every_seconds is not None:
             periodic |= time.monotonic() - self.last_save >= self.every_seconds
-        periodic &= batches_done < batches
+        periodic &= not last
         if self.ctx.distributed and batches_done % AGREE_EVERY and not by_count:
             return False  # the processes compare notes only now and then
         return self._agree(self.caught is not None or periodic)

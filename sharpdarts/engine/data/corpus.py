@@ -189,13 +189,18 @@ def sample_seq_len(bptt: int, jitter: bool, rng=np.random, max_delta: int = 20) 
     return min(max(5, int(rng.normal(base, 5))), bptt + max_delta)
 
 
-def bptt_windows(rows: int, bptt: int, jitter: bool, rng=np.random) -> Iterator[tuple[int, int]]:
-    """``(i, seq_len)`` of each training step of an epoch over ``rows`` rows.
+def bptt_windows(
+    rows: int, bptt: int, jitter: bool, rng=np.random, start: int = 0
+) -> Iterator[tuple[int, int]]:
+    """``(i, seq_len)`` of each training step of an epoch over ``rows`` rows, from row
+    ``start`` (a resumed epoch's next window; 0 for a whole epoch).
 
     ``i`` advances by the sampled length even where :func:`get_batch` cuts the last window
-    short, and the loop runs while ``i < rows - 2``, as the original's.
+    short, and the loop runs while ``i < rows - 2``, as the original's. Each length is drawn
+    when its window is asked for, so the generator's state after ``k`` windows is the state
+    from which the rest of the epoch draws.
     """
-    i = 0
+    i = start
     while i < rows - 2:
         seq_len = sample_seq_len(bptt, jitter, rng)
         yield i, seq_len
@@ -206,6 +211,48 @@ def eval_windows(rows: int, bptt: int) -> Iterator[tuple[int, int]]:
     """``(i, bptt)`` of evaluation: fixed windows over ``rows - 1`` rows."""
     for i in range(0, rows - 1, bptt):
         yield i, bptt
+
+
+class Windows:
+    """One epoch's training batches: ``(x, y)`` BPTT windows in order; ``seq_len`` is the
+    sampled length of the window last given (the lr scale uses it, not the cut length).
+
+    The windows keep their place for a mid-epoch checkpoint (:mod:`sharpdarts.engine.loop`):
+    the row where the next window starts (:meth:`state_dict`). Their count is not known before
+    the epoch ends (each length is drawn from numpy's global generator as its window is asked
+    for), but whether the window just given was the last is (:attr:`exhausted`). A mid-epoch
+    checkpoint's numpy state is then the one the rest of the epoch draws from.
+    """
+
+    sampler = None  # the loop asks loaders for a sampler to set the epoch of
+
+    def __init__(self, source: torch.Tensor, bptt: int, jitter: bool):
+        self.source, self.bptt, self.jitter = source, bptt, jitter
+        self.seq_len = bptt
+        self.start = 0
+        self.next_row = 0  # where the window after the one last given starts
+        self._resume_row: int | None = None
+
+    def __iter__(self):
+        begin, self._resume_row = self._resume_row or 0, None
+        self.next_row = begin
+        rows = self.source.size(0)
+        for i, seq_len in bptt_windows(rows, self.bptt, self.jitter, start=begin):
+            self.seq_len, self.start, self.next_row = seq_len, i, i + seq_len
+            yield get_batch(self.source, i, seq_len)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the window last given was the epoch's last (as :func:`bptt_windows` ends)."""
+        return self.next_row >= self.source.size(0) - 2
+
+    def state_dict(self) -> dict:
+        """The place in the epoch: the row where the next window starts."""
+        return {"row": self.next_row}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The next pass starts at the saved row (once; the passes after it at row 0)."""
+        self._resume_row = int(state["row"])
 
 
 def synthetic_corpus(vocab: int = 50, sizes=(800, 240, 240), seed: int = 0) -> Corpus:
