@@ -169,6 +169,12 @@ class SearchNetwork(nn.Module):
         """Columns of the alphas: ops per edge."""
         return len(self.primitives)
 
+    def _masked(self, weights: torch.Tensor, reduction: bool) -> torch.Tensor:
+        """Op weights of the normal or reduction cells once ops are pruned away (DrNAS,
+        ``nn.drnas``); here none are."""
+        del reduction
+        return weights
+
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture parameters, trained by the architect."""
         if self.edge_normalization:
@@ -195,6 +201,7 @@ class SearchNetwork(nn.Module):
         for i, alphas in enumerate((self.alphas_normal, self.alphas_reduce)):
             if op_weights is None:
                 weights, index = self.relaxation.relax(alphas, self.tau)
+                weights = self._masked(weights, reduction=i == 1)
             else:
                 weights, index = op_weights[i], None
             out.append((self.weighting(weights), index))
@@ -235,8 +242,8 @@ class SearchNetwork(nn.Module):
         With edge normalization each edge's row is scaled by its edge weight first (PC-DARTS:
         edges are ranked by ``beta * softmax(alpha)``; an edge's op choice is unchanged).
         """
-        normal = self.relaxation.readout(self.alphas_normal)
-        reduce = self.relaxation.readout(self.alphas_reduce)
+        normal = self._masked(self.relaxation.readout(self.alphas_normal), reduction=False)
+        reduce = self._masked(self.relaxation.readout(self.alphas_reduce), reduction=True)
         edges_normal, edges_reduce = self.edge_weights()
         if edges_normal is not None:
             normal = normal * edges_normal[:, None]
