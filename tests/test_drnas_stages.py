@@ -160,6 +160,9 @@ def test_drnas_stages_refuse_what_they_cannot_run():
     refusals = {
         "search.network = @SearchNetwork": "@DrNASNetwork",  # cannot be pruned or widened
         "drnas_stages.keep_ops = (7,)": "must keep fewer",  # seven ops: none pruned
+        # sharpDARTS' choke op has a fixed middle width, which DrNAS's widening cannot grow.
+        "SearchNetwork.op_dict = 'OPS'\nSearchNetwork.primitives = ['choke_conv_3x3', "
+        "'skip_connect']\ndrnas_stages.keep_ops = (1,)": "SharpSepConv has a 1 -> 32 conv",
     }
     for binding, message in refusals.items():
         gin.clear_config()

@@ -240,6 +240,13 @@ class DirichletStages(StageSchedule):
                 f"{job.params.network!r}: DrNAS's stages prune and widen the supernet in place, "
                 "which @DrNASNetwork does."
             )
+        reason = job.model.unwidenable() if len(set(self.partial_channels)) > 1 else None
+        if reason is not None:
+            raise UserError(
+                f"drnas_stages.partial_channels = {list(self.partial_channels)} is refused: "
+                f"DrNAS's widening copies channels of ops that keep the edge's width (as "
+                f"DARTS_OPS, SearchNetwork.op_dict = 'DARTS_OPS'), but {reason}."
+            )
         ops = job.model.alphas_normal.shape[1]
         if self.keep_ops and self.keep_ops[0] >= ops:
             raise UserError(
@@ -251,7 +258,14 @@ class DirichletStages(StageSchedule):
         """Prunes each edge to its largest alphas, widens the partial channels and grows the
         weights' optimizer state with the weights (their ``configure_optimizer``)."""
         job.model.prune(self.keep_ops[stage])
-        grow_optimizer(job.optimizer, job.model.wider(self.partial_channels[stage + 1]))
+        width = self.partial_channels[stage + 1]
+        if job.ctx.distributed:  # each process has its own stream: the same copies everywhere
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(job.seed * 1000 + stage + 1)
+                growth = job.model.wider(width)
+        else:  # the search's own stream, as their code draws the copied channels
+            growth = job.model.wider(width)
+        grow_optimizer(job.optimizer, growth)
         job.stage = stage + 1
         # The best epoch is chosen within the last stage: the pruned ops leave the genotypes.
         job.best.update(valid_acc=-1.0, epoch=0, genotype=None)

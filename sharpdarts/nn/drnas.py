@@ -147,6 +147,16 @@ def widen_op(op: nn.Module, width: int, growth: dict) -> None:
             _grow_bn(layer, width, last, growth)
 
 
+def unwidenable(op: nn.Module) -> str | None:
+    """Why :func:`widen_op` cannot widen ``op`` (a conv that changes the width, as the
+    sharpDARTS ops' fixed middle width), or None: it can (DrNAS's ops, ``DARTS_OPS``)."""
+    for conv in op.modules():
+        if isinstance(conv, nn.Conv2d) and not isinstance(op, FactorizedReduce):
+            if conv.in_channels != conv.out_channels:
+                return f"{type(op).__name__} has a {conv.in_channels} -> {conv.out_channels} conv"
+    return None
+
+
 @gin.configurable
 class DrNASNetwork(SearchNetwork):
     """DrNAS's supernet: :class:`~sharpdarts.nn.models.SearchNetwork` (Dirichlet relaxation,
@@ -192,6 +202,11 @@ class DrNASNetwork(SearchNetwork):
         self.mask_normal = prune_alphas(self.alphas_normal, keep, self.mask_normal)
         self.mask_reduce = prune_alphas(self.alphas_reduce, keep, self.mask_reduce)
         self._run_kept_ops()
+
+    def unwidenable(self) -> str | None:
+        """Why :meth:`wider` cannot widen this supernet's ops, or None."""
+        reasons = (unwidenable(op) for mixed, _, _ in self._mixed_ops() for op in mixed._ops)
+        return next((r for r in reasons if r is not None), None)
 
     @torch.no_grad()
     def wider(self, partial_channels: int) -> dict[nn.Parameter, Growth]:
