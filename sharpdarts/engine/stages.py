@@ -201,13 +201,25 @@ class DirichletStages(StageSchedule):
         keep_ops: ops each edge keeps at the start of each stage after the first, by its
             largest alphas (DrNAS: 4 of 7; their ``num_keeps`` 7, 4, the 7 never applied).
 
-    The weights' lr schedule spans every stage (their one ``CosineAnnealingLR`` over the sum
-    of the stages' epochs, carried into each stage's optimizer).
+        restart_lr: False (the default): the weights' lr schedule runs on over every stage, as
+            their code means it to (one ``CosineAnnealingLR`` over the sum of the stages'
+            epochs, its state carried into each stage's schedule by ``configure_scheduler``).
+            True: what their code does under the PyTorch it runs on (1.4 or 1.5: the later
+            ones key the optimizer's state by position, which their ``configure_optimizer``
+            cannot read): the new stage's SGD starts at the initial lr again, and torch's
+            recursive cosine scales on from it, so the second of two equal stages runs at
+            twice the cosine's lr (docs/family.md).
     """
 
-    def __init__(self, partial_channels: Sequence[int] = (6, 4), keep_ops: Sequence[int] = (4,)):
+    def __init__(
+        self,
+        partial_channels: Sequence[int] = (6, 4),
+        keep_ops: Sequence[int] = (4,),
+        restart_lr: bool = False,
+    ):
         self.partial_channels = tuple(int(k) for k in partial_channels)
         self.keep_ops = tuple(int(n) for n in keep_ops)
+        self.restart_lr = bool(restart_lr)
         if (
             not self.partial_channels
             or len(self.keep_ops) != len(self.partial_channels) - 1
@@ -266,6 +278,8 @@ class DirichletStages(StageSchedule):
         else:  # the search's own stream, as their code draws the copied channels
             growth = job.model.wider(width)
         grow_optimizer(job.optimizer, growth)
+        if self.restart_lr:
+            job.scheduler = _InitialLrAfterStep(job, job.scheduler)
         job.stage = stage + 1
         # The best epoch is chosen within the last stage: the pruned ops leave the genotypes.
         job.best.update(valid_acc=-1.0, epoch=0, genotype=None)
@@ -290,6 +304,24 @@ class _FirstEpochOfStage:
         self.job, self.scheduler = job, scheduler
 
     def step(self) -> None:
+        self.job.scheduler = self.scheduler
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+
+class _InitialLrAfterStep:
+    """The schedule until the loop steps it at the end of a DrNAS stage: that step runs, then
+    every lr goes back to its initial value (their new stage's SGD), and the schedule is
+    itself again; its next steps scale from there (torch's cosine is recursive)."""
+
+    def __init__(self, job, scheduler):
+        self.job, self.scheduler = job, scheduler
+
+    def step(self) -> None:
+        self.scheduler.step()
+        for group in self.job.optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
         self.job.scheduler = self.scheduler
 
     def state_dict(self) -> dict:
