@@ -141,11 +141,12 @@ class SearchParams:
         "the auxiliary skip's coefficient of each epoch, ``f(epoch from 0, epochs)`` "
         "(DARTS-: ``@linear_beta_schedule()``), set on the network's ``auxiliary_skip``.",
     )
-    stages: stages_lib.ProgressiveStages | None = param(
+    stages: stages_lib.StageSchedule | None = param(
         UNCHECKED,
         None,
-        "progressive stages (P-DARTS: ``@progressive_stages()``, with ``@PDartsNetwork``): "
-        "``epochs`` and ``arch_warmup_epochs`` then count per stage; None: one stage.",
+        "progressive stages (P-DARTS: ``@progressive_stages()``, with ``@PDartsNetwork``; "
+        "DrNAS: ``@drnas_stages()``, with ``@DrNASNetwork``): ``epochs`` and "
+        "``arch_warmup_epochs`` then count per stage; None: one stage.",
     )
 
 
@@ -191,7 +192,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         self.arch_batches = cycle(arch_loader)
         self.seed, self.spec = seed, bundle.spec
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
-        self.stage, self.edge_ops = 0, None  # P-DARTS' stage and each edge's ops
+        self.stage, self.edge_ops = 0, None  # a staged search's stage (P-DARTS: edges' ops)
         if p.stages is None:
             self.build_supernet()
         else:
@@ -221,8 +222,10 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             )
         if p.perturbation is not None:
             check_perturbed_model(self.model)
+        # DrNAS's stages run one schedule over the whole search; P-DARTS' one per stage.
+        epochs = p.epochs if p.stages is None else p.stages.schedule_epochs(p.epochs)
         self.optimizer, self.scheduler, self.scaler = weights_tools(
-            self.model.weights(), p.learning_rate, p.epochs, p.optimizer, p.lr_schedule, ctx
+            self.model.weights(), p.learning_rate, epochs, p.optimizer, p.lr_schedule, ctx
         )
         self.architect = Architect(self.model, criterion=self.criterion)
         self.step_model = ctx.compiled(self.model)
@@ -249,7 +252,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
 
     def extra_state(self) -> dict:
         skip = getattr(self.model, "auxiliary_skip", None)
-        staged = {"stage": self.stage, "edge_ops": self.edge_ops} if self.params.stages else {}
+        staged = stages_lib.state(self) if self.params.stages else {}
         return {
             **super().extra_state(),
             "tau": getattr(self.model, "tau", None),

@@ -105,6 +105,21 @@ class MixedOp(nn.Module):
             self._ops.append(op)
         self._computed = [i for i, op in enumerate(self._ops) if not isinstance(op, Zero)]
 
+    def run_only(self, kept: Sequence[bool] | None) -> None:
+        """Runs only the ops marked in ``kept`` (None: all): DrNAS's pruned ops, whose weight
+        is 0, are skipped as their ``if not w == 0`` skips them (``nn.drnas``)."""
+        self._computed = [
+            i
+            for i, op in enumerate(self._ops)
+            if not isinstance(op, Zero) and (kept is None or kept[i])
+        ]
+
+    def set_partial_channels(self, partial_channels: int) -> None:
+        """A new K (DrNAS's widening, ``nn.drnas``; the caller widens the ops to match)."""
+        if self.channels % partial_channels:
+            raise ValueError(f"partial_channels {partial_channels} must divide {self.channels}")
+        self._partial = partial_channels
+
     def forward(
         self,
         x: torch.Tensor,
@@ -228,6 +243,12 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 ops = primitives[len(self._ops)] if per_edge else primitives
                 self._ops.append(MixedOp(C, stride, ops, op_dict, partial_channels))
+
+    def set_partial_channels(self, partial_channels: int) -> None:
+        """A new K for every edge (DrNAS's widening, ``nn.drnas``)."""
+        self._partial = partial_channels
+        for mixed in self._ops:
+            mixed.set_partial_channels(partial_channels)
 
     def forward(
         self,

@@ -224,15 +224,23 @@ class SearchNetwork(nn.Module):
     @torch.no_grad()
     def logged_alphas(self) -> dict[str, list]:
         """The weights a search logs: the relaxation's readout (softmax, FairDARTS' sigmoid),
-        spread over :attr:`primitives` in a per-edge space, as float32 lists."""
+        masked after pruning (DrNAS), spread over :attr:`primitives` in a per-edge space, as
+        float32 lists."""
         return {
             f"alphas_{half}": self._spread(
-                self.relaxation.readout(alphas.float()), half == "reduce"
+                self._masked(self.relaxation.readout(alphas.float()), half == "reduce"),
+                half == "reduce",
             )
             .cpu()
             .tolist()
             for half, alphas in (("normal", self.alphas_normal), ("reduce", self.alphas_reduce))
         }
+
+    def _masked(self, weights: torch.Tensor, reduction: bool) -> torch.Tensor:
+        """Op weights of the normal or reduction cells once ops are pruned away (DrNAS,
+        ``nn.drnas``); here none are."""
+        del reduction
+        return weights
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture parameters, trained by the architect."""
@@ -264,6 +272,7 @@ class SearchNetwork(nn.Module):
         for i, alphas in enumerate((self.alphas_normal, self.alphas_reduce)):
             if op_weights is None:
                 weights, index = self.relaxation.relax(alphas, self.tau)
+                weights = self._masked(weights, reduction=i == 1)
             else:
                 weights, index = op_weights[i], None
             raw.append(weights)
@@ -313,8 +322,10 @@ class SearchNetwork(nn.Module):
         With edge normalization each edge's row is scaled by its edge weight first (PC-DARTS:
         edges are ranked by ``beta * softmax(alpha)``; an edge's op choice is unchanged).
         """
-        normal = self._spread(self.relaxation.readout(self.alphas_normal), False)
-        reduce = self._spread(self.relaxation.readout(self.alphas_reduce), True)
+        normal = self._spread(
+            self._masked(self.relaxation.readout(self.alphas_normal), False), False
+        )
+        reduce = self._spread(self._masked(self.relaxation.readout(self.alphas_reduce), True), True)
         edges_normal, edges_reduce = self.edge_weights()
         if edges_normal is not None:
             normal = normal * edges_normal[:, None]
