@@ -124,8 +124,11 @@ def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
         assert epochs == list(range(1, len(epochs) + 1))
         epochs = [r["phase_epoch"] for r in records if r["phase"] == "final"]
     operative = (folder / "operative_config.gin").read_text()
-    # A staged search (P-DARTS) runs its EPOCHS in each stage, one after the other.
-    stages = len(gin_tuple(operative, "progressive_stages.layers") or (0,))
+    # A staged search (P-DARTS, DrNAS) runs its EPOCHS in each stage, one after the other.
+    staged = gin_tuple(operative, "progressive_stages.layers") or gin_tuple(
+        operative, "drnas_stages.partial_channels"
+    )
+    stages = len(staged or (0,))
     assert epochs == list(range(1, 2 * stages + 1))
     assert "EPOCHS = 2" in operative
     final = info["final"]

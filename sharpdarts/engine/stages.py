@@ -1,20 +1,24 @@
-"""Progressive search stages (P-DARTS, Chen et al. ICCV 2019): a procedure hook of the search.
+"""Progressive search stages: a procedure hook of the search, and P-DARTS's stages.
 
-A staged search runs ``search.epochs`` epochs per stage. Each stage builds a fresh supernet
-(``PDartsNetwork``: deeper each stage, and each edge with only the ops it kept), with fresh
-weights, alphas, weight optimizer and schedule, and a fresh architect; in its first
-``search.arch_warmup_epochs`` epochs only the weights train. After a stage every edge keeps its
-strongest ops (``nn.pdarts.drop_ops``), and the rate of the dropout after skip connections
-starts again from the stage's own. The final cell is the network's derivation ('pdarts':
-at most two skip connections in the normal cell). docs/family.md gives the sources.
+A staged search (``search.stages``) runs ``search.epochs`` epochs per stage; what happens
+between the stages is the stages object's (:class:`Stages`): P-DARTS's :class:`ProgressiveStages`
+here, DrNAS's (pruning and widening one supernet in place) in :mod:`sharpdarts.engine.drnas_stages`.
+The search job calls the object's :meth:`~Stages.first_stage`, :meth:`~Stages.start_epoch`,
+:meth:`~Stages.end_epoch` and :meth:`~Stages.restore`, and builds its weights' schedule over
+:meth:`~Stages.schedule_epochs`; it provides ``build_supernet(**network_args)`` (model,
+optimizers, schedule, architect), ``model``, ``optimizer``, ``scheduler``, ``architect``,
+``ctx``, ``params`` (``stages``, ``network``, ``epochs``, ``arch_warmup_epochs``, the weights'
+optimizer settings), ``seed``, ``best``, ``stage`` and ``edge_ops``. The stage (and P-DARTS'
+``edge_ops``) are part of the search's checkpoint, so a search killed in any stage resumes
+with the same network.
 
-The stage and each edge's ops are part of the search's checkpoint (``stage``, ``edge_ops``),
-so a search killed in any stage resumes with the same network.
-
-The search job calls :func:`first_stage`, :func:`start_epoch`, :func:`end_epoch` and
-:func:`restore`; it provides ``build_supernet(**network_args)`` (model, optimizers, schedule,
-architect), ``model``, ``params`` (``stages``, ``network``, ``epochs``,
-``arch_warmup_epochs``), ``seed``, ``best``, ``scheduler``, ``stage`` and ``edge_ops``.
+P-DARTS (Chen et al., ICCV 2019): each stage builds a fresh supernet (``PDartsNetwork``: deeper
+each stage, and each edge with only the ops it kept), with fresh weights, alphas, weight
+optimizer and schedule, and a fresh architect; in its first ``search.arch_warmup_epochs``
+epochs only the weights train. After a stage every edge keeps its strongest ops
+(``nn.pdarts.drop_ops``), and the rate of the dropout after skip connections starts again from
+the stage's own. The final cell is the network's derivation ('pdarts': at most two skip
+connections in the normal cell). docs/family.md gives the sources.
 """
 
 from __future__ import annotations
@@ -30,8 +34,35 @@ from sharpdarts.errors import UserError
 from sharpdarts.nn.pdarts import HALVES, EdgeOps, drop_ops
 
 
+class Stages:
+    """What a staged search does between its stages (``search.stages``); see the module."""
+
+    count: int  # the number of stages
+
+    def schedule_epochs(self, epochs: int) -> int:
+        """The epochs one weights' schedule spans, ``epochs`` being a stage's (P-DARTS: a
+        stage's, each stage starting its own)."""
+        return epochs
+
+    def first_stage(self, job) -> None:
+        """Builds the first stage's supernet (``job.build_supernet``)."""
+        raise NotImplementedError
+
+    def start_epoch(self, job, epoch: int) -> None:
+        """Before ``epoch`` (from 1, counted over all stages)."""
+
+    def end_epoch(self, job, epoch: int) -> None:
+        """After ``epoch``'s evaluation, before the loop steps the schedule: after a stage's
+        last epoch (but the final stage's), the next stage begins."""
+        raise NotImplementedError
+
+    def restore(self, job, state: dict[str, Any]) -> None:
+        """Before a checkpoint is loaded: the supernet (and its tools) of its stage."""
+        raise NotImplementedError
+
+
 @gin.configurable("progressive_stages")
-class ProgressiveStages:
+class ProgressiveStages(Stages):
     """P-DARTS's stages (``search.stages = @progressive_stages()``).
 
     Args:
@@ -111,8 +142,50 @@ class ProgressiveStages:
             return rate * (epochs - epoch - 1) / epochs
         return rate * math.exp(-(epoch - warmup) * self.dropout_decay)
 
+    def first_stage(self, job) -> None:
+        """Builds the first stage's supernet (from the search's random stream, as an unstaged
+        search), after checking that the supernet has stages and enough ops to drop."""
+        self.check_network(job.params.network)
+        job.build_supernet(**self.network_args(0, None))
+        ops = len(job.model.primitives)
+        if self.keep_ops and self.keep_ops[0] >= ops:
+            raise UserError(
+                f"progressive_stages.keep_ops = {list(self.keep_ops)} is refused: the supernet "
+                f"has {ops} ops per edge, so the first stage must keep fewer."
+            )
 
-class _FirstEpochOfStage:
+    def start_epoch(self, job, epoch: int) -> None:
+        """Sets the skip dropout rate of the epoch."""
+        stage, local = stage_of(job, epoch)
+        warmup = job.params.arch_warmup_epochs
+        job.model.skip_dropout = self.dropout_rate(stage, local - 1, job.params.epochs, warmup)
+
+    def end_epoch(self, job, epoch: int) -> None:
+        """After a stage's last epoch (but the final stage's): each edge keeps its strongest
+        ops, and the next stage's supernet replaces this one."""
+        stage, local = stage_of(job, epoch)
+        if local != job.params.epochs or stage + 1 >= self.count:
+            return
+        model = job.model
+        alphas = {"normal": model.alphas_normal, "reduce": model.alphas_reduce}
+        with torch.no_grad():
+            weights = {
+                h: model.relaxation.readout(alphas[h]).double().cpu().numpy() for h in HALVES
+            }
+        edge_ops = {
+            h: drop_ops(model.edge_ops[h], weights[h], self.keep_ops[stage]) for h in HALVES
+        }
+        enter(job, stage + 1, edge_ops)
+        job.scheduler = FirstEpochOfStage(job, job.scheduler)
+
+    def restore(self, job, state: dict[str, Any]) -> None:
+        """Before a checkpoint is loaded: the supernet of its stage."""
+        stage = int(state.get("stage", 0))
+        if stage != job.stage:
+            enter(job, stage, state["edge_ops"])
+
+
+class FirstEpochOfStage:
     """Stands in for a new stage's schedule from the stage's start until the loop steps the
     schedule at the end of the previous stage's last epoch: that step only puts the schedule
     in place, so the new stage's first epoch has its first learning rate."""
@@ -125,20 +198,6 @@ class _FirstEpochOfStage:
 
     def state_dict(self) -> dict:
         return self.scheduler.state_dict()
-
-
-def first_stage(job) -> None:
-    """Builds the first stage's supernet (from the search's random stream, as an unstaged
-    search), after checking that the supernet has stages and enough ops to drop."""
-    stages: ProgressiveStages = job.params.stages
-    stages.check_network(job.params.network)
-    job.build_supernet(**stages.network_args(0, None))
-    ops = len(job.model.primitives)
-    if stages.keep_ops and stages.keep_ops[0] >= ops:
-        raise UserError(
-            f"progressive_stages.keep_ops = {list(stages.keep_ops)} is refused: the supernet "
-            f"has {ops} ops per edge, so the first stage must keep fewer."
-        )
 
 
 def stage_of(job, epoch: int) -> tuple[int, int]:
@@ -156,34 +215,3 @@ def enter(job, stage: int, edge_ops: EdgeOps | None) -> None:
         job.build_supernet(**job.params.stages.network_args(stage, edge_ops))
     # The best epoch is chosen within the last stage: earlier stages search other networks.
     job.best.update(valid_acc=-1.0, epoch=0, genotype=None)
-
-
-def start_epoch(job, epoch: int) -> None:
-    """Sets the skip dropout rate of the epoch."""
-    stages: ProgressiveStages = job.params.stages
-    stage, local = stage_of(job, epoch)
-    rate = stages.dropout_rate(stage, local - 1, job.params.epochs, job.params.arch_warmup_epochs)
-    job.model.skip_dropout = rate
-
-
-def end_epoch(job, epoch: int) -> None:
-    """After a stage's last epoch (but the final stage's): each edge keeps its strongest ops,
-    and the next stage's supernet replaces this one."""
-    stage, local = stage_of(job, epoch)
-    if local != job.params.epochs or stage + 1 >= job.params.stages.count:
-        return
-    keep = job.params.stages.keep_ops[stage]
-    model = job.model
-    alphas = {"normal": model.alphas_normal, "reduce": model.alphas_reduce}
-    with torch.no_grad():
-        weights = {h: model.relaxation.readout(alphas[h]).double().cpu().numpy() for h in HALVES}
-    edge_ops = {h: drop_ops(model.edge_ops[h], weights[h], keep) for h in HALVES}
-    enter(job, stage + 1, edge_ops)
-    job.scheduler = _FirstEpochOfStage(job, job.scheduler)
-
-
-def restore(job, state: dict[str, Any]) -> None:
-    """Before a checkpoint is loaded: the supernet of its stage."""
-    stage = int(state.get("stage", 0))
-    if stage != job.stage:
-        enter(job, stage, state["edge_ops"])

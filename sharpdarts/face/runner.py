@@ -18,6 +18,7 @@ import gin
 # Imported for their gin registrations (optimizers, schedules, jobs, networks).
 import sharpdarts.core.optimizers  # noqa: F401
 import sharpdarts.core.schedules  # noqa: F401
+import sharpdarts.engine.drnas_stages  # noqa: F401
 import sharpdarts.engine.lm_search  # noqa: F401
 import sharpdarts.engine.random_search  # noqa: F401
 import sharpdarts.engine.search_job  # noqa: F401

@@ -271,20 +271,27 @@ class NB201SearchNetwork(MacroNetwork):
             weights[:, OPS.index(skip_primitive)] = -np.inf
         return arch_from_weights(weights)
 
-    def wider(self, partial_channels: int) -> None:
+    def wider(self, partial_channels: int) -> dict:
         """DrNAS's widening between the stages of its progressive search: K goes down to
         ``partial_channels`` and each search cell's conv ops widen to the new ``C // K``,
         copying randomly drawn channels (see ``nb201_search.widen``). The widened parameters
-        are new tensors: build the weights' optimizer again after this."""
+        are new tensors: build the weights' optimizer again after this.
+
+        Returns:
+            ``{new parameter: (old parameter, growth)}`` (``nb201_search.grow`` grows the old
+            parameter's optimizer state alike).
+        """
         if self.method != "drnas" or self.C % partial_channels:
             raise UserError(
                 f"wider({partial_channels}) needs method='drnas' and a K that divides C={self.C}."
             )
+        grown = {}
         for cell in self.cells:
             if isinstance(cell, NB201SearchCell):
                 if partial_channels > cell.k:
                     raise UserError(f"wider: K can only go down (it is {cell.k}).")
-                cell.wider(partial_channels)
+                grown.update(cell.wider(partial_channels))
+        return grown
 
     @torch.no_grad()
     def prune(self, num_keep: int) -> None:

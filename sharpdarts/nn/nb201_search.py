@@ -49,26 +49,47 @@ METHODS = ("darts", "gdas", "drnas", "snas", "pc_darts")
 PARTIAL = ("drnas", "pc_darts")
 
 
+# How a widened tensor grows from the one it replaces: (dim, index) pairs, applied in order,
+# each appending the slices ``index`` along ``dim`` (the optimizer's state grows alike).
+Growth = tuple[tuple[int, torch.Tensor], ...]
+
+
+def grow(tensor: torch.Tensor, growth: Growth) -> torch.Tensor:
+    """``tensor`` with the copied slices of ``growth`` appended (net2wider's ``torch.cat``)."""
+    for dim, index in growth:
+        tensor = torch.cat([tensor, tensor.index_select(dim, index.to(tensor.device))], dim=dim)
+    return tensor
+
+
 @torch.no_grad()
-def widen(op: ReLUConvBN, channels: int) -> None:
+def widen(op: ReLUConvBN, channels: int) -> dict[nn.Parameter, tuple[nn.Parameter, Growth]]:
     """DrNAS's ``ReLUConvBN.wider`` (their ``net2wider.py``): the conv's input channels, then
     its output channels, grow to ``channels`` by copying randomly drawn existing ones
     (``torch.randint``, in that order; the copies are not rescaled), and the BN's statistics
-    (and affine, if any) copy the same output channels."""
+    (and affine, if any) copy the same output channels.
+
+    Returns:
+        Each new parameter's old one and growth, so that an optimizer's state can follow
+        (their ``configure_optimizer``).
+    """
     conv, bn = op.op[1], op.op[2]
-    weight = conv.weight
-    in_index = torch.randint(low=0, high=weight.size(1), size=(channels - weight.size(1),))
-    weight = torch.cat([weight, weight[:, in_index]], dim=1)
-    out_index = torch.randint(low=0, high=weight.size(0), size=(channels - weight.size(0),))
-    conv.weight = nn.Parameter(torch.cat([weight, weight[out_index]], dim=0))
+    old = conv.weight
+    in_index = torch.randint(low=0, high=old.size(1), size=(channels - old.size(1),))
+    out_index = torch.randint(low=0, high=old.size(0), size=(channels - old.size(0),))
+    grown = {}
+    conv.weight = nn.Parameter(grow(old, ((1, in_index), (0, out_index))))
+    grown[conv.weight] = (old, ((1, in_index), (0, out_index)))
     conv.in_channels = conv.out_channels = bn.num_features = channels
     for name in ("running_mean", "running_var"):
         stat = getattr(bn, name)
         if stat is not None:
-            setattr(bn, name, torch.cat([stat, stat[out_index]]))
+            setattr(bn, name, grow(stat, ((0, out_index),)))
     if bn.affine:
-        bn.weight = nn.Parameter(torch.cat([bn.weight, bn.weight[out_index]]))
-        bn.bias = nn.Parameter(torch.cat([bn.bias, bn.bias[out_index]]))
+        for name in ("weight", "bias"):
+            old = getattr(bn, name)
+            setattr(bn, name, nn.Parameter(grow(old, ((0, out_index),))))
+            grown[getattr(bn, name)] = (old, ((0, out_index),))
+    return grown
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -118,14 +139,16 @@ class NB201SearchCell(nn.Module):
             }
         )
 
-    def wider(self, partial_channels: int) -> None:
+    def wider(self, partial_channels: int) -> dict[nn.Parameter, tuple[nn.Parameter, Growth]]:
         """DrNAS's ``wider``: a smaller K; every conv op widens to ``C // K`` (edges and ops
-        in order, each drawing its copied channels)."""
+        in order, each drawing its copied channels). Returns :func:`widen`'s mapping."""
         self.k = partial_channels
+        grown = {}
         for ops in self.edges.values():
             for op in ops:
                 if isinstance(op, ReLUConvBN):
-                    widen(op, self.C // partial_channels)
+                    grown.update(widen(op, self.C // partial_channels))
+        return grown
 
     def forward(
         self,
