@@ -152,7 +152,12 @@ def test_a_search_killed_at_the_stage_boundary_resumes_exactly(tmp_path, monkeyp
     assert torch.equal(a["optimizer"]["state"][0]["momentum_buffer"],
                        b["optimizer"]["state"][0]["momentum_buffer"])  # fmt: skip
     # The second stage starts again at the initial rate (their code; see drnas_stages.py).
-    assert [r["lr"] for r in _records(tmp_path / "full")] == [0.025, 0.025]
+    records = _records(tmp_path / "full")
+    assert [r["lr"] for r in records] == [0.025, 0.025]
+    # Its logged op weights are the pruned ones, as its genotype reads them.
+    mask = a["model"]["mask"]
+    assert [sum(w > 0 for w in row) for row in records[1]["alphas"]] == [3] * 6
+    assert [[w > 0 for w in row] for row in records[1]["alphas"]] == mask.tolist()
 
 
 def _records(folder) -> list[dict]:

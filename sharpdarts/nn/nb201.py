@@ -250,6 +250,12 @@ class NB201SearchNetwork(MacroNetwork):
         return self._head(feature)
 
     @torch.no_grad()
+    def logged_alphas(self) -> dict:
+        """The op weights a search logs each epoch (``alphas``): ``softmax(alphas)``, after
+        DrNAS's pruning masked and renormalised (the weights its genotype reads)."""
+        return {"alphas": _masked(F.softmax(self.alphas.float(), dim=-1), self.mask).tolist()}
+
+    @torch.no_grad()
     def genotype(self, skip_primitive: str | None = None) -> str:
         """The benchmark arch string of each edge's largest alpha.
 
