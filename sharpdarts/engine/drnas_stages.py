@@ -8,7 +8,8 @@ in this order, after the schedule's step of the stage's last epoch:
 1. ``model.pruning(3)``: each edge keeps its three largest alphas (the others set to 0 and
    masked out of every later Dirichlet draw; :meth:`NB201SearchNetwork.prune`);
 2. ``model.wider(2)``: every conv op widens to ``C // 2`` channels, copying channels drawn
-   from the global random stream (:meth:`NB201SearchNetwork.wider`);
+   from the global random stream (:meth:`NB201SearchNetwork.wider`; under torchrun, where
+   each process has its own stream, from one seeded by the run's seed and the stage);
 3. a new SGD over the (new) weights with the run's initial learning rate, each momentum
    buffer carried over, a widened weight's grown by the same copied channels
    (``net2wider.configure_optimizer``);
@@ -103,7 +104,12 @@ class DrNASStages(Stages):
         if local != job.params.epochs or stage + 1 >= self.count:
             return
         job.scheduler.step()
-        self.advance(job, stage + 1)
+        if job.ctx.distributed:  # every process must copy the same channels: a shared draw
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(job.seed * 1000 + stage + 1)
+                self.advance(job, stage + 1)
+        else:  # theirs: the copies drawn from the run's random stream
+            self.advance(job, stage + 1)
         # The loop's own step after this epoch only puts the new schedule in place.
         job.scheduler = FirstEpochOfStage(job, job.scheduler)
 
