@@ -217,7 +217,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         self.arch_batches = cycle(arch_loader)
         self.seed, self.spec = seed, bundle.spec
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
-        self.stage, self.edge_ops = 0, None  # P-DARTS' stage and each edge's ops
+        self.stage, self.edge_ops = 0, None  # a staged search's stage; P-DARTS' edges' ops
         if p.stages is None:
             self.build_supernet()
         else:
