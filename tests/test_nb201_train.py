@@ -232,11 +232,15 @@ def test_the_cifar10_split_trains_on_one_half_and_validates_on_the_other_untrans
     train = list(range(50_000))
     as_test = ["test-transformed"]
     split = nb201_splits.NB201_SPLITS["cifar10"]
-    train_part, valid_part, test = split("CIFAR-10", train, lambda: as_test, "the test set")
+    train_part, valid_part, test, augmented = split(
+        "CIFAR-10", train, lambda: as_test, "the test set", None
+    )
     halves = nb201_splits.cifar10_halves()
     assert train_part.indices == halves[0] and train_part.dataset is train
     assert valid_part.indices == halves[1] and valid_part.dataset is as_test
     assert test == "the test set"
+    # A search's architecture half: the same images, augmented as the training half.
+    assert augmented.indices == halves[1] and augmented.dataset is train
 
 
 def test_the_cifar10_split_through_the_loader(tmp_path, monkeypatch):

@@ -63,6 +63,28 @@ def _alphas(model) -> dict:
         return {name: readout(getattr(model, name).float()).cpu().tolist() for name in names}
 
 
+def _halves(bundle: bundle_lib.DataBundle, train_portion: float | None) -> tuple:
+    """``(weights' set, architecture's set, search accuracy's set, weights' indices, the
+    architecture's and the accuracy's indices)``: a split's sets, or DARTS's two parts of the
+    training set (the accuracy measured on the architecture's, augmented, as DARTS does)."""
+    if bundle.valid_augmented is None:
+        weight_idx, arch_idx = loaders.search_split(bundle.train, train_portion or 0.5)
+        return bundle.train, bundle.train, bundle.train, weight_idx, arch_idx
+    if train_portion is not None:
+        raise UserError(
+            f"search.train_portion = {train_portion} would cut the training set in two, but the "
+            "dataset's split (build_datasets.split) gives the search its halves already: bind "
+            "only one."
+        )
+    return (
+        bundle.train,
+        bundle.valid_augmented,
+        bundle.valid,
+        list(range(len(bundle.train))),
+        list(range(len(bundle.valid))),
+    )
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SearchParams:
     """The parameters of :func:`search` (``search.NAME`` in a config)."""
@@ -91,12 +113,15 @@ class SearchParams:
     grad_clip: float | None = param(
         validate.NON_NEGATIVE.or_none(), 5.0, "gradient norm clip of the weights."
     )
-    train_portion: float = param(
-        validate.PORTION,
-        0.5,
-        "share of the training set for the weights; the rest trains the "
-        "architecture and measures the search accuracy (``valid_*``: held out from the weights, "
-        "never the test set).",
+    train_portion: float | None = param(
+        validate.PORTION.or_none(),
+        None,
+        "share of the training set for the weights; the rest trains the architecture and "
+        "measures the search accuracy (``valid_*``: held out from the weights, never the test "
+        "set). None: 0.5, or, with a dataset split (``build_datasets.split``), the split's: "
+        "the weights on its training images, the architecture on its validation images "
+        "(augmented), the search accuracy on them (unaugmented), as xautodl's NAS-Bench-201 "
+        "searches.",
     )
     skip_primitive: str | None = param(
         UNCHECKED, "none", "the op left out when reading the genotype ('none', as DARTS), or None."
@@ -141,12 +166,12 @@ class SearchParams:
         "the auxiliary skip's coefficient of each epoch, ``f(epoch from 0, epochs)`` "
         "(DARTS-: ``@linear_beta_schedule()``), set on the network's ``auxiliary_skip``.",
     )
-    stages: stages_lib.StageSchedule | None = param(
+    stages: stages_lib.Stages | None = param(
         UNCHECKED,
         None,
         "progressive stages (P-DARTS: ``@progressive_stages()``, with ``@PDartsNetwork``; "
-        "DrNAS: ``@drnas_stages()``, with ``@DrNASNetwork``): ``epochs`` and "
-        "``arch_warmup_epochs`` then count per stage; None: one stage.",
+        "DrNAS: ``@drnas_stages()``, with ``@DrNASNetwork`` or ``@NB201SearchNetwork``): "
+        "``epochs`` and ``arch_warmup_epochs`` then count per stage; None: one stage.",
     )
 
 
@@ -160,9 +185,9 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         self.ctx = ctx = make_context()
         seed_everything(seed)
         bundle = bundle_lib.given_or_built(data, seed)
-        weight_idx, arch_idx = loaders.search_split(bundle.train, p.train_portion)
+        weight_set, arch_set, valid_set, weight_idx, arch_idx = _halves(bundle, p.train_portion)
         self.train_loader = loaders.make_loader(
-            bundle.train,
+            weight_set,
             p.batch_size,
             indices=weight_idx,
             workers=p.workers,
@@ -171,7 +196,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             drop_last=True,
         )
         arch_loader = loaders.make_loader(
-            bundle.train,
+            arch_set,
             p.batch_size,
             indices=arch_idx,
             workers=p.workers,
@@ -180,7 +205,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             drop_last=True,
         )
         self.valid_loader = loaders.make_loader(
-            bundle.train,
+            valid_set,
             p.batch_size,
             indices=arch_idx,
             workers=p.workers,
@@ -192,13 +217,13 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         self.arch_batches = cycle(arch_loader)
         self.seed, self.spec = seed, bundle.spec
         self.criterion = nn.CrossEntropyLoss().to(ctx.device)
-        self.stage, self.edge_ops = 0, None  # a staged search's stage (P-DARTS: edges' ops)
+        self.stage, self.edge_ops = 0, None  # a staged search's stage; P-DARTS' edges' ops
         if p.stages is None:
             self.build_supernet()
         else:
-            stages_lib.first_stage(self)
+            p.stages.first_stage(self)
         self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
-        self.collapse = collapse.CollapseTracker(bundle.train, arch_idx, p.batch_size, seed)
+        self.collapse = collapse.CollapseTracker(arch_set, arch_idx, p.batch_size, seed)
         if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
             seed_everything(rank_seed(seed, ctx.rank))
         self.epochs = p.epochs * (p.stages.count if p.stages else 1)
@@ -241,7 +266,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         # A staged search counts the warm-up in each stage: the epoch within its stage.
         self.train_arch = (epoch - 1) % self.params.epochs + 1 > self.params.arch_warmup_epochs
         if self.params.stages is not None:
-            stages_lib.start_epoch(self, epoch)
+            self.params.stages.start_epoch(self, epoch)
         if self.params.tau_schedule is not None:  # GDAS, SNAS: a function of the epoch alone
             self.model.tau = float(self.params.tau_schedule(epoch - 1, self.epochs))
         if self.params.skip_beta_schedule is not None:  # DARTS-
@@ -252,7 +277,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
 
     def extra_state(self) -> dict:
         skip = getattr(self.model, "auxiliary_skip", None)
-        staged = stages_lib.state(self) if self.params.stages else {}
+        staged = self.params.stages.state(self) if self.params.stages else {}
         return {
             **super().extra_state(),
             "tau": getattr(self.model, "tau", None),
@@ -262,7 +287,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
 
     def load_state(self, state: dict) -> None:
         if self.params.stages is not None:  # the checkpoint's stage's supernet first
-            stages_lib.restore(self, state)
+            self.params.stages.restore(self, state)
         super().load_state(state)
 
     def load_extra_state(self, state: dict) -> None:
@@ -316,7 +341,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             **self.collapse.measure(self, epoch, genotype),
         }
         if self.params.stages is not None:  # after a stage's last epoch: the next stage
-            stages_lib.end_epoch(self, epoch)
+            self.params.stages.end_epoch(self, epoch)
         return record
 
     def _scores(self, genotype) -> dict:

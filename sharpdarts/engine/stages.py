@@ -1,8 +1,8 @@
-"""Staged searches: a stage schedule, a procedure hook of the search.
+"""Staged searches: the stages of a search, a procedure hook of the search.
 
 A staged search runs ``search.epochs`` epochs per stage; in the first
 ``search.arch_warmup_epochs`` epochs of each stage only the weights train. What happens
-between stages is the schedule's (``search.stages``):
+between stages is the stages object's (``search.stages``, a :class:`Stages`):
 
 - :class:`ProgressiveStages` (P-DARTS, Chen et al. ICCV 2019): each stage builds a fresh
   supernet (``PDartsNetwork``: deeper each stage, each edge with only the ops it kept), with
@@ -10,22 +10,26 @@ between stages is the schedule's (``search.stages``):
   every edge keeps its strongest ops (``nn.pdarts.drop_ops``), and the rate of the dropout
   after skip connections starts again from the stage's own. The final cell is the network's
   derivation ('pdarts': at most two skip connections in the normal cell).
-- :class:`DirichletStages` (DrNAS, Chen et al. ICLR 2021): one supernet (``DrNASNetwork``)
-  changed in place. After a stage every edge keeps its largest alphas, the rest are masked
-  out, and the partial channels widen (K falls); the weights' optimizer keeps its state (the
-  momentum grown with the weights), the learning rate schedule runs on over the whole search,
+- :class:`DirichletStages` (DrNAS, Chen et al. ICLR 2021), on the DARTS space
+  (``DrNASNetwork``) and on NAS-Bench-201's (``NB201SearchNetwork(method='drnas')``): one
+  supernet changed in place. After a stage every edge keeps its largest alphas, the rest are
+  masked out, and the partial channels widen (K falls; ``nn.drnas``); the weights' optimizer
+  keeps its state (the momentum grown with the weights), one learning rate schedule spans the
+  whole search (restarted at the boundary as their code runs, unless ``restart_lr=False``),
   and the architect keeps its alphas and its Adam state. The final cell is read from the
-  masked softmax by DARTS's rule.
+  masked softmax. The two spaces differ only in their settings (K, ops kept, epochs), which
+  their experiments bind.
 
-docs/family.md gives the sources. A schedule's :meth:`state` goes into the search's
-checkpoint (``stage``, and P-DARTS' ``edge_ops``), so a search killed in any stage resumes
-with the same network.
+docs/family.md and docs/nb201.md give the sources. A stages object's :meth:`Stages.state`
+goes into the search's checkpoint (``stage``, and P-DARTS' ``edge_ops``), so a search killed
+in any stage resumes with the same network.
 
-The search job calls :func:`first_stage`, :func:`start_epoch`, :func:`end_epoch`,
-:func:`restore` and :func:`state`; it provides ``build_supernet(**network_args)`` (model,
-optimizers, schedule, architect), ``model``, ``optimizer``, ``params`` (``stages``,
-``network``, ``epochs``, ``arch_warmup_epochs``), ``seed``, ``best``, ``scheduler``, ``stage``
-and ``edge_ops``.
+The search job calls the object's :meth:`~Stages.first_stage`, :meth:`~Stages.start_epoch`,
+:meth:`~Stages.end_epoch`, :meth:`~Stages.restore` and :meth:`~Stages.state`, and builds its
+weights' schedule over :meth:`~Stages.schedule_epochs`; it provides
+``build_supernet(**network_args)`` (model, optimizers, schedule, architect), ``model``,
+``step_model``, ``optimizer``, ``scheduler``, ``ctx``, ``params`` (``stages``, ``network``,
+``epochs``, ``arch_warmup_epochs``), ``seed``, ``best``, ``stage`` and ``edge_ops``.
 """
 
 from __future__ import annotations
@@ -42,39 +46,46 @@ from sharpdarts.nn.drnas import grow_optimizer
 from sharpdarts.nn.pdarts import HALVES, EdgeOps, drop_ops
 
 
-class StageSchedule:
-    """What a staged search does at its start, each epoch and between stages (subclasses:
-    :class:`ProgressiveStages`, :class:`DirichletStages`)."""
+class Stages:
+    """What a staged search does at its start, each epoch and between its stages
+    (``search.stages``; :class:`ProgressiveStages`, :class:`DirichletStages`)."""
 
     count: int  # the number of stages
 
     def schedule_epochs(self, epochs: int) -> int:
-        """The length of the weights' lr schedule built with a supernet, for ``epochs`` a
-        stage: one stage (the schedule restarts each stage)."""
+        """The epochs one weights' schedule spans, ``epochs`` being a stage's (by default a
+        stage's: each stage starts its own)."""
         return epochs
 
-    def first(self, job) -> None:
-        """Builds the first stage's supernet."""
+    def first_stage(self, job) -> None:
+        """Builds the first stage's supernet (``job.build_supernet``)."""
         raise NotImplementedError
 
-    def start_epoch(self, job, stage: int, epoch: int) -> None:
-        """Before ``epoch`` (from 0) of ``stage``; nothing by default."""
+    def start_epoch(self, job, epoch: int) -> None:
+        """Before ``epoch`` (from 1, counted over all stages); nothing by default."""
+
+    def end_epoch(self, job, epoch: int) -> None:
+        """After ``epoch``'s evaluation, before the loop steps the schedule: after a stage's
+        last epoch (but the final stage's), :meth:`advance` into the next stage."""
+        stage, local = stage_of(job, epoch)
+        if local == job.params.epochs and stage + 1 < self.count:
+            self.advance(job, stage)
 
     def advance(self, job, stage: int) -> None:
-        """After the last epoch of ``stage`` (not the last stage): into the next."""
+        """After the last epoch of ``stage`` (from 0; not the last stage): into the next."""
         raise NotImplementedError
 
     def restore(self, job, state: dict[str, Any]) -> None:
-        """Before a checkpoint of a later stage is loaded: that stage's supernet."""
+        """Before a checkpoint is loaded: the supernet (and its tools) of its stage."""
         raise NotImplementedError
 
     def state(self, job) -> dict[str, Any]:
-        """What the checkpoint keeps of the stage."""
+        """What the search's checkpoint keeps of the stage."""
         return {"stage": job.stage}
 
 
 @gin.configurable("progressive_stages")
-class ProgressiveStages(StageSchedule):
+class ProgressiveStages(Stages):
     """P-DARTS's stages (``search.stages = @progressive_stages()``).
 
     Args:
@@ -154,7 +165,7 @@ class ProgressiveStages(StageSchedule):
             return rate * (epochs - epoch - 1) / epochs
         return rate * math.exp(-(epoch - warmup) * self.dropout_decay)
 
-    def first(self, job) -> None:
+    def first_stage(self, job) -> None:
         """The first stage's supernet (from the search's random stream, as an unstaged
         search), after checking that the supernet has stages and enough ops to drop."""
         self.check_network(job.params.network)
@@ -166,10 +177,11 @@ class ProgressiveStages(StageSchedule):
                 f"supernet has {ops} ops per edge, so the first stage must keep fewer."
             )
 
-    def start_epoch(self, job, stage: int, epoch: int) -> None:
+    def start_epoch(self, job, epoch: int) -> None:
         """Sets the skip dropout rate of the epoch."""
+        stage, local = stage_of(job, epoch)
         warmup = job.params.arch_warmup_epochs
-        job.model.skip_dropout = self.dropout_rate(stage, epoch, job.params.epochs, warmup)
+        job.model.skip_dropout = self.dropout_rate(stage, local - 1, job.params.epochs, warmup)
 
     def advance(self, job, stage: int) -> None:
         """Each edge keeps its strongest ops, and the next stage's supernet replaces this
@@ -185,37 +197,42 @@ class ProgressiveStages(StageSchedule):
         job.scheduler = _FirstEpochOfStage(job, job.scheduler)
 
     def restore(self, job, state: dict[str, Any]) -> None:
-        _enter(job, int(state["stage"]), state["edge_ops"])
+        """Before a checkpoint is loaded: the supernet of its stage."""
+        stage = int(state.get("stage", 0))
+        if stage != job.stage:
+            _enter(job, stage, state["edge_ops"])
 
     def state(self, job) -> dict[str, Any]:
         return {"stage": job.stage, "edge_ops": job.edge_ops}
 
 
 @gin.configurable("drnas_stages")
-class DirichletStages(StageSchedule):
-    """DrNAS's stages on the DARTS space (``search.stages = @drnas_stages()``, with
-    ``@DrNASNetwork``).
+class DirichletStages(Stages):
+    """DrNAS's stages (``search.stages = @drnas_stages()``), on the DARTS space (with
+    ``@DrNASNetwork``) and on NAS-Bench-201's (with ``@NB201SearchNetwork`` and
+    ``NB201SearchNetwork.method = 'drnas'``). The defaults are the DARTS space's; each
+    experiment binds its own (NAS-Bench-201: ``(4, 2)`` and ``(3,)``).
 
     Args:
-        partial_channels: K of each stage (DrNAS: 6, 4; their ``ks``).
-        keep_ops: ops each edge keeps at the start of each stage after the first, by its
-            largest alphas (DrNAS: 4 of 7; their ``num_keeps`` 7, 4, the 7 never applied).
-
-        restart_lr: False (the default): the weights' lr schedule runs on over every stage, as
-            their code means it to (one ``CosineAnnealingLR`` over the sum of the stages'
-            epochs, its state carried into each stage's schedule by ``configure_scheduler``).
-            True: what their code does under the PyTorch it runs on (1.4 or 1.5: the later
-            ones key the optimizer's state by position, which their ``configure_optimizer``
-            cannot read): the new stage's SGD starts at the initial lr again, and torch's
-            recursive cosine scales on from it, so the second of two equal stages runs at
-            twice the cosine's lr (docs/family.md).
+        partial_channels: K of each stage (their ``ks``: DARTS space 6, 4; NAS-Bench-201
+            4, 2).
+        keep_ops: ops each edge keeps from the start of each stage after the first, by its
+            largest alphas (their ``num_keeps``: DARTS space 4 of 7; NAS-Bench-201 3 of 5;
+            the first count, all the ops, never applied).
+        restart_lr: True (the default: their code's behaviour): the new stage's SGD starts at
+            the initial learning rate again, and torch's recursive cosine scales on from it
+            (their ``configure_optimizer`` builds a new SGD at ``args.learning_rate``;
+            ``configure_scheduler`` loads the old schedule's state, which leaves that rate
+            as it is). So the second of two equal stages runs at twice the cosine's rate.
+            False: the schedule runs on unbroken over every stage, as the loading of the old
+            schedule's state suggests they meant (docs/family.md, docs/nb201.md).
     """
 
     def __init__(
         self,
         partial_channels: Sequence[int] = (6, 4),
         keep_ops: Sequence[int] = (4,),
-        restart_lr: bool = False,
+        restart_lr: bool = True,
     ):
         self.partial_channels = tuple(int(k) for k in partial_channels)
         self.keep_ops = tuple(int(n) for n in keep_ops)
@@ -240,59 +257,79 @@ class DirichletStages(StageSchedule):
         return len(self.partial_channels)
 
     def schedule_epochs(self, epochs: int) -> int:
+        """One schedule over every stage (their ``CosineAnnealingLR`` over the sum of the
+        stages' epochs)."""
         return epochs * self.count
 
-    def first(self, job) -> None:
-        """The first stage's supernet (K of the first stage), after checking that it can be
-        pruned and widened and has ops to prune."""
+    def first_stage(self, job) -> None:
+        """The first stage's supernet (K of the first stage, from the search's random
+        stream), after checking that it can be pruned and widened and has ops to prune."""
         job.build_supernet(partial_channels=self.partial_channels[0])
-        if not callable(getattr(job.model, "prune", None)):
+        model = job.model
+        # NB201SearchNetwork has one class for every method; only DrNAS's prunes and widens.
+        if (
+            not callable(getattr(model, "prune", None))
+            or getattr(model, "method", "drnas") != "drnas"
+        ):
             raise UserError(
                 f"search.stages = @drnas_stages() is refused with search.network = "
                 f"{job.params.network!r}: DrNAS's stages prune and widen the supernet in place, "
-                "which @DrNASNetwork does."
+                "which @DrNASNetwork does on the DARTS space, and on NAS-Bench-201's "
+                "@NB201SearchNetwork with NB201SearchNetwork.method = 'drnas'."
             )
-        reason = job.model.unwidenable() if len(set(self.partial_channels)) > 1 else None
+        unwidenable = getattr(model, "unwidenable", None)
+        reason = unwidenable() if unwidenable and len(set(self.partial_channels)) > 1 else None
         if reason is not None:
             raise UserError(
                 f"drnas_stages.partial_channels = {list(self.partial_channels)} is refused: "
                 f"DrNAS's widening copies channels of ops that keep the edge's width (as "
                 f"DARTS_OPS, SearchNetwork.op_dict = 'DARTS_OPS'), but {reason}."
             )
-        ops = job.model.alphas_normal.shape[1]
+        ops = model.arch_parameters()[0].shape[-1]
         if self.keep_ops and self.keep_ops[0] >= ops:
             raise UserError(
                 f"drnas_stages.keep_ops = {list(self.keep_ops)} is refused: the supernet has "
                 f"{ops} ops per edge, so the first stage must keep fewer."
             )
 
+    def _grow(self, job, stage: int) -> None:
+        """Into ``stage`` (from ``stage - 1``): prunes each edge to its largest alphas, widens
+        the partial channels and grows the weights' optimizer state with the weights (their
+        ``pruning``, ``wider`` and ``configure_optimizer``)."""
+        job.model.prune(self.keep_ops[stage - 1])
+        growth = job.model.wider(self.partial_channels[stage])
+        grow_optimizer(job.optimizer, growth)
+        job.stage = stage
+        job.step_model = job.ctx.compiled(job.model)  # the widened shapes
+
     def advance(self, job, stage: int) -> None:
-        """Prunes each edge to its largest alphas, widens the partial channels and grows the
-        weights' optimizer state with the weights (their ``configure_optimizer``)."""
-        job.model.prune(self.keep_ops[stage])
-        width = self.partial_channels[stage + 1]
+        """Into the next stage; the learning rate restarts (``restart_lr``) when the loop
+        steps the schedule after this epoch."""
         if job.ctx.distributed:  # each process has its own stream: the same copies everywhere
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(job.seed * 1000 + stage + 1)
-                growth = job.model.wider(width)
+                self._grow(job, stage + 1)
         else:  # the search's own stream, as their code draws the copied channels
-            growth = job.model.wider(width)
-        grow_optimizer(job.optimizer, growth)
+            self._grow(job, stage + 1)
         if self.restart_lr:
             job.scheduler = _InitialLrAfterStep(job, job.scheduler)
-        job.stage = stage + 1
         # The best epoch is chosen within the last stage: the pruned ops leave the genotypes.
         job.best.update(valid_acc=-1.0, epoch=0, genotype=None)
 
     def restore(self, job, state: dict[str, Any]) -> None:
-        """Widens the supernet to the checkpoint's stage; the checkpoint then gives the
-        weights, masks and optimizer state (the copied channels drawn here are overwritten,
-        and drawn aside from the search's random streams)."""
-        stage = int(state["stage"])
+        """Before a checkpoint is loaded: the supernet's shapes and optimizer of its stage
+        (the checkpoint then gives the weights, masks, optimizer state and schedule; the
+        copied channels drawn here are overwritten, and drawn aside from the search's random
+        streams)."""
+        stage = int(state.get("stage", 0))
+        if stage == job.stage:
+            return
         with torch.random.fork_rng(devices=[]):
-            for s in range(job.stage, stage):
-                grow_optimizer(job.optimizer, job.model.wider(self.partial_channels[s + 1]))
-        job.stage = stage
+            if stage < job.stage:  # back to the first stage's supernet (and tools)
+                job.stage = 0
+                self.first_stage(job)
+            while job.stage < stage:
+                self._grow(job, job.stage + 1)
 
 
 class _FirstEpochOfStage:
@@ -328,11 +365,6 @@ class _InitialLrAfterStep:
         return self.scheduler.state_dict()
 
 
-def first_stage(job) -> None:
-    """Builds the first stage's supernet (the stage schedule's :meth:`StageSchedule.first`)."""
-    job.params.stages.first(job)
-
-
 def stage_of(job, epoch: int) -> tuple[int, int]:
     """``(stage, epoch within it from 1)`` of the search's ``epoch`` (from 1)."""
     return (epoch - 1) // job.params.epochs, (epoch - 1) % job.params.epochs + 1
@@ -348,27 +380,3 @@ def _enter(job, stage: int, edge_ops: EdgeOps | None) -> None:
         job.build_supernet(**job.params.stages.network_args(stage, edge_ops))
     # The best epoch is chosen within the last stage: earlier stages search other networks.
     job.best.update(valid_acc=-1.0, epoch=0, genotype=None)
-
-
-def start_epoch(job, epoch: int) -> None:
-    """Before an epoch: the stage schedule's :meth:`StageSchedule.start_epoch`."""
-    stage, local = stage_of(job, epoch)
-    job.params.stages.start_epoch(job, stage, local - 1)
-
-
-def end_epoch(job, epoch: int) -> None:
-    """After a stage's last epoch (but the final stage's): into the next stage."""
-    stage, local = stage_of(job, epoch)
-    if local == job.params.epochs and stage + 1 < job.params.stages.count:
-        job.params.stages.advance(job, stage)
-
-
-def restore(job, state: dict[str, Any]) -> None:
-    """Before a checkpoint is loaded: the supernet of its stage."""
-    if int(state.get("stage", 0)) != job.stage:
-        job.params.stages.restore(job, state)
-
-
-def state(job) -> dict[str, Any]:
-    """What the search's checkpoint keeps of its stage."""
-    return job.params.stages.state(job)

@@ -1,22 +1,26 @@
-"""DrNAS's progressive supernet on the DARTS space: pruned edges and wider partial channels.
+"""DrNAS's progressive supernet: pruned edges and wider partial channels, on both spaces.
 
-DrNAS (Chen et al., ICLR 2021; xiangning-chen/DrNAS @ f2caa4d, ``DARTS-space/model_search.py``
-and ``net2wider.py``) searches in two stages (``engine.stages.DirichletStages``). Between them
-the supernet is changed in place, not rebuilt:
+DrNAS (Chen et al., ICLR 2021; xiangning-chen/DrNAS @ f2caa4d) searches in stages
+(``engine.stages.DirichletStages``). Between them the supernet is changed in place, not
+rebuilt, by the same rules in their ``DARTS-space`` and ``201-space`` code (``model_search.py``,
+``net2wider.py``, ``utils.prune``); this module holds those rules once, for
+:class:`DrNASNetwork` (the DARTS space) and ``nn.nb201.NB201SearchNetwork(method='drnas')``:
 
-- **pruning** (their ``utils.prune``): each edge keeps the ``keep`` largest alphas (the
-  concentration ``elu(alpha) + 1`` ranks them alike); the others are set to 0 and masked. The
-  Dirichlet draw still covers every op; the masked ops' weights are zeroed and each edge's
-  renormalised (their ``process_step_vector``), and those ops no longer run (``if not w == 0``).
-  The genotype reads the softmax, masked and renormalised alike.
-- **widening** (their ``wider``): partial channels go from K to a smaller K', and every op of
-  every edge (the pruned ones too) grows from ``C // K`` to ``C // K'`` channels by copying
-  randomly drawn existing channels (``torch.randint``, module by module in their order; the
-  copies are not rescaled). The BN statistics copy the same channels.
+- **pruning** (:func:`prune_alphas`, their ``utils.prune``): each edge keeps the ``keep``
+  largest alphas (the concentration ``elu(alpha) + 1`` ranks them alike); the others are set
+  to 0 and masked. The Dirichlet draw still covers every op; the masked ops' weights are
+  zeroed and each edge's renormalised (:func:`masked_weights`, their ``process_step_vector``),
+  and those ops no longer run (``if not w == 0``). The genotype reads the softmax, masked and
+  renormalised alike.
+- **widening** (:func:`widen_op`, their ``wider``): partial channels go from K to a smaller
+  K', and every op of every edge (the pruned ones too) grows from ``C // K`` to ``C // K'``
+  channels by copying randomly drawn existing channels (``torch.randint``, module by module in
+  their order: a conv's input channels, then its output channels; the copies are not
+  rescaled). The BN statistics copy the same channels.
+- **the optimizer** (:func:`grow_optimizer`, their ``configure_optimizer``): each widened
+  parameter's state (the SGD momentum) grows by the same copied channels.
 
-:meth:`DrNASNetwork.wider` returns how each parameter grew, so that a caller can grow the
-optimizer's state the same way (their ``configure_optimizer`` grows the SGD momentum).
-docs/family.md gives the sources.
+docs/family.md and docs/nb201.md give the sources.
 """
 
 from __future__ import annotations
@@ -107,6 +111,8 @@ def _grow_conv(
         _grow(conv, "weight", 1, in_index, growth)
     out_index = _copied(conv.weight.shape[0], width_out)
     _grow(conv, "weight", 0, out_index, growth)
+    if conv.bias is not None:  # (DrNAS's convs have none; one bound with a bias grows alike)
+        _grow(conv, "bias", 0, out_index, growth)
     if depthwise:
         conv.groups = width_out
     conv.in_channels, conv.out_channels = width_in, width_out
@@ -126,8 +132,9 @@ def _depthwise(layers: nn.Sequential, k: int) -> bool:
 
 def widen_op(op: nn.Module, width: int, growth: dict) -> None:
     """Widens one op of a mixed op to ``width`` channels, as DrNAS's ``wider`` of that op
-    (``DARTS-space/operations.py``): convs and BNs in their order; skip and zero ops have no
-    channels to grow. ``growth`` collects how each parameter grew."""
+    (``DARTS-space/operations.py``, ``201-space``'s ``ReLUConvBN.wider``): convs and BNs in
+    their order; skip, zero and pool ops have no channels to grow. ``growth`` collects how
+    each parameter grew."""
     if isinstance(op, FactorizedReduce):  # each half-conv on its own, the BN copies both
         one = _grow_conv(op.conv_1, width, width // 2, None, growth)
         two = _grow_conv(op.conv_2, width, width // 2, None, growth)

@@ -27,6 +27,7 @@ from sharpdarts.core.nb201_arch import (
     parse_arch,
 )
 from sharpdarts.errors import UserError
+from sharpdarts.nn.drnas import Growth, masked_weights, prune_alphas
 from sharpdarts.nn.nb201_ops import MacroNetwork, make_op
 from sharpdarts.nn.nb201_search import METHODS, PARTIAL, NB201SearchCell
 from sharpdarts.nn.relaxation import dirichlet, gumbel_hard, gumbel_soft
@@ -87,15 +88,6 @@ class NB201Network(MacroNetwork):
         for cell in self.cells:
             feature = cell(feature)
         return self._head(feature)
-
-
-def _masked(weights: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """DrNAS's pruned weights (``process_step_vector``): the pruned ops' weights zeroed and
-    each edge's renormalised to sum 1."""
-    if mask is None:
-        return weights
-    weights = torch.where(mask, weights, 0.0)
-    return weights / weights.sum(dim=-1, keepdim=True)
 
 
 @gin.configurable
@@ -230,7 +222,7 @@ class NB201SearchNetwork(MacroNetwork):
             hard = gumbel_hard(self.alphas, self.tau)
             return hard.weights, hard.index.flatten().tolist()
         if self.method == "drnas":
-            weights = _masked(dirichlet(self.alphas).weights, self.mask)
+            weights = masked_weights(dirichlet(self.alphas).weights, self.mask)
             return weights, (weights != 0).tolist()
         if self.method == "snas":
             return gumbel_soft(self.alphas, self.tau).weights, [None] * len(EDGES)
@@ -250,6 +242,14 @@ class NB201SearchNetwork(MacroNetwork):
         return self._head(feature)
 
     @torch.no_grad()
+    def logged_alphas(self) -> dict:
+        """The op weights a search logs each epoch (``alphas``): ``softmax(alphas)``, after
+        DrNAS's pruning masked and renormalised (the weights its genotype reads)."""
+        return {
+            "alphas": masked_weights(F.softmax(self.alphas.float(), dim=-1), self.mask).tolist()
+        }
+
+    @torch.no_grad()
     def genotype(self, skip_primitive: str | None = None) -> str:
         """The benchmark arch string of each edge's largest alpha.
 
@@ -260,7 +260,7 @@ class NB201SearchNetwork(MacroNetwork):
         """
         weights = self.alphas
         if self.method == "drnas":
-            weights = _masked(F.softmax(weights, dim=-1), self.mask)
+            weights = masked_weights(F.softmax(weights, dim=-1), self.mask)
         weights = weights.double().cpu().numpy()
         if skip_primitive is not None:
             if skip_primitive not in OPS:
@@ -271,36 +271,36 @@ class NB201SearchNetwork(MacroNetwork):
             weights[:, OPS.index(skip_primitive)] = -np.inf
         return arch_from_weights(weights)
 
-    def wider(self, partial_channels: int) -> None:
+    def wider(self, partial_channels: int) -> dict[nn.Parameter, Growth]:
         """DrNAS's widening between the stages of its progressive search: K goes down to
         ``partial_channels`` and each search cell's conv ops widen to the new ``C // K``,
-        copying randomly drawn channels (see ``nb201_search.widen``). The widened parameters
-        are new tensors: build the weights' optimizer again after this."""
+        copying randomly drawn channels (``nn.drnas.widen_op``, edges and ops in order).
+
+        Returns:
+            Each new parameter's growth from the one it replaced
+            (``nn.drnas.grow_optimizer`` grows the optimizer's state alike).
+        """
         if self.method != "drnas" or self.C % partial_channels:
             raise UserError(
                 f"wider({partial_channels}) needs method='drnas' and a K that divides C={self.C}."
             )
+        growth: dict[nn.Parameter, Growth] = {}
         for cell in self.cells:
             if isinstance(cell, NB201SearchCell):
                 if partial_channels > cell.k:
                     raise UserError(f"wider: K can only go down (it is {cell.k}).")
-                cell.wider(partial_channels)
+                cell.wider(partial_channels, growth)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        return growth
 
-    @torch.no_grad()
     def prune(self, num_keep: int) -> None:
-        """DrNAS's progressive pruning step (``utils.prune``): each edge keeps its ``num_keep``
-        largest alphas (among the ops kept so far), the others are set to 0 and masked out of
-        every later Dirichlet draw."""
+        """DrNAS's progressive pruning step (``nn.drnas.prune_alphas``, their ``utils.prune``):
+        each edge keeps its ``num_keep`` largest alphas (among the ops kept so far), the others
+        are set to 0 and masked out of every later Dirichlet draw."""
         if self.method != "drnas":
             raise UserError(f"pruning is DrNAS's; this network's method is {self.method!r}.")
-        alphas = self.alphas.data
-        if self.mask is not None:
-            alphas[~self.mask] -= 1000000
-        src, index = alphas.topk(k=num_keep, dim=-1)
-        alphas.copy_(torch.zeros_like(alphas).scatter(1, index, src))
-        self.mask = torch.zeros_like(alphas, dtype=torch.bool).scatter(
-            1, index, torch.ones_like(src, dtype=torch.bool)
-        )
+        self.mask = prune_alphas(self.alphas, num_keep, self.mask)
 
 
 _CHECKPOINT_KEYS = ("state_dict", "search_model", "model")

@@ -41,34 +41,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharpdarts.core.nb201_arch import EDGES, NODES, OPS
+from sharpdarts.nn.drnas import widen_op
 from sharpdarts.nn.nb201_fused import darts_cell, fusable, relu_conv_bn
 from sharpdarts.nn.nb201_ops import ReLUConvBN, Zero, make_op
 
 METHODS = ("darts", "gdas", "drnas", "snas", "pc_darts")
 # The methods whose edges mix on partial channels (K = 1: all of them).
 PARTIAL = ("drnas", "pc_darts")
-
-
-@torch.no_grad()
-def widen(op: ReLUConvBN, channels: int) -> None:
-    """DrNAS's ``ReLUConvBN.wider`` (their ``net2wider.py``): the conv's input channels, then
-    its output channels, grow to ``channels`` by copying randomly drawn existing ones
-    (``torch.randint``, in that order; the copies are not rescaled), and the BN's statistics
-    (and affine, if any) copy the same output channels."""
-    conv, bn = op.op[1], op.op[2]
-    weight = conv.weight
-    in_index = torch.randint(low=0, high=weight.size(1), size=(channels - weight.size(1),))
-    weight = torch.cat([weight, weight[:, in_index]], dim=1)
-    out_index = torch.randint(low=0, high=weight.size(0), size=(channels - weight.size(0),))
-    conv.weight = nn.Parameter(torch.cat([weight, weight[out_index]], dim=0))
-    conv.in_channels = conv.out_channels = bn.num_features = channels
-    for name in ("running_mean", "running_var"):
-        stat = getattr(bn, name)
-        if stat is not None:
-            setattr(bn, name, torch.cat([stat, stat[out_index]]))
-    if bn.affine:
-        bn.weight = nn.Parameter(torch.cat([bn.weight, bn.weight[out_index]]))
-        bn.bias = nn.Parameter(torch.cat([bn.bias, bn.bias[out_index]]))
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -118,14 +97,14 @@ class NB201SearchCell(nn.Module):
             }
         )
 
-    def wider(self, partial_channels: int) -> None:
-        """DrNAS's ``wider``: a smaller K; every conv op widens to ``C // K`` (edges and ops
-        in order, each drawing its copied channels)."""
+    def wider(self, partial_channels: int, growth: dict) -> None:
+        """DrNAS's ``wider``: a smaller K; every op widens to ``C // K`` (edges and ops in
+        order, each conv drawing its copied channels; ``nn.drnas.widen_op``), ``growth``
+        collecting how each parameter grew."""
         self.k = partial_channels
         for ops in self.edges.values():
             for op in ops:
-                if isinstance(op, ReLUConvBN):
-                    widen(op, self.C // partial_channels)
+                widen_op(op, self.C // partial_channels, growth)
 
     def forward(
         self,

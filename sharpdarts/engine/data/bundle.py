@@ -30,6 +30,8 @@ class DataBundle:
         test: The test set (ImageNet: the validation set) with the test transform.
         extra_tests: Further test sets by name, e.g. ``{'cifar10_1': ...}`` for CIFAR-10.
         valid: A validation set that a split holds out (with the test transform), or None.
+        valid_augmented: The same images with the training transform (a search trains its
+            architecture on them), or None.
     """
 
     spec: DatasetSpec
@@ -37,6 +39,7 @@ class DataBundle:
     test: Dataset
     extra_tests: dict[str, Dataset] = dataclasses.field(default_factory=dict)
     valid: Dataset | None = None
+    valid_augmented: Dataset | None = None
 
 
 SPLITS = ("nb201",)
@@ -89,7 +92,8 @@ def build_datasets(
         A ``DataBundle``. Its ``extra_tests`` hold the description's extra test sets (for
         CIFAR-10, ``'cifar10_1'``: CIFAR-10.1) when their files are there (or downloaded);
         a missing one is logged as a warning and left out. With a split, ``valid`` holds
-        its validation set.
+        its validation set, and ``valid_augmented`` the same images with the training
+        transform.
 
     Raises:
         UserError: An unknown name, a dataset whose files are missing, or a split the
@@ -129,13 +133,17 @@ def build_datasets(
             extra[extra_name] = extra_spec.build(root, False, test_tf, download, seed)
         except UserError as e:
             logger.warning("Evaluating without %s: %s", extra_spec.label, e)
-    valid = None
+    valid = valid_augmented = None
     if split is not None:
-        # The validation images of a training set are seen as test images: built once more.
+        # The validation images of a training set are seen as test images (and those of a
+        # test set, by a search, as training images): built once more.
         train_as_test = lambda: data_spec.build(root, True, test_tf, download, seed)  # noqa: E731
+        test_as_train = lambda: data_spec.build(root, False, train_tf, download, seed)  # noqa: E731
         split_of = nb201_splits.NB201_SPLITS[data_spec.name]
-        train, valid, test = split_of(data_spec.label, train, train_as_test, test)
-    return DataBundle(data_spec, train, test, extra, valid)
+        train, valid, test, valid_augmented = split_of(
+            data_spec.label, train, train_as_test, test, test_as_train
+        )
+    return DataBundle(data_spec, train, test, extra, valid, valid_augmented)
 
 
 def given_or_built(data: DataBundle | None, seed: int) -> DataBundle:

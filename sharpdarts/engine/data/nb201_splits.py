@@ -14,8 +14,16 @@ cell on three datasets, each split its own way:
   ``cifar100-test-split.txt`` and ``imagenet-16-120-test-split.txt``, kept in the package data
   ``sharpdarts/reference/nb201_splits.json`` (a bit per test image).
 
-A synthetic set (``--smoke``) has no benchmark split: its stand-in cuts its test set in two,
-alternating images, so a smoke run has a validation set as a benchmark run has.
+A synthetic set (``--smoke``) has no benchmark split: its stand-in cuts its training set in
+two as CIFAR-10's is cut, alternating images, so a smoke run has a validation set (and a
+search its two halves) as a benchmark run has.
+
+A split also gives the validation images once more with the training transform: the authors'
+searches (xautodl's ``get_nas_search_loaders``, used by ``exps/NAS-Bench-201-algos/*.py``)
+train the weights on the split's training images and the architecture on its validation images,
+both augmented (``SearchDataset``), and measure the search on the validation images with the
+test transform. For CIFAR-10 these are the two halves of the training set (``cifar-split.txt``);
+for CIFAR-100 and ImageNet16-120, all the training images and the ``xvalid`` half of the test set.
 """
 
 from __future__ import annotations
@@ -69,33 +77,40 @@ def _check_size(label: str, part: str, dataset: Dataset, expected: int) -> None:
         )
 
 
-# A split takes (label, train set, the train set with the test transform, test set) and gives
-# (train, valid, test).
-Split = Callable[[str, Dataset, Callable[[], Dataset], Dataset], tuple[Dataset, Dataset, Dataset]]
+# A split takes (label, train set, the train set with the test transform, test set, the test
+# set with the training transform) and gives (train, valid, test, valid with the training
+# transform); the two builders read the files again, so a split calls only the one it needs.
+Split = Callable[
+    [str, Dataset, Callable[[], Dataset], Dataset, Callable[[], Dataset]],
+    tuple[Dataset, Dataset, Dataset, Dataset],
+]
 
 
-def _train_halves(label, train, train_as_test, test):
+def _train_halves(label, train, train_as_test, test, test_as_train):
     _check_size(label, "training", train, CIFAR10_TRAIN_IMAGES)
     train_idx, valid_idx = cifar10_halves()
-    return Subset(train, train_idx), Subset(train_as_test(), valid_idx), test
+    valid = Subset(train_as_test(), valid_idx)
+    return Subset(train, train_idx), valid, test, Subset(train, valid_idx)
 
 
 def _test_halves(name: str) -> Split:
-    def split(label, train, train_as_test, test):
+    def split(label, train, train_as_test, test, test_as_train):
         xvalid, xtest = test_halves(name)
         _check_size(label, "test", test, len(xvalid) + len(xtest))
-        return train, Subset(test, xvalid), Subset(test, xtest)
+        return train, Subset(test, xvalid), Subset(test, xtest), Subset(test_as_train(), xvalid)
 
     return split
 
 
-def _alternate_test_images(label, train, train_as_test, test):
-    return train, Subset(test, range(0, len(test), 2)), Subset(test, range(1, len(test), 2))
+def _alternate_train_images(label, train, train_as_test, test, test_as_train):
+    train_idx, valid_idx = range(0, len(train), 2), range(1, len(train), 2)
+    valid = Subset(train_as_test(), valid_idx)
+    return Subset(train, train_idx), valid, test, Subset(train, valid_idx)
 
 
 NB201_SPLITS: dict[str, Split] = {
     "cifar10": _train_halves,
     "cifar100": _test_halves("cifar100"),
     "imagenet16_120": _test_halves("imagenet16_120"),
-    "synthetic": _alternate_test_images,
+    "synthetic": _alternate_train_images,
 }
