@@ -193,6 +193,10 @@ def test_the_search_draws_their_stream_and_records_each_selection(tmp_path):
     )
     job = search_job.search(seed=0, build_only=True)
     assert job.architect.optimizer is None and job.model.method == "rsps"
+    held_out = job.params.selection.loader(job)  # the held-out half, in batches of 512
+    assert held_out.batch_size == 512 and held_out is job.params.selection.loader(job)
+    assert sorted(held_out.sampler.indices) == sorted(job.valid_loader.sampler.indices)
+    assert not set(held_out.sampler.indices) & set(job.train_loader.sampler.indices)
     cells = []
     draw = job.model.op_weights
 

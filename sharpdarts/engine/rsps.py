@@ -98,22 +98,24 @@ class RandomSelection:
 
     def __init__(self, num: int, batch_size: int):
         self.num, self.batch_size = num, batch_size
-        self._loader = None
+        self._loaders: tuple = (None, None)  # (the job's valid_loader, ours built from it)
 
     def loader(self, job):
         """The held-out half in batches of ``batch_size``, in a new random order each pass from
         torch's global generator: the images and indices of the job's ``valid_loader``."""
-        if self._loader is None:
+        source, loader = self._loaders
+        if source is not job.valid_loader:
             source = job.valid_loader
             indices = getattr(source.sampler, "indices", None)
-            self._loader = loaders.make_loader(
+            loader = loaders.make_loader(
                 source.dataset,
                 self.batch_size,
                 shuffle=indices is None,
                 indices=indices,
                 workers=job.params.workers,
             )
-        return self._loader
+            self._loaders = (source, loader)
+        return loader
 
     def __call__(self, job) -> tuple[str, dict]:
         cell, score, _ = best_of_random_cells(job.network, self.loader(job), self.num, job.ctx)
