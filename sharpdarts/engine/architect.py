@@ -97,7 +97,9 @@ class Architect:
             step (P-DARTS: 5, its ``--grad_clip``); None: no clipping (DARTS).
 
     The model's train/eval mode is left as the caller set it (the search loop keeps it in
-    train mode, as the original does).
+    train mode, as the original does). A model without architecture parameters (RSPS's
+    supernet, which draws its cells at random) gets an architect that steps nothing: ``step``
+    returns None and changes nothing, and its state is empty.
     """
 
     def __init__(
@@ -124,8 +126,11 @@ class Architect:
         self.copy_network = copy_network
         self.extra_loss = extra_loss
         self.grad_clip = grad_clip
-        self.optimizer = torch.optim.Adam(
-            model.arch_parameters(), lr, betas=tuple(betas), weight_decay=weight_decay
+        arch = list(model.arch_parameters())
+        self.optimizer = (
+            torch.optim.Adam(arch, lr, betas=tuple(betas), weight_decay=weight_decay)
+            if arch
+            else None
         )
 
     # -- public API ---------------------------------------------------------------------------
@@ -138,8 +143,8 @@ class Architect:
         valid_y: torch.Tensor,
         eta: float,
         weight_optimizer: torch.optim.Optimizer | None = None,
-    ) -> torch.Tensor:
-        """One Adam step on the alphas.
+    ) -> torch.Tensor | None:
+        """One Adam step on the alphas (none when the model has none).
 
         Args:
             train_x, train_y: a training batch (second order only).
@@ -158,6 +163,8 @@ class Architect:
 
         Only ``alpha.grad`` and the alphas change; the weights' ``.grad`` is not touched.
         """
+        if self.optimizer is None:
+            return None
         arch = list(self.model.arch_parameters())
         if self.order == 1:
             loss = self._loss(valid_x, valid_y, buffers=self._buffers(self.update_buffers))
@@ -181,11 +188,12 @@ class Architect:
 
     def state_dict(self) -> dict:
         """The Adam state (moments and step counts), for checkpoints."""
-        return {"optimizer": self.optimizer.state_dict()}
+        return {"optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restores :meth:`state_dict`'s output, so a resumed search takes the same steps."""
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -275,7 +275,7 @@ def op_entropies(model: torch.nn.Module) -> dict:
     (a NAS-Bench-201 supernet's one ``alphas`` matrix counts as the normal cell)."""
     if hasattr(model, "alphas_normal"):
         cells = {"normal": model.alphas_normal, "reduce": model.alphas_reduce}
-    elif hasattr(model, "alphas"):
+    elif getattr(model, "alphas", None) is not None:  # (RSPS's supernet has none)
         cells = {"normal": model.alphas}
     else:
         return {}
@@ -342,6 +342,11 @@ class CollapseTracker:
     def eigenvalue(self, job, epoch: int) -> tuple[float, int]:
         """The dominant eigenvalue at the job's current alphas, and the products it took."""
         model, device, s = job.network, job.ctx.device, self.settings
+        if not model.arch_parameters():
+            raise UserError(
+                "the architecture Hessian's eigenvalue needs architecture parameters, and this "
+                "supernet has none (RSPS's draws its cells): bind collapse_metrics.every = 0."
+            )
         weight_decay = 0.0
         if s.with_weight_decay:
             weight_decay = job.architect.optimizer.param_groups[0]["weight_decay"]

@@ -55,7 +55,11 @@ def _alphas(model) -> dict:
     if hasattr(model, "logged_alphas"):  # P-DARTS: every stage's weights, all primitives wide
         return model.logged_alphas()
     # A DARTS-space supernet has a normal and a reduction matrix, NAS-Bench-201's one.
-    names = [n for n in ("alphas_normal", "alphas_reduce", "alphas") if hasattr(model, n)]
+    names = [
+        n
+        for n in ("alphas_normal", "alphas_reduce", "alphas")
+        if getattr(model, n, None) is not None
+    ]
     # The weights genotypes are read from: softmax, or the relaxation's (FairDARTS' sigmoid).
     relaxation = getattr(model, "relaxation", None)
     readout = relaxation.readout if relaxation is not None else lambda a: torch.softmax(a, -1)
@@ -165,6 +169,13 @@ class SearchParams:
         None,
         "the auxiliary skip's coefficient of each epoch, ``f(epoch from 0, epochs)`` "
         "(DARTS-: ``@linear_beta_schedule()``), set on the network's ``auxiliary_skip``.",
+    )
+    selection: Callable[[Any], tuple[str, dict]] | None = param(
+        UNCHECKED,
+        None,
+        "reads the genotype from held-out data instead of the architecture weights, after each "
+        "epoch and once more at the end: ``f(job) -> (genotype, figures)`` (RSPS: "
+        "``@random_selection()``, engine/rsps.py); None: the model's ``genotype()``.",
     )
     stages: stages_lib.Stages | None = param(
         UNCHECKED,
@@ -328,7 +339,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
 
     def end_epoch(self, epoch: int) -> dict:
         valid = evaluate(self.model, self.valid_loader, self.criterion, self.ctx)
-        genotype = _genotype(self.model, self.params.skip_primitive)
+        genotype, selected = self._derive()
         if valid["acc"] > self.best["valid_acc"]:
             self.best.update(valid_acc=valid["acc"], epoch=epoch, genotype=genotype)
         self.last_valid_acc = valid["acc"]
@@ -336,6 +347,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             "valid_loss": valid["loss"],
             "valid_acc": valid["acc"],
             "genotype": genotype,
+            **selected,
             **self._scores(genotype),
             **_alphas(self.model),
             **self.collapse.measure(self, epoch, genotype),
@@ -344,17 +356,25 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             self.params.stages.end_epoch(self, epoch)
         return record
 
+    def _derive(self) -> tuple[dict | str, dict]:
+        """The genotype now, and the selection's figures (none without ``selection``)."""
+        if self.params.selection is not None:  # RSPS: the best of random cells, on data
+            return self.params.selection(self)
+        return _genotype(self.model, self.params.skip_primitive), {}
+
     def _scores(self, genotype) -> dict:
         """The scorer's figures of ``genotype`` (e.g. its benchmark accuracies), or none."""
         scorer = self.params.genotype_scorer
         return dict(scorer(genotype)) if scorer is not None else {}
 
     def final(self, trained: bool) -> dict:
+        genotype, selected = self._derive()
         final = {
             "best_valid_acc": self.best["valid_acc"],
             "best_epoch": self.best["epoch"],
             "valid_acc": self.last_valid_acc,
-            "genotype": _genotype(self.model, self.params.skip_primitive),
+            "genotype": genotype,
+            **selected,
             "best_genotype": self.best["genotype"],
             "genotype_epoch": self.epochs,
             **self.collapse.final(),

@@ -20,6 +20,7 @@ import sharpdarts.core.optimizers  # noqa: F401
 import sharpdarts.core.schedules  # noqa: F401
 import sharpdarts.engine.lm_search  # noqa: F401
 import sharpdarts.engine.random_search  # noqa: F401
+import sharpdarts.engine.rsps  # noqa: F401
 import sharpdarts.engine.search_job  # noqa: F401
 import sharpdarts.engine.train_job  # noqa: F401
 import sharpdarts.nn.models  # noqa: F401

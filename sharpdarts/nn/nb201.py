@@ -4,12 +4,14 @@ loading the authors' weights into either.
 :class:`NB201Network` is the benchmark's ``TinyNetwork`` (``xautodl.models.cell_infers``):
 the macro skeleton of :mod:`sharpdarts.nn.nb201_ops` with one fixed cell (:class:`InferCell`)
 repeated ``N`` times per stage. :class:`NB201SearchNetwork` is the same skeleton with search
-cells (:mod:`sharpdarts.nn.nb201_search`), one class for DARTS, GDAS and DrNAS on this space.
+cells (:mod:`sharpdarts.nn.nb201_search`), one class for DARTS, GDAS, DrNAS, SNAS, PC-DARTS
+and RSPS on this space.
 docs/nb201.md describes both and the authors' code they equal.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 
 import gin
@@ -26,6 +28,7 @@ from sharpdarts.core.nb201_arch import (
     arch_from_weights,
     parse_arch,
 )
+from sharpdarts.core.nb201_search import random_cell
 from sharpdarts.errors import UserError
 from sharpdarts.nn.drnas import Growth, masked_weights, prune_alphas
 from sharpdarts.nn.nb201_ops import MacroNetwork, make_op
@@ -106,7 +109,7 @@ class NB201SearchNetwork(MacroNetwork):
         C: the first stage's width (16).
         N: cells per stage (5).
         num_classes: classes.
-        method: 'darts', 'gdas', 'drnas', 'snas' or 'pc_darts'.
+        method: 'darts', 'gdas', 'drnas', 'snas', 'pc_darts' or 'rsps'.
         affine: the cell ops' BN affine (False in the authors' searches).
         track_running_stats: the cell ops' BN running statistics.
         in_channels: image channels.
@@ -115,16 +118,18 @@ class NB201SearchNetwork(MacroNetwork):
         conv_bias: whether the cell ops' convs have a bias; None: as the method's authors
             (xautodl: ``not affine``; DrNAS: never).
         plain_lastact: True: the last BN is affine and tracks statistics, as in DrNAS and in
-            xautodl's ``TinyNetworkDarts`` and ``TinyNetworkGDAS`` (the NAS-Bench-201 paper's
-            searches); False: it takes the cells' ``affine`` and ``track_running_stats``, as
-            in xautodl's ``GenericNAS201Model``. None: as the method's authors.
+            xautodl's ``TinyNetworkDarts``, ``TinyNetworkGDAS`` and ``TinyNetworkRANDOM`` (the
+            NAS-Bench-201 paper's searches); False: it takes the cells' ``affine`` and
+            ``track_running_stats``, as in xautodl's ``GenericNAS201Model``. None: as the
+            method's authors ('drnas' and 'rsps': True).
         channels_last: parameters and activations in the channels-last memory format (the
             same math; faster steps on CPU, see benchmarks/README.md).
 
     ``alphas`` (6 edges x 5 ops, edges in :data:`~sharpdarts.core.nb201_arch.EDGES` order) is
     the architecture parameter, with PC-DARTS' (6,) edge ``betas`` (:meth:`arch_parameters`);
     :meth:`weights` returns the rest. ``tau`` is the temperature of GDAS (10 at the start, as
-    xautodl sets it) and SNAS (1); None for the others.
+    xautodl sets it) and SNAS (1); None for the others. RSPS has no architecture parameters
+    (``alphas`` is None): each forward draws a cell, recorded as ``sampled``, its arch string.
     """
 
     def __init__(
@@ -161,7 +166,7 @@ class NB201SearchNetwork(MacroNetwork):
         self.C = C
 
         bias = (False if drnas else not affine) if conv_bias is None else conv_bias
-        plain = drnas if plain_lastact is None else plain_lastact
+        plain = method in ("drnas", "rsps") if plain_lastact is None else plain_lastact
 
         def cell(width: int) -> NB201SearchCell:
             return NB201SearchCell(
@@ -177,7 +182,9 @@ class NB201SearchNetwork(MacroNetwork):
             lastact_affine=plain or affine,
             lastact_track=plain or track_running_stats,
         )
-        self.alphas = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))
+        rsps = method == "rsps"  # no architecture weights (xautodl's TinyNetworkRANDOM)
+        self.alphas = None if rsps else nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))
+        self.sampled: str | None = None  # RSPS: the cell of the last forward
         # PC-DARTS' edge normalisation weights, one per edge (made after alphas, as there).
         self.betas = nn.Parameter(1e-3 * torch.randn(len(EDGES))) if method == "pc_darts" else None
         # GDAS starts at 10 as xautodl sets it; SNAS at 1, its README's --temp.
@@ -194,8 +201,8 @@ class NB201SearchNetwork(MacroNetwork):
             self.mask = torch.zeros_like(state_dict[prefix + "mask"])
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """``[alphas]`` (PC-DARTS: ``[alphas, betas]``), trained by the architect."""
-        return [self.alphas] if self.betas is None else [self.alphas, self.betas]
+        """``[alphas]`` (PC-DARTS: ``[alphas, betas]``; RSPS: none), trained by the architect."""
+        return [p for p in (self.alphas, self.betas) if p is not None]
 
     def weights(self) -> list[nn.Parameter]:
         """Every parameter but the architecture's, trained by the weight optimizer."""
@@ -217,7 +224,11 @@ class NB201SearchNetwork(MacroNetwork):
 
     def op_weights(self) -> tuple[torch.Tensor, list]:
         """This forward's (6, 5) op weights and per-edge choices: the method's one random draw
-        (GDAS: Gumbel noise, DrNAS: a Dirichlet sample per edge) happens here."""
+        (GDAS: Gumbel noise, DrNAS: a Dirichlet sample per edge, RSPS: a cell) happens here."""
+        if self.method == "rsps":  # xautodl's random_genotype: random.choice per edge, in order
+            self.sampled = random_cell(OPS, random)
+            index = [OPS.index(op) for op in parse_arch(self.sampled)]
+            return F.one_hot(torch.tensor(index), len(OPS)), index
         if self.method == "gdas":
             hard = gumbel_hard(self.alphas, self.tau)
             return hard.weights, hard.index.flatten().tolist()
@@ -244,7 +255,10 @@ class NB201SearchNetwork(MacroNetwork):
     @torch.no_grad()
     def logged_alphas(self) -> dict:
         """The op weights a search logs each epoch (``alphas``): ``softmax(alphas)``, after
-        DrNAS's pruning masked and renormalised (the weights its genotype reads)."""
+        DrNAS's pruning masked and renormalised (the weights its genotype reads); none for
+        RSPS, which has no alphas."""
+        if self.alphas is None:
+            return {}
         return {
             "alphas": masked_weights(F.softmax(self.alphas.float(), dim=-1), self.mask).tolist()
         }
@@ -258,6 +272,12 @@ class NB201SearchNetwork(MacroNetwork):
                 ``genotype`` (DrNAS reads the softmax, masked and renormalised after pruning);
                 ``'none'``: DARTS's rule, the largest of the other four ops.
         """
+        if self.alphas is None:
+            raise UserError(
+                "an RSPS supernet has no architecture weights to read a cell from: its search "
+                "picks the best of random cells on held-out data (search.selection = "
+                "@random_selection(), docs/nb201.md)."
+            )
         weights = self.alphas
         if self.method == "drnas":
             weights = masked_weights(F.softmax(weights, dim=-1), self.mask)
@@ -325,7 +345,8 @@ def load_original_state_dict(model: nn.Module, state_dict) -> nn.Module:
 
     Accepted: the state dict of xautodl's ``TinyNetwork`` (into :class:`NB201Network`), of
     xautodl's ``GenericNAS201Model`` (into ``NB201SearchNetwork(method='darts' or 'gdas')``), of
-    its ``TinyNetworkDarts`` and ``TinyNetworkGDAS`` (the same with ``plain_lastact=True``) and
+    its ``TinyNetworkDarts`` and ``TinyNetworkGDAS`` (the same with ``plain_lastact=True``), of
+    its ``TinyNetworkRANDOM`` (into ``method='rsps'``) and
     of DrNAS's 201-space ``TinyNetwork`` (into ``method='drnas'``), bare or inside a checkpoint
     (under ``state_dict`` or ``search_model``). The model must be built with the checkpoint's
     sizes (``C``, ``N``, ``num_classes``) and, for a search network, its ``affine`` and
@@ -349,7 +370,7 @@ def load_original_state_dict(model: nn.Module, state_dict) -> nn.Module:
             "with the checkpoint's C, N and num_classes (and for a search network its method, "
             "affine and partial_channels): NB201Network takes xautodl's TinyNetwork, "
             "NB201SearchNetwork takes xautodl's GenericNAS201Model ('darts', 'gdas'), its "
-            "TinyNetworkDarts and TinyNetworkGDAS (with plain_lastact=True) or DrNAS's "
-            "201-space TinyNetwork ('drnas')."
+            "TinyNetworkDarts and TinyNetworkGDAS (with plain_lastact=True), its "
+            "TinyNetworkRANDOM ('rsps') or DrNAS's 201-space TinyNetwork ('drnas')."
         ) from None
     return model

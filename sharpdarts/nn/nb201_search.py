@@ -23,7 +23,12 @@ and ``gumbel_soft``):
 - ``'pc_darts'``: PC-DARTS's ``MixedOp`` (partial channels, every op weighted by
   ``softmax(alphas)``, the zero op included, then the channel shuffle) and its edge
   normalisation: each node sums its edges' outputs weighted by a softmax of per-edge ``betas``
-  over the node's incoming edges (PC-DARTS' authors have no code on this space either).
+  over the node's incoming edges (PC-DARTS' authors have no code on this space either);
+- ``'rsps'``: random search with weight sharing (Li & Talwalkar, UAI 2019) as xautodl's
+  ``TinyNetworkRANDOM`` runs it: no architecture weights; each forward draws one cell
+  uniformly (``random.choice`` of Python's global generator for each edge, in :data:`EDGES`
+  order, as its ``random_genotype``) and each edge runs only its drawn op
+  (``forward_dynamic``).
 
 The first three follow their authors' code in its small structural differences too: xautodl's
 search cells give each conv a bias when the BN has no affine, and its last BN takes the
@@ -45,7 +50,7 @@ from sharpdarts.nn.drnas import widen_op
 from sharpdarts.nn.nb201_fused import darts_cell, fusable, relu_conv_bn
 from sharpdarts.nn.nb201_ops import ReLUConvBN, Zero, make_op
 
-METHODS = ("darts", "gdas", "drnas", "snas", "pc_darts")
+METHODS = ("darts", "gdas", "drnas", "snas", "pc_darts", "rsps")
 # The methods whose edges mix on partial channels (K = 1: all of them).
 PARTIAL = ("drnas", "pc_darts")
 
@@ -113,8 +118,8 @@ class NB201SearchCell(nn.Module):
         choice: list,
         edge_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``weights``: (6, 5) op weights; ``choice``: per edge, the sampled op (GDAS) or the
-        ops whose weight is not 0 (DrNAS), else unused; ``edge_weights``: (6,) PC-DARTS edge
+        """``weights``: (6, 5) op weights; ``choice``: per edge, the sampled op (GDAS, RSPS) or
+        the ops whose weight is not 0 (DrNAS), else unused; ``edge_weights``: (6,) PC-DARTS edge
         normalisation's weights of the edges' outputs, or None."""
         if self.method in ("darts", "snas") and self.fused and fusable(self.edges):
             return darts_cell(self.edges, x, weights)
@@ -133,6 +138,8 @@ class NB201SearchCell(nn.Module):
         return nodes[-1]
 
     def _edge(self, ops: nn.ModuleList, x: torch.Tensor, w: torch.Tensor, choice) -> torch.Tensor:
+        if self.method == "rsps":  # xautodl forward_dynamic: the drawn op alone, unweighted
+            return ops[choice](x)
         if self.method == "gdas":  # xautodl forward_gdas: one op runs, every weight is added
             # The other weights (0 in value) are summed as scalars first, then one addcmul.
             others = reduce(operator.add, (w[k] for k in range(len(ops)) if k != choice))
