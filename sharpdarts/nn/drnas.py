@@ -2,9 +2,11 @@
 
 DrNAS (Chen et al., ICLR 2021; xiangning-chen/DrNAS @ f2caa4d) searches in stages
 (``engine.stages.DirichletStages``). Between them the supernet is changed in place, not
-rebuilt, by the same rules in their ``DARTS-space`` and ``201-space`` code (``model_search.py``,
-``net2wider.py``, ``utils.prune``); this module holds those rules once, for
-:class:`DrNASNetwork` (the DARTS space) and ``nn.nb201.NB201SearchNetwork(method='drnas')``:
+rebuilt, by the same rules in both of their spaces: ``DARTS-space`` and ``201-space`` import
+one top-level ``utils.py`` (``prune``, ``process_step_matrix``) and ``net2wider.py``
+(``configure_optimizer``, ``configure_scheduler``, the channel wideners). This module holds
+those rules once, for :class:`DrNASNetwork` (the DARTS space) and
+``nn.nb201.NB201SearchNetwork(method='drnas')``:
 
 - **pruning** (:func:`prune_alphas`, their ``utils.prune``): each edge keeps the ``keep``
   largest alphas (the concentration ``elu(alpha) + 1`` ranks them alike); the others are set
