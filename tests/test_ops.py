@@ -16,9 +16,10 @@ def test_op_shape_and_backward(table, name, stride):
     x = torch.randn(2, C, 8, 8, requires_grad=True)
     y = op(x)
     assert y.shape == (2, C, 8 // stride, 8 // stride)
-    y.square().sum().backward()
+    if y.requires_grad:
+        y.square().sum().backward()
     assert torch.isfinite(y).all()
-    if name != "none":
+    if name not in ("none", "noise"):  # zeros, and R-DARTS's noise (no gradient to x)
         assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
