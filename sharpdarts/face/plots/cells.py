@@ -214,7 +214,8 @@ def plot_genotype(
     """Draws the cells of a genotype with graphviz, like the DARTS and sharpDARTS figures.
 
     Args:
-        genotype: A 'cell' genotype (see ``genotype_for`` to resolve a name or run folder).
+        genotype: A 'cell' genotype (see ``genotype_for`` to resolve a name or run folder), a
+            recurrent genotype or a NAS-Bench-201 arch string (one cell each).
         out: The output file; its extension picks the format (.svg, .pdf or .png).
         cells: Which cells to draw, any of ``('normal', 'reduce')``.
         separate: False: every cell in one file (one cluster each). True: one file per cell,
@@ -229,10 +230,13 @@ def plot_genotype(
     """
     out, fmt = output_format(out)
     cells = tuple(cells)
-    if isinstance(genotype, recurrent_genotypes.RecurrentGenotype):  # one recurrent cell: one graph
+    # A recurrent cell or a NAS-Bench-201 cell (an arch string) is one cell: one graph.
+    if isinstance(genotype, (recurrent_genotypes.RecurrentGenotype, str)):
+        from sharpdarts.face.plots.nb201_cell import nb201_graph
         from sharpdarts.face.plots.recurrent import recurrent_graph
 
-        data = render_graph(recurrent_graph(genotype, title), fmt)
+        draw = nb201_graph if isinstance(genotype, str) else recurrent_graph
+        data = render_graph(draw(genotype, title), fmt)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
         return [out] if separate else out
