@@ -87,12 +87,8 @@ ENV_VAR = "SHARPDARTS_GENOTYPES"
 # What a promoted name may look like (a Python identifier, so gin macros can hold it).
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-# The search spaces a registry name can belong to, and the networks that take each.
-SPACES = {
-    "darts": "a DARTS-space genotype (NetworkCIFAR, NetworkImageNet and the other DARTS-family "
-    "networks take these)",
-    "nb201": "a NAS-Bench-201 cell (NB201Network takes these)",
-}
+# The search spaces a registry name can belong to: what a genotype of each is, in words.
+SPACES = {"darts": "a DARTS-space genotype", "nb201": "a NAS-Bench-201 cell"}
 
 
 def space_of(genotype) -> str:
@@ -259,7 +255,8 @@ def resolve(value: Any) -> Genotype:
         genotype = get(value)
         if space_of(genotype) != "darts":
             raise ValueError(
-                f"Genotype {value!r} is {SPACES[space_of(genotype)]}, not a DARTS-space genotype."
+                f"Genotype {value!r} is a NAS-Bench-201 cell (for NB201Network), not a "
+                "DARTS-space genotype."
             )
         return genotype
     if isinstance(value, Mapping):

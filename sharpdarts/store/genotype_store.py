@@ -174,17 +174,26 @@ def genotype_of(
     return genotype, lineage
 
 
+# What a network of each space takes, for the message that refuses the other space's genotype.
+_NETWORKS = {
+    "darts": (
+        "NetworkCIFAR, NetworkImageNet and the other DARTS-family networks",
+        "a DARTS-space genotype name (builtin or promoted) or 'run:RUN_ID' of a DARTS search",
+    ),
+    "nb201": (
+        "NB201Network",
+        "a NAS-Bench-201 arch string (|nor_conv_3x3~0|+|...|), a promoted NAS-Bench-201 name "
+        "or 'run:RUN_ID' of a NAS-Bench-201 search",
+    ),
+}
+
+
 def _wrong_space(value: str, genotype: Any, network_space: str) -> UserError:
-    forms = {
-        "darts": "a DARTS-space genotype name (builtin or promoted) or 'run:RUN_ID' of a DARTS "
-        "search",
-        "nb201": "a NAS-Bench-201 arch string (|nor_conv_3x3~0|+|...|), a promoted NAS-Bench-201 "
-        "name or 'run:RUN_ID' of a NAS-Bench-201 search",
-    }
+    networks, forms = _NETWORKS[network_space]
     return UserError(
         f"GENOTYPE={value!r} is {genotypes.SPACES[genotypes.space_of(genotype)]}, but this "
-        f"experiment's network takes {genotypes.SPACES[network_space].split(' (')[0]}: bind "
-        f"GENOTYPE to {forms[network_space]}. `sharpdarts genotype list` shows each name's space."
+        f"experiment's network ({networks}) takes {genotypes.SPACES[network_space]}: bind "
+        f"GENOTYPE to {forms}. `sharpdarts genotype list` shows each name's space."
     )
 
 

@@ -8,6 +8,7 @@ is ``none`` (the benchmark's zero op) adds nothing to its node, so it is left ou
 from __future__ import annotations
 
 from sharpdarts.core.nb201_arch import EDGES, NODES, parse_arch
+from sharpdarts.face.plots.common import cell_digraph
 
 _INPUT_COLOR = "darkseagreen2"
 _NODE_COLOR = "lightblue"
@@ -20,27 +21,8 @@ def nb201_graph(arch: str, title: str | None = None):
     Raises:
         UserError: a malformed arch string (the message shows the form).
     """
-    import graphviz
-
     ops = parse_arch(arch)
-    graph = graphviz.Digraph(
-        name="nb201",
-        engine="dot",
-        graph_attr={"rankdir": "LR", "fontname": "times", "fontsize": "20"},
-        node_attr={
-            "style": "filled",
-            "shape": "rect",
-            "align": "center",
-            "fontsize": "20",
-            "height": "0.5",
-            "width": "0.5",
-            "penwidth": "2",
-            "fontname": "times",
-        },
-        edge_attr={"fontsize": "20", "fontname": "times"},
-    )
-    if title:
-        graph.attr(label=title, labelloc="t")
+    graph = cell_digraph("nb201", title)
     for node in range(NODES):
         color = {0: _INPUT_COLOR, NODES - 1: _OUTPUT_COLOR}.get(node, _NODE_COLOR)
         label = {0: "in (0)", NODES - 1: "out (3)"}.get(node, str(node))
