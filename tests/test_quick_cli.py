@@ -50,6 +50,7 @@ def probe(*args, cwd=ROOT):
         (("table", "cifar10"), 0),
         (("table", "imagenet", "--format", "latex"), 0),
         (("genotype", "show", "SHARP_DARTS"), 0),
+        (("genotype", "list"), 0),
         (("table", "no_such_table"), 2),
         (("genotype", "show", "NO_SUCH_GENOTYPE"), 2),
         (("run", "cifar10/no_such_experiment"), 2),

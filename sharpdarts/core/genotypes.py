@@ -9,6 +9,11 @@ promoted from search runs together with their lineage. By default the user regis
 root); the environment variable ``SHARPDARTS_GENOTYPES`` names another file. Builtin names
 always win and cannot be shadowed.
 
+A name belongs to one search *space* (:func:`space_of`): ``'darts'`` for the DARTS family's
+genotypes (cells, weights, paths and recurrent cells) and ``'nb201'`` for NAS-Bench-201 cells,
+which the registry keeps as the benchmark's arch strings (``'|nor_conv_3x3~0|+|...|'``, see
+:mod:`sharpdarts.core.nb201_arch`): :func:`get` returns such a name's string.
+
 This module only reads the registry; writing to it (promotion) is
 :mod:`sharpdarts.store.genotype_store`'s job. :func:`resolve` is the one place where a
 genotype given as a value (a Genotype, a dict or a name) becomes a Genotype.
@@ -27,6 +32,7 @@ from typing import Any
 
 from sharpdarts import resources
 from sharpdarts.core import genotype_types as _types
+from sharpdarts.core import nb201_arch
 
 # The public API promises these names at this path (docs/api.md); they are defined in
 # genotype_types and recurrent_genotypes, and imported from here everywhere else.
@@ -47,6 +53,7 @@ from sharpdarts.core.recurrent_genotypes import (  # noqa: F401
     recurrent_from_dict,
     recurrent_to_dict,
 )
+from sharpdarts.errors import UserError
 from sharpdarts.registry import unknown_name
 
 __all__ = [
@@ -70,12 +77,39 @@ __all__ = [
     "lineage",
     "user_registry_path",
     "NAME_RE",
+    "SPACES",
+    "space_of",
+    "entry_genotype",
 ]
 
 ENV_VAR = "SHARPDARTS_GENOTYPES"
 
 # What a promoted name may look like (a Python identifier, so gin macros can hold it).
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# The search spaces a registry name can belong to: what a genotype of each is, in words.
+SPACES = {"darts": "a DARTS-space genotype", "nb201": "a NAS-Bench-201 cell"}
+
+
+def space_of(genotype) -> str:
+    """``'nb201'`` for a NAS-Bench-201 arch string, ``'darts'`` for any other genotype."""
+    return "nb201" if isinstance(genotype, str) else "darts"
+
+
+def entry_genotype(value: Any):
+    """A registry entry's or a run's recorded genotype: an arch string stays a (checked) string,
+    a genotype dict becomes a Genotype (or RecurrentGenotype).
+
+    Raises:
+        ValueError: a malformed genotype dict or arch string.
+    """
+    if isinstance(value, str):
+        try:
+            nb201_arch.parse_arch(value)
+        except UserError as e:  # its message shows what an arch string looks like
+            raise ValueError(str(e)) from None
+        return value.strip()
+    return from_dict(value)
 
 
 def to_dict(genotype) -> dict[str, Any]:
@@ -166,14 +200,15 @@ def _user_entries(path: Path | None = None) -> dict[str, Any]:
     return read_registry(Path(path) if path is not None else user_registry_path())["genotypes"]
 
 
-def get(name: str) -> Genotype:
+def get(name: str) -> Genotype | RecurrentGenotype | str:
     """Looks up a named genotype: builtin first, then the user registry.
 
     Args:
         name: A published name or alias (e.g. ``'DARTS_V2'``) or a promoted name.
 
     Returns:
-        A fresh copy of the genotype (mutating it does not touch the registry).
+        A fresh copy of the genotype (mutating it does not touch the registry); for a promoted
+        NAS-Bench-201 cell, its arch string.
 
     Raises:
         KeyError: The name is unknown (the message lists close matches).
@@ -192,7 +227,7 @@ def get(name: str) -> Genotype:
             "genotype", name, list(table) + list(RECURRENT_GENOTYPES) + list(entries)
         )
     try:
-        return from_dict(entries[name]["genotype"])
+        return entry_genotype(entries[name]["genotype"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"Genotype {name!r} in {user_registry_path()} is malformed: {e}") from e
 
@@ -210,13 +245,20 @@ def resolve(value: Any) -> Genotype:
 
     Raises:
         UnknownNameError: (a KeyError) an unknown name, with close matches.
-        ValueError: a malformed dict or registry entry.
+        ValueError: a malformed dict or registry entry, or the name of a NAS-Bench-201 cell (a
+            DARTS-space network cannot take one).
         TypeError: a value of any other type.
     """
     if isinstance(value, (Genotype, RecurrentGenotype)):
         return value
     if isinstance(value, str):
-        return get(value)
+        genotype = get(value)
+        if space_of(genotype) != "darts":
+            raise ValueError(
+                f"Genotype {value!r} is a NAS-Bench-201 cell (for NB201Network), not a "
+                "DARTS-space genotype."
+            )
+        return genotype
     if isinstance(value, Mapping):
         return from_dict(value)
     if hasattr(value, "_asdict"):
@@ -227,9 +269,9 @@ def resolve(value: Any) -> Genotype:
 
 
 def _check_layout(layout: str | None) -> None:
-    if layout is not None and layout not in LAYOUTS:
+    if layout is not None and layout not in LAYOUTS + ("nb201",):
         raise ValueError(
-            f"Unknown genotype layout {layout!r}; expected one of {', '.join(LAYOUTS)}."
+            f"Unknown genotype layout {layout!r}; expected one of {', '.join(LAYOUTS)} or nb201."
         )
 
 
@@ -248,7 +290,7 @@ def names(layout: str | None = None) -> list[str]:
     """Sorted names of every builtin and promoted genotype, optionally of one layout.
 
     Args:
-        layout: None for all, else one of ``LAYOUTS``.
+        layout: None for all, else one of ``LAYOUTS``, or ``'nb201'`` (NAS-Bench-201 cells).
 
     Raises:
         ValueError: An unknown layout.
@@ -258,7 +300,10 @@ def names(layout: str | None = None) -> list[str]:
     for n, entry in _user_entries().items():
         if n not in found:
             genotype = entry.get("genotype", {}) if isinstance(entry, dict) else {}
-            found[n] = genotype.get("layout", "cell") if isinstance(genotype, dict) else None
+            if isinstance(genotype, str):
+                found[n] = "nb201"
+            else:
+                found[n] = genotype.get("layout", "cell") if isinstance(genotype, dict) else None
     return sorted(n for n, lay in found.items() if layout is None or lay == layout)
 
 

@@ -18,9 +18,9 @@ import traceback
 from pathlib import Path
 
 from sharpdarts import resources
-from sharpdarts.core import genotypes
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments
+from sharpdarts.face.genotype_args import add_genotype_parser
 from sharpdarts.face.nb201_args import add_nb201_parser
 from sharpdarts.face.plot_args import add_plot_parser
 from sharpdarts.face.sweep_args import add_sweep_parser
@@ -120,48 +120,6 @@ def cmd_tables(args) -> int:
     return 0
 
 
-def cmd_genotype_show(args) -> int:
-    from sharpdarts.store import genotype_store
-
-    genotype, lineage = genotype_store.genotype_of(args.name, args.results, args.best)
-    print(json.dumps({"genotype": genotypes.to_dict(genotype), "lineage": lineage}, indent=1))
-    return 0
-
-
-def cmd_genotype_promote(args) -> int:
-    from sharpdarts.store import genotype_store
-
-    genotype, lineage = genotype_store.genotype_of(args.run, args.results, args.best)
-    if not lineage or "run_id" not in lineage:
-        raise UserError(f"'{args.run}' is a builtin genotype, not a run; promote a search run.")
-    try:
-        genotype_store.promote(args.name, genotype, lineage, replace=args.replace)
-    except ValueError as exc:
-        raise UserError(f"Cannot promote as {args.name}: {one_line(exc)}") from None
-    print(
-        f"promoted {lineage['run_id']} (epoch {lineage['epoch']}) as {args.name} in "
-        f"{genotypes.user_registry_path()}"
-    )
-    return 0
-
-
-def cmd_genotype_random(args) -> int:
-    from sharpdarts.core.random_genotypes import sample_cell_genotype
-    from sharpdarts.store import genotype_store
-
-    try:
-        genotype = sample_cell_genotype(args.seed, args.primitives)
-        lineage = {"random": True, "seed": args.seed, "primitives": args.primitives}
-        genotype_store.promote(args.name, genotype, lineage, replace=args.replace)
-    except (KeyError, ValueError) as exc:
-        raise UserError(f"Cannot add a random cell as {args.name}: {one_line(exc)}") from None
-    print(
-        f"sampled a random {args.primitives} cell (seed {args.seed}) as {args.name} in "
-        f"{genotypes.user_registry_path()}"
-    )
-    return 0
-
-
 def cmd_info(args) -> int:
     from sharpdarts.core.metrics import count_parameters, multiply_adds
     from sharpdarts.nn.models import NetworkCIFAR, NetworkImageNet
@@ -169,7 +127,16 @@ def cmd_info(args) -> int:
 
     genotype, _ = genotype_store.genotype_of(args.name, args.results)
     try:
-        if args.dataset == "cifar10":
+        if isinstance(genotype, str):  # a NAS-Bench-201 cell: the benchmark's network of it
+            from sharpdarts.nn.nb201 import NB201Network
+
+            if args.dataset != "cifar10":
+                raise UserError(
+                    f"{args.name} is a NAS-Bench-201 cell: `info` counts its CIFAR-10 network "
+                    "(C=16, N=5); leave out --dataset."
+                )
+            net, shape = NB201Network(genotype, 16, 5, 10), (3, 32, 32)
+        elif args.dataset == "cifar10":
             net, shape = NetworkCIFAR(36, 10, 20, True, genotype, C_mid=args.C_mid), (3, 32, 32)
         else:
             net, shape = (
@@ -284,31 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
 
-    p = sub.add_parser("genotype", help="show or promote genotypes")
-    gsub = p.add_subparsers(dest="genotype_command", required=True)
-    g = gsub.add_parser("show", help="a registry genotype or a run's genotype, with its lineage")
-    g.add_argument("name", help="a genotype name, a run id or a run folder")
-    g.add_argument("--best", action="store_true", help="a search run's best-validation genotype")
-    g.add_argument("--results", default=DEFAULT_RESULTS)
-    g.set_defaults(func=cmd_genotype_show)
-    g = gsub.add_parser("promote", help="add a search run's genotype to experiments/genotypes.json")
-    g.add_argument("run", help="a run id or run folder")
-    g.add_argument("name", help="the registry name (letters, digits, underscores)")
-    g.add_argument("--best", action="store_true", help="promote the best-validation genotype")
-    g.add_argument(
-        "--replace", action="store_true", help="replace a promoted genotype of that name"
-    )
-    g.add_argument("--results", default=DEFAULT_RESULTS)
-    g.set_defaults(func=cmd_genotype_promote)
-    g = gsub.add_parser(
-        "random",
-        help="add a random cell of a search space (a baseline) to experiments/genotypes.json",
-    )
-    g.add_argument("name", help="the registry name (letters, digits, underscores)")
-    g.add_argument("--seed", type=int, default=0, help="fixes the draw")
-    g.add_argument("--primitives", default="DARTS_PRIMITIVES", help="a primitive set name")
-    g.add_argument("--replace", action="store_true", help="replace a genotype of that name")
-    g.set_defaults(func=cmd_genotype_random)
+    add_genotype_parser(sub, DEFAULT_RESULTS)
 
     p = sub.add_parser("info", help="parameters and multiply-adds of a genotype's network")
     p.add_argument("name", help="a genotype name or a search run")

@@ -1,8 +1,8 @@
 """The ``sharpdarts nb201`` command: the NAS-Bench-201 benchmark's ground truth.
 
 - ``nb201 query ARCH_OR_RUN --benchmark PATH``: what the benchmark file records for a cell (an
-  arch string, or a search run's final cell): accuracy per training set and split, parameters,
-  multiply-adds and training seconds.
+  arch string, a promoted NAS-Bench-201 name, or a search run's final cell): accuracy per
+  training set and split, parameters, multiply-adds and training seconds.
 - ``nb201 random`` / ``nb201 rea --benchmark PATH --seed N``: the benchmark's own baselines,
   random search and regularised evolution, run against the file alone (no training) and
   recorded as run folders of ``nb201/search_random`` / ``nb201/search_rea``.
@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from sharpdarts.errors import UserError
+from sharpdarts.errors import UserError, one_line
 
 BENCHMARK_ENV = "SHARPDARTS_NB201_BENCHMARK"
 # The datasets the baselines search on, and the benchmark's training set behind each: on
@@ -39,18 +39,35 @@ def scorer_bindings(path: str | os.PathLike) -> list[str]:
 
 
 def cell_of(name: str, results: str) -> str:
-    """The arch string ``name`` is, or the final cell of the search run it names.
+    """The arch string ``name`` is, the cell promoted under that name, or the final cell of the
+    search run it names.
 
     Raises:
-        UserError: a malformed arch string, an unknown run, or a run whose cell is not a
-            NAS-Bench-201 arch string.
+        UserError: a malformed arch string, an unknown run, a DARTS-space genotype name, or a
+            run whose cell is not a NAS-Bench-201 arch string.
     """
+    from sharpdarts.core import genotypes
     from sharpdarts.core.nb201_arch import parse_arch
 
     text = name.strip()
     if text.startswith("|") or text.endswith("|"):  # a cell; a run id or folder never is
         parse_arch(text)  # a malformed string says what one looks like
         return text
+    if genotypes.NAME_RE.fullmatch(text):  # a run id never is one (it has a '-')
+        try:
+            cell = genotypes.get(text)
+        except KeyError:
+            cell = None  # not a registry name: a run folder, perhaps
+        except ValueError as exc:
+            raise UserError(one_line(exc)) from None
+        if cell is not None and not isinstance(cell, str):
+            raise UserError(
+                f"{text} is {genotypes.SPACES['darts']}, not a NAS-Bench-201 cell: name an arch "
+                "string, a promoted NAS-Bench-201 cell (`sharpdarts genotype list --space "
+                "nb201`) or a NAS-Bench-201 search run."
+            )
+        if cell is not None:
+            return cell
     from sharpdarts.store import reader, store
 
     run = store.find_run(results, text)
@@ -193,7 +210,9 @@ def add_nb201_parser(sub, default_results: str) -> None:
     p = sub.add_parser("nb201", help="NAS-Bench-201: query the benchmark, RS and REA baselines")
     nsub = p.add_subparsers(dest="nb201_command", required=True)
     q = nsub.add_parser("query", help="the benchmark's figures of a cell or a search run's cell")
-    q.add_argument("arch", metavar="ARCH_OR_RUN", help="an arch string, a run id or run folder")
+    q.add_argument(
+        "arch", metavar="ARCH_OR_RUN", help="an arch string, a promoted name, a run id or folder"
+    )
     _add_benchmark(q)
     q.add_argument(
         "--hp", default="200", choices=["200", "12"], help="training epochs (default 200)"

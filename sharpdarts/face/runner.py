@@ -27,7 +27,7 @@ import sharpdarts.nn.models  # noqa: F401
 import sharpdarts.nn.multichannel.networks  # noqa: F401
 import sharpdarts.nn.nb201  # noqa: F401
 import sharpdarts.store.nb201_benchmark  # noqa: F401
-from sharpdarts.core import config, genotypes, nb201_arch, run_folder, validate
+from sharpdarts.core import config, run_folder, validate
 from sharpdarts.engine import checkpoint, context, evaluation, jobs, loop
 from sharpdarts.engine import lm_jobs as engine_lm
 from sharpdarts.engine.data import bundle as bundle_lib
@@ -35,7 +35,7 @@ from sharpdarts.engine.data import specs
 from sharpdarts.errors import UserError, one_line
 from sharpdarts.face import experiments, failures, quickskip, tensorboard, threads
 from sharpdarts.face.experiments import resolve_experiment
-from sharpdarts.store import store
+from sharpdarts.store import genotype_store, store
 
 # ---- Gin -------------------------------------------------------------------------------------
 _SEARCH_PATHS_ADDED: set[str] = set()
@@ -86,48 +86,16 @@ def _query(binding: str, default=None):
 
 
 def _resolve_genotype_macro(results: str) -> dict | None:
-    """Checks the GENOTYPE macro and resolves ``run:RUN_ID``; returns its lineage for run.json."""
-    value = _query("%GENOTYPE")
-    if value is None:
-        return None
-    if isinstance(value, str) and value.startswith("run:"):
-        run = store.find_run(results, value[4:])
-        final = run.info.get("final") or {}
-        if "genotype" not in final:
-            raise UserError(
-                f"Run {run.run_id} has no final genotype (status "
-                f"{run.info.get('status')}); only a completed search run can be named "
-                "as GENOTYPE='run:RUN_ID'."
-            )
-        gin.bind_parameter("GENOTYPE/gin.macro.value", final["genotype"])
-        return {
-            "name": value,
-            "source": "run",
-            "run_id": run.run_id,
-            "experiment": run.info.get("experiment"),
-            "commit": (run.info.get("git") or {}).get("commit"),
-            "epoch": final.get("genotype_epoch"),
-            "genotype": final["genotype"],
-        }
-    if not isinstance(value, str):
-        return {"name": None, "source": "config", "genotype": value}
-    if value.startswith("|"):  # a NAS-Bench-201 cell, written as the benchmark writes it
-        nb201_arch.parse_arch(value)  # a malformed one is a UserError showing the form
-        return {"name": value, "source": "nb201_arch", "genotype": value}
-    try:
-        genotype = genotypes.get(value)
-    except KeyError as exc:
-        raise UserError(
-            f"Unknown genotype: {one_line(exc)} Names come from the registry "
-            "(`sharpdarts genotype show NAME`), experiments/genotypes.json (promoted "
-            "searches), or 'run:RUN_ID' for a search run's result."
-        ) from None
-    return {
-        "name": value,
-        "source": "builtin" if genotypes.is_builtin(value) else "promoted",
-        "lineage": genotypes.lineage(value),
-        "genotype": genotypes.to_dict(genotype),
-    }
+    """Checks the GENOTYPE macro against its network's search space and resolves ``run:RUN_ID``
+    and promoted NAS-Bench-201 names (``genotype_store.training_genotype``); returns the record
+    for run.json."""
+    # NAS-Bench-201's network takes GENOTYPE through NB201Network.arch; every other network
+    # takes a DARTS-space genotype.
+    space = "nb201" if _query("NB201Network.arch") is not None else "darts"
+    bind, record = genotype_store.training_genotype(_query("%GENOTYPE"), results, space)
+    if bind is not None:
+        gin.bind_parameter("GENOTYPE/gin.macro.value", bind)
+    return record
 
 
 def _resolve_init_from(results: str, smoke: bool) -> str | None:

@@ -15,7 +15,13 @@ from typing import Any
 from sharpdarts.core import genotypes, recurrent_genotypes, run_folder
 from sharpdarts.core.genotypes import Genotype
 from sharpdarts.errors import UserError
-from sharpdarts.face.plots.common import CELL_TITLES, CELLS, output_format, render_graph
+from sharpdarts.face.plots.common import (
+    CELL_TITLES,
+    CELLS,
+    cell_digraph,
+    output_format,
+    render_graph,
+)
 from sharpdarts.store import reader
 
 # DARTS' visualize.py look: green inputs, blue intermediate nodes, yellow output.
@@ -147,8 +153,6 @@ def genotype_graph(genotype: Genotype, cells: Sequence[str] = CELLS, title: str 
         UserError: A genotype that is not of layout 'cell', an unknown cell name, or a
             malformed cell.
     """
-    import graphviz
-
     if getattr(genotype, "layout", "cell") != "cell":
         raise UserError(
             f"Only 'cell' genotypes can be drawn as cells; this one has layout {genotype.layout!r}."
@@ -160,24 +164,7 @@ def genotype_graph(genotype: Genotype, cells: Sequence[str] = CELLS, title: str 
             f"Unknown cell(s) {unknown or list(cells)}; choose from {', '.join(CELLS)}."
         )
 
-    graph = graphviz.Digraph(
-        name="genotype",
-        engine="dot",
-        graph_attr={"rankdir": "LR", "fontname": "times", "fontsize": "20", "nodesep": "0.3"},
-        node_attr={
-            "style": "filled",
-            "shape": "rect",
-            "align": "center",
-            "fontsize": "20",
-            "height": "0.5",
-            "width": "0.5",
-            "penwidth": "2",
-            "fontname": "times",
-        },
-        edge_attr={"fontsize": "20", "fontname": "times"},
-    )
-    if title:
-        graph.attr(label=title, labelloc="t")
+    graph = cell_digraph("genotype", title, nodesep="0.3")
     checked = {cell: _check_cell(genotype, cell) for cell in cells}
     # With rankdir=LR, dot stacks clusters bottom-up in definition order: define them in
     # reverse so that the first cell (normal) is drawn on top.
@@ -214,7 +201,8 @@ def plot_genotype(
     """Draws the cells of a genotype with graphviz, like the DARTS and sharpDARTS figures.
 
     Args:
-        genotype: A 'cell' genotype (see ``genotype_for`` to resolve a name or run folder).
+        genotype: A 'cell' genotype (see ``genotype_for`` to resolve a name or run folder), a
+            recurrent genotype or a NAS-Bench-201 arch string (one cell each).
         out: The output file; its extension picks the format (.svg, .pdf or .png).
         cells: Which cells to draw, any of ``('normal', 'reduce')``.
         separate: False: every cell in one file (one cluster each). True: one file per cell,
@@ -229,10 +217,13 @@ def plot_genotype(
     """
     out, fmt = output_format(out)
     cells = tuple(cells)
-    if isinstance(genotype, recurrent_genotypes.RecurrentGenotype):  # one recurrent cell: one graph
+    # A recurrent cell or a NAS-Bench-201 cell (an arch string) is one cell: one graph.
+    if isinstance(genotype, (recurrent_genotypes.RecurrentGenotype, str)):
+        from sharpdarts.face.plots.nb201_cell import nb201_graph
         from sharpdarts.face.plots.recurrent import recurrent_graph
 
-        data = render_graph(recurrent_graph(genotype, title), fmt)
+        draw = nb201_graph if isinstance(genotype, str) else recurrent_graph
+        data = render_graph(draw(genotype, title), fmt)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
         return [out] if separate else out

@@ -48,6 +48,38 @@ def save_figure(fig: Figure, out: Path, fmt: str) -> Path:
     return out
 
 
+def cell_digraph(name: str, title: str | None = None, **graph_attr: str):
+    """An empty graphviz ``Digraph`` in the look of the DARTS cell figures (dot, left to right,
+    filled boxes, Times at 20 points), with ``title`` as a caption above it.
+
+    Args:
+        name: the graph's name.
+        title: a caption; None for none.
+        **graph_attr: more graph attributes (e.g. ``nodesep``).
+    """
+    import graphviz
+
+    graph = graphviz.Digraph(
+        name=name,
+        engine="dot",
+        graph_attr={"rankdir": "LR", "fontname": "times", "fontsize": "20", **graph_attr},
+        node_attr={
+            "style": "filled",
+            "shape": "rect",
+            "align": "center",
+            "fontsize": "20",
+            "height": "0.5",
+            "width": "0.5",
+            "penwidth": "2",
+            "fontname": "times",
+        },
+        edge_attr={"fontsize": "20", "fontname": "times"},
+    )
+    if title:
+        graph.attr(label=title, labelloc="t")
+    return graph
+
+
 def render_graph(graph, fmt: str) -> bytes:
     """Renders a graphviz graph to ``fmt``: with a system ``dot`` when there is one, else pip's.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sharpdarts.core.recurrent_genotypes import RecurrentGenotype, check
 from sharpdarts.errors import UserError
+from sharpdarts.face.plots.common import cell_digraph
 
 _INPUT_COLOR = "darkseagreen2"
 _NODE_COLOR = "lightblue"
@@ -21,30 +22,11 @@ def recurrent_graph(genotype: RecurrentGenotype, title: str | None = None):
     Raises:
         UserError: a malformed genotype.
     """
-    import graphviz
-
     try:
         genotype = check(genotype)
     except ValueError as e:
         raise UserError(f"The recurrent genotype cannot be drawn: {e}") from e
-    graph = graphviz.Digraph(
-        name="recurrent",
-        engine="dot",
-        graph_attr={"rankdir": "LR", "fontname": "times", "fontsize": "20"},
-        node_attr={
-            "style": "filled",
-            "shape": "rect",
-            "align": "center",
-            "fontsize": "20",
-            "height": "0.5",
-            "width": "0.5",
-            "penwidth": "2",
-            "fontname": "times",
-        },
-        edge_attr={"fontsize": "20", "fontname": "times"},
-    )
-    if title:
-        graph.attr(label=title, labelloc="t")
+    graph = cell_digraph("recurrent", title)
     graph.node("x", label="x_{t}", fillcolor=_INPUT_COLOR)
     graph.node("h", label="h_{t-1}", fillcolor=_INPUT_COLOR)
     graph.node("n0", label="0", fillcolor=_NODE_COLOR)
