@@ -58,7 +58,7 @@ class AuxiliaryHeadImageNet(AuxiliaryHeadCIFAR):
 
 # The cell a network builds: None, its genotype layout's own (DARTS's for two inputs per node,
 # FairDARTS' for edges); 'fairdarts', FairDARTS' (nn/fair_cells.py) for both layouts.
-CELL = validate.Choice("None, 'darts' or 'fairdarts'", choices=("darts", "fairdarts")).or_none()
+CELL = validate.Choice("'darts' or 'fairdarts'", choices=("darts", "fairdarts")).or_none()
 
 
 class _FixedNetwork(nn.Module):
