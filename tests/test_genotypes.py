@@ -19,6 +19,7 @@ REF = json.loads(resources.files("sharpdarts").joinpath("reference/genotypes.jso
 CELL_NAMES = sorted(REF["cell_genotypes"])
 RAW_NAMES = sorted(REF["raw_weight_genotypes"])
 PATH_NAMES = sorted(REF["multichannel_paths"])
+EDGE_NAMES = sorted(REF["edge_genotypes"])  # FairDARTS' cells: tests/test_fair_cells.py
 ALIASES = REF["aliases"]
 
 
@@ -69,11 +70,12 @@ def test_alias_gives_its_targets_genotype(alias):
 
 
 def test_names_cover_the_reference_and_filter_by_layout():
-    every = set(CELL_NAMES) | set(RAW_NAMES) | set(PATH_NAMES) | set(ALIASES)
+    every = set(CELL_NAMES) | set(RAW_NAMES) | set(PATH_NAMES) | set(EDGE_NAMES) | set(ALIASES)
     assert G.names() == sorted(every)
     assert set(G.names("cell")) == set(CELL_NAMES) | set(ALIASES)
     assert G.names("raw_weights") == RAW_NAMES
     assert G.names("path") == PATH_NAMES
+    assert G.names("edges") == EDGE_NAMES
     with pytest.raises(ValueError):
         G.names("cells")
 
@@ -491,7 +493,7 @@ def test_collected_cases_do_not_come_from_the_user_registry(tmp_path):
 def test_builtin_names_ignore_the_user_registry():
     genotype_store.promote("MINE_TOO", G.get("DARTS_V1"), {"run_id": "1"})
     assert "MINE_TOO" in G.names() and "MINE_TOO" not in G.builtin_names()
-    every = set(CELL_NAMES) | set(RAW_NAMES) | set(PATH_NAMES) | set(ALIASES)
+    every = set(CELL_NAMES) | set(RAW_NAMES) | set(PATH_NAMES) | set(EDGE_NAMES) | set(ALIASES)
     assert G.builtin_names() == sorted(every)
     assert G.builtin_names("path") == PATH_NAMES
     with pytest.raises(ValueError):

@@ -9,6 +9,8 @@ A *genotype* describes an architecture found by a search. Three layouts exist:
   multi-channel search stored its result this way).
 - ``'path'``: a multi-channel (HyperCuboid) path; ``normal`` lists its node names and the
   other fields are empty.
+- ``'edges'``: cells whose nodes read any number of inputs (FairDARTS): ``normal`` and
+  ``reduce`` list ``(op_name, node, input)`` triples (:mod:`sharpdarts.core.edge_genotypes`).
 
 Everything here is re-exported by :mod:`sharpdarts.core.genotypes`, the public module, which
 adds the named-genotype registry and the resolver.
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from sharpdarts.core import edge_genotypes
 from sharpdarts.registry import Registry
 
 Genotype = namedtuple(
@@ -35,14 +38,15 @@ concat lists.
 
 Attributes:
     normal: For layout 'cell', ``(op_name, input_index)`` tuples, two per node; for
+        'edges', ``(op_name, node, input)`` tuples, any number per node; for
         'raw_weights', nested lists of weights; for 'path', the node names of the path.
     normal_concat: Indices of the states concatenated into a normal cell's output.
     reduce: Like ``normal``, for reduction cells (empty for a path).
     reduce_concat: Like ``normal_concat``, for reduction cells.
-    layout: 'cell' (the default), 'raw_weights' or 'path'.
+    layout: 'cell' (the default), 'edges', 'raw_weights' or 'path'.
 """
 
-LAYOUTS = ("cell", "raw_weights", "path")
+LAYOUTS = ("cell", "raw_weights", "path", "edges")
 
 _FIELDS = Genotype._fields
 
@@ -163,6 +167,11 @@ def _normalise(fields: Mapping[str, Any]) -> Genotype:
     if layout == "cell":
         normal = _cell_entries(fields["normal"], "normal")
         reduce = _cell_entries(fields["reduce"], "reduce")
+    elif layout == "edges":
+        normal = edge_genotypes.edge_entries(fields["normal"], "normal")
+        reduce = edge_genotypes.edge_entries(fields["reduce"], "reduce")
+        edge_genotypes.check_concat(normal, normal_concat, "normal")
+        edge_genotypes.check_concat(reduce, reduce_concat, "reduce")
     elif layout == "raw_weights":
         normal = _plain(fields["normal"])
         reduce = _plain(fields["reduce"])
@@ -181,7 +190,8 @@ def _normalise(fields: Mapping[str, Any]) -> Genotype:
 def to_dict(genotype: Genotype) -> dict[str, Any]:
     """Converts a genotype to a JSON-ready dict.
 
-    Cell entries become ``[op_name, input_index]`` lists; concat ranges become lists.
+    Cell entries become ``[op_name, input_index]`` lists (edges ``[op_name, node, input]``);
+    concat ranges become lists.
 
     Args:
         genotype: A ``Genotype`` (or any 5-tuple / 4-tuple in its field order).
@@ -194,7 +204,7 @@ def to_dict(genotype: Genotype) -> dict[str, Any]:
     """
     g = _normalise(dict(zip(_FIELDS, genotype)) if not isinstance(genotype, Mapping) else genotype)
     d = g._asdict()
-    if g.layout == "cell":
+    if g.layout in ("cell", "edges"):
         d["normal"] = [list(e) for e in g.normal]
         d["reduce"] = [list(e) for e in g.reduce]
     return d

@@ -146,8 +146,8 @@ def _builtin() -> dict[str, Genotype]:
     """Every published genotype by name, aliases resolved to their target's genotype."""
     ref = reference_data()
     table: dict[str, Genotype] = {}
-    for section in ("cell_genotypes", "raw_weight_genotypes"):
-        for name, d in ref[section].items():
+    for section in ("cell_genotypes", "edge_genotypes", "raw_weight_genotypes"):
+        for name, d in ref.get(section, {}).items():
             table[name] = from_dict(d)
     for name, path in ref["multichannel_paths"].items():
         table[name] = Genotype(list(path), [], [], [], "path")

@@ -262,10 +262,10 @@ def skip_connections(genotype: dict | str) -> dict:
     space's reductions are fixed residual blocks)."""
     if isinstance(genotype, str):
         return {"skip_connections_normal": sum(op == SKIP for op in parse_arch(genotype))}
-    if genotype.get("layout", "cell") != "cell" or "normal" not in genotype:
+    if genotype.get("layout", "cell") not in ("cell", "edges") or "normal" not in genotype:
         return {}
-    return {
-        f"skip_connections_{cell}": sum(op == SKIP for op, _ in genotype[cell])
+    return {  # an entry's first item is its op in both layouts (FairDARTS' edges included)
+        f"skip_connections_{cell}": sum(entry[0] == SKIP for entry in genotype[cell])
         for cell in ("normal", "reduce")
     }
 

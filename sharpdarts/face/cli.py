@@ -109,9 +109,9 @@ def cmd_tables(args) -> int:
             if isinstance(best.get("genotype"), str):
                 continue  # a NAS-Bench-201 cell (an arch string): no DARTS cell to draw
             genotype = cells.genotype_for(best["path"], prefer="best_genotype")
-            if genotype.layout in ("cell", "recurrent"):
+            if genotype.layout in ("cell", "edges", "recurrent"):
                 print(cells.plot_genotype(genotype, f"{stem}-genotype.svg", title=experiment))
-                if genotype.layout == "cell":
+                if genotype.layout in ("cell", "edges"):
                     print(alphas.plot_alphas(best["path"], f"{stem}-alphas.svg"))
                 # Few frames: a long search would otherwise make the tables slow.
                 print(progress.plot_progress(best["path"], f"{stem}-progress.gif", max_frames=24))

@@ -11,7 +11,9 @@ FairDARTS' threshold rule reads a cell from its sigmoid weights: each node keeps
 input edges with the largest weight of any op (as DARTS), and then an edge's best op only
 if its weight reaches the threshold, so a node may keep one input or none. The result is
 a list of ``(op, node, input)`` triples, FairDARTS' own genotype entries, since such a cell
-does not fit a genotype of two inputs per node. docs/family.md gives the source.
+does not fit a genotype of two inputs per node: ``DERIVATIONS['fairdarts']`` is this rule,
+and :func:`derive` makes an ``'edges'`` genotype of it (:mod:`sharpdarts.core.edge_genotypes`;
+FairDARTS' cell, :mod:`sharpdarts.nn.fair_cells`, trains it). docs/family.md gives the source.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sharpdarts.core import genotype_types
+from sharpdarts.core import edge_genotypes, genotype_types
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.registry import Registry
 
@@ -29,6 +31,8 @@ DERIVATIONS: Registry[CellRule] = Registry(
     "derivation", "DERIVATIONS", hint="Rules are registered with @DERIVATIONS.register('name')."
 )
 DERIVATIONS.register("darts")(genotypes_lib.parse_cell)
+# The rules that give ``(op, node, input)`` edges, any number per node ('edges' genotypes).
+EDGE_RULES = {"fairdarts"}
 
 
 @DERIVATIONS.register("gdas")
@@ -122,17 +126,29 @@ def derive(
 ) -> genotypes_lib.Genotype:
     """A cell genotype from normal and reduction weights by the rule named ``rule``;
     ``normal_options`` are extra keyword arguments of the normal cell's rule only (P-DARTS
-    caps the skip connections of its normal cell alone)."""
+    caps the skip connections of its normal cell alone). An edge rule (``EDGE_RULES``) gives
+    an 'edges' genotype, whose concat is the nodes that kept an edge (``multiplier`` unused:
+    FairDARTS' cell outputs those)."""
     if rule == "darts" and not normal_options:  # the one path every DARTS search takes
         return genotype_types.genotype_from_weights(
             normal, reduce, primitives, steps, multiplier, skip_primitive
         )
     cell_rule = DERIVATIONS[rule]
+    normal = cell_rule(normal, primitives, steps, skip_primitive, **(normal_options or {}))
+    reduce = cell_rule(reduce, primitives, steps, skip_primitive)
+    if rule in EDGE_RULES:
+        return genotypes_lib.Genotype(
+            normal=normal,
+            normal_concat=edge_genotypes.nodes_with_inputs(normal),
+            reduce=reduce,
+            reduce_concat=edge_genotypes.nodes_with_inputs(reduce),
+            layout="edges",
+        )
     concat = list(range(2 + steps - multiplier, steps + 2))
     return genotypes_lib.Genotype(
-        normal=cell_rule(normal, primitives, steps, skip_primitive, **(normal_options or {})),
+        normal=normal,
         normal_concat=concat,
-        reduce=cell_rule(reduce, primitives, steps, skip_primitive),
+        reduce=reduce,
         reduce_concat=list(concat),
         layout="cell",
     )
@@ -164,3 +180,34 @@ def threshold_cell(
                 cell.append((primitives[best], i + 2, j))
         start += i + 2
     return cell
+
+
+@DERIVATIONS.register("fairdarts")
+def fairdarts_cell(
+    weights,
+    primitives: Sequence[str],
+    steps: int = 4,
+    skip_primitive: str | None = None,
+    threshold: float = 0.85,
+) -> list[tuple[str, int, int]]:
+    """FairDARTS' final cell, the derivation of their search (``train_search.py
+    --parse_method threshold_sparse --op_threshold 0.85``, the defaults): :func:`threshold_cell`
+    on the sigmoid weights, ``skip_primitive``'s column left out first (their ops have no
+    'none'; sharpdarts' rules never choose it).
+
+    Args:
+        weights: (edges, ops) weights, FairDARTS' ``sigmoid(alpha)``, node by node.
+        primitives: the op names of the columns.
+        steps: intermediate nodes.
+        skip_primitive: the op never chosen, or None.
+        threshold: the weight an op needs to be kept; a search uses their default, 0.85.
+
+    Returns:
+        ``(op, node, input)`` edges; a node keeps at most two.
+    """
+    names = list(primitives)
+    weights = np.asarray(weights)
+    if skip_primitive in names:
+        keep = [k for k, name in enumerate(names) if name != skip_primitive]
+        weights, names = weights[:, keep], [names[k] for k in keep]
+    return threshold_cell(weights, names, steps, threshold)

@@ -17,6 +17,7 @@ from torch import nn
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.core import validate
 from sharpdarts.nn.cells import Cell
+from sharpdarts.nn.fair_cells import FairCell, cell_edges
 from sharpdarts.nn.ops import DEFAULT_C_MID, op_table
 from sharpdarts.nn.recurrent.model import RNNModel, RNNSearchModel  # noqa: F401  (public here)
 from sharpdarts.nn.search_network import SearchNetwork  # noqa: F401  (public here)
@@ -55,6 +56,11 @@ class AuxiliaryHeadImageNet(AuxiliaryHeadCIFAR):
         super().__init__(C, num_classes, pool_stride=2, final_bn=final_bn)
 
 
+# The cell a network builds: None, its genotype layout's own (DARTS's for two inputs per node,
+# FairDARTS' for edges); 'fairdarts', FairDARTS' (nn/fair_cells.py) for both layouts.
+CELL = validate.Choice("'darts' or 'fairdarts'", choices=("darts", "fairdarts")).or_none()
+
+
 class _FixedNetwork(nn.Module):
     """The cell stack shared by NetworkCIFAR and NetworkImageNet."""
 
@@ -68,11 +74,19 @@ class _FixedNetwork(nn.Module):
         op_dict,
         C_mid: int | None,
         reduction_prev: bool,
+        cell_type: str | None = None,
     ) -> int:
         name = genotype if isinstance(genotype, str) else "genotype"  # for messages
         genotype = genotypes_lib.resolve(genotype)
-        if genotype.layout != "cell":
+        if genotype.layout not in ("cell", "edges"):
             raise ValueError(f"{name} is a '{genotype.layout}' genotype, not a cell genotype")
+        # FairDARTS' cell builds an 'edges' genotype, and a two-input one when asked to.
+        fair = cell_type == "fairdarts" or genotype.layout == "edges"
+        if cell_type not in (None, "darts", "fairdarts") or (fair and cell_type == "darts"):
+            raise ValueError(
+                f"cell={cell_type!r} cannot build the '{genotype.layout}' genotype {name}: "
+                "'darts' builds two-input cells, 'fairdarts' both layouts, None the layout's own"
+            )
         self.genotype = genotype
         op_dict = op_table(op_dict)
         C_mid = DEFAULT_C_MID if C_mid is None else C_mid
@@ -86,7 +100,9 @@ class _FixedNetwork(nn.Module):
                 ops, concat, half = genotype.reduce, genotype.reduce_concat, "reduce"
             else:
                 ops, concat, half = genotype.normal, genotype.normal_concat, "normal"
-            cell = Cell(
+            if fair:
+                ops, concat = cell_edges(genotype, half)
+            cell = (FairCell if fair else Cell)(
                 ops,
                 concat,
                 C_prev_prev,
@@ -121,6 +137,7 @@ class _FixedNetwork(nn.Module):
     layers=validate.DEPTH,
     C_mid=validate.WIDTH.or_none(),
     stem_multiplier=validate.COUNT,
+    cell=CELL,
 )
 class NetworkCIFAR(_FixedNetwork):
     """The CIFAR network of a genotype: stem, ``layers`` cells, global pooling, linear.
@@ -137,6 +154,9 @@ class NetworkCIFAR(_FixedNetwork):
         stem_multiplier: stem width is stem_multiplier * C.
         channels_last: keep parameters and activations in the channels-last memory format
             (the same math, faster: docs/speed.md); False: NCHW.
+        cell: None builds the genotype's own cell (DARTS's for a 'cell' genotype, FairDARTS'
+            for an 'edges' one); 'fairdarts' builds FairDARTS' cell for both (drop path on
+            each node's sum: docs/family.md); 'darts' refuses an 'edges' genotype.
 
     ``forward(x)`` returns ``(logits, logits_aux)``; ``logits_aux`` is None unless training
     with the auxiliary head. Set ``drop_path_prob`` to enable drop path during training.
@@ -154,6 +174,7 @@ class NetworkCIFAR(_FixedNetwork):
         C_mid: int | None = None,
         stem_multiplier: int = 3,
         channels_last: bool = True,
+        cell: str | None = None,
     ):
         super().__init__()
         self._layers = layers
@@ -165,7 +186,7 @@ class NetworkCIFAR(_FixedNetwork):
             nn.BatchNorm2d(C_stem),
         )
         C_prev, C_aux = self._build_cells(
-            C, C_stem, num_classes, layers, genotype, op_dict, C_mid, reduction_prev=False
+            C, C_stem, num_classes, layers, genotype, op_dict, C_mid, False, cell
         )
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes)
@@ -183,7 +204,7 @@ class NetworkCIFAR(_FixedNetwork):
 
 
 @gin.configurable
-@validate.params(C=validate.WIDTH, layers=validate.DEPTH, C_mid=validate.WIDTH.or_none())
+@validate.params(C=validate.WIDTH, layers=validate.DEPTH, C_mid=validate.WIDTH.or_none(), cell=CELL)
 class NetworkImageNet(_FixedNetwork):
     """The ImageNet network of a genotype: two strided stems, cells, pooling, linear.
 
@@ -191,6 +212,7 @@ class NetworkImageNet(_FixedNetwork):
     ``stem_multiplier`` is accepted for a uniform signature and unused, as in the original.
     ``auxiliary_bn=False`` builds DARTS's auxiliary head (no batch norm after its 2x2
     convolution), which DARTS's ImageNet weights need.
+    ``cell`` chooses the cell as in :class:`NetworkCIFAR`.
     Global pooling is adaptive, which equals the original's 7x7 average pool at 224x224 and
     also allows reduced resolutions.
     """
@@ -207,6 +229,7 @@ class NetworkImageNet(_FixedNetwork):
         C_mid: int | None = None,
         stem_multiplier: int = 3,
         auxiliary_bn: bool = True,
+        cell: str | None = None,
     ):
         super().__init__()
         self._layers = layers
@@ -225,7 +248,7 @@ class NetworkImageNet(_FixedNetwork):
             nn.BatchNorm2d(C),
         )
         C_prev, C_aux = self._build_cells(
-            C, C, num_classes, layers, genotype, op_dict, C_mid, reduction_prev=True
+            C, C, num_classes, layers, genotype, op_dict, C_mid, True, cell
         )
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes, final_bn=auxiliary_bn)

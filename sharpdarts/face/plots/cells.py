@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sharpdarts.core import genotypes, recurrent_genotypes, run_folder
+from sharpdarts.core import edge_genotypes, genotypes, recurrent_genotypes, run_folder
 from sharpdarts.core.genotypes import Genotype
 from sharpdarts.errors import UserError
 from sharpdarts.face.plots.common import (
@@ -107,10 +107,14 @@ def genotype_for(name_or_run_dir: str | Path | Genotype, prefer: str = "genotype
         raise UserError(str(e)) from e
 
 
-def _check_cell(genotype: Genotype, cell: str) -> tuple[list[tuple[str, int]], list[int]]:
-    """The (entries, concat) of one cell, validated for drawing."""
+def _check_cell(genotype: Genotype, cell: str) -> tuple[list[tuple[str, int, int]], list[int], int]:
+    """The (edges, concat, steps) of one cell, validated for drawing: edges as
+    ``(op, state, input)`` triples, a two-input cell's entry ``k`` into state ``2 + k // 2``."""
     entries = list(getattr(genotype, cell))
     concat = [int(i) for i in getattr(genotype, f"{cell}_concat")]
+    if genotype.layout == "edges":  # validated when built; a node without edges is drawn alone
+        steps = max([node for _, node, _ in entries] + concat + [1]) - 1
+        return [tuple(e) for e in entries], concat, steps
     if len(entries) % 2:
         raise UserError(
             f"The {cell} cell has {len(entries)} entries; a cell genotype has two per node."
@@ -128,7 +132,7 @@ def _check_cell(genotype: Genotype, cell: str) -> tuple[list[tuple[str, int]], l
         raise UserError(
             f"The {cell} cell concatenates states {bad} that do not exist (states 0..{steps + 1})."
         )
-    return entries, concat
+    return edge_genotypes.pairs_to_edges(entries), concat, steps
 
 
 def genotype_graph(genotype: Genotype, cells: Sequence[str] = CELLS, title: str | None = None):
@@ -137,12 +141,13 @@ def genotype_graph(genotype: Genotype, cells: Sequence[str] = CELLS, title: str 
     Each cell is a cluster with input nodes ``c_{k-2}`` and ``c_{k-1}``, intermediate nodes
     ``0..n-1`` and the output ``c_{k}``. Genotype entry ``2*i + j`` (j = 0, 1) is an edge into
     node ``i`` from state ``input_index`` (0: ``c_{k-2}``, 1: ``c_{k-1}``, s >= 2: node
-    ``s - 2``), labelled with its op; every state in the cell's concat list has an unlabelled
+    ``s - 2``), labelled with its op (an 'edges' genotype: each ``(op, node, input)`` edge; a
+    node without edges stands alone); every state in the cell's concat list has an unlabelled
     edge to the output. Node ids are prefixed with the cell name, so both cells fit in one
     graph.
 
     Args:
-        genotype: A genotype of layout 'cell'.
+        genotype: A genotype of layout 'cell' or 'edges'.
         cells: Which cells to draw, any of ``('normal', 'reduce')``, in that drawing order.
         title: A caption above the graph; None for none.
 
@@ -150,12 +155,13 @@ def genotype_graph(genotype: Genotype, cells: Sequence[str] = CELLS, title: str 
         A ``graphviz.Digraph`` (engine dot).
 
     Raises:
-        UserError: A genotype that is not of layout 'cell', an unknown cell name, or a
+        UserError: A genotype that is not of layout 'cell' or 'edges', an unknown cell name, or a
             malformed cell.
     """
-    if getattr(genotype, "layout", "cell") != "cell":
+    if getattr(genotype, "layout", "cell") not in ("cell", "edges"):
         raise UserError(
-            f"Only 'cell' genotypes can be drawn as cells; this one has layout {genotype.layout!r}."
+            "Only 'cell' and 'edges' genotypes can be drawn as cells; this one has layout "
+            f"{genotype.layout!r}."
         )
     cells = tuple(cells)
     unknown = [c for c in cells if c not in CELLS]
@@ -169,8 +175,7 @@ def genotype_graph(genotype: Genotype, cells: Sequence[str] = CELLS, title: str 
     # With rankdir=LR, dot stacks clusters bottom-up in definition order: define them in
     # reverse so that the first cell (normal) is drawn on top.
     for cell in reversed(cells):
-        entries, concat = checked[cell]
-        steps = len(entries) // 2
+        entries, concat, steps = checked[cell]
         with graph.subgraph(name=f"cluster_{cell}") as sub:
             sub.attr(label=CELL_TITLES[cell], labelloc="t", style="rounded", color="gray60")
 
@@ -184,8 +189,8 @@ def genotype_graph(genotype: Genotype, cells: Sequence[str] = CELLS, title: str 
                 sub.node(state(i + 2), label=str(i), fillcolor=_NODE_COLOR)
             output = f"{cell}_out"
             sub.node(output, label="c_{k}", fillcolor=_OUTPUT_COLOR)
-            for k, (op, index) in enumerate(entries):
-                sub.edge(state(index), state(k // 2 + 2), label=op, fillcolor="gray")
+            for op, node, index in entries:
+                sub.edge(state(index), state(node), label=op, fillcolor="gray")
             for s in concat:
                 sub.edge(state(s), output, fillcolor="gray")
     return graph
@@ -201,8 +206,8 @@ def plot_genotype(
     """Draws the cells of a genotype with graphviz, like the DARTS and sharpDARTS figures.
 
     Args:
-        genotype: A 'cell' genotype (see ``genotype_for`` to resolve a name or run folder), a
-            recurrent genotype or a NAS-Bench-201 arch string (one cell each).
+        genotype: A 'cell' or 'edges' genotype (see ``genotype_for`` to resolve a name or run
+            folder), a recurrent genotype or a NAS-Bench-201 arch string (one cell each).
         out: The output file; its extension picks the format (.svg, .pdf or .png).
         cells: Which cells to draw, any of ``('normal', 'reduce')``.
         separate: False: every cell in one file (one cluster each). True: one file per cell,

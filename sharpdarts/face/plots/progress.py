@@ -99,7 +99,7 @@ def progress_frames(run_dir: str | Path) -> tuple[dict, list[Frame]]:
                 f"The genotype of epoch {record['epoch']} in "
                 f"{run_folder.metrics_path(folder)} is malformed: {e}"
             ) from e
-        if genotype.layout not in ("cell", "recurrent"):
+        if genotype.layout not in ("cell", "edges", "recurrent"):
             raise UserError(
                 f"The search in {folder} logs {genotype.layout!r} genotypes (a multi-channel "
                 "search), not cells, so there are no cells to animate; draw its grid with "
