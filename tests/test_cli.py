@@ -136,7 +136,7 @@ def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
         assert parse_arch(final["genotype"]) and parse_arch(final["best_genotype"])
     elif info["kind"] == "search":
         genotype = genotypes.from_dict(final["genotype"])
-        assert genotype.layout in ("cell", "path", "recurrent") and final["best_genotype"]
+        assert genotype.layout in ("cell", "edges", "path", "recurrent") and final["best_genotype"]
     elif "test_ppl" in final:  # a language model: test perplexity
         assert final["test_ppl"] > 1.0 and final["params_m"] > 0
     else:
