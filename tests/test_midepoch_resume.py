@@ -192,16 +192,23 @@ def assert_as_uninterrupted(run, final, reads, weights, full: dict, keys: tuple)
         same(state[key], full["state"][key], key)
 
 
+def search_preempted_at(bindings: list[str], folder: Path, step: int):
+    """A search of ``bindings`` into a run at ``folder``, preempted (SIGUSR2) in its
+    ``step``-th training step: the run and the checkpoint it left."""
+    gin.parse_config(bindings)
+    part = make_run(folder)
+    job = search_job.search(run=None, seed=0, build_only=True)
+    signal_at(job, step, signal.SIGUSR2)
+    with pytest.raises(Preempted):
+        job.fit(part)
+    return part, checkpoint.load_checkpoint(part.checkpoint_path)
+
+
 def test_a_search_signalled_mid_epoch_resumes_at_its_batch(
     tmp_path, searched, reads, previous_handlers
 ):
-    gin.parse_config(SEARCH)
-    part = make_run(tmp_path / "part")
-    job = search_job.search(run=None, seed=0, build_only=True)
-    signal_at(job, 5, signal.SIGUSR2)  # in the 2nd step of epoch 2: checkpointed after it
-    with pytest.raises(Preempted):
-        job.fit(part)
-    saved = checkpoint.load_checkpoint(part.checkpoint_path)
+    # In the 2nd step of epoch 2: checkpointed after it.
+    part, saved = search_preempted_at(SEARCH, tmp_path / "part", 5)
     assert saved["epoch"] == 1 and saved["position"]["epoch"] == 2
     assert saved["position"]["batch"] == 2
     assert saved["arch_batches"]["taken"] == 2  # the architecture's batches: as many
@@ -239,13 +246,7 @@ def test_a_one_level_search_signalled_mid_epoch_resumes_at_its_batch(
     full = uninterrupted(one_level, fit, tmp_path / "full", weights)
     assert len(full["reads"]) == 2 * SEARCH_SIZE
     reads.clear()  # the uninterrupted run's
-    gin.parse_config(one_level)
-    part = make_run(tmp_path / "part")
-    job = search_job.search(run=None, seed=0, build_only=True)
-    signal_at(job, 5, signal.SIGUSR2)  # in the 2nd step of epoch 2: checkpointed after it
-    with pytest.raises(Preempted):
-        job.fit(part)
-    saved = checkpoint.load_checkpoint(part.checkpoint_path)
+    part, saved = search_preempted_at(one_level, tmp_path / "part", 5)
     assert (saved["position"]["epoch"], saved["position"]["batch"]) == (2, 2)
     final = search_job.search(run=part, seed=0)
     keys = ("model", "architect", "optimizer", "rng")
