@@ -26,6 +26,10 @@ weights and alphas copied into the authors' network, and the same batch and the 
   and alphas copied in (one normal edge's 'none' alpha set to 20, so that its costs fall below
   1), and the resource loss of ``SNAS/train_search.py`` (lambda 1.5e-3): the cost tables of
   every cell, the logits, the term and the alphas' gradients of the term and of the loss.
+  Its one-level search step (``snas_one_level``): ``SNAS/train_search.py``'s own
+  ``init_optimizer`` and ``train`` (two iterations on the batch, the README's 8-cell command
+  line parsed by its argparse, with ``--grad_clip 0.5 --resource_lambda 3`` so that both clips
+  bind here) on SNAS's ``Network`` with drop path 0.3, temperature 0.2.
 
 Compared: logits or loss, the gradients of both alpha tensors, the alphas after one
 architecture step, the sampled ops, and the genotype of the stepped alphas (FairDARTS:
@@ -44,9 +48,11 @@ import torch.nn.functional as F
 from sharpdarts.core import genotypes as genotypes_lib
 from sharpdarts.engine.arch_losses import DirichletKL, ResourceConstraint, ZeroOneLoss
 from sharpdarts.engine.architect import Architect
+from sharpdarts.engine.loop import weight_step
 from sharpdarts.nn import resource
 from sharpdarts.nn.derivation import threshold_cell, top_pairs_cell
 from sharpdarts.nn.models import SearchNetwork
+from sharpdarts.nn.reference import set_reference_path
 
 FIGURES = json.loads((pathlib.Path(__file__).parent / "family_exact_figures.json").read_text())
 DRNAS_OPS = [
@@ -246,6 +252,54 @@ def test_second_order_takes_the_resource_term_of_the_virtual_step_alike_both_way
         alphas.append([a.detach().clone() for a in net.arch_parameters()])
     for a, b in zip(*alphas):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_snas_one_level_search_steps_match_authors_code():
+    """Two iterations of SNAS's single-GPU search: one forward on the batch (one soft Gumbel
+    sample, drop path 0.3 on every edge), error + resource loss, one backward; the weights'
+    norm clipped (0.5 here, 5 in the search), then the alphas' (10); weights SGD with
+    momentum and weight decay, alphas plain SGD lr 3e-4 without weight decay."""
+    expected = FIGURES["snas_one_level"]
+    assert min(expected["clip_norms"][0::2]) > 0.5 and min(expected["clip_norms"][1::2]) > 10
+    net = tiny_float64_supernet(
+        DARTS_OPS8, relaxation="gumbel_soft", tau=expected["temp"], drop_path_prob=0.3
+    )
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    weights = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
+    term = ResourceConstraint(expected["resource_lambda"])
+    architect = Architect(net, optimizer="sgd", weight_decay=0.0, grad_clip=10.0, extra_loss=term)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    x, y = _data()
+    torch.manual_seed(5)
+    for _ in range(2):
+        loss = architect.one_level_loss(F.cross_entropy(net(x), y))
+        weight_step(weights, scaler, loss, net.weights(), 0.5, architect=architect)
+    _close(net.alphas_normal, expected["alphas_normal"], atol=1e-12)
+    _close(net.alphas_reduce, expected["alphas_reduce"], atol=1e-12)
+    _close(net.classifier.weight, expected["classifier_weight"], atol=1e-12)
+    for name, p in net.named_parameters():
+        if name.startswith("alphas"):
+            continue
+        delta = (p - before[name]).detach().flatten()
+        probe = torch.arange(delta.numel(), dtype=torch.float64).remainder(7) - 3
+        summary = torch.stack([delta.sum(), (delta**2).sum(), (delta * probe).sum()])
+        _close(summary, expected["weight_changes"][name], rtol=1e-7, atol=1e-13)
+
+
+def test_search_drop_path_draws_as_the_reference_path():
+    """Drop path on the supernet's edges: the fast path draws the reference path's masks."""
+    x, _ = _data()
+    logits = []
+    for reference in (False, True):
+        net = tiny_float64_supernet(DARTS_OPS8, drop_path_prob=0.3)
+        set_reference_path(net, reference)
+        torch.manual_seed(3)
+        logits.append(net(x))
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-10, atol=1e-12)
+    dropping = tiny_float64_supernet(DARTS_OPS8, drop_path_prob=0.3).eval()
+    plain = tiny_float64_supernet(DARTS_OPS8).eval()  # no drop path out of training mode
+    torch.testing.assert_close(dropping(x), plain(x), rtol=0, atol=0)
+    assert not torch.allclose(logits[0], plain.train()(x))  # but in it
 
 
 def test_the_resource_constraint_refuses_what_it_cannot_count():

@@ -167,6 +167,9 @@ def test_a_killed_search_of_each_method_resumes_exactly(
     if experiment == "search/snas":
         assert a["tau"] < 1.0  # the temperature schedule moved
         assert gin.query_parameter("Architect.extra_loss").selector == "ResourceConstraint"
+        group = a["architect"]["optimizer"]["param_groups"][0]  # SNAS's plain SGD on alphas
+        assert "betas" not in group and (group["momentum"], group["weight_decay"]) == (0, 0)
+        assert gin.query_parameter("search.one_level") and a["scheduler"]["last_epoch"] == 3
     if experiment == "search/darts_es":
         # Stopped at epoch 2 on the averages of epochs 1 and 2: the first came from the checkpoint.
         assert a["collapse"]["stop"]["decided_epoch"] == 2

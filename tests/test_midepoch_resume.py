@@ -192,16 +192,23 @@ def assert_as_uninterrupted(run, final, reads, weights, full: dict, keys: tuple)
         same(state[key], full["state"][key], key)
 
 
+def search_preempted_at(bindings: list[str], folder: Path, step: int):
+    """A search of ``bindings`` into a run at ``folder``, preempted (SIGUSR2) in its
+    ``step``-th training step: the run and the checkpoint it left."""
+    gin.parse_config(bindings)
+    part = make_run(folder)
+    job = search_job.search(run=None, seed=0, build_only=True)
+    signal_at(job, step, signal.SIGUSR2)
+    with pytest.raises(Preempted):
+        job.fit(part)
+    return part, checkpoint.load_checkpoint(part.checkpoint_path)
+
+
 def test_a_search_signalled_mid_epoch_resumes_at_its_batch(
     tmp_path, searched, reads, previous_handlers
 ):
-    gin.parse_config(SEARCH)
-    part = make_run(tmp_path / "part")
-    job = search_job.search(run=None, seed=0, build_only=True)
-    signal_at(job, 5, signal.SIGUSR2)  # in the 2nd step of epoch 2: checkpointed after it
-    with pytest.raises(Preempted):
-        job.fit(part)
-    saved = checkpoint.load_checkpoint(part.checkpoint_path)
+    # In the 2nd step of epoch 2: checkpointed after it.
+    part, saved = search_preempted_at(SEARCH, tmp_path / "part", 5)
     assert saved["epoch"] == 1 and saved["position"]["epoch"] == 2
     assert saved["position"]["batch"] == 2
     assert saved["arch_batches"]["taken"] == 2  # the architecture's batches: as many
@@ -211,6 +218,39 @@ def test_a_search_signalled_mid_epoch_resumes_at_its_batch(
     final = search_job.search(run=part, seed=0)
     keys = ("model", "architect", "optimizer", "rng", "arch_batches")
     assert_as_uninterrupted(part, final, reads, search_images, searched, keys)
+
+
+def test_a_one_level_search_signalled_mid_epoch_resumes_at_its_batch(
+    tmp_path, reads, previous_handlers
+):
+    """SNAS's step (search/snas): the Gumbel draws and drop-path masks of the global generator,
+    the alphas' SGD, all 12 images for both, batches of 5, 5 and the last incomplete 2."""
+    one_level = [
+        *SEARCH,
+        "search.batch_size = 5",
+        "search.one_level = True",
+        "search.train_portion = 1.0",
+        "search.valid_set = 'test'",
+        "search.drop_last = False",
+        "Architect.optimizer = 'sgd'",
+        "Architect.grad_clip = 10.0",
+        "SearchNetwork.relaxation = 'gumbel_soft'",
+        "SearchNetwork.drop_path_prob = 0.3",
+        "collapse_metrics.every = 0",
+        "SearchNetwork.steps = 1",  # a smaller supernet: one node, four ops
+        "SearchNetwork.multiplier = 1",
+        "SearchNetwork.primitives = ['none', 'max_pool_3x3', 'skip_connect', 'sep_conv_3x3']",
+    ]
+    weights = lambda item: item[0] == SEARCH_SIZE  # noqa: E731
+    fit = lambda run: search_job.search(run=run, seed=0)  # noqa: E731
+    full = uninterrupted(one_level, fit, tmp_path / "full", weights)
+    assert len(full["reads"]) == 2 * SEARCH_SIZE
+    reads.clear()  # the uninterrupted run's
+    part, saved = search_preempted_at(one_level, tmp_path / "part", 5)
+    assert (saved["position"]["epoch"], saved["position"]["batch"]) == (2, 2)
+    final = search_job.search(run=part, seed=0)
+    keys = ("model", "architect", "optimizer", "rng")
+    assert_as_uninterrupted(part, final, reads, weights, full, keys)
 
 
 def test_a_training_terminated_mid_epoch_resumes_at_its_batch(

@@ -433,6 +433,18 @@ def test_cosine_annealing_schedule_is_darts_plain_cosine():
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+def test_cosine_annealing_stepped_first_is_snas_search_schedule():
+    """SNAS's train_search.py (PyTorch 0.4) steps its CosineAnnealingLR(T_max=150, eta_min
+    1e-3) at the start of every epoch, after the step its constructor took: epoch e (from 0)
+    runs at the closed form of e + 1 steps, the last one at eta_min."""
+    optimizer = make_optimizer()
+    scheduler = cosine_annealing_schedule(optimizer, 150, min_lr=1e-3, step_first=True)
+    got = [lrs[0] for lrs in run_epochs(optimizer, scheduler, 150)]
+    want = [1e-3 + (0.05 - 1e-3) * (1 + math.cos(math.pi * (e + 1) / 150)) / 2 for e in range(150)]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert got[-1] == pytest.approx(1e-3, abs=1e-15)
+
+
 def test_constant_schedule_keeps_the_initial_lr():
     optimizer = make_optimizer()
     assert run_epochs(optimizer, SCHEDULES["constant"](optimizer, 5), 5) == [[0.05]] * 5

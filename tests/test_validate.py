@@ -79,6 +79,13 @@ def test_a_bad_value_is_refused_by_its_binding_name(experiment, binding, name, t
         assert "Nothing was run or written" in message
 
 
+def test_a_search_that_cannot_run_one_or_two_levels_is_refused(tmp_path, capsys):
+    message = _refused(capsys, tmp_path, SEARCH, "--gin_param", "search.train_portion=1.0")
+    assert "holds no training image out" in message and "search.one_level" in message
+    message = _refused(capsys, tmp_path, "search/snas", "--gin_param", "Architect.order=2")
+    assert "search.one_level" in message and "Architect.order = 2" in message
+
+
 def test_the_macro_and_its_value_are_both_named(tmp_path, capsys):
     message = _refused(capsys, tmp_path, SEARCH, "--gin_param", "EPOCHS=-3")
     assert "search.epochs = %EPOCHS is refused: EPOCHS = -3" in message

@@ -22,6 +22,7 @@ argument, so a binding on them could never take effect.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any, Sequence
 
@@ -385,7 +386,7 @@ def cosine_power_annealing_schedule(
 @gin.configurable("cosine_annealing", denylist=["optimizer", "epochs"])
 @validate.params(min_lr=validate.NON_NEGATIVE)
 def cosine_annealing_schedule(
-    optimizer: Optimizer, epochs: int, min_lr: float = 0.0
+    optimizer: Optimizer, epochs: int, min_lr: float = 0.0, step_first: bool = False
 ) -> LRScheduler:
     """Plain cosine annealing, as DARTS's train.py: no warm-up, no rescaling.
 
@@ -397,8 +398,18 @@ def cosine_annealing_schedule(
         optimizer: the optimizer whose learning rates are set.
         epochs: the run's epoch count (the half period).
         min_lr: the learning rate the curve reaches after ``epochs`` steps.
+        step_first: step the schedule once before the first epoch, so that epoch e uses the
+            curve at ``e`` rather than ``e - 1``: the initial lr is never used and the last
+            epoch runs at ``min_lr``. That is what a loop does that calls
+            ``scheduler.step()`` at the start of every epoch under PyTorch < 1.1, whose
+            scheduler had already taken one step when built (SNAS's ``train_search.py``).
     """
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=min_lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=min_lr)
+    if step_first:
+        with warnings.catch_warnings():  # no optimizer step yet, on purpose
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+            scheduler.step()
+    return scheduler
 
 
 @SCHEDULES.register("constant")

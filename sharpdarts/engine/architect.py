@@ -1,10 +1,14 @@
 """Architecture updates: the DARTS architect, first order and second order (unrolled).
 
 The architect trains a search model's architecture parameters (``model.arch_parameters()``)
-with Adam on the validation loss, while the engine trains ``model.weights()`` on the training
-loss. It relies only on ``arch_parameters()``, ``weights()``, ``forward``,
-``named_parameters()`` and ``named_buffers()``, so it serves every primitive set, every
-weighting scheme and any search model with that interface.
+with Adam (or plain SGD) on the validation loss, while the engine trains ``model.weights()`` on
+the training loss. In a one-level search (SNAS, ``search.one_level``) there is no validation
+loss: the training batch's one backward pass gives the alphas their gradient too, and
+:meth:`Architect.step_on_gradients` steps them (``engine.loop.weight_step``).
+
+It relies only on ``arch_parameters()``, ``weights()``, ``forward``, ``named_parameters()``
+and ``named_buffers()``, so it serves every primitive set, every weighting scheme and any
+search model with that interface.
 
 Second order (DARTS' "unrolled" gradient, Liu et al. 2019, eq. 7-8): with the virtual weight
 step ``w' = w - eta * d``, where ``d`` is the step the weight optimizer would take,
@@ -65,17 +69,18 @@ def _grads(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> Tensors:
     lr=validate.LEARNING_RATE,
     weight_decay=validate.NON_NEGATIVE,
     grad_clip=validate.NON_NEGATIVE.or_none(),
+    optimizer=validate.Choice("'adam' or 'sgd'", choices=("adam", "sgd")),
 )
 class Architect:
-    """Updates a search model's architecture parameters with Adam.
+    """Updates a search model's architecture parameters with Adam (or plain SGD).
 
     Args:
         model: a search model with ``arch_parameters()`` and ``weights()``.
         order: 1 (first order: the validation gradient at the current weights, the paper's
             default) or 2 (the unrolled gradient through one virtual weight step).
-        lr: Adam learning rate (3e-4 in DARTS and sharpDARTS).
-        betas: Adam betas ((0.5, 0.999)).
-        weight_decay: Adam L2 weight decay on the alphas (1e-3).
+        lr: the alphas' learning rate (3e-4 in DARTS, sharpDARTS and SNAS).
+        betas: Adam betas ((0.5, 0.999)); unused by SGD.
+        weight_decay: L2 weight decay on the alphas (1e-3; SNAS's single-GPU search: 0).
         criterion: loss of ``(logits, targets)``; ``nn.CrossEntropyLoss()`` when None.
         hvp_epsilon: the finite-difference radius of the Hessian-vector product is
             ``hvp_epsilon / ||v||`` (0.01 in DARTS).
@@ -94,7 +99,9 @@ class Architect:
         extra_loss: a term ``extra_loss(model)`` of the alphas added to every validation loss
             (``engine.arch_losses``: FairDARTS' zero-one loss, DrNAS' KL, ...); None: none.
         grad_clip: clip the norm of the alphas' gradient (all tensors together) before the
-            step (P-DARTS: 5, its ``--grad_clip``); None: no clipping (DARTS).
+            step (P-DARTS: 5, its ``--grad_clip``; SNAS: 10); None: no clipping (DARTS).
+        optimizer: 'adam' (DARTS) or 'sgd': plain SGD, no momentum, as SNAS's single-GPU
+            search (``SNAS/train_search.py``: ``torch.optim.SGD(arch_parameters, lr)``).
 
     The model's train/eval mode is left as the caller set it (the search loop keeps it in
     train mode, as the original does). A model without architecture parameters (RSPS's
@@ -115,6 +122,7 @@ class Architect:
         copy_network: bool = False,
         extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
         grad_clip: float | None = None,
+        optimizer: str = "adam",
     ):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, not {order!r}")
@@ -127,11 +135,14 @@ class Architect:
         self.extra_loss = extra_loss
         self.grad_clip = grad_clip
         arch = list(model.arch_parameters())
-        self.optimizer = (
-            torch.optim.Adam(arch, lr, betas=tuple(betas), weight_decay=weight_decay)
-            if arch
-            else None
-        )
+        if not arch:  # RSPS: no alphas, nothing to step
+            self.optimizer = None
+        elif optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(arch, lr, weight_decay=weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(
+                arch, lr, betas=tuple(betas), weight_decay=weight_decay
+            )
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -144,7 +155,8 @@ class Architect:
         eta: float,
         weight_optimizer: torch.optim.Optimizer | None = None,
     ) -> torch.Tensor | None:
-        """One Adam step on the alphas (none when the model has none).
+        """One step of the alphas' optimizer (Adam by default; none when the model has no
+        alphas).
 
         Args:
             train_x, train_y: a training batch (second order only).
@@ -186,8 +198,28 @@ class Architect:
         self.optimizer.step()
         return loss.detach()
 
+    def one_level_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """A one-level search's loss: the training batch's ``loss`` plus the extra term of
+        the same forward pass (SNAS: ``error_loss + resource_loss``), whose one backward pass
+        gives the weights and the alphas their gradients."""
+        return self._with_extra(loss)
+
+    def step_on_gradients(self, scaler: torch.amp.GradScaler | None = None) -> None:
+        """A one-level step of the alphas on the gradients their ``.grad`` already hold
+        (from :meth:`one_level_loss`'s backward): unscaled by ``scaler`` (mixed precision),
+        clipped to ``grad_clip``, one optimizer step (``scaler.step`` with a scaler)."""
+        arch = [a for a in self.model.arch_parameters() if a.grad is not None]
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(arch, self.grad_clip)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+        else:
+            self.optimizer.step()
+
     def state_dict(self) -> dict:
-        """The Adam state (moments and step counts), for checkpoints."""
+        """The optimizer's state (Adam's moments and step counts), for checkpoints."""
         return {"optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:

@@ -109,19 +109,37 @@ def evaluate(
 
 
 def weight_step(
-    optimizer, scaler, loss: torch.Tensor, params, grad_clip: float | None, average: bool = False
+    optimizer,
+    scaler,
+    loss: torch.Tensor,
+    params,
+    grad_clip: float | None,
+    average: bool = False,
+    architect=None,
 ) -> None:
     """One optimizer step on the weights: backward (scaled for fp16), clip, step. ``average``:
-    average the gradients over the processes first (a model that DDP does not wrap)."""
+    average the gradients over the processes first (a model that DDP does not wrap).
+
+    ``architect``: a one-level step (SNAS): the same backward gives the alphas their gradients;
+    after the weights' clip the architect clips and steps them (``step_on_gradients``), then
+    the weights step (SNAS steps the weights first: the same, neither step reads the other).
+    """
     optimizer.zero_grad(set_to_none=True)
+    arch = []
+    if architect is not None:
+        architect.optimizer.zero_grad(set_to_none=True)
+        arch = list(architect.model.arch_parameters())
     scaler.scale(loss).backward()
     if average:
         params = [p for p in params if p.grad is not None]
-        for p, g in zip(params, average_over_processes([p.grad for p in params])):
+        both = params + [a for a in arch if a.grad is not None]
+        for p, g in zip(both, average_over_processes([p.grad for p in both])):
             p.grad = g
     if grad_clip:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(params, grad_clip)
+    if architect is not None:
+        architect.step_on_gradients(scaler)
     scaler.step(optimizer)
     scaler.update()
 

@@ -1,6 +1,7 @@
 """The search job: ``search(...)``, the original ``train_search.py`` and the DARTS family's.
 
-Weight steps on one half of the training set alternate with architecture steps on the other.
+Weight steps on one half of the training set alternate with architecture steps on the other
+(DARTS); or, one-level (SNAS), one step on each training batch trains both.
 :func:`search` is a gin configurable that *builds* its job (supernet, optimizer, schedule,
 loaders, architect, criterion: everything before the first epoch) and then *fits* it with the
 one epoch loop of :mod:`sharpdarts.engine.loop`; ``build_only=True`` returns the built job, so
@@ -118,14 +119,38 @@ class SearchParams:
         validate.NON_NEGATIVE.or_none(), 5.0, "gradient norm clip of the weights."
     )
     train_portion: float | None = param(
-        validate.PORTION.or_none(),
+        validate.Real("a share in (0, 1]", low=0.0, high=1.0, low_open=True).or_none(),
         None,
         "share of the training set for the weights; the rest trains the architecture and "
         "measures the search accuracy (``valid_*``: held out from the weights, never the test "
-        "set). None: 0.5, or, with a dataset split (``build_datasets.split``), the split's: "
-        "the weights on its training images, the architecture on its validation images "
-        "(augmented), the search accuracy on them (unaugmented), as xautodl's NAS-Bench-201 "
-        "searches.",
+        "set, unless ``valid_set``); 1: all of it (``one_level``). None: 0.5, or, with a "
+        "dataset split (``build_datasets.split``), the split's: the weights on its training "
+        "images, the architecture on its validation images (augmented), the search accuracy "
+        "on them (unaugmented), as xautodl's NAS-Bench-201 searches.",
+    )
+    one_level: bool = param(
+        UNCHECKED,
+        False,
+        "SNAS's one-level update: one forward pass on each training batch, whose loss (plus "
+        "the architect's ``extra_loss``) gives the weights and the alphas their gradients in "
+        "one backward; the weights step with their optimizer and clip, the alphas with the "
+        "architect's (``Architect.optimizer``, ``Architect.grad_clip``). No batch of the "
+        "held-out part is read (``train_portion = 1.0`` trains on the whole training set). "
+        "False: DARTS's alternating steps.",
+    )
+    valid_set: str = param(
+        validate.Choice("'held_out' or 'test'", choices=("held_out", "test")),
+        "held_out",
+        "what ``valid_*`` (and ``best_*``) measure each epoch: 'held_out', the part of the "
+        "training set that ``train_portion`` leaves out; 'test', the test set, as SNAS's "
+        "``train_search.py`` does (its search holds nothing out; monitoring only: the "
+        "genotype is the last epoch's).",
+    )
+    drop_last: bool = param(
+        UNCHECKED,
+        True,
+        "drop each epoch's last incomplete batch of the weights' loader; False keeps it "
+        "(SNAS's ``train_queue``).",
     )
     skip_primitive: str | None = param(
         UNCHECKED, "none", "the op left out when reading the genotype ('none', as DARTS), or None."
@@ -196,7 +221,13 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         self.ctx = ctx = make_context()
         seed_everything(seed)
         bundle = bundle_lib.given_or_built(data, seed)
-        weight_set, arch_set, valid_set, weight_idx, arch_idx = _halves(bundle, p.train_portion)
+        weight_set, arch_set, accuracy_set, weight_idx, arch_idx = _halves(bundle, p.train_portion)
+        if not arch_idx and (p.valid_set == "held_out" or not p.one_level):
+            raise UserError(
+                f"search.train_portion = {p.train_portion} holds no training image out for "
+                "the alphas or for search.valid_set = 'held_out': a smaller portion, or "
+                "search.one_level = True with search.valid_set = 'test' (SNAS)."
+            )
         self.train_loader = loaders.make_loader(
             weight_set,
             p.batch_size,
@@ -204,7 +235,7 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             workers=p.workers,
             seed=seed,
             distributed=ctx.distributed,
-            drop_last=True,
+            drop_last=p.drop_last,
         )
         arch_loader = loaders.make_loader(
             arch_set,
@@ -216,9 +247,9 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             drop_last=True,
         )
         self.valid_loader = loaders.make_loader(
-            valid_set,
+            accuracy_set if p.valid_set == "held_out" else bundle.test,
             p.batch_size,
-            indices=arch_idx,
+            indices=arch_idx if p.valid_set == "held_out" else None,
             workers=p.workers,
             seed=seed + 2,
             distributed=ctx.distributed,
@@ -234,7 +265,11 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         else:
             p.stages.first_stage(self)
         self.train_arch = True  # set each epoch by start_epoch (the warm-up epochs: False)
-        self.collapse = collapse.CollapseTracker(arch_set, arch_idx, p.batch_size, seed)
+        # The eigenvalue's batches come from the data the alphas learn from.
+        if p.one_level:
+            self.collapse = collapse.CollapseTracker(weight_set, weight_idx, p.batch_size, seed)
+        else:
+            self.collapse = collapse.CollapseTracker(arch_set, arch_idx, p.batch_size, seed)
         if ctx.distributed:  # the same initial network everywhere, then each rank's own noise
             seed_everything(rank_seed(seed, ctx.rank))
         self.epochs = p.epochs * (p.stages.count if p.stages else 1)
@@ -264,6 +299,12 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             self.model.weights(), p.learning_rate, epochs, p.optimizer, p.lr_schedule, ctx
         )
         self.architect = Architect(self.model, criterion=self.criterion)
+        if p.one_level and (self.architect.order != 1 or p.perturbation is not None):
+            raise UserError(
+                "search.one_level trains the alphas on the gradient of the training batch's "
+                "own loss: it takes neither Architect.order = 2 (an unrolled step on held-out "
+                "data) nor search.perturbation (SDARTS's perturbed weight steps)."
+            )
         self.step_model = ctx.compiled(self.model)
 
     def run_fields(self) -> dict:
@@ -309,6 +350,8 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
             self.model.auxiliary_skip.beta = state["skip_beta"]
 
     def train_step(self, x, y):
+        if self.params.one_level:
+            return self._one_level_step(x, y)
         ctx = self.ctx
         xa, ya = next(self.arch_batches)
         xa, ya = xa.to(ctx.device, non_blocking=True), ya.to(ctx.device, non_blocking=True)
@@ -336,6 +379,26 @@ class SearchJob(collapse.MeasuresCollapse, ArchitectureSearch, Job):
         if arch_step and self.params.arch_after_weights:
             self.architect.step(x, y, xa, ya, eta=lr, weight_optimizer=self.optimizer)
         return loss, logits
+
+    def _one_level_step(self, x, y):
+        """SNAS's step (``search.one_level``): one forward pass, one backward, both steps."""
+        ctx, arch_step = self.ctx, self.train_arch
+        # The extra term reads the forward pass's sample, which a compiled pass does not keep.
+        model = self.model if self.architect.extra_loss is not None else self.step_model
+        with ctx.autocast():
+            logits = model(x)
+            loss = self.criterion(logits.float(), y)
+        total = self.architect.one_level_loss(loss) if arch_step else loss
+        weight_step(
+            self.optimizer,
+            self.scaler,
+            total,
+            list(self.model.weights()),
+            self.params.grad_clip,
+            average=ctx.distributed,
+            architect=self.architect if arch_step else None,
+        )
+        return loss, logits  # the error loss alone is logged, as SNAS's ``objs``
 
     def end_epoch(self, epoch: int) -> dict:
         valid = evaluate(self.model, self.valid_loader, self.criterion, self.ctx)

@@ -210,7 +210,8 @@ class SearchCell(nn.Module):
     ``primitives`` names every edge's ops, or is a list of one op list per edge (P-DARTS gives
     each edge its own ops, ``nn.pdarts``). ``partial_channels`` is passed to every
     :class:`MixedOp`. With edge weights (PC-DARTS edge normalization) each edge's output is
-    scaled by its weight before the node sum.
+    scaled by its weight before the node sum. With ``drop_prob`` (SNAS's search) each edge's
+    output goes through drop path first, in training mode, a mask per edge in edge order.
     """
 
     def __init__(
@@ -258,17 +259,30 @@ class SearchCell(nn.Module):
         edge_weights: torch.Tensor | None = None,
         index: torch.Tensor | None = None,
         all_weights: bool = False,
+        drop_prob: float = 0.0,
     ) -> torch.Tensor:
         """Args: s0, s1: the two previous cells' outputs; coefficients: (edges, ops);
         edge_weights: (edges,) or None; index: (edges, 1) a hard sample's op per edge, or
-        None (see :class:`MixedOp`); all_weights: see :class:`MixedOp`."""
+        None (see :class:`MixedOp`); all_weights: see :class:`MixedOp`; drop_prob: drop path
+        on each edge's output in training mode (0: none)."""
         states = [fast.run(self.preprocess0, s0), fast.run(self.preprocess1, s1)]
         relus = [fast.LazyReLU(h) for h in states]  # one ReLU per state, for all its edges
         # The sampled ops, read once per cell (one host synchronisation, not one per edge).
         picks = None if index is None else index.flatten().tolist()
+        drop = self.training and drop_prob > 0.0
         offset = 0
         for _ in range(self._steps):
-            if picks is not None:
+            if drop:  # each edge's own output, dropped, then summed
+                s = None
+                for j, h in enumerate(states):
+                    k = offset + j
+                    pick = None if picks is None else picks[k]
+                    y = self._ops[k](h, coefficients[k], None, relus[j], pick, all_weights)
+                    y = fast_drop_path(y, drop_prob)
+                    if edge_weights is not None:
+                        y = y * edge_weights[k]
+                    s = y if s is None else s + y
+            elif picks is not None:
                 s = None
                 for j, h in enumerate(states):
                     k = offset + j

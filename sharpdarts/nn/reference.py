@@ -67,13 +67,21 @@ def search_cell_forward(
     s1: torch.Tensor,
     coefficients: torch.Tensor,
     edge_weights: torch.Tensor | None = None,
+    drop_prob: float = 0.0,
 ) -> torch.Tensor:
     """``SearchCell.forward`` as the original code computes it: every node is the plain sum
-    of its mixed ops (each scaled by its edge weight under PC-DARTS edge normalization)."""
+    of its mixed ops (each scaled by its edge weight under PC-DARTS edge normalization); with
+    ``drop_prob`` in training mode, of its mixed ops each through drop path (SNAS's
+    ``Cell.forward``)."""
     states = [cell.preprocess0(s0), cell.preprocess1(s1)]
     offset = 0
     for _ in range(cell._steps):
-        if edge_weights is None:
+        if cell.training and drop_prob > 0.0:
+            s = 0
+            for j, h in enumerate(states):
+                y = drop_path(cell._ops[offset + j](h, coefficients[offset + j]), drop_prob)
+                s = s + (y if edge_weights is None else edge_weights[offset + j] * y)
+        elif edge_weights is None:
             s = sum(
                 cell._ops[offset + j](h, coefficients[offset + j]) for j, h in enumerate(states)
             )

@@ -61,6 +61,8 @@ class Sample:
     space=spaces_lib.SPACE.or_none(),
     partial_channels=validate.COUNT,
     tau=validate.Real("a temperature > 0", low=0.0, low_open=True),
+    drop_path_prob=validate.Real("a probability in [0, 1)", low=0.0, high=1.0, high_open=True),
+    alpha_std=validate.NON_NEGATIVE,
 )
 class SearchNetwork(nn.Module):
     """The DARTS supernet: every edge of every cell mixes all primitives.
@@ -102,6 +104,12 @@ class SearchNetwork(nn.Module):
             (changes the math, on purpose; see ``nn.auxiliary_skip``); its coefficient is
             the ``auxiliary_skip`` attribute's ``beta``, which a search's schedule sets.
         skip_beta: the auxiliary skips' initial coefficient.
+        drop_path_prob: drop path on every edge's mixed output in training mode, before the
+            node sum (SNAS's search: 0.3, constant; ``SNAS/model_search.py`` ``Cell.forward``,
+            whose identity test never matches a mixed op); the ``drop_path_prob`` attribute.
+            0: none (DARTS).
+        alpha_mean, alpha_std: the alphas start as ``alpha_mean + alpha_std * N(0, 1)``
+            (DARTS: 0 and 1e-3; SNAS: 1 and 0.01, its ``--loc_mean`` and ``--loc_std``).
 
     The architecture parameters ``alphas_normal`` and ``alphas_reduce`` (edges x ops), and with
     edge normalization ``betas_normal`` and ``betas_reduce`` (edges), are returned by
@@ -131,6 +139,9 @@ class SearchNetwork(nn.Module):
         auxiliary_skip: bool = False,
         skip_beta: float = 1.0,
         space: str | Sequence[str] | None = None,
+        drop_path_prob: float = 0.0,
+        alpha_mean: float = 0.0,
+        alpha_std: float = 1e-3,
     ):
         super().__init__()
         self.space = spaces_lib.get_space(
@@ -184,8 +195,9 @@ class SearchNetwork(nn.Module):
         # Each edge's op names, the alphas' columns (read back by genotypes and logs).
         self._space_edges = {r: self.space.cell(r, num_edges(steps)) for r in (False, True)}
         shape = (num_edges(steps), self._alpha_columns())
-        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(shape))
-        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+        self.alphas_normal = nn.Parameter(alpha_mean + alpha_std * torch.randn(shape))
+        self.alphas_reduce = nn.Parameter(alpha_mean + alpha_std * torch.randn(shape))
+        self.drop_path_prob = drop_path_prob
         self.edge_normalization = edge_normalization
         if edge_normalization:
             self.betas_normal = nn.Parameter(1e-3 * torch.randn(shape[0]))
@@ -301,10 +313,11 @@ class SearchNetwork(nn.Module):
             (coefficients, index), edges = (
                 (reduce, edges_reduce) if cell.reduction else (normal, edges_normal)
             )
+            drop = {"drop_prob": self.drop_path_prob} if self.drop_path_prob else {}
             if index is None:
-                s0, s1 = s1, cell(s0, s1, coefficients, edges)
+                s0, s1 = s1, cell(s0, s1, coefficients, edges, **drop)
             else:  # a hard sample: each edge runs its sampled op only
-                s0, s1 = s1, cell(s0, s1, coefficients, edges, index, self.hard_all_weights)
+                s0, s1 = s1, cell(s0, s1, coefficients, edges, index, self.hard_all_weights, **drop)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
