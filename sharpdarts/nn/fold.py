@@ -43,9 +43,8 @@ def scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) 
         factor = 0.0 if bn.momentum is None else bn.momentum
     use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
     track = not bn.training or bn.track_running_stats
-    # A copy: with the expanded (stride-0) scale itself as the weight, the supernet's alpha
-    # gradients came out as garbage (torch 2.14, CPU; test_performance_equivalence caught
-    # it; a lone batch norm did not show it).
+    # A copy: with an expanded (stride-0) weight, torch 2.14's CPU batch norm backward on a
+    # channels-last input returns garbage input gradients (tests/test_fast.py shows it).
     weight = scale.expand(x.shape[1]).clone() if bn.weight is None else bn.weight * scale
     bias = None if bn.bias is None else bn.bias * scale
     few = fast.few_channels_last_on_cpu(x)
