@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the repository on sys.path)
+import nb201_step
 import torch
 import torch.nn.functional as F
 
@@ -199,13 +200,10 @@ def measure(models: dict, rounds: int) -> dict:
 
 def ratios(times: dict, fast: str, reference: str) -> dict:
     """Per-round ratios ``fast / reference`` and their median, per step and clock."""
-    out = {}
-    for kind in ("weight", "arch", "total"):
-        out[kind] = {}
-        for clock in ("cpu", "wall"):
-            each = [f / r for f, r in zip(times[fast][kind][clock], times[reference][kind][clock])]
-            out[kind][clock] = {"median": statistics.median(each), "each": each}
-    return out
+    return {
+        kind: nb201_step.ratios({m: times[m][kind] for m in (fast, reference)}, fast, reference)
+        for kind in ("weight", "arch", "total")
+    }
 
 
 def main(argv=None) -> dict:

@@ -158,6 +158,7 @@ def test_nb201_step_times_ours_without_the_authors_package(tmp_path):
     assert json.loads(out.read_text())["config"]["C"] == 4
 
 
+@pytest.mark.slow
 def test_peer_darts_step_times_both_steps_and_ours_as_the_experiment_builds_it(tmp_path):
     """The peer comparison times the arch and weight steps of every model; ours is the
     supernet of experiments/search/darts_first_order.gin (DARTS ops, channels-last)."""
