@@ -31,6 +31,9 @@ run $PY benchmarks/collapse_cost.py --batch 16 --C 16 --layers 8 --steps 3 --rep
     --json "$OUT/targets.jsonl"
 # NAS-Bench-201's supernet beside the authors' (needs `pip install xautodl`; else ours only).
 run $PY benchmarks/nb201_step.py --batch 64 --rounds 5 --threads $T --json "$OUT/nb201_step.json"
+# The DARTS supernet beside xautodl's NASNetworkDARTS (needs xautodl; else ours only).
+run $PY benchmarks/peer_darts_step.py --batch 32 --rounds 5 --threads $T --channels-last-both \
+    --json "$OUT/peer_darts_step.json"
 # The DARTS family: GDAS's step time and PC-DARTS's memory against the fast DARTS supernet,
 # and channels-last against NCHW on the fast path.
 run $PY benchmarks/search_step.py --relaxation gumbel_hard --tau 10 --baseline darts --compare \

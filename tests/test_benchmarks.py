@@ -23,6 +23,7 @@ import collapse_cost  # noqa: E402
 import common  # noqa: E402
 import lm_search_step  # noqa: E402
 import nb201_step  # noqa: E402
+import peer_darts_step  # noqa: E402
 import search_step  # noqa: E402
 import train_step  # noqa: E402
 
@@ -155,6 +156,21 @@ def test_nb201_step_times_ours_without_the_authors_package(tmp_path):
     assert list(result["ratios"]) == ["gdas / darts"]
     assert len(result["ratios"]["gdas / darts"]["cpu"]["each"]) == 2
     assert json.loads(out.read_text())["config"]["C"] == 4
+
+
+@pytest.mark.slow
+def test_peer_darts_step_times_both_steps_and_ours_as_the_experiment_builds_it(tmp_path):
+    """The peer comparison times the arch and weight steps of every model; ours is the
+    supernet of experiments/search/darts_first_order.gin (DARTS ops, channels-last)."""
+    out = tmp_path / "peer.json"
+    tiny = ["--batch", "2", "--C", "4", "--layers", "5", "--image", "8", "--rounds", "1"]
+    result = peer_darts_step.main([*tiny, "--no-authors", "--nchw", "--json", str(out)])
+    assert set(result["median_step_s"]) == {"ours", "ours_nchw"}
+    assert set(result["median_step_s"]["ours"]) == {"weight", "arch", "total"}
+    assert list(result["ratios"]) == ["ours_nchw / ours"]
+    assert json.loads(out.read_text())["config"]["layers"] == 5
+    with pytest.raises(SystemExit):  # not 3N + 2 cells: the peer cannot build it
+        peer_darts_step.parse_args(["--layers", "6"])
 
 
 @pytest.mark.parametrize(

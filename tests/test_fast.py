@@ -4,12 +4,14 @@ module it stands in for computes (values, gradients, running statistics and memo
 Whole networks on the fast path against the reference path: test_performance_equivalence.py.
 """
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts.nn import fast
+from sharpdarts.nn import fast, fold
 from sharpdarts.nn.ops import OPS, FactorizedReduce, SharpSepConv, channel_shuffle
 
 TOL = dict(rtol=1e-9, atol=1e-11)
@@ -85,6 +87,73 @@ def test_batch_norm_shortcut_keeps_outputs_gradients_stats_and_layout(channels):
     torch.testing.assert_close(
         torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], **TOL
     )
+
+
+@pytest.mark.parametrize(
+    "channels,affine,momentum,train",
+    [
+        (4, False, 0.1, True),
+        (16, False, 0.1, True),
+        (16, True, None, True),
+        (16, False, 0.1, False),
+    ],
+)
+def test_scaled_batch_norm_is_the_scale_times_the_norm(channels, affine, momentum, train):
+    ref_bn = nn.BatchNorm2d(channels, affine=affine, momentum=momentum).double().train(train)
+    fast_bn = nn.BatchNorm2d(channels, affine=affine, momentum=momentum).double().train(train)
+    if affine:
+        for bn in (ref_bn, fast_bn):
+            torch.manual_seed(1)
+            bn.weight.data.uniform_(0.5, 2.0)
+            bn.bias.data.uniform_(-1.0, 1.0)
+    x = (
+        torch.randn(3, channels, 5, 6, dtype=torch.float64)
+        .contiguous(memory_format=torch.channels_last)
+        .requires_grad_()
+    )
+    scale = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    for _ in range(2):  # twice: the running statistics (and a None momentum's count) move
+        want = scale * ref_bn(x)
+        got = fold.scaled_batch_norm(fast_bn, x, scale)
+    torch.testing.assert_close(got, want, **TOL)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(fast_bn, name), getattr(ref_bn, name), **TOL)
+    g = torch.randn_like(want)
+    params = [x, scale] + ([ref_bn.weight, ref_bn.bias] if affine else [])
+    fast_params = [x, scale] + ([fast_bn.weight, fast_bn.bias] if affine else [])
+    for a, b in zip(torch.autograd.grad(want, params, g), torch.autograd.grad(got, fast_params, g)):
+        torch.testing.assert_close(b, a, **TOL)
+
+
+@pytest.mark.parametrize(
+    "name,stride", [("sep_conv_3x3", 1), ("max_pool_3x3", 2), ("skip_connect", 2)]
+)
+def test_run_scaled_folds_the_coefficient_into_the_last_batch_norm(name, stride):
+    torch.manual_seed(0)
+    op = OPS[name](8, 8, stride, False).double()
+    if "pool" in name:
+        op = nn.Sequential(op, nn.BatchNorm2d(8, affine=False).double())
+    twin = copy.deepcopy(op)
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64).requires_grad_()
+    scale = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    want = scale * op(x)
+    got = fold.run_scaled(twin, x, fast.LazyReLU(x), scale)
+    torch.testing.assert_close(got, want, **TOL)
+    g = torch.randn_like(want)
+    for a, b in zip(
+        torch.autograd.grad(want, [x, scale], g), torch.autograd.grad(got, [x, scale], g)
+    ):
+        torch.testing.assert_close(b, a, **TOL)
+
+
+def test_run_scaled_leaves_ops_without_a_final_batch_norm_and_hooked_ops_to_the_caller():
+    x = torch.randn(2, 8, 6, 6)
+    scale = torch.tensor(0.5)
+    assert fold.run_scaled(OPS["skip_connect"](8, 8, 1, False), x, fast.LazyReLU(x), scale) is None
+    hooked = OPS["sep_conv_3x3"](8, 8, 1, False)
+    hooked.op[-1].register_forward_hook(lambda *args: None)
+    assert fold.run_scaled(hooked, x, fast.LazyReLU(x), scale) is None
 
 
 def test_other_convolutions_are_left_alone():

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpdarts.nn import fast
+from sharpdarts.nn import fast, fold
 from sharpdarts.nn.ops import FactorizedReduce, Identity, ReLUConvBN, Zero, channel_shuffle
 
 # The original computations live in the reference module; these names stay importable here.
@@ -175,6 +175,11 @@ class MixedOp(nn.Module):
         if relu_x is None:
             relu_x = fast.LazyReLU(x)
         for i in self._computed:
+            # An op ending in a batch norm takes its coefficient as the norm's scale.
+            y = fold.run_scaled(self._ops[i], x, relu_x, coefficients[i])
+            if y is not None:
+                out = y if out is None else out.add_(y)
+                continue
             y = fast.run_shared(self._ops[i], x, relu_x)
             if out is None:
                 out = y * coefficients[i]

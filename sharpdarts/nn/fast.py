@@ -111,12 +111,15 @@ def run_shared(op: nn.Module, x: torch.Tensor, relu_x: "LazyReLU") -> torch.Tens
     return run(op, x)
 
 
-def run_layers(layers: nn.Sequential, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """``layers[start:](x)``; convolutions through :func:`conv2d`, and a ReLU that follows a
-    batch norm applied in place (batch norm's backward needs its input, not its output)."""
+def run_layers(
+    layers: nn.Sequential, x: torch.Tensor, start: int = 0, stop: int | None = None
+) -> torch.Tensor:
+    """``layers[start:stop](x)``; convolutions through :func:`conv2d`, and a ReLU that follows
+    a batch norm applied in place (batch norm's backward needs its input, not its output)."""
     previous = None
+    stop = len(layers) if stop is None else stop
     for i, layer in enumerate(layers):
-        if i < start:
+        if i < start or i >= stop:
             continue
         if type(layer) is nn.Conv2d:
             x = conv2d(layer, x)
@@ -134,15 +137,21 @@ def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``bn(x)``; on CPU, a channels-last ``x`` with fewer than 8 channels is normalised in
     NCHW and converted back (oneDNN's NHWC batch norm vectorises over channels: at 4
     channels it is 3x slower than NCHW, the two copies included)."""
-    if (
+    if few_channels_last_on_cpu(x):
+        return bn(x.contiguous()).contiguous(memory_format=torch.channels_last)
+    return bn(x)
+
+
+def few_channels_last_on_cpu(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a channels-last CPU tensor of fewer than 8 channels (its batch norm
+    runs in NCHW, :func:`batch_norm`)."""
+    return (
         x.device.type == "cpu"
         and x.dim() == 4
         and x.shape[1] < 8
         and not x.is_contiguous()
         and x.is_contiguous(memory_format=torch.channels_last)
-    ):
-        return bn(x.contiguous()).contiguous(memory_format=torch.channels_last)
-    return bn(x)
+    )
 
 
 def _subsampling(conv: nn.Conv2d) -> tuple[int, int] | None:
@@ -357,6 +366,13 @@ def factorized_reduce_after_relu(op: FactorizedReduce, relu_x: torch.Tensor) -> 
     shifted by one (the odd pixels, when height and width are even): two unstrided 1x1
     convs of subsampled inputs, without the padded copy of ``x``.
     """
+    convs = factorized_reduce_convs(op, relu_x)
+    return op.forward_relu_applied(relu_x) if convs is None else op.bn(convs)
+
+
+def factorized_reduce_convs(op: FactorizedReduce, relu_x: torch.Tensor) -> torch.Tensor | None:
+    """The concatenated convs of :func:`factorized_reduce_after_relu` (its batch norm's
+    input), or None where that shortcut does not apply."""
     h, w = relu_x.shape[-2:]
     if (
         h % 2
@@ -370,10 +386,10 @@ def factorized_reduce_after_relu(op: FactorizedReduce, relu_x: torch.Tensor) -> 
         or tuple(op.pad.padding) != (0, 1, 0, 1)
         or op.pad.value != 0.0
     ):
-        return op.forward_relu_applied(relu_x)
+        return None
     even = F.conv2d(subsample(relu_x, 2, 2), op.conv_1.weight, op.conv_1.bias)
     odd = F.conv2d(subsample(relu_x, 2, 2, 1, 1), op.conv_2.weight, op.conv_2.bias)
-    return op.bn(cat_channels([even, odd]))
+    return cat_channels([even, odd])
 
 
 class LazyReLU:
