@@ -68,7 +68,7 @@ def test_search_step_compares_both_paths_and_writes_json(tmp_path):
             "--steps",
             "2",
             "--order",
-            "2",
+            "1",
             "--compare",
             "--flops",
             "--threads",
@@ -82,7 +82,7 @@ def test_search_step_compares_both_paths_and_writes_json(tmp_path):
     assert len(result["ratios"]) == 2 and result["ratio_median"] > 0
     assert result["flops"]["step_flops"] > 0
     config = json.loads(out.read_text().splitlines()[-1])["config"]
-    assert config["order"] == 2 and config["nodes"] == 2
+    assert config["order"] == 1 and config["nodes"] == 2
 
 
 @pytest.mark.slow
