@@ -12,6 +12,7 @@ Every ``import`` in the package, the tests, the benchmarks and the docs' scripts
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def _python_files() -> list[Path]:
     return sorted(p for f in folders for p in (ROOT / f).rglob("*.py"))
 
 
+@functools.cache  # asked for each name each file uses: the files do not change during a run
 def _module_file(dotted: str) -> tuple[Path | None, bool]:
     """The source file of a module of this repository, and whether it is a package."""
     base = ROOT.joinpath(*dotted.split("."))
@@ -112,7 +114,8 @@ def _module_file(dotted: str) -> tuple[Path | None, bool]:
     return None, False
 
 
-def _defined_names(dotted: str) -> set[str] | None:
+@functools.cache
+def _defined_names(dotted: str) -> frozenset[str] | None:
     """The names a module defines itself (and a package's submodules), or None if missing."""
     path, is_package = _module_file(dotted)
     if path is None:
@@ -127,7 +130,7 @@ def _defined_names(dotted: str) -> set[str] | None:
     if is_package:
         names |= {p.stem for p in path.parent.glob("*.py")}
         names |= {p.parent.name for p in path.parent.glob("*/__init__.py")}
-    return names
+    return frozenset(names)
 
 
 def _imports(tree: ast.AST) -> list[tuple[int, str, str | None]]:
