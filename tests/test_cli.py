@@ -131,6 +131,14 @@ def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
     stages = len(staged or (0,))
     assert epochs == list(range(1, 2 * stages + 1))
     assert "EPOCHS = 2" in operative
+    every = re.search(r"^collapse_metrics\.every = (\d+)$", operative, flags=re.M)
+    if every and "hessian_eigenvalue" in records[0]:
+        # smoke.gin's collapse_metrics.last_epoch = False: the eigenvalue is measured by the
+        # `every` rule alone (epoch 1 of 2 with every = 2), and its value is a number there.
+        every = int(every.group(1))
+        measured = [r["epoch"] for r in records if r["hessian_eigenvalue"] is not None]
+        assert measured == [e for e in epochs if every and (e - 1) % every == 0]
+        assert all(isinstance(r["hessian_eigenvalue"], float) for r in records[:1] if every)
     final = info["final"]
     if info["kind"] == "search" and isinstance(final["genotype"], str):  # NAS-Bench-201's
         assert parse_arch(final["genotype"]) and parse_arch(final["best_genotype"])

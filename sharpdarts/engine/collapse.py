@@ -116,6 +116,7 @@ class CollapseSettings:
     tolerance: float = 1e-3
     with_weight_decay: bool = True
     early_stop: DartsES | None = None
+    last_epoch: bool = True
 
 
 @gin.configurable
@@ -132,6 +133,7 @@ def collapse_metrics(
     tolerance: float = 1e-3,
     with_weight_decay: bool = True,
     early_stop: DartsES | None = None,
+    last_epoch: bool = True,
 ) -> CollapseSettings:
     """What a search measures of its collapse (``collapse_metrics.NAME`` in a config).
 
@@ -146,13 +148,18 @@ def collapse_metrics(
         with_weight_decay: add the architect's L2 weight decay to the Hessian (a shift of every
             eigenvalue by it), as R-DARTS's ``Analyzer`` does; False: the loss alone.
         early_stop: ``@darts_es()`` to stop the search by DARTS-ES; None never stops.
+        last_epoch: also measure in the last epoch (R-DARTS does); False leaves it to the
+            ``every`` rule. ``--smoke`` (2 epochs) sets False: one measurement, not two, still
+            runs the whole eigenvalue path (DARTS-ES never decides in the last epoch anyway).
     """
     if early_stop is not None and not every:
         raise UserError(
             "collapse_metrics.early_stop needs the eigenvalue: set collapse_metrics.every to "
             "1 or more (DARTS-ES reads the eigenvalues it measures), or drop the early stop."
         )
-    return CollapseSettings(every, batches, iterations, tolerance, with_weight_decay, early_stop)
+    return CollapseSettings(
+        every, batches, iterations, tolerance, with_weight_decay, early_stop, last_epoch
+    )
 
 
 # ---- The dominant eigenvalue -------------------------------------------------------------------
@@ -335,9 +342,10 @@ class CollapseTracker:
         }
 
     def due(self, epoch: int, epochs: int) -> bool:
-        """Whether ``epoch`` measures the eigenvalue (1, 1 + every, ..., and the last)."""
-        every = self.settings.every
-        return bool(every) and ((epoch - 1) % every == 0 or epoch == epochs)
+        """Whether ``epoch`` measures the eigenvalue (1, 1 + every, ..., and the last unless
+        ``last_epoch`` is False)."""
+        every, last = self.settings.every, self.settings.last_epoch and epoch == epochs
+        return bool(every) and ((epoch - 1) % every == 0 or last)
 
     def eigenvalue(self, job, epoch: int) -> tuple[float, int]:
         """The dominant eigenvalue at the job's current alphas, and the products it took."""
