@@ -8,6 +8,7 @@ are skipped; promoted and run:ID genotypes carry their lineage into training run
 import ast
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,16 @@ def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
 
 
 def test_completed_run_is_skipped(tmp_path, capsys):
-    args = ("run", "cifar10/sharpdarts", "--smoke", "--results", tmp_path)
+    # One epoch each: skipping depends on the request, not on how long the run was.
+    args = (
+        "run",
+        "cifar10/sharpdarts",
+        "--smoke",
+        "--gin_param",
+        "EPOCHS=1",
+        "--results",
+        tmp_path,
+    )
     assert run_cli(*args, capsys=capsys)[0] == 0
     code, out = run_cli(*args, capsys=capsys)
     assert code == 0 and "already completed" in out.out
@@ -235,14 +245,28 @@ def test_user_errors_exit_2_without_traceback_or_run_folder(case, tmp_path, caps
         assert hints[case] in " ".join(out.err.split())
 
 
-def test_search_genotype_promotion_and_lineage(tmp_path, capsys):
-    results = tmp_path / "results"
-    assert (
-        run_cli(
-            "run", "search/sharpsepconv_darts_max_w", "--smoke", "--results", results, capsys=capsys
-        )[0]
-        == 0
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> Path:
+    """A results root holding one finished smoke search, made once for the tests below that
+    read a search (promotion and lineage, the tables); each copies it into its own tmp_path."""
+    results = tmp_path_factory.mktemp("searched") / "results"
+    code = cli.main(
+        ["run", "search/sharpsepconv_darts_scalar", "--smoke", "--results", str(results)]
     )
+    assert code == 0
+    return results
+
+
+def copy_results(searched: Path, tmp_path: Path) -> Path:
+    results = tmp_path / "results"
+    shutil.copytree(searched, results)
+    return results
+
+
+def test_search_genotype_promotion_and_lineage(tmp_path, capsys, searched):
+    # The shared search (SearchNetwork, scalar weighting): promotion and lineage read only
+    # its run folder, the same for any cell-layout search.
+    results = copy_results(searched, tmp_path)
     (search_dir,) = run_folders(results)
     search_info = json.loads((search_dir / "run.json").read_text())
     run_id = search_info["run_id"]
@@ -266,6 +290,8 @@ def test_search_genotype_promotion_and_lineage(tmp_path, capsys):
                 results,
                 "--gin_param",
                 binding,
+                "--gin_param",
+                "EPOCHS=1",  # the lineage is recorded before the first epoch
                 capsys=capsys,
             )[0]
             == 0
@@ -434,19 +460,8 @@ def test_ten_concurrent_runs_get_ten_complete_folders(tmp_path):
     assert all(torch.load(f / "checkpoint.pt", weights_only=True)["epoch"] == 1 for f in folders)
 
 
-def test_tables_command_writes_every_table_and_the_figures(tmp_path, capsys):
-    results = tmp_path / "results"
-    assert (
-        run_cli(
-            "run",
-            "search/sharpsepconv_darts_scalar",
-            "--smoke",
-            "--results",
-            results,
-            capsys=capsys,
-        )[0]
-        == 0
-    )
+def test_tables_command_writes_every_table_and_the_figures(tmp_path, capsys, searched):
+    results = copy_results(searched, tmp_path)
     (results / "runs" / "cifar10" / "broken" / "20260101T000000000Z-abcdef").mkdir(parents=True)
     code, out = run_cli("tables", "--results", results, capsys=capsys)
     assert code == 0
@@ -462,9 +477,16 @@ def test_tables_command_writes_every_table_and_the_figures(tmp_path, capsys):
 
 def test_continuation_starts_from_another_runs_weights(tmp_path, capsys):
     results = tmp_path / "results"
+    one_epoch = ("--gin_param", "EPOCHS=1")  # a checkpoint to start from is all it needs
     assert (
         run_cli(
-            "run", "imagenet/sharpsepconv_darts", "--smoke", "--results", results, capsys=capsys
+            "run",
+            "imagenet/sharpsepconv_darts",
+            "--smoke",
+            *one_epoch,
+            "--results",
+            results,
+            capsys=capsys,
         )[0]
         == 0
     )
@@ -473,6 +495,7 @@ def test_continuation_starts_from_another_runs_weights(tmp_path, capsys):
         "run",
         "imagenet/sharpsepconv_darts_continue",
         "--smoke",
+        *one_epoch,
         "--results",
         results,
         "--gin_param",
