@@ -156,6 +156,20 @@ def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
         assert final["genotype"] == final["samples"][final["winner_sample"]]["genotype"]
 
 
+def test_smoke_measures_the_eigenvalue_once_and_a_search_also_in_its_last_epoch():
+    """collapse_metrics.last_epoch: True (the default, R-DARTS) adds the last epoch to the
+    ``every`` rule's; smoke.gin's False leaves epoch 1 alone of a smoke run's 2."""
+    from sharpdarts.engine.collapse import CollapseSettings, CollapseTracker
+
+    def due(epochs, **settings):
+        tracker = CollapseTracker([], [], 1, 0, CollapseSettings(**settings))
+        return [e for e in range(1, epochs + 1) if tracker.due(e, epochs)]
+
+    assert due(2) == [1, 2] and due(6, every=4) == [1, 5, 6]
+    assert due(2, last_epoch=False) == [1] and due(6, every=4, last_epoch=False) == [1, 5]
+    assert "collapse_metrics.last_epoch = False" in experiments.smoke_gin().read_text()
+
+
 def test_completed_run_is_skipped(tmp_path, capsys):
     # One epoch each: skipping depends on the request, not on how long the run was.
     args = (
