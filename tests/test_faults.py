@@ -21,7 +21,10 @@ from sharpdarts.engine import checkpoint as checkpoint_lib
 from sharpdarts.face import cli
 
 EPOCHS = 3
+# No eigenvalue (collapse_metrics.every = 0): a fifth of a smoke search's time, and nothing
+# these tests look at (tests/test_midepoch_resume.py resumes a search that measures it).
 COMMAND = ["run", "demo/search", "--smoke", "--seed", "1", "--gin_param", f"EPOCHS={EPOCHS}"]
+COMMAND += ["--gin_param", "collapse_metrics.every = 0"]
 DRAW = random.Random(12)  # the kill points' epochs: seeded, so a failure reproduces
 KILLED = 137
 
