@@ -1,4 +1,10 @@
-"""Two "nodes" on localhost: two torchrun launchers meet at one rendezvous (as on a cluster)."""
+"""Two "nodes" on localhost: two torchrun launchers meet at one rendezvous (as on a cluster).
+
+The run is a search (search/sharpsepconv_darts_scalar): this test is also the search's run
+under torchrun, with the architect's steps across processes and rank 0 recording; the
+training's is tests/test_distributed.py's (one node, two processes). One torchrun job less to
+start: each launcher and each process imports torch.
+"""
 
 import json
 import os
@@ -13,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_one_run(tmp_path):
+def test_two_nodes_meet_at_a_c10d_rendezvous_and_search_one_run(tmp_path):
     results = tmp_path / "results"
     endpoint = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -33,7 +39,7 @@ def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_one_run(tmp_path):
             "-m",
             "sharpdarts",
             "run",
-            "cifar10/sharpsepconv_darts",
+            "search/sharpsepconv_darts_scalar",
             "--smoke",
             "--seed",
             "3",
@@ -51,5 +57,9 @@ def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_one_run(tmp_path):
     info = json.loads(run_json.read_text())
     assert info["status"] == "completed" and info["world_size"] == 2
     assert info["rank_seeds"][0] == 3 and len(set(info["rank_seeds"])) == 2
+    assert info["final"]["genotype"]["normal"]
     lines = (run_json.parent / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    # Rank 0 (node 0) prints and records; the other process does neither.
+    assert outs[0].count("running search/sharpsepconv_darts_scalar") == 1, outs[0][-3000:]
+    assert "running search/sharpsepconv_darts_scalar" not in outs[1]
