@@ -128,9 +128,9 @@ def test_exact_figures_from_facts(full_size):
 # (building the cells' modules is what costs here, not their width): cell 1 and cell 3 reduce,
 # cells 2 and 4 take a reduction's output (FactorizedReduce), the auxiliary head sits after
 # cell 3 as after cell 13 of 20. The head and C_mid add independent terms to the count, so two
-# builds cover both: without the head at C_mid 32 and with it at 96 (32 is narrower and 96
-# wider than the 24 channels after the first reduction). The papers' full sizes are pinned
-# above and below.
+# builds cover both: without the head at C_mid 32 and with it at 96 (at C=12, 32 is narrower
+# than the 48 channels after the second reduction and 96 wider than every cell). The papers'
+# full sizes are pinned above and below.
 @pytest.mark.parametrize("name", CELL_GENOTYPES)
 def test_cifar_parameter_counts_match_closed_form(name):
     for auxiliary, c_mid in ((False, 32), (True, 96)):
