@@ -53,7 +53,11 @@ def test_conv_flops_are_forward_times_gradients(channels, groups, kernel, dilati
 
 
 @pytest.mark.slow
-def test_search_step_compares_both_paths_and_writes_json(tmp_path):
+def test_search_step_compares_both_paths_and_writes_json(tmp_path, monkeypatch):
+    # --flops measures the machine's matmul rate on 2048 x 2048 products (six of them, about
+    # 100 GFLOP on one thread); a 256 x 256 product runs the same function at 1/500 the cost.
+    matmul = common.matmul_flops_per_s
+    monkeypatch.setattr(common, "matmul_flops_per_s", lambda device: matmul(device, n=256))
     out = tmp_path / "r.jsonl"
     result = search_step.main(
         [
@@ -80,7 +84,7 @@ def test_search_step_compares_both_paths_and_writes_json(tmp_path):
     )
     assert set(result["paths"]) == {"reference", "fast"}
     assert len(result["ratios"]) == 2 and result["ratio_median"] > 0
-    assert result["flops"]["step_flops"] > 0
+    assert result["flops"]["step_flops"] > 0 and result["flops"]["matmul_flops_per_s"] > 0
     config = json.loads(out.read_text().splitlines()[-1])["config"]
     assert config["order"] == 1 and config["nodes"] == 2
 
@@ -95,39 +99,32 @@ def test_train_step_measures_peak_memory_in_a_child_process():
     assert memory["hwm_mib"] >= memory["rss_before_mib"]
 
 
-@pytest.mark.parametrize("order", [pytest.param(1, marks=pytest.mark.slow), 2])
+LM_TINY = ["--batch", "3", "--nhid", "6", "--vocab", "20", "--bptt", "4", "--threads", "1"]
+
+
+@pytest.mark.parametrize("order", [1, 2])
 def test_lm_search_step_compares_both_paths_and_writes_json(tmp_path, order):
-    """Both orders are timed; the memory children (a process per path, the same for either
-    order) are measured once, with the first."""
+    """Both orders are timed, both paths compared; the memory child is the next test's."""
     out = tmp_path / "r.jsonl"
-    memory = [] if order == 1 else ["--no-memory"]
-    result = lm_search_step.main(
-        [
-            "--batch",
-            "3",
-            "--nhid",
-            "6",
-            "--vocab",
-            "20",
-            "--bptt",
-            "4",
-            "--steps",
-            "2",
-            "--order",
-            str(order),
-            "--compare",
-            "--threads",
-            "1",
-            "--json",
-            str(out),
-            *memory,
-        ]
-    )
+    argv = [*LM_TINY, "--steps", "2", "--order", str(order), "--compare", "--no-memory"]
+    result = lm_search_step.main([*argv, "--json", str(out)])
     assert set(result["paths"]) == {"reference", "fast"}
     assert len(result["ratios"]) == 2 and result["ratio_median"] > 0
-    assert all(("peak_memory_mib" in p) == (order == 1) for p in result["paths"].values())
+    assert all("peak_memory_mib" not in p for p in result["paths"].values())
     record = json.loads(out.read_text().splitlines()[-1])
     assert record["kind"] == "lm_search_step" and record["config"]["order"] == order
+
+
+@pytest.mark.slow
+def test_lm_search_step_measures_peak_memory_in_a_child_process():
+    """One memory child (a fresh process per path, ~5 s of CPU each, most of it importing
+    torch): the fast path's, without --compare. The reference path's child runs the same
+    code (common.memory_in_child, the script's build) and that build is timed above."""
+    result = lm_search_step.main([*LM_TINY, "--steps", "1", "--order", "1"])
+    assert set(result["paths"]) == {"fast"}
+    memory = result["paths"]["fast"]["memory"]
+    assert result["paths"]["fast"]["peak_memory_mib"] > 0
+    assert memory["hwm_mib"] >= memory["rss_before_mib"]
 
 
 @pytest.mark.slow
