@@ -282,31 +282,37 @@ def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
     assert (tmp_path / "full" / "operative_config.gin").is_file()
 
 
-def killed_search_resumes_exactly(tmp_path: Path, monkeypatch) -> tuple[dict, dict]:
-    """Runs the configured search uninterrupted, then killed after epoch 1 and resumed; checks
-    the resumed run ends as the other (final metrics, every epoch's record, weights and alphas,
-    architect) and returns both checkpoints (uninterrupted, resumed) for a method's own state.
-
-    The killed run is not run a second time up to its kill: its folder is the uninterrupted
-    run's, copied the moment epoch 1's checkpoint is on disk, which is all that a SIGKILL there
-    leaves (a seeded search writes the same files each time). The resume reads it back through
-    a new ``Run``, as a new process would.
-    """
+def search_copied_at(tmp_path: Path, monkeypatch, epoch: int) -> tuple[dict, run_lib.Run]:
+    """Runs the configured search uninterrupted into ``tmp_path / 'full'``; returns its final
+    metrics and the run killed after ``epoch``'s checkpoint, without running it a second time:
+    the full run's folder copied (to ``tmp_path / 'part'``) the moment that checkpoint is on
+    disk, which is all that a SIGKILL there leaves (a seeded search writes the same files each
+    time). The killed run is read back through a new ``Run``, as a new process would."""
     full = make_run(tmp_path / "full")
     killed = tmp_path / "part"
     real = checkpoint.save_checkpoint
 
     def save(path, state):
         real(path, state)
-        if state["epoch"] == 1 and not killed.exists():
+        if state["epoch"] == epoch and not killed.exists():
             shutil.copytree(full.path, killed)
 
     with monkeypatch.context() as m:
         m.setattr(checkpoint, "save_checkpoint", save)
         final_full = search_job.search(run=full, seed=0)
     part = run_lib.Run(killed)
-    assert epochs_of(part) == [1]
-    assert checkpoint.load_checkpoint(part.checkpoint_path)["epoch"] == 1
+    assert epochs_of(part) == list(range(1, epoch + 1))
+    assert checkpoint.load_checkpoint(part.checkpoint_path)["epoch"] == epoch
+    return final_full, part
+
+
+def killed_search_resumes_exactly(tmp_path: Path, monkeypatch) -> tuple[dict, dict]:
+    """Runs the configured search uninterrupted, then killed after epoch 1 and resumed; checks
+    the resumed run ends as the other (final metrics, every epoch's record, weights and alphas,
+    architect) and returns both checkpoints (uninterrupted, resumed) for a method's own state.
+    The killed run is the uninterrupted one's folder as it was then (``search_copied_at``)."""
+    final_full, part = search_copied_at(tmp_path, monkeypatch, 1)
+    full = run_lib.Run(tmp_path / "full")
     assert search_job.search(run=part, seed=0) == final_full
     assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
     a, b = (checkpoint.load_checkpoint(r.checkpoint_path) for r in (full, part))
