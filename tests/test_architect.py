@@ -29,13 +29,13 @@ ETA = 0.5  # large enough that the second-order term is far above the test toler
 SMOOTH_PRIMITIVES = ["none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3"]
 
 
-def make_model(primitives="DARTS_PRIMITIVES", weighting="scalar", double=True, spread=0.5):
+def make_model(primitives="DARTS_PRIMITIVES", weighting="scalar", double=True, spread=0.5, steps=2):
     model = SearchNetwork(
         C=4,
         num_classes=3,
         layers=3,
-        steps=2,
-        multiplier=2,
+        steps=steps,
+        multiplier=steps,
         stem_multiplier=2,
         primitives=primitives,
         weighting=weighting,
@@ -56,9 +56,9 @@ def _softplus_for_relu(module):
             _softplus_for_relu(child)
 
 
-def smooth_model():
+def smooth_model(steps=2):
     """A search network whose loss is smooth in weights and alphas (see module docstring)."""
-    model = make_model(SMOOTH_PRIMITIVES)
+    model = make_model(SMOOTH_PRIMITIVES, steps=steps)
     _softplus_for_relu(model)
     assert not any(isinstance(m, (nn.ReLU, nn.MaxPool2d)) for m in model.modules())
     return model
@@ -222,13 +222,17 @@ def test_first_order_gradient_is_the_validation_gradient_and_adam_steps():
 # ---- second order -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def second_order_case():
-    model = smooth_model()
+def make_second_order_case(steps=2):
+    model = smooth_model(steps)
     tx, ty, vx, vy = batches()
     # Weight decay far above the paper's 3e-4, so that leaving it out would show.
     opt = sgd_with_momentum(model, tx, ty, weight_decay=0.05)
     return model, opt, (tx, ty, vx, vy)
+
+
+@pytest.fixture
+def second_order_case():
+    return make_second_order_case()
 
 
 def architect_grads(model, opt, data, eta=ETA):
@@ -252,8 +256,10 @@ def test_second_order_matches_exact_autograd_unrolled_gradient(second_order_case
     assert rel_err(at_w_prime, want) > 0.05
 
 
-def test_second_order_matches_finite_differences_of_the_unrolled_objective(second_order_case):
-    model, opt, data = second_order_case
+def test_second_order_matches_finite_differences_of_the_unrolled_objective():
+    # One node a cell: finite differences cost two losses per alpha entry, 16 entries here
+    # (40 with two nodes), and a node's edges all take the same path through the architect.
+    model, opt, data = make_second_order_case(steps=1)
     got = architect_grads(model, opt, data)
     want = finite_difference_unrolled_grad(model, opt, *data, eta=ETA)
     assert rel_err(got, want) < 1e-2
@@ -351,7 +357,7 @@ def test_update_buffers_follows_the_original_passes(order, passes):
 
 
 def test_eval_mode_is_kept_and_works():
-    model = make_model(double=False).eval()
+    model = make_model(double=False, steps=1).eval()
     data = batches(torch.float32)
     before = snapshot(model)
     Architect(model, order=2).step(*data, eta=0.1)
@@ -367,7 +373,8 @@ def test_eval_mode_is_kept_and_works():
 @pytest.mark.parametrize("weighting", ["scalar", "max_w"])
 @pytest.mark.parametrize("primitives", ["PRIMITIVES", "SHARPER_PRIMITIVES", "DARTS_PRIMITIVES"])
 def test_every_primitive_set_and_weighting(primitives, weighting, order):
-    model = make_model(primitives, weighting, double=False, spread=1e-3)
+    # One node a cell (here and below): the architect sees only the alphas and the loss.
+    model = make_model(primitives, weighting, double=False, spread=1e-3, steps=1)
     assert model.alphas_normal.shape[1] == len(genotype_types.primitives(primitives))
     data = batches(torch.float32)
     before = [a.detach().clone() for a in model.arch_parameters()]
@@ -383,7 +390,7 @@ def test_every_primitive_set_and_weighting(primitives, weighting, order):
 
 @pytest.mark.parametrize("order", [1, 2])
 def test_state_dict_round_trip_gives_the_same_next_step(order):
-    model = make_model()
+    model = make_model(steps=1)
     arch = Architect(model, order=order, lr=0.01)
     first, second = batches(), batches()
     arch.step(*first, eta=ETA)
@@ -392,7 +399,7 @@ def test_state_dict_round_trip_gives_the_same_next_step(order):
     torch.save({"model": model.state_dict(), "architect": arch.state_dict()}, buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    resumed_model = make_model()
+    resumed_model = make_model(steps=1)
     resumed_model.load_state_dict(state["model"])
     resumed = Architect(resumed_model, order=order, lr=0.01)
     resumed.load_state_dict(state["architect"])
@@ -413,7 +420,7 @@ def test_state_dict_round_trip_gives_the_same_next_step(order):
 
 @pytest.mark.parametrize("update_buffers", [False, True])
 def test_copying_second_order_step_equals_the_functional_one(update_buffers):
-    functional_model = make_model()
+    functional_model = make_model(steps=1)
     copying_model = copy.deepcopy(functional_model)
     tx, ty, vx, vy = batches()
     results = []

@@ -37,8 +37,8 @@ from test_engine import (  # the search job's test helpers (tests/test_engine.py
     configure,
     epochs_of,
     kill_at,
-    make_run,
     read_metrics,
+    search_copied_at,
     without_seconds,
 )
 from test_family_exact import tiny_float64_supernet
@@ -49,6 +49,7 @@ from sharpdarts.engine.architect import Architect
 from sharpdarts.errors import UserError
 from sharpdarts.nn.derivation import pdarts_cell
 from sharpdarts.nn.pdarts import PDartsNetwork, drop_ops
+from sharpdarts.store.run import Run
 
 PRIMITIVES = genotypes_lib.DARTS_PRIMITIVES
 FIGURES_PATH = pathlib.Path(__file__).parent / "pdarts_figures.json"
@@ -359,17 +360,16 @@ def test_a_search_killed_across_a_stage_boundary_resumes_with_the_same_alphas(
     tmp_path, monkeypatch, _clean_gin
 ):
     configure(*STAGED)
-    full = make_run(tmp_path / "full")
-    final_full = search_job.search(run=full, seed=0)
-    part = make_run(tmp_path / "part")
     # Killed after the checkpoint of the first stage's last epoch (the second stage's
-    # supernet, fresh), then after the second stage's first epoch.
-    for kill in (2, 3):
-        with monkeypatch.context() as m:
-            kill_at(m, kill)
-            with pytest.raises(Killed):
-                search_job.search(run=part, seed=0)
-        assert epochs_of(part) == list(range(1, kill + 1))
+    # supernet, fresh: the full run's folder as it was then), then after the second stage's
+    # first epoch.
+    final_full, part = search_copied_at(tmp_path, monkeypatch, 2)
+    full = Run(tmp_path / "full")
+    with monkeypatch.context() as m:
+        kill_at(m, 3)
+        with pytest.raises(Killed):
+            search_job.search(run=part, seed=0)
+    assert epochs_of(part) == [1, 2, 3]
     final_part = search_job.search(run=part, seed=0)
     assert final_part == final_full
     assert without_seconds(read_metrics(part)) == without_seconds(read_metrics(full))
