@@ -34,6 +34,7 @@ weights' schedule over :meth:`~Stages.schedule_epochs`; it provides
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 from typing import Any, Sequence
@@ -46,7 +47,7 @@ from sharpdarts.nn.drnas import grow_optimizer
 from sharpdarts.nn.pdarts import HALVES, EdgeOps, drop_ops
 
 
-class Stages:
+class Stages(abc.ABC):
     """What a staged search does at its start, each epoch and between its stages
     (``search.stages``; :class:`ProgressiveStages`, :class:`DirichletStages`)."""
 
@@ -57,9 +58,9 @@ class Stages:
         stage's: each stage starts its own)."""
         return epochs
 
+    @abc.abstractmethod
     def first_stage(self, job) -> None:
         """Builds the first stage's supernet (``job.build_supernet``)."""
-        raise NotImplementedError
 
     def start_epoch(self, job, epoch: int) -> None:
         """Before ``epoch`` (from 1, counted over all stages); nothing by default."""
@@ -71,13 +72,13 @@ class Stages:
         if local == job.params.epochs and stage + 1 < self.count:
             self.advance(job, stage)
 
+    @abc.abstractmethod
     def advance(self, job, stage: int) -> None:
         """After the last epoch of ``stage`` (from 0; not the last stage): into the next."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def restore(self, job, state: dict[str, Any]) -> None:
         """Before a checkpoint is loaded: the supernet (and its tools) of its stage."""
-        raise NotImplementedError
 
     def state(self, job) -> dict[str, Any]:
         """What the search's checkpoint keeps of the stage."""
