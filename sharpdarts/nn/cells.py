@@ -315,6 +315,25 @@ class SearchCell(nn.Module):
         return fast.cat_channels(states[-self._multiplier :])
 
 
+def check_op(op_dict: dict, op_name: str, what: str) -> None:
+    """Raises ValueError when ``op_name`` is not in ``op_dict``; ``what`` names the genotype
+    entry that asked for it, as the error message starts."""
+    if op_name not in op_dict:
+        table = getattr(op_dict, "name", "")
+        unknown = unknown_name("op", op_name, op_dict, where=f"in {table}" if table else "")
+        raise ValueError(f"{what} names op '{op_name}'. {unknown}")
+
+
+def fixed_preprocessing(
+    C_prev_prev: int, C_prev: int, C: int, reduction_prev: bool
+) -> tuple[nn.Module, nn.Module]:
+    """A fixed cell's two input projections to ``C`` channels (DARTS's and FairDARTS's
+    ``preprocess0`` and ``preprocess1``): input 0 factorised down after a reduction."""
+    if reduction_prev:
+        return FactorizedReduce(C_prev_prev, C, stride=2), ReLUConvBN(C_prev, C, 1, 1, 0)
+    return ReLUConvBN(C_prev_prev, C, 1, 1, 0), ReLUConvBN(C_prev, C, 1, 1, 0)
+
+
 class Cell(nn.Module):
     """A fixed cell built from one half (normal or reduce) of a genotype.
 
@@ -355,12 +374,7 @@ class Cell(nn.Module):
         self._steps = len(ops) // 2
         for k, entry in enumerate(ops):
             op_name, index = entry
-            if op_name not in op_dict:
-                table = getattr(op_dict, "name", "")
-                unknown = unknown_name("op", op_name, op_dict, where=f"in {table}" if table else "")
-                raise ValueError(
-                    f"{name}: entry {k} {tuple(entry)} names op '{op_name}'. {unknown}"
-                )
+            check_op(op_dict, op_name, f"{name}: entry {k} {tuple(entry)}")
             if not 0 <= int(index) < 2 + k // 2:
                 raise ValueError(
                     f"{name}: entry {k} {tuple(entry)} reads input {index}, but node "
@@ -372,11 +386,9 @@ class Cell(nn.Module):
         self._concat = [int(i) for i in concat]
         self.multiplier = len(self._concat)
         self._indices = [int(index) for _, index in ops]
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_prev_prev, C, stride=2)
-        else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+        self.preprocess0, self.preprocess1 = fixed_preprocessing(
+            C_prev_prev, C_prev, C, reduction_prev
+        )
         self._ops = nn.ModuleList()
         for op_name, index in ops:
             stride = 2 if reduction and index < 2 else 1

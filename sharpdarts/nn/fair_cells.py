@@ -27,9 +27,7 @@ from torch import nn
 
 from sharpdarts.core import edge_genotypes
 from sharpdarts.nn import fast
-from sharpdarts.nn.cells import fast_drop_path
-from sharpdarts.nn.ops import FactorizedReduce, ReLUConvBN
-from sharpdarts.registry import unknown_name
+from sharpdarts.nn.cells import check_op, fast_drop_path, fixed_preprocessing
 
 
 def cell_edges(genotype, half: str) -> tuple[list[tuple[str, int, int]], list[int]]:
@@ -92,19 +90,12 @@ class FairCell(nn.Module):
             raise ValueError(f"{name}: a cell needs at least one edge")
         edge_genotypes.check_concat(edges, [int(i) for i in concat], name)
         self.reduction = reduction
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_prev_prev, C, stride=2)
-        else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+        self.preprocess0, self.preprocess1 = fixed_preprocessing(
+            C_prev_prev, C_prev, C, reduction_prev
+        )
         self._ops = nn.ModuleDict()
         for k, (op_name, node, index) in enumerate(edges):
-            if op_name not in op_dict:
-                table = getattr(op_dict, "name", "")
-                unknown = unknown_name("op", op_name, op_dict, where=f"in {table}" if table else "")
-                raise ValueError(
-                    f"{name}: edge {k} {(op_name, node, index)} names op '{op_name}'. {unknown}"
-                )
+            check_op(op_dict, op_name, f"{name}: edge {k} {(op_name, node, index)}")
             into = self._ops[str(node)] if str(node) in self._ops else nn.ModuleDict()
             self._ops[str(node)] = into
             if str(index) not in into:
