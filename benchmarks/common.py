@@ -283,6 +283,32 @@ def emit(result: dict, json_path: Path | None) -> None:
             f.write(json.dumps(result) + "\n")
 
 
+def clocked(step: Callable[[], None], into: dict[str, list[float]]) -> None:
+    """Runs ``step`` once and appends its process CPU and wall seconds to ``into['cpu']`` and
+    ``into['wall']`` (the side-by-side benchmarks' per-round record)."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    step()
+    into["cpu"].append(time.process_time() - cpu)
+    into["wall"].append(time.perf_counter() - wall)
+
+
+def round_ratios(times: dict, fast: str, reference: str) -> dict:
+    """Per-round ratios ``fast / reference`` of :func:`clocked` records, and their median, per
+    clock."""
+    out = {}
+    for clock in ("cpu", "wall"):
+        each = [f / r for f, r in zip(times[fast][clock], times[reference][clock])]
+        out[clock] = {"median": statistics.median(each), "each": each}
+    return out
+
+
+def write_json(result: dict, path: Path | None) -> None:
+    """Writes one benchmark's whole result as indented JSON to ``path`` (if any)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+
+
 def describe_machine(device: torch.device) -> dict:
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":

@@ -28,13 +28,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository on sys.path)
+import common  # first: it puts the repository on sys.path
 import torch
 import torch.nn.functional as F
 
@@ -136,20 +134,9 @@ def measure(steps: dict, rounds: int) -> dict:
     names = list(steps)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            cpu, wall = time.process_time(), time.perf_counter()
-            steps[name]()
-            times[name]["cpu"].append(time.process_time() - cpu)
-            times[name]["wall"].append(time.perf_counter() - wall)
+            common.clocked(steps[name], times[name])
         print(f"  round {r + 1}: " + "  ".join(f"{n} {times[n]['cpu'][-1]:.3f}s" for n in names))
     return times
-
-
-def ratios(times: dict, fast: str, reference: str) -> dict:
-    out = {}
-    for clock in ("cpu", "wall"):
-        each = [f / r for f, r in zip(times[fast][clock], times[reference][clock])]
-        out[clock] = {"median": statistics.median(each), "each": each}
-    return out
 
 
 def main(argv=None) -> dict:
@@ -164,18 +151,18 @@ def main(argv=None) -> dict:
             n: {c: statistics.median(t[c]) for c in ("cpu", "wall")} for n, t in times.items()
         },
         "times": times,
-        "ratios": {"gdas / darts": ratios(times, "gdas", "darts")},
+        "ratios": {"gdas / darts": common.round_ratios(times, "gdas", "darts")},
     }
     if "authors_darts" in times:
-        result["ratios"]["darts / authors_darts"] = ratios(times, "darts", "authors_darts")
-        result["ratios"]["gdas / authors_gdas"] = ratios(times, "gdas", "authors_gdas")
+        result["ratios"]["darts / authors_darts"] = common.round_ratios(
+            times, "darts", "authors_darts"
+        )
+        result["ratios"]["gdas / authors_gdas"] = common.round_ratios(times, "gdas", "authors_gdas")
     for name, median in result["median_step_s"].items():
         print(f"{name:14s} median step {median['cpu']:.3f}s cpu, {median['wall']:.3f}s wall")
     for name, ratio in result["ratios"].items():
         print(f"{name:24s} {ratio['cpu']['median']:.3f} cpu, {ratio['wall']['median']:.3f} wall")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    common.write_json(result, args.json)
     return result
 
 

@@ -34,14 +34,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository on sys.path)
-import nb201_step
+import common  # first: it puts the repository on sys.path
 import torch
 import torch.nn.functional as F
 
@@ -181,10 +178,7 @@ def measure(models: dict, rounds: int) -> dict:
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             for kind in ("arch", "weight"):
-                cpu, wall = time.process_time(), time.perf_counter()
-                models[name][kind]()
-                times[name][kind]["cpu"].append(time.process_time() - cpu)
-                times[name][kind]["wall"].append(time.perf_counter() - wall)
+                common.clocked(models[name][kind], times[name][kind])
         line = "  ".join(
             f"{n} arch {t['arch']['cpu'][-1]:.2f}s weight {t['weight']['cpu'][-1]:.2f}s"
             for n, t in ((n, times[n]) for n in names)
@@ -201,7 +195,7 @@ def measure(models: dict, rounds: int) -> dict:
 def ratios(times: dict, fast: str, reference: str) -> dict:
     """Per-round ratios ``fast / reference`` and their median, per step and clock."""
     return {
-        kind: nb201_step.ratios({m: times[m][kind] for m in (fast, reference)}, fast, reference)
+        kind: common.round_ratios({m: times[m][kind] for m in (fast, reference)}, fast, reference)
         for kind in ("weight", "arch", "total")
     }
 
@@ -235,9 +229,7 @@ def main(argv=None) -> dict:
             for k, v in ratio.items()
         )
         print(f"{name:20s} {parts}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    common.write_json(result, args.json)
     return result
 
 
