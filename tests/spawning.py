@@ -24,9 +24,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def join_group(rank: int, port: int, world: int):
-    """Sets the variables torchrun would set, one thread, and joins through the engine's
-    context (gloo on CPU); returns the context."""
+def set_torchrun_variables(rank: int, port: int, world: int) -> None:
+    """Sets the variables torchrun sets for process ``rank`` of ``world`` on this host."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -34,6 +33,12 @@ def join_group(rank: int, port: int, world: int):
         LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world),
     )
+
+
+def join_group(rank: int, port: int, world: int):
+    """Sets the variables torchrun would set, one thread, and joins through the engine's
+    context (gloo on CPU); returns the context."""
+    set_torchrun_variables(rank, port, world)
     torch.set_num_threads(1)
     return context.make_context(device="cpu")
 

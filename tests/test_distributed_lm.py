@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from spawning import forked_output, free_port, join_group, race_forked, run_ranks
+from spawning import (
+    forked_output,
+    free_port,
+    join_group,
+    race_forked,
+    run_ranks,
+    set_torchrun_variables,
+)
 from torch import nn
 
 from sharpdarts.engine.data import corpus as corpus_lib
@@ -228,13 +234,7 @@ def _rank_of_a_run(rank: int, port: int, results: Path):
     starts it: the variables it sets (what the engine and the runner read), then the CLI."""
 
     def call() -> int:
-        os.environ.update(
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(WORLD),
-        )
+        set_torchrun_variables(rank, port, WORLD)
         return cli.main(["run", "ptb/search_first_order", "--smoke", "--results", str(results)])
 
     return call
