@@ -53,7 +53,7 @@ def _alphas(model) -> dict:
             "grid_weights": {"normal": raw.normal, "reduce": raw.reduce},
             "paths": {name: list(p) for name, p in model.paths().items()},
         }
-    if hasattr(model, "logged_alphas"):  # P-DARTS: every stage's weights, all primitives wide
+    if hasattr(model, "logged_alphas"):  # the supernets: readout, masks, spaces spread
         return model.logged_alphas()
     # A DARTS-space supernet has a normal and a reduction matrix, NAS-Bench-201's one.
     names = [
