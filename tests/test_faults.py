@@ -25,6 +25,19 @@ EPOCHS = 3
 # these tests look at (tests/test_midepoch_resume.py resumes a search that measures it).
 COMMAND = ["run", "demo/search", "--smoke", "--seed", "1", "--gin_param", f"EPOCHS={EPOCHS}"]
 COMMAND += ["--gin_param", "collapse_metrics.every = 0"]
+# A supernet of one node of four ops a cell (not smoke.gin's two nodes of DARTS's eight): a
+# fifth of a smoke search's time, and the same run folder, checkpoints and records that
+# these tests (and tests/test_recovery.py, test_diff.py, test_validate.py) look at.
+SMALL_SUPERNET = [
+    arg
+    for binding in (
+        "SearchNetwork.steps = 1",
+        "SearchNetwork.multiplier = 1",
+        "SearchNetwork.primitives = ['none', 'max_pool_3x3', 'skip_connect', 'sep_conv_3x3']",
+    )
+    for arg in ("--gin_param", binding)
+]
+COMMAND += SMALL_SUPERNET
 DRAW = random.Random(12)  # the kill points' epochs: seeded, so a failure reproduces
 KILLED = 137
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_faults import SMALL_SUPERNET  # tests/test_faults.py: one node of four ops a cell
 
 from sharpdarts.core import io as io_lib
 from sharpdarts.engine import checkpoint as checkpoint_lib
@@ -21,7 +22,7 @@ from sharpdarts.face import cli
 # No eigenvalue (collapse_metrics.every = 0): a fifth of a smoke search's time, and nothing
 # these tests look at (tests/test_midepoch_resume.py resumes a search that measures it).
 EXPERIMENT = ["run", "demo/search", "--smoke", "--seed", "1", "--gin_param", "EPOCHS=3"]
-EXPERIMENT += ["--gin_param", "collapse_metrics.every = 0"]
+EXPERIMENT += ["--gin_param", "collapse_metrics.every = 0", *SMALL_SUPERNET]
 
 
 def run(capsys, results, *extra) -> tuple[int, str]:
@@ -209,12 +210,12 @@ def test_a_run_json_write_that_fails_for_space_leaves_run_json_as_it_was(tmp_pat
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A 1600 KiB tmpfs (room for two of the smoke checkpoints of about 660 KiB, not three),
-    where allowed."""
+    """A 320 KiB tmpfs (room for two of the small supernet's checkpoints of about 130 KiB, not
+    three), where allowed."""
     mount = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mount)], capture_output=True
     )
     if done.returncode != 0:
         pytest.skip(
