@@ -40,9 +40,11 @@ SEARCH = [
     "search.network = @SearchNetwork",
     "SearchNetwork.C = 4",
     "SearchNetwork.layers = 3",
-    "SearchNetwork.steps = 2",
-    "SearchNetwork.multiplier = 2",
-    "SearchNetwork.primitives = 'DARTS_PRIMITIVES'",
+    # One node of four ops a cell: an architecture's and the weights' step, the eigenvalue and
+    # the genotype as with more, for a fraction of the time.
+    "SearchNetwork.steps = 1",
+    "SearchNetwork.multiplier = 1",
+    "SearchNetwork.primitives = ['none', 'max_pool_3x3', 'skip_connect', 'sep_conv_3x3']",
     # One Hessian-vector product per measured epoch, not the default's many: the eigenvalue's
     # random start still comes from the global generator whose state the resume restores
     # (tests/test_collapse.py tests the eigenvalue itself).
@@ -241,9 +243,6 @@ def test_a_one_level_search_signalled_mid_epoch_resumes_at_its_batch(
         "SearchNetwork.relaxation = 'gumbel_soft'",
         "SearchNetwork.drop_path_prob = 0.3",
         "collapse_metrics.every = 0",
-        "SearchNetwork.steps = 1",  # a smaller supernet: one node, four ops
-        "SearchNetwork.multiplier = 1",
-        "SearchNetwork.primitives = ['none', 'max_pool_3x3', 'skip_connect', 'sep_conv_3x3']",
     ]
     weights = lambda item: item[0] == SEARCH_SIZE  # noqa: E731
     fit = lambda run: search_job.search(run=run, seed=0)  # noqa: E731
