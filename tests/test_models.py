@@ -124,26 +124,27 @@ def test_exact_figures_from_facts(full_size):
     assert count_parameters(search) == 2_527_354
 
 
-# Every genotype's count against the closed form, at 5 cells rather than the papers' 20 or 14
-# (building the cells' modules is what costs here, not their width): cell 1 and cell 3 reduce,
-# cells 2 and 4 take a reduction's output (FactorizedReduce), the auxiliary head sits after
-# cell 3 as after cell 13 of 20. The head and C_mid add independent terms to the count, so two
-# builds cover both: without the head at C_mid 32 and with it at 96 (at C=12, 32 is narrower
-# than the 48 channels after the second reduction and 96 wider than every cell). The papers'
-# full sizes are pinned above and below.
+# Every genotype's count against the closed form, at 4 cells rather than the papers' 20 or 14
+# (building the cells' modules is what costs here, not their width): cells 1 and 2 reduce,
+# cell 2 is a reduction and cell 3 a normal cell that take a reduction's output
+# (FactorizedReduce), and the auxiliary head sits after cell 2, a reduction, as after cell 13
+# of 20. The head and C_mid add independent terms to the count, so two builds cover both:
+# without the head at C_mid 32 and with it at 96 (at C=12, 32 is narrower than the 48
+# channels after the second reduction and 96 wider than every cell). The papers' full sizes
+# are pinned above and below.
 @pytest.mark.parametrize("name", CELL_GENOTYPES)
 def test_cifar_parameter_counts_match_closed_form(name):
     for auxiliary, c_mid in ((False, 32), (True, 96)):
-        net = NetworkCIFAR(12, 10, 5, auxiliary, name, C_mid=c_mid)
-        expected = fixed_network_params(name, 12, 10, 5, False, auxiliary, c_mid)
+        net = NetworkCIFAR(12, 10, 4, auxiliary, name, C_mid=c_mid)
+        expected = fixed_network_params(name, 12, 10, 4, False, auxiliary, c_mid)
         assert count_parameters(net, auxiliary=True) == expected
 
 
 @pytest.mark.parametrize("name", CELL_GENOTYPES)
 def test_imagenet_parameter_counts_match_closed_form(name):
     for auxiliary, c_mid in ((False, 32), (True, 96)):
-        net = NetworkImageNet(12, 1000, 5, auxiliary, name, C_mid=c_mid)
-        expected = fixed_network_params(name, 12, 1000, 5, True, auxiliary, c_mid)
+        net = NetworkImageNet(12, 1000, 4, auxiliary, name, C_mid=c_mid)
+        expected = fixed_network_params(name, 12, 1000, 4, True, auxiliary, c_mid)
         assert count_parameters(net, auxiliary=True) == expected
 
 
