@@ -3,10 +3,9 @@
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -282,9 +281,26 @@ def test_a_failing_run_fails_its_job_with_the_reason(tmp_path, capsys):
     assert row["state"] == "failed" and "loss became nan" in row["detail"]
 
 
+# Sends SIGUSR2 to the first run (under RESULTS, argv[1]) that has logged an epoch, prints its
+# folder and exits; gives up after argv[2] seconds. The standard library only: it starts at once.
+PREEMPT_AFTER_AN_EPOCH = textwrap.dedent("""
+    import json, os, signal, sys, time
+    from pathlib import Path
+    results, deadline = Path(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < deadline:
+        for run_json in results.glob("runs/*/*/*/run.json"):
+            metrics = run_json.parent / "metrics.jsonl"
+            if metrics.exists() and metrics.read_text().strip():
+                os.kill(json.loads(run_json.read_text())["pid"], signal.SIGUSR2)
+                print(run_json.parent, flush=True)
+                sys.exit(0)
+        time.sleep(0.05)
+""")
+
+
 @pytest.mark.slow
 def test_a_local_sweep_of_two_seeds_requeues_a_preempted_job_and_gives_the_mean_and_std(
-    tmp_path, capsys
+    tmp_path, capsys, monkeypatch
 ):
     """Two seeds one at a time (--parallel 1): the second job waits for the first. The first
     job is preempted after its first epoch: SIGUSR2 is what Slurm (--signal) and the local
@@ -302,33 +318,28 @@ def test_a_local_sweep_of_two_seeds_requeues_a_preempted_job_and_gives_the_mean_
         "build_datasets.synthetic_size = (64, 16)",
     ]
     results = tmp_path / "results"
-    # The sweep runs in its own process, the test's main thread free to watch and signal (a
-    # watching thread beside an in-process sweep once missed its moment: no resume).
-    proc = subprocess.Popen(
-        _sweep(results, "--seeds", "1-2", "--launcher", "local", "--parallel", "1", *more),
-        cwd=REPO,
-        env=_env(),
+    # The sweep runs here (its jobs in their own processes, as ever); a watcher in a small
+    # process of its own signals the first job once it has logged an epoch. (A watching
+    # thread beside an in-process sweep once missed its moment: no resume. The watcher no
+    # longer shares this interpreter, and the sweep no longer needs one that imports torch.)
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", PREEMPT_AFTER_AN_EPOCH, str(results), "200"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
         text=True,
     )
-    killed = None
-    deadline = time.monotonic() + 200
     try:
-        while time.monotonic() < deadline and proc.poll() is None and killed is None:
-            for run_json in results.glob("runs/*/*/*/run.json"):
-                folder = run_json.parent
-                if (folder / "metrics.jsonl").exists() and _epochs(folder):
-                    info = json.loads(run_json.read_text())
-                    os.kill(info["pid"], signal.SIGUSR2)
-                    killed = folder
-                    break
-            time.sleep(0.05)
-        output = proc.communicate(timeout=300)[0]
+        code, output = _sweep_here(
+            capsys,
+            monkeypatch,
+            results,
+            *("--seeds", "1-2", "--launcher", "local", "--parallel", "1", *more),
+        )
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert killed is not None and proc.returncode == 0, output
+        if watcher.poll() is None:
+            watcher.kill()
+        said = watcher.communicate(timeout=60)[0].strip()
+    killed = Path(said) if said else None
+    assert killed is not None and code == 0, output
     infos = _infos(results)
     assert sorted(i["seed"] for i in infos) == [1, 2]
     assert all(i["status"] == "completed" for i in infos)
