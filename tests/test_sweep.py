@@ -309,11 +309,11 @@ def test_a_local_sweep_of_two_seeds_requeues_a_preempted_job_and_gives_the_mean_
 
     One sweep covers both (it was two, each starting its own job processes, which import
     torch): the preempted job and the plain one are the same code path up to the signal.
-    The runs train 64 images for 4 epochs (not the smoke 16 for 2): the three epochs after
+    The runs train 64 images for 6 epochs (not the smoke 8 for 2): the five epochs after
     the signal give it time to land before the run ends, on a loaded machine too."""
     more = [
         "--gin_param",
-        "EPOCHS = 4",
+        "EPOCHS = 6",
         "--gin_param",
         "build_datasets.synthetic_size = (64, 16)",
     ]
@@ -360,7 +360,7 @@ def test_a_local_sweep_of_two_seeds_requeues_a_preempted_job_and_gives_the_mean_
     info = json.loads((killed / "run.json").read_text())
     assert info["seed"] == 1 and info["resumes"] == 1, info  # the first job, requeued
     assert len(info["sessions"]) == 2
-    assert _epochs(killed) == [1, 2, 3, 4]  # no lost or repeated epoch
+    assert _epochs(killed) == [1, 2, 3, 4, 5, 6]  # no lost or repeated epoch
     [other] = [i for i in infos if i["run_id"] != killed.name]
     assert other["resumes"] == 0 and len(other["sessions"]) == 1
 
