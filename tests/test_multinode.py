@@ -1,13 +1,14 @@
 """Two "nodes" on localhost: two torchrun launchers meet at one rendezvous (as on a cluster).
 
 This is the suite's one torchrun job (each launcher and each process imports torch, about 4 s
-of CPU apiece). The run is a search (search/sharpsepconv_darts_scalar): the architect's steps
-across processes, the weights' through DistributedDataParallel, and rank 0 alone printing,
-recording and checkpointing. A one-node ``--nproc_per_node=2`` job would differ only in the
-launcher's own rendezvous: the processes get the same variables (RANK, WORLD_SIZE,
-MASTER_ADDR/PORT; LOCAL_RANK picks a GPU, never read on CPU), so it takes the same path in
-sharpdarts. A training run by two processes through the CLI is tests/test_sweep.py's
-(two tasks of one job), and DDP's gradients against one process's tests/test_distributed.py's.
+of CPU apiece). The run is a search (search/sharpsepconv_darts_scalar): the architect's and
+the weights' gradients averaged across the processes, and rank 0 alone printing, recording
+and checkpointing. A one-node ``--nproc_per_node=2`` job differs only in the launcher's own
+rendezvous: its processes get the same variables (RANK, WORLD_SIZE, MASTER_ADDR/PORT;
+LOCAL_RANK, which only picks a GPU), so they take the same path in sharpdarts. A training
+(its network in DistributedDataParallel) run by two processes through the CLI is
+tests/test_sweep.py's (two tasks of one job); DDP's gradients against one process's are
+tests/test_distributed.py's.
 """
 
 import json
