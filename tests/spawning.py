@@ -1,6 +1,6 @@
 """What the multi-process tests share: a free local port, joining a gloo group as the engine
-does, running a worker on every rank whose results come back through files, and racing
-forked processes."""
+does, running a worker on every rank whose results come back through files, racing forked
+processes, and starting one forked process to kill."""
 
 from __future__ import annotations
 
@@ -86,26 +86,45 @@ def _fork_each(calls, log_dir, read_end: int, write_end: int, pids: list[int]) -
     for i, call in enumerate(calls):
         pid = os.fork()
         if pid == 0:  # the child: never returns into pytest
-            code = 99
-            try:
-                os.close(write_end)
-                log = os.open(
-                    Path(log_dir) / f"{i}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
-                )
-                os.dup2(log, 1)
-                os.dup2(log, 2)
-                sys.stdout = open(1, "w", closefd=False)
-                sys.stderr = open(2, "w", closefd=False)
-                os.read(read_end, 1)  # end of file once the parent has closed its end
-                result = call()
-                code = 0 if result is None else int(result)
-            except BaseException:  # noqa: BLE001 - reported through the log and status 99
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+            _child(call, Path(log_dir) / f"{i}.out", read_end, write_end)
         pids.append(pid)
+
+
+def start_forked(call: Callable[[], int | None], log: str | os.PathLike) -> int:
+    """Starts ``call`` in a process forked from this one and returns its pid at once (for a
+    test that signals or kills it; reap it with ``os.waitpid``). Its exit status is the call's
+    return value (0 for None; 99 when it raised); its stdout and stderr go to ``log``.
+
+    Forked, it starts with torch and the package imported, where a fresh interpreter pays 2 to
+    4 s of CPU for them: for a test about a process that dies, not about a fresh one."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        _child(call, log)
+    return pid
+
+
+def _child(call, log: Path, read_end: int | None = None, write_end: int | None = None):
+    """A forked child's whole life: output to ``log``, wait for the parent to close its
+    ``write_end`` of the pipe (if given), run ``call`` and exit with its status."""
+    code = 99
+    try:
+        if write_end is not None:
+            os.close(write_end)  # the parent's alone: its closing is the release
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = open(1, "w", closefd=False)
+        sys.stderr = open(2, "w", closefd=False)
+        if read_end is not None:
+            os.read(read_end, 1)  # end of file once the parent has closed its end
+        result = call()
+        code = 0 if result is None else int(result)
+    except BaseException:  # noqa: BLE001 - reported through the log and status 99
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def forked_output(log_dir: str | os.PathLike, i: int) -> str:

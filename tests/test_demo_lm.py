@@ -10,7 +10,12 @@ import pytest
 from sharpdarts.face import cli
 from sharpdarts.store import reader
 
-TINY = ["--gin_param", "EPOCHS=1", "--gin_param", "BATCH_SIZE=256", "--gin_param", "EMSIZE=8"]
+# One epoch of 1,024 columns: the recurrent loop steps once per row, so few rows (about 50 of
+# the ~52,000 training tokens) are what keeps it cheap; validation in as many columns.
+TINY = ["--gin_param", "EPOCHS=1", "--gin_param", "BATCH_SIZE=1024", "--gin_param", "EMSIZE=8"]
+# A search cell of 2 nodes instead of 8 (the promoted cell, trained by demo/lm_train, too).
+SEARCH = ["--gin_param", "RNNSearchModel.steps=2", "--gin_param", "lm_search.eval_batch_size=1024"]
+TRAIN = ["--gin_param", "lm_train.eval_batch_size=1024"]
 
 
 def _run(capsys, *args) -> str:
@@ -25,15 +30,15 @@ def test_search_promote_train_and_table_on_the_pydoc_corpus(tmp_path, monkeypatc
     results, data = tmp_path / "results", tmp_path / "data"
     monkeypatch.setenv("SHARPDARTS_GENOTYPES", str(results / "demo_genotypes.json"))
     common = ["--seed", 1, "--results", results, "--data", data, *TINY]
-    search = _run(capsys, "run", "demo/lm_search", *common).splitlines()[-1].split()[-1]
+    search = _run(capsys, "run", "demo/lm_search", *common, *SEARCH).splitlines()[-1].split()[-1]
     assert (data / "pydoc" / "train.txt").is_file()  # written under the data root on first use
     info = json.loads((Path(search) / "run.json").read_text())
     assert info["final"]["genotype"]["recurrent"] and info["vocabulary"] > 500
     _run(capsys, "genotype", "promote", search, "DEMO_RNN", "--replace", "--results", results)
-    train = _run(capsys, "run", "demo/lm_train", *common).splitlines()[-1].split()[-1]
+    train = _run(capsys, "run", "demo/lm_train", *common, *TRAIN).splitlines()[-1].split()[-1]
     lineage = json.loads((Path(train) / "run.json").read_text())["genotype"]
     assert lineage["name"] == "DEMO_RNN" and lineage["lineage"]["run_id"] == Path(search).name
-    _run(capsys, "run", "demo/lm_train_darts_v2", *common)
+    _run(capsys, "run", "demo/lm_train_darts_v2", *common, *TRAIN)
     metrics = reader.read_metrics(Path(train))
     assert metrics and metrics[-1]["valid_ppl"] > 1.0
     table = _run(capsys, "table", "demo_lm", "--results", results, "--format", "csv")

@@ -243,8 +243,8 @@ def _rank_of_a_run(rank: int, port: int, results: Path):
 @pytest.mark.slow
 def test_a_recurrent_search_run_by_two_processes_has_rank_0_record(tmp_path):
     """The command each of torchrun's processes runs, in two processes forked from this one
-    (torchrun's own start is tests/test_distributed.py's and tests/test_multinode.py's; forked,
-    the processes do not each import torch again)."""
+    (torchrun's own start is tests/test_multinode.py's; forked, the processes do not each
+    import torch again)."""
     results = tmp_path / "results"
     port = free_port()
     codes = race_forked([_rank_of_a_run(r, port, results) for r in range(WORLD)], tmp_path)

@@ -5,13 +5,14 @@ import functools
 import json
 import math
 import os
-import sys
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from killing import kill_after_epoch  # tests/killing.py
+from spawning import start_forked
 
 from sharpdarts.engine import checkpoint
 from sharpdarts.engine.data import corpus as corpus_lib
@@ -21,7 +22,6 @@ from sharpdarts.engine.lm_jobs import evaluate_ppl, lm_train
 from sharpdarts.engine.lm_search import lm_search
 from sharpdarts.nn.models import RNNModel, RNNSearchModel
 
-REPO = Path(__file__).resolve().parents[1]
 NET = functools.partial(RNNModel, ninp=16, nhid=16, nhidlast=16)
 
 
@@ -163,21 +163,46 @@ def test_an_image_dataset_is_refused_for_a_language_model():
         )
 
 
+def _kill_after_epoch(args: list[str], results: Path, epoch: int, log: Path) -> Path:
+    """Runs ``sharpdarts <args>`` in a process forked from this one and kills it (SIGKILL, as
+    a node dies) once its run folder holds a checkpoint and has logged epoch ``epoch``; returns
+    the folder. (Forked, not a fresh interpreter: the kill is what is tested, and the fork
+    starts with torch imported.)"""
+    from sharpdarts.face import cli
+    from sharpdarts.store import reader
+
+    pid = start_forked(lambda: cli.main(args), log)
+    folder, deadline = None, time.monotonic() + 300
+    try:
+        while folder is None and time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                pid = None  # it ended by itself: not killed
+                break
+            found = [f for f in results.glob("runs/*/*/*") if (f / "checkpoint.pt").is_file()]
+            if found and any(r["epoch"] >= epoch for r in reader.read_metrics(found[0])):
+                os.kill(pid, signal.SIGKILL)
+                folder = found[0]
+            time.sleep(0.01)
+    finally:
+        if pid is not None:
+            if folder is None:
+                os.kill(pid, signal.SIGKILL)
+            status = os.waitpid(pid, 0)[1]
+    output = log.read_text(errors="replace")
+    assert folder is not None and os.waitstatus_to_exitcode(status) == -signal.SIGKILL, output
+    return folder
+
+
 @pytest.mark.slow
 def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path, capsys):
     """Kill a run after its switch to ASGD, re-run it: the same metrics and final perplexity
     as an uninterrupted run (the averaged weights and the switch epoch are checkpointed).
-    The kill is a real one, of a `sharpdarts run` process; the uninterrupted run and the re-run
-    go through the same command line in this process."""
+    The kill is a real one, of a process running `sharpdarts run`; the uninterrupted run and
+    the re-run go through the same command line in this process."""
     from sharpdarts.face import cli
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-
-    def cmd(results):
+    def args(results):
         return [
-            sys.executable,
-            "-m",
-            "sharpdarts",
             "run",
             "ptb/darts_v2",
             "--smoke",
@@ -194,17 +219,15 @@ def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path, capsys):
             "make_context.threads = 1",
         ]
 
-    assert cli.main(cmd(tmp_path / "a")[3:]) == 0
+    assert cli.main(args(tmp_path / "a")) == 0
     [ref] = (tmp_path / "a").glob("runs/ptb/darts_v2/*")
 
     results = tmp_path / "b"
-    folder, _ = kill_after_epoch(
-        cmd(results), results, "ptb/darts_v2", 4, cwd=REPO, env=env, timeout=300
-    )
+    folder = _kill_after_epoch(args(results), results, 4, tmp_path / "killed.out")
     state = checkpoint.load_checkpoint(folder / "checkpoint.pt")
     assert state["asgd_epoch"] == 3 and 3 <= state["epoch"] < 5
     capsys.readouterr()
-    code = cli.main(cmd(results)[3:])
+    code = cli.main(args(results))
     out = capsys.readouterr()
     assert code == 0 and "resuming" in out.out, out.out + out.err
 
