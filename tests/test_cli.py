@@ -126,6 +126,11 @@ def test_every_experiment_runs_with_smoke(name, tmp_path, capsys):
         assert (folder / file).is_file(), file
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     epochs = [r["epoch"] for r in records]
+    # Every epoch trained on at least one batch: smoke sizes under which the weights' loader
+    # gives no full batch (e.g. 4 training images a half, batch 8, drop_last) record a loss
+    # of 0.0 and would otherwise pass.
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    assert losses and all(loss > 0 for loss in losses), losses
     if "random_search" in info:  # the samples' trainings first, then the winner's, the run's
         assert epochs == list(range(1, len(epochs) + 1))
         epochs = [r["phase_epoch"] for r in records if r["phase"] == "final"]
