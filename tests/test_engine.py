@@ -2,8 +2,8 @@
 
 Every test configures the engine through gin (cleared around each test) on tiny networks and
 small synthetic datasets, or a tiny CIFAR-10 written here in its real on-disk format. Runs
-record into minimal run folders (a run.json and ``runs.Run``), except the command-line tests;
-the kill-and-resume test kills a real command-line process.
+record into minimal run folders (a run.json and ``runs.Run``), except the command-line tests,
+which run ``sharpdarts run`` in this process.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import json
 import math
 import os
 import shutil
-import sys
+import subprocess
 from pathlib import Path
 
 import gin
 import numpy as np
 import pytest
 import torch
-from killing import kill_after_epoch  # tests/killing.py
 from test_data import write_cifar10  # the real CIFAR-10 pickle format (tests/test_data.py)
 from torch import nn
 from torchvision import transforms as T
@@ -210,6 +209,9 @@ SMOKE_SEARCHES = [
 
 @pytest.mark.parametrize("space, order, weighting", SMOKE_SEARCHES)
 def test_smoke_search_gives_a_valid_genotype(space, order, weighting):
+    # The eigenvalue once (epoch 1), as --smoke measures it: the records are checked in
+    # test_search_records_epochs_and_resumes_exactly, the genotypes here.
+    configure("collapse_metrics.last_epoch = False")
     if space == "grid":
         configure(
             *SEARCH,
@@ -264,18 +266,18 @@ def test_an_architecture_split_without_a_full_batch_stops_with_a_user_error():
 
 
 def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
-    """A search killed after epoch 1 and started again ends as an uninterrupted one."""
+    """A search killed after epoch 1 and started again ends as an uninterrupted one (the
+    resumed epoch 2 is past the warm-up, with the collapse metrics of the last epoch)."""
     configure(
         *SEARCH,
         *SEARCH_CELL,
-        "search.epochs = 3",
         "Architect.order = 1",
         "SearchNetwork.primitives = 'DARTS_PRIMITIVES'",
     )
     killed_search_resumes_exactly(tmp_path, monkeypatch)
     full = run_lib.Run(tmp_path / "full")
     records = read_metrics(full)
-    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["epoch"] for r in records] == [1, 2]
     assert all(set(r) == SEARCH_KEYS for r in records)
     # The final genotype (the finished run's, derived again from its last checkpoint).
     assert search_job.search(run=full, seed=0)["genotype"] == records[-1]["genotype"]
@@ -455,14 +457,27 @@ def test_a_held_out_split_chooses_the_best_epoch_and_the_test_set_never_does(tmp
 
 
 # ---- Checkpoints and resume ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def uninterrupted_training(tmp_path_factory) -> tuple[dict, run_lib.Run]:
+    """TRAIN_CIFAR run uninterrupted (seed 0): its final metrics and run, which both kill
+    points below compare with."""
+    gin.clear_config()
+    configure(*TRAIN_CIFAR)
+    full = make_run(tmp_path_factory.mktemp("uninterrupted") / "full")
+    try:
+        return train_job.train(run=full, seed=0), full
+    finally:
+        gin.clear_config()
+
+
 @pytest.mark.parametrize("after_checkpoint", [True, False], ids=["after_ckpt", "before_ckpt"])
-def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, after_checkpoint):
+def test_interrupted_training_resumes_exactly(
+    tmp_path, monkeypatch, after_checkpoint, uninterrupted_training
+):
     """Killed at the end of epoch 2 (before or after its checkpoint) and started again, a run
     logs every epoch once and ends with the weights and metrics of an uninterrupted run."""
+    final_full, full = uninterrupted_training
     configure(*TRAIN_CIFAR)
-    full = make_run(tmp_path / "full")
-    final_full = train_job.train(run=full, seed=0)
-
     part = make_run(tmp_path / "part")
     with monkeypatch.context() as m:
         kill_at(m, 2, after_checkpoint)
@@ -628,56 +643,68 @@ def test_training_starts_from_another_checkpoints_weights(tmp_path, monkeypatch,
     assert records[0]["lr"] == fresh.optimizer.param_groups[0]["lr"]  # warm-up's first epoch
 
 
-# ---- The real command line: kill and resume -----------------------------------------------
+# ---- The command line: kill and resume -------------------------------------------------------
 def _cli(results: Path, *extra: str) -> list[str]:
+    """The arguments of ``sharpdarts run`` for a 3-epoch smoke training into ``results``."""
     return [
-        sys.executable,
-        "-m",
-        "sharpdarts",
         "run",
         "cifar10/sharpsepconv_darts",
         "--smoke",
         "--results",
         str(results),
         "--gin_param",
-        "EPOCHS=4",
+        "EPOCHS=3",
         *extra,
     ]
 
 
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def test_cli_run_killed_after_an_epoch_resumes(tmp_path, capsys, monkeypatch):
+    """A `sharpdarts run` killed after epoch 1's checkpoint starts again through the same
+    command line and resumes its folder.
 
-
-@pytest.mark.slow
-def test_cli_run_killed_after_an_epoch_resumes(tmp_path, capsys):
-    """A real kill of a `sharpdarts run` process; the re-run goes through the same command line
-    in this process."""
+    The killed run is the results folder copied the moment that checkpoint is on disk, with
+    the pid of a process that has ended in its run.json: all a SIGKILL there leaves (the run
+    marked running by a dead process, nothing more written). Real kills of a process are in
+    tests/test_lm_jobs.py and tests/test_random_search.py; this one runs in this process, which
+    spares the start of a second Python with torch.
+    """
     from sharpdarts.face import cli
 
-    results = tmp_path / "results"
-    # 128 training images an epoch (16 steps) so that there is time to kill mid-run.
-    cmd = _cli(results, "--gin_param", "build_datasets.synthetic_size = (128, 16)")
-    folder, _ = kill_after_epoch(
-        cmd, results, "cifar10/sharpsepconv_darts", 1, cwd=REPO, env=_env(), timeout=120
-    )
-    killed_epoch = checkpoint.load_checkpoint(folder / "checkpoint.pt")["epoch"]
-    assert 1 <= killed_epoch < 4, "the run finished before it was killed"
-    assert json.loads((folder / "run.json").read_text())["status"] == "running"
-    before = (folder / "metrics.jsonl").read_text().splitlines()[:killed_epoch]
+    results, killed = tmp_path / "results", tmp_path / "killed"
+    real = checkpoint.save_checkpoint
 
-    code = cli.main(cmd[3:])
+    def save(path, state):
+        real(path, state)
+        if state["epoch"] == 1 and not killed.exists():
+            shutil.copytree(results, killed)
+
+    cmd = _cli(results)
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save_checkpoint", save)
+        assert cli.main(cmd) == 0, capsys.readouterr()
+    [folder] = [p.parent for p in killed.glob("runs/*/*/*/run.json")]
+    assert checkpoint.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 1
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "running" and info["pid"] == os.getpid()
+    ended = subprocess.Popen(["true"])  # a pid whose process is gone, as the killed one's
+    ended.wait()
+    (folder / "run.json").write_text(json.dumps({**info, "pid": ended.pid}))
+    before = (folder / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in before] == [1]
+    capsys.readouterr()
+
+    code = cli.main(_cli(killed))
     again = capsys.readouterr()
     assert code == 0, again.out + again.err
     assert "resuming" in again.out and str(folder) in again.out
-    assert [p.parent for p in results.glob("runs/*/*/*/run.json")] == [folder]
+    assert [p.parent for p in killed.glob("runs/*/*/*/run.json")] == [folder]
     lines = (folder / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
-    assert lines[:killed_epoch] == before  # the epochs done before the kill are kept as they were
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert lines[:1] == before  # the epoch done before the kill is kept as it was
     info = json.loads((folder / "run.json").read_text())
     assert info["status"] == "completed" and info["resumes"] == 1
     assert set(info["final"]) >= {"test_error_top1", "test_error_top5", "params_m"}
-    assert checkpoint.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 4
+    assert checkpoint.load_checkpoint(folder / "checkpoint.pt")["epoch"] == 3
 
 
 def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path, capsys):
@@ -692,7 +719,7 @@ def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path, capsys):
             "train.learning_rate = 1e10",
             "--gin_param",
             "build_datasets.synthetic_size = (32, 16)",
-        )[3:]
+        )
     )
     done = capsys.readouterr()
     assert code == 1, done.out + done.err

@@ -26,7 +26,8 @@ def test_run_and_evaluate_use_and_record_threads(tmp_path, restore_threads, caps
     results = tmp_path / "results"
     # demo/lm_train_darts_v2 binds make_context.threads = 1: the command line wins over it.
     # (Its smoke run is a fraction of demo/search's thousands of tiny ops, each of which pays
-    # for waking a second thread on cores that other tests keep busy.)
+    # for waking a second thread on cores that other tests keep busy; 64 columns make its
+    # training epoch 12 time steps, not the smoke batch's 100.)
     assert (
         cli.main(
             [
@@ -37,6 +38,8 @@ def test_run_and_evaluate_use_and_record_threads(tmp_path, restore_threads, caps
                 "7",
                 "--gin_param",
                 "EPOCHS=1",
+                "--gin_param",
+                "BATCH_SIZE=64",
                 "--results",
                 str(results),
                 "--threads",
