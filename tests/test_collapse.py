@@ -248,8 +248,9 @@ COLLAPSE_KEYS = {
 
 
 def test_measuring_changes_nothing_else_in_the_search(tmp_path):
-    """Every epoch measured vs none: the same weights, alphas, buffers and metrics."""
-    gin.parse_config([*SEARCH, "search.epochs = 3", "collapse_metrics.every = 1"])
+    """Every epoch measured vs none: the same weights, alphas, buffers and metrics (two
+    epochs: the second trains after a measurement, and ends measured)."""
+    gin.parse_config([*SEARCH, "search.epochs = 2", "collapse_metrics.every = 1"])
     measured = make_run(tmp_path / "measured")
     search_job.search(run=measured, seed=0)
     gin.parse_config(["collapse_metrics.every = 0"])

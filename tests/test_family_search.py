@@ -31,6 +31,10 @@ GDAS = [
 ]
 
 
+# One node a cell (2 edges, not 5) where a test checks what the search does, not the cell's size.
+ONE_NODE = ["SearchNetwork.steps = 1", "SearchNetwork.multiplier = 1"]
+
+
 @pytest.fixture(autouse=True)
 def _clean_gin():
     gin.clear_config()
@@ -54,7 +58,7 @@ def test_the_search_sets_the_temperature_of_each_epoch():
 
 
 def test_a_killed_gdas_search_resumes_with_the_same_alphas(tmp_path, monkeypatch):
-    configure(*GDAS, "search.epochs = 2")
+    configure(*GDAS, *ONE_NODE, "search.epochs = 2")
     a, b = killed_search_resumes_exactly(tmp_path, monkeypatch)
     assert a["tau"] == b["tau"] == pytest.approx(0.1)
 
@@ -76,7 +80,9 @@ def test_a_killed_gdas_search_resumes_with_the_same_alphas(tmp_path, monkeypatch
     ],
 )
 def test_family_searches_run_and_move_their_alphas(bindings):
-    configure(*SEARCH, *SEARCH_CELL, "search.epochs = 1", "Architect.order = 1", *bindings)
+    configure(
+        *SEARCH, *SEARCH_CELL, *ONE_NODE, "search.epochs = 1", "Architect.order = 1", *bindings
+    )
     job = search_job.search(seed=0, build_only=True)
     before = [a.detach().clone() for a in job.model.arch_parameters()]
     final = job.fit()
@@ -88,7 +94,7 @@ def test_family_searches_run_and_move_their_alphas(bindings):
 
 
 def test_heatmap_weights_are_the_relaxations_readout():
-    configure(*SEARCH, *SEARCH_CELL, "SearchNetwork.relaxation = 'sigmoid'")
+    configure(*SEARCH, *SEARCH_CELL, *ONE_NODE, "SearchNetwork.relaxation = 'sigmoid'")
     job = search_job.search(seed=0, build_only=True)
     rows = job.end_epoch(1)["alphas_normal"]
     expected = torch.sigmoid(job.model.alphas_normal.detach().float())
@@ -109,7 +115,9 @@ def test_the_architecture_steps_before_or_after_the_weights(after):
 
 
 def test_warm_up_epochs_train_the_weights_only():
-    configure(*SEARCH, *SEARCH_CELL, "search.epochs = 2", "search.arch_warmup_epochs = 1")
+    configure(
+        *SEARCH, *SEARCH_CELL, *ONE_NODE, "search.epochs = 2", "search.arch_warmup_epochs = 1"
+    )
     job = search_job.search(seed=0, build_only=True)
     steps = []
     arch_step = job.architect.step

@@ -26,26 +26,24 @@ PATH = os.environ.get("PATH", "")  # before no_system_dot hides dot
 EPOCHS = 3
 
 
+# Smaller still than smoke mode (what is drawn is each epoch's logged cell, whatever the data):
+# 8 images, one weight step an epoch; the corpus in windows of 32 sequences, not 8.
+TINY = {
+    "conv": ("demo/search", ["build_datasets.synthetic_size = (8, 4)"]),
+    "rnn": ("ptb/search_first_order", ["BATCH_SIZE = 32"]),
+}
+
+
 @pytest.fixture(scope="module")
 def searches(tmp_path_factory):
     """A convolutional and a recurrent smoke search of EPOCHS epochs: {kind: run folder}."""
     results = tmp_path_factory.mktemp("results")
     folders = {}
-    for kind, experiment in (("conv", "demo/search"), ("rnn", "ptb/search_first_order")):
-        assert (
-            cli.main(
-                [
-                    "run",
-                    experiment,
-                    "--smoke",
-                    "--results",
-                    str(results),
-                    "--gin_param",
-                    f"EPOCHS={EPOCHS}",
-                ]
-            )
-            == 0
-        )
+    for kind, (experiment, bindings) in TINY.items():
+        args = ["run", experiment, "--smoke", "--results", str(results)]
+        for binding in [f"EPOCHS={EPOCHS}", *bindings]:
+            args += ["--gin_param", binding]
+        assert cli.main(args) == 0
         folders[kind] = next((results / "runs" / experiment).iterdir())
     return results, folders
 

@@ -42,31 +42,85 @@ def probe(*args, cwd=ROOT):
     return json.loads(line[6:]), proc
 
 
-@pytest.mark.parametrize(
-    "args, code",
-    [
-        (("--help",), 0),
-        (("list",), 0),
-        (("table", "cifar10"), 0),
-        (("table", "imagenet", "--format", "latex"), 0),
-        (("genotype", "show", "SHARP_DARTS"), 0),
-        (("genotype", "list"), 0),
-        (("table", "no_such_table"), 2),
-        (("genotype", "show", "NO_SUCH_GENOTYPE"), 2),
-        (("run", "cifar10/no_such_experiment"), 2),
-        (("run", "cifar10/sharpdart", "--smoke"), 2),
-    ],
-)
-def test_light_commands_import_no_torch(args, code, tmp_path):
-    result, proc = (
-        probe(*args, "--results", tmp_path) if args[0] in ("table", "run") else probe(*args)
+# One interpreter that has imported only the command line's module (as PROBE has when it calls
+# main) forks a child per command: each child starts in the state a fresh interpreter would be
+# in, runs the command, and reports as PROBE does; its output goes to files beside the report.
+PROBE_EACH = """
+import json, os, sys
+from sharpdarts.face.cli import main
+HEAVY = ("torch", "torchvision", "gin", "pandas")
+assert not [m for m in HEAVY if m in sys.modules], "the parent imported a heavy module"
+commands, out = json.loads(sys.argv[1]), sys.argv[2]
+for i, args in enumerate(commands):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for fd, name in ((1, "out"), (2, "err")):
+                os.dup2(os.open(f"{out}/{i}.{name}", os.O_WRONLY | os.O_CREAT), fd)
+            try:
+                code = main(args)
+            except SystemExit as exc:
+                code = exc.code
+            sys.stdout.flush()
+            sys.stderr.flush()
+            heavy = sorted(m for m in HEAVY if m in sys.modules)
+            with open(f"{out}/{i}.json", "w") as f:
+                json.dump({"code": code, "heavy": heavy}, f)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+LIGHT = [
+    (("--help",), 0),
+    (("list",), 0),
+    (("table", "cifar10"), 0),
+    (("table", "imagenet", "--format", "latex"), 0),
+    (("genotype", "show", "SHARP_DARTS"), 0),
+    (("genotype", "list"), 0),
+    (("table", "no_such_table"), 2),
+    (("genotype", "show", "NO_SUCH_GENOTYPE"), 2),
+    (("run", "cifar10/no_such_experiment"), 2),
+    (("run", "cifar10/sharpdart", "--smoke"), 2),
+]
+
+
+@pytest.fixture(scope="module")
+def light_runs(tmp_path_factory) -> dict:
+    """Every command of LIGHT run by PROBE_EACH: {args: (report, stdout, stderr)}."""
+    out = tmp_path_factory.mktemp("light")
+    commands = []
+    for args, _ in LIGHT:
+        results = ["--results", str(tmp_path_factory.mktemp("results"))]
+        commands.append([*args, *results] if args[0] in ("table", "run") else list(args))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE_EACH, json.dumps(commands), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
     )
-    assert result["code"] == code, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    return {
+        args: tuple(
+            [json.loads((out / f"{i}.json").read_text())]
+            + [(out / f"{i}.{name}").read_text() for name in ("out", "err")]
+        )
+        for i, (args, _) in enumerate(LIGHT)
+    }
+
+
+@pytest.mark.parametrize("args, code", LIGHT)
+def test_light_commands_import_no_torch(args, code, light_runs):
+    result, _, err = light_runs[args]
+    assert result["code"] == code, err
     # Only a table that is printed needs pandas; nothing here needs torch.
     allowed = ["pandas"] if args[0] == "table" and code == 0 else []
     assert result["heavy"] == allowed, f"{args} imported {result['heavy']}"
     if code == 2:
-        assert "sharpdarts: error:" in proc.stderr
+        assert "sharpdarts: error:" in err
 
 
 def test_a_completed_run_is_skipped_without_torch(tmp_path, capsys):
