@@ -13,17 +13,46 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def pytest_collection_modifyitems(config, items):
-    """The tests marked slow (seconds each: runs, subprocesses, compilation) go first.
+def _estimate(item) -> float:
+    """The seconds a slow test's marker states (``@pytest.mark.slow(30)``); 1 if it states none."""
+    marker = item.get_closest_marker("slow")
+    return float(marker.args[0]) if marker.args else 1.0
 
-    pytest-xdist deals the first quarter of the tests out in turn and the rest to whichever
-    worker is free: with the long tests at the front the workers end together, where a long
-    test dealt late (test_sweep.py sorts last) kept one worker going while the other waited.
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked slow (seconds each: runs, subprocesses, Slurm) go first, shared out
+    among the xdist workers by their stated seconds.
+
+    pytest-xdist's load scheduling hands each worker a first run of consecutive tests (a
+    quarter of its share: ``len(items) // workers // 4``, xdist 3.x) and the rest to whichever
+    worker is free. So the slow tests are dealt longest first, each to the worker whose first
+    run holds the fewest seconds so far, and each first run is filled up with quick tests: the
+    workers start their long tests together and end together. (Sorted to the front in one
+    run, the slow tests all went to one worker, which ran a minute after the others ended.)
+    Should xdist deal otherwise, every test still runs; only the balance suffers.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
     for item in items:  # reports carry it to the summary below (xdist's controller too)
         if item.get_closest_marker("slurm"):
             item.user_properties.append(("marker", "slurm"))
+    slow = sorted((i for i in items if i.get_closest_marker("slow")), key=_estimate, reverse=True)
+    quick = [i for i in items if not i.get_closest_marker("slow")]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    first_run = max(len(items) // workers // 4, 2)
+    runs: list[list] = [[] for _ in range(workers)]
+    seconds = [0.0] * workers
+    for item in slow:
+        j = min(range(workers), key=lambda k: (seconds[k], len(runs[k])))
+        runs[j].append(item)
+        seconds[j] += _estimate(item)
+    if workers == 1 or max(len(run) for run in runs) > first_run:
+        items[:] = slow + quick
+        return
+    order = []
+    for run in runs:
+        take = first_run - len(run)
+        order += run + quick[:take]
+        del quick[:take]
+    items[:] = order + quick
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,7 @@ def test_conv_flops_are_forward_times_gradients(channels, groups, kernel, dilati
     assert common.count_flops(step) == forward * (1 + gradients)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(2)
 def test_search_step_compares_both_paths_and_writes_json(tmp_path, monkeypatch):
     # --flops measures the machine's matmul rate on 2048 x 2048 products (six of them, about
     # 100 GFLOP on one thread); a 256 x 256 product runs the same function at 1/500 the cost.
@@ -89,7 +89,7 @@ def test_search_step_compares_both_paths_and_writes_json(tmp_path, monkeypatch):
     assert config["order"] == 1 and config["nodes"] == 1
 
 
-@pytest.mark.slow
+@pytest.mark.slow(8)
 def test_train_step_measures_peak_memory_in_a_child_process():
     """The one memory child of these tests (a fresh process, ~5 s of CPU, most of it
     importing torch). Every step benchmark starts it through the same code
@@ -133,7 +133,6 @@ def test_lm_search_step_memory_child():
     assert peak["peak_mib"] == pytest.approx(peak["hwm_mib"] - peak["rss_before_mib"])
 
 
-@pytest.mark.slow
 def test_collapse_cost_times_the_eigenvalue_against_an_epoch(tmp_path):
     out = tmp_path / "c.jsonl"
     result = collapse_cost.main(
@@ -161,7 +160,7 @@ def test_nb201_step_times_ours_without_the_authors_package(tmp_path):
     assert json.loads(out.read_text())["config"]["C"] == 4
 
 
-@pytest.mark.slow
+@pytest.mark.slow(4)
 def test_peer_darts_step_times_both_steps_and_ours_as_the_experiment_builds_it(tmp_path):
     """The peer comparison times the arch and weight steps of every model; ours is the
     supernet of experiments/search/darts_first_order.gin (DARTS ops, channels-last)."""

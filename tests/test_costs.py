@@ -13,7 +13,7 @@ _COMPUTED: dict = {}
 def _computed(name):
     """costs.compute(name), once per worker: the rows of test_shipped_costs_are_recomputed and
     test_recurrent_rows_get_the_originals_parameter_counts are in the full sweep too, and
-    building a paper-size network is what costs (the slow sweep runs first)."""
+    building a paper-size network is what costs."""
     if name not in _COMPUTED:
         _COMPUTED[name] = costs.compute(name)
     return _COMPUTED[name]
@@ -40,7 +40,6 @@ def test_shipped_costs_are_recomputed(name):
     _check(name)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_every_shipped_cost_is_recomputed(name):
     _check(name)

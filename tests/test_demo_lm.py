@@ -25,7 +25,7 @@ def _run(capsys, *args) -> str:
     return out.out
 
 
-@pytest.mark.slow
+@pytest.mark.slow(10)
 def test_search_promote_train_and_table_on_the_pydoc_corpus(tmp_path, monkeypatch, capsys):
     results, data = tmp_path / "results", tmp_path / "data"
     monkeypatch.setenv("SHARPDARTS_GENOTYPES", str(results / "demo_genotypes.json"))

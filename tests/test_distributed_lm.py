@@ -240,7 +240,7 @@ def _rank_of_a_run(rank: int, port: int, results: Path):
     return call
 
 
-@pytest.mark.slow
+@pytest.mark.slow(2)
 def test_a_recurrent_search_run_by_two_processes_has_rank_0_record(tmp_path):
     """The command each of torchrun's processes runs, in two processes forked from this one
     (torchrun's own start is tests/test_multinode.py's; forked, the processes do not each

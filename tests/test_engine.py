@@ -733,7 +733,7 @@ def test_cli_run_with_a_non_finite_loss_fails_with_its_reason(tmp_path, capsys):
 # ---- torch.compile (optional) --------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.slow(10)
 @pytest.mark.parametrize("job", ["search", "train"])
 def test_compiled_weight_steps_give_the_eager_results(job, tmp_path, monkeypatch):
     """``make_context.compile_backend`` routes the weight steps through torch.compile; the

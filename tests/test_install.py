@@ -63,7 +63,7 @@ def _clean_env() -> dict:
     return env
 
 
-@pytest.mark.slow
+@pytest.mark.slow(10)
 def test_a_plain_install_lists_and_runs_an_experiment_from_outside_the_checkout(tmp_path):
     source = _copy_sources(tmp_path / "src")
     python = _fresh_venv(tmp_path / "venv")

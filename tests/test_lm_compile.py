@@ -115,7 +115,7 @@ def _run_steps(job, steps, seed):
     }
 
 
-@pytest.mark.slow
+@pytest.mark.slow(3)
 @pytest.mark.parametrize("order", [1, 2])
 def test_a_search_step_with_the_compiled_cell_is_the_eager_step(order):
     """Architect step (first order; or unrolled: functional_call's virtual weights, scratch

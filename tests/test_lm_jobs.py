@@ -193,7 +193,7 @@ def _kill_after_epoch(args: list[str], results: Path, epoch: int, log: Path) -> 
     return folder
 
 
-@pytest.mark.slow
+@pytest.mark.slow(3)
 def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path, capsys):
     """Kill a run after its switch to ASGD, re-run it: the same metrics and final perplexity
     as an uninterrupted run (the averaged weights and the switch epoch are checkpointed).

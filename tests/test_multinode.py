@@ -25,7 +25,7 @@ from sharpdarts.engine import checkpoint
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(15)
 def test_two_nodes_meet_at_a_c10d_rendezvous_and_search_one_run(tmp_path):
     results = tmp_path / "results"
     endpoint = f"127.0.0.1:{free_port()}"

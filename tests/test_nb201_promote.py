@@ -31,7 +31,6 @@ def run_infos(results: Path, experiment: str) -> list[dict]:
     ]
 
 
-@pytest.mark.slow
 def test_a_nb201_search_cell_is_promoted_shown_listed_and_trained_with_its_lineage(
     tmp_path, capsys
 ):

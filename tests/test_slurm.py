@@ -134,6 +134,7 @@ def _status(results: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow(8)
 def test_a_sweep_of_two_seeds_completes_and_its_status_is_quiet(tmp_path, monkeypatch, capsys):
     results = tmp_path / "results"
     record = _submit(monkeypatch, capsys, results, "--seeds", "1-2", "--parallel", "2", *SMALL)
@@ -189,7 +190,7 @@ def test_a_cancelled_job_shows_as_cancelled(tmp_path, monkeypatch, capsys):
     assert status.returncode == 0 and "cancelled" in status.stdout and status.stderr == ""
 
 
-@pytest.mark.slow
+@pytest.mark.slow(30)
 def test_a_job_requeued_mid_run_resumes_and_logs_each_epoch_once(tmp_path, monkeypatch, capsys):
     """``scontrol requeue`` ends the job (SIGTERM, which submitit ignores, then SIGKILL after
     slurm.conf's KillWait of 2 s) and queues it again under the same id: the run resumes from
@@ -217,7 +218,7 @@ def test_a_job_requeued_mid_run_resumes_and_logs_each_epoch_once(tmp_path, monke
     assert info["scheduler"]["job_id"] == job
 
 
-@pytest.mark.slow
+@pytest.mark.slow(60)
 def test_a_job_at_its_time_limit_is_signalled_requeued_and_completes(tmp_path, monkeypatch, capsys):
     """A one-minute limit, with the signal due 10 s into each session (signal_delay_s = 50):
     Slurm checks time limits every 30 s (a fixed period of slurmctld), so the signal comes

@@ -298,7 +298,7 @@ PREEMPT_AFTER_AN_EPOCH = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(25)
 def test_a_local_sweep_of_two_seeds_requeues_a_preempted_job_and_gives_the_mean_and_std(
     tmp_path, capsys, monkeypatch
 ):
@@ -422,7 +422,7 @@ def test_make_targets_take_launcher_as_well_as_seeds(launcher, expected):
     assert [" ".join(line.split()) for line in done.stdout.splitlines()] == expected
 
 
-@pytest.mark.slow
+@pytest.mark.slow(10)
 def test_a_job_of_two_tasks_trains_one_run_with_ddp(tmp_path, capsys, monkeypatch):
     """One task per GPU under Slurm; here two CPU tasks of the local executor join one
     process group from submitit's environment, and rank 0 records the run."""

@@ -95,7 +95,6 @@ def _searched_with_user_op(run_folder: Path, module: str, op: str) -> None:
     assert used <= {"skip_connect", op}
 
 
-@pytest.mark.slow
 def test_a_gin_file_imports_a_user_op_beside_it_and_searches_with_it(
     tmp_path, capsys, user_environment
 ):
@@ -107,7 +106,6 @@ def test_a_gin_file_imports_a_user_op_beside_it_and_searches_with_it(
     _searched_with_user_op(Path(out.out.strip().splitlines()[-1]), "beside_ops", "beside_op")
 
 
-@pytest.mark.slow
 def test_a_project_experiment_imports_a_user_op_from_the_project_root(
     tmp_path, capsys, user_environment
 ):
