@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 # The torch / torchvision pair this project is tested with.
 TORCH := torch==2.14.1 torchvision==0.29.1
 # Three pytest workers on two cores: a worker waiting on a child process (a sweep's jobs,
-# torchrun, Slurm) leaves its core to the other two (4:32 against 5:31 with two, idle machine).
+# torchrun, Slurm) leaves its core to the other two, and both cores stay busy to the end.
 PYTEST_ARGS ?= -n 3
 RESULTS ?= results
 SEEDS ?= 1
