@@ -265,6 +265,16 @@ def test_an_architecture_split_without_a_full_batch_stops_with_a_user_error():
         search_job.search(run=None, seed=0)
 
 
+def test_a_weights_split_without_a_full_batch_stops_with_a_user_error():
+    """2 images for the weights, 6 for the architecture at batch 4: an epoch of no weight step
+    once recorded a training loss of 0 and went on as if it had trained."""
+    from sharpdarts.errors import UserError
+
+    configure(*SEARCH, *SEARCH_CELL, "search.train_portion = 0.25")
+    with pytest.raises(UserError, match="a loader of 2 items gives no batch of 4"):
+        search_job.search(run=None, seed=0)
+
+
 def test_search_records_epochs_and_resumes_exactly(tmp_path, monkeypatch):
     """A search killed after epoch 1 and started again ends as an uninterrupted one (the
     resumed epoch 2 is past the warm-up, with the collapse metrics of the last epoch)."""

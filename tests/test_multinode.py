@@ -52,6 +52,10 @@ def test_two_nodes_meet_at_a_c10d_rendezvous_and_search_one_run(tmp_path):
             "3",
             "--results",
             str(results),
+            # 32 images: each process's quarter (the weights' half, split in two) is one batch
+            # of 8; smoke mode's 16 left each process none, and the weights never stepped.
+            "--gin_param",
+            "build_datasets.synthetic_size = (32, 8)",
         ]
         return subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

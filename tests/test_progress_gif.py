@@ -26,10 +26,11 @@ PATH = os.environ.get("PATH", "")  # before no_system_dot hides dot
 EPOCHS = 3
 
 
-# Smaller still than smoke mode (what is drawn is each epoch's logged cell, whatever the data):
-# 8 images, one weight step an epoch; the corpus in windows of 32 sequences, not 8.
+# Smaller than smoke mode (what is drawn is each epoch's logged cell, whatever the data):
+# 16 images, halved into one batch of 8 for the weights and one for the architecture; the
+# corpus in windows of 32 sequences, not 8.
 TINY = {
-    "conv": ("demo/search", ["build_datasets.synthetic_size = (8, 4)"]),
+    "conv": ("demo/search", ["build_datasets.synthetic_size = (16, 4)"]),
     "rnn": ("ptb/search_first_order", ["BATCH_SIZE = 32"]),
 }
 

@@ -199,6 +199,18 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def no_batch_error(loader) -> UserError:
+    """The error for a loader a pass over which gives no batch: fewer items than one batch,
+    with incomplete batches dropped (an epoch that trained on nothing, or an endless cycle
+    that would wait for ever)."""
+    sampler, size = getattr(loader, "sampler", None), getattr(loader, "batch_size", None)
+    items = f"a loader of {len(sampler)} items" if sampler is not None else "a loader"
+    return UserError(
+        f"{items} gives no batch of {size} (incomplete batches are dropped): use a smaller "
+        "batch size, or more data for this split (e.g. another search.train_portion)."
+    )
+
+
 class Cycle:
     """Endless batches of a loader, without rebuilding it for every batch, whose place can be
     checkpointed: the pass it is in, the batches taken from that pass, and the loader's
@@ -230,12 +242,7 @@ class Cycle:
                 batch = next(self._batches)
             except StopIteration:
                 if self.taken == 0:
-                    raise UserError(
-                        f"a loader of {len(self.loader.sampler)} items gives no batch of "
-                        f"{self.loader.batch_size} (incomplete batches are dropped): use a "
-                        "smaller batch size, or more data for this split (e.g. another "
-                        "search.train_portion)."
-                    ) from None
+                    raise no_batch_error(self.loader) from None
                 self._batches, self.passes, self.taken = None, self.passes + 1, 0
                 continue
             self.taken += 1

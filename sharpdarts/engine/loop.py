@@ -38,6 +38,7 @@ from sharpdarts.engine.context import (
     Context,
     average_over_processes,
     barrier,
+    no_batch_error,
     reduce_sum,
     rng_state,
     set_rng_state,
@@ -417,6 +418,8 @@ def fit(job: Job, run=None, restart: bool = False) -> dict:
                     _save_inside(job, run, path, began, batches, totals)
                     preemption.saved()
                     preemption.pass_on()
+            if batches == 0:  # an epoch of no batch would record a loss of 0 and go on
+                raise no_batch_error(job.train_loader)
             trained = totals.result(ctx)
             check_finite(trained["loss"], epoch)
             evaluation = _evaluate(job, run, path, began, batches, totals, preemption)
