@@ -28,15 +28,12 @@ COMMAND += ["--gin_param", "collapse_metrics.every = 0"]
 # A supernet of one node of four ops a cell (not smoke.gin's two nodes of DARTS's eight): a
 # fifth of a smoke search's time, and the same run folder, checkpoints and records that
 # these tests (and tests/test_recovery.py, test_diff.py, test_validate.py) look at.
-SMALL_SUPERNET = [
-    arg
-    for binding in (
-        "SearchNetwork.steps = 1",
-        "SearchNetwork.multiplier = 1",
-        "SearchNetwork.primitives = ['none', 'max_pool_3x3', 'skip_connect', 'sep_conv_3x3']",
-    )
-    for arg in ("--gin_param", binding)
+SMALL_SUPERNET_BINDINGS = [
+    "SearchNetwork.steps = 1",
+    "SearchNetwork.multiplier = 1",
+    "SearchNetwork.primitives = ['none', 'max_pool_3x3', 'skip_connect', 'sep_conv_3x3']",
 ]
+SMALL_SUPERNET = [arg for binding in SMALL_SUPERNET_BINDINGS for arg in ("--gin_param", binding)]
 COMMAND += SMALL_SUPERNET
 DRAW = random.Random(12)  # the kill points' epochs: seeded, so a failure reproduces
 KILLED = 137

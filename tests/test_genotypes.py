@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from spawning import start_forked  # tests/spawning.py
 
 from sharpdarts.core import genotype_types
 from sharpdarts.core import genotypes as G
@@ -461,28 +462,22 @@ def collect_in_a_forked_child(files: list[Path], out: Path) -> int:
     child's sys.modules first, so that each is imported again and computes its parameters at
     collection time as a fresh interpreter would; the child keeps the libraries this one has
     imported (torch among them: the seconds a fresh interpreter spends on them decide
-    nothing here). The child never returns into this pytest."""
+    nothing here)."""
     tests = files[0].parent
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            for name, module in list(sys.modules.items()):
-                if Path(getattr(module, "__file__", None) or "/").parent == tests:
-                    del sys.modules[name]
-            os.chdir(tests.parent)
 
-            class Record:
-                def pytest_collection_finish(self, session):
-                    out.write_text(json.dumps([item.nodeid for item in session.items]))
+    class Record:
+        def pytest_collection_finish(self, session):
+            out.write_text(json.dumps([item.nodeid for item in session.items]))
 
-            argv = ["--collect-only", "-q", "-p", "no:cacheprovider", *map(str, files)]
-            code = int(pytest.main(argv, plugins=[Record()]))
-        finally:
-            os._exit(code)
+    def collect() -> int:
+        for name, module in list(sys.modules.items()):
+            if Path(getattr(module, "__file__", None) or "/").parent == tests:
+                del sys.modules[name]
+        os.chdir(tests.parent)
+        argv = ["--collect-only", "-q", "-p", "no:cacheprovider", *map(str, files)]
+        return int(pytest.main(argv, plugins=[Record()]))
+
+    pid = start_forked(collect, out.with_suffix(".log"))
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 

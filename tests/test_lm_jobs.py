@@ -4,15 +4,11 @@ re-run), perplexity, and the recurrent architect's steps."""
 import functools
 import json
 import math
-import os
-import signal
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from spawning import start_forked
+from killing import kill_after_epoch  # tests/killing.py
 
 from sharpdarts.engine import checkpoint
 from sharpdarts.engine.data import corpus as corpus_lib
@@ -163,36 +159,6 @@ def test_an_image_dataset_is_refused_for_a_language_model():
         )
 
 
-def _kill_after_epoch(args: list[str], results: Path, epoch: int, log: Path) -> Path:
-    """Runs ``sharpdarts <args>`` in a process forked from this one and kills it (SIGKILL, as
-    a node dies) once its run folder holds a checkpoint and has logged epoch ``epoch``; returns
-    the folder. (Forked, not a fresh interpreter: the kill is what is tested, and the fork
-    starts with torch imported.)"""
-    from sharpdarts.face import cli
-    from sharpdarts.store import reader
-
-    pid = start_forked(lambda: cli.main(args), log)
-    folder, deadline = None, time.monotonic() + 300
-    try:
-        while folder is None and time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                pid = None  # it ended by itself: not killed
-                break
-            found = [f for f in results.glob("runs/*/*/*") if (f / "checkpoint.pt").is_file()]
-            if found and any(r["epoch"] >= epoch for r in reader.read_metrics(found[0])):
-                os.kill(pid, signal.SIGKILL)
-                folder = found[0]
-            time.sleep(0.01)
-    finally:
-        if pid is not None:
-            if folder is None:
-                os.kill(pid, signal.SIGKILL)
-            status = os.waitpid(pid, 0)[1]
-    output = log.read_text(errors="replace")
-    assert folder is not None and os.waitstatus_to_exitcode(status) == -signal.SIGKILL, output
-    return folder
-
-
 @pytest.mark.slow(3)
 def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path, capsys):
     """Kill a run after its switch to ASGD, re-run it: the same metrics and final perplexity
@@ -223,7 +189,9 @@ def test_killed_after_the_asgd_switch_resumes_exactly(tmp_path, capsys):
     [ref] = (tmp_path / "a").glob("runs/ptb/darts_v2/*")
 
     results = tmp_path / "b"
-    folder = _kill_after_epoch(args(results), results, 4, tmp_path / "killed.out")
+    folder = kill_after_epoch(
+        args(results), results, "ptb/darts_v2", 4, log=tmp_path / "killed.out"
+    )
     state = checkpoint.load_checkpoint(folder / "checkpoint.pt")
     assert state["asgd_epoch"] == 3 and 3 <= state["epoch"] < 5
     capsys.readouterr()

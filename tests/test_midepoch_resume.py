@@ -21,6 +21,7 @@ import pytest
 import torch
 from test_engine import COMMON, TRAIN_CIFAR, make_run  # tests/test_engine.py
 from test_engine import assert_same_state as same
+from test_faults import SMALL_SUPERNET_BINDINGS  # tests/test_faults.py: one node of four ops
 
 from sharpdarts.engine import checkpoint, search_job, train_job
 from sharpdarts.engine.context import Cycle
@@ -42,9 +43,7 @@ SEARCH = [
     "SearchNetwork.layers = 3",
     # One node of four ops a cell: an architecture's and the weights' step, the eigenvalue and
     # the genotype as with more, for a fraction of the time.
-    "SearchNetwork.steps = 1",
-    "SearchNetwork.multiplier = 1",
-    "SearchNetwork.primitives = ['none', 'max_pool_3x3', 'skip_connect', 'sep_conv_3x3']",
+    *SMALL_SUPERNET_BINDINGS,
     # One Hessian-vector product per measured epoch, not the default's many: the eigenvalue's
     # random start still comes from the global generator whose state the resume restores
     # (tests/test_collapse.py tests the eigenvalue itself).

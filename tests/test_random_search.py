@@ -3,16 +3,12 @@ that trains each briefly, keeps the best by validation and trains the winner (sm
 the command line, their table rows, and kill-and-resume that never redoes a finished sample)."""
 
 import collections
-import contextlib
-import os
-import signal
-import time
 from itertools import combinations
-from pathlib import Path
 
 import gin
 import numpy as np
 import pytest
+from killing import kill_after_epoch  # tests/killing.py
 
 from sharpdarts.core import genotypes, recurrent_genotypes
 from sharpdarts.core.random_genotypes import (
@@ -233,52 +229,19 @@ def test_a_bound_genotype_is_refused(tmp_path, capsys):
 
 
 # ---- kill and resume ------------------------------------------------------------------------
-def _killed_in_a_forked_child(results: Path, experiment: str, epoch: int, *bindings) -> Path:
-    """Runs ``sharpdarts run`` in a forked child and SIGKILLs it once a sample's phase holds a
-    checkpoint and the run has logged ``epoch``: a real process dies mid-run, as with
-    tests/killing.py, but without a fresh interpreter importing torch (seconds of CPU that the
-    kill does not need: the child inherits this one's imports). Returns the run folder."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 99
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            args = ["run", experiment, "--smoke", "--results", str(results), "--allow-dirty"]
-            for binding in bindings:
-                args += ["--gin_param", binding]
-            code = cli.main(args)
-        finally:
-            os._exit(code)
-    folder, status = None, None
-    deadline = time.monotonic() + 300
-    try:
-        while folder is None and time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                raise AssertionError("the run ended before it could be killed")
-            found = [
-                f
-                for f in results.glob(f"runs/{experiment}/*")
-                if any(f.glob("phases/*/checkpoint.pt"))
-            ]
-            if found and any(r["epoch"] >= epoch for r in reader.read_metrics(found[0])):
-                os.kill(pid, signal.SIGKILL)
-                folder = found[0]
-            time.sleep(0.01)
-    finally:
-        with contextlib.suppress(ChildProcessError, ProcessLookupError):  # reaped already
-            if folder is None:
-                os.kill(pid, signal.SIGKILL)
-            status = os.waitpid(pid, 0)[1]
-    assert status is not None and os.WIFSIGNALED(status)
-    assert os.WTERMSIG(status) == signal.SIGKILL
-    return folder
-
-
 def test_a_killed_random_search_resumes_without_redoing_finished_samples(tmp_path, ptb_run, capsys):
     # Killed once a later sample has a checkpoint and has logged an epoch (run epoch 3+).
-    folder = _killed_in_a_forked_child(tmp_path, "ptb/random_search", 3, *PTB)
+    args = ["run", "ptb/random_search", "--smoke", "--results", str(tmp_path), "--allow-dirty"]
+    for binding in PTB:
+        args += ["--gin_param", binding]
+    folder = kill_after_epoch(
+        args,
+        tmp_path,
+        "ptb/random_search",
+        3,
+        log=tmp_path / "killed.out",
+        checkpoint="phases/*/checkpoint.pt",
+    )
     done = reader.read_info(folder)["random_search"]["samples"]
     assert len(done) >= 1 and not list((folder / "phases" / "sample_00").glob("*.pt"))
     kept = [r for r in reader.read_metrics(folder) if r.get("sample", 99) < len(done)]
